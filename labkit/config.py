@@ -1,0 +1,58 @@
+"""Where labkit keeps its files and which backend and contexts it uses.
+
+Everything is read from the environment at call time (not import time), so a
+notebook can ``os.environ[...] = ...`` and connect again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UnknownBackend
+
+BACKENDS = ("sandbox", "kubeconfig")
+SANDBOX_CONTEXT = "labkit-sandbox"
+#: Contexts that are labs by construction: the sandbox, and the names the
+#: kit's own docs use for local k3s/kind/k3d clusters are NOT included on
+#: purpose: a real cluster must be allowed explicitly.
+DEFAULT_ALLOWED_CONTEXTS = (SANDBOX_CONTEXT,)
+
+
+def labkit_home() -> Path:
+    """The directory for sandbox state, kubeconfig, caches (``LABKIT_HOME``, default ``~/.labkit``)."""
+    return Path(os.environ.get("LABKIT_HOME") or Path.home() / ".labkit").expanduser()
+
+
+def sandbox_dir() -> Path:
+    return labkit_home() / "sandbox"
+
+
+def sandbox_kubeconfig() -> Path:
+    return sandbox_dir() / "kubeconfig"
+
+
+def project_root() -> Path:
+    """The checkout labkit runs from (notebooks/, wasm-apps/ live there)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """The backend to use: the argument, else ``LABKIT_BACKEND``, else ``sandbox``.
+
+    >>> resolve_backend("kubeconfig")
+    'kubeconfig'
+    """
+    name = (backend or os.environ.get("LABKIT_BACKEND") or "sandbox").strip().lower()
+    if name not in BACKENDS:
+        raise UnknownBackend(
+            f"unknown backend {name!r}",
+            f"use one of: {', '.join(BACKENDS)} (argument backend=..., or LABKIT_BACKEND)",
+        )
+    return name
+
+
+def allowed_contexts(extra: list[str] | tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The kubeconfig contexts labkit may touch: the sandbox, ``LABKIT_ALLOWED_CONTEXTS`` (comma separated) and *extra*."""
+    from_env = [c.strip() for c in os.environ.get("LABKIT_ALLOWED_CONTEXTS", "").split(",") if c.strip()]
+    return tuple(dict.fromkeys([*DEFAULT_ALLOWED_CONTEXTS, *from_env, *(extra or ())]))

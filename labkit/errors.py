@@ -1,0 +1,85 @@
+"""One exception hierarchy for everything labkit raises at a learner.
+
+Every message names the problem *and* the fix, so a notebook cell that fails
+shows one readable paragraph instead of a traceback soup.
+
+>>> raise ContextNotAllowed("prod")          # doctest: +SKIP
+labkit.errors.ContextNotAllowed: kubeconfig context 'prod' is not on labkit's allow-list ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LabkitError(Exception):
+    """Base class: ``str(error)`` is the problem followed by the fix."""
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(problem if not fix else f"{problem}\n  fix: {fix}")
+
+
+class ClusterUnreachable(LabkitError):
+    """No Kubernetes API server answered."""
+
+
+class ContextNotAllowed(LabkitError):
+    """A kubeconfig context that is not on the lab allow-list."""
+
+    def __init__(self, context: str, allowed: list[str] | tuple[str, ...] = ()) -> None:
+        listed = ", ".join(sorted(allowed)) or "none"
+        super().__init__(
+            f"kubeconfig context {context!r} is not on labkit's allow-list (allowed: {listed}); "
+            "labkit refuses it so a notebook can never touch a production cluster by accident",
+            f"if {context!r} really is a lab cluster, allow it: "
+            f"export LABKIT_ALLOWED_CONTEXTS={context} (or connect(..., allowed_contexts=[{context!r}]))",
+        )
+        self.context = context
+
+
+class UnknownBackend(LabkitError):
+    """A backend name labkit does not know."""
+
+
+class PrerequisiteMissing(LabkitError):
+    """A tool, package, file or cluster feature a lab needs is absent."""
+
+
+class NotebookFailed(LabkitError):
+    """A notebook run by ``labkit run`` raised in one of its cells."""
+
+    def __init__(self, notebook: str, cell: int | None, error: str, output: str | None = None) -> None:
+        where = f"cell {cell}" if cell is not None else "an unknown cell"
+        super().__init__(
+            f"notebook {notebook} failed in {where}: {error}",
+            f"open the executed copy ({output}) to see the full output" if output else None,
+        )
+        self.notebook, self.cell, self.error, self.output = notebook, cell, error, output
+
+
+class SandboxError(LabkitError):
+    """The embedded sandbox cluster could not start, stop or answer."""
+
+
+class WasmError(LabkitError):
+    """A file that should be a wasm module is not one, or cannot be used."""
+
+
+class ImageError(LabkitError):
+    """An OCI image could not be built, read or imported."""
+
+
+class ApiError(LabkitError):
+    """The Kubernetes API answered with a failure ``Status``.
+
+    ``status`` is the Status object the server returned (``code``, ``reason``,
+    ``message``, ``details``), kept whole as lightkube and kr8s do.
+    """
+
+    def __init__(self, status: dict[str, Any], fix: str | None = None) -> None:
+        self.status = status
+        self.code: int = int(status.get("code") or 0)
+        self.reason: str = status.get("reason") or ""
+        super().__init__(f"{status.get('message') or self.reason} (HTTP {self.code} {self.reason})", fix)

@@ -1,0 +1,115 @@
+"""Kubernetes ``Status`` failures, raised anywhere in the sandbox and answered by the server.
+
+The wording follows the real API server, because learners paste these
+messages into search engines.
+
+>>> e = not_found(RESOURCES.by_plural("", "pods"), "nope")
+>>> e.code, e.reason, e.message
+(404, 'NotFound', 'pods "nope" not found')
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import RESOURCES, Resource  # noqa: F401  (RESOURCES used by the doctest)
+
+
+class StatusError(Exception):
+    """A failure the API server answers with a ``Status`` object."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details
+
+    def to_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details:
+            status["details"] = self.details
+        return status
+
+
+def _details(resource: Resource | None, name: str | None, **extra: Any) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    if name:
+        details["name"] = name
+    if resource is not None:
+        if resource.group:
+            details["group"] = resource.group
+        details["kind"] = resource.plural
+    details.update(extra)
+    return details
+
+
+def not_found(resource: Resource, name: str) -> StatusError:
+    return StatusError(404, "NotFound", f"{resource.describe(name)} not found", _details(resource, name))
+
+
+def already_exists(resource: Resource, name: str) -> StatusError:
+    return StatusError(409, "AlreadyExists", f"{resource.describe(name)} already exists", _details(resource, name))
+
+
+def conflict(resource: Resource, name: str) -> StatusError:
+    return StatusError(
+        409,
+        "Conflict",
+        f"Operation cannot be fulfilled on {resource.describe(name)}: "
+        "the object has been modified; please apply your changes to the latest version and try again",
+        _details(resource, name),
+    )
+
+
+def invalid(resource: Resource, name: str, causes: list[dict[str, str]]) -> StatusError:
+    """422: ``causes`` are ``{"reason": "FieldValueRequired", "message": "Required value", "field": "spec.selector"}``."""
+    kind = f"{resource.kind}.{resource.group}" if resource.group else resource.kind
+    summary = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
+    if len(causes) > 1:
+        summary = f"[{summary}]"
+    return StatusError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', _details(resource, name, causes=causes))
+
+
+def bad_request(message: str, causes: list[dict[str, str]] | None = None) -> StatusError:
+    return StatusError(400, "BadRequest", message, {"causes": causes} if causes else None)
+
+
+def gone(message: str) -> StatusError:
+    """410 for a watch from a resourceVersion the server no longer has."""
+    return StatusError(410, "Expired", message)
+
+
+def forbidden(user: str, verb: str, resource: Resource, namespace: str | None, name: str | None = None) -> StatusError:
+    what = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+    named = f' "{name}"' if name else ""
+    scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+    return StatusError(
+        403,
+        "Forbidden",
+        f'{what}{named} is forbidden: User "{user}" cannot {verb} resource "{resource.plural}" '
+        f'in API group "{resource.group}"{scope}',
+        _details(resource, name),
+    )
+
+
+def unauthorized() -> StatusError:
+    return StatusError(401, "Unauthorized", "Unauthorized")
+
+
+def method_not_allowed(message: str = "the server does not allow this method on the requested resource") -> StatusError:
+    return StatusError(405, "MethodNotAllowed", message)
+
+
+def unsupported_media_type(content_type: str) -> StatusError:
+    return StatusError(
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - accepted media types include: "
+        f"application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type!r})",
+    )
