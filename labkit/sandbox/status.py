@@ -106,10 +106,12 @@ def method_not_allowed(message: str = "the server does not allow this method on 
     return StatusError(405, "MethodNotAllowed", message)
 
 
-def unsupported_media_type(content_type: str) -> StatusError:
+def unsupported_media_type(content_type: str, hint: str = "") -> StatusError:
+    """415; ``hint`` (what to do instead) is appended to the message kubectl prints."""
     return StatusError(
         415,
         "UnsupportedMediaType",
         f"the body of the request was in an unknown format - accepted media types include: "
-        f"application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type!r})",
+        f"application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type!r})"
+        + (f"; {hint}" if hint else ""),
     )
