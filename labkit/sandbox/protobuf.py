@@ -110,7 +110,8 @@ ConfigMap: 1 metadata ObjectMeta, 2 data map:s:s, 3 binaryData map:s:B, 4 immuta
 Secret: 1 metadata ObjectMeta, 2 data map:s:B, 3 type s, 4 stringData map:s:s, 5 immutable b
 ServiceAccount: 1 metadata ObjectMeta, 2 secrets ObjectReference*, 3 imagePullSecrets LocalObjectReference*, 4
     automountServiceAccountToken b
-Service: 1 metadata ObjectMeta, 2 spec ServiceSpec, 3 status {}
+Service: 1 metadata ObjectMeta, 2 spec ServiceSpec, 3 status ServiceStatus
+ServiceStatus: 1 loadBalancer {}
 Deployment: 1 metadata ObjectMeta, 2 spec DeploymentSpec, 3 status {}
 Job: 1 metadata ObjectMeta, 2 spec JobSpec, 3 status {}
 CronJob: 1 metadata ObjectMeta, 2 spec CronJobSpec, 3 status {}
