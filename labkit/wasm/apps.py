@@ -94,6 +94,12 @@ def find_clang() -> str:
     return exe
 
 
+def toolchain_version(clang: str) -> str:
+    """First line of ``clang --version``: module bytes are only comparable across equal toolchains."""
+    proc = subprocess.run([clang, "--version"], capture_output=True, text=True)
+    return proc.stdout.splitlines()[0].strip() if proc.returncode == 0 and proc.stdout else "unknown"
+
+
 def _compile(clang: str, app_dir: Path, output: Path) -> None:
     sources = [p.name for p in app_sources(app_dir) if p.suffix == ".c"]
     # Relative source names and cwd=app_dir keep build paths out of the binary.
@@ -131,6 +137,7 @@ def build_apps(src_dir: Path | None = None, out_dir: Path | None = None) -> list
     clang = find_clang()
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out)
+    toolchain = toolchain_version(clang)
     built = []
     for app_dir in apps:
         started = time.perf_counter()
@@ -151,7 +158,7 @@ def build_apps(src_dir: Path | None = None, out_dir: Path | None = None) -> list
             sources_sha256=sources_hash(app_dir),
             seconds=time.perf_counter() - started,
         )
-        manifest[app.name] = {"sources_sha256": app.sources_sha256, "module_sha256": app.sha256}
+        manifest[app.name] = {"sources_sha256": app.sources_sha256, "module_sha256": app.sha256, "toolchain": toolchain}
         built.append(app)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return built
