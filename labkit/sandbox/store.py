@@ -1,0 +1,577 @@
+"""The sandbox's versioned object store: objects in SQLite, one global resourceVersion, watch with replay.
+
+A dumb key-value store with watch, like etcd under a real API server: API
+semantics (generation bumps, finalizers, graceful deletion, defaulting,
+validation) belong to the server. Every write of any resource type takes the
+next resourceVersion. Objects and the counter survive a restart; the event
+history used to replay watches lives in memory only, so a watch from a
+pre-restart resourceVersion gets 410 Gone, as after an etcd compaction.
+
+Reads come from an in-memory mirror of the table (loaded at open), the way the
+API server's watch cache answers most reads; every read returns a fresh copy.
+
+>>> import asyncio, tempfile, os
+>>> from labkit.sandbox.registry import RESOURCES
+>>> pods = RESOURCES.by_plural("", "pods")
+>>> store = Store(os.path.join(tempfile.mkdtemp(), "state.db"))
+>>> pod = store.create(pods, {"metadata": {"namespace": "default", "generateName": "web-"}})
+>>> pod["metadata"]["resourceVersion"], pod["metadata"]["name"].startswith("web-")
+('1', True)
+>>> async def first_event():
+...     watcher = store.watch(pods, "default", since_rv=None)
+...     event = await watcher.next(1.0)
+...     watcher.close()
+...     return event.type, event.rv
+>>> asyncio.run(first_event())
+('ADDED', 1)
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import contextlib
+import json
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import SandboxError
+from .registry import Resource
+from .selectors import FieldSelector, LabelSelector
+from .status import already_exists, bad_request, conflict, gone, invalid, not_found
+
+ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
+
+#: Kubernetes' alphabet for generateName suffixes: no vowels (no accidental words), no look-alikes (0/1/3).
+NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_SUFFIX_LENGTH = 5
+_MAX_NAME = 63
+#: A watcher whose consumer falls this far behind is ended, as the API server ends slow watchers; the client
+#: then re-lists. Keeps one stuck connection from holding memory forever.
+MAX_PENDING = 10_000
+
+_CONTINUE_EXPIRED = (
+    "The provided continue parameter is too old to display a consistent list result. You can start a new list "
+    "without the continue parameter."
+)
+
+Key = tuple[str, str]  # (namespace or "", name)
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One watch event: ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK; ``object`` is the caller's own copy."""
+
+    type: str
+    object: dict[str, Any]
+    rv: int
+
+
+@dataclass(frozen=True)
+class _Version:
+    """One stored version of an object: its JSON text and the parsed form. Never mutated, so the mirror,
+    the history and list snapshots share it safely."""
+
+    text: str
+    obj: dict[str, Any]
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> _Version:
+        return cls(json.dumps(obj, separators=(",", ":")), obj)
+
+    @classmethod
+    def parse(cls, text: str) -> _Version:
+        return cls(text, json.loads(text))
+
+
+@dataclass(frozen=True)
+class _Change:
+    """One write, as kept in the replay history: texts only, to keep the ring small."""
+
+    rv: int
+    resource: str  # Resource.key
+    key: Key
+    type: str
+    new: str  # the object the event carries (for DELETED: the last state with the deletion's rv)
+    old: str | None  # the state before the write; None for ADDED
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _copy(obj: dict[str, Any]) -> dict[str, Any]:
+    # A JSON round trip is both the deep copy and the check that the object is storable.
+    return json.loads(json.dumps(obj))
+
+
+def _rv_of(obj: dict[str, Any]) -> int:
+    return int(obj["metadata"]["resourceVersion"])
+
+
+class Store:
+    """Objects of every resource type, keyed by ``(resource.key, namespace or "", name)``.
+
+    Thread-safe: the API server's loop and node threads may call it concurrently.
+    """
+
+    def __init__(self, path: str | Path, *, history: int = 20_000) -> None:
+        if history < 1:
+            raise SandboxError(f"watch history size must be at least 1, got {history}", "pass history=20_000 or more")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._history: collections.deque[_Change] = collections.deque(maxlen=history)
+        self._watchers: dict[str, set[Watcher]] = {}
+        self._objects: dict[str, dict[Key, _Version]] = {}
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._db:
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS objects (resource TEXT NOT NULL, namespace TEXT NOT NULL, "
+                    "name TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (resource, namespace, name)) WITHOUT ROWID"
+                )
+                self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'rv'").fetchone()
+            rows = self._db.execute("SELECT resource, namespace, name, body FROM objects").fetchall()
+        except sqlite3.DatabaseError as err:
+            raise SandboxError(
+                f"{self.path} is not a usable sandbox state database ({err})",
+                "stop the sandbox, move the file aside and start it again (the cluster then starts empty)",
+            ) from err
+        self._rv: int = row[0] if row else 0
+        for resource, namespace, name, body in rows:
+            self._objects.setdefault(resource, {})[(namespace, name)] = _Version.parse(body)
+
+    # --- reads -------------------------------------------------------------------------------------------------
+
+    @property
+    def rv(self) -> int:
+        """The current global resourceVersion (the rv of the latest write of any resource)."""
+        return self._rv
+
+    def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object, or ``None``. ``namespace`` is ignored for cluster-scoped resources."""
+        with self._lock:
+            version = self._objects.get(resource.key, {}).get((self._ns(resource, namespace), name))
+        return json.loads(version.text) if version else None
+
+    def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: LabelSelector | None = None,
+        field_selector: FieldSelector | None = None,
+        *,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int, str | None]:
+        """Matching objects sorted by namespace then name, the list's resourceVersion and a continue token
+        when ``limit`` cut the list (``namespace=None``: all namespaces).
+
+        A continued list shows the state at the first page's resourceVersion, as on a real server; a token
+        older than the replay history raises 410 Expired, a malformed one 400 BadRequest.
+        """
+        with self._lock:
+            if continue_token:
+                rv, start = self._decode_continue(resource, continue_token)
+                versions = self._snapshot(resource.key, rv)
+            else:
+                rv, start = self._rv, None
+                versions = dict(self._objects.get(resource.key, {}))
+        name = field_selector.exact_name() if field_selector else None
+        if name is not None and namespace is not None:
+            key = (self._ns(resource, namespace), name)
+            keys: Iterable[Key] = [key] if key in versions else []
+        else:
+            keys = sorted(
+                k for k in versions
+                if (namespace is None or not resource.namespaced or k[0] == namespace) and (name is None or k[1] == name)
+            )
+        items: list[dict[str, Any]] = []
+        last: Key | None = None
+        for key in keys:
+            if start is not None and key <= start:
+                continue
+            obj = versions[key].obj
+            if not _selected(obj, label_selector, field_selector):
+                continue
+            if limit and len(items) >= limit:
+                return items, rv, self._encode_continue(resource, rv, last)
+            items.append(json.loads(versions[key].text))
+            last = key
+        return items, rv, None
+
+    # --- writes ------------------------------------------------------------------------------------------------
+
+    def create(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store a new object: fills uid, creationTimestamp, resourceVersion and generation=1, and resolves
+        ``generateName``. Raises 409 AlreadyExists on a duplicate and 422 Invalid without a name."""
+        obj = _copy(obj)
+        meta = obj.setdefault("metadata", {})
+        namespace = self._namespace_of(resource, meta)
+        with self._lock:
+            table = self._objects.get(resource.key, {})
+            name = meta.get("name") or self._generate_name(resource, namespace, meta.get("generateName") or "", table)
+            if (namespace, name) in table:
+                raise already_exists(resource, name)
+            meta.update(
+                name=name, uid=str(uuid.uuid4()), creationTimestamp=_now(),
+                resourceVersion=str(self._rv + 1), generation=1,
+            )
+            version = _Version.of(obj)
+            self._commit(resource, (namespace, name), ADDED, version, None)
+        return json.loads(version.text)
+
+    def update(self, resource: Resource, obj: dict[str, Any], *, check_rv: bool = True) -> dict[str, Any]:
+        """Replace a stored object, keeping its uid and creationTimestamp (and its generation when the
+        caller sent none). With ``check_rv``, a sent resourceVersion that is not the stored one raises 409."""
+        obj = _copy(obj)
+        meta = obj.setdefault("metadata", {})
+        namespace, name = self._namespace_of(resource, meta), meta.get("name") or ""
+        with self._lock:
+            old = self._objects.get(resource.key, {}).get((namespace, name))
+            if old is None:
+                raise not_found(resource, name)
+            old_meta = old.obj["metadata"]
+            sent = meta.get("resourceVersion")
+            if check_rv and sent and str(sent) != old_meta["resourceVersion"]:
+                raise conflict(resource, name)
+            meta.update(uid=old_meta["uid"], creationTimestamp=old_meta["creationTimestamp"], resourceVersion=str(self._rv + 1))
+            meta.setdefault("generation", old_meta.get("generation", 1))
+            version = _Version.of(obj)
+            self._commit(resource, (namespace, name), MODIFIED, version, old)
+        return json.loads(version.text)
+
+    def delete(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any]:
+        """Remove an object; returns its last state carrying the deletion's resourceVersion (what the DELETED
+        event carries). Raises 404 when absent."""
+        key = (self._ns(resource, namespace), name)
+        with self._lock:
+            old = self._objects.get(resource.key, {}).get(key)
+            if old is None:
+                raise not_found(resource, name)
+            obj = json.loads(old.text)
+            obj["metadata"]["resourceVersion"] = str(self._rv + 1)
+            version = _Version.of(obj)
+            self._commit(resource, key, DELETED, version, old)
+        return json.loads(version.text)
+
+    # --- watch -------------------------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        since_rv: int | None,
+        label_selector: LabelSelector | None = None,
+        field_selector: FieldSelector | None = None,
+    ) -> Watcher:
+        """Watch one resource type from the running event loop.
+
+        ``since_rv=None`` (or 0, "any version") first yields a synthetic ADDED for every matching object, as
+        the Python client expects; otherwise every event after ``since_rv`` is replayed from the history.
+        Then live events follow, whichever thread writes. Raises 410 Expired when ``since_rv`` is older than
+        the history (for example after a restart).
+        """
+        watcher = Watcher(self, resource, namespace if resource.namespaced else None, label_selector, field_selector)
+        with self._lock:
+            if not since_rv:
+                table = self._objects.get(resource.key, {})
+                initial = [
+                    (ADDED, table[k].text, _rv_of(table[k].obj))
+                    for k in sorted(table) if watcher._selects(k, table[k].obj)
+                ]
+            else:
+                floor = self._floor()
+                if since_rv < floor:
+                    raise gone(f"too old resource version: {since_rv} ({floor})")
+                initial = [view for change in self._changes_after(since_rv) if (view := watcher._view(change))]
+            watcher._pending.extend(initial)
+            self._watchers.setdefault(resource.key, set()).add(watcher)
+        return watcher
+
+    def bookmark(self, resource: Resource, rv: int | None = None) -> dict[str, Any]:
+        """The minimal object a BOOKMARK event carries: the resource's kind and a resourceVersion
+        (default: the current one)."""
+        return {
+            "kind": resource.kind,
+            "apiVersion": resource.api_version,
+            "metadata": {"resourceVersion": str(self._rv if rv is None else rv)},
+        }
+
+    def close(self) -> None:
+        """End every watcher and close the database."""
+        with self._lock:
+            watchers = [w for group in self._watchers.values() for w in group]
+        for watcher in watchers:
+            watcher.close()
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _ns(resource: Resource, namespace: str | None) -> str:
+        return (namespace or "") if resource.namespaced else ""
+
+    @staticmethod
+    def _namespace_of(resource: Resource, meta: dict[str, Any]) -> str:
+        if not resource.namespaced:
+            meta.pop("namespace", None)  # a cluster-scoped object has no namespace, whatever the body says
+            return ""
+        if not meta.get("namespace"):
+            raise invalid(resource, meta.get("name") or "",
+                          [{"reason": "FieldValueRequired", "message": "Required value", "field": "metadata.namespace"}])
+        return meta["namespace"]
+
+    @staticmethod
+    def _generate_name(resource: Resource, namespace: str, base: str, table: dict[Key, _Version]) -> str:
+        if not base:
+            raise invalid(resource, "", [{
+                "reason": "FieldValueRequired",
+                "message": "Required value: name or generateName is required",
+                "field": "metadata.name",
+            }])
+        base = base[: _MAX_NAME - _SUFFIX_LENGTH]
+        for _ in range(8):  # a clash is rare (27^5 suffixes); retry a few times as newer API servers do
+            name = base + "".join(random.choices(NAME_ALPHABET, k=_SUFFIX_LENGTH))
+            if (namespace, name) not in table:
+                return name
+        raise already_exists(resource, name)
+
+    def _commit(self, resource: Resource, key: Key, kind: str, new: _Version, old: _Version | None) -> None:
+        """Persist one write, then publish it to the mirror, the history and the watchers. Caller holds the lock."""
+        rv = self._rv + 1
+        with self._db:
+            if kind == DELETED:
+                self._db.execute(
+                    "DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?", (resource.key, *key)
+                )
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO objects (resource, namespace, name, body) VALUES (?, ?, ?, ?)",
+                    (resource.key, *key, new.text),
+                )
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rv', ?)", (rv,))
+        table = self._objects.setdefault(resource.key, {})
+        if kind == DELETED:
+            del table[key]
+        else:
+            table[key] = new
+        self._rv = rv
+        change = _Change(rv, resource.key, key, kind, new.text, old.text if old else None)
+        self._history.append(change)
+        for watcher in list(self._watchers.get(resource.key, ())):
+            view = watcher._view(change, new.obj, old.obj if old else None)
+            if view:
+                watcher._push(view)
+
+    def _floor(self) -> int:
+        """The oldest resourceVersion a watch or a continued list can start from."""
+        return self._history[0].rv - 1 if self._history else self._rv
+
+    def _changes_after(self, rv: int) -> list[_Change]:
+        newer: list[_Change] = []
+        for change in reversed(self._history):
+            if change.rv <= rv:
+                break
+            newer.append(change)
+        newer.reverse()
+        return newer
+
+    def _snapshot(self, resource_key: str, rv: int) -> dict[Key, _Version]:
+        """The resource's objects as they were at ``rv``, undoing the newer writes from the history."""
+        versions = dict(self._objects.get(resource_key, {}))
+        before: dict[Key, str | None] = {}
+        for change in self._changes_after(rv):
+            if change.resource == resource_key:
+                before.setdefault(change.key, change.old)  # the oldest newer write knows the state at rv
+        for key, text in before.items():
+            if text is None:
+                versions.pop(key, None)
+            else:
+                versions[key] = _Version.parse(text)
+        return versions
+
+    def _encode_continue(self, resource: Resource, rv: int, last: Key | None) -> str:
+        token = {"v": "meta.k8s.io/v1", "resource": resource.key, "rv": rv, "start": list(last or ("", ""))}
+        return base64.urlsafe_b64encode(json.dumps(token).encode()).decode().rstrip("=")
+
+    def _decode_continue(self, resource: Resource, token: str) -> tuple[int, Key]:
+        try:
+            data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            rv, (namespace, name) = int(data["rv"]), data["start"]
+            if data.get("v") != "meta.k8s.io/v1" or data.get("resource") != resource.key:
+                raise ValueError("the token belongs to another list")
+            if not (isinstance(namespace, str) and isinstance(name, str)) or not 0 < rv <= self._rv:
+                raise ValueError("the token does not describe a list of this server")
+        except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as err:
+            raise bad_request(f"invalid continue token: {err}") from None
+        if rv < self._floor():
+            raise gone(_CONTINUE_EXPIRED)
+        return rv, (namespace, name)
+
+    def _unregister(self, watcher: Watcher) -> None:
+        with self._lock:
+            self._watchers.get(watcher.resource.key, set()).discard(watcher)
+
+
+def _selected(obj: dict[str, Any], labels: LabelSelector | None, fields: FieldSelector | None) -> bool:
+    return (labels is None or labels.matches(obj.get("metadata", {}).get("labels"))) and (
+        fields is None or fields.matches(obj)
+    )
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Watcher:
+    """A stream of :class:`WatchEvent` s for one resource type, made by :meth:`Store.watch`.
+
+    Writers on any thread push events; the watcher's event loop (the one running when it was made)
+    reads them with ``await watcher.next(timeout)``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        resource: Resource,
+        namespace: str | None,
+        labels: LabelSelector | None,
+        fields: FieldSelector | None,
+    ) -> None:
+        self.resource = resource
+        self._store, self._namespace, self._labels, self._fields = store, namespace, labels, fields
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._lock = threading.Lock()
+        self._pending: collections.deque[tuple[str, str, int]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once closed by :meth:`close`, by the store closing, or for falling too far behind."""
+        return self._closed
+
+    async def next(self, timeout: float | None) -> WatchEvent | None:
+        """The next event, or ``None`` when ``timeout`` seconds pass first or the watcher is closed."""
+        with self._lock:
+            item = self._pending.popleft() if self._pending else None
+            waiter = None
+            if item is None and not self._closed:
+                waiter = self._waiter = self._loop.create_future()
+        if waiter is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(waiter, timeout)
+            with self._lock:
+                if self._waiter is waiter:
+                    self._waiter = None
+                item = self._pending.popleft() if self._pending else None
+        if item is None:
+            return None
+        kind, text, rv = item
+        return WatchEvent(kind, json.loads(text), rv)
+
+    def bookmark(self) -> WatchEvent | None:
+        """A BOOKMARK event at the store's current resourceVersion, or ``None`` while events are still
+        pending (a bookmark must never run ahead of an undelivered event)."""
+        with self._store._lock:  # no write is half-published while we look
+            with self._lock:
+                if self._pending or self._closed:
+                    return None
+            rv = self._store.rv
+        return WatchEvent(BOOKMARK, self._store.bookmark(self.resource, rv), rv)
+
+    def close(self) -> None:
+        """Stop receiving events; a pending ``next`` returns ``None``."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._pending.clear()
+            waiter, self._waiter = self._waiter, None
+        self._store._unregister(self)
+        if waiter is not None:
+            self._wake(waiter)
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- called by the store, under its lock ----------------------------------------------------------------
+
+    def _selects(self, key: Key, obj: dict[str, Any]) -> bool:
+        return (self._namespace is None or key[0] == self._namespace) and _selected(obj, self._labels, self._fields)
+
+    def _view(
+        self, change: _Change, new: dict[str, Any] | None = None, old: dict[str, Any] | None = None
+    ) -> tuple[str, str, int] | None:
+        """What this watcher sees of a change, as a real API server filters: an object that starts matching
+        is ADDED, one that stops matching is DELETED (its previous state at the change's rv).
+        ``new``/``old`` are the parsed texts when the caller has them (live writes); replay parses here."""
+        if self._namespace is not None and change.key[0] != self._namespace:
+            return None
+        if change.type != DELETED:
+            new = new if new is not None else json.loads(change.new)
+            new_passes = self._selects(change.key, new)
+        else:
+            new_passes = False
+        old_passes = False
+        if change.old is not None:
+            old = old if old is not None else json.loads(change.old)
+            old_passes = self._selects(change.key, old)
+        if new_passes:
+            return (MODIFIED if old_passes else ADDED), change.new, change.rv
+        if not old_passes:
+            return None
+        if change.type == DELETED:
+            return DELETED, change.new, change.rv
+        assert old is not None
+        gone_obj = {**old, "metadata": {**old["metadata"], "resourceVersion": str(change.rv)}}
+        return DELETED, json.dumps(gone_obj, separators=(",", ":")), change.rv
+
+    def _push(self, item: tuple[str, str, int]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            overflow = len(self._pending) >= MAX_PENDING
+            if not overflow:
+                self._pending.append(item)
+                waiter, self._waiter = self._waiter, None
+        if overflow:
+            self.close()
+        elif waiter is not None:
+            self._wake(waiter)
+
+    def _wake(self, waiter: asyncio.Future[None]) -> None:
+        if threading.get_ident() == self._thread:
+            _resolve(waiter)
+            return
+        try:
+            self._loop.call_soon_threadsafe(_resolve, waiter)
+        except RuntimeError:  # the loop is closed: nobody will ever read this watcher
+            self.close()
