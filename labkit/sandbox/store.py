@@ -298,7 +298,10 @@ class Store:
                 floor = self._floor()
                 if since_rv < floor:
                     raise gone(f"too old resource version: {since_rv} ({floor})")
-                initial = [view for change in self._changes_after(since_rv) if (view := watcher._view(change))]
+                initial = [
+                    view for change in self._changes_after(since_rv)
+                    if change.resource == resource.key and (view := watcher._view(change))
+                ]
             watcher._pending.extend(initial)
             self._watchers.setdefault(resource.key, set()).add(watcher)
         return watcher
