@@ -1,0 +1,162 @@
+"""Defaulting, as the real API server applies it on create and update.
+
+``kubectl get -o yaml`` after an apply shows these fields on k3s, so the sandbox
+fills the same ones with the same values.
+
+>>> pod = {"spec": {"containers": [{"name": "c", "image": "demo"}]}}
+>>> apply_defaults("Pod", pod)["spec"]["containers"][0]["imagePullPolicy"]
+'Always'
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Callable
+
+_DEFAULT_TOLERATIONS = [
+    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+]
+
+
+def pull_policy_for(image: str) -> str:
+    """``Always`` for ``:latest`` or an untagged image, else ``IfNotPresent`` (digests too)."""
+    if "@" in image:
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else ""
+    return "Always" if tag in ("", "latest") else "IfNotPresent"
+
+
+def _container(c: dict[str, Any]) -> None:
+    c.setdefault("imagePullPolicy", pull_policy_for(c.get("image", "")))
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    c.setdefault("resources", {})
+    for port in c.get("ports") or ():
+        port.setdefault("protocol", "TCP")
+    for env in c.get("env") or ():
+        ref = (env.get("valueFrom") or {}).get("fieldRef")
+        if ref is not None:
+            ref.setdefault("apiVersion", "v1")
+
+
+def _pod_spec(spec: dict[str, Any], in_template: bool = False) -> None:
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+    for c in [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]:
+        _container(c)
+    for v in spec.get("volumes") or ():
+        if "hostPath" in v:
+            v["hostPath"].setdefault("type", "")
+        for key in ("configMap", "secret"):
+            if key in v:
+                v[key].setdefault("defaultMode", 420)
+        if "emptyDir" in v and v["emptyDir"] is None:
+            v["emptyDir"] = {}
+    if not in_template:
+        name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        spec["serviceAccountName"] = spec["serviceAccount"] = name
+        spec.setdefault("enableServiceLinks", True)
+        spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+        spec.setdefault("priority", 0)
+        spec.setdefault("tolerations", [dict(t) for t in _DEFAULT_TOLERATIONS])
+
+
+def _template(obj: dict[str, Any]) -> None:
+    template = obj.setdefault("spec", {}).setdefault("template", {})
+    template.setdefault("metadata", {}).setdefault("creationTimestamp", None)
+    _pod_spec(template.setdefault("spec", {}), in_template=True)
+
+
+def _pod(obj: dict[str, Any]) -> None:
+    _pod_spec(obj.setdefault("spec", {}))
+    status = obj.setdefault("status", {})
+    status.setdefault("phase", "Pending")
+    status.setdefault("qosClass", "BestEffort")
+
+
+def _deployment(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = spec.setdefault("strategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxUnavailable", "25%")
+        rolling.setdefault("maxSurge", "25%")
+    _template(obj)
+
+
+def _replicaset(obj: dict[str, Any]) -> None:
+    obj.setdefault("spec", {}).setdefault("replicas", 1)
+    _template(obj)
+
+
+def _job(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("completions", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    if not spec.get("manualSelector"):
+        # The job controller owns its pods by a generated uid label, not by user labels.
+        uid = (obj.get("metadata") or {}).get("uid") or str(uuid.uuid4())
+        obj.setdefault("metadata", {})["uid"] = uid
+        name = obj["metadata"].get("name", "")
+        labels = {"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
+                  "controller-uid": uid, "job-name": name}
+        spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+        template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
+        template_meta.setdefault("labels", {}).update(labels)
+    _template(obj)
+
+
+def _service(obj: dict[str, Any]) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    spec.setdefault("ipFamilies", ["IPv4"])
+    spec.setdefault("ipFamilyPolicy", "SingleStack")
+    spec.setdefault("internalTrafficPolicy", "Cluster")
+    for port in spec.get("ports") or ():
+        port.setdefault("protocol", "TCP")
+        port.setdefault("targetPort", port.get("port"))
+    obj.setdefault("status", {}).setdefault("loadBalancer", {})
+
+
+def _namespace(obj: dict[str, Any]) -> None:
+    name = obj.get("metadata", {}).get("name", "")
+    obj.setdefault("metadata", {}).setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+    obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    obj.setdefault("status", {}).setdefault("phase", "Active")
+
+
+def _secret(obj: dict[str, Any]) -> None:
+    obj.setdefault("type", "Opaque")
+
+
+_DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "Pod": _pod,
+    "Deployment": _deployment,
+    "ReplicaSet": _replicaset,
+    "Job": _job,
+    "Service": _service,
+    "Namespace": _namespace,
+    "Secret": _secret,
+}
+
+
+def apply_defaults(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """Fill the fields the API server defaults for *kind*; returns *obj* (mutated)."""
+    defaulter = _DEFAULTERS.get(kind)
+    if defaulter:
+        defaulter(obj)
+    return obj

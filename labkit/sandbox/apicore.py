@@ -1,0 +1,518 @@
+"""The API server's semantics, independent of HTTP.
+
+``ApiCore`` is what a real kube-apiserver's registry layer does: validation,
+defaulting, generation and resourceVersion rules, the status subresource split,
+finalizers and graceful deletion, deletion propagation through ownerReferences,
+namespace termination, and the four patch types. The HTTP layer
+(``server.py``) and the in-process controllers both call it, so a controller
+sees exactly what kubectl sees.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import yaml
+
+from . import admission, patch, schemas
+from .registry import RESOURCES, Resource
+from .selectors import label_selector_from_match, parse_field_selector, parse_label_selector
+from .status import StatusError, already_exists, bad_request, conflict, invalid, not_found
+from .store import Store
+
+#: Kinds whose spec changes bump ``metadata.generation`` (workload controllers read it).
+GENERATION_KINDS = {"Deployment", "ReplicaSet", "Job", "Pod"}
+#: Where Service ClusterIPs come from: loopback addresses the sandbox can really listen on,
+#: shaped like k3s's 10.43.0.0/16 service CIDR.
+SERVICE_CIDR = ipaddress.ip_network("127.43.0.0/16")
+KUBERNETES_SERVICE_IP = "127.43.0.1"
+CLUSTER_DNS_IP = "127.43.0.10"
+
+PATCH_TYPES = {
+    "application/json-patch+json": "json",
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/apply-patch+yaml": "apply",
+    "application/apply-patch+cbor": "unsupported",
+}
+
+Hook = Callable[[str, Resource, dict[str, Any]], None]
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _meta(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj.setdefault("metadata", {})
+
+
+def _without(obj: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k not in keys}
+
+
+class ApiCore:
+    """Kubernetes object semantics over a ``Store``.
+
+    >>> core = ApiCore(Store(":memory:"))                      # doctest: +SKIP
+    >>> core.create(RESOURCES.by_plural("", "namespaces"), None, {"metadata": {"name": "lab"}})  # doctest: +SKIP
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.schemas = schemas.schemas()
+        #: called with ("removed", resource, obj) once an object is really gone
+        self.hooks: list[Hook] = []
+
+    # ------------------------------------------------------------------ reads
+    def get(self, res: Resource, ns: str | None, name: str) -> dict[str, Any]:
+        obj = self.store.get(res, ns, name)
+        if obj is None:
+            raise not_found(res, name)
+        return obj
+
+    def list(self, res: Resource, ns: str | None, *, label_selector: str = "", field_selector: str = "",
+             limit: int | None = None, continue_token: str | None = None) -> dict[str, Any]:
+        items, rv, cont = self.store.list(
+            res, ns,
+            parse_label_selector(label_selector) if label_selector else None,
+            parse_field_selector(field_selector) if field_selector else None,
+            limit=limit, continue_token=continue_token,
+        )
+        for item in items:
+            item.setdefault("apiVersion", res.api_version)
+            item.setdefault("kind", res.kind)
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if cont:
+            meta["continue"] = cont
+        return {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": items}
+
+    # ---------------------------------------------------------------- helpers
+    def _check_identity(self, res: Resource, ns: str | None, obj: dict[str, Any], name: str | None) -> None:
+        if not isinstance(obj, dict):
+            raise bad_request(f"{res.kind} in version \"{res.version}\" cannot be handled as a {res.kind}: "
+                              "the object must be a JSON/YAML map")
+        api_version, kind = obj.get("apiVersion"), obj.get("kind")
+        if api_version and api_version != res.api_version:
+            raise bad_request(f"the API version in the data ({api_version}) does not match the expected API version "
+                              f"({res.api_version})")
+        if kind and kind != res.kind:
+            raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({res.kind})")
+        meta = _meta(obj)
+        if res.namespaced:
+            if meta.get("namespace") and ns and meta["namespace"] != ns:
+                raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+            meta["namespace"] = ns
+        else:
+            meta.pop("namespace", None)
+        if name is not None:
+            if meta.get("name") and meta["name"] != name:
+                raise bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
+            meta["name"] = name
+        obj["apiVersion"], obj["kind"] = res.api_version, res.kind
+
+    def _require_namespace(self, res: Resource, ns: str | None) -> None:
+        if not res.namespaced:
+            return
+        namespaces = RESOURCES.by_plural("", "namespaces")
+        ns_obj = self.store.get(namespaces, None, ns or "")
+        if ns_obj is None:
+            raise not_found(namespaces, ns or "")
+        if ns_obj.get("metadata", {}).get("deletionTimestamp"):
+            raise StatusError(403, "Forbidden",
+                              f"{res.describe('')[:-3]} is forbidden: unable to create new content in namespace "
+                              f"{ns} because it is being terminated",
+                              {"name": "", "kind": res.plural,
+                               "causes": [{"reason": "NamespaceTerminating",
+                                           "message": f"namespace {ns} is being terminated",
+                                           "field": "metadata.namespace"}]})
+
+    def _allocate_cluster_ip(self, obj: dict[str, Any]) -> None:
+        spec = obj.setdefault("spec", {})
+        if spec.get("clusterIP") == "None":  # headless
+            spec["clusterIPs"] = ["None"]
+            return
+        services = RESOURCES.by_plural("", "services")
+        used = {s.get("spec", {}).get("clusterIP") for s in self.store.list(services, None)[0]}
+        wanted = spec.get("clusterIP")
+        if wanted:
+            if ipaddress.ip_address(wanted) not in SERVICE_CIDR:
+                raise invalid(services, _meta(obj).get("name", ""), [{
+                    "reason": "FieldValueInvalid", "field": "spec.clusterIPs",
+                    "message": f"Invalid value: []string{{\"{wanted}\"}}: failed to allocate IP {wanted}: "
+                               f"the provided IP ({wanted}) is not in the valid range. The range of valid IPs is {SERVICE_CIDR}"}])
+            if wanted in used:
+                raise invalid(services, _meta(obj).get("name", ""), [{
+                    "reason": "FieldValueInvalid", "field": "spec.clusterIPs",
+                    "message": f"Invalid value: []string{{\"{wanted}\"}}: failed to allocate IP {wanted}: "
+                               "provided IP is already allocated"}])
+        else:
+            # .1 and .10 are the kubernetes and kube-dns services, as on k3s.
+            for host in SERVICE_CIDR.hosts():
+                ip = str(host)
+                if ip not in used and host.packed[-1] not in (0, 255) and ip not in (KUBERNETES_SERVICE_IP, CLUSTER_DNS_IP):
+                    wanted = ip
+                    break
+        spec["clusterIP"], spec["clusterIPs"] = wanted, [wanted]
+
+    def _prepare(self, res: Resource, obj: dict[str, Any], validation: str) -> list[str]:
+        warnings = self.schemas.validate(res, obj, validation)
+        admission.apply_defaults(res.kind, obj)
+        return warnings
+
+    # ---------------------------------------------------------------- writes
+    def create(self, res: Resource, ns: str | None, obj: dict[str, Any], *, manager: str = "",
+               validation: str = "Strict", dry_run: bool = False) -> tuple[dict[str, Any], list[str]]:
+        obj = copy.deepcopy(obj)
+        self._check_identity(res, ns, obj, None)
+        self._require_namespace(res, ns)
+        meta = _meta(obj)
+        for server_owned in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
+                             "deletionGracePeriodSeconds", "generation", "managedFields", "selfLink"):
+            meta.pop(server_owned, None)
+        if res.kind not in ("Namespace",):
+            obj.pop("status", None)
+        if res.kind == "Service":
+            pass  # allocated below, after defaulting
+        warnings = self._prepare(res, obj, validation)
+        if not meta.get("name") and meta.get("generateName"):
+            # let the store pick the suffix; validation of the prefix happened above
+            pass
+        if res.kind == "Service" and obj["spec"].get("type") != "ExternalName":
+            self._allocate_cluster_ip(obj)
+        if res.kind in GENERATION_KINDS:
+            meta["generation"] = 1
+        if manager:
+            obj = patch.record_update(res, None, obj, manager, "Update")
+        if dry_run:
+            if meta.get("name") and self.store.get(res, ns, meta["name"]) is not None:
+                raise already_exists(res, meta["name"])
+            return obj, warnings
+        created = self.store.create(res, obj)
+        if res.kind not in GENERATION_KINDS:
+            created["metadata"].pop("generation", None)
+        self._after_create(res, created)
+        return created, warnings
+
+    def _after_create(self, res: Resource, obj: dict[str, Any]) -> None:
+        if res.kind == "Namespace":
+            # The serviceaccount controller gives every namespace a "default" account.
+            sa = RESOURCES.by_plural("", "serviceaccounts")
+            name = obj["metadata"]["name"]
+            if self.store.get(sa, name, "default") is None:
+                self.store.create(sa, {"apiVersion": "v1", "kind": "ServiceAccount",
+                                       "metadata": {"name": "default", "namespace": name}})
+
+    def replace(self, res: Resource, ns: str | None, name: str, obj: dict[str, Any], *, subresource: str = "",
+                manager: str = "", validation: str = "Strict", dry_run: bool = False) -> tuple[dict[str, Any], list[str]]:
+        obj = copy.deepcopy(obj)
+        self._check_identity(res, ns, obj, name)
+        live = self.get(res, ns, name)
+        incoming_rv = obj["metadata"].get("resourceVersion")
+        if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
+            raise conflict(res, name)
+        warnings = self._prepare(res, obj, validation) if not subresource else []
+        new = self._merge_update(res, live, obj, subresource)
+        if manager:
+            new = patch.record_update(res, live, new, manager, "Update", subresource=subresource)
+        return self._write(res, live, new, dry_run), warnings
+
+    def _merge_update(self, res: Resource, live: dict[str, Any], incoming: dict[str, Any], subresource: str) -> dict[str, Any]:
+        """The object as stored after an update: the status split, immutable and server-owned fields."""
+        if subresource == "status":
+            new = copy.deepcopy(live)
+            new["status"] = incoming.get("status", {})
+            # metadata changes through /status are limited to labels/annotations in Kubernetes; keep it simple: ignore
+            return new
+        new = incoming
+        meta, live_meta = _meta(new), live["metadata"]
+        for kept in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
+            if kept in live_meta:
+                meta[kept] = live_meta[kept]
+            else:
+                meta.pop(kept, None)
+        if "managedFields" not in meta and "managedFields" in live_meta:
+            meta["managedFields"] = live_meta["managedFields"]
+        if "status" in res.subresources or res.kind == "Namespace":
+            if "status" in live:
+                new["status"] = copy.deepcopy(live["status"])
+            else:
+                new.pop("status", None)
+        if res.kind == "Service":
+            spec, live_spec = new.setdefault("spec", {}), live.get("spec", {})
+            for field in ("clusterIP", "clusterIPs"):
+                if field in live_spec:
+                    spec.setdefault(field, live_spec[field])
+        if res.kind == "Pod":
+            spec, live_spec = new.setdefault("spec", {}), live.get("spec", {})
+            if "nodeName" in live_spec:
+                spec["nodeName"] = live_spec["nodeName"]
+        if res.kind in GENERATION_KINDS and _without(new, "metadata", "status") != _without(live, "metadata", "status"):
+            meta["generation"] = int(live_meta.get("generation", 1)) + 1
+        return new
+
+    def _write(self, res: Resource, live: dict[str, Any], new: dict[str, Any], dry_run: bool) -> dict[str, Any]:
+        new["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+        if dry_run:
+            return new
+        meta = new["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not self._awaiting_kubelet(res, new):
+            return self._remove(res, new)
+        if _without(new, "metadata") == _without(live, "metadata") and _strip_volatile(meta) == _strip_volatile(live["metadata"]):
+            return live  # a no-op update does not bump resourceVersion, as in Kubernetes
+        return self.store.update(res, new)
+
+    def patch(self, res: Resource, ns: str | None, name: str, content_type: str, body: bytes, *,
+              subresource: str = "", manager: str = "", force: bool = False, validation: str = "Strict",
+              dry_run: bool = False) -> tuple[dict[str, Any], list[str], bool]:
+        """Apply a patch; returns (object, warnings, created). Server-side apply may create."""
+        kind = PATCH_TYPES.get(content_type.split(";")[0].strip())
+        if kind is None or kind == "unsupported":
+            raise StatusError(415, "UnsupportedMediaType",
+                              f"the body of the request was in an unknown format - accepted media types include: "
+                              f"{', '.join(k for k, v in PATCH_TYPES.items() if v != 'unsupported')}")
+        try:
+            document = yaml.safe_load(body) if kind == "apply" else json.loads(body or b"null")
+        except (ValueError, yaml.YAMLError) as e:
+            raise bad_request(f"error decoding patch: {e}") from e
+        live = self.store.get(res, ns, name)
+        if kind == "apply":
+            if not manager:
+                raise bad_request("PATCH /apply requires a non-empty fieldManager query parameter")
+            if not isinstance(document, dict):
+                raise bad_request("apply patch must be a map")
+            self._check_identity(res, ns, document, name)
+            if live is None:
+                if subresource:
+                    raise not_found(res, name)
+                applied = patch.server_side_apply(res, None, document, manager, force)
+                obj, warnings = self.create(res, ns, applied, validation=validation, dry_run=dry_run)
+                return obj, warnings, True
+            new = patch.server_side_apply(res, live, document, manager, force)
+        else:
+            if live is None:
+                raise not_found(res, name)
+            if kind == "json":
+                new = patch.json_patch(live, document)
+            elif kind == "merge":
+                new = patch.json_merge_patch(live, document)
+            else:
+                new = patch.strategic_merge_patch(res, live, document)
+            if manager:
+                new = patch.record_update(res, live, new, manager, "Update", subresource=subresource)
+        self._check_identity(res, ns, new, name)
+        incoming_rv = new["metadata"].get("resourceVersion")
+        if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
+            raise conflict(res, name)
+        warnings = self._prepare(res, new, validation) if not subresource else []
+        merged = self._merge_update(res, live, new, subresource)
+        return self._write(res, live, merged, dry_run), warnings, False
+
+    # -------------------------------------------------------------- deletion
+    def delete(self, res: Resource, ns: str | None, name: str, *, propagation: str | None = None,
+               grace_period: int | None = None, preconditions: dict[str, str] | None = None,
+               dry_run: bool = False) -> dict[str, Any]:
+        """Delete like the API server: returns the object (with deletionTimestamp while it finalizes) or its last state."""
+        live = self.get(res, ns, name)
+        meta = live["metadata"]
+        for key in ("uid", "resourceVersion"):
+            wanted = (preconditions or {}).get(key)
+            if wanted and wanted != meta.get(key):
+                raise StatusError(409, "Conflict",
+                                  f"Operation cannot be fulfilled on {res.describe(name)}: Precondition failed: "
+                                  f"{key.upper() if key == 'uid' else 'ResourceVersion'} in precondition: {wanted}, "
+                                  f"{key.upper() if key == 'uid' else 'ResourceVersion'} in object meta: {meta.get(key)}")
+        if dry_run:
+            return live
+        if propagation is None:
+            # Jobs (and the legacy extensions kinds) orphan by default; kubectl always sends Background.
+            propagation = "Orphan" if res.kind == "Job" else "Background"
+        if propagation not in ("Background", "Foreground", "Orphan"):
+            raise bad_request(f'propagationPolicy: Unsupported value: "{propagation}": supported values: "Orphan", '
+                              '"Background", "Foreground"')
+        if meta.get("deletionTimestamp"):
+            if res.kind == "Pod" and grace_period == 0:
+                return self._remove(res, live)
+            return live  # already terminating: a second delete changes nothing
+        new = copy.deepcopy(live)
+        new_meta = new["metadata"]
+        if res.kind == "Namespace":
+            new_meta["deletionTimestamp"] = now_rfc3339()
+            new["status"] = {**new.get("status", {}), "phase": "Terminating"}
+            updated = self.store.update(res, new)
+            self._terminate_namespace(name)
+            return self.store.get(res, None, name) or updated
+        if propagation == "Foreground" and self._dependents(res, live):
+            new_meta.setdefault("finalizers", []).append("foregroundDeletion")
+        if propagation == "Orphan":
+            self._orphan_dependents(res, live)
+        grace = self._grace(res, live, grace_period)
+        if grace or new_meta.get("finalizers"):
+            new_meta["deletionTimestamp"] = now_rfc3339() if not grace else (
+                datetime.now(timezone.utc) + timedelta(seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if grace:
+                new_meta["deletionGracePeriodSeconds"] = grace
+            updated = self.store.update(res, new)
+            if propagation != "Orphan":
+                self._delete_dependents(res, live, propagation)
+            return updated
+        removed = self._remove(res, live)
+        if propagation == "Background":
+            self._delete_dependents(res, live, propagation)
+        return removed
+
+    def _grace(self, res: Resource, live: dict[str, Any], requested: int | None) -> int:
+        """Pods on a node terminate gracefully; the node finishes the deletion once containers stopped."""
+        if res.kind != "Pod" or not live.get("spec", {}).get("nodeName"):
+            return 0
+        if live.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            return 0
+        grace = requested if requested is not None else live["spec"].get("terminationGracePeriodSeconds", 30)
+        return max(int(grace), 0) if grace else 0
+
+    def _awaiting_kubelet(self, res: Resource, obj: dict[str, Any]) -> bool:
+        return res.kind == "Pod" and bool(obj["metadata"].get("deletionGracePeriodSeconds"))
+
+    def _remove(self, res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        removed = self.store.delete(res, meta.get("namespace"), meta["name"])
+        for hook in self.hooks:
+            hook("removed", res, removed)
+        self._release_owners(removed)
+        if res.namespaced:
+            self._maybe_finish_namespace(meta.get("namespace"))
+        return removed
+
+    def finish_pod_deletion(self, ns: str, name: str) -> None:
+        """Called by a node once the pod's containers stopped: the pod object goes away."""
+        pods = RESOURCES.by_plural("", "pods")
+        live = self.store.get(pods, ns, name)
+        if live is not None and live["metadata"].get("deletionTimestamp") and not live["metadata"].get("finalizers"):
+            self._remove(pods, live)
+
+    def _namespaced_resources(self) -> list[Resource]:
+        # events.k8s.io events are a view of core events, never stored twice
+        return [r for r in RESOURCES if r.namespaced and r.group != "events.k8s.io" and "create" in r.verbs
+                and r.group != "authorization.k8s.io"]
+
+    def _dependents(self, res: Resource, owner: dict[str, Any]) -> list[tuple[Resource, dict[str, Any]]]:
+        uid = owner["metadata"]["uid"]
+        ns = owner["metadata"].get("namespace")
+        out = []
+        for r in self._namespaced_resources():
+            for obj in self.store.list(r, ns)[0]:
+                if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or ()):
+                    out.append((r, obj))
+        return out
+
+    def _delete_dependents(self, res: Resource, owner: dict[str, Any], propagation: str) -> None:
+        for r, obj in self._dependents(res, owner):
+            try:
+                self.delete(r, obj["metadata"].get("namespace"), obj["metadata"]["name"], propagation=propagation)
+            except StatusError as e:
+                if e.code != 404:
+                    raise
+
+    def _orphan_dependents(self, res: Resource, owner: dict[str, Any]) -> None:
+        uid = owner["metadata"]["uid"]
+        for r, obj in self._dependents(res, owner):
+            refs = [ref for ref in obj["metadata"].get("ownerReferences") or () if ref.get("uid") != uid]
+            obj["metadata"]["ownerReferences"] = refs
+            if not refs:
+                del obj["metadata"]["ownerReferences"]
+            self.store.update(r, obj, check_rv=False)
+
+    def _release_owners(self, removed: dict[str, Any]) -> None:
+        """Foreground deletion: an owner waiting on its dependents goes once the last one is gone."""
+        ns = removed["metadata"].get("namespace")
+        for ref in removed["metadata"].get("ownerReferences") or ():
+            owner_res = RESOURCES.by_api_version(ref.get("apiVersion", ""), ref.get("kind", ""))
+            if owner_res is None:
+                continue
+            owner = self.store.get(owner_res, ns if owner_res.namespaced else None, ref.get("name", ""))
+            if not owner or "foregroundDeletion" not in (owner["metadata"].get("finalizers") or ()):
+                continue
+            if not self._dependents(owner_res, owner):
+                owner["metadata"]["finalizers"].remove("foregroundDeletion")
+                if not owner["metadata"]["finalizers"]:
+                    self._remove(owner_res, owner)
+                else:
+                    self.store.update(owner_res, owner, check_rv=False)
+
+    def _terminate_namespace(self, ns: str) -> None:
+        for r in self._namespaced_resources():
+            for obj in self.store.list(r, ns)[0]:
+                try:
+                    self.delete(r, ns, obj["metadata"]["name"], propagation="Background")
+                except StatusError as e:
+                    if e.code != 404:
+                        raise
+        self._maybe_finish_namespace(ns)
+
+    def _maybe_finish_namespace(self, ns: str | None) -> None:
+        namespaces = RESOURCES.by_plural("", "namespaces")
+        ns_obj = self.store.get(namespaces, None, ns or "")
+        if not ns_obj or not ns_obj["metadata"].get("deletionTimestamp"):
+            return
+        if any(self.store.list(r, ns)[0] for r in self._namespaced_resources()):
+            return
+        self.store.delete(namespaces, None, ns)
+
+    # ------------------------------------------------------ subresources
+    def scale(self, res: Resource, ns: str, name: str) -> dict[str, Any]:
+        obj = self.get(res, ns, name)
+        selector = obj.get("spec", {}).get("selector") or {}
+        return {
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                         if k in obj["metadata"]},
+            "spec": {"replicas": obj.get("spec", {}).get("replicas", 0)},
+            "status": {"replicas": obj.get("status", {}).get("replicas", 0),
+                       "selector": label_selector_from_match(selector).to_string() if selector else ""},
+        }
+
+    def set_scale(self, res: Resource, ns: str, name: str, replicas: Any, resource_version: str | None,
+                  manager: str = "", dry_run: bool = False) -> dict[str, Any]:
+        live = self.get(res, ns, name)
+        if resource_version and resource_version != live["metadata"]["resourceVersion"]:
+            raise conflict(res, name)
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise invalid(res, name, [{"reason": "FieldValueInvalid", "field": "spec.replicas",
+                                       "message": f"Invalid value: {replicas}: must be greater than or equal to 0"}])
+        new = copy.deepcopy(live)
+        new.setdefault("spec", {})["replicas"] = replicas
+        if manager:
+            new = patch.record_update(res, live, new, manager, "Update", subresource="scale")
+        merged = self._merge_update(res, live, new, "")
+        self._write(res, live, merged, dry_run)
+        return self.scale(res, ns, name) if not dry_run else {**self.scale(res, ns, name), "spec": {"replicas": replicas}}
+
+    def bind(self, ns: str, name: str, binding: dict[str, Any]) -> None:
+        pods = RESOURCES.by_plural("", "pods")
+        live = self.get(pods, ns, name)
+        node = (binding.get("target") or {}).get("name")
+        if not node:
+            raise invalid(pods, name, [{"reason": "FieldValueRequired", "field": "target.name", "message": "Required value"}])
+        if live["spec"].get("nodeName"):
+            raise conflict_bound(name, live["spec"]["nodeName"])
+        if live["metadata"].get("deletionTimestamp"):
+            raise StatusError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is being deleted, cannot be assigned to a host')
+        live["spec"]["nodeName"] = node
+        conditions = live.setdefault("status", {}).setdefault("conditions", [])
+        conditions[:] = [c for c in conditions if c.get("type") != "PodScheduled"]
+        conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                           "lastTransitionTime": now_rfc3339()})
+        self.store.update(pods, live, check_rv=False)
+
+
+def conflict_bound(name: str, node: str) -> StatusError:
+    return StatusError(409, "Conflict",
+                       f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned to node "{node}"')
+
+
+def _strip_volatile(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if k not in ("resourceVersion", "managedFields")}

@@ -1,0 +1,146 @@
+"""Who is calling, and may they? Bearer tokens and RBAC evaluation.
+
+The admin token (written into the sandbox kubeconfig) is ``system:admin`` in
+``system:masters`` and may do anything, as on k3s. ServiceAccount tokens are
+HMAC-signed by the daemon's secret, so they survive a daemon restart and need no
+table; requests made with them are checked against Roles, ClusterRoles and
+their bindings exactly as the RBAC authorizer does (allow-only rules, union).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from .registry import RESOURCES
+
+SA_TOKEN_PREFIX = "lksa"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    groups: tuple[str, ...] = ()
+    #: (namespace, name) for service accounts
+    service_account: tuple[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def is_admin(self) -> bool:
+        return "system:masters" in self.groups
+
+
+ADMIN = User("system:admin", ("system:masters", "system:authenticated"))
+
+
+def service_account_user(namespace: str, name: str) -> User:
+    return User(
+        f"system:serviceaccount:{namespace}:{name}",
+        ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
+        (namespace, name),
+    )
+
+
+class TokenAuthority:
+    """Issues and verifies tokens. ``secret`` is the daemon's signing key."""
+
+    def __init__(self, secret: bytes, admin_token: str) -> None:
+        self._secret = secret
+        self._admin_token = admin_token
+
+    def issue(self, namespace: str, name: str, uid: str, expires_in: int = 3600 * 24 * 365) -> tuple[str, int]:
+        """A ServiceAccount token and its expiry (unix seconds)."""
+        exp = int(time.time()) + expires_in
+        payload = base64.urlsafe_b64encode(json.dumps({"ns": namespace, "sa": name, "uid": uid, "exp": exp},
+                                                      separators=(",", ":")).encode()).decode().rstrip("=")
+        return f"{SA_TOKEN_PREFIX}.{payload}.{self._sign(payload)}", exp
+
+    def _sign(self, payload: str) -> str:
+        return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()[:43]
+
+    def authenticate(self, token: str, sa_exists: Callable[[str, str, str], bool]) -> User | None:
+        """The user behind *token*, or None. ``sa_exists(ns, name, uid)`` rejects tokens of deleted accounts."""
+        if hmac.compare_digest(token, self._admin_token):
+            return ADMIN
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != SA_TOKEN_PREFIX or not hmac.compare_digest(parts[2], self._sign(parts[1])):
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except ValueError:
+            return None
+        if claims.get("exp", 0) < time.time() or not sa_exists(claims["ns"], claims["sa"], claims.get("uid", "")):
+            return None
+        return service_account_user(claims["ns"], claims["sa"])
+
+
+def _subject_matches(subject: dict[str, Any], user: User) -> bool:
+    kind = subject.get("kind")
+    if kind == "User":
+        return subject.get("name") == user.name
+    if kind == "Group":
+        return subject.get("name") in user.groups
+    if kind == "ServiceAccount":
+        return user.service_account == (subject.get("namespace", ""), subject.get("name"))
+    return False
+
+
+def _rule_allows(rule: dict[str, Any], verb: str, group: str, resource: str, name: str | None) -> bool:
+    def has(values: Iterable[str] | None, wanted: str) -> bool:
+        values = values or ()
+        return "*" in values or wanted in values
+
+    if not has(rule.get("verbs"), verb) or not has(rule.get("apiGroups"), group):
+        return False
+    resources = rule.get("resources") or ()
+    base = resource.split("/", 1)[0]
+    if not ("*" in resources or resource in resources or (f"{base}/*" in resources and "/" in resource)):
+        return False
+    names = rule.get("resourceNames") or ()
+    return not names or (name is not None and name in names)
+
+
+class Authorizer:
+    """RBAC over objects read through ``lookup(resource_plural_key, namespace) -> list[dict]``."""
+
+    def __init__(self, lookup: Callable[[str, str | None], list[dict[str, Any]]]) -> None:
+        self._lookup = lookup
+
+    def _rules(self, user: User, namespace: str | None) -> Iterable[dict[str, Any]]:
+        roles = {r["metadata"]["name"]: r for r in self._lookup("clusterroles", None)}
+        for binding in self._lookup("clusterrolebindings", None):
+            if any(_subject_matches(s, user) for s in binding.get("subjects") or ()):
+                yield from (roles.get(binding["roleRef"]["name"]) or {}).get("rules") or ()
+        if namespace:
+            local = {r["metadata"]["name"]: r for r in self._lookup("roles", namespace)}
+            for binding in self._lookup("rolebindings", namespace):
+                if not any(_subject_matches(s, user) for s in binding.get("subjects") or ()):
+                    continue
+                ref = binding["roleRef"]
+                role = (roles if ref.get("kind") == "ClusterRole" else local).get(ref["name"]) or {}
+                yield from role.get("rules") or ()
+
+    def allowed(self, user: User, verb: str, group: str, resource: str, namespace: str | None,
+                name: str | None = None) -> bool:
+        """True when some rule grants *verb* on *resource* (``pods`` or ``pods/log``)."""
+        if user.is_admin:
+            return True
+        return any(_rule_allows(rule, verb, group, resource, name) for rule in self._rules(user, namespace))
+
+
+def review_attributes(spec: dict[str, Any]) -> tuple[str, str, str, str | None, str | None]:
+    """(verb, group, resource[/sub], namespace, name) from a SubjectAccessReview spec."""
+    attrs = spec.get("resourceAttributes") or {}
+    resource = attrs.get("resource", "")
+    if attrs.get("subresource"):
+        resource = f"{resource}/{attrs['subresource']}"
+    return attrs.get("verb", ""), attrs.get("group", ""), resource, attrs.get("namespace") or None, attrs.get("name") or None
+
+
+def known_resource(group: str, plural: str) -> bool:
+    return RESOURCES.by_plural(group, plural) is not None

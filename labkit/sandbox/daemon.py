@@ -1,0 +1,337 @@
+"""The sandbox daemon: one process per ``LABKIT_HOME``, shared by every kernel and terminal.
+
+Client side: ``ensure_running()``, ``status()``, ``stop()`` — what
+``labkit.connect()`` and ``labkit sandbox up|down|status`` call. Daemon side:
+``serve()``, run as ``python -m labkit.sandbox.daemon``. State lives in SQLite
+(``state.db``), so ``down``/``up`` and even a killed daemon lose nothing.
+
+>>> info = ensure_running(nodes=1)      # doctest: +SKIP
+>>> info.kubeconfig                     # doctest: +SKIP
+PosixPath('/home/me/.labkit/sandbox/kubeconfig')
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+from aiohttp import web
+
+from .. import config
+from ..errors import SandboxError
+from . import tls
+from .apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
+from .auth import TokenAuthority
+from .nodes import NODES, SANDBOX_NODE_LABEL, ensure_nodes, run_scheduler, run_terminator
+from .registry import RESOURCES
+from .server import VERSION_INFO, ApiServer, ServerThread
+from .store import Store
+
+log = logging.getLogger("labkit.sandbox.daemon")
+
+
+@dataclass
+class SandboxInfo:
+    kubeconfig: Path
+    context: str
+    server: str
+    pid: int
+    nodes: int
+    version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "kubeconfig": str(self.kubeconfig)}
+
+
+def _paths(home: Path | None = None) -> dict[str, Path]:
+    root = home or config.sandbox_dir()
+    return {
+        "root": root, "state": root / "state.db", "info": root / "server.json", "kubeconfig": root / "kubeconfig",
+        "secret": root / "secret", "token": root / "admin-token", "log": root / "daemon.log",
+        "lock": root / "lock", "pod_logs": root / "pod-logs", "ca": root / "ca.crt",
+    }
+
+
+def _private_file(path: Path, make: bytes) -> bytes:
+    """Read *path*, creating it with mode 0600 and content *make* the first time."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(make)
+    return path.read_bytes()
+
+
+def write_kubeconfig(path: Path, server: str, token: str, ca: Path) -> None:
+    document = {
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": config.SANDBOX_CONTEXT, "cluster": {
+            "server": server, "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode()}}],
+        "users": [{"name": "labkit-admin", "user": {"token": token}}],
+        "contexts": [{"name": config.SANDBOX_CONTEXT,
+                      "context": {"cluster": config.SANDBOX_CONTEXT, "user": "labkit-admin", "namespace": "default"}}],
+        "current-context": config.SANDBOX_CONTEXT,
+    }
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        yaml.safe_dump(document, f, sort_keys=False)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- client side
+def _read_info(paths: dict[str, Path]) -> dict[str, Any] | None:
+    try:
+        return json.loads(paths["info"].read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ready(url: str, paths: dict[str, Path], timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout, context=tls.client_context(paths["ca"])) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def status(home: Path | None = None) -> SandboxInfo | None:
+    """The running sandbox, or None when no daemon answers."""
+    paths = _paths(home)
+    info = _read_info(paths)
+    if not info or not _alive(info["pid"]) or not _ready(info["server"], paths):
+        return None
+    return SandboxInfo(paths["kubeconfig"], config.SANDBOX_CONTEXT, info["server"], info["pid"],
+                       _node_count(info["server"], paths), info.get("version", ""))
+
+
+def _api(url: str, paths: dict[str, Path], method: str, path: str, body: Any = None) -> Any:
+    token = paths["token"].read_text().strip()
+    request = urllib.request.Request(f"{url}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10, context=tls.client_context(paths["ca"])) as r:
+        return json.loads(r.read())
+
+
+def _node_count(url: str, paths: dict[str, Path]) -> int:
+    try:
+        nodes = _api(url, paths, "GET", f"/api/v1/nodes?labelSelector={SANDBOX_NODE_LABEL}%3Dtrue")
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0
+    return len(nodes.get("items", []))
+
+
+@contextmanager
+def _locked(paths: dict[str, Path]) -> Iterator[None]:
+    """Serialise up/down across processes (two kernels starting at once share one daemon)."""
+    paths["root"].mkdir(parents=True, exist_ok=True)
+    with open(paths["lock"], "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_running(nodes: int | None = None, timeout: float = 60.0, home: Path | None = None) -> SandboxInfo:
+    """Start the sandbox unless it runs (idempotent); with *nodes*, make exactly that many nodes exist."""
+    if nodes is not None and nodes < 1:
+        raise SandboxError(f"a sandbox needs at least one node, not {nodes}", "use --nodes 1 or more")
+    paths = _paths(home)
+    with _locked(paths):
+        info = status(home)
+        if info is None:
+            _spawn(paths, nodes, timeout)
+            info = status(home)
+            if info is None:
+                raise SandboxError("the sandbox daemon started but does not answer", _log_hint(paths))
+        elif nodes is not None and info.nodes != nodes:
+            _api(info.server, paths, "POST", "/labkit/nodes", {"count": nodes})
+            info.nodes = _node_count(info.server, paths)
+    return info
+
+
+def _log_hint(paths: dict[str, Path]) -> str:
+    try:
+        tail = paths["log"].read_text(errors="replace").strip().splitlines()[-8:]
+    except OSError:
+        tail = []
+    shown = ("\n    " + "\n    ".join(tail)) if tail else ""
+    return f"read the daemon log: labkit sandbox logs ({paths['log']}){shown}"
+
+
+def _spawn(paths: dict[str, Path], nodes: int | None, timeout: float) -> None:
+    paths["root"].mkdir(parents=True, exist_ok=True)
+    paths["info"].unlink(missing_ok=True)
+    args = [sys.executable, "-m", "labkit.sandbox.daemon", "--home", str(paths["root"])]
+    if nodes is not None:
+        args += ["--nodes", str(nodes)]
+    with open(paths["log"], "ab") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SandboxError(f"the sandbox daemon exited at start (code {process.returncode})", _log_hint(paths))
+        info = _read_info(paths)
+        if info and _ready(info["server"], paths, 1.0):
+            return
+        time.sleep(0.05)
+    process.terminate()
+    raise SandboxError(f"the sandbox daemon did not become ready within {timeout:.0f} s", _log_hint(paths))
+
+
+def stop(home: Path | None = None, timeout: float = 15.0) -> bool:
+    """Stop the daemon; objects stay in state.db. Returns False when none was running."""
+    paths = _paths(home)
+    with _locked(paths):
+        info = _read_info(paths)
+        if not info or not _alive(info["pid"]):
+            paths["info"].unlink(missing_ok=True)
+            return False
+        os.kill(info["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(info["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(info["pid"]):
+            os.kill(info["pid"], signal.SIGKILL)
+        paths["info"].unlink(missing_ok=True)
+        return True
+
+
+# ---------------------------------------------------------------- daemon side
+def bootstrap(core: ApiCore) -> None:
+    """The objects a fresh k3s cluster has before anyone applies anything."""
+    ns_res = RESOURCES.by_plural("", "namespaces")
+    for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+        if core.store.get(ns_res, None, name) is None:
+            core.create(ns_res, None, {"metadata": {"name": name}})
+    services = RESOURCES.by_plural("", "services")
+    if core.store.get(services, "default", "kubernetes") is None:
+        core.create(services, "default", {
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"clusterIP": KUBERNETES_SERVICE_IP,
+                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}})
+    if core.store.get(services, "kube-system", "kube-dns") is None:
+        core.create(services, "kube-system", {
+            "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
+                                                        "kubernetes.io/name": "CoreDNS"}},
+            "spec": {"clusterIP": CLUSTER_DNS_IP, "selector": {"k8s-app": "kube-dns"},
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}})
+    roles = RESOURCES.by_plural("rbac.authorization.k8s.io", "clusterroles")
+    everything = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]
+    read = ["get", "list", "watch"]
+    defaults = {
+        "cluster-admin": everything,
+        "admin": [{"apiGroups": ["", "apps", "batch", "rbac.authorization.k8s.io", "discovery.k8s.io"],
+                   "resources": ["*"], "verbs": ["*"]}],
+        "edit": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"],
+                  "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]}],
+        "view": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"], "verbs": read}],
+    }
+    for name, rules in defaults.items():
+        if core.store.get(roles, None, name) is None:
+            core.create(roles, None, {"metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                                      "rules": rules})
+
+
+def _free_port(preferred: int | None) -> int:
+    """The previous port when it is still free (so an old kubeconfig keeps working), else any."""
+    if preferred:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
+    return 0
+
+
+def serve(home: Path, nodes: int | None) -> None:
+    paths = _paths(home)
+    paths["root"].mkdir(parents=True, exist_ok=True)
+    secret = _private_file(paths["secret"], secrets.token_bytes(32))
+    token = _private_file(paths["token"], secrets.token_urlsafe(32).encode()).decode().strip()
+    store = Store(paths["state"])
+    core = ApiCore(store)
+    bootstrap(core)
+    existing = [n for n in store.list(NODES)[0] if n["metadata"].get("labels", {}).get(SANDBOX_NODE_LABEL) == "true"]
+    ensure_nodes(core, nodes or max(len(existing), 1))
+    previous = _read_info(paths) or {}
+    server = ApiServer(core, TokenAuthority(secret, token), paths["pod_logs"], extra_routes=_admin_routes(core))
+    _, crt, key = tls.ensure_certificates(paths["root"])
+    thread = ServerThread(server, port=_free_port(previous.get("port")), ssl_context=tls.server_context(crt, key)).start()
+    tasks = thread.call(lambda: [asyncio.ensure_future(run_scheduler(core)), asyncio.ensure_future(run_terminator(core))])
+    write_kubeconfig(paths["kubeconfig"], thread.url, token, paths["ca"])
+    info = {"pid": os.getpid(), "server": thread.url, "port": thread.port, "version": VERSION_INFO["gitVersion"],
+            "started": time.time()}
+    tmp = paths["info"].with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, paths["info"])
+    log.info("labkit sandbox serving on %s (state %s)", thread.url, paths["state"])
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stopping.wait()
+    log.info("stopping")
+    thread.call(lambda: [t.cancel() for t in tasks])
+    thread.stop()
+    store.close()
+    if _read_info(paths) == info:
+        paths["info"].unlink(missing_ok=True)
+
+
+def _admin_routes(core: ApiCore) -> list[web.RouteDef]:
+    """``POST /labkit/nodes {"count": N}``: resize the sandbox (admin token only)."""
+
+    async def resize(request: web.Request) -> web.Response:
+        user = request.get("user")
+        if user is None or not user.is_admin:
+            return web.json_response({"message": "forbidden"}, status=403)
+        count = int((await request.json()).get("count", 1))
+        return web.json_response({"nodes": ensure_nodes(core, count)})
+
+    return [web.post("/labkit/nodes", resize)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m labkit.sandbox.daemon", description="run the labkit sandbox daemon")
+    parser.add_argument("--home", type=Path, default=config.sandbox_dir())
+    parser.add_argument("--nodes", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    serve(args.home, args.nodes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Container logs on disk, in the CRI format kubelet uses, and their reading rules.
+
+A node writes ``<dir>/<namespace>_<pod>_<uid>/<container>/<restartCount>.log``
+with lines ``<RFC3339Nano> <stdout|stderr> F <text>``, exactly the layout of
+``/var/log/pods`` on k3s. The API server reads them back for ``kubectl logs``
+with the same options and the same errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Mapping
+
+from .status import bad_request
+
+_FOLLOW_POLL_S = 0.05
+
+
+def _timestamp(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+def _parse_time(text: str) -> datetime:
+    text = text.rstrip("Z")
+    if "." in text:
+        head, frac = text.split(".", 1)
+        text = f"{head}.{frac[:6]}"
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class LogOptions:
+    container: str = ""
+    follow: bool = False
+    previous: bool = False
+    timestamps: bool = False
+    tail_lines: int | None = None
+    since_seconds: int | None = None
+    since_time: str | None = None
+    limit_bytes: int | None = None
+
+    @classmethod
+    def from_query(cls, q: Mapping[str, str]) -> "LogOptions":
+        def number(key: str) -> int | None:
+            if q.get(key) in (None, ""):
+                return None
+            try:
+                return int(q[key])
+            except ValueError as e:
+                raise bad_request(f'{key}: Invalid value: "{q[key]}": must be an integer') from e
+
+        def flag(key: str) -> bool:
+            return q.get(key, "").lower() in ("1", "true")
+
+        return cls(q.get("container", ""), flag("follow"), flag("previous"), flag("timestamps"),
+                   number("tailLines"), number("sinceSeconds"), q.get("sinceTime") or None, number("limitBytes"))
+
+    def cutoff(self) -> datetime | None:
+        if self.since_seconds is not None:
+            return datetime.now(timezone.utc) - timedelta(seconds=self.since_seconds)
+        if self.since_time:
+            return _parse_time(self.since_time)
+        return None
+
+
+def _containers(pod: dict[str, Any]) -> list[str]:
+    return [c["name"] for c in pod.get("spec", {}).get("containers") or ()]
+
+
+def _status_of(pod: dict[str, Any], container: str) -> dict[str, Any] | None:
+    for status in pod.get("status", {}).get("containerStatuses") or ():
+        if status.get("name") == container:
+            return status
+    return None
+
+
+def container_running(pod: dict[str, Any], container: str) -> bool:
+    status = _status_of(pod, container)
+    return bool(status and "running" in (status.get("state") or {}))
+
+
+class PodLogs:
+    """Reads and writes pod logs under one directory (a node's ``/var/log/pods``)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def directory(self, pod: dict[str, Any], container: str) -> Path:
+        meta = pod["metadata"]
+        return self.root / f"{meta.get('namespace')}_{meta['name']}_{meta['uid']}" / container
+
+    def writer(self, pod: dict[str, Any], container: str, restart_count: int) -> "LogWriter":
+        path = self.directory(pod, container) / f"{restart_count}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return LogWriter(path)
+
+    def locate(self, pod: dict[str, Any], options: LogOptions) -> tuple[str, Path]:
+        """The container and log file ``kubectl logs`` means, or the API server's 400 explaining why there is none."""
+        name = pod["metadata"]["name"]
+        containers = _containers(pod)
+        container = options.container
+        if not container:
+            if len(containers) != 1:
+                raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                                  f"[{' '.join(containers)}]")
+            container = containers[0]
+        elif container not in containers:
+            raise bad_request(f"container {container} is not valid for pod {name}")
+        status = _status_of(pod, container)
+        restarts = int(status.get("restartCount", 0)) if status else 0
+        if options.previous:
+            path = self.directory(pod, container) / f"{restarts - 1}.log"
+            if restarts < 1 or not path.exists():
+                raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
+            return container, path
+        path = self.directory(pod, container) / f"{restarts}.log"
+        if not path.exists():
+            waiting = ((status or {}).get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason") or "ContainerCreating"
+            if reason in ("ContainerCreating", "PodInitializing"):
+                raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: trying and failing to pull image'
+                              if reason in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull")
+                              else f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+        return container, path
+
+    @staticmethod
+    def _render(line: str, options: LogOptions, cutoff: datetime | None) -> str | None:
+        stamp, _, rest = line.partition(" ")
+        _stream, _, rest = rest.partition(" ")
+        _tag, _, text = rest.partition(" ")
+        if cutoff is not None and _parse_time(stamp) < cutoff:
+            return None
+        return f"{stamp} {text}" if options.timestamps else text
+
+    def read(self, path: Path, options: LogOptions) -> bytes:
+        cutoff = options.cutoff()
+        lines: deque[str] | list[str]
+        with path.open("r", encoding="utf-8", errors="replace") as f:
+            rendered = (self._render(line.rstrip("\n"), options, cutoff) for line in f)
+            kept = (r for r in rendered if r is not None)
+            lines = deque(kept, maxlen=options.tail_lines) if options.tail_lines is not None else list(kept)
+        data = "".join(f"{line}\n" for line in lines).encode()
+        return data[: options.limit_bytes] if options.limit_bytes is not None else data
+
+    async def follow(self, path: Path, options: LogOptions, still_running: Callable[[], bool]) -> AsyncIterator[bytes]:
+        """What is there (honouring tail/since), then new lines as they arrive, until the container stops."""
+        initial = self.read(path, options)
+        if initial:
+            yield initial
+        sent = len(initial) if options.limit_bytes is not None else 0
+        cutoff = options.cutoff()
+        with path.open("r", encoding="utf-8", errors="replace") as f:
+            f.seek(0, 2)
+            pending = ""
+            while True:
+                chunk = f.read()
+                if chunk:
+                    pending += chunk
+                    *complete, pending = pending.split("\n")
+                    out = "".join(f"{r}\n" for r in (self._render(line, options, cutoff) for line in complete) if r is not None)
+                    if out:
+                        data = out.encode()
+                        if options.limit_bytes is not None:
+                            data = data[: max(options.limit_bytes - sent, 0)]
+                            sent += len(data)
+                        if data:
+                            yield data
+                        if options.limit_bytes is not None and sent >= options.limit_bytes:
+                            return
+                    continue
+                if not still_running():
+                    return
+                await asyncio.sleep(_FOLLOW_POLL_S)
+
+
+class LogWriter:
+    """Appends CRI-format lines to one container log file; thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, stream: str, text: str) -> None:
+        with self._lock:
+            self._file.write(f"{_timestamp()} {stream} F {text}\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()

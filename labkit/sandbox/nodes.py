@@ -1,0 +1,204 @@
+"""Sandbox nodes and the scheduler.
+
+Nodes are ordinary Node objects labelled ``labkit.io/sandbox-node=true``; the
+daemon runs an agent for each, so ``labkit sandbox up --nodes 3`` is just three
+Node objects. The scheduler binds pending pods through the same ``binding``
+subresource kube-scheduler uses, honouring nodeSelector and taints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+from typing import Any
+
+from .apicore import ApiCore, now_rfc3339
+from .events import record_event
+from .registry import RESOURCES
+from .selectors import parse_field_selector
+from .status import StatusError
+
+log = logging.getLogger("labkit.sandbox.nodes")
+
+NODES = RESOURCES.by_plural("", "nodes")
+PODS = RESOURCES.by_plural("", "pods")
+SANDBOX_NODE_LABEL = "labkit.io/sandbox-node"
+KUBELET_VERSION = "v1.32.5+labkit.sandbox"
+#: Honesty: every place a learner reads the runtime says it is simulated.
+RUNTIME_VERSION = "labkit-sandbox://0.1.0 (simulated containerd + runwasi wasmedge shim)"
+
+
+def node_name(index: int) -> str:
+    """``labkit-server-0`` for the first node (control plane, as k3s' server), then ``labkit-agent-N``."""
+    return "labkit-server-0" if index == 0 else f"labkit-agent-{index - 1}"
+
+
+def node_ip(index: int) -> str:
+    return f"127.0.100.{index + 1}"
+
+
+def node_object(index: int) -> dict[str, Any]:
+    name = node_name(index)
+    labels = {
+        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": "k3s", SANDBOX_NODE_LABEL: "true",
+    }
+    if index == 0:
+        labels["node-role.kubernetes.io/control-plane"] = "true"
+        labels["node-role.kubernetes.io/master"] = "true"
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels,
+                     "annotations": {"labkit.io/simulated": "true", "k3s.io/node-args": "[]"}},
+        "spec": {"podCIDR": f"10.42.{index}.0/24", "podCIDRs": [f"10.42.{index}.0/24"],
+                 "providerID": f"k3s://{name}"},
+    }
+
+
+def ready_status(index: int) -> dict[str, Any]:
+    now = now_rfc3339()
+
+    def condition(type_: str, status: str, reason: str, message: str) -> dict[str, str]:
+        return {"type": type_, "status": status, "lastHeartbeatTime": now, "lastTransitionTime": now,
+                "reason": reason, "message": message}
+
+    return {
+        "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "50Gi"},
+        "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "50Gi"},
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status (labkit sandbox node)"),
+        ],
+        "addresses": [{"type": "InternalIP", "address": node_ip(index)}, {"type": "Hostname", "address": node_name(index)}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "nodeInfo": {
+            "machineID": f"labkit-{index}", "systemUUID": f"labkit-{index}", "bootID": f"labkit-{index}",
+            "kernelVersion": platform.release(), "osImage": "labkit sandbox (simulated k3s node)",
+            "containerRuntimeVersion": RUNTIME_VERSION, "kubeletVersion": KUBELET_VERSION,
+            "kubeProxyVersion": KUBELET_VERSION, "operatingSystem": "linux", "architecture": "amd64",
+        },
+    }
+
+
+def ensure_nodes(core: ApiCore, count: int) -> list[str]:
+    """Make exactly *count* sandbox nodes exist (Ready); returns their names."""
+    existing = {n["metadata"]["name"]: n for n in core.store.list(NODES)[0]
+                if n["metadata"].get("labels", {}).get(SANDBOX_NODE_LABEL) == "true"}
+    wanted = [node_name(i) for i in range(count)]
+    for i, name in enumerate(wanted):
+        node = existing.get(name)
+        if node is None:
+            node = core.store.create(NODES, node_object(i))
+        node["status"] = ready_status(i)
+        core.store.update(NODES, node, check_rv=False)
+    for name in set(existing) - set(wanted):
+        core.delete(NODES, None, name)
+    return wanted
+
+
+def _tolerates(pod: dict[str, Any], taint: dict[str, Any]) -> bool:
+    for t in pod["spec"].get("tolerations") or ():
+        if t.get("effect") and t["effect"] != taint.get("effect"):
+            continue
+        if t.get("operator") == "Exists" and (not t.get("key") or t["key"] == taint.get("key")):
+            return True
+        if t.get("key") == taint.get("key") and t.get("value", "") == taint.get("value", ""):
+            return True
+    return False
+
+
+def _fits(pod: dict[str, Any], node: dict[str, Any]) -> bool:
+    labels = node["metadata"].get("labels") or {}
+    if any(labels.get(k) != v for k, v in (pod["spec"].get("nodeSelector") or {}).items()):
+        return False
+    if pod["spec"].get("nodeName"):
+        return False
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions") or ())
+    if not ready or node.get("spec", {}).get("unschedulable"):
+        return False
+    return all(_tolerates(pod, t) for t in node.get("spec", {}).get("taints") or ()
+               if t.get("effect") in ("NoSchedule", "NoExecute"))
+
+
+def schedule(core: ApiCore, pod: dict[str, Any]) -> str | None:
+    """Bind *pod* to the fitting node running the fewest pods (spreading); None when nothing fits."""
+    nodes = [n for n in core.store.list(NODES)[0] if _fits(pod, n)]
+    if not nodes:
+        total = len(core.store.list(NODES)[0])
+        record_event(core, pod, "Warning", "FailedScheduling",
+                     f"0/{total} nodes are available: {total} node(s) didn't match Pod's node affinity/selector. "
+                     "preemption: 0/{0} nodes are available.".replace("{0}", str(total)), "default-scheduler")
+        return None
+    load = {n["metadata"]["name"]: 0 for n in nodes}
+    for p in core.store.list(PODS)[0]:
+        node = p["spec"].get("nodeName")
+        if node in load:
+            load[node] += 1
+    target = min(load, key=lambda name: (load[name], name))
+    meta = pod["metadata"]
+    try:
+        core.bind(meta["namespace"], meta["name"], {"target": {"kind": "Node", "name": target}})
+    except StatusError as e:
+        if e.code in (404, 409):  # deleted or bound meanwhile
+            return None
+        raise
+    record_event(core, pod, "Normal", "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} to {target}",
+                 "default-scheduler")
+    return target
+
+
+async def run_scheduler(core: ApiCore) -> None:
+    """Watch unscheduled pods and bind them; retries unschedulable pods when nodes change."""
+    unscheduled = parse_field_selector("spec.nodeName=")
+    while True:
+        try:
+            watcher = core.store.watch(PODS, None, since_rv=None, field_selector=unscheduled)
+            node_watcher = core.store.watch(NODES, None, since_rv=core.store.rv)
+            try:
+                while True:
+                    event = await watcher.next(0.5)
+                    if event is None:
+                        if await node_watcher.next(0.001) is not None:
+                            for pod in core.store.list(PODS, None, field_selector=unscheduled)[0]:
+                                if not pod["metadata"].get("deletionTimestamp"):
+                                    schedule(core, pod)
+                        continue
+                    if event.type in ("ADDED", "MODIFIED") and not event.object["metadata"].get("deletionTimestamp"):
+                        schedule(core, event.object)
+            finally:
+                watcher.close()
+                node_watcher.close()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # keep scheduling after a bug in one decision; the log says what happened
+            log.exception("scheduler loop failed; restarting it")
+            await asyncio.sleep(0.5)
+
+
+async def run_terminator(core: ApiCore) -> None:
+    """Finish graceful pod deletions on sandbox nodes.
+
+    A kubelet deletes a terminating pod's object once its containers stopped.
+    Pods whose containers never started (nothing runs them yet) stop at once.
+    """
+    while True:
+        watcher = core.store.watch(PODS, None, since_rv=None)
+        try:
+            while True:
+                event = await watcher.next(1.0)
+                if event is None or event.type == "DELETED":
+                    continue
+                meta = event.object["metadata"]
+                if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+                    core.finish_pod_deletion(meta["namespace"], meta["name"])
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("pod terminator failed; restarting it")
+            await asyncio.sleep(0.5)
+        finally:
+            watcher.close()

@@ -1,0 +1,502 @@
+"""The sandbox's HTTP face: Kubernetes REST paths, content negotiation, watch streams.
+
+It runs on its own thread and event loop (``ServerThread``), never the caller's:
+a blocking client call made on the server's own loop would deadlock, and
+ipykernel owns the main thread's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+from urllib.parse import unquote
+
+import yaml
+from aiohttp import web
+
+from . import discovery, logs, protobuf, schemas, tables
+from .apicore import ApiCore
+from .auth import ADMIN, Authorizer, TokenAuthority, User, review_attributes
+from .registry import RESOURCES, Resource
+from .status import StatusError, bad_request, forbidden, method_not_allowed, not_found, unauthorized, unsupported_media_type
+
+log = logging.getLogger("labkit.sandbox.server")
+
+JSON = "application/json"
+#: What /version says: a k3s-shaped version string, marked as labkit's sandbox.
+VERSION_INFO = {
+    "major": "1", "minor": "32", "gitVersion": "v1.32.5+labkit.sandbox", "gitCommit": "labkit-sandbox",
+    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "n/a (python)",
+    "compiler": "labkit", "platform": "linux/amd64",
+}
+WATCH_DEFAULT_TIMEOUT = 1800
+BOOKMARK_EVERY = 30.0
+
+
+@dataclass
+class Target:
+    """A parsed REST path."""
+
+    resource: Resource
+    namespace: str | None
+    name: str | None
+    subresource: str
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _json(obj: Any, status: int = 200, content_type: str = JSON, warnings: list[str] = ()) -> web.Response:
+    response = web.Response(body=_dumps(obj), status=status, content_type=content_type.split(";")[0])
+    if ";" in content_type:
+        response.headers["Content-Type"] = content_type
+    for w in warnings:
+        response.headers.add("Warning", f'299 - "{w}"')
+    return response
+
+
+def _wants_table(request: web.Request) -> bool:
+    return "as=Table" in request.headers.get("Accept", "")
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true")
+
+
+class ApiServer:
+    def __init__(self, core: ApiCore, tokens: TokenAuthority, log_dir, server_address: str = "127.0.0.1",
+                 extra_routes: list[web.RouteDef] = ()) -> None:
+        self.core = core
+        self.tokens = tokens
+        self.logs = logs.PodLogs(log_dir)
+        self.server_address = server_address
+        self.authorizer = Authorizer(lambda plural, ns: core.store.list(
+            RESOURCES.by_plural("rbac.authorization.k8s.io", plural), ns)[0])
+        self.app = web.Application(middlewares=[self._errors, self._authenticate], client_max_size=64 * 1024 * 1024)
+        self.app.add_routes(extra_routes)  # before the catch-all, which would shadow them
+        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+
+    # ----------------------------------------------------------- middlewares
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        try:
+            return await handler(request)
+        except StatusError as e:
+            return _json(e.to_status(), status=e.code)
+        except web.HTTPException:
+            raise
+        except Exception as e:  # an internal error is still answered as a Status, never a traceback page
+            log.exception("internal error on %s %s", request.method, request.path)
+            return _json(StatusError(500, "InternalError", f"Internal error occurred: {e}").to_status(), status=500)
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler):
+        if request.path in ("/healthz", "/readyz", "/livez", "/version"):
+            request["user"] = None
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        sa = RESOURCES.by_plural("", "serviceaccounts")
+
+        def sa_exists(ns: str, name: str, uid: str) -> bool:
+            obj = self.core.store.get(sa, ns, name)
+            return obj is not None and (not uid or obj["metadata"]["uid"] == uid)
+
+        user = self.tokens.authenticate(token, sa_exists) if token else None
+        if user is None:
+            raise unauthorized()
+        request["user"] = user
+        return await handler(request)
+
+    # -------------------------------------------------------------- routing
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        parts = [unquote(p) for p in request.path.strip("/").split("/") if p]
+        if not parts:
+            return _json({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]})
+        head = parts[0]
+        if head in ("healthz", "readyz", "livez") and len(parts) == 1:
+            return web.Response(text="ok")
+        if head == "version" and len(parts) == 1:
+            return _json(VERSION_INFO)
+        if head == "openapi":
+            return self._openapi(request, parts[1:])
+        if head == "api":
+            if len(parts) == 1:
+                return self._discovery(request, core=True)
+            group, version, rest = "", parts[1], parts[2:]
+        elif head == "apis":
+            if len(parts) == 1:
+                return self._discovery(request, core=False)
+            if len(parts) == 2:
+                group_doc = next((g for g in discovery.api_group_list()["groups"] if g["name"] == parts[1]), None)
+                if group_doc is None:
+                    raise not_found_path()
+                return _json({"kind": "APIGroup", "apiVersion": "v1", **group_doc})
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise not_found_path()
+        if not rest:
+            doc = discovery.api_resource_list(group, version)
+            if doc is None:
+                raise not_found_path()
+            return _json(doc)
+        target = self._target(group, version, rest)
+        return await self._handle(request, target)
+
+    def _target(self, group: str, version: str, rest: list[str]) -> Target:
+        namespace = None
+        if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
+            namespace, rest = rest[1], rest[2:]
+        resource = RESOURCES.by_plural(group, rest[0])
+        if resource is None or resource.version != version:
+            raise not_found_path()
+        if resource.namespaced != (namespace is not None) and len(rest) > 1:
+            raise not_found_path()
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else ""
+        if len(rest) > 3 or (sub and sub not in resource.subresources):
+            raise not_found_path()
+        return Target(resource, namespace, name, sub)
+
+    def _discovery(self, request: web.Request, core: bool) -> web.Response:
+        if discovery.wants_aggregated(request.headers.get("Accept", "")):
+            return _json(discovery.aggregated(core), content_type=discovery.AGGREGATED_CONTENT_TYPE)
+        return _json(discovery.api_versions(self.server_address) if core else discovery.api_group_list())
+
+    def _openapi(self, request: web.Request, rest: list[str]) -> web.Response:
+        if rest == ["v3"]:
+            return _json(schemas.schemas().openapi_index())
+        if rest and rest[0] == "v3":
+            try:
+                body = schemas.schemas().openapi_document("/".join(rest[1:]))
+            except KeyError:
+                raise not_found_path() from None
+            response = web.Response(body=body, content_type=JSON)
+            response.headers["Cache-Control"] = "public, immutable" if "hash" in request.query else "no-cache, private"
+            return response
+        raise not_found_path()  # OpenAPI v2: kubectl tolerates 404 and uses its compiled-in types
+
+    # ------------------------------------------------------------ requests
+    def _authorize(self, request: web.Request, verb: str, t: Target) -> None:
+        user: User = request["user"]
+        resource = f"{t.resource.plural}/{t.subresource}" if t.subresource else t.resource.plural
+        if not self.authorizer.allowed(user, verb, t.resource.group, resource, t.namespace, t.name):
+            raise forbidden(user.name, verb, t.resource, t.namespace, t.name)
+
+    async def _body(self, request: web.Request, t: Target) -> Any:
+        raw = await request.read()
+        content_type = request.headers.get("Content-Type", JSON).split(";")[0].strip()
+        if protobuf.is_protobuf(content_type):
+            return protobuf.decode(raw)
+        try:
+            if content_type in (JSON, ""):
+                return json.loads(raw or b"{}")
+            if content_type in ("application/yaml", "application/apply-patch+yaml"):
+                return yaml.safe_load(raw) or {}
+        except (ValueError, yaml.YAMLError) as e:
+            kind = t.resource.kind
+            raise bad_request(f'{kind} in version "{t.resource.version}" cannot be handled as a {kind}: {e}') from e
+        raise unsupported_media_type(content_type)
+
+    def _answer(self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200,
+                warnings: list[str] = ()) -> web.Response:
+        if _wants_table(request) and obj.get("kind") == t.resource.kind:
+            table = tables.to_table(t.resource, [obj], list_rv=obj["metadata"].get("resourceVersion", ""),
+                                    include_object=request.query.get("includeObject", "Metadata"))
+            return _json(table, status, warnings=warnings)
+        return _json(obj, status, warnings=warnings)
+
+    async def _handle(self, request: web.Request, t: Target) -> web.StreamResponse:
+        method = request.method
+        q = request.query
+        core = self.core
+        manager = q.get("fieldManager", "")
+        validation = q.get("fieldValidation", "Warn")
+        dry_run = q.get("dryRun") == "All"
+        if t.subresource:
+            return await self._subresource(request, t, manager, dry_run)
+        if method == "GET" and t.name is None:
+            verb = "watch" if _flag(request, "watch") else "list"
+            self._authorize(request, verb, t)
+            if verb == "watch":
+                return await self._watch(request, t)
+            listing = core.list(t.resource, t.namespace, label_selector=q.get("labelSelector", ""),
+                                field_selector=q.get("fieldSelector", ""),
+                                limit=int(q["limit"]) if q.get("limit") else None, continue_token=q.get("continue"))
+            if _wants_table(request):
+                return _json(tables.to_table(t.resource, listing["items"], list_rv=listing["metadata"]["resourceVersion"],
+                                             continue_token=listing["metadata"].get("continue"),
+                                             include_object=q.get("includeObject", "Metadata")))
+            return _json(listing)
+        if method == "GET":
+            self._authorize(request, "get", t)
+            return self._answer(request, t, core.get(t.resource, t.namespace, t.name))
+        if method == "POST" and t.name is None:
+            self._authorize(request, "create", t)
+            body = await self._body(request, t)
+            if t.resource.group == "authorization.k8s.io":
+                return _json(self._access_review(request, body), 201)
+            obj, warnings = core.create(t.resource, t.namespace, body, manager=manager, validation=validation,
+                                        dry_run=dry_run)
+            return self._answer(request, t, obj, 201, warnings)
+        if method == "PUT" and t.name:
+            self._authorize(request, "update", t)
+            body = await self._body(request, t)
+            obj, warnings = core.replace(t.resource, t.namespace, t.name, body, manager=manager,
+                                         validation=validation, dry_run=dry_run)
+            return self._answer(request, t, obj, 200, warnings)
+        if method == "PATCH" and t.name:
+            return await self._patch(request, t, manager, validation, dry_run)
+        if method == "DELETE":
+            return await self._delete(request, t, dry_run)
+        raise method_not_allowed()
+
+    async def _patch(self, request: web.Request, t: Target, manager: str, validation: str, dry_run: bool,
+                     subresource: str = "") -> web.Response:
+        self._authorize(request, "patch", t)
+        if t.name and self.core.store.get(t.resource, t.namespace, t.name) is None \
+                and request.headers.get("Content-Type", "").startswith("application/apply-patch"):
+            self._authorize(request, "create", t)
+        obj, warnings, created = self.core.patch(
+            t.resource, t.namespace, t.name, request.headers.get("Content-Type", ""), await request.read(),
+            subresource=subresource, manager=manager, force=_flag(request, "force"), validation=validation,
+            dry_run=dry_run)
+        return self._answer(request, t, obj, 201 if created else 200, warnings)
+
+    async def _delete(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
+        q = request.query
+        options: dict[str, Any] = {}
+        raw = await request.read()
+        if raw:
+            try:
+                options = json.loads(raw)
+            except ValueError as e:
+                raise bad_request(f"error decoding DeleteOptions: {e}") from e
+        propagation = options.get("propagationPolicy") or q.get("propagationPolicy")
+        if options.get("orphanDependents") is True or q.get("orphanDependents") == "true":
+            propagation = "Orphan"
+        grace = options.get("gracePeriodSeconds", q.get("gracePeriodSeconds"))
+        grace = int(grace) if grace is not None else None
+        dry_run = dry_run or "All" in (options.get("dryRun") or [])
+        if t.name is None:
+            self._authorize(request, "deletecollection", t)
+            listing = self.core.list(t.resource, t.namespace, label_selector=q.get("labelSelector", ""),
+                                     field_selector=q.get("fieldSelector", ""))
+            for item in listing["items"]:
+                self.core.delete(t.resource, item["metadata"].get("namespace"), item["metadata"]["name"],
+                                 propagation=propagation, grace_period=grace, dry_run=dry_run)
+            return _json(listing)
+        self._authorize(request, "delete", t)
+        obj = self.core.delete(t.resource, t.namespace, t.name, propagation=propagation, grace_period=grace,
+                               preconditions=options.get("preconditions"), dry_run=dry_run)
+        if obj["metadata"].get("deletionTimestamp"):
+            return self._answer(request, t, obj, 200)
+        if t.resource.kind in ("Pod", "Namespace", "Service") or obj.get("kind") != t.resource.kind:
+            return self._answer(request, t, obj, 200)
+        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                      "details": {"name": t.name, "group": t.resource.group, "kind": t.resource.plural,
+                                  "uid": obj["metadata"].get("uid")}})
+
+    async def _subresource(self, request: web.Request, t: Target, manager: str, dry_run: bool) -> web.StreamResponse:
+        method, sub, core = request.method, t.subresource, self.core
+        verb = {"GET": "get", "PUT": "update", "PATCH": "patch", "POST": "create"}.get(method, "")
+        if not verb:
+            raise method_not_allowed()
+        self._authorize(request, verb, t)
+        if sub == "log" and method == "GET":
+            return await self._log(request, t)
+        if sub == "status":
+            if method == "GET":
+                return self._answer(request, t, core.get(t.resource, t.namespace, t.name))
+            if method == "PUT":
+                obj, _ = core.replace(t.resource, t.namespace, t.name, await self._body(request, t), subresource="status",
+                                      manager=manager, dry_run=dry_run)
+                return self._answer(request, t, obj)
+            if method == "PATCH":
+                return await self._patch(request, t, manager, "Ignore", dry_run, subresource="status")
+        if sub == "scale":
+            if method == "GET":
+                return _json(core.scale(t.resource, t.namespace, t.name))
+            if method in ("PUT", "PATCH"):
+                current = core.scale(t.resource, t.namespace, t.name)
+                if method == "PUT":
+                    body = await self._body(request, t)
+                else:
+                    from . import patch as patching
+                    raw = await request.read()
+                    content_type = request.headers.get("Content-Type", "").split(";")[0]
+                    document = json.loads(raw or b"null")
+                    body = (patching.json_patch(current, document) if content_type == "application/json-patch+json"
+                            else patching.json_merge_patch(current, document))
+                replicas = (body.get("spec") or {}).get("replicas")
+                return _json(core.set_scale(t.resource, t.namespace, t.name, replicas,
+                                            (body.get("metadata") or {}).get("resourceVersion") if method == "PUT" else None,
+                                            manager=manager, dry_run=dry_run))
+        if sub == "binding" and method == "POST":
+            core.bind(t.namespace, t.name, await self._body(request, t))
+            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+        if sub == "token" and method == "POST":
+            return _json(self._token_request(t, await self._body(request, t)), 201)
+        if sub == "finalize" and method == "PUT":
+            obj, _ = core.replace(t.resource, None, t.name, await self._body(request, t), dry_run=dry_run)
+            return _json(obj)
+        raise method_not_allowed()
+
+    def _token_request(self, t: Target, body: dict[str, Any]) -> dict[str, Any]:
+        sa = self.core.get(t.resource, t.namespace, t.name)
+        seconds = int((body.get("spec") or {}).get("expirationSeconds") or 3600)
+        token, exp = self.tokens.issue(t.namespace, t.name, sa["metadata"]["uid"], seconds)
+        return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": None},
+                "spec": {"audiences": (body.get("spec") or {}).get("audiences") or ["https://kubernetes.default.svc.cluster.local", "k3s"],
+                         "expirationSeconds": seconds, "boundObjectRef": None},
+                "status": {"token": token,
+                           "expirationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))}}
+
+    def _access_review(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+        spec = body.get("spec") or {}
+        user: User = request["user"]
+        if body.get("kind") == "SubjectAccessReview":
+            groups = tuple(spec.get("groups") or ())
+            user = User(spec.get("user", ""), groups)
+            if user.name.startswith("system:serviceaccount:"):
+                _, _, ns, name = user.name.split(":", 3)
+                user = User(user.name, groups, (ns, name))
+        verb, group, resource, ns, name = review_attributes(spec)
+        allowed = self.authorizer.allowed(user, verb, group, resource, ns, name)
+        status: dict[str, Any] = {"allowed": allowed}
+        if allowed and user is not ADMIN and not user.is_admin:
+            status["reason"] = "RBAC: allowed by a RoleBinding or ClusterRoleBinding"
+        return {**body, "metadata": body.get("metadata") or {"creationTimestamp": None}, "status": status}
+
+    # ---------------------------------------------------------------- watch
+    async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        q = request.query
+        rv_text = q.get("resourceVersion", "")
+        since = int(rv_text) if rv_text not in ("", "0") else None
+        if rv_text == "0":
+            since = None
+        label = q.get("labelSelector", "")
+        field = q.get("fieldSelector", "")
+        from .selectors import parse_field_selector, parse_label_selector
+        watcher = self.core.store.watch(t.resource, t.namespace, since_rv=since,
+                                        label_selector=parse_label_selector(label) if label else None,
+                                        field_selector=parse_field_selector(field) if field else None)
+        timeout = float(q.get("timeoutSeconds") or WATCH_DEFAULT_TIMEOUT)
+        bookmarks = _flag(request, "allowWatchBookmarks")
+        as_table = _wants_table(request)
+        response = web.StreamResponse(headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        deadline = time.monotonic() + timeout
+        next_bookmark = time.monotonic() + BOOKMARK_EVERY
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                event = await watcher.next(min(left, max(next_bookmark - time.monotonic(), 0.01)))
+                if event is None:
+                    if bookmarks and time.monotonic() >= next_bookmark:
+                        await response.write(_dumps({"type": "BOOKMARK", "object": self.core.store.bookmark(t.resource)}) + b"\n")
+                        next_bookmark = time.monotonic() + BOOKMARK_EVERY
+                    continue
+                obj = event.object
+                obj.setdefault("apiVersion", t.resource.api_version)
+                obj.setdefault("kind", t.resource.kind)
+                if as_table:
+                    obj = tables.table_event(t.resource, event.type, obj)
+                await response.write(_dumps({"type": event.type, "object": obj}) + b"\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            watcher.close()
+        return response
+
+    # ----------------------------------------------------------------- logs
+    async def _log(self, request: web.Request, t: Target) -> web.StreamResponse:
+        pod = self.core.get(t.resource, t.namespace, t.name)
+        q = request.query
+        options = logs.LogOptions.from_query(q)
+        container, path = self.logs.locate(pod, options)
+        if not options.follow:
+            return web.Response(body=self.logs.read(path, options), content_type="text/plain")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        pods = t.resource
+
+        def still_running() -> bool:
+            live = self.core.store.get(pods, t.namespace, t.name)
+            return live is not None and logs.container_running(live, container)
+
+        try:
+            async for chunk in self.logs.follow(path, options, still_running):
+                await response.write(chunk)
+        except ConnectionResetError:
+            pass
+        return response
+
+
+def not_found_path() -> StatusError:
+    return StatusError(404, "NotFound", "the server could not find the requested resource", None)
+
+
+class ServerThread:
+    """Runs an ``ApiServer`` on 127.0.0.1 in a dedicated thread with its own event loop."""
+
+    def __init__(self, server: ApiServer, port: int = 0, host: str = "127.0.0.1",
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.server, self.host, self.port, self.ssl_context = server, host, port, ssl_context
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="labkit-apiserver", daemon=True)
+        self._ready = threading.Event()
+        self._runner: web.AppRunner | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self._runner = web.AppRunner(self.server.app, access_log=None, handle_signals=False)
+            self.loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
+            self.loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]  # the port the OS picked
+        except BaseException as e:  # reported to start()
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    def start(self) -> "ServerThread":
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error:
+            raise self._error
+        return self
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run *fn* on the server's loop thread and return its result (for controllers and shutdown)."""
+        return asyncio.run_coroutine_threadsafe(_as_coroutine(fn), self.loop).result()
+
+    def stop(self) -> None:
+        if self._runner is not None and self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(timeout=10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+
+async def _as_coroutine(fn: Callable[[], Any]) -> Any:
+    return fn()

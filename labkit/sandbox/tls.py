@@ -1,0 +1,80 @@
+"""The sandbox's own certificate authority and serving certificate.
+
+kubectl (client-go) does not send a bearer token over plain HTTP, so the API
+server speaks TLS like k3s does: a private CA made once per ``LABKIT_HOME``,
+written into the kubeconfig as ``certificate-authority-data``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+_VALID_DAYS = 3650
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _certificate(subject: str, issuer: x509.Name | None, key, signing_key, *, ca: bool) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default.svc"),
+            x509.DNSName("kubernetes.default.svc.cluster.local"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("127.43.0.1")),
+        ]), critical=False).add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def ensure_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """(ca.crt, server.crt, server.key) under *directory*, created on first use."""
+    ca_crt, crt, key_path = directory / "ca.crt", directory / "server.crt", directory / "server.key"
+    if ca_crt.exists() and crt.exists() and key_path.exists():
+        return ca_crt, crt, key_path
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = _certificate("labkit-sandbox-ca", None, ca_key, ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = _certificate("labkit-sandbox-apiserver", ca_cert.subject, server_key, ca_key, ca=False)
+    _write_private(key_path, _key_pem(server_key))
+    crt.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    ca_crt.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    return ca_crt, crt, key_path
+
+
+def server_context(crt: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(crt, key)
+    return context
+
+
+def client_context(ca: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca))
