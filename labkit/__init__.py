@@ -18,15 +18,30 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+# After the errors and __version__: the modules below import them.
+from .cluster import Cluster, api_call, connect  # noqa: E402
+from .doctor import Check, DoctorReport, doctor  # noqa: E402
+from .profiles import Profile, profile_for  # noqa: E402
+from .runner import run_notebooks  # noqa: E402
+
 __all__ = [
     "ApiError",
+    "Check",
+    "Cluster",
     "ClusterUnreachable",
     "ContextNotAllowed",
+    "DoctorReport",
     "ImageError",
     "LabkitError",
     "NotebookFailed",
     "PrerequisiteMissing",
+    "Profile",
     "SandboxError",
     "UnknownBackend",
     "WasmError",
+    "api_call",
+    "connect",
+    "doctor",
+    "profile_for",
+    "run_notebooks",
 ]

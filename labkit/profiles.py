@@ -1,0 +1,73 @@
+"""Per-backend values, so a notebook never branches on the backend.
+
+Images, host paths, model files and the cluster DNS address differ between a
+real k3s node and a sandbox node; everything else in a lab is the same.
+
+>>> profile_for("kubeconfig").wasi_demo_image
+'ghcr.io/containerd/runwasi/wasi-demo-app:latest'
+>>> profile_for("sandbox").runtime_handler
+'wasmedge'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config
+
+#: Where k3s keeps the containerd config it renders (and the template it reads).
+K3S_CONTAINERD_DIR = Path("/var/lib/rancher/k3s/agent/etc/containerd")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What differs between backends. Paths are as the *node* sees them (hostPath values)."""
+
+    backend: str
+    #: runwasi's demo app image; the sandbox ships its own build under its own name.
+    wasi_demo_image: str
+    #: RuntimeClass name and containerd runtime handler for the WasmEdge shim.
+    runtime_class: str
+    runtime_handler: str
+    #: The node's containerd config directory (k3s layout), as seen by the node.
+    containerd_dir: Path
+    #: Directory of GGUF model files on the node.
+    model_dir: Path
+    #: Directory of WasmEdge plugins (``libwasmedgePluginWasiNN.so``) on the node.
+    plugin_dir: Path
+    #: ``host:port`` of the cluster DNS for wasm pods' ``DNS_SERVER``; ``None`` until known
+    #: (the sandbox reports its own when it starts).
+    cluster_dns: str | None
+
+    def node_root(self, node: str) -> Path:
+        """The directory on this machine that holds *node*'s filesystem: ``/`` for a real node."""
+        if self.backend == "sandbox":
+            return config.sandbox_dir() / "nodes" / node
+        return Path("/")
+
+    def on_node(self, node: str, path: Path | str) -> Path:
+        """Where a node path (e.g. ``profile.containerd_dir``) lives on this machine."""
+        return self.node_root(node) / Path(path).relative_to("/")
+
+
+_SHARED = dict(
+    runtime_class="wasmedge",
+    runtime_handler="wasmedge",
+    containerd_dir=K3S_CONTAINERD_DIR,
+    # The paths of the journey's k3s CI runner (seed: /home/runner/...), mirrored on sandbox nodes.
+    model_dir=Path("/home/runner/models"),
+    plugin_dir=Path("/home/runner/.wasmedge/plugin"),
+)
+
+_PROFILES = {
+    "kubeconfig": Profile(backend="kubeconfig", wasi_demo_image="ghcr.io/containerd/runwasi/wasi-demo-app:latest",
+                          cluster_dns="10.43.0.10:53", **_SHARED),  # k3s default --cluster-dns
+    "sandbox": Profile(backend="sandbox", wasi_demo_image="docker.io/labkit/wasi-demo:latest",
+                       cluster_dns=None, **_SHARED),
+}
+
+
+def profile_for(backend: str | None = None) -> Profile:
+    """The profile of *backend* (resolved like :func:`labkit.connect` does)."""
+    return _PROFILES[config.resolve_backend(backend)]

@@ -1,0 +1,169 @@
+"""Run the lab notebooks headless with papermill: ``labkit run`` and CI use this.
+
+>>> summary = run_notebooks(["00"], backend="sandbox")    # doctest: +SKIP
+>>> print(summary.table())                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from . import config
+from .errors import LabkitError, NotebookFailed, PrerequisiteMissing
+
+DEFAULT_OUTPUT_DIR = Path("build/notebooks")
+KERNEL = "python3"
+
+
+def notebooks_dir() -> Path:
+    return config.project_root() / "notebooks"
+
+
+def available_notebooks(root: Path | None = None) -> list[Path]:
+    """The lab notebooks in run order (sorted by their ``NN-`` prefix)."""
+    root = root or notebooks_dir()
+    return sorted(p for p in root.glob("*.ipynb") if not p.name.startswith("."))
+
+
+def select_notebooks(names: list[str] | tuple[str, ...] = (), root: Path | None = None) -> list[Path]:
+    """Resolve ``01``, ``01-wasi-demo-app`` or ``01-wasi-demo-app.ipynb`` to notebook paths (all when empty).
+
+    An unknown or ambiguous name raises :class:`LabkitError` listing the available notebooks.
+    """
+    found = available_notebooks(root)
+    if not names:
+        return found
+    chosen: list[Path] = []
+    for name in names:
+        stem = Path(name).name.removesuffix(".ipynb")
+        exact = [p for p in found if p.stem == stem]
+        matches = exact or [p for p in found if p.stem.startswith(stem)]
+        if len(matches) != 1:
+            problem = f"no notebook matches {name!r}" if not matches else f"{name!r} matches several notebooks"
+            raise LabkitError(f"{problem}; available: {', '.join(p.stem for p in found) or 'none'}",
+                              "name a notebook by its number (e.g. `labkit run 00`) or full name")
+        chosen.extend(p for p in matches if p not in chosen)
+    return chosen
+
+
+def lab_namespace(notebook: Path) -> str:
+    """The namespace a notebook works in: ``lab-NN`` from its number prefix.
+
+    >>> lab_namespace(Path("notebooks/01-wasi-demo-app.ipynb"))
+    'lab-01'
+    """
+    number = re.match(r"(\d+)", notebook.stem)
+    return f"lab-{number.group(1)}" if number else f"lab-{notebook.stem}"
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p NAME VALUE`` value: JSON when it parses (``120``, ``true``, ``[1,2]``), else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@dataclass
+class NotebookResult:
+    notebook: str
+    status: Literal["passed", "failed"]
+    seconds: float
+    output: str
+    cell: int | None = None
+    error: str | None = None
+
+    def failure(self) -> NotebookFailed:
+        return NotebookFailed(self.notebook, self.cell, self.error or "unknown error", self.output)
+
+
+@dataclass
+class RunSummary:
+    backend: str
+    results: list[NotebookResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status == "passed" for r in self.results)
+
+    def table(self) -> str:
+        """The plain-text summary: notebook, status, seconds."""
+        width = max([len("notebook"), *(len(r.notebook) for r in self.results)])
+        lines = [f"{'notebook'.ljust(width)}  status  seconds"]
+        lines += [f"{r.notebook.ljust(width)}  {r.status.ljust(6)}  {r.seconds:7.1f}" for r in self.results]
+        passed = sum(r.status == "passed" for r in self.results)
+        lines.append(f"{passed}/{len(self.results)} passed (backend {self.backend})")
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        rows = "\n".join(f"| {r.notebook} | {r.status} | {r.seconds:.1f} | {(r.error or '').splitlines()[0] if r.error else ''} |"
+                         for r in self.results)
+        return f"# labkit run (backend {self.backend})\n\n| notebook | status | seconds | error |\n|---|---|---|---|\n{rows}\n"
+
+    def write(self, output_dir: Path) -> None:
+        """Write ``summary.json`` and ``summary.md`` next to the executed notebooks."""
+        (output_dir / "summary.json").write_text(json.dumps(
+            {"backend": self.backend, "ok": self.ok, "results": [asdict(r) for r in self.results]}, indent=2) + "\n")
+        (output_dir / "summary.md").write_text(self.markdown())
+
+
+def ensure_kernel() -> None:
+    """Fail early, with the fix, when no ``python3`` Jupyter kernel is installed."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(KERNEL)
+    except NoSuchKernel as e:
+        raise PrerequisiteMissing(f"no Jupyter kernel named {KERNEL!r}",
+                                  "python -m ipykernel install --sys-prefix (in labkit's virtual environment)") from e
+
+
+def run_notebook(path: Path, output: Path, parameters: dict[str, Any]) -> NotebookResult:
+    """Execute one notebook with papermill into *output*; a failing cell becomes a ``failed`` result."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    try:
+        papermill.execute_notebook(str(path), str(output), parameters=parameters, kernel_name=KERNEL,
+                                   cwd=str(path.parent), progress_bar=False)
+    except PapermillExecutionError as e:
+        first_line = next((line for line in (e.source or "").splitlines() if line.strip()), "")
+        return NotebookResult(path.stem, "failed", time.monotonic() - start, str(output), e.cell_index,
+                              f"{e.ename}: {e.evalue} [cell starts: {first_line.strip()!r}]")
+    return NotebookResult(path.stem, "passed", time.monotonic() - start, str(output))
+
+
+def run_notebooks(names: list[str] | tuple[str, ...] = (), *, backend: str | None = None,
+                  parameters: dict[str, Any] | None = None, output_dir: Path = DEFAULT_OUTPUT_DIR,
+                  keep_going: bool = False, root: Path | None = None,
+                  echo: Callable[[str], None] = print) -> RunSummary:
+    """Execute notebooks in order; return the summary (also written to *output_dir*).
+
+    Injected parameters: ``backend``, ``namespace`` (``lab-NN``) and *parameters* (which win).
+    Stops at the first failure unless *keep_going*. Raises only for bad names or a missing kernel;
+    the caller decides what a failed summary means (``labkit run`` exits 1).
+    """
+    chosen = select_notebooks(names, root)
+    ensure_kernel()
+    name = config.resolve_backend(backend)
+    output_dir = Path(output_dir)
+    summary = RunSummary(name)
+    for i, path in enumerate(chosen, 1):
+        echo(f"[{i}/{len(chosen)}] {path.stem} ...")
+        params = {"backend": name, "namespace": lab_namespace(path), **(parameters or {})}
+        result = run_notebook(path, output_dir / path.name, params)
+        summary.results.append(result)
+        echo(f"[{i}/{len(chosen)}] {path.stem} {result.status} in {result.seconds:.1f} s"
+             + (f": cell {result.cell}: {result.error}" if result.error else ""))
+        if result.status == "failed" and not keep_going:
+            break
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary.write(output_dir)
+    return summary
