@@ -178,15 +178,14 @@ def _format_path(parts: list[str | int]) -> str:
 
 
 class _Walk:
-    """One validation pass: collects unknown fields (pruning them) and the first type error."""
+    """One validation pass: prunes unknown and null fields, records them and the first type error."""
 
-    __slots__ = ("unknown", "type_error", "path", "prune")
+    __slots__ = ("unknown", "type_error", "path")
 
-    def __init__(self, prune: bool) -> None:
+    def __init__(self) -> None:
         self.unknown: list[str] = []
         self.type_error: str | None = None
         self.path: list[str | int] = []
-        self.prune = prune
 
     def mismatch(self, value: Any, node: Node, struct: str, detail: str = "") -> None:
         if self.type_error is None:
@@ -269,9 +268,8 @@ class _Walk:
             self.path.append(key)
             self.value(child, item, struct)
             self.path.pop()
-        if self.prune:
-            for key in drop:
-                del obj[key]
+        for key in drop:
+            del obj[key]
 
 
 class Schemas:
@@ -324,7 +322,7 @@ class Schemas:
         if mode not in FIELD_VALIDATION_MODES:
             raise bad_request(
                 f'fieldValidation parameter "{mode}" is not supported: use one of "Ignore", "Warn" or "Strict"')
-        walk = _Walk(prune=mode != "Strict")
+        walk = _Walk()
         walk.fields(self.node(resource.schema), obj)
         decode_prefix = f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
         if walk.type_error:
@@ -434,13 +432,18 @@ def _to_openapi(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     if "oneOf" in schema and all(isinstance(o, dict) and set(o) == {"type"} for o in schema["oneOf"]):
-        # IntOrString and Quantity: the real documents call them strings with a format
-        kinds = {t for o in schema["oneOf"] for t in ([o["type"]] if isinstance(o["type"], str) else o["type"])}
+        # IntOrString and Quantity: the real documents keep oneOf and no type, which is what
+        # makes kubectl explain print <IntOrString> and <map[string]Quantity>
+        kinds = [t for o in schema["oneOf"] for t in ([o["type"]] if isinstance(o["type"], str) else o["type"])]
         out = {k: v for k, v in schema.items() if k != "oneOf"}
-        out["type"] = "string"
+        out["oneOf"] = [{"type": t} for t in kinds if t != "null"]
         if "integer" in kinds:
-            out.update({"format": "int-or-string", "x-kubernetes-int-or-string": True})
+            out["format"] = "int-or-string"
         return out
+    if "$ref" in schema and len(schema) > 1:
+        # OpenAPI 3.0 ignores siblings of $ref, so the real server wraps the reference
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        return {"allOf": [_to_openapi({"$ref": schema["$ref"]})], **_to_openapi(rest)}
     out = {}
     for key, value in schema.items():
         if key == "$ref":
