@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import pytest
 from aiohttp import web
 
-from labkit.sandbox import protobuf
+from labkit.sandbox import protobuf, tables
 from labkit.sandbox.registry import RESOURCES, Resource
 from labkit.sandbox.status import StatusError
 
@@ -71,9 +71,11 @@ def _resource_list(group_version: str) -> dict[str, Any]:
 
 
 class Capture:
-    """A real HTTP server on 127.0.0.1 that answers discovery and records POST bodies."""
+    """A real HTTP server on 127.0.0.1 that answers discovery, records POST bodies and
+    serves ``listings`` (list path -> objects) as Tables (test_tables uses that)."""
 
-    def __init__(self) -> None:
+    def __init__(self, listings: dict[str, tuple[Resource, list[dict[str, Any]]]] | None = None) -> None:
+        self.listings = listings or {}
         self.posts: list[tuple[str, str, bytes]] = []
         self.url = ""
         self._loop = asyncio.new_event_loop()
@@ -86,6 +88,9 @@ class Capture:
             return web.json_response({"major": "1", "minor": "32", "gitVersion": "v1.32.5"})
         if path in ("/api", "/apis"):
             return web.Response(text=json.dumps(_aggregated(path == "/api")), headers={"Content-Type": AGGREGATED})
+        if request.method == "GET" and path in self.listings and "as=Table" in request.headers.get("Accept", ""):
+            resource, objects = self.listings[path]
+            return web.json_response(tables.to_table(resource, objects, list_rv="7"))
         if request.method == "GET" and (path == "/api/v1" or path.startswith("/apis/")):
             return web.json_response(_resource_list(path.removeprefix("/api/").removeprefix("/apis/")))
         if request.method == "POST":
