@@ -127,6 +127,8 @@ def _add(doc: Any, path: str, value: Any, op: str = "add") -> Any:
     parent, last = _parent(doc, tokens, path, op), tokens[-1]
     if isinstance(parent, dict):
         parent[last] = value
+    elif isinstance(parent, list) and op == "replace":
+        parent[_index(parent, last, path, op, allow_end=False)] = value
     elif isinstance(parent, list):
         parent.insert(_index(parent, last, path, op, allow_end=True), value)
     else:
@@ -169,8 +171,7 @@ def json_patch(target: Any, ops: Any) -> Any:
         elif kind == "remove":
             doc = _remove(doc, path)
         elif kind == "replace":
-            _get(doc, path, "replace")
-            doc = _remove(doc, path, "replace") if _pointer(path, "replace") else doc
+            _get(doc, path, "replace")  # the target must exist
             doc = _add(doc, path, deep_copy(op.get("value")), "replace")
         elif kind in ("move", "copy"):
             value = _get(doc, op.get("from"), kind)
