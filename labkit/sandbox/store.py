@@ -286,7 +286,9 @@ class Store:
         Then live events follow, whichever thread writes. Raises 410 Expired when ``since_rv`` is older than
         the history (for example after a restart).
         """
-        watcher = Watcher(self, resource, namespace if resource.namespaced else None, label_selector, field_selector)
+        watcher = Watcher(
+            self, resource, namespace if resource.namespaced else None, label_selector, field_selector, since_rv or 0
+        )
         with self._lock:
             if not since_rv:
                 table = self._objects.get(resource.key, {})
@@ -463,10 +465,18 @@ class Watcher:
         namespace: str | None,
         labels: LabelSelector | None,
         fields: FieldSelector | None,
+        since_rv: int,
     ) -> None:
         self.resource = resource
         self._store, self._namespace, self._labels, self._fields = store, namespace, labels, fields
-        self._loop = asyncio.get_running_loop()
+        self._since_rv = since_rv
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise SandboxError(
+                "Store.watch() was called outside a running asyncio event loop",
+                "call it from a coroutine on the loop that will read the events (the API server's loop)",
+            ) from None
         self._thread = threading.get_ident()
         self._lock = threading.Lock()
         self._pending: collections.deque[tuple[str, str, int]] = collections.deque()
@@ -536,8 +546,8 @@ class Watcher:
         """What this watcher sees of a change, as a real API server filters: an object that starts matching
         is ADDED, one that stops matching is DELETED (its previous state at the change's rv).
         ``new``/``old`` are the parsed texts when the caller has them (live writes); replay parses here."""
-        if self._namespace is not None and change.key[0] != self._namespace:
-            return None
+        if change.rv <= self._since_rv or (self._namespace is not None and change.key[0] != self._namespace):
+            return None  # older than asked for (a watch from a future rv waits for it), or another namespace
         if change.type != DELETED:
             new = new if new is not None else json.loads(change.new)
             new_passes = self._selects(change.key, new)

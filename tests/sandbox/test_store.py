@@ -291,6 +291,19 @@ def test_watch_replays_history(store: Store) -> None:
     assert asyncio.run(run(8)) == []  # the current rv: nothing to replay
     assert asyncio.run(run(0))[0][0] == "ADDED"  # 0 means "any": the current state
 
+    async def from_the_future() -> list[tuple[str, str, int]]:
+        with store.watch(PODS, since_rv=9) as watcher:
+            store.create(PODS, pod("p9"))  # rv 9: not newer than asked
+            store.create(PODS, pod("p10"))
+            return await drain(watcher)
+
+    assert asyncio.run(from_the_future()) == [("ADDED", "p10", 10)]
+
+
+def test_watch_needs_a_running_loop(store: Store) -> None:
+    with pytest.raises(SandboxError, match="outside a running asyncio event loop"):
+        store.watch(PODS, since_rv=None)
+
 
 def test_watch_too_old_for_the_history_ring(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db", history=2) as small:
