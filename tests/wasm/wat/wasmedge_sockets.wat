@@ -1,0 +1,16 @@
+;; Imports WasmEdge's socket extension of wasi_snapshot_preview1 (wasmedge_wasi_socket), a shared memory and a multi-value type.
+(module
+  (import "wasi_snapshot_preview1" "sock_open" (func (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_bind" (func (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_listen" (func (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_accept" (func (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_connect" (func (param i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_recv" (func (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_send" (func (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_getaddrinfo" (func (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "sock_setsockopt" (func (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func (param i32 i64 i32) (result i32)))
+  (import "env" "mem" (memory 1 2 shared))
+  (func (export "multi") (result i32 i64) i32.const 1 i64.const 2)
+)
