@@ -18,8 +18,9 @@ True
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .status import bad_request
 
@@ -44,7 +45,9 @@ def validate_label_key(key: str) -> list[str]:
     """Problems with a label key (a qualified name such as ``app.kubernetes.io/name``); empty when valid."""
     parts = key.split("/")
     if len(parts) > 2:
-        return [f"a qualified name {_QNAME_HELP} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
+        return [
+            f"a qualified name {_QNAME_HELP} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        ]
     errors: list[str] = []
     name = parts[-1]
     if len(parts) == 2:
@@ -399,7 +402,9 @@ def field_value(obj: Mapping[str, Any], path: str) -> str:
 
 
 def _split_unescaped_commas(text: str) -> list[str]:
-    parts, current, escaped = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
     for ch in text:
         if ch == "," and not escaped:
             parts.append("".join(current))

@@ -40,9 +40,10 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import SandboxError
 from .registry import Resource
@@ -195,9 +196,9 @@ class Store:
             key = (self._ns(resource, namespace), name)
             keys: Iterable[Key] = [key] if key in versions else []
         else:
+            in_namespace = namespace is None or not resource.namespaced
             keys = sorted(
-                k for k in versions
-                if (namespace is None or not resource.namespaced or k[0] == namespace) and (name is None or k[1] == name)
+                k for k in versions if (in_namespace or k[0] == namespace) and (name is None or k[1] == name)
             )
         items: list[dict[str, Any]] = []
         last: Key | None = None
@@ -248,7 +249,9 @@ class Store:
             sent = meta.get("resourceVersion")
             if check_rv and sent and str(sent) != old_meta["resourceVersion"]:
                 raise conflict(resource, name)
-            meta.update(uid=old_meta["uid"], creationTimestamp=old_meta["creationTimestamp"], resourceVersion=str(self._rv + 1))
+            meta.update(
+                uid=old_meta["uid"], creationTimestamp=old_meta["creationTimestamp"], resourceVersion=str(self._rv + 1)
+            )
             meta.setdefault("generation", old_meta.get("generation", 1))
             version = _Version.of(obj)
             self._commit(resource, (namespace, name), MODIFIED, version, old)
@@ -301,7 +304,7 @@ class Store:
                 if since_rv < floor:
                     raise gone(f"too old resource version: {since_rv} ({floor})")
                 initial = [
-                    view for change in self._changes_after(since_rv)
+                    view for change in _changes_after(self._history, since_rv)
                     if change.resource == resource.key and (view := watcher._view(change))
                 ]
             watcher._pending.extend(initial)
@@ -344,8 +347,8 @@ class Store:
             meta.pop("namespace", None)  # a cluster-scoped object has no namespace, whatever the body says
             return ""
         if not meta.get("namespace"):
-            raise invalid(resource, meta.get("name") or "",
-                          [{"reason": "FieldValueRequired", "message": "Required value", "field": "metadata.namespace"}])
+            required = {"reason": "FieldValueRequired", "message": "Required value", "field": "metadata.namespace"}
+            raise invalid(resource, meta.get("name") or "", [required])
         return meta["namespace"]
 
     @staticmethod
@@ -394,20 +397,11 @@ class Store:
         """The oldest resourceVersion a watch or a continued list can start from."""
         return self._history[0].rv - 1 if self._history else self._rv
 
-    def _changes_after(self, rv: int) -> list[_Change]:
-        newer: list[_Change] = []
-        for change in reversed(self._history):
-            if change.rv <= rv:
-                break
-            newer.append(change)
-        newer.reverse()
-        return newer
-
     def _snapshot(self, resource_key: str, rv: int) -> dict[Key, _Version]:
         """The resource's objects as they were at ``rv``, undoing the newer writes from the history."""
         versions = dict(self._objects.get(resource_key, {}))
         before: dict[Key, str | None] = {}
-        for change in self._changes_after(rv):
+        for change in _changes_after(self._history, rv):
             if change.resource == resource_key:
                 before.setdefault(change.key, change.old)  # the oldest newer write knows the state at rv
         for key, text in before.items():
@@ -438,6 +432,17 @@ class Store:
     def _unregister(self, watcher: Watcher) -> None:
         with self._lock:
             self._watchers.get(watcher.resource.key, set()).discard(watcher)
+
+
+def _changes_after(history: collections.deque[_Change], rv: int) -> list[_Change]:
+    """The changes newer than ``rv``, oldest first (walking back from the newest: recent rvs are cheap)."""
+    newer: list[_Change] = []
+    for change in reversed(history):
+        if change.rv <= rv:
+            break
+        newer.append(change)
+    newer.reverse()
+    return newer
 
 
 def _selected(obj: dict[str, Any], labels: LabelSelector | None, fields: FieldSelector | None) -> bool:

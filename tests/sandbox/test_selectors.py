@@ -197,7 +197,9 @@ def test_field_selector_without_operator() -> None:
     with pytest.raises(StatusError) as info:
         parse_field_selector("status.phase=Running,spec.nodeName")
     assert info.value.code == 400
-    assert info.value.message == "invalid selector: 'status.phase=Running,spec.nodeName'; can't understand 'spec.nodeName'"
+    assert info.value.message == (
+        "invalid selector: 'status.phase=Running,spec.nodeName'; can't understand 'spec.nodeName'"
+    )
 
 
 def test_field_selector_exact_name() -> None:

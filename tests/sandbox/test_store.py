@@ -76,7 +76,8 @@ def test_update_keeps_identity_and_bumps_rv(store: Store) -> None:
     updated = store.update(PODS, change)
     meta = updated["metadata"]
     assert meta["resourceVersion"] == "3" and meta["labels"] == {"tier": "front"}
-    assert (meta["uid"], meta["creationTimestamp"]) == (created["metadata"]["uid"], created["metadata"]["creationTimestamp"])
+    kept = (created["metadata"]["uid"], created["metadata"]["creationTimestamp"])
+    assert (meta["uid"], meta["creationTimestamp"]) == kept
     assert meta["generation"] == 1  # kept when the caller sends none
     change["metadata"]["generation"] = 7
     assert store.update(PODS, change)["metadata"]["generation"] == 7  # the server decides generation
@@ -131,7 +132,9 @@ def test_generate_name(store: Store) -> None:
 def test_name_required(store: Store) -> None:
     with pytest.raises(StatusError) as err:
         store.create(PODS, pod(""))
-    assert status_of(err) == (422, "Invalid", 'Pod "" is invalid: metadata.name: Required value: name or generateName is required')
+    assert status_of(err) == (
+        422, "Invalid", 'Pod "" is invalid: metadata.name: Required value: name or generateName is required'
+    )
     no_namespace = pod("web")
     del no_namespace["metadata"]["namespace"]
     with pytest.raises(StatusError) as err:
@@ -155,7 +158,8 @@ def test_cluster_scoped_and_shared_rv(store: Store) -> None:
 
 
 def seed(store: Store) -> None:
-    for ns, name, app in [("b", "p2", "web"), ("a", "p9", "db"), ("b", "p1", "db"), ("a", "p1", "web"), ("c", "p5", "web")]:
+    for ns, name, app in [("b", "p2", "web"), ("a", "p9", "db"), ("b", "p1", "db"), ("a", "p1", "web"),
+                          ("c", "p5", "web")]:
         store.create(PODS, pod(name, namespace=ns, app=app))
 
 
@@ -188,9 +192,10 @@ def test_list_paging(store: Store) -> None:
             break
     assert pages == [["a/p1", "a/p9"], ["b/p1", "b/p2"], ["c/p5"]] and rvs == {5}
     # a selector with a limit fills each page with matches
-    items, _, token = store.list(PODS, label_selector=parse_label_selector("app=web"), limit=2)
+    web = parse_label_selector("app=web")
+    items, _, token = store.list(PODS, label_selector=web, limit=2)
     assert names(items) == ["a/p1", "b/p2"]
-    assert names(store.list(PODS, label_selector=parse_label_selector("app=web"), limit=2, continue_token=token)[0]) == ["c/p5"]
+    assert names(store.list(PODS, label_selector=web, limit=2, continue_token=token)[0]) == ["c/p5"]
     # limit reached exactly at the end: no continue token
     assert store.list(PODS, limit=5)[2] is None
 
@@ -427,7 +432,8 @@ def test_slow_watcher_is_ended(store: Store, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_bookmarks(store: Store) -> None:
-    assert store.bookmark(DEPLOYMENTS) == {"kind": "Deployment", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "0"}}
+    empty = {"kind": "Deployment", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "0"}}
+    assert store.bookmark(DEPLOYMENTS) == empty
 
     async def run() -> tuple[WatchEvent | None, WatchEvent | None]:
         with store.watch(PODS, since_rv=None) as watcher:
