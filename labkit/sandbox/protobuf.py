@@ -121,6 +121,10 @@ ClusterRole: 1 metadata ObjectMeta, 2 rules PolicyRule*!, 3 aggregationRule Aggr
 ClusterRoleBinding: 1 metadata ObjectMeta, 2 subjects Subject*, 3 roleRef RoleRef!
 SelfSubjectAccessReview: 1 metadata ObjectMeta, 2 spec SelfSubjectAccessReviewSpec!, 3 status
     SubjectAccessReviewStatus
+SelfSubjectRulesReview: 1 metadata ObjectMeta, 2 spec SelfSubjectRulesReviewSpec!, 3 status SubjectRulesReviewStatus
+SelfSubjectRulesReviewSpec: 1 namespace s
+SubjectRulesReviewStatus: 1 resourceRules {}*!, 2 nonResourceRules {}*!, 3 incomplete b!, 4 evaluationError s
+SelfSubjectReview: 1 metadata ObjectMeta, 2 status {}
 TokenRequest: 1 metadata ObjectMeta, 2 spec TokenRequestSpec!, 3 status TokenRequestStatus
 ResourceQuota: 1 metadata ObjectMeta, 2 spec ResourceQuotaSpec, 3 status {}
 Pod: 1 metadata ObjectMeta, 2 spec PodSpec, 3 status {}
@@ -269,7 +273,7 @@ MESSAGES = _parse_table(_TABLE)
 KINDS = (
     "Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service", "Deployment", "ReplicaSet", "Pod", "Job",
     "CronJob", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "SelfSubjectAccessReview",
-    "TokenRequest", "ResourceQuota",
+    "SelfSubjectRulesReview", "SelfSubjectReview", "TokenRequest", "ResourceQuota",
 )  # fmt: skip
 
 

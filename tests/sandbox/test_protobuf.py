@@ -209,6 +209,19 @@ def test_auth_can_i_sends_a_selfsubjectaccessreview(capture: Capture, kubectl) -
     assert review["status"] == {"allowed": False}  # Go prints the non-omitempty bool
 
 
+def test_auth_can_i_list_and_whoami(capture: Capture, kubectl) -> None:
+    path, body = _send(capture, kubectl, ["auth", "can-i", "--list", "-n", "lab"])
+    assert path == "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
+    rules = protobuf.decode(body)
+    assert (rules["kind"], rules["spec"]) == ("SelfSubjectRulesReview", {"namespace": "lab"})
+    # non-omitempty fields of an empty status print as Go prints them
+    assert rules["status"] == {"resourceRules": None, "nonResourceRules": None, "incomplete": False}
+    path, body = _send(capture, kubectl, ["auth", "whoami"])
+    assert path == "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+    assert protobuf.decode(body) == {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                                     "metadata": {"creationTimestamp": None}, "status": {}}  # fmt: skip
+
+
 def test_create_token_sends_a_tokenrequest(capture: Capture, kubectl) -> None:
     path, body = _send(capture, kubectl, ["create", "token", "sa", "--duration=10m", "--audience=lab"])
     assert path == "/api/v1/namespaces/default/serviceaccounts/sa/token"
