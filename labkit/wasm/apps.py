@@ -100,23 +100,36 @@ def toolchain_version(clang: str) -> str:
     return proc.stdout.splitlines()[0].strip() if proc.returncode == 0 and proc.stdout else "unknown"
 
 
+def _run_clang(clang: str, cwd: Path, output: Path, sources: list[str]) -> subprocess.CompletedProcess[str]:
+    # Relative source names and cwd keep build paths out of the binary.
+    cmd = [clang, f"--target={TARGET}", *CFLAGS, "-o", str(output), *sources]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+
+
+def _toolchain_error(clang: str) -> str | None:
+    """Why *clang* cannot build a hello world for wasm32-wasi (missing libc, builtins, wasm-ld), or None."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "probe.c").write_text('#include <stdio.h>\nint main(void) { puts("ok"); return 0; }\n')
+        proc = _run_clang(clang, Path(tmp), Path(tmp) / "probe.wasm", ["probe.c"])
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return next((line for line in lines if "error" in line), lines[-1] if lines else f"exit status {proc.returncode}")
+
+
 def _compile(clang: str, app_dir: Path, output: Path) -> None:
     sources = [p.name for p in app_sources(app_dir) if p.suffix == ".c"]
-    # Relative source names and cwd=app_dir keep build paths out of the binary.
-    cmd = [clang, f"--target={TARGET}", *CFLAGS, "-o", str(output), *sources]
-    proc = subprocess.run(cmd, cwd=app_dir, capture_output=True, text=True)
+    proc = _run_clang(clang, app_dir, output, sources)
     if proc.returncode == 0:
         return
-    err = proc.stderr.strip()
-    missing_libc = "stdio.h' file not found" in err or ("cannot find" in err and "crt1" in err)
-    missing_rt = "libclang_rt.builtins-wasm32.a" in err
-    missing_lld = "wasm-ld" in err and ("not found" in err or "No such file" in err)
-    if missing_libc or missing_rt or missing_lld:
+    # Tell a broken toolchain (the learner installs packages) from broken sources (the author fixes code).
+    problem = _toolchain_error(clang)
+    if problem:
         raise PrerequisiteMissing(
-            f"clang cannot build for {TARGET} here: {err.splitlines()[-1] if err else 'unknown error'}",
+            f"{clang} cannot build for {TARGET} here: {problem}",
             f"sudo apt-get install -y {TOOLCHAIN_PACKAGES}",
         )
-    raise WasmError(f"building {app_dir.name} failed:\n{err}", f"fix the C sources in {app_dir}")
+    raise WasmError(f"building {app_dir.name} failed:\n{proc.stderr.strip()}", f"fix the C sources in {app_dir}")
 
 
 def read_manifest(out_dir: Path | None = None) -> dict[str, dict[str, str]]:
