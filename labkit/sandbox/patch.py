@@ -29,7 +29,7 @@ FieldPath = tuple[str, ...]
 
 _DELETE = object()  # a map asked to remove itself with ``$patch: delete``
 _ITEM = object()  # the "." membership of a list-map item in a flattened field set
-_SERVER_FIELDS = {("f:apiVersion",), ("f:kind",), ("f:status",)} | {
+_SERVER_FIELDS = {("f:apiVersion",), ("f:kind",)} | {
     ("f:metadata", f"f:{name}") for name in (
         "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
         "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")
@@ -311,15 +311,17 @@ def _key_element(item: dict[str, Any], keys: Iterable[str]) -> str:
     return "k:" + json.dumps({k: v for k, v in chosen.items() if v is not None}, separators=(",", ":"))
 
 
-def flatten_fields(obj: dict[str, Any], node: Node | None) -> dict[FieldPath, Any]:
+def flatten_fields(obj: dict[str, Any], node: Node | None, status: bool = False) -> dict[FieldPath, Any]:
     """The leaf fields of ``obj`` with their values, keyed by FieldsV1 path.
 
-    Server-set metadata (uid, resourceVersion, managedFields…), ``apiVersion``, ``kind`` and
-    ``status`` are not tracked. List-map items get their own ``k:`` element.
+    Server-set metadata (uid, resourceVersion, managedFields…), ``apiVersion`` and ``kind``
+    are not tracked, nor is ``status`` unless ``status`` is true (writes to the status
+    subresource). List-map items get their own ``k:`` element.
     """
     out: dict[FieldPath, Any] = {}
     _flatten(obj, node, (), out)
-    return {p: v for p, v in out.items() if p[:1] not in _SERVER_FIELDS and p[:2] not in _SERVER_FIELDS}
+    skip = _SERVER_FIELDS if status else _SERVER_FIELDS | {("f:status",)}
+    return {p: v for p, v in out.items() if p[:1] not in skip and p[:2] not in skip}
 
 
 def _flatten(value: Any, node: Node | None, path: FieldPath, out: dict[FieldPath, Any]) -> None:
@@ -456,8 +458,9 @@ def record_update(resource: Resource, old: dict[str, Any] | None, new: dict[str,
     result = deep_copy(new)
     node = schemas().node(resource.schema)
     entries = _entries(old)
-    before = flatten_fields(old, node) if old is not None else {}
-    after = flatten_fields(result, node)
+    status = subresource == "status"
+    before = flatten_fields(old, node, status) if old is not None else {}
+    after = flatten_fields(result, node, status)
     changed = {p for p, v in after.items() if p not in before or before[p] != v}
     removed = before.keys() - after.keys()
     for entry in entries:

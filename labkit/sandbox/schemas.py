@@ -75,9 +75,7 @@ class Node:
         self._children: dict[str, Node | None] = {}
         self._items: Node | None = None
         self._values: Node | None = None
-        declared = schema.get("type")
-        if isinstance(declared, list):
-            declared = next((t for t in declared if t != "null"), None)
+        declared = _declared_type(schema)
         additional = schema.get("additionalProperties")
         if def_name == _INT_OR_STRING or schema.get("x-kubernetes-int-or-string"):
             kind = "intorstring"
@@ -95,7 +93,7 @@ class Node:
         self.strict = kind == "struct" and additional is False
         self.int_format = schema.get("format", "int64") if kind == "integer" else ""
         self.struct_name = def_name.rsplit(".", 1)[-1] if def_name and kind == "struct" else ""
-        self.go_type = _go_type(owner, schema, def_name, kind)
+        self.go_type = _go_type(schema, def_name, kind)
         self.patch = MergeInfo(
             schema.get("x-kubernetes-patch-strategy"),
             schema.get("x-kubernetes-patch-merge-key"),
@@ -129,7 +127,7 @@ class Node:
         return self._values
 
 
-def _go_type(owner: "Schemas", schema: dict[str, Any], def_name: str | None, kind: str) -> str:
+def _go_type(schema: dict[str, Any], def_name: str | None, kind: str) -> str:
     """The Go type name the real server prints, e.g. ``int32``, ``[]v1.Container``, ``v1.PodSpec``."""
     if def_name:
         package, _, name = def_name.rpartition(".")
@@ -139,22 +137,28 @@ def _go_type(owner: "Schemas", schema: dict[str, Any], def_name: str | None, kin
     if kind == "array":
         items = schema.get("items") or {}
         ref = items.get("$ref", "")
-        inner = _go_type(owner, items, ref[len(_REF_PREFIX):] if ref else None,
+        inner = _go_type(items, ref[len(_REF_PREFIX):] if ref else None,
                          "struct" if ref else _plain_kind(items))
         return f"[]{inner}"
     if kind == "map":
         values = schema["additionalProperties"]
         ref = values.get("$ref", "")
-        return f"map[string]{_go_type(owner, values, ref[len(_REF_PREFIX):] if ref else None, _plain_kind(values))}"
+        return f"map[string]{_go_type(values, ref[len(_REF_PREFIX):] if ref else None, _plain_kind(values))}"
     if kind == "string" and schema.get("format") == "byte":
         return "[]uint8"
     return {"string": "string", "number": "float64", "boolean": "bool"}.get(kind, "map[string]interface {}")
 
 
-def _plain_kind(schema: dict[str, Any]) -> str:
+def _declared_type(schema: dict[str, Any]) -> str | None:
+    """``integer`` for both ``type: integer`` and kubernetes-validate's ``type: [integer, "null"]``."""
     declared = schema.get("type")
     if isinstance(declared, list):
         declared = next((t for t in declared if t != "null"), None)
+    return declared
+
+
+def _plain_kind(schema: dict[str, Any]) -> str:
+    declared = _declared_type(schema)
     if declared == "object" and isinstance(schema.get("additionalProperties"), dict):
         return "map"
     return declared or "any"
@@ -280,6 +284,7 @@ class Schemas:
         self._raw: dict[str, Any] | None = None
         self._by_def: dict[str, Node] = {}
         self._documents: dict[str, bytes] = {}
+        self._index: dict[str, Any] | None = None
 
     @property
     def definitions(self) -> dict[str, Any]:
@@ -322,9 +327,12 @@ class Schemas:
         if mode not in FIELD_VALIDATION_MODES:
             raise bad_request(
                 f'fieldValidation parameter "{mode}" is not supported: use one of "Ignore", "Warn" or "Strict"')
-        walk = _Walk()
-        walk.fields(self.node(resource.schema), obj)
         decode_prefix = f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
+        root = self.node(resource.schema)
+        if not isinstance(obj, dict):
+            raise bad_request(decode_prefix + f"json: cannot unmarshal {_json_type(obj)} into Go value of type {root.go_type}")
+        walk = _Walk()
+        walk.fields(root, obj)
         if walk.type_error:
             raise bad_request(decode_prefix + walk.type_error)
         if walk.unknown and mode == "Strict":
@@ -362,12 +370,17 @@ class Schemas:
     # -- OpenAPI v3 -------------------------------------------------------------------------
 
     def openapi_index(self) -> dict[str, Any]:
-        """``GET /openapi/v3``: each served group-version with its hashed document URL."""
-        paths = {}
-        for gv in _group_versions():
-            digest = hashlib.sha512(self.openapi_document(gv)).hexdigest().upper()
-            paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest}"}
-        return {"paths": paths}
+        """``GET /openapi/v3``: each served group-version with its hashed document URL.
+
+        Built once (kubectl fetches it on every apply); callers must not modify it.
+        """
+        if self._index is None:
+            paths = {}
+            for gv in _group_versions():
+                digest = hashlib.sha512(self.openapi_document(gv)).hexdigest().upper()
+                paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest}"}
+            self._index = {"paths": paths}
+        return self._index
 
     def openapi_document(self, gv_path: str) -> bytes:
         """``GET /openapi/v3/<gv_path>``: paths and converted schemas for one group-version.
@@ -567,6 +580,8 @@ def _go_value(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if value is None:
+        return "map[string]string(nil)"  # the only nil value these rules print: absent labels
     if isinstance(value, dict):
         inner = ", ".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in sorted(value.items()))
         return f"map[string]string{{{inner}}}"
@@ -756,11 +771,10 @@ def _template(spec: dict[str, Any], selector: dict[str, Any] | None, policies: t
     template = spec.get("template")
     if not isinstance(template, dict):
         return [required("spec.template")]
-    meta = template.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    causes = _labels("spec.template.metadata.labels", labels)
+    labels = (template.get("metadata") or {}).get("labels")
+    causes = _labels("spec.template.metadata.labels", labels or {})
     if selector and (selector.get("matchLabels") or selector.get("matchExpressions")) \
-            and not selector_matches(selector, labels):
+            and not selector_matches(selector, labels or {}):
         causes.append({"reason": "FieldValueInvalid", "field": "spec.template.metadata.labels",
                        "message": f"Invalid value: {_go_value(labels)}: `selector` does not match template `labels`"})
     return causes + _pod_spec("spec.template.spec", template.get("spec") or {}, policies)

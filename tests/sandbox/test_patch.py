@@ -343,3 +343,13 @@ def test_managed_fields_skip_server_set_metadata():
     assert set(entry["fieldsV1"]) == {"f:metadata", "f:spec"}
     assert set(entry["fieldsV1"]["f:metadata"]) == {"f:labels", "f:finalizers"}
     assert entry["fieldsV1"]["f:metadata"]["f:finalizers"] == {'v:"a"': {}, 'v:"b"': {}, 'v:"c"': {}}
+
+
+def test_status_writes_are_owned_through_the_status_subresource():
+    live = record_update(DEPLOYMENTS, None, deployment(), "kubectl-create")
+    observed = json_merge_patch(live, {"status": {"replicas": 2, "readyReplicas": 1}})
+    result = record_update(DEPLOYMENTS, live, observed, "labkit-controller", subresource="status")
+    entries = {e["manager"]: e for e in result["metadata"]["managedFields"]}
+    assert entries["labkit-controller"]["fieldsV1"] == {"f:status": {"f:readyReplicas": {}, "f:replicas": {}}}
+    assert entries["labkit-controller"]["subresource"] == "status"
+    assert "f:status" not in entries["kubectl-create"]["fieldsV1"]
