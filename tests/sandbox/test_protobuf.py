@@ -271,6 +271,14 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+def test_field_tables_reference_only_known_types() -> None:
+    for name, table in protobuf.MESSAGES.items():
+        for number, field in table.items():
+            value_type = field.type.split(":")[2] if field.type.startswith("map:") else field.type
+            assert value_type in protobuf.MESSAGES or value_type in protobuf._SCALARS, (name, number, field)
+    assert set(protobuf.KINDS) <= set(protobuf.MESSAGES)
+
+
 def test_is_protobuf() -> None:
     assert protobuf.is_protobuf("application/vnd.kubernetes.protobuf")
     assert protobuf.is_protobuf("Application/Vnd.Kubernetes.Protobuf; charset=binary")
