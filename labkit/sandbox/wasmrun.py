@@ -163,8 +163,13 @@ class LineBuffer:
     def __init__(self, emit: LineCallback | None) -> None:
         self._emit = emit
         self._pending = b""
+        self._lock = threading.Lock()  # the pipe reader and the runner's own messages share it
 
     def feed(self, chunk: bytes) -> None:
+        with self._lock:
+            self._feed(chunk)
+
+    def _feed(self, chunk: bytes) -> None:
         self._pending += chunk
         *lines, self._pending = self._pending.split(b"\n")
         while len(self._pending) > MAX_LINE:
@@ -180,9 +185,46 @@ class LineBuffer:
 
     def close(self) -> None:
         """Emit a last line that had no newline."""
-        if self._pending:
+        with self._lock:
             rest, self._pending = self._pending, b""
+        if rest:
             self.line(rest.decode("utf-8", "replace"))
+
+
+class OutputPipe:
+    """A pipe the guest writes to as a file, drained into a :class:`LineBuffer` by a reader thread.
+
+    Why not ``WasiConfig.stdout_custom``: wasmtime invokes those callbacks on
+    its own tokio worker threads, and at interpreter exit those threads abort
+    the whole process (``panic in a function that cannot unwind``).
+    """
+
+    def __init__(self, buffer: LineBuffer) -> None:
+        self._buffer = buffer
+        self._read, self._write = os.pipe()
+        self.path = f"/dev/fd/{self._write}"  # wasmtime opens its own descriptor from this path
+        self._thread = threading.Thread(target=self._pump, name="wasm-output", daemon=True)
+
+    def attached(self) -> None:
+        """wasmtime holds its own write end now: drop ours so EOF comes when the store goes."""
+        os.close(self._write)
+        self._write = -1
+        self._thread.start()
+
+    def _pump(self) -> None:
+        with os.fdopen(self._read, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                self._buffer.feed(chunk)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Wait for the guest's last bytes (after its store is gone) and release the pipe."""
+        if self._write >= 0:
+            os.close(self._write)
+            self._write = -1
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join(timeout)
+        else:
+            os.close(self._read)
 
 
 def engine_config() -> wasmtime.Config:
@@ -369,12 +411,12 @@ class WasmContainer:
             return self._cache.get(self.spec.module, self.engine)
         return wasmtime.Module(self.engine, self.spec.module)
 
-    def _wasi(self) -> wasmtime.WasiConfig:
+    def _wasi(self, stdout: OutputPipe, stderr: OutputPipe) -> wasmtime.WasiConfig:
         wasi = wasmtime.WasiConfig()
         wasi.argv = list(self.spec.args)
         wasi.env = [[k, v] for k, v in self.spec.env.items()]
-        wasi.stdout_custom = self._stdout.feed
-        wasi.stderr_custom = self._stderr.feed
+        wasi.stdout_file = stdout.path
+        wasi.stderr_file = stderr.path
         for mount in self.mounts:
             if mount.host_dir.is_dir():  # file mounts are for host extensions (e.g. a model file)
                 wasi.preopen_dir(str(mount.host_dir), mount.guest_path, fs_mutable=not mount.read_only)
@@ -413,20 +455,30 @@ class WasmContainer:
         return linker
 
     def _run(self) -> None:
+        pipes = OutputPipe(self._stdout), OutputPipe(self._stderr)
         try:
-            self.exit_code, self.outcome = self._execute()
+            self.exit_code, self.outcome = self._execute(*pipes)
         except Exception as err:  # noqa: BLE001 - anything else is a runtime failure the kubelet must see
             self._stderr.line(f"[error] {type(err).__name__}: {err}")
             self.exit_code, self.outcome = EXIT_FAILED, "trapped"
         if self._killed.is_set():
             self.exit_code, self.outcome = EXIT_FAILED, "killed"
+        for pipe in pipes:  # the store is closed: wasmtime's write ends are too
+            pipe.close()
         self._stdout.close()
         self._stderr.close()
         self.finished_at = time.monotonic()
 
-    def _execute(self) -> tuple[int, str]:
-        store = wasmtime.Store(self.engine)
-        store.set_wasi(self._wasi())
+    def _execute(self, stdout: OutputPipe, stderr: OutputPipe) -> tuple[int, str]:
+        # closing the store drops its WASI context, whose stdout/stderr ends give the pipes EOF;
+        # waiting for garbage collection instead could take forever (traps hold reference cycles)
+        with wasmtime.Store(self.engine) as store:
+            return self._run_in(store, stdout, stderr)
+
+    def _run_in(self, store: wasmtime.Store, stdout: OutputPipe, stderr: OutputPipe) -> tuple[int, str]:
+        store.set_wasi(self._wasi(stdout, stderr))
+        stdout.attached()
+        stderr.attached()
         module = self._module()
         try:
             instance = self._linker(store).instantiate(store, module)

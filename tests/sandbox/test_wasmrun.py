@@ -80,10 +80,18 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return (out / "probe.wasm").read_bytes()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    Run.cache = ModuleCache(tmp_path_factory.mktemp("cache"))
+
+
 class Run:
-    """A container plus the lines it printed."""
+    """A container plus the lines it printed (sharing one module cache unless told otherwise)."""
+
+    cache: ModuleCache | None = None
 
     def __init__(self, spec: ContainerSpec, **kwargs: object) -> None:
+        kwargs.setdefault("cache", Run.cache)
         self.out: list[str] = []
         self.err: list[str] = []
         self.first_line = threading.Event()
@@ -244,7 +252,6 @@ def test_registry_rejects_non_extensions() -> None:
 
 def test_module_cache_compiles_once(tmp_path: Path, probe: bytes) -> None:
     cache = ModuleCache(tmp_path)
-    assert run(probe, "args").container.exit_code == 0
     first = Run(ContainerSpec(probe, ["/p.wasm", "exit", "5"]), cache=cache)
     second = Run(ContainerSpec(probe, ["/p.wasm", "exit", "6"]), cache=cache)
     assert (first.wait(), second.wait()) == (5, 6)
