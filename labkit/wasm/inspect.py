@@ -148,6 +148,10 @@ class _Reader:
         return chunk
 
     def u32(self) -> int:
+        pos = self.pos
+        if pos < len(self.data) and self.data[pos] < 0x80:  # fast path: most numbers fit in one byte
+            self.pos = pos + 1
+            return self.data[pos]
         result = shift = 0
         while True:
             b = self.byte()
