@@ -166,7 +166,9 @@ class ApiCore:
 
     # ---------------------------------------------------------------- writes
     def create(self, res: Resource, ns: str | None, obj: dict[str, Any], *, manager: str = "",
-               validation: str = "Strict", dry_run: bool = False) -> tuple[dict[str, Any], list[str]]:
+               validation: str = "Strict", dry_run: bool = False,
+               managed_fields: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], list[str]]:
+        """Create *obj*; *managed_fields* carries server-side apply's ownership (clients' own are dropped)."""
         obj = copy.deepcopy(obj)
         self._check_identity(res, ns, obj, None)
         self._require_namespace(res, ns)
@@ -176,17 +178,14 @@ class ApiCore:
             meta.pop(server_owned, None)
         if res.kind not in ("Namespace",):
             obj.pop("status", None)
-        if res.kind == "Service":
-            pass  # allocated below, after defaulting
         warnings = self._prepare(res, obj, validation)
-        if not meta.get("name") and meta.get("generateName"):
-            # let the store pick the suffix; validation of the prefix happened above
-            pass
         if res.kind == "Service" and obj["spec"].get("type") != "ExternalName":
             self._allocate_cluster_ip(obj)
         if res.kind in GENERATION_KINDS:
             meta["generation"] = 1
-        if manager:
+        if managed_fields is not None:
+            meta["managedFields"] = managed_fields
+        elif manager:
             obj = patch.record_update(res, None, obj, manager, "Update")
         if dry_run:
             if meta.get("name") and self.store.get(res, ns, meta["name"]) is not None:
@@ -290,7 +289,8 @@ class ApiCore:
                 if subresource:
                     raise not_found(res, name)
                 applied = patch.server_side_apply(res, None, document, manager, force)
-                obj, warnings = self.create(res, ns, applied, validation=validation, dry_run=dry_run)
+                obj, warnings = self.create(res, ns, applied, validation=validation, dry_run=dry_run,
+                                            managed_fields=applied["metadata"].get("managedFields"))
                 return obj, warnings, True
             new = patch.server_side_apply(res, live, document, manager, force)
         else:

@@ -258,11 +258,20 @@ def bootstrap(core: ApiCore) -> None:
         "edit": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"],
                   "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]}],
         "view": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"], "verbs": read}],
+        # every authenticated user may ask what it may do (kubectl auth can-i)
+        "system:basic-user": [{"apiGroups": ["authorization.k8s.io"],
+                               "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}],
     }
     for name, rules in defaults.items():
         if core.store.get(roles, None, name) is None:
             core.create(roles, None, {"metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
                                       "rules": rules})
+    bindings = RESOURCES.by_plural("rbac.authorization.k8s.io", "clusterrolebindings")
+    if core.store.get(bindings, None, "system:basic-user") is None:
+        core.create(bindings, None, {
+            "metadata": {"name": "system:basic-user", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:basic-user"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]})
 
 
 def _free_port(preferred: int | None) -> int:

@@ -217,7 +217,8 @@ class ApiServer:
         method = request.method
         q = request.query
         core = self.core
-        manager = q.get("fieldManager", "")
+        # Without fieldManager the API server names the manager after the client's User-Agent ("kubectl").
+        manager = q.get("fieldManager") or request.headers.get("User-Agent", "").split("/", 1)[0]
         validation = q.get("fieldValidation", "Warn")
         dry_run = q.get("dryRun") == "All"
         if t.subresource:

@@ -130,7 +130,9 @@ def test_errors_have_kubectl_wording(kubectl, namespace):
     assert 'Error from server (NotFound): pods "nosuch" not found' in missing.stderr
     kubectl("create", "configmap", "dup", "-n", namespace)
     dup = kubectl("create", "configmap", "dup", "-n", namespace, check=False)
-    assert 'Error from server (AlreadyExists): configmaps "dup" already exists' in dup.stderr
+    assert 'error: failed to create configmap: configmaps "dup" already exists' in dup.stderr  # kubectl's own words
+    dup_file = kubectl("create", "-f", "-", check=False, input=f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: dup, namespace: {namespace}}}\n")
+    assert 'Error from server (AlreadyExists): error when creating "STDIN": configmaps "dup" already exists' in dup_file.stderr
     typo = kubectl("apply", "-f", "-", check=False, input=textwrap.dedent(f"""\
         apiVersion: v1
         kind: Pod
