@@ -79,14 +79,14 @@ def main() -> None:
 
         demo = module_path("wasi-demo")
         for layout in ("runwasi", "compat"):
-            seconds, img = timed(lambda: build_image(demo, "wasi-demo", "latest", layout, out / f"{layout}.tar"), 10)
+            seconds, img = timed(lambda layout=layout: build_image(demo, "wasi-demo", "latest", layout, out / f"{layout}.tar"), 10)
             print(f"image build {layout:<7}: {seconds * 1000:.1f} ms median of 10, archive {img.size:,} B (module {demo.stat().st_size:,} B)")
 
         module = big_module()
         path = out / "big.wasm"
         path.write_bytes(module)
         if shutil.which("wasm-validate"):
-            valid = subprocess.run(["wasm-validate", str(path)], capture_output=True).returncode == 0
+            valid = subprocess.run(["wasm-validate", str(path)], capture_output=True, check=False).returncode == 0
             print(f"generated module: {len(module) / 1e6:.1f} MB, wasm-validate: {'ok' if valid else 'INVALID'}")
         seconds, info = timed(lambda: inspect(module), 5)
         print(f"inspect 5 MB module: {seconds * 1000:.0f} ms median of 5 "

@@ -26,9 +26,11 @@ def format_info(name: str, info: ModuleInfo) -> str:
         imported = sum(1 for i in info.imports if i.kind == "func")
         lines = [
             f"{name}: core module (version {info.version}), {info.size:,} bytes",
-            f"types {len(info.types)}, functions {info.function_count} defined + {imported} imported, "
-            f"memories: {', '.join(map(str, info.memories)) or 'none'}, start: "
-            f"{'none' if info.start is None else f'func[{info.start}]'}",
+            (
+                f"types {len(info.types)}, functions {info.function_count} defined + {imported} imported, "
+                f"memories: {', '.join(map(str, info.memories)) or 'none'}, start: "
+                f"{'none' if info.start is None else f'func[{info.start}]'}"
+            ),
             f"imports ({len(info.imports)}):",
             *(f"  {i}" for i in info.imports),
             f"exports ({len(info.exports)}):",

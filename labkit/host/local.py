@@ -46,7 +46,7 @@ class LocalHost(Host):
             return cmd
         sudo = shutil.which("sudo")
         # -n: never prompt for a password inside a notebook; fail instead.
-        if sudo and subprocess.run([sudo, "-n", "true"], capture_output=True).returncode == 0:
+        if sudo and subprocess.run([sudo, "-n", "true"], capture_output=True, check=False).returncode == 0:
             return [sudo, "-n", *cmd]
         raise PrerequisiteMissing(
             "k3s ctr needs root, and sudo cannot run without a password here",
@@ -54,7 +54,7 @@ class LocalHost(Host):
         )
 
     def _run(self, cmd: list[str], what: str) -> str:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             err = (proc.stderr or proc.stdout).strip()
             fix = next((f for sig, f in _IMPORT_FIXES.items() if sig in err), "read the ctr error above; check that k3s is running")

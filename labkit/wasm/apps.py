@@ -96,14 +96,14 @@ def find_clang() -> str:
 
 def toolchain_version(clang: str) -> str:
     """First line of ``clang --version``: module bytes are only comparable across equal toolchains."""
-    proc = subprocess.run([clang, "--version"], capture_output=True, text=True)
+    proc = subprocess.run([clang, "--version"], capture_output=True, text=True, check=False)
     return proc.stdout.splitlines()[0].strip() if proc.returncode == 0 and proc.stdout else "unknown"
 
 
 def _run_clang(clang: str, cwd: Path, output: Path, sources: list[str]) -> subprocess.CompletedProcess[str]:
     # Relative source names and cwd keep build paths out of the binary.
     cmd = [clang, f"--target={TARGET}", *CFLAGS, "-o", str(output), *sources]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
 
 
 def _toolchain_error(clang: str) -> str | None:

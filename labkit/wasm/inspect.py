@@ -227,7 +227,7 @@ def describe_bytes(head: bytes) -> str:
     except UnicodeDecodeError:
         return f"binary data starting with {head[:8].hex(' ')}"
     stripped = text.lstrip()
-    if stripped.startswith("(module") or stripped.startswith("(component") or stripped.startswith(";;"):
+    if stripped.startswith(("(module", "(component", ";;")):
         return "WebAssembly text format (WAT), not a binary module"
     if stripped.startswith(("{", "[")):
         return "a JSON text file"

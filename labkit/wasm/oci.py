@@ -333,7 +333,7 @@ class _Archive:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            self.tar = tarfile.open(path, mode="r:*")
+            self.tar = tarfile.open(path, mode="r:*")  # noqa: SIM115 - read_images closes it in a with-block
         except FileNotFoundError:
             raise ImageError(f"image archive {path} does not exist", "check the path; build one with `labkit image build`") from None
         except (tarfile.TarError, OSError) as exc:
@@ -385,7 +385,8 @@ def _module_from_layers(archive: _Archive, layers: list[dict], entrypoint: list[
                 if member.isfile() and member.name.lstrip("/").removeprefix("./") == wanted:
                     handle = tar.extractfile(member)
                     data = handle.read() if handle else b""
-                    return ("compat" if data.startswith(MAGIC) else "native"), data if data.startswith(MAGIC) else None
+                    # An entrypoint that is not wasm (a native binary): an ordinary Linux image.
+                    return ("compat", data) if data.startswith(MAGIC) else ("native", None)
     return "native", None
 
 

@@ -19,6 +19,7 @@ from labkit.wasm.apps import module_path
 
 from .test_inspect import objdump_imports
 
+
 @pytest.fixture
 def labkit(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
     """Run ``labkit ARGS`` in-process with a private LABKIT_HOME; returns (exit code, stdout, stderr)."""

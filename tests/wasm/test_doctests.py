@@ -1,0 +1,19 @@
+"""The examples in the wasm/image/host docstrings run and hold."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import sys
+
+import pytest
+
+MODULES = ["labkit.wasm.inspect", "labkit.wasm.oci", "labkit.wasm.apps", "labkit.host.local", "labkit.sandbox.images"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    importlib.import_module(name)
+    module = sys.modules[name]  # labkit.wasm.inspect the attribute is the function, not the module
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
