@@ -48,6 +48,9 @@ from .store import Store
 
 log = logging.getLogger("labkit.sandbox.daemon")
 
+#: The control loops the daemon runs on the API server's event loop, each ``async def loop(core)``.
+CONTROLLERS = (run_scheduler, run_terminator)
+
 
 @dataclass
 class SandboxInfo:
@@ -278,6 +281,7 @@ def _free_port(preferred: int | None) -> int:
     """The previous port when it is still free (so an old kubeconfig keeps working), else any."""
     if preferred:
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is fine
             try:
                 s.bind(("127.0.0.1", preferred))
                 return preferred
@@ -300,7 +304,7 @@ def serve(home: Path, nodes: int | None) -> None:
     server = ApiServer(core, TokenAuthority(secret, token), paths["pod_logs"], extra_routes=_admin_routes(core))
     _, crt, key = tls.ensure_certificates(paths["root"])
     thread = ServerThread(server, port=_free_port(previous.get("port")), ssl_context=tls.server_context(crt, key)).start()
-    tasks = thread.call(lambda: [asyncio.ensure_future(run_scheduler(core)), asyncio.ensure_future(run_terminator(core))])
+    tasks = thread.call(lambda: [asyncio.ensure_future(controller(core)) for controller in CONTROLLERS])
     write_kubeconfig(paths["kubeconfig"], thread.url, token, paths["ca"])
     info = {"pid": os.getpid(), "server": thread.url, "port": thread.port, "version": VERSION_INFO["gitVersion"],
             "started": time.time()}

@@ -405,8 +405,13 @@ class ApiServer:
                     break
                 event = await watcher.next(min(left, max(next_bookmark - time.monotonic(), 0.01)))
                 if event is None:
+                    if watcher.closed:  # overflowed (a too-slow client) or the store closed
+                        break
                     if bookmarks and time.monotonic() >= next_bookmark:
-                        await response.write(_dumps({"type": "BOOKMARK", "object": self.core.store.bookmark(t.resource)}) + b"\n")
+                        # the watcher's own bookmark never claims an rv ahead of an event it still holds
+                        bookmark = watcher.bookmark()
+                        if bookmark is not None:
+                            await response.write(_dumps({"type": "BOOKMARK", "object": bookmark.object}) + b"\n")
                         next_bookmark = time.monotonic() + BOOKMARK_EVERY
                     continue
                 obj = event.object
@@ -469,7 +474,8 @@ class ServerThread:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            self._runner = web.AppRunner(self.server.app, access_log=None, handle_signals=False)
+            # Open watches would hold shutdown for a minute; clients re-watch after a restart anyway.
+            self._runner = web.AppRunner(self.server.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
             self.loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
             self.loop.run_until_complete(site.start())
