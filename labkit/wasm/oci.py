@@ -13,6 +13,17 @@ image store read:
 Archives are byte-for-byte reproducible: fixed timestamps (``SOURCE_DATE_EPOCH``
 or 1970), sorted tar entries, root ownership, gzip mtime 0.
 
+``io.containerd.image.name`` holds the *normalised* reference
+(``docker.io/library/wasi-demo:latest``), the name the kubelet looks up for a pod's
+``image: wasi-demo:latest``; runwasi's builder writes the name as given.
+
+Observed with Debian's containerd 1.6.20 (tests/wasm/test_host.py):
+``ctr images import --all-platforms`` imports and unpacks the compat archive; the
+runwasi archive fails with ``ctr: mismatched image rootfs and manifest layers``
+(containerd needs >= 1.6.25 / 1.7.7 to unpack wasm layers), and is stored only
+with ``--no-unpack``. Without ``--all-platforms`` both fail with
+``ctr: image might be filtered out``.
+
 >>> img = build_image(module_path("wasi-demo"), "wasi-demo", "latest", "compat", "demo.tar")  # doctest: +SKIP
 >>> read_image(img.path).entrypoint                                                            # doctest: +SKIP
 ['/wasi-demo.wasm']
