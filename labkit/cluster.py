@@ -22,17 +22,15 @@ from typing import Any, Callable, TypeVar
 
 import kubernetes.client
 import urllib3
+import yaml
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import kube_config
 
 from . import config
+from .config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
 from .errors import ApiError, ClusterUnreachable, ContextNotAllowed, LabkitError, PrerequisiteMissing, SandboxError
+from .doctor import KUBECTL_INSTALL_FIX
 from .profiles import Profile, profile_for
-
-#: Labels every lab object carries; ``labkit clean`` deletes exactly these.
-PART_OF_LABEL = "app.kubernetes.io/part-of"
-PART_OF_VALUE = "labkit"
-LAB_LABEL = "labkit.io/lab"
 
 #: Seconds to wait for the API server in health calls: a dead cluster must fail fast.
 PING_TIMEOUT_S = 5.0
@@ -57,8 +55,10 @@ def api_call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     except urllib3.exceptions.HTTPError as e:
         pool = getattr(e, "pool", None)
         where = f" at {pool.scheme}://{pool.host}:{pool.port}" if pool is not None else ""
+        # MaxRetryError wraps the real cause, whose text starts with an object repr: keep the words after it.
+        reason = str(getattr(e, "reason", None) or e).split(">: ", 1)[-1]
         raise ClusterUnreachable(
-            f"the Kubernetes API server{where} did not answer ({type(e).__name__})",
+            f"the Kubernetes API server{where} did not answer: {reason}",
             "check that the cluster is running and that the kubeconfig's server URL is right (`labkit doctor`)",
         ) from e
 
@@ -148,18 +148,18 @@ class Cluster:
     def rbac(self) -> kubernetes.client.RbacAuthorizationV1Api:
         return kubernetes.client.RbacAuthorizationV1Api(self.api_client)
 
-    def _unreachable(self, why: str) -> ClusterUnreachable:
-        fix = _SANDBOX_FIX if self.backend == "sandbox" else (
-            f"start the cluster (k3s: `sudo systemctl start k3s`) or fix the server URL of context "
-            f"{self.context!r} in {self.kubeconfig}")
-        return ClusterUnreachable(f"the Kubernetes API server at {self.server} did not answer: {why}", fix)
+    def _unreachable_fix(self) -> str:
+        if self.backend == "sandbox":
+            return _SANDBOX_FIX
+        return (f"start the cluster (k3s: `sudo systemctl start k3s`) or fix the server URL of context "
+                f"{self.context!r} in {self.kubeconfig}")
 
     def version(self) -> dict[str, str]:
         """The server's version info, e.g. ``{"gitVersion": "v1.32.0+k3s1", "major": "1", ...}``."""
         try:
             info = api_call(kubernetes.client.VersionApi(self.api_client).get_code, _request_timeout=PING_TIMEOUT_S)
-        except ClusterUnreachable as e:
-            raise self._unreachable(e.problem) from e
+        except ClusterUnreachable as e:  # same problem, with the fix for this backend
+            raise ClusterUnreachable(e.problem, self._unreachable_fix()) from e
         return {k: v for k, v in self.api_client.sanitize_for_serialization(info).items() if v}
 
     def ping(self) -> str:
@@ -192,17 +192,26 @@ class Cluster:
     def delete_object(self, ref: ObjectRef) -> None:
         """Delete one object found by :meth:`labelled_objects` (its dependents go in the background)."""
         try:
-            api_call(self.api_client.call_api, ref.path, "DELETE", query_params=[("propagationPolicy", "Background")],
-                     header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-                     response_type="object", _return_http_data_only=True, _request_timeout=30)
+            self._raw("DELETE", ref.path, propagationPolicy="Background")
         except ApiError as e:
             if e.code != 404:  # already gone is what we wanted
                 raise
 
     def _get(self, path: str, **query: str) -> dict[str, Any]:
-        return api_call(self.api_client.call_api, path, "GET", query_params=list(query.items()),
-                        header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-                        response_type="object", _return_http_data_only=True, _request_timeout=30)
+        return self._raw("GET", path, **query)
+
+    def _raw(self, method: str, path: str, **query: str) -> dict[str, Any]:
+        """One request by API path, answered as plain JSON (for kinds picked at run time)."""
+        request = self.api_client.param_serialize(method, path, query_params=list(query.items()),
+                                                  header_params={"Accept": "application/json"},
+                                                  auth_settings=["BearerToken"])
+
+        def send() -> dict[str, Any]:
+            response = self.api_client.call_api(*request, _request_timeout=30)
+            response.read()
+            return self.api_client.response_deserialize(response, {"2XX": "object"}).data
+
+        return api_call(send)
 
     def kubectl_env(self) -> dict[str, str]:
         """The environment for a subprocess that should talk to this cluster (``KUBECONFIG`` set).
@@ -228,10 +237,6 @@ class Cluster:
                               "read the message above; `labkit doctor` checks the cluster and kubectl")
         return done
 
-
-KUBECTL_INSTALL_FIX = ("install kubectl: `apt-get install kubectl` where your apt sources carry it (Ubuntu snap: "
-                       "`snap install kubectl --classic`), or the binary from the Kubernetes release page; on a k3s "
-                       "host `k3s kubectl` is built in")
 
 
 def _node_summary(node: Any) -> dict[str, Any]:
@@ -303,15 +308,15 @@ def _checked_kubeconfig(context: str | None, extra_allowed: list[str] | tuple[st
             "pass kubeconfig=... or set KUBECONFIG; for k3s: start it with --write-kubeconfig-mode 644 and "
             "export KUBECONFIG=/etc/rancher/k3s/k3s.yaml")
     try:
-        contexts, active = kube_config.list_kube_config_contexts(config_file=str(path))
-    except Exception as e:  # the loader raises ConfigException, yaml errors, KeyError... for a bad file
+        doc = yaml.safe_load(path.read_text()) or {}
+        names = [c["name"] for c in doc.get("contexts") or []]
+    except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError) as e:
         raise LabkitError(f"kubeconfig {path} could not be read: {e}", "check the file is a valid kubeconfig") from e
-    names = [c["name"] for c in contexts]
     if context is None:
-        if not active:
+        context = doc.get("current-context")
+        if not context:
             raise LabkitError(f"kubeconfig {path} has no current-context",
                               f"pass context=... (one of: {', '.join(names) or 'none'})")
-        context = active["name"]
         if context not in allowed:
             raise ContextNotAllowed(context, allowed)
     if context not in names:

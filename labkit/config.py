@@ -56,3 +56,9 @@ def allowed_contexts(extra: list[str] | tuple[str, ...] | None = None) -> tuple[
     """The kubeconfig contexts labkit may touch: the sandbox, ``LABKIT_ALLOWED_CONTEXTS`` (comma separated) and *extra*."""
     from_env = [c.strip() for c in os.environ.get("LABKIT_ALLOWED_CONTEXTS", "").split(",") if c.strip()]
     return tuple(dict.fromkeys([*DEFAULT_ALLOWED_CONTEXTS, *from_env, *(extra or ())]))
+
+
+#: Labels every lab object carries; ``labkit clean`` deletes exactly the objects that have them.
+PART_OF_LABEL = "app.kubernetes.io/part-of"
+PART_OF_VALUE = "labkit"
+LAB_LABEL = "labkit.io/lab"

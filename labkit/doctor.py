@@ -18,13 +18,18 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from . import config
-from .cluster import KUBECTL_INSTALL_FIX, Cluster, api_call, connect
 from .errors import LabkitError
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+# The kubernetes client takes seconds to import, so labkit.cluster is imported where a cluster is
+# needed: `import labkit` and `labkit --help` stay fast.
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -37,6 +42,9 @@ K3S_CONTAINERD_CONFIG = Path("/var/lib/rancher/k3s/agent/etc/containerd/config.t
 SHIM = "containerd-shim-wasmedge-v1"
 WASI_NN_PLUGIN = "libwasmedgePluginWasiNN.so"
 SANDBOX_SKIP = "sandbox: simulated node"
+KUBECTL_INSTALL_FIX = ("install kubectl: `apt-get install kubectl` where your apt sources carry it (Ubuntu snap: "
+                       "`snap install kubectl --classic`), or the binary from the Kubernetes release page; on a k3s "
+                       "host `k3s kubectl` is built in")
 SANDBOX_BANNER = ("sandbox backend: an embedded Kubernetes-compatible API server with simulated nodes. Pods' wasm "
                   "runs in wasmtime with WasmEdge-compatible host functions, not in the runwasi shim, crun or "
                   "WasmEdge; host rows are skipped. Use --backend kubeconfig on a k3s host to check the real thing.")
@@ -153,6 +161,8 @@ def check_cluster(cluster_or_error: Cluster | LabkitError) -> list[Check]:
         version = cluster.ping()
     except LabkitError as e:
         return check_cluster(e)
+    from .cluster import api_call
+
     checks = [Check("cluster", "ok", f"{cluster.backend} context {cluster.context!r}: {version} at {cluster.server}")]
     try:
         nodes = cluster.nodes()
@@ -203,7 +213,8 @@ def containerd_runtimes(text: str) -> set[str]:
     ...                            '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes."wasmedge"]'))
     ['runc', 'wasmedge']
     """
-    return set(re.findall(r"""\.containerd\.runtimes\.['"]?([A-Za-z0-9_.-]+?)['"]?\]""", text))
+    found = re.findall(r"""\.containerd\.runtimes\.(?:'([^']+)'|"([^"]+)"|([A-Za-z0-9_-]+))\]""", text)
+    return {next(part for part in groups if part) for groups in found}
 
 
 def check_containerd_runtimes(backend: str, handlers: set[str]) -> Check:
@@ -298,6 +309,8 @@ def doctor(backend: str | None = None, context: str | None = None, *,
 
     Never raises for a failed check: every problem becomes a row with its fix.
     """
+    from .cluster import connect
+
     name = config.resolve_backend(backend)
     try:
         cluster: Cluster | LabkitError = connect(name, context, allowed_contexts=allowed_contexts, kubeconfig=kubeconfig)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cluster import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE, connect
+from ..config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
 from . import add_backend_args
 
 
@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..cluster import connect  # the kubernetes client is slow to import: only when cleaning
+
     cluster = connect(args.backend, args.context)
     found = cluster.labelled_objects(args.lab)
     if not found:

@@ -1,0 +1,86 @@
+"""The notebook runner: selection by prefix, parameters, failing cells, summaries (labkit.runner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labkit.errors import LabkitError
+from labkit.runner import lab_namespace, parse_value, run_notebooks, select_notebooks
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    cells = [nbformat.v4.new_code_cell('backend = "x"\nnamespace = "x"\ntimeout_s = 1')]
+    cells[0].metadata["tags"] = ["parameters"]
+    cells += [nbformat.v4.new_code_cell(s) for s in sources]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def labs(tmp_path: Path) -> Path:
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    write_notebook(root / "00-hello.ipynb", "print(backend, namespace, timeout_s)")
+    write_notebook(root / "01-broken.ipynb", "x = 1", "\n# a comment line is skipped\nraise ValueError('boom')", "y = 2")
+    write_notebook(root / "02-after.ipynb", "print('after')")
+    return root
+
+
+def test_select_by_number_name_or_file(labs):
+    assert [p.name for p in select_notebooks(["01"], labs)] == ["01-broken.ipynb"]
+    assert [p.name for p in select_notebooks(["00-hello", "02-after.ipynb"], labs)] == ["00-hello.ipynb", "02-after.ipynb"]
+    assert [p.stem for p in select_notebooks([], labs)] == ["00-hello", "01-broken", "02-after"]
+
+
+def test_unknown_name_lists_the_available_notebooks(labs):
+    with pytest.raises(LabkitError) as e:
+        select_notebooks(["07"], labs)
+    assert "no notebook matches '07'" in e.value.problem and "00-hello, 01-broken, 02-after" in e.value.problem
+
+
+def test_ambiguous_prefix_is_refused(labs):
+    with pytest.raises(LabkitError, match="matches several"):
+        select_notebooks(["0"], labs)
+
+
+def test_namespace_and_parameter_values():
+    assert lab_namespace(Path("05-load-balanced.ipynb")) == "lab-05"
+    assert (parse_value("300"), parse_value("true"), parse_value("lab-9"), parse_value('["a"]')) == (300, True, "lab-9", ["a"])
+
+
+def test_passing_notebook_gets_parameters_and_summary(labs, tmp_path, clean_env):
+    out = tmp_path / "out"
+    lines: list[str] = []
+    summary = run_notebooks(["00"], backend="kubeconfig", parameters={"timeout_s": 7}, output_dir=out, root=labs,
+                            echo=lines.append)
+    assert summary.ok and [r.status for r in summary.results] == ["passed"]
+    executed = nbformat.read(out / "00-hello.ipynb", 4)
+    printed = [o["text"] for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if "text" in o]
+    assert printed == ["kubeconfig lab-00 7\n"]
+    assert json.loads((out / "summary.json").read_text())["results"][0]["notebook"] == "00-hello"
+    assert "| 00-hello | passed |" in (out / "summary.md").read_text()
+    assert lines[0] == "[1/1] 00-hello ..." and lines[1].startswith("[1/1] 00-hello passed in")
+    assert "1/1 passed (backend kubeconfig)" in summary.table()
+
+
+def test_failing_cell_is_named_and_run_stops(labs, tmp_path, clean_env):
+    summary = run_notebooks(["01", "02"], output_dir=tmp_path / "out", root=labs, echo=lambda _: None)
+    assert not summary.ok and len(summary.results) == 1  # 02 never ran: no --keep-going
+    result = summary.results[0]
+    # cell 0: parameters, 1: papermill's injected parameters, 2: x = 1, 3: the raise
+    assert result.cell == 3
+    assert result.error == "ValueError: boom [cell starts: '# a comment line is skipped']"
+    failure = result.failure()
+    assert "notebook 01-broken failed in cell 3: ValueError: boom" in str(failure)
+    assert json.loads((tmp_path / "out/summary.json").read_text())["ok"] is False
+
+
+def test_keep_going_runs_the_rest(labs, tmp_path, clean_env):
+    summary = run_notebooks(["01", "02"], output_dir=tmp_path / "out", root=labs, keep_going=True, echo=lambda _: None)
+    assert [(r.notebook, r.status) for r in summary.results] == [("01-broken", "failed"), ("02-after", "passed")]
