@@ -39,7 +39,8 @@ int main(int argc, char **argv) {
   return 0;
 }
 """
-SPIN_WAT = '(module (import "bench" "mark" (func $mark)) (memory (export "memory") 1) (func (export "_start") (call $mark) (loop $l (br $l))))'
+SPIN_WAT = """(module (import "bench" "mark" (func $mark)) (memory (export "memory") 1)
+  (func (export "_start") (call $mark) (loop $l (br $l))))"""
 
 
 class Mark:
@@ -135,7 +136,8 @@ def main() -> None:
         probe: bytes | None = None
         if clang:
             (work / "probe.c").write_text(PROBE_C)
-            subprocess.run([clang, "--target=wasm32-wasi", "-O2", "-Wl,--allow-undefined", "-o", str(work / "probe.wasm"), str(work / "probe.c")], check=True)
+            build = [clang, "--target=wasm32-wasi", "-O2", "-Wl,--allow-undefined", "-o", str(work / "probe.wasm"), str(work / "probe.c")]
+            subprocess.run(build, check=True)
             probe = (work / "probe.wasm").read_bytes()
             bench_start("C program (wasi-libc)", probe, runs, work / "c")
         else:

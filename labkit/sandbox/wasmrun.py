@@ -128,7 +128,7 @@ def check_arg0(
         return Entrypoint(path, data, func)
     if path.endswith(".wat"):
         try:
-            return Entrypoint(path, wasmtime.wat2wasm(data.decode()), func)
+            return Entrypoint(path, bytes(wasmtime.wat2wasm(data.decode())), func)
         except (UnicodeDecodeError, wasmtime.WasmtimeError) as err:
             raise CantHandleSpec(arg0, f"{path} is not valid WebAssembly text: {err}") from None
     native = data.startswith(b"\x7fELF") or data.startswith(b"#!")
@@ -284,9 +284,11 @@ class ModuleCache:
 
     def _compile(self, module_bytes: bytes, path: Path) -> bytes:
         try:
-            artifact = wasmtime.Module(self.engine, module_bytes).serialize()
+            artifact = bytes(wasmtime.Module(self.engine, module_bytes).serialize())
         except wasmtime.WasmtimeError as err:
-            raise WasmError(f"the module is not valid WebAssembly: {err}", "rebuild it for wasm32-wasip1 and check it with wasm-validate") from None
+            raise WasmError(
+                f"the module is not valid WebAssembly: {err}", "rebuild it for wasm32-wasip1 and check it with wasm-validate"
+            ) from None
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         tmp.write_bytes(artifact)
         os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
@@ -392,6 +394,8 @@ class WasmContainer:
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The exit code, or ``None`` if still running after *timeout* seconds."""
+        if self._thread.ident is None:
+            raise WasmError(f"container {self.spec.name!r} was never started", "call start() before wait()")
         self._thread.join(timeout)
         return None if self._thread.is_alive() else self.exit_code
 
@@ -432,9 +436,9 @@ class WasmContainer:
         best: Mount | None = None
         for mount in self.mounts:
             guest = PurePosixPath(mount.guest_path)
-            if mount.host_dir.is_dir() and (wd == guest or guest in wd.parents):
-                if best is None or len(guest.parts) > len(PurePosixPath(best.guest_path).parts):
-                    best = mount
+            holds_wd = mount.host_dir.is_dir() and (wd == guest or guest in wd.parents)
+            if holds_wd and (best is None or len(guest.parts) > len(PurePosixPath(best.guest_path).parts)):
+                best = mount
         if best is None:
             return None
         host = best.host_dir / wd.relative_to(best.guest_path)
@@ -444,12 +448,11 @@ class WasmContainer:
         linker = wasmtime.Linker(self.engine)
         linker.define_wasi()
         linker.allow_shadowing = True  # our sleep/clock, and extensions adding to WASI
-        linker.define_func(
-            "wasi_snapshot_preview1", "clock_time_get", wasmtime.FuncType([_I32, _I64, _I32], [_I32]), self._clock_time_get, access_caller=True
-        )
-        linker.define_func(
-            "wasi_snapshot_preview1", "poll_oneoff", wasmtime.FuncType([_I32, _I32, _I32, _I32], [_I32]), self._poll_oneoff, access_caller=True
-        )
+        wasi = "wasi_snapshot_preview1"
+        clock_type = wasmtime.FuncType([_I32, _I64, _I32], [_I32])
+        linker.define_func(wasi, "clock_time_get", clock_type, self._clock_time_get, access_caller=True)
+        poll_type = wasmtime.FuncType([_I32, _I32, _I32, _I32], [_I32])
+        linker.define_func(wasi, "poll_oneoff", poll_type, self._poll_oneoff, access_caller=True)
         for ext in self.extensions:
             ext.define(linker, store, self.context)
         return linker
@@ -459,10 +462,9 @@ class WasmContainer:
         try:
             self.exit_code, self.outcome = self._execute(*pipes)
         except Exception as err:  # noqa: BLE001 - anything else is a runtime failure the kubelet must see
-            self._stderr.line(f"[error] {type(err).__name__}: {err}")
-            self.exit_code, self.outcome = EXIT_FAILED, "trapped"
-        if self._killed.is_set():
-            self.exit_code, self.outcome = EXIT_FAILED, "killed"
+            if not self._killed.is_set():
+                self._stderr.line(f"[error] {type(err).__name__}: {err}")
+            self.exit_code, self.outcome = EXIT_FAILED, "killed" if self._killed.is_set() else "trapped"
         for pipe in pipes:  # the store is closed: wasmtime's write ends are too
             pipe.close()
         self._stdout.close()

@@ -128,6 +128,15 @@ def test_crun_swap_makes_crun_the_default(node: ContainerdPaths, version: int) -
     assert "write-kubeconfig-mode" in node.k3s_config.read_text()
 
 
+def test_crun_template_text() -> None:
+    text = crun_runtime_template(3, binary="/opt/crun/bin/crun", pod_annotations=["*.wasm.*", "module.wasm.image/*"])
+    assert text.startswith('{{ template "base" . }}\n')
+    assert "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'crun']" in text
+    assert 'pod_annotations = ["*.wasm.*", "module.wasm.image/*"]' in text
+    assert 'BinaryName = "/opt/crun/bin/crun"' in text and "SystemdCgroup = true" in text
+    assert "default_runtime_name" not in text  # that table belongs to the base
+
+
 def test_restore_default_runtime(node: ContainerdPaths) -> None:
     assert set_default_runtime("default-runtime: crun\nnode-name: n1\n", None) == "node-name: n1\n"
     assert set_default_runtime("default-runtime: crun\n", None) == ""

@@ -202,6 +202,15 @@ def test_kill_interrupts_a_busy_loop() -> None:
     assert r.container.wait(5) == 137 and r.container.outcome == "killed"
 
 
+def test_kill_before_start_and_wait_before_start() -> None:
+    container = WasmContainer(ContainerSpec(wasmtime.wat2wasm(SPIN_WAT), ["/spin.wasm"]))
+    with pytest.raises(WasmError, match="never started"):
+        container.wait(1)
+    container.kill()
+    container.start()
+    assert container.wait(5) == 137 and container.outcome == "killed"
+
+
 def test_unknown_import_fails_with_wasmedge_wording() -> None:
     r = run(wasmtime.wat2wasm(NN_WAT))
     assert (r.container.exit_code, r.container.outcome) == (137, "link-failed")
