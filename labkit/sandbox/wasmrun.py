@@ -20,6 +20,13 @@ clock) with Python versions that wait on the container's kill event: a kill
 wakes a sleeping guest at once. fd subscriptions report ready at once, as
 WASI does for files; stdin is always empty here.
 
+**Files.** Directory mounts are preopened at their mount paths (read-only
+mounts immutable); the mount holding ``working_dir`` is also preopened as
+``.`` so relative paths work. Nothing else of the host is visible. File mounts
+(e.g. a model) are not preopened: they are there for host extensions, which
+read them host-side as a WasmEdge plugin would. Guest stdout/stderr go through
+pipes (:class:`OutputPipe`) and reach the callbacks as complete lines.
+
 **Exit codes**, as the shim reports them: ``proc_exit(n)`` → n, a normal
 return → 0, a trap or a link failure → 137 with the reason on stderr (the
 shim exits 137 when the wasm run fails), killed → 137.
@@ -318,7 +325,12 @@ class Mount(NamedTuple):
 
 @dataclass
 class ContainerSpec:
-    """A wasm container as a runtime sees it after the image and pod spec are resolved."""
+    """A wasm container as a runtime sees it after the image and pod spec are resolved.
+
+    ``args[0]`` is the command path (the guest's argv[0]); *entry* is the
+    exported function to run (``path#func`` in arg0, see :func:`check_arg0`).
+    *mounts* are ``(host_dir, guest_path, read_only)``.
+    """
 
     module: bytes
     args: Sequence[str]
@@ -401,7 +413,7 @@ class WasmContainer:
 
     def kill(self) -> None:
         """Stop the guest (SIGKILL semantics: exit code 137); returns at once, then ``wait()``."""
-        self._killed.set()  # before the epoch bump: see _run's check after set_epoch_deadline
+        self._killed.set()  # before the epoch bump: see the check after set_epoch_deadline in _run_in
         self.engine.increment_epoch()
 
     @property
