@@ -487,6 +487,16 @@ def read_runtime_info(config_text: str) -> RuntimeInfo:
     )
 
 
+def node_runtime_info(paths: ContainerdPaths) -> RuntimeInfo:
+    """The runtime info of the node's rendered ``config.toml`` (what a restarted containerd loads)."""
+    if not paths.config.is_file():
+        raise ContainerdConfigError(
+            f"{paths.config} does not exist: containerd on this node has no config",
+            "start (or restart) the node so k3s renders it from its template",
+        )
+    return read_runtime_info(paths.config.read_text())
+
+
 def crun_runtime_template(
     version: int,
     binary: str = "/usr/local/bin/crun",

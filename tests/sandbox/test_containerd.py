@@ -20,6 +20,7 @@ from labkit.sandbox.containerd import (
     crun_runtime_template,
     crun_swap_plan,
     detect_runtimes,
+    node_runtime_info,
     read_runtime_info,
     render_base_config,
     render_node_config,
@@ -84,6 +85,13 @@ def test_no_template_renders_base(node: ContainerdPaths) -> None:
     assert node.config.read_text() == text
     info = read_runtime_info(text)
     assert (info.version, info.default_runtime, sorted(info.runtimes)) == (3, "runc", ["runc", "wasmedge"])
+
+
+def test_node_runtime_info_reads_the_rendered_file(node: ContainerdPaths) -> None:
+    with pytest.raises(ContainerdConfigError, match="does not exist"):
+        node_runtime_info(node)
+    render_node_config(node, 3, detect_runtimes(node.root), default_runtime="wasmedge")
+    assert node_runtime_info(node).default_runtime == "wasmedge"
 
 
 def test_v3_template_preferred_over_v2(node: ContainerdPaths) -> None:
