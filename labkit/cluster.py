@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -55,8 +56,8 @@ def api_call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
     except urllib3.exceptions.HTTPError as e:
         pool = getattr(e, "pool", None)
         where = f" at {pool.scheme}://{pool.host}:{pool.port}" if pool is not None else ""
-        # MaxRetryError wraps the real cause, whose text starts with an object repr: keep the words after it.
-        reason = str(getattr(e, "reason", None) or e).split(">: ", 1)[-1]
+        # MaxRetryError wraps the real cause, whose text starts with the connection's repr: keep the words after it.
+        reason = re.sub(r"^(<[^>]*>|\w+\([^)]*\)): ", "", str(getattr(e, "reason", None) or e))
         raise ClusterUnreachable(
             f"the Kubernetes API server{where} did not answer: {reason}",
             "check that the cluster is running and that the kubeconfig's server URL is right (`labkit doctor`)",
