@@ -1,0 +1,199 @@
+"""The sandbox API server through the official Python client, lightkube, and raw HTTP for the error codes."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+
+def _pod(name: str, labels: dict[str, str] | None = None) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
+            "spec": {"containers": [{"name": "demo", "image": "docker.io/labkit/wasi-demo:latest"}]}}
+
+
+@pytest.fixture
+def raw(sandbox):
+    """``raw(method, path, body=None, token=<admin>, content_type=json) -> (status, dict)`` over real HTTPS."""
+    token = (sandbox.kubeconfig.parent / "admin-token").read_text().strip()
+    context = ssl.create_default_context(cafile=str(sandbox.kubeconfig.parent / "ca.crt"))
+
+    def call(method: str, path: str, body=None, *, auth: str | None = token, content_type="application/json"):
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        request = urllib.request.Request(sandbox.server + path, data=data, method=method)
+        if auth:
+            request.add_header("Authorization", f"Bearer {auth}")
+        if data is not None:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=15) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    return call
+
+
+def test_python_client_crud_and_conflict(api_client, namespace):
+    core = client.CoreV1Api(api_client)
+    created = core.create_namespaced_pod(namespace, _pod("p", {"app": "x"}))
+    assert created.metadata.uid and created.spec.dns_policy == "ClusterFirst"
+    assert created.spec.containers[0].image_pull_policy == "Always"  # :latest
+    with pytest.raises(ApiException) as dup:
+        core.create_namespaced_pod(namespace, _pod("p"))
+    assert dup.value.status == 409 and json.loads(dup.value.body)["reason"] == "AlreadyExists"
+    stale = core.read_namespaced_pod("p", namespace)
+    core.patch_namespaced_pod("p", namespace, {"metadata": {"labels": {"step": "1"}}})
+    stale.metadata.labels = {"step": "stale"}
+    with pytest.raises(ApiException) as conflict:
+        core.replace_namespaced_pod("p", namespace, stale)
+    body = json.loads(conflict.value.body)
+    assert conflict.value.status == 409 and body["reason"] == "Conflict"
+    assert "the object has been modified" in body["message"]
+    listed = core.list_namespaced_pod(namespace, label_selector="app in (x,y),step")
+    assert [p.metadata.name for p in listed.items] == ["p"]
+    assert core.list_namespaced_pod(namespace, label_selector="app notin (x)").items == []
+
+
+def test_python_client_watch_sees_added_then_ends(api_client, namespace):
+    core = client.CoreV1Api(api_client)
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "before"}})
+
+    def later():
+        time.sleep(0.5)
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": "after"}})
+
+    threading.Thread(target=later).start()
+    seen = []
+    started = time.monotonic()
+    for event in watch.Watch().stream(core.list_namespaced_config_map, namespace, timeout_seconds=2):
+        seen.append((event["type"], event["object"].metadata.name))
+    assert ("ADDED", "before") in seen and ("ADDED", "after") in seen
+    assert time.monotonic() - started < 6  # timeoutSeconds ends the stream
+
+
+def test_lightkube_crud_and_watch(sandbox, namespace):
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.core_v1 import ConfigMap
+    from lightkube.models.meta_v1 import ObjectMeta
+
+    kube = Client(KubeConfig.from_file(str(sandbox.kubeconfig)), namespace=namespace)
+    kube.create(ConfigMap(metadata=ObjectMeta(name="lk"), data={"a": "1"}))
+    assert kube.get(ConfigMap, "lk").data == {"a": "1"}
+    kube.patch(ConfigMap, "lk", {"data": {"b": "2"}})
+    assert kube.get(ConfigMap, "lk").data == {"a": "1", "b": "2"}
+    threading.Timer(0.5, lambda: kube.patch(ConfigMap, "lk", {"data": {"c": "3"}})).start()
+    events = []
+    for op, obj in kube.watch(ConfigMap, namespace=namespace):  # lightkube re-watches forever: stop ourselves
+        events.append((op, obj.metadata.name, dict(obj.data)))
+        if op == "MODIFIED":
+            break
+    assert events[0] == ("ADDED", "lk", {"a": "1", "b": "2"})
+    assert events[-1] == ("MODIFIED", "lk", {"a": "1", "b": "2", "c": "3"})
+    kube.delete(ConfigMap, "lk")
+    assert [c.metadata.name for c in kube.list(ConfigMap)] == []
+
+
+def test_status_codes(raw, namespace, sandbox):
+    base = f"/api/v1/namespaces/{namespace}"
+    assert raw("GET", f"{base}/pods", auth=None)[0] == 401
+    assert raw("GET", f"{base}/pods", auth="wrong")[0] == 401
+    code, status = raw("GET", f"{base}/pods/nope")
+    assert (code, status["reason"], status["message"]) == (404, "NotFound", 'pods "nope" not found')
+    assert raw("POST", f"{base}/pods/nope")[0] == 405
+    code, status = raw("POST", f"{base}/configmaps", b"\x00\x01", content_type="application/x-protobuf-nope")
+    assert code == 415 and status["reason"] == "UnsupportedMediaType"
+    code, status = raw("POST", f"{base}/pods?fieldValidation=Strict",
+                       {"metadata": {"name": "bad"}, "spec": {"containers": [{"name": "c", "image": "i", "imagee": 1}]}})
+    assert code == 400 and 'unknown field "spec.containers[0].imagee"' in status["message"]
+    code, status = raw("POST", f"{base}/pods", {"metadata": {"name": "noimage"}, "spec": {"containers": [{"name": "c"}]}})
+    assert code == 422 and status["reason"] == "Invalid"
+    assert status["details"]["causes"][0]["field"] == "spec.containers[0].image"
+    code, status = raw("POST", "/api/v1/namespaces/does-not-exist/configmaps", {"metadata": {"name": "x"}})
+    assert (code, status["message"]) == (404, 'namespaces "does-not-exist" not found')
+
+
+def test_service_account_is_forbidden_then_allowed(raw, namespace):
+    raw("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "watcher-sa"}})
+    code, review = raw("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/watcher-sa/token", {"spec": {}})
+    token = review["status"]["token"]
+    code, status = raw("GET", f"/api/v1/namespaces/{namespace}/services", auth=token)
+    assert code == 403 and status["reason"] == "Forbidden"
+    assert status["message"] == (f'services is forbidden: User "system:serviceaccount:{namespace}:watcher-sa" cannot list '
+                                 f'resource "services" in API group "" in the namespace "{namespace}"')
+    raw("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        {"metadata": {"name": f"{namespace}-watch"},
+         "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]}]})
+    raw("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        {"metadata": {"name": f"{namespace}-watch"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{namespace}-watch"},
+         "subjects": [{"kind": "ServiceAccount", "name": "watcher-sa", "namespace": namespace}]})
+    assert raw("GET", "/api/v1/services", auth=token)[0] == 200  # cluster-wide list, as the service-watcher does
+    assert raw("DELETE", f"/api/v1/namespaces/{namespace}/services/x", auth=token)[0] == 403
+    raw("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{namespace}-watch")
+    raw("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{namespace}-watch")
+
+
+def test_deletion_semantics(raw, namespace):
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    raw("POST", base, {"metadata": {"name": "owner"}})
+    _, owner = raw("GET", f"{base}/owner")
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}
+    for name in ("dep-a", "dep-b"):
+        raw("POST", base, {"metadata": {"name": name, "ownerReferences": [ref]}})
+    raw("POST", base, {"metadata": {"name": "held", "finalizers": ["labkit.io/hold"]}})
+    # foreground: the owner waits for its dependents, which go first
+    code, _ = raw("DELETE", f"{base}/owner", {"propagationPolicy": "Foreground"})
+    assert code == 200
+    assert raw("GET", f"{base}/dep-a")[0] == 404 and raw("GET", f"{base}/owner")[0] == 404
+    # a finalizer keeps the object, marked for deletion, until it is removed
+    code, held = raw("DELETE", f"{base}/held")
+    assert code == 200 and held["metadata"]["deletionTimestamp"]
+    assert raw("GET", f"{base}/held")[0] == 200
+    raw("PATCH", f"{base}/held", {"metadata": {"finalizers": None}}, content_type="application/merge-patch+json")
+    assert raw("GET", f"{base}/held")[0] == 404
+    # orphan: dependents stay, without the ownerReference
+    raw("POST", base, {"metadata": {"name": "owner2"}})
+    _, owner2 = raw("GET", f"{base}/owner2")
+    raw("POST", base, {"metadata": {"name": "kept", "ownerReferences": [{**ref, "name": "owner2",
+                                                                         "uid": owner2["metadata"]["uid"]}]}})
+    raw("DELETE", f"{base}/owner2", {"propagationPolicy": "Orphan"})
+    code, kept = raw("GET", f"{base}/kept")
+    assert code == 200 and "ownerReferences" not in kept["metadata"]
+
+
+def test_objects_survive_daemon_restart(sandbox_home, tmp_path):
+    """down/up keeps every object: state lives in SQLite, not in the process."""
+    from labkit.sandbox import daemon
+
+    home = tmp_path / "restart"
+    info = daemon.ensure_running(nodes=1, home=home)
+    api = client.CoreV1Api(_client(info))
+    api.create_namespace({"metadata": {"name": "kept"}})
+    api.create_namespaced_config_map("kept", {"metadata": {"name": "cm"}, "data": {"k": "v"}})
+    assert daemon.stop(home=home)
+    assert daemon.status(home=home) is None
+    info = daemon.ensure_running(home=home)
+    try:
+        api = client.CoreV1Api(_client(info))
+        assert api.read_namespaced_config_map("cm", "kept").data == {"k": "v"}
+        assert [n.metadata.name for n in api.list_node().items] == ["labkit-server-0"]
+        # the watch history is memory only: a resourceVersion from before the restart is gone (410 Expired)
+        with pytest.raises(ApiException) as gone:
+            api.list_namespaced_config_map("kept", watch=True, resource_version="2", timeout_seconds=2)
+        assert gone.value.status == 410 and json.loads(gone.value.body)["reason"] == "Expired"
+    finally:
+        daemon.stop(home=home)
+
+
+def _client(info):
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(info.kubeconfig))
