@@ -110,6 +110,12 @@ def _read_info(paths: dict[str, Path]) -> dict[str, Any] | None:
 
 def _alive(pid: int) -> bool:
     try:
+        # When this process started the daemon, reap it: an exited child stays a zombie that kill(0) still finds.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False

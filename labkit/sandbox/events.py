@@ -1,18 +1,24 @@
 """Recording Events the way cluster components do (``kubectl describe`` and ``get events`` read them).
 
 A repeated event (same object, reason and message) bumps ``count`` and
-``lastTimestamp`` instead of piling up, as the client-go event correlator does.
+``lastTimestamp`` instead of piling up. Like client-go's event correlator, the
+memory of recent events is in-process (an LRU), so recording stays O(1).
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from .apicore import ApiCore, now_rfc3339
 from .registry import RESOURCES
 
 EVENTS = RESOURCES.by_plural("", "events")
+_RECENT_LIMIT = 4096
+_recent: OrderedDict[tuple, tuple[str, str]] = OrderedDict()  # correlation key -> (namespace, event name)
+_recent_lock = threading.Lock()
 
 
 def record_event(core: ApiCore, obj: dict[str, Any], type_: str, reason: str, message: str, component: str,
@@ -27,13 +33,16 @@ def record_event(core: ApiCore, obj: dict[str, Any], type_: str, reason: str, me
         involved["fieldPath"] = field_path
     involved = {k: v for k, v in involved.items() if v}
     now = now_rfc3339()
-    for existing in core.store.list(EVENTS, namespace)[0]:
-        inv = existing.get("involvedObject", {})
-        if (inv.get("uid") == involved.get("uid") and existing.get("reason") == reason
-                and existing.get("message") == message and inv.get("fieldPath") == involved.get("fieldPath")):
-            existing["count"] = int(existing.get("count", 1)) + 1
-            existing["lastTimestamp"] = now
-            return core.store.update(EVENTS, existing, check_rv=False)
+    key = (involved.get("uid"), type_, reason, message, field_path)
+    with _recent_lock:
+        known = _recent.get(key)
+        if known:
+            _recent.move_to_end(key)
+    existing = core.store.get(EVENTS, *known) if known else None
+    if existing is not None:
+        existing["count"] = int(existing.get("count", 1)) + 1
+        existing["lastTimestamp"] = now
+        return core.store.update(EVENTS, existing, check_rv=False)
     source = {"component": component, **({"host": host} if host else {})}
     event = {
         "apiVersion": "v1", "kind": "Event",
@@ -42,4 +51,9 @@ def record_event(core: ApiCore, obj: dict[str, Any], type_: str, reason: str, me
         "source": source, "count": 1, "firstTimestamp": now, "lastTimestamp": now, "eventTime": None,
         "reportingComponent": component, "reportingInstance": host or "",
     }
-    return core.store.create(EVENTS, event)
+    created = core.store.create(EVENTS, event)
+    with _recent_lock:
+        _recent[key] = (namespace, created["metadata"]["name"])
+        if len(_recent) > _RECENT_LIMIT:
+            _recent.popitem(last=False)
+    return created

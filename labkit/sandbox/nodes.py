@@ -24,6 +24,7 @@ log = logging.getLogger("labkit.sandbox.nodes")
 NODES = RESOURCES.by_plural("", "nodes")
 PODS = RESOURCES.by_plural("", "pods")
 SANDBOX_NODE_LABEL = "labkit.io/sandbox-node"
+_UNSCHEDULED = parse_field_selector("spec.nodeName=")
 KUBELET_VERSION = "v1.32.5+labkit.sandbox"
 #: Honesty: every place a learner reads the runtime says it is simulated.
 RUNTIME_VERSION = "labkit-sandbox://0.1.0 (simulated containerd + runwasi wasmedge shim)"
@@ -124,59 +125,82 @@ def _fits(pod: dict[str, Any], node: dict[str, Any]) -> bool:
                if t.get("effect") in ("NoSchedule", "NoExecute"))
 
 
-def schedule(core: ApiCore, pod: dict[str, Any]) -> str | None:
-    """Bind *pod* to the fitting node running the fewest pods (spreading); None when nothing fits."""
-    nodes = [n for n in core.store.list(NODES)[0] if _fits(pod, n)]
-    if not nodes:
-        total = len(core.store.list(NODES)[0])
-        record_event(core, pod, "Warning", "FailedScheduling",
-                     f"0/{total} nodes are available: {total} node(s) didn't match Pod's node affinity/selector. "
-                     "preemption: 0/{0} nodes are available.".replace("{0}", str(total)), "default-scheduler")
-        return None
-    load = {n["metadata"]["name"]: 0 for n in nodes}
-    for p in core.store.list(PODS)[0]:
-        node = p["spec"].get("nodeName")
-        if node in load:
-            load[node] += 1
-    target = min(load, key=lambda name: (load[name], name))
-    meta = pod["metadata"]
-    try:
-        core.bind(meta["namespace"], meta["name"], {"target": {"kind": "Node", "name": target}})
-    except StatusError as e:
-        if e.code in (404, 409):  # deleted or bound meanwhile
+class Scheduler:
+    """Binds pending pods to the fitting node running the fewest pods (spreading).
+
+    The per-node pod count is kept from the pod watch, not recounted per
+    decision, so scheduling 1,000 pods stays linear.
+    """
+
+    def __init__(self, core: ApiCore) -> None:
+        self.core = core
+        self.placed: dict[str, str] = {}  # pod uid -> node
+
+    def observe(self, event_type: str, pod: dict[str, Any]) -> None:
+        uid, node = pod["metadata"].get("uid"), pod.get("spec", {}).get("nodeName")
+        if event_type == "DELETED" or not node:
+            self.placed.pop(uid, None)
+        else:
+            self.placed[uid] = node
+
+    def schedule(self, pod: dict[str, Any]) -> str | None:
+        """Bind *pod*; None when nothing fits (a FailedScheduling event says why)."""
+        core = self.core
+        all_nodes = core.store.list(NODES)[0]
+        nodes = [n for n in all_nodes if _fits(pod, n)]
+        if not nodes:
+            total = len(all_nodes)
+            record_event(core, pod, "Warning", "FailedScheduling",
+                         f"0/{total} nodes are available: {total} node(s) didn't match Pod's node affinity/selector. "
+                         f"preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling.",
+                         "default-scheduler")
             return None
-        raise
-    record_event(core, pod, "Normal", "Scheduled", f"Successfully assigned {meta['namespace']}/{meta['name']} to {target}",
-                 "default-scheduler")
-    return target
+        load = {n["metadata"]["name"]: 0 for n in nodes}
+        for node in self.placed.values():
+            if node in load:
+                load[node] += 1
+        target = min(load, key=lambda name: (load[name], name))
+        meta = pod["metadata"]
+        try:
+            core.bind(meta["namespace"], meta["name"], {"target": {"kind": "Node", "name": target}})
+        except StatusError as e:
+            if e.code in (404, 409):  # deleted or bound meanwhile
+                return None
+            raise
+        self.placed[meta["uid"]] = target
+        record_event(core, pod, "Normal", "Scheduled",
+                     f"Successfully assigned {meta['namespace']}/{meta['name']} to {target}", "default-scheduler")
+        return target
 
 
 async def run_scheduler(core: ApiCore) -> None:
-    """Watch unscheduled pods and bind them; retries unschedulable pods when nodes change."""
-    unscheduled = parse_field_selector("spec.nodeName=")
+    """Watch pods, bind the unscheduled ones; retry unschedulable pods when nodes change."""
     while True:
+        scheduler = Scheduler(core)
+        watcher = core.store.watch(PODS, None, since_rv=None)
+        node_watcher = core.store.watch(NODES, None, since_rv=core.store.rv)
         try:
-            watcher = core.store.watch(PODS, None, since_rv=None, field_selector=unscheduled)
-            node_watcher = core.store.watch(NODES, None, since_rv=core.store.rv)
-            try:
-                while True:
-                    event = await watcher.next(0.5)
-                    if event is None:
-                        if await node_watcher.next(0.001) is not None:
-                            for pod in core.store.list(PODS, None, field_selector=unscheduled)[0]:
-                                if not pod["metadata"].get("deletionTimestamp"):
-                                    schedule(core, pod)
-                        continue
-                    if event.type in ("ADDED", "MODIFIED") and not event.object["metadata"].get("deletionTimestamp"):
-                        schedule(core, event.object)
-            finally:
-                watcher.close()
-                node_watcher.close()
+            while True:
+                event = await watcher.next(0.5)
+                if event is None:
+                    if await node_watcher.next(0.001) is not None:
+                        for pod in core.store.list(PODS, None, field_selector=_UNSCHEDULED)[0]:
+                            if not pod["metadata"].get("deletionTimestamp"):
+                                scheduler.schedule(pod)
+                    continue
+                pod = event.object
+                scheduler.observe(event.type, pod)
+                if (event.type in ("ADDED", "MODIFIED") and not pod["spec"].get("nodeName")
+                        and not pod["metadata"].get("deletionTimestamp")):
+                    scheduler.schedule(pod)
         except asyncio.CancelledError:
             raise
         except Exception:  # keep scheduling after a bug in one decision; the log says what happened
             log.exception("scheduler loop failed; restarting it")
             await asyncio.sleep(0.5)
+        finally:
+            watcher.close()
+            node_watcher.close()
 
 
 async def run_terminator(core: ApiCore) -> None:

@@ -1,0 +1,142 @@
+"""Sandbox API server benchmark: a real daemon over HTTPS on loopback, the way kubectl reaches it.
+
+Prints GET p50/p99, time to create 1,000 pods, LIST of 1,000 pods, watch delivery latency p50/p99
+and the daemon's RSS at 1,000 pods. Goals (issue 3): GET p50 ≤ 2 ms, watch p50 ≤ 10 ms,
+1,000 creates ≤ 5 s, RSS ≤ 300 MB.
+
+    python benchmarks/bench_apiserver.py [--pods 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import ssl
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from labkit.sandbox import daemon
+
+
+class Connection:
+    """One keep-alive HTTPS connection with the admin token."""
+
+    def __init__(self, info: daemon.SandboxInfo) -> None:
+        root = info.kubeconfig.parent
+        self.token = (root / "admin-token").read_text().strip()
+        self.context = ssl.create_default_context(cafile=str(root / "ca.crt"))
+        url = urlparse(info.server)
+        self.host, self.port = url.hostname, url.port
+        self.conn = self.open()
+
+    def open(self) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=30)
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        self.conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+        response = self.conn.getresponse()
+        return response.status, response.read()
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(int(len(ordered) * p / 100), len(ordered) - 1)]
+
+
+def pod(i: int) -> dict:
+    return {"metadata": {"name": f"bench-{i:04d}", "labels": {"app": "bench"}},
+            "spec": {"containers": [{"name": "c", "image": "docker.io/labkit/wasi-demo:latest", "args": ["daemon"]}]}}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def watch_latency(info: daemon.SandboxInfo, samples: int) -> list[float]:
+    """Time from sending a write to seeing its event on an open watch stream."""
+    reader, writer = Connection(info), Connection(info)
+    base = "/api/v1/namespaces/bench/configmaps"
+    status, body = writer.call("POST", base, {"metadata": {"name": "probe"}, "data": {"i": "0"}})
+    rv = json.loads(body)["metadata"]["resourceVersion"]
+    reader.conn.request("GET", f"{base}?watch=true&resourceVersion={rv}&timeoutSeconds=120",
+                        headers={"Authorization": f"Bearer {reader.token}"})
+    stream = reader.conn.getresponse()
+    seen: dict[str, float] = {}
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            line = stream.readline()
+            if not line:
+                return
+            event = json.loads(line)
+            seen[event["object"]["data"]["i"]] = time.perf_counter()
+
+    threading.Thread(target=read, daemon=True).start()
+    sent: dict[str, float] = {}
+    for i in range(1, samples + 1):
+        sent[str(i)] = time.perf_counter()
+        writer.conn.request("PATCH", f"{base}/probe", body=json.dumps({"data": {"i": str(i)}}),
+                            headers={"Authorization": f"Bearer {writer.token}",
+                                     "Content-Type": "application/merge-patch+json"})
+        writer.conn.getresponse().read()
+        deadline = time.monotonic() + 5
+        while str(i) not in seen and time.monotonic() < deadline:
+            time.sleep(0.0002)
+    done.set()
+    return [(seen[k] - sent[k]) * 1000 for k in sent if k in seen]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pods", type=int, default=1000)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="labkit-bench-"))
+    info = daemon.ensure_running(nodes=3, home=home / "sandbox")
+    try:
+        api = Connection(info)
+        api.call("POST", "/api/v1/namespaces", {"metadata": {"name": "bench"}})
+        started = time.perf_counter()
+        for i in range(args.pods):
+            status, body = api.call("POST", "/api/v1/namespaces/bench/pods", pod(i))
+            assert status == 201, body
+        create_s = time.perf_counter() - started
+
+        gets = []
+        for i in range(500):
+            t = time.perf_counter()
+            status, _ = api.call("GET", f"/api/v1/namespaces/bench/pods/bench-{i % args.pods:04d}")
+            gets.append((time.perf_counter() - t) * 1000)
+            assert status == 200
+
+        lists = []
+        for _ in range(10):
+            t = time.perf_counter()
+            status, body = api.call("GET", "/api/v1/namespaces/bench/pods")
+            lists.append((time.perf_counter() - t) * 1000)
+        count = len(json.loads(body)["items"])
+
+        watch = watch_latency(info, 200)
+        rss = rss_mb(info.pid)
+        print(f"labkit sandbox API server benchmark ({args.pods} pods, 3 nodes, HTTPS on loopback)")
+        print(f"  create {args.pods} pods:     {create_s:.2f} s  ({args.pods / create_s:.0f}/s)   goal ≤ 5 s")
+        print(f"  GET pod:              p50 {percentile(gets, 50):.2f} ms  p99 {percentile(gets, 99):.2f} ms   goal p50 ≤ 2 ms")
+        print(f"  LIST {count} pods:      p50 {statistics.median(lists):.0f} ms  max {max(lists):.0f} ms")
+        print(f"  watch delivery:       p50 {percentile(watch, 50):.2f} ms  p99 {percentile(watch, 99):.2f} ms "
+              f"({len(watch)} events)   goal p50 ≤ 10 ms")
+        print(f"  daemon RSS:           {rss:.0f} MB   goal ≤ 300 MB")
+    finally:
+        daemon.stop(home=home / "sandbox")
+
+
+if __name__ == "__main__":
+    main()
