@@ -29,8 +29,8 @@ from kubernetes.config import kube_config
 
 from . import config
 from .config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
-from .errors import ApiError, ClusterUnreachable, ContextNotAllowed, LabkitError, PrerequisiteMissing, SandboxError
 from .doctor import KUBECTL_INSTALL_FIX
+from .errors import ApiError, ClusterUnreachable, ContextNotAllowed, LabkitError, PrerequisiteMissing, SandboxError
 from .profiles import Profile, profile_for
 
 #: Seconds to wait for the API server in health calls: a dead cluster must fail fast.

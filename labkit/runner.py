@@ -101,9 +101,11 @@ class RunSummary:
         return "\n".join(lines)
 
     def markdown(self) -> str:
-        rows = "\n".join(f"| {r.notebook} | {r.status} | {r.seconds:.1f} | {(r.error or '').splitlines()[0] if r.error else ''} |"
-                         for r in self.results)
-        return f"# labkit run (backend {self.backend})\n\n| notebook | status | seconds | error |\n|---|---|---|---|\n{rows}\n"
+        first_lines = [r.error.splitlines()[0].replace("|", "\\|") if r.error else "" for r in self.results]
+        rows = "".join(f"| {r.notebook} | {r.status} | {r.seconds:.1f} | {error} |\n"
+                       for r, error in zip(self.results, first_lines))
+        return (f"# labkit run (backend {self.backend})\n\n"
+                f"| notebook | status | seconds | error |\n|---|---|---|---|\n{rows}")
 
     def write(self, output_dir: Path) -> None:
         """Write ``summary.json`` and ``summary.md`` next to the executed notebooks."""
