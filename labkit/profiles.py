@@ -40,15 +40,15 @@ class Profile:
     #: (the sandbox reports its own when it starts).
     cluster_dns: str | None
 
-    def node_root(self, node: str) -> Path:
-        """The directory on this machine that holds *node*'s filesystem: ``/`` for a real node."""
-        if self.backend == "sandbox":
-            return config.sandbox_dir() / "nodes" / node
-        return Path("/")
+    @property
+    def node_root(self) -> Path:
+        """Where the node's filesystem is on this machine: ``/`` for a real node; for the sandbox the
+        directory its nodes share (``<LABKIT_HOME>/sandbox/node``, as :func:`labkit.host.host_for_backend`)."""
+        return config.sandbox_dir() / "node" if self.backend == "sandbox" else Path("/")
 
-    def on_node(self, node: str, path: Path | str) -> Path:
+    def on_node(self, path: Path | str) -> Path:
         """Where a node path (e.g. ``profile.containerd_dir``) lives on this machine."""
-        return self.node_root(node) / Path(path).relative_to("/")
+        return self.node_root / Path(path).relative_to("/")
 
 
 _SHARED = dict(

@@ -11,16 +11,16 @@ def test_k3s_profile_uses_runwasi_image_and_k3s_dns(clean_env):
     p = profile_for("kubeconfig")
     assert p.wasi_demo_image == "ghcr.io/containerd/runwasi/wasi-demo-app:latest"
     assert p.cluster_dns == "10.43.0.10:53"
-    assert p.node_root("any-node") == Path("/")
-    assert p.on_node("n1", p.containerd_dir) == Path("/var/lib/rancher/k3s/agent/etc/containerd")
+    assert p.node_root == Path("/")
+    assert p.on_node(p.containerd_dir) == Path("/var/lib/rancher/k3s/agent/etc/containerd")
 
 
-def test_sandbox_profile_has_its_own_image_and_node_roots(clean_env, tmp_path):
+def test_sandbox_profile_has_its_own_image_and_node_root(clean_env, tmp_path):
     clean_env.setenv("LABKIT_HOME", str(tmp_path))
     p = profile_for("sandbox")
     assert p.wasi_demo_image == "docker.io/labkit/wasi-demo:latest"
     assert (p.runtime_class, p.runtime_handler) == ("wasmedge", "wasmedge")
-    assert p.on_node("node-1", p.plugin_dir) == tmp_path / "sandbox/nodes/node-1/home/runner/.wasmedge/plugin"
+    assert p.on_node(p.plugin_dir) == tmp_path / "sandbox/node/home/runner/.wasmedge/plugin"
 
 
 def test_profile_follows_labkit_backend(clean_env):
