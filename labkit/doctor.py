@@ -33,11 +33,6 @@ if TYPE_CHECKING:
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
-#: Distribution name -> import name of what the labs import.
-PACKAGES = {"kubernetes": "kubernetes", "kubernetes-validate": "kubernetes_validate", "aiohttp": "aiohttp",
-            "wasmtime": "wasmtime", "PyYAML": "yaml", "sh": "sh", "papermill": "papermill", "nbformat": "nbformat",
-            "ipykernel": "ipykernel", "ipywidgets": "ipywidgets", "matplotlib": "matplotlib"}
-
 K3S_CONTAINERD_CONFIG = Path("/var/lib/rancher/k3s/agent/etc/containerd/config.toml")
 SHIM = "containerd-shim-wasmedge-v1"
 WASI_NN_PLUGIN = "libwasmedgePluginWasiNN.so"
@@ -123,18 +118,40 @@ def _run(*cmd: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str] |
         return None
 
 
+def required_distributions() -> list[str]:
+    """The runtime requirements of the installed labkit (its metadata, i.e. pyproject.toml)."""
+    requirements = importlib.metadata.requires("labkit") or []
+    return [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requirements if "extra ==" not in r]
+
+
 def check_packages() -> Check:
+    """Every runtime requirement is installed and its modules import; versions listed."""
+    name, fix = "python packages", "pip install -e . (in the labkit checkout, inside its virtual environment)"
+    try:
+        wanted = required_distributions()
+    except importlib.metadata.PackageNotFoundError:
+        return Check(name, "fail", "labkit is not installed as a package (running from a bare checkout?)", fix)
+    modules: dict[str, list[str]] = {}
+    for module, dists in importlib.metadata.packages_distributions().items():
+        for dist in dists:
+            modules.setdefault(_normalise(dist), []).append(module)
     found, missing = [], []
-    for dist, module in PACKAGES.items():
+    for dist in wanted:
         try:
-            __import__(module)
-            found.append(f"{dist} {importlib.metadata.version(dist)}")
-        except ImportError:
-            missing.append(dist)
+            version = importlib.metadata.version(dist)
+            for module in modules.get(_normalise(dist), []):
+                if not module.startswith("_"):
+                    importlib.import_module(module)
+            found.append(f"{dist} {version}")
+        except (importlib.metadata.PackageNotFoundError, ImportError) as e:
+            missing.append(f"{dist} ({type(e).__name__}: {e})")
     if missing:
-        return Check("python packages", "fail", f"missing: {', '.join(missing)}",
-                     f"pip install {' '.join(missing)} (or `pip install -e .` in the labkit checkout)")
-    return Check("python packages", "ok", ", ".join(found))
+        return Check(name, "fail", f"missing or broken: {'; '.join(missing)}", fix)
+    return Check(name, "ok", ", ".join(found))
+
+
+def _normalise(dist: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist).lower()
 
 
 def check_kubectl() -> Check:

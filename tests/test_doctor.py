@@ -83,7 +83,13 @@ def test_k3s_host_with_shim_crun_and_plugin(k3s_config, tmp_path, clean_env):
 
 def test_packages_are_listed_with_versions():
     check = check_packages()
-    assert check.status == "ok" and "kubernetes 37" in check.detail
+    assert check.status == "ok" and "kubernetes 37" in check.detail and "cryptography" in check.detail
+
+
+def test_a_missing_requirement_fails(monkeypatch):
+    monkeypatch.setattr(doctor_module, "required_distributions", lambda: ["pyyaml", "no-such-distribution-x"])
+    check = check_packages()
+    assert check.failed and "no-such-distribution-x (PackageNotFoundError" in check.detail and "pip install -e ." in check.fix
 
 
 @pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed")
