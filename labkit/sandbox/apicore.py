@@ -32,6 +32,8 @@ SERVICE_CIDR = ipaddress.ip_network("127.43.0.0/16")
 KUBERNETES_SERVICE_IP = "127.43.0.1"
 CLUSTER_DNS_IP = "127.43.0.10"
 
+PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
+
 PATCH_TYPES = {
     "application/json-patch+json": "json",
     "application/merge-patch+json": "merge",
@@ -179,6 +181,8 @@ class ApiCore:
         if res.kind not in ("Namespace",):
             obj.pop("status", None)
         warnings = self._prepare(res, obj, validation)
+        if res.kind == "Pod":
+            self._admit_runtime_class(obj)
         if res.kind == "Service" and obj["spec"].get("type") != "ExternalName":
             self._allocate_cluster_ip(obj)
         if res.kind in GENERATION_KINDS:
@@ -196,6 +200,24 @@ class ApiCore:
             created["metadata"].pop("generation", None)
         self._after_create(res, created)
         return created, warnings
+
+    def _admit_runtime_class(self, pod: dict[str, Any]) -> None:
+        """The RuntimeClass admission plugin: the class must exist; its scheduling and overhead apply to the pod."""
+        name = pod["spec"].get("runtimeClassName")
+        if not name:
+            return
+        runtime_class = self.store.get(RESOURCES.by_plural("node.k8s.io", "runtimeclasses"), None, name)
+        pod_name = pod["metadata"].get("name") or pod["metadata"].get("generateName", "")
+        if runtime_class is None:
+            raise StatusError(403, "Forbidden", f'pods "{pod_name}" is forbidden: pod rejected: RuntimeClass "{name}" not found',
+                              {"name": pod_name, "kind": "pods"})
+        if runtime_class.get("overhead", {}).get("podFixed"):
+            pod["spec"]["overhead"] = runtime_class["overhead"]["podFixed"]
+        scheduling = runtime_class.get("scheduling") or {}
+        if scheduling.get("nodeSelector"):
+            pod["spec"]["nodeSelector"] = {**scheduling["nodeSelector"], **(pod["spec"].get("nodeSelector") or {})}
+        if scheduling.get("tolerations"):
+            pod["spec"]["tolerations"] = [*(pod["spec"].get("tolerations") or ()), *scheduling["tolerations"]]
 
     def _after_create(self, res: Resource, obj: dict[str, Any]) -> None:
         if res.kind == "Namespace":
@@ -341,6 +363,9 @@ class ApiCore:
         new = copy.deepcopy(live)
         new_meta = new["metadata"]
         if res.kind == "Namespace":
+            if name in PROTECTED_NAMESPACES:
+                raise StatusError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                                  {"name": name, "kind": "namespaces"})
             new_meta["deletionTimestamp"] = now_rfc3339()
             new["status"] = {**new.get("status", {}), "phase": "Terminating"}
             updated = self.store.update(res, new)

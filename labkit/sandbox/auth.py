@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .registry import RESOURCES
 
 SA_TOKEN_PREFIX = "lksa"
 
@@ -140,7 +139,3 @@ def review_attributes(spec: dict[str, Any]) -> tuple[str, str, str, str | None, 
     if attrs.get("subresource"):
         resource = f"{resource}/{attrs['subresource']}"
     return attrs.get("verb", ""), attrs.get("group", ""), resource, attrs.get("namespace") or None, attrs.get("name") or None
-
-
-def known_resource(group: str, plural: str) -> bool:
-    return RESOURCES.by_plural(group, plural) is not None

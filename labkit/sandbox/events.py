@@ -57,3 +57,42 @@ def record_event(core: ApiCore, obj: dict[str, Any], type_: str, reason: str, me
         if len(_recent) > _RECENT_LIMIT:
             _recent.popitem(last=False)
     return created
+
+
+EVENTS_V1 = RESOURCES.by_plural("events.k8s.io", "events")
+
+
+def to_events_v1(event: dict[str, Any]) -> dict[str, Any]:
+    """A core/v1 Event as ``events.k8s.io/v1`` shows it: the same object, newer field names."""
+    count = int(event.get("count") or 1)
+    out: dict[str, Any] = {
+        "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": event["metadata"],
+        "eventTime": event.get("eventTime"), "reason": event.get("reason"), "note": event.get("message"),
+        "type": event.get("type"), "regarding": event.get("involvedObject"),
+        "reportingController": event.get("reportingComponent") or (event.get("source") or {}).get("component", ""),
+        "reportingInstance": event.get("reportingInstance") or (event.get("source") or {}).get("host", ""),
+        "deprecatedSource": event.get("source"), "deprecatedFirstTimestamp": event.get("firstTimestamp"),
+        "deprecatedLastTimestamp": event.get("lastTimestamp"), "deprecatedCount": count,
+    }
+    if count > 1:
+        out["series"] = {"count": count, "lastObservedTime": event.get("lastTimestamp")}
+    if event.get("action"):
+        out["action"] = event["action"]
+    return {k: v for k, v in out.items() if v is not None or k == "eventTime"}
+
+
+def from_events_v1(event: dict[str, Any]) -> dict[str, Any]:
+    """An ``events.k8s.io/v1`` Event as the core/v1 object both API groups store."""
+    series = event.get("series") or {}
+    source = event.get("deprecatedSource") or {"component": event.get("reportingController", "")}
+    out = {
+        "apiVersion": "v1", "kind": "Event", "metadata": event.get("metadata") or {},
+        "involvedObject": event.get("regarding") or {}, "reason": event.get("reason"), "message": event.get("note"),
+        "type": event.get("type"), "source": source, "eventTime": event.get("eventTime"),
+        "reportingComponent": event.get("reportingController"), "reportingInstance": event.get("reportingInstance"),
+        "count": series.get("count") or event.get("deprecatedCount") or 1,
+        "firstTimestamp": event.get("deprecatedFirstTimestamp"),
+        "lastTimestamp": series.get("lastObservedTime") or event.get("deprecatedLastTimestamp"),
+        "action": event.get("action"),
+    }
+    return {k: v for k, v in out.items() if v is not None}

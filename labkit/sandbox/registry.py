@@ -116,7 +116,9 @@ RESOURCES = Registry(
         _api("rbac.authorization.k8s.io", "rbac", "ClusterRole", "clusterroles", namespaced=False),
         _api("rbac.authorization.k8s.io", "rbac", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
         _api("discovery.k8s.io", "discovery", "EndpointSlice", "endpointslices"),
-        _api("events.k8s.io", "events", "Event", "events", short_names=("ev",)),
+        # a second view of the core Events (stored once); updates go through core/v1
+        _api("events.k8s.io", "events", "Event", "events", short_names=("ev",),
+             verbs=("create", "delete", "get", "list", "watch")),
         _api("authorization.k8s.io", "authorization", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
              namespaced=False, verbs=("create",)),
         _api("authorization.k8s.io", "authorization", "SubjectAccessReview", "subjectaccessreviews",

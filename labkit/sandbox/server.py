@@ -20,11 +20,13 @@ from urllib.parse import unquote
 import yaml
 from aiohttp import web
 
-from . import discovery, logs, protobuf, schemas, tables
+from . import discovery, logs, patch, protobuf, schemas, tables
 from .apicore import ApiCore
 from .auth import ADMIN, Authorizer, TokenAuthority, User, review_attributes
+from .events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
 from .registry import RESOURCES, Resource
-from .status import StatusError, bad_request, forbidden, method_not_allowed, not_found, unauthorized, unsupported_media_type
+from .selectors import parse_field_selector, parse_label_selector
+from .status import StatusError, bad_request, forbidden, method_not_allowed, unauthorized, unsupported_media_type
 
 log = logging.getLogger("labkit.sandbox.server")
 
@@ -221,6 +223,8 @@ class ApiServer:
         manager = q.get("fieldManager") or request.headers.get("User-Agent", "").split("/", 1)[0]
         validation = q.get("fieldValidation", "Warn")
         dry_run = q.get("dryRun") == "All"
+        if t.resource is EVENTS_V1:
+            return await self._events_v1(request, t, manager)
         if t.subresource:
             return await self._subresource(request, t, manager, dry_run)
         if method == "GET" and t.name is None:
@@ -258,6 +262,35 @@ class ApiServer:
         if method == "DELETE":
             return await self._delete(request, t, dry_run)
         raise method_not_allowed()
+
+    async def _events_v1(self, request: web.Request, t: Target, manager: str) -> web.StreamResponse:
+        """``events.k8s.io/v1`` is a second view of the core Events, stored once (as in Kubernetes)."""
+        core, q = self.core, request.query
+        stored = Target(EVENTS, t.namespace, t.name, t.subresource)
+        if request.method == "GET" and t.name is None:
+            verb = "watch" if _flag(request, "watch") else "list"
+            self._authorize(request, verb, t)
+            if verb == "watch":
+                return await self._watch(request, stored, view=EVENTS_V1, present=to_events_v1)
+            listing = core.list(EVENTS, t.namespace, label_selector=q.get("labelSelector", ""),
+                                field_selector=q.get("fieldSelector", ""))
+            items = [to_events_v1(e) for e in listing["items"]]
+            if _wants_table(request):
+                return _json(tables.to_table(EVENTS_V1, items, list_rv=listing["metadata"]["resourceVersion"]))
+            return _json({**listing, "kind": "EventList", "apiVersion": EVENTS_V1.api_version, "items": items})
+        if request.method == "GET":
+            self._authorize(request, "get", t)
+            return self._answer(request, t, to_events_v1(core.get(EVENTS, t.namespace, t.name)))
+        if request.method == "POST" and t.name is None:
+            self._authorize(request, "create", t)
+            body = from_events_v1(await self._body(request, t))
+            obj, warnings = core.create(EVENTS, t.namespace, body, manager=manager, validation="Ignore")
+            return self._answer(request, t, to_events_v1(obj), 201, warnings)
+        if request.method == "DELETE" and t.name:
+            self._authorize(request, "delete", t)
+            return _json(to_events_v1(core.delete(EVENTS, t.namespace, t.name)))
+        raise method_not_allowed("events.k8s.io/v1 Events are read, created and deleted here; "
+                                 "update them through the core v1 API")
 
     async def _patch(self, request: web.Request, t: Target, manager: str, validation: str, dry_run: bool,
                      subresource: str = "") -> web.Response:
@@ -330,12 +363,11 @@ class ApiServer:
                 if method == "PUT":
                     body = await self._body(request, t)
                 else:
-                    from . import patch as patching
                     raw = await request.read()
                     content_type = request.headers.get("Content-Type", "").split(";")[0]
                     document = json.loads(raw or b"null")
-                    body = (patching.json_patch(current, document) if content_type == "application/json-patch+json"
-                            else patching.json_merge_patch(current, document))
+                    body = (patch.json_patch(current, document) if content_type == "application/json-patch+json"
+                            else patch.json_merge_patch(current, document))
                 replicas = (body.get("spec") or {}).get("replicas")
                 return _json(core.set_scale(t.resource, t.namespace, t.name, replicas,
                                             (body.get("metadata") or {}).get("resourceVersion") if method == "PUT" else None,
@@ -378,7 +410,10 @@ class ApiServer:
         return {**body, "metadata": body.get("metadata") or {"creationTimestamp": None}, "status": status}
 
     # ---------------------------------------------------------------- watch
-    async def _watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+    async def _watch(self, request: web.Request, t: Target, view: Resource | None = None,
+                     present: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> web.StreamResponse:
+        """Stream watch events; *view*/*present* show stored objects as another API group does."""
+        view = view or t.resource
         q = request.query
         rv_text = q.get("resourceVersion", "")
         since = int(rv_text) if rv_text not in ("", "0") else None
@@ -386,7 +421,6 @@ class ApiServer:
             since = None
         label = q.get("labelSelector", "")
         field = q.get("fieldSelector", "")
-        from .selectors import parse_field_selector, parse_label_selector
         watcher = self.core.store.watch(t.resource, t.namespace, since_rv=since,
                                         label_selector=parse_label_selector(label) if label else None,
                                         field_selector=parse_field_selector(field) if field else None)
@@ -411,14 +445,17 @@ class ApiServer:
                         # the watcher's own bookmark never claims an rv ahead of an event it still holds
                         bookmark = watcher.bookmark()
                         if bookmark is not None:
-                            await response.write(_dumps({"type": "BOOKMARK", "object": bookmark.object}) + b"\n")
+                            marker = {**bookmark.object, "apiVersion": view.api_version, "kind": view.kind}
+                            await response.write(_dumps({"type": "BOOKMARK", "object": marker}) + b"\n")
                         next_bookmark = time.monotonic() + BOOKMARK_EVERY
                     continue
                 obj = event.object
                 obj.setdefault("apiVersion", t.resource.api_version)
                 obj.setdefault("kind", t.resource.kind)
+                if present:
+                    obj = present(obj)
                 if as_table:
-                    obj = tables.table_event(t.resource, event.type, obj)
+                    obj = tables.table_event(view, event.type, obj)
                 await response.write(_dumps({"type": event.type, "object": obj}) + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):
             pass

@@ -197,3 +197,29 @@ def _client(info):
     from kubernetes import config
 
     return config.new_client_from_config(config_file=str(info.kubeconfig))
+
+
+def test_runtime_class_admission_and_protected_namespaces(raw, namespace):
+    code, status = raw("POST", f"/api/v1/namespaces/{namespace}/pods",
+                       {"metadata": {"name": "p"}, "spec": {"runtimeClassName": "no-such-class",
+                                                            "containers": [{"name": "c", "image": "i"}]}})
+    assert (code, status["message"]) == (403, 'pods "p" is forbidden: pod rejected: RuntimeClass "no-such-class" not found')
+    code, status = raw("DELETE", "/api/v1/namespaces/kube-system")
+    assert (code, status["message"]) == (403, 'namespaces "kube-system" is forbidden: this namespace may not be deleted')
+
+
+def test_events_k8s_io_is_a_view_of_core_events(raw, namespace):
+    raw("POST", f"/api/v1/namespaces/{namespace}/events",
+        {"metadata": {"name": "e1"}, "involvedObject": {"kind": "Pod", "name": "x", "namespace": namespace},
+         "reason": "Tested", "message": "core event", "type": "Normal", "source": {"component": "pytest"}})
+    code, listing = raw("GET", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events")
+    assert code == 200 and listing["apiVersion"] == "events.k8s.io/v1"
+    event = next(e for e in listing["items"] if e["metadata"]["name"] == "e1")
+    assert (event["note"], event["regarding"]["name"], event["reportingController"]) == ("core event", "x", "pytest")
+    code, created = raw("POST", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+                        {"metadata": {"name": "e2"}, "regarding": {"kind": "Pod", "name": "y"}, "reason": "Also",
+                         "note": "v1 event", "type": "Warning", "reportingController": "pytest",
+                         "reportingInstance": "me", "action": "Testing", "eventTime": "2026-01-01T00:00:00.000000Z"})
+    assert code == 201
+    code, core_view = raw("GET", f"/api/v1/namespaces/{namespace}/events/e2")
+    assert (code, core_view["message"], core_view["involvedObject"]["name"]) == (200, "v1 event", "y")
