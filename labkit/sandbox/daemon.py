@@ -41,15 +41,18 @@ from ..errors import SandboxError
 from . import tls
 from .apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
 from .auth import TokenAuthority
+from .endpoints import run_endpoints_controller
 from .nodes import NODES, SANDBOX_NODE_LABEL, ensure_nodes, run_scheduler, run_terminator
 from .registry import RESOURCES
 from .server import VERSION_INFO, ApiServer, ServerThread
 from .store import Store
+from .workloads import run_deployment_controller, run_job_controller, run_replicaset_controller
 
 log = logging.getLogger("labkit.sandbox.daemon")
 
 #: The control loops the daemon runs on the API server's event loop, each ``async def loop(core)``.
-CONTROLLERS = (run_scheduler, run_terminator)
+CONTROLLERS = (run_scheduler, run_terminator, run_deployment_controller, run_replicaset_controller, run_job_controller,
+               run_endpoints_controller)
 
 
 @dataclass
