@@ -97,13 +97,13 @@ def test_deployment_rollout_scale_describe_restart_undo(kubectl, namespace, api_
     # rollout status waits (watching) until the pods are reported ready
     waiting = subprocess.Popen([kubectl.binary, "rollout", "status", "deployment/web", "-n", namespace, "--timeout=20s"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=kubectl.env)
+    # not rolled out while no pod is ready (the first line comes before any pod is reported)
+    assert waiting.stdout.readline().startswith('Waiting for deployment "web" rollout to finish: ')
     wait_for("3 pods", lambda: len(_pods(api_client, namespace, "app=web")) == 3)
-    assert waiting.poll() is None  # not rolled out while no pod is ready
     with FakeKubelet(api_client, namespace):
         out, err = waiting.communicate(timeout=30)
         assert waiting.returncode == 0, err
         assert out.strip().endswith('deployment "web" successfully rolled out')
-        assert "Waiting for deployment" in out  # it did wait: "... of 3 updated replicas are available..."
 
         kubectl("scale", "deployment/web", "--replicas=5", "-n", namespace)
         result = rollout_status(kubectl, namespace)
