@@ -6,17 +6,18 @@ from ..config import resolve_backend, sandbox_dir
 from ..sandbox.images import ImageStore
 from .base import Host
 from .local import LocalHost
-from .sandbox import SandboxHost
+from .sandbox import DEFAULT_NODE, SandboxHost
 
 
 def host_for_backend(backend: str | None = None) -> Host:
     """The host door for *backend* (default: ``LABKIT_BACKEND`` or sandbox).
 
-    The sandbox's image store lives at ``<sandbox_dir>/images``, its node root at ``<sandbox_dir>/node``.
+    The sandbox's image store lives at ``<sandbox_dir>/images``; the door acts on the first node,
+    whose root is ``<sandbox_dir>/nodes/labkit-server-0``.
     """
     if resolve_backend(backend) == "sandbox":
         root = sandbox_dir()
-        return SandboxHost(root / "node", ImageStore(root / "images"))
+        return SandboxHost(root / "nodes" / DEFAULT_NODE, ImageStore(root / "images"), DEFAULT_NODE, root)
     return LocalHost()
 
 

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..sandbox.images import ImageRecord, ImageStore
 from .base import Host
 
+#: The node the host door acts on by default: the first one, k3s's server node.
+DEFAULT_NODE = "labkit-server-0"
+
 
 class SandboxHost(Host):
-    """A sandbox node: *node_root* mirrors a k3s node's paths; images go to *image_store*."""
+    """A sandbox node: *node_root* mirrors a k3s node's paths; images go to *image_store*.
 
-    def __init__(self, node_root: Path, image_store: ImageStore) -> None:
+    *sandbox_home* is the sandbox directory whose daemon runs the node (for :meth:`restart_k3s`);
+    by default the one holding ``nodes/<node>`` in *node_root*.
+    """
+
+    def __init__(self, node_root: Path, image_store: ImageStore, node: str = DEFAULT_NODE,
+                 sandbox_home: Path | None = None) -> None:
         self.node_root = Path(node_root)
         self.image_store = image_store
+        self.node = node
+        self.sandbox_home = sandbox_home or self.node_root.parent.parent
 
     def import_image(self, archive: Path) -> list[str]:
         # k3s' docs import with --all-platforms, since wasm images are wasip1/wasm.
@@ -21,3 +32,10 @@ class SandboxHost(Host):
 
     def list_images(self) -> list[ImageRecord]:
         return self.image_store.list()
+
+    def restart_k3s(self) -> dict[str, Any]:
+        """``systemctl restart k3s`` on the node: the containerd config is re-rendered from its template and re-read,
+        RuntimeClasses for detected runtimes are created; running pods keep running. Returns the loaded runtimes."""
+        from ..sandbox.daemon import restart_node  # the daemon module pulls in the API server; load it only here
+
+        return restart_node(self.node, home=self.sandbox_home)

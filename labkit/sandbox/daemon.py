@@ -42,7 +42,8 @@ from . import tls
 from .apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
 from .auth import TokenAuthority
 from .endpoints import run_endpoints_controller
-from .nodes import NODES, SANDBOX_NODE_LABEL, ensure_nodes, run_scheduler, run_terminator
+from .kubelet import NodeAgents
+from .nodes import NODES, SANDBOX_NODE_LABEL, ensure_nodes, run_scheduler
 from .registry import RESOURCES
 from .server import VERSION_INFO, ApiServer, ServerThread
 from .store import Store
@@ -51,7 +52,7 @@ from .workloads import run_deployment_controller, run_job_controller, run_replic
 log = logging.getLogger("labkit.sandbox.daemon")
 
 #: The control loops the daemon runs on the API server's event loop, each ``async def loop(core)``.
-CONTROLLERS = (run_scheduler, run_terminator, run_deployment_controller, run_replicaset_controller, run_job_controller,
+CONTROLLERS = (run_scheduler, run_deployment_controller, run_replicaset_controller, run_job_controller,
                run_endpoints_controller)
 
 
@@ -74,6 +75,7 @@ def _paths(home: Path | None = None) -> dict[str, Path]:
         "root": root, "state": root / "state.db", "info": root / "server.json", "kubeconfig": root / "kubeconfig",
         "secret": root / "secret", "token": root / "admin-token", "log": root / "daemon.log",
         "lock": root / "lock", "pod_logs": root / "pod-logs", "ca": root / "ca.crt",
+        "nodes": root / "nodes", "images": root / "images", "module_cache": root / "module-cache",
     }
 
 
@@ -310,10 +312,12 @@ def serve(home: Path, nodes: int | None) -> None:
     existing = [n for n in store.list(NODES)[0] if n["metadata"].get("labels", {}).get(SANDBOX_NODE_LABEL) == "true"]
     ensure_nodes(core, nodes or max(len(existing), 1))
     previous = _read_info(paths) or {}
-    server = ApiServer(core, TokenAuthority(secret, token), paths["pod_logs"], extra_routes=_admin_routes(core))
+    agents = NodeAgents.for_sandbox(core, paths["root"])  # the kubelets, and their node restarts
+    server = ApiServer(core, TokenAuthority(secret, token), paths["pod_logs"], extra_routes=_admin_routes(core, agents))
     _, crt, key = tls.ensure_certificates(paths["root"])
     thread = ServerThread(server, port=_free_port(previous.get("port")), ssl_context=tls.server_context(crt, key)).start()
-    tasks = thread.call(lambda: [asyncio.ensure_future(controller(core)) for controller in CONTROLLERS])
+    tasks = thread.call(lambda: [asyncio.ensure_future(controller(core)) for controller in CONTROLLERS]
+                        + [asyncio.ensure_future(agents.run())])
     write_kubeconfig(paths["kubeconfig"], thread.url, token, paths["ca"])
     info = {"pid": os.getpid(), "server": thread.url, "port": thread.port, "version": VERSION_INFO["gitVersion"],
             "started": time.time()}
@@ -333,17 +337,55 @@ def serve(home: Path, nodes: int | None) -> None:
         paths["info"].unlink(missing_ok=True)
 
 
-def _admin_routes(core: ApiCore) -> list[web.RouteDef]:
-    """``POST /labkit/nodes {"count": N}``: resize the sandbox (admin token only)."""
+def _admin_routes(core: ApiCore, agents: NodeAgents) -> list[web.RouteDef]:
+    """Admin token only: ``POST /labkit/nodes {"count": N}`` resizes the sandbox;
+    ``POST /labkit/nodes/{name}/restart`` restarts that node's k3s (containerd config re-rendered and re-read)."""
 
-    async def resize(request: web.Request) -> web.Response:
+    def forbidden(request: web.Request) -> web.Response | None:
         user = request.get("user")
         if user is None or not user.is_admin:
             return web.json_response({"message": "forbidden"}, status=403)
+        return None
+
+    async def resize(request: web.Request) -> web.Response:
+        if (denied := forbidden(request)) is not None:
+            return denied
         count = int((await request.json()).get("count", 1))
         return web.json_response({"nodes": ensure_nodes(core, count)})
 
-    return [web.post("/labkit/nodes", resize)]
+    async def restart(request: web.Request) -> web.Response:
+        if (denied := forbidden(request)) is not None:
+            return denied
+        name = request.match_info["name"]
+        try:
+            info = await agents.restart(name)
+        except KeyError:
+            return web.json_response({"message": f'node "{name}" is not a running sandbox node'}, status=404)
+        if info is None:
+            error = agents.kubelets[name].runtime_error
+            return web.json_response({"node": name, "message": f"containerd did not start: {error}"}, status=422)
+        return web.json_response({"node": name, "defaultRuntime": info.default_runtime,
+                                  "runtimes": sorted(info.runtimes), "ignoredKeys": info.ignored_keys})
+
+    return [web.post("/labkit/nodes", resize), web.post("/labkit/nodes/{name}/restart", restart)]
+
+
+def restart_node(name: str, home: Path | None = None) -> dict[str, Any]:
+    """Ask the running daemon to restart sandbox node *name* as ``systemctl restart k3s`` would.
+
+    Returns the runtimes containerd loaded; :class:`SandboxError` if no sandbox runs or the config does not load.
+    """
+    paths = _paths(home)
+    info = _read_info(paths)
+    if not info or not _alive(info["pid"]):
+        raise SandboxError("the sandbox is not running", "start it: labkit sandbox up")
+    try:
+        return _api(info["server"], paths, "POST", f"/labkit/nodes/{name}/restart", {})
+    except urllib.error.HTTPError as err:
+        message = json.loads(err.read() or b"{}").get("message", str(err))
+        raise SandboxError(f"restarting node {name} failed: {message}",
+                           "fix the containerd template in the node's var/lib/rancher/k3s/agent/etc/containerd/ "
+                           "and restart again" if err.code == 422 else "list the nodes: kubectl get nodes") from None
 
 
 def main(argv: list[str] | None = None) -> None:

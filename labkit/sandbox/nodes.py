@@ -201,28 +201,3 @@ async def run_scheduler(core: ApiCore) -> None:
         finally:
             watcher.close()
             node_watcher.close()
-
-
-async def run_terminator(core: ApiCore) -> None:
-    """Finish graceful pod deletions on sandbox nodes.
-
-    A kubelet deletes a terminating pod's object once its containers stopped.
-    Pods whose containers never started (nothing runs them yet) stop at once.
-    """
-    while True:
-        watcher = core.store.watch(PODS, None, since_rv=None)
-        try:
-            while True:
-                event = await watcher.next(1.0)
-                if event is None or event.type == "DELETED":
-                    continue
-                meta = event.object["metadata"]
-                if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-                    core.finish_pod_deletion(meta["namespace"], meta["name"])
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("pod terminator failed; restarting it")
-            await asyncio.sleep(0.5)
-        finally:
-            watcher.close()

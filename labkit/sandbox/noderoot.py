@@ -1,0 +1,77 @@
+"""A sandbox node's root directory and its container runtime start-up, as on a k3s node.
+
+Each node has ``<sandbox>/nodes/<node>/`` mirroring the k3s paths a learner
+touches: ``var/lib/rancher/k3s/agent/etc/containerd/`` (templates and the
+rendered ``config.toml``), ``etc/rancher/k3s/config.yaml`` and
+``usr/local/bin/`` with stand-ins for the binaries a k3s node with the WasmEdge
+shim has. :func:`start_containerd` is what k3s does at every start: detect the
+alternative runtimes on its PATH, render the containerd config from the
+template (so a learner's ``config-v3.toml.tmpl`` takes effect on a restart) and
+let containerd read it back.
+
+>>> import tempfile
+>>> info = start_containerd(prepare_node_root(Path(tempfile.mkdtemp())))
+>>> info.default_runtime, sorted(info.runtimes)
+('runc', ['crun', 'runc', 'wasmedge'])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .containerd import ContainerdPaths, RuntimeInfo, detect_runtimes, node_runtime_info, render_node_config
+
+#: containerd 2 (k3s >= v1.32.2) prefers config version 3.
+CONTAINERD_CONFIG_VERSION = 3
+
+_STAND_IN = """#!/bin/sh
+# labkit sandbox stand-in for {what}.
+# This file only marks that the binary is installed on this simulated k3s node, so k3s's runtime
+# detection finds it; the sandbox's kubelet runs wasm itself (wasmtime), nothing executes this script.
+echo "{name}: labkit sandbox stand-in, not the real binary" >&2
+exit 1
+"""
+
+#: What a k3s node with the runwasi WasmEdge shim and a WasmEdge-enabled crun has in /usr/local/bin (runc ships with k3s).
+STAND_INS = {
+    "containerd-shim-wasmedge-v1": "the runwasi WasmEdge shim (containerd-shim-wasmedge-v1)",
+    "crun": "crun built with WasmEdge support (crun --version would list +WASM:wasmedge)",
+}
+
+
+def prepare_node_root(root: Path) -> Path:
+    """Create the node's k3s directories and stand-in binaries (existing files are left alone); returns *root*."""
+    paths = ContainerdPaths(root)
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    paths.k3s_config.parent.mkdir(parents=True, exist_ok=True)
+    bin_dir = root / "usr/local/bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, what in STAND_INS.items():
+        path = bin_dir / name
+        if not path.exists():
+            path.write_text(_STAND_IN.format(what=what, name=name))
+            os.chmod(path, 0o755)
+    return root
+
+
+def start_containerd(root: Path) -> RuntimeInfo:
+    """k3s's start sequence on the node at *root*: detect runtimes, render ``config.toml``, read it back.
+
+    Raises :class:`~labkit.sandbox.containerd.ContainerdConfigError` for a
+    template containerd would reject (on k3s, containerd would not start).
+    """
+    paths = ContainerdPaths(root)
+    render_node_config(paths, CONTAINERD_CONFIG_VERSION, detect_runtimes(root))
+    return node_runtime_info(paths)
+
+
+def runtime_class_objects(root: Path) -> list[dict[str, Any]]:
+    """The RuntimeClasses k3s creates for the alternative runtimes it detected on the node."""
+    return [
+        {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+         "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "k3s"}},
+         "handler": name}
+        for name in sorted(detect_runtimes(root))
+    ]

@@ -1,0 +1,346 @@
+"""The sandbox kubelet in-process: real ApiCore, real scheduler, real wasm (wasmtime), real node roots on disk.
+
+Each test runs a small cluster (scheduler + node agents) on an event loop in a
+background thread and drives it through ApiCore, as the API server would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import wasmtime
+
+from labkit.sandbox.apicore import ApiCore
+from labkit.sandbox.containerd import ContainerdPaths, RuntimeSpec, crun_runtime_template, runtime_tables
+from labkit.sandbox.daemon import bootstrap
+from labkit.sandbox.events import EVENTS
+from labkit.sandbox.images import ImageStore
+from labkit.sandbox.kubelet import RUNTIMECLASSES, NodeAgents, go_duration, pod_phase
+from labkit.sandbox.nodes import PODS, ensure_nodes, run_scheduler
+from labkit.sandbox.registry import RESOURCES
+from labkit.sandbox.status import StatusError
+from labkit.sandbox.store import Store
+from labkit.wasm.apps import module_path
+from labkit.wasm.oci import build_image
+
+CONFIGMAPS = RESOURCES.by_plural("", "configmaps")
+DEMO = "labkit/wasi-demo:latest"  # served by the simulated registry (runwasi layout)
+COMPAT = "labkit/wasi-demo:compat"  # crun's compat layout: /wasi-demo.wasm in the rootfs
+
+
+class Cluster:
+    """Scheduler + kubelets on a loop thread, over one ApiCore and one sandbox directory."""
+
+    def __init__(self, root: Path, nodes: int = 1, core: ApiCore | None = None) -> None:
+        self.root = root
+        self.core = core or ApiCore(Store(":memory:"))
+        if core is None:
+            bootstrap(self.core)
+            ensure_nodes(self.core, nodes)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.agents = NodeAgents.for_sandbox(self.core, root)
+        self.tasks = [self.call(lambda: asyncio.ensure_future(run_scheduler(self.core))),
+                      self.call(lambda: asyncio.ensure_future(self.agents.run()))]
+        self.wait_for(lambda: self.core.store.get(RUNTIMECLASSES, None, "wasmedge"), "the kubelet's start")
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        async def run() -> Any:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def close(self) -> None:
+        for task in self.tasks:
+            self.loop.call_soon_threadsafe(task.cancel)
+        time.sleep(0.2)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    def wait_for(self, predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def run_pod(self, name: str, image: str = DEMO, args: list[str] | None = None, **spec: Any) -> dict[str, Any]:
+        container = {"name": "demo", "image": image, **({"args": args} if args else {}), **spec.pop("container", {})}
+        meta = {"name": name, **({"annotations": spec.pop("annotations")} if "annotations" in spec else {})}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+               "spec": {"runtimeClassName": "wasmedge", "restartPolicy": "Never", "containers": [container], **spec}}
+        if pod["spec"]["runtimeClassName"] is None:
+            del pod["spec"]["runtimeClassName"]
+        return self.core.create(PODS, "default", pod)[0]
+
+    def pod(self, name: str) -> dict[str, Any] | None:
+        return self.core.store.get(PODS, "default", name)
+
+    def container(self, name: str) -> dict[str, Any]:
+        statuses = (self.pod(name) or {}).get("status", {}).get("containerStatuses") or [{}]
+        return statuses[0]
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = 10.0) -> dict[str, Any]:
+        return self.wait_for(lambda: (p := self.pod(name)) and p.get("status", {}).get("phase") in phases and p,
+                             f"pod {name} in {phases}", timeout)
+
+    def wait_waiting(self, name: str, reason: str, timeout: float = 10.0) -> dict[str, Any]:
+        return self.wait_for(lambda: self.container(name).get("state", {}).get("waiting", {}).get("reason") == reason
+                             and self.container(name), f"{name} waiting {reason}", timeout)
+
+    def events(self, name: str) -> list[tuple[str, str, str]]:
+        return [(e["type"], e["reason"], e["message"]) for e in self.core.store.list(EVENTS, "default")[0]
+                if e["involvedObject"]["name"] == name]
+
+    def wait_event(self, name: str, reason: str, timeout: float = 10.0) -> str:
+        return self.wait_for(lambda: next((m for _, r, m in self.events(name) if r == reason), None),
+                             f"event {reason} for {name}", timeout)
+
+    def log(self, name: str, restart: int = 0) -> str:
+        pod = self.pod(name)
+        assert pod is not None
+        meta = pod["metadata"]
+        path = self.root / "pod-logs" / f"default_{name}_{meta['uid']}" / "demo" / f"{restart}.log"
+        return path.read_text() if path.exists() else ""
+
+    def node_root(self, node: str = "labkit-server-0") -> Path:
+        return self.root / "nodes" / node
+
+    def restart_node(self, node: str = "labkit-server-0") -> Any:
+        return asyncio.run_coroutine_threadsafe(self.agents.restart(node), self.loop).result(10)
+
+    def import_module(self, wasm: bytes, name: str, layout: str = "runwasi") -> str:
+        built = build_image(wasm, name, "v1", layout, self.root / f"{name}.tar")
+        ImageStore(self.root / "images").import_archive(built.path)
+        return built.ref
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    c = Cluster(tmp_path)
+    yield c
+    c.close()
+
+
+def test_node_root_mirrors_a_k3s_node_with_the_wasmedge_shim(cluster: Cluster) -> None:
+    root = cluster.node_root()
+    shim = root / "usr/local/bin/containerd-shim-wasmedge-v1"
+    assert "sandbox stand-in" in shim.read_text() and shim.stat().st_mode & 0o111
+    config = ContainerdPaths(root).config.read_text()
+    assert "io.containerd.wasmedge.v1" in config and "version = 3" in config
+    handlers = {rc["metadata"]["name"]: rc["handler"] for rc in cluster.core.store.list(RUNTIMECLASSES)[0]}
+    assert handlers == {"crun": "crun", "wasmedge": "wasmedge"}
+
+
+def test_wasm_pod_runs_to_completion_with_status_events_and_logs(cluster: Cluster) -> None:
+    cluster.run_pod("hello", args=["echo", "hello", "wasm"])
+    pod = cluster.wait_phase("hello", "Succeeded")
+    status = pod["status"]
+    c = status["containerStatuses"][0]
+    assert c["state"]["terminated"]["reason"] == "Completed" and c["state"]["terminated"]["exitCode"] == 0
+    assert c["containerID"].startswith("containerd://") and len(c["containerID"]) == len("containerd://") + 64
+    assert c["image"] == "docker.io/labkit/wasi-demo:latest" and c["imageID"].startswith("sha256:")
+    assert status["podIP"].startswith("127.42.0.") and status["hostIP"] == "127.0.100.1" and status["startTime"]
+    ready = next(x for x in status["conditions"] if x["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "PodCompleted"
+    assert "stdout F hello wasm" in cluster.log("hello") and "stderr F exiting" in cluster.log("hello")
+    reasons = [r for _, r, _ in cluster.events("hello")]
+    assert {"Scheduled", "Pulling", "Pulled", "Created", "Started"} <= set(reasons)
+    pulled = cluster.wait_event("hello", "Pulled")
+    assert pulled.startswith('Successfully pulled image "labkit/wasi-demo:latest" in ') and "simulated registry" in pulled
+    assert ("Normal", "Created", "Created container: demo") in cluster.events("hello")
+
+
+def test_exit_code_makes_the_pod_failed_with_reason_error(cluster: Cluster) -> None:
+    cluster.run_pod("three", args=["exit", "3"])
+    cluster.wait_phase("three", "Failed")
+    terminated = cluster.container("three")["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (3, "Error")
+
+
+def test_running_pod_is_ready_then_killed_promptly_on_delete(cluster: Cluster) -> None:
+    cluster.run_pod("daemon", restartPolicy="Always")
+    pod = cluster.wait_for(lambda: (p := cluster.pod("daemon")) and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])) and p, "Ready")
+    assert pod["status"]["phase"] == "Running" and "running" in pod["status"]["containerStatuses"][0]["state"]
+    cluster.wait_for(lambda: "heartbeat 1" in cluster.log("daemon"), "a heartbeat in the log")
+    started = time.monotonic()
+    deleted = cluster.core.delete(PODS, "default", "daemon")
+    assert deleted["metadata"]["deletionGracePeriodSeconds"] == 30
+    cluster.wait_for(lambda: cluster.pod("daemon") is None, "the pod to go", timeout=5)
+    assert time.monotonic() - started < 3
+    killing = [m for _, r, m in cluster.events("daemon") if r == "Killing"]
+    assert killing == ["Stopping container demo"]
+
+
+def test_runtime_class_handler_missing_then_fixed_by_template_and_restart(cluster: Cluster) -> None:
+    cluster.core.create(RUNTIMECLASSES, None, {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                                               "metadata": {"name": "wasm"}, "handler": "wasm"})
+    cluster.run_pod("mismatch", runtimeClassName="wasm", args=["echo", "ok"])
+    message = cluster.wait_event("mismatch", "FailedCreatePodSandBox")
+    assert message == ('Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: '
+                       'no runtime for "wasm" is configured')
+    assert cluster.pod("mismatch")["status"]["phase"] == "Pending"
+    assert cluster.container("mismatch")["state"]["waiting"]["reason"] == "ContainerCreating"
+    paths = ContainerdPaths(cluster.node_root())
+    paths.template_v3.write_text('{{ template "base" . }}\n' + runtime_tables(3, "wasm", RuntimeSpec("io.containerd.wasmedge.v1")))
+    info = cluster.restart_node()
+    assert "wasm" in info.runtimes
+    cluster.wait_phase("mismatch", "Succeeded", timeout=5)
+
+
+def test_arg0_that_is_not_wasm_fails_with_the_shims_wording_and_backs_off(cluster: Cluster) -> None:
+    cluster.run_pod("arg0", image=COMPAT, restartPolicy="Always", container={"command": ["/wasi-demo"]})
+    status = cluster.wait_waiting("arg0", "CrashLoopBackOff")
+    message = status["lastState"]["terminated"]["message"]
+    assert message.startswith("failed to create containerd task: failed to create shim task: ")
+    assert "wasmedge executor can't handle spec" in message
+    assert status["lastState"]["terminated"]["reason"] == "StartError" and status["restartCount"] == 1
+    failed = [m for t, r, m in cluster.events("arg0") if r == "Failed"]
+    assert failed and "can't handle spec" in failed[0]
+
+
+def test_image_never_pull_and_pull_failures(cluster: Cluster) -> None:
+    cluster.run_pod("never", image="wasi-demo:latest", container={"imagePullPolicy": "Never"})
+    status = cluster.wait_waiting("never", "ErrImageNeverPull")
+    assert status["state"]["waiting"]["message"] == 'Container image "wasi-demo:latest" is not present with pull policy of Never'
+    cluster.run_pod("nopull", image="nosuch/app:v1")
+    status = cluster.wait_waiting("nopull", "ErrImagePull")
+    assert status["state"]["waiting"]["message"].startswith(
+        'failed to pull and unpack image "docker.io/nosuch/app:v1": failed to resolve reference')
+    hint = next(m for _, r, m in cluster.events("nopull") if r == "Failed" and m.startswith("Failed to pull"))
+    assert "no registry access" in hint and "labkit image import" in hint
+    cluster.wait_waiting("nopull", "ImagePullBackOff", timeout=3)
+    assert ("Normal", "BackOff", 'Back-off pulling image "nosuch/app:v1"') in cluster.events("nopull")
+
+
+UNKNOWN_IMPORT_WAT = """(module
+  (import "wasi_ephemeral_nn" "compute" (func $compute (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (drop (call $compute (i32.const 0)))))"""
+
+
+def test_unknown_import_exits_137_with_wasmedge_wording_then_crash_loop(cluster: Cluster) -> None:
+    ref = cluster.import_module(bytes(wasmtime.wat2wasm(UNKNOWN_IMPORT_WAT)), "nn-app")
+    cluster.run_pod("nn", image=ref, restartPolicy="Always", container={"imagePullPolicy": "Never"})
+    status = cluster.wait_waiting("nn", "CrashLoopBackOff")
+    assert status["lastState"]["terminated"]["exitCode"] == 137 and status["lastState"]["terminated"]["reason"] == "Error"
+    assert status["state"]["waiting"]["message"].startswith("back-off 10s restarting failed container=demo pod=nn_default(")
+    log = cluster.log("nn")
+    assert "[error] instantiation failed: unknown import, Code: 0x302" in log
+    assert '"wasi_ephemeral_nn" , function name: "compute"' in log
+    assert cluster.log("nn", 1), "the restart writes 1.log, which kubectl logs --previous reads next"
+    uid = cluster.pod("nn")["metadata"]["uid"]
+    assert ("Warning", "BackOff", f"Back-off restarting failed container demo in pod nn_default({uid})") in cluster.events("nn")
+
+
+def test_runc_cannot_exec_a_wasm_module(cluster: Cluster) -> None:
+    cluster.run_pod("runc", image=COMPAT, runtimeClassName=None)  # the node's default runtime: runc
+    cluster.wait_phase("runc", "Failed")
+    terminated = cluster.container("runc")["state"]["terminated"]
+    assert (terminated["reason"], terminated["exitCode"]) == ("StartError", 128)
+    assert 'runc create failed: unable to start container process: error during container init: exec: "/wasi-demo.wasm": ' \
+           "exec format error" in terminated["message"]
+
+
+def test_crun_runs_wasm_only_with_the_annotation_passed_through(cluster: Cluster) -> None:
+    # the auto-detected crun passes no pod annotations: the wasm handler never sees the variant
+    cluster.run_pod("plain", image=COMPAT, runtimeClassName="crun", annotations={"module.wasm.image/variant": "compat-smart"})
+    cluster.wait_phase("plain", "Failed")
+    assert "Exec format error" in cluster.container("plain")["state"]["terminated"]["message"]
+    # notebook 02's lesson: a crun runtime with pod_annotations, plus the pod annotation
+    paths = ContainerdPaths(cluster.node_root())
+    paths.template_v3.write_text(crun_runtime_template(3, name="crun-wasm"))
+    cluster.restart_node()
+    cluster.core.create(RUNTIMECLASSES, None, {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                                               "metadata": {"name": "crun-wasm"}, "handler": "crun-wasm"})
+    cluster.run_pod("smart", image=COMPAT, runtimeClassName="crun-wasm", args=["echo", "from", "crun"],
+                    annotations={"module.wasm.image/variant": "compat-smart"})
+    cluster.run_pod("bare", image=COMPAT, runtimeClassName="crun-wasm")
+    cluster.wait_phase("smart", "Succeeded")
+    assert "stdout F from crun" in cluster.log("smart")
+    cluster.wait_phase("bare", "Failed")
+    assert "exec container process `/wasi-demo.wasm`: Exec format error" in cluster.container("bare")["state"]["terminated"]["message"]
+
+
+def test_volumes_env_and_read_only_mounts(cluster: Cluster) -> None:
+    cluster.core.create(CONFIGMAPS, "default", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
+                                                "data": {"greeting": "hi"}})
+    (cluster.node_root() / "srv/ro").mkdir(parents=True)
+    volumes = [{"name": "data", "hostPath": {"path": "/srv/data", "type": "DirectoryOrCreate"}},
+               {"name": "ro", "hostPath": {"path": "/srv/ro"}},
+               {"name": "cfg", "configMap": {"name": "cfg"}}]
+    mounts = [{"name": "data", "mountPath": "/data"}, {"name": "ro", "mountPath": "/ro", "readOnly": True},
+              {"name": "cfg", "mountPath": "/etc/cfg"}]
+    cluster.run_pod("writer", args=["write", "/data/out.txt", "written", "by", "wasm"], volumes=volumes,
+                    container={"volumeMounts": mounts})
+    cluster.run_pod("ro", args=["write", "/ro/out.txt", "nope"], volumes=volumes, container={"volumeMounts": mounts})
+    cluster.wait_phase("writer", "Succeeded")
+    assert (cluster.node_root() / "srv/data/out.txt").read_text().strip() == "written by wasm"
+    uid = cluster.pod("writer")["metadata"]["uid"]
+    projected = cluster.node_root() / "var/lib/kubelet/pods" / uid / "volumes/kubernetes.io~configmap/cfg/greeting"
+    assert projected.read_text() == "hi"
+    cluster.wait_phase("ro", "Failed")
+    assert not (cluster.node_root() / "srv/ro/out.txt").exists()
+    assert "stderr F " in cluster.log("ro")
+
+
+def test_missing_configmap_volume_is_a_failed_mount(cluster: Cluster) -> None:
+    cluster.run_pod("nocfg", volumes=[{"name": "cfg", "configMap": {"name": "absent"}}])
+    assert cluster.wait_event("nocfg", "FailedMount") == 'MountVolume.SetUp failed for volume "cfg" : configmap "absent" not found'
+
+
+def test_pod_ips_are_unique_and_released(cluster: Cluster) -> None:
+    for name in ("a", "b", "c"):
+        cluster.run_pod(name, restartPolicy="Always")
+    ips = {n: cluster.wait_for(lambda n=n: (cluster.pod(n) or {}).get("status", {}).get("podIP"), f"{n}'s IP")
+           for n in ("a", "b", "c")}
+    assert len(set(ips.values())) == 3
+    cluster.core.delete(PODS, "default", "a")
+    cluster.wait_for(lambda: cluster.pod("a") is None, "a to go")
+    cluster.run_pod("d", restartPolicy="Always")
+    assert cluster.wait_for(lambda: (cluster.pod("d") or {}).get("status", {}).get("podIP"), "d's IP") == ips["a"]
+
+
+def test_pods_are_recovered_after_a_daemon_restart(tmp_path: Path) -> None:
+    first = Cluster(tmp_path)
+    first.run_pod("survivor", restartPolicy="Always")
+    first.wait_phase("survivor", "Running")
+    first.wait_for(lambda: "running" in first.container("survivor").get("state", {}), "running")
+    ip = first.pod("survivor")["status"]["podIP"]
+    first.close()
+    second = Cluster(tmp_path, core=first.core)
+    try:
+        status = second.wait_for(lambda: (c := second.container("survivor")).get("restartCount") == 1
+                                 and "running" in c["state"] and c, "the restarted container")
+        assert status["lastState"]["terminated"]["reason"] == "Unknown"
+        assert second.pod("survivor")["status"]["podIP"] == ip
+        assert second.wait_event("survivor", "SandboxChanged")
+    finally:
+        second.close()
+
+
+def test_pod_phase_rules() -> None:
+    running = {"state": {"running": {}}}
+    failed = {"state": {"terminated": {"exitCode": 1}}}
+    ok = {"state": {"terminated": {"exitCode": 0}}}
+    crashlooping = {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}}
+    creating = {"state": {"waiting": {"reason": "ContainerCreating"}}}
+    assert pod_phase("Always", [creating]) == "Pending"
+    assert pod_phase("Always", [running, crashlooping]) == "Running"
+    assert pod_phase("Never", [failed, ok]) == "Failed"
+    assert pod_phase("OnFailure", [ok]) == "Succeeded"
+    assert pod_phase("Always", [ok]) == "Running"
+    assert go_duration(2.0) == "2s"
+
+
+def test_rejected_runtime_class_reference_is_an_admission_error(cluster: Cluster) -> None:
+    with pytest.raises(StatusError, match='RuntimeClass "nope" not found'):
+        cluster.run_pod("nope", runtimeClassName="nope")
