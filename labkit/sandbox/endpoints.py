@@ -14,17 +14,26 @@ differently land in different subsets/slices, as upstream groups them.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .apicore import ApiCore
-from .registry import RESOURCES
+from .registry import Resource
 from .selectors import label_selector_from_match, parse_label_selector
 from .status import StatusError
-from .workloads import PODS, Key, Source, owner_reference, pod_ready, run_controller
+from .workloads import (
+    PODS,
+    Key,
+    Source,
+    owner_reference,
+    pod_ready,
+    run_controller,
+    served,
+)
 
-SERVICES = RESOURCES.by_plural("", "services")
-ENDPOINTS = RESOURCES.by_plural("", "endpoints")
-SLICES = RESOURCES.by_plural("discovery.k8s.io", "endpointslices")
+SERVICES = served("", "services")
+ENDPOINTS = served("", "endpoints")
+SLICES = served("discovery.k8s.io", "endpointslices")
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
@@ -193,7 +202,7 @@ def _sync_slices(core: ApiCore, service: dict[str, Any], pods: list[dict[str, An
         _delete_quietly(core, SLICES, ns, extra["metadata"]["name"])
 
 
-def _delete_quietly(core: ApiCore, res: Any, ns: str, name: str) -> None:
+def _delete_quietly(core: ApiCore, res: Resource, ns: str, name: str) -> None:
     try:
         core.delete(res, ns, name)
     except StatusError as e:

@@ -20,9 +20,10 @@ import copy
 import json
 import logging
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from .apicore import ApiCore, now_rfc3339
 from .events import record_event
@@ -33,10 +34,20 @@ from .store import NAME_ALPHABET
 
 log = logging.getLogger("labkit.sandbox.workloads")
 
-PODS = RESOURCES.by_plural("", "pods")
-DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
-REPLICASETS = RESOURCES.by_plural("apps", "replicasets")
-JOBS = RESOURCES.by_plural("batch", "jobs")
+
+
+def served(group: str, plural: str) -> Resource:
+    """A resource type the sandbox serves (a typo here is a bug, so it fails at import)."""
+    res = RESOURCES.by_plural(group, plural)
+    if res is None:
+        raise LookupError(f"the sandbox serves no {plural!r} in group {group!r}")
+    return res
+
+
+PODS = served("", "pods")
+DEPLOYMENTS = served("apps", "deployments")
+REPLICASETS = served("apps", "replicasets")
+JOBS = served("batch", "jobs")
 
 HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
@@ -62,7 +73,7 @@ class Source:
     keys: Callable[[ApiCore, dict[str, Any]], Iterable[Key]]
 
 
-def own_key(core: ApiCore, obj: dict[str, Any]) -> Iterable[Key]:
+def own_key(core: ApiCore, obj: dict[str, Any]) -> list[Key]:
     """The object itself is the key (for the controller's primary resource)."""
     return [(obj["metadata"].get("namespace") or "", obj["metadata"]["name"])]
 
@@ -481,7 +492,7 @@ class _DeploymentSync:
             template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = hash_
             selector = copy.deepcopy(self.d["spec"]["selector"])
             selector.setdefault("matchLabels", {})[HASH_LABEL] = hash_
-            rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            rs: dict[str, Any] = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
                   "metadata": {"name": f"{self.name}-{hash_}", "namespace": self.d["metadata"]["namespace"],
                                "labels": dict(template["metadata"]["labels"]),
                                "annotations": self.rs_annotations(max(map(_revision, old), default=0) + 1),

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,19 @@ from labkit.sandbox.events import EVENTS
 from labkit.sandbox.registry import RESOURCES
 from labkit.sandbox.store import NAME_ALPHABET, Store
 from labkit.sandbox.workloads import (
-    DEPLOYMENTS, JOBS, PODS, REPLICASETS, condition, deletion_order, pod_template_hash, run_deployment_controller,
-    parse_time, run_job_controller, run_replicaset_controller, scaled_value, surge_and_unavailable,
+    DEPLOYMENTS,
+    JOBS,
+    PODS,
+    REPLICASETS,
+    condition,
+    deletion_order,
+    parse_time,
+    pod_template_hash,
+    run_deployment_controller,
+    run_job_controller,
+    run_replicaset_controller,
+    scaled_value,
+    surge_and_unavailable,
 )
 
 NS = "lab"
@@ -85,6 +97,11 @@ def job(name: str = "calc", restart: str = "Never", **spec: Any) -> dict[str, An
 def pods(core: ApiCore, **labels: str) -> list[dict[str, Any]]:
     selector = ",".join(f"{k}={v}" for k, v in labels.items())
     return [p for p in core.list(PODS, NS, label_selector=selector)["items"]]
+
+
+def exactly(n: int, items: list[Any]) -> list[Any] | None:
+    """*items* when there are *n* of them (for ``until``)."""
+    return items if len(items) == n else None
 
 
 def replica_sets(core: ApiCore) -> dict[str, dict[str, Any]]:
@@ -264,8 +281,8 @@ def test_rolling_update_with_surge_one_keeps_every_pod_available(core):
         (new,) = await until("new RS", lambda: [n for n in replica_sets(core) if n != old])
         steps = []
         for expected_new in (1, 2, 3, 4):
-            await until(f"new RS at {expected_new}", lambda: spec_replicas(core).get(new) == expected_new
-                        and spec_replicas(core)[old] == 5 - expected_new
+            wanted = {new: expected_new, old: 5 - expected_new}
+            await until(f"new RS at {expected_new}", lambda wanted=wanted: spec_replicas(core) == wanted
                         and len([p for p in pods(core, app="web") if not p["metadata"].get("deletionTimestamp")]) == 5)
             steps.append((spec_replicas(core)[new], spec_replicas(core)[old]))
             # never more than replicas + maxSurge pods, never fewer than replicas available
@@ -333,7 +350,7 @@ def test_scale_down_deletes_not_ready_pods_first(core):
     core.create(DEPLOYMENTS, NS, deployment(replicas=3))
 
     async def body() -> None:
-        three = await until("3 pods", lambda: (lambda ps: ps if len(ps) == 3 else None)(pods(core, app="web")))
+        three = await until("3 pods", lambda: exactly(3, pods(core, app="web")))
         for pod in three[:2]:
             kubelet(core, pod)
         kubelet(core, three[2], ready=False)
@@ -355,8 +372,8 @@ def test_revision_history_limit_and_rollback_reuses_the_old_replicaset(core):
         for image in ("demo:1", "demo:2", "demo:3"):
             if image != "demo:1":
                 update_template(core, "web", image)
-            await until(f"{image} pod", lambda: [p for p in pods(core, app="web")
-                                                 if p["spec"]["containers"][0]["image"] == image])
+            await until(f"{image} pod", lambda image=image: [p for p in pods(core, app="web")
+                                                             if p["spec"]["containers"][0]["image"] == image])
             ready_all(core, app="web")
             await until(f"{image} rolled out", lambda: rolled_out(core))
             names.append(next(n for n, rs in replica_sets(core).items() if rs["spec"]["replicas"] == 1))
@@ -407,14 +424,13 @@ def test_replicaset_pods_being_deleted_do_not_count(core):
     core.create(REPLICASETS, NS, rs)
 
     async def body() -> None:
-        two = await until("2 pods", lambda: (lambda ps: ps if len(ps) == 2 else None)(pods(core, app="solo")))
+        two = await until("2 pods", lambda: exactly(2, pods(core, app="solo")))
         # bound pods terminate gracefully: the pod stays with a deletionTimestamp, a replacement comes at once
         core.bind(NS, two[0]["metadata"]["name"], {"target": {"name": "node-a"}})
         core.delete(PODS, NS, two[0]["metadata"]["name"])
         await until("replacement", lambda: len(pods(core, app="solo")) == 3)
-        status = await until("status", lambda: (lambda s: s if s.get("replicas") == 2 else None)(
-            core.get(REPLICASETS, NS, "solo")["status"]))
-        assert status["observedGeneration"] == 1
+        await until("status", lambda: core.get(REPLICASETS, NS, "solo")["status"].get("replicas") == 2)
+        assert core.get(REPLICASETS, NS, "solo")["status"]["observedGeneration"] == 1
 
     run(core, body)
 
@@ -424,7 +440,7 @@ def test_job_runs_to_complete(core):
     core.create(JOBS, NS, job(completions=3, parallelism=2))
 
     async def body() -> None:
-        first = await until("2 pods", lambda: (lambda ps: ps if len(ps) == 2 else None)(pods(core, **{"job-name": "calc"})))
+        first = await until("2 pods", lambda: exactly(2, pods(core, **{"job-name": "calc"})))
         j = core.get(JOBS, NS, "calc")
         for pod in first:
             assert pod["metadata"]["name"].startswith("calc-") and len(pod["metadata"]["name"]) == len("calc-") + 5
@@ -504,7 +520,7 @@ def test_endpoints_and_slices_follow_ready_pods(core):
                                         "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
 
     async def body() -> None:
-        three = await until("3 pods", lambda: (lambda ps: ps if len(ps) == 3 else None)(pods(core, app="web")))
+        three = await until("3 pods", lambda: exactly(3, pods(core, app="web")))
         empty = await until("empty slice", lambda: core.list(SLICES, NS)["items"])
         assert empty[0]["endpoints"] == [] and "ports" not in empty[0]
         assert "subsets" not in core.get(ENDPOINTS, NS, "web")
@@ -512,8 +528,8 @@ def test_endpoints_and_slices_follow_ready_pods(core):
         a = kubelet(core, three[0], ip="10.42.0.2")
         b = kubelet(core, three[1], ip="10.42.0.3")
         c = kubelet(core, three[2], ip="10.42.0.4", ready=False)
-        ep = await until("endpoints", lambda: (lambda e: e if len(e.get("subsets", [{}])[0].get("addresses", [])) == 2
-                                               else None)(core.get(ENDPOINTS, NS, "web")))
+        await until("endpoints", lambda: len(core.get(ENDPOINTS, NS, "web").get("subsets", [{}])[0].get("addresses", [])) == 2)
+        ep = core.get(ENDPOINTS, NS, "web")
         (subset,) = ep["subsets"]
         assert subset["addresses"][0] == {"ip": "10.42.0.2", "nodeName": "node-a", "targetRef": {
             "kind": "Pod", "namespace": NS, "name": a["metadata"]["name"], "uid": a["metadata"]["uid"]}}

@@ -10,7 +10,8 @@ import json
 import subprocess
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Self
 
 NO_NODE = {"labkit.io/test-only": "no-kubelet"}
 
@@ -51,7 +52,7 @@ class FakeKubelet:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> FakeKubelet:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
