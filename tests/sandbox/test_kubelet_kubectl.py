@@ -1,0 +1,144 @@
+"""The sandbox kubelet through the real kubectl against a real 3-node sandbox daemon (issue 4's "Must show")."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from conftest import KUBECTL
+
+from labkit.host import SandboxHost
+from labkit.sandbox import daemon
+from labkit.sandbox.containerd import ContainerdPaths, RuntimeSpec, runtime_tables
+from labkit.sandbox.images import ImageStore
+
+Kubectl = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("kubelet-home") / "sandbox"
+
+
+@pytest.fixture(scope="module")
+def kubectl(home: Path) -> Kubectl:
+    """kubectl against a 3-node sandbox of its own (the session sandbox has 2 nodes)."""
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed (apt-get install kubectl)")
+    info = daemon.ensure_running(nodes=3, home=home)
+    env = {**os.environ, "KUBECONFIG": str(info.kubeconfig), "HOME": str(home.parent)}
+
+    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    yield run
+    daemon.stop(home=home)
+
+
+def eventually(check: Callable[[], str], expected: str, timeout: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = check()
+        if expected in out or time.monotonic() > deadline:
+            assert expected in out, out
+            return out
+        time.sleep(0.2)
+
+
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: demo}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: demo}}
+  template:
+    metadata: {labels: {app: demo}}
+    spec:
+      runtimeClassName: wasmedge
+      containers:
+      - name: demo
+        image: docker.io/labkit/wasi-demo:latest
+        imagePullPolicy: IfNotPresent
+"""
+
+
+def test_wasmedge_deployment_rolls_out_over_three_nodes_and_logs(kubectl: Kubectl) -> None:
+    assert kubectl("get", "runtimeclass", "wasmedge", "-o", "jsonpath={.handler}").stdout == "wasmedge"
+    kubectl("apply", "-f", "-", input=DEPLOYMENT)
+    out = kubectl("rollout", "status", "deployment/demo", "--timeout=30s").stdout
+    assert 'deployment "demo" successfully rolled out' in out
+    nodes = kubectl("get", "pods", "-l", "app=demo", "-o", "jsonpath={.items[*].spec.nodeName}").stdout.split()
+    assert sorted(nodes) == ["labkit-agent-0", "labkit-agent-1", "labkit-server-0"]
+    eventually(lambda: kubectl("logs", "deployment/demo").stdout, "[wasi-demo] heartbeat 1: still running inside a wasm sandbox.")
+    kubectl("delete", "deployment", "demo", "--wait=false")
+
+
+JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata: {name: three}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      runtimeClassName: wasmedge
+      restartPolicy: Never
+      containers:
+      - {name: demo, image: docker.io/labkit/wasi-demo:latest, args: [exit, "3"]}
+"""
+
+
+def test_job_exit_3_fails_with_exit_code_3(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", "-", input=JOB)
+    kubectl("wait", "--for=condition=Failed", "job/three", "--timeout=30s")
+    described = kubectl("describe", "pod", "-l", "job-name=three").stdout
+    assert re.search(r"^Status:\s+Failed$", described, re.M), described
+    assert re.search(r"Reason:\s+Error\n\s+Exit Code:\s+3\n", described), described
+
+
+def _pod(name: str, spec: str) -> str:
+    return f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+
+
+def test_describe_shows_the_k3s_wording_for_handler_and_arg0_failures(kubectl: Kubectl, home: Path) -> None:
+    kubectl("apply", "-f", "-", input="apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: wasm}\nhandler: wasm\n")
+    kubectl("apply", "-f", "-", input=_pod("mismatch", """  runtimeClassName: wasm
+  nodeSelector: {kubernetes.io/hostname: labkit-server-0}
+  restartPolicy: Never
+  containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest, args: [echo, fixed]}]
+"""))
+    kubectl("apply", "-f", "-", input=_pod("arg0", """  runtimeClassName: wasmedge
+  containers: [{name: demo, image: docker.io/labkit/wasi-demo:compat, command: [/wasi-demo]}]
+"""))
+    eventually(lambda: kubectl("describe", "pod", "mismatch").stdout,
+               'Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: '
+               'no runtime for "wasm" is configured')
+    described = eventually(lambda: kubectl("describe", "pod", "arg0").stdout, "CrashLoopBackOff")
+    assert "wasmedge executor can't handle spec" in described and "StartError" in described
+
+    # the fix, as on k3s: a runtime table named like the handler, then restart k3s on that node
+    host = SandboxHost(home / "nodes" / "labkit-server-0", ImageStore(home / "images"), sandbox_home=home)
+    ContainerdPaths(host.node_root).template_v3.write_text(
+        '{{ template "base" . }}\n' + runtime_tables(3, "wasm", RuntimeSpec("io.containerd.wasmedge.v1")))
+    assert "wasm" in host.restart_k3s()["runtimes"]
+    kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/mismatch", "--timeout=20s")
+    assert kubectl("logs", "mismatch").stdout == "fixed\nexiting\n"  # stdout and stderr, as kubectl logs shows them
+
+
+def test_image_errors_and_previous_logs(kubectl: Kubectl) -> None:
+    kubectl("run", "never", "--image=wasi-demo:latest", "--image-pull-policy=Never", "--restart=Never")
+    eventually(lambda: kubectl("get", "pod", "never").stdout, "ErrImageNeverPull")
+    kubectl("apply", "-f", "-", input=_pod("again", """  runtimeClassName: wasmedge
+  containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest, args: [echo, round]}]
+"""))
+    eventually(lambda: kubectl("get", "pod", "again").stdout, "CrashLoopBackOff")  # Always restarts a completed container
+    assert kubectl("logs", "again", "--previous").stdout == "round\nexiting\n"
