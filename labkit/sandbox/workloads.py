@@ -675,6 +675,8 @@ class _DeploymentSync:
         if not self.has_deadline:
             self.status["conditions"] = [c for c in self.status["conditions"] if c["type"] != "Progressing"]
             return None
+        if self.paused:
+            return None  # no progress is expected, so no deadline runs
         current = condition({"status": self.status}, "Progressing")
         rs_name = new["metadata"]["name"] if new else None
         if counts["replicas"] == counts["updatedReplicas"] and current and current["reason"] == "NewReplicaSetAvailable":
@@ -711,14 +713,39 @@ class _DeploymentSync:
             self.d = self.core.replace(DEPLOYMENTS, d["metadata"]["namespace"], self.name, d,
                                        manager="kube-controller-manager")[0]
 
+    @staticmethod
+    def active_or_latest(new: dict[str, Any] | None, old: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The only RS with replicas, or the newest one when none has any; None when several have."""
+        candidates = [*old, *([new] if new else [])]
+        active = [rs for rs in candidates if _spec_replicas(rs)]
+        if len(active) > 1:
+            return None
+        return active[0] if active else (new or max(candidates, key=_created, default=None))
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.d["spec"].get("paused"))
+
+    def sync_paused_condition(self) -> None:
+        """``kubectl rollout pause``/``resume`` show as Progressing Unknown, as upstream's checkPausedConditions."""
+        reason = (condition({"status": self.status}, "Progressing") or {}).get("reason")
+        if self.paused and reason != "DeploymentPaused":
+            self.set_progressing("Unknown", "DeploymentPaused", "Deployment is paused")
+        elif not self.paused and reason == "DeploymentPaused":
+            self.set_progressing("Unknown", "DeploymentResumed", "Deployment is resumed")
+
     def run(self) -> float | None:
         new, old = self.replica_sets()
-        if not self.d["spec"].get("paused"):
+        if self.has_deadline:
+            self.sync_paused_condition()
+        if not self.paused:
             if self.recreate:
                 self.recreate_rollout(new, old)
             else:
                 self.rolling(new, old)
-            new, old = self.replica_sets()
+        elif (target := self.active_or_latest(new, old)) is not None:
+            self.scale(target, self.replicas)  # a paused Deployment still scales; it only does not roll out
+        new, old = self.replica_sets()
         self.sync_revision_annotation(new)
         all_rs = [*old, *([new] if new else [])]
         after = self.compute_status(new, all_rs)

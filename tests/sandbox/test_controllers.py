@@ -389,6 +389,33 @@ def test_revision_history_limit_and_rollback_reuses_the_old_replicaset(core):
     run(core, body)
 
 
+def test_paused_deployment_scales_but_does_not_roll_out(core):
+    core.create(DEPLOYMENTS, NS, deployment(replicas=1))
+
+    async def body() -> None:
+        await until("pod", lambda: pods(core, app="web"))
+        ready_all(core, app="web")
+        await until("rolled out", lambda: rolled_out(core))
+        d = core.get(DEPLOYMENTS, NS, "web")
+        d["spec"]["paused"] = True
+        d["spec"]["replicas"] = 2
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = "demo:2"
+        core.replace(DEPLOYMENTS, NS, "web", d)
+        paused = await until("paused", lambda: with_condition(core, DEPLOYMENTS, "web", "Progressing", "DeploymentPaused"))
+        c = condition(paused, "Progressing")
+        assert (c["status"], c["message"]) == ("Unknown", "Deployment is paused")
+        await until("scaled", lambda: len(pods(core, app="web")) == 2)
+        assert len(replica_sets(core)) == 1  # the new template waits for resume
+        d = core.get(DEPLOYMENTS, NS, "web")
+        d["spec"]["paused"] = False
+        core.replace(DEPLOYMENTS, NS, "web", d)
+        await until("new RS", lambda: len(replica_sets(core)) == 2)
+        reasons = {r for r, _ in events(core, "web")}
+        assert "ScalingReplicaSet" in reasons
+
+    run(core, body)
+
+
 def test_min_ready_seconds_delays_availability(core):
     core.create(DEPLOYMENTS, NS, deployment(replicas=1, minReadySeconds=2))
 
