@@ -1,0 +1,135 @@
+"""Sandbox kubelet benchmark: a real 3-node daemon running real wasm pods (wasi-demo, runtimeClassName wasmedge).
+
+Prints pod create → Ready latency p50/p99 with a cold module cache (every pod's
+module is new, so it is compiled) and a warm one (the same module again), then
+the time for 100 pods spread over 3 nodes to be all Ready, and the daemon's RSS
+with them running. Goals (issue 4): warm p50 ≤ 100 ms, 100 pods Ready ≤ 10 s.
+
+    python benchmarks/bench_kubelet.py [--samples 20] [--pods 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench_apiserver import Connection, percentile, rss_mb
+
+from labkit.sandbox import daemon
+from labkit.sandbox.images import ImageStore
+from labkit.wasm.apps import module_path
+from labkit.wasm.oci import build_image
+
+NS = "bench"
+WASI_DEMO = "docker.io/labkit/wasi-demo:latest"
+
+
+def wasm_pod(name: str, image: str) -> dict:
+    return {"metadata": {"name": name, "labels": {"app": "bench"}},
+            "spec": {"runtimeClassName": "wasmedge", "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "demo", "image": image, "imagePullPolicy": "IfNotPresent"}]}}
+
+
+class ReadyWatch:
+    """Records when each pod first reports Ready=True, from one watch stream."""
+
+    def __init__(self, info: daemon.SandboxInfo) -> None:
+        self.ready: dict[str, float] = {}
+        conn = Connection(info)
+        conn.conn.request("GET", f"/api/v1/namespaces/{NS}/pods?watch=true&timeoutSeconds=600",
+                          headers={"Authorization": f"Bearer {conn.token}"})
+        self.stream = conn.conn.getresponse()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while line := self.stream.readline():
+            pod = json.loads(line)["object"]
+            conditions = pod.get("status", {}).get("conditions") or ()
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                self.ready.setdefault(pod["metadata"]["name"], time.perf_counter())
+
+    def wait(self, names: list[str], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while any(n not in self.ready for n in names):
+            if time.monotonic() > deadline:
+                missing = [n for n in names if n not in self.ready]
+                raise SystemExit(f"pods not Ready after {timeout:.0f} s: {missing[:5]} ...")
+            time.sleep(0.001)
+
+
+def distinct_images(home: Path, count: int) -> list[str]:
+    """*count* images of wasi-demo, each with a different custom section, so each module compiles afresh."""
+    base = module_path("wasi-demo").read_bytes()
+    store = ImageStore(home / "images")
+    refs = []
+    for i in range(count):
+        payload = b"\x05bench" + i.to_bytes(4, "little")  # custom section: name "bench", then 4 bytes
+        module = base + b"\x00" + bytes([len(payload)]) + payload
+        built = build_image(module, f"bench/cold{i}", "v1", "runwasi", home / f"cold{i}.tar")
+        store.import_archive(built.path)
+        refs.append(built.ref)
+    return refs
+
+
+def latencies(api: Connection, watch: ReadyWatch, prefix: str, images: list[str]) -> list[float]:
+    """Create → Ready in ms for one pod at a time (each deleted after, so the nodes stay quiet)."""
+    samples = []
+    for i, image in enumerate(images):
+        name = f"{prefix}-{i}"
+        started = time.perf_counter()
+        status, body = api.call("POST", f"/api/v1/namespaces/{NS}/pods", wasm_pod(name, image))
+        assert status == 201, body
+        watch.wait([name])
+        samples.append((watch.ready[name] - started) * 1000)
+        api.call("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}")
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--pods", type=int, default=100)
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="labkit-bench-")) / "sandbox"
+    home.mkdir(parents=True)
+    cold_images = distinct_images(home, args.samples)
+    info = daemon.ensure_running(nodes=3, home=home)
+    try:
+        api = Connection(info)
+        api.call("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})
+        watch = ReadyWatch(info)
+        latencies(api, watch, "pull", [WASI_DEMO])  # the first pull (simulated registry) is not what we measure
+        cold = latencies(api, watch, "cold", cold_images)
+        warm = latencies(api, watch, "warm", [WASI_DEMO] * args.samples)
+
+        names = [f"many-{i:03d}" for i in range(args.pods)]
+        started = time.perf_counter()
+        for name in names:
+            status, body = api.call("POST", f"/api/v1/namespaces/{NS}/pods", wasm_pod(name, WASI_DEMO))
+            assert status == 201, body
+        watch.wait(names)
+        all_ready_s = max(watch.ready[n] for n in names) - started
+        status, body = api.call("GET", f"/api/v1/namespaces/{NS}/pods?labelSelector=app%3Dbench")
+        per_node: dict[str, int] = {}
+        for pod in json.loads(body)["items"]:
+            per_node[pod["spec"]["nodeName"]] = per_node.get(pod["spec"]["nodeName"], 0) + 1
+        rss = rss_mb(info.pid)
+
+        print("labkit sandbox kubelet benchmark (3 nodes, wasi-demo daemon pods, runtimeClassName wasmedge)")
+        print(f"  create → Ready, cold module cache: p50 {percentile(cold, 50):.0f} ms  p99 {percentile(cold, 99):.0f} ms "
+              f"({len(cold)} pods, each a new module)")
+        print(f"  create → Ready, warm module cache: p50 {percentile(warm, 50):.0f} ms  p99 {percentile(warm, 99):.0f} ms "
+              f"({len(warm)} pods)   goal p50 ≤ 100 ms")
+        print(f"  {args.pods} pods all Ready:            {all_ready_s:.2f} s   goal ≤ 10 s   "
+              f"(per node: {', '.join(f'{k} {v}' for k, v in sorted(per_node.items()))})")
+        print(f"  daemon RSS with {args.pods} pods running: {rss:.0f} MB")
+    finally:
+        daemon.stop(home=home)
+
+
+if __name__ == "__main__":
+    main()
