@@ -1,17 +1,32 @@
-"""LocalHost: the host door of a real k3s machine, driven through ``k3s ctr``."""
+"""LocalHost: the host door of a real k3s machine (``k3s ctr``/``crictl``, ``systemctl``, its files)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ..errors import ImageError, PrerequisiteMissing
+from ..sandbox.containerd import RuntimeInfo, RuntimeSpec
 from ..sandbox.images import ImageRecord
-from .base import Host
+from .base import CRUN_FIX, Host
+from .changes import HostChangeError
 
+#: Where the k3s installer puts the binary (not always on a notebook's PATH).
+K3S_INSTALL_PATH = "/usr/local/bin/k3s"
+CONTAINERD_LOG = "/var/lib/rancher/k3s/agent/containerd/containerd.log"
+#: crun release that can load WasmEdge plugins (crun PR #1432).
+WASI_NN_CRUN = (1, 15)
 #: containerd namespace the kubelet (CRI) uses; images elsewhere are invisible to pods.
 K8S_NAMESPACE = "k8s.io"
 _UNPACKED = re.compile(r"^unpacking (\S+) \((sha256:[0-9a-f]{64})\)")
@@ -28,30 +43,155 @@ _IMPORT_FIXES = {
 
 
 class LocalHost(Host):
-    """This machine, a k3s node: uses ``k3s ctr -n k8s.io`` (as root, or through ``sudo -n``)."""
+    """This machine, a k3s node: ``k3s ctr``/``crictl``, ``systemctl`` and the node's files, as root or through ``sudo -n``.
 
-    def __init__(self, k3s: str = "k3s") -> None:
+    *root* is where the node's filesystem starts (``/``; tests pass a temporary
+    directory laid out like k3s). *service* is the k3s systemd unit (runwasi's
+    CI installs it as ``k3s-runwasi``).
+    """
+
+    def __init__(self, k3s: str = "k3s", *, root: Path = Path("/"), service: str = "k3s",
+                 restart_timeout: float = 120.0) -> None:
         self.k3s = k3s
+        self.node_root = Path(root)
+        self.service = service
+        self.restart_timeout = restart_timeout
+        self._live_error = ""
 
-    def _command(self, *ctr_args: str) -> list[str]:
-        """``k3s ctr -n k8s.io <args>``, prefixed with ``sudo -n`` when not root."""
-        exe = shutil.which(self.k3s)
+    def _k3s_path(self) -> str:
+        exe = shutil.which(self.k3s) or (K3S_INSTALL_PATH if Path(K3S_INSTALL_PATH).is_file() else None)
         if exe is None:
             raise PrerequisiteMissing(
                 f"{self.k3s} is not on PATH, so this machine is not a k3s node labkit can act on",
                 "install k3s (curl -sfL https://get.k3s.io | sh -), or use the sandbox backend (LABKIT_BACKEND=sandbox)",
             )
-        cmd = [exe, "ctr", "-n", K8S_NAMESPACE, *ctr_args]
+        return exe
+
+    def _as_root(self, what: str) -> list[str]:
+        """The prefix that runs a command as root: nothing when root, ``sudo -n`` if it works without a password."""
         if os.geteuid() == 0:
-            return cmd
+            return []
         sudo = shutil.which("sudo")
         # -n: never prompt for a password inside a notebook; fail instead.
         if sudo and subprocess.run([sudo, "-n", "true"], capture_output=True, check=False).returncode == 0:
-            return [sudo, "-n", *cmd]
+            return [sudo, "-n"]
         raise PrerequisiteMissing(
-            "k3s ctr needs root, and sudo cannot run without a password here",
-            "run labkit as root, or allow passwordless sudo for k3s (e.g. a sudoers rule for /usr/local/bin/k3s)",
+            f"{what} needs root, and sudo cannot run without a password here",
+            "run labkit as root (the notebook's host steps need it), or give passwordless sudo "
+            "(a sudoers rule for k3s, systemctl and this Python)",
         )
+
+    def _command(self, *ctr_args: str) -> list[str]:
+        """``k3s ctr -n k8s.io <args>``, prefixed with ``sudo -n`` when not root."""
+        exe = self._k3s_path()
+        return [*self._as_root("k3s ctr"), exe, "ctr", "-n", K8S_NAMESPACE, *ctr_args]
+
+    def require_privileges(self) -> None:
+        self._k3s_path()
+        self._as_root("changing the k3s node's files and restarting k3s")
+
+    def _execute(self, op: str, payload: dict[str, Any]) -> Any:
+        prefix = self._as_root(f"{op} on the node's files")
+        if not prefix:
+            return super()._execute(op, payload)
+        # not root: the same module does the work, as root, in a child process
+        proc = subprocess.run([*prefix, sys.executable, "-m", "labkit.host.changes", op], input=json.dumps(payload),
+                              capture_output=True, text=True, check=False)
+        try:
+            answer = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            raise HostChangeError(f"the privileged helper for {op} failed: {(proc.stderr or proc.stdout).strip()}",
+                                  "check that sudo may run this Python (sudo -n python3 -V)") from None
+        if "error" in answer:
+            raise HostChangeError(answer["error"]["problem"], answer["error"]["fix"])
+        return answer["result"]
+
+    def _systemctl(self, *args: str, root: bool = False) -> subprocess.CompletedProcess[str]:
+        exe = shutil.which("systemctl")
+        if exe is None:
+            raise PrerequisiteMissing("systemctl is not on PATH: labkit restarts k3s through systemd",
+                                      "run k3s as the systemd service its installer creates")
+        prefix = self._as_root("restarting k3s") if root else []
+        return subprocess.run([*prefix, exe, *args], capture_output=True, text=True, check=False)
+
+    def restart_k3s(self) -> str:
+        """``systemctl restart <service>``, then wait until systemd reports it active; returns that state."""
+        proc = self._systemctl("restart", self.service, root=True)
+        if proc.returncode != 0:
+            raise HostChangeError(f"systemctl restart {self.service} failed: {(proc.stderr or proc.stdout).strip()}",
+                                  f"read journalctl -u {self.service}")
+        deadline = time.monotonic() + self.restart_timeout
+        state = ""
+        while time.monotonic() < deadline:
+            # k3s is a Type=notify unit: "active" means it told systemd it is up
+            state = self._systemctl("is-active", self.service).stdout.strip()
+            if state == "active":
+                return state
+            if state == "failed":
+                break
+            time.sleep(0.5)
+        raise HostChangeError(f"k3s ({self.service}) is {state or 'not active'} after the restart",
+                              f"read journalctl -u {self.service} and {CONTAINERD_LOG}")
+
+    def node_name(self) -> str | None:
+        """k3s's ``node-name`` from its config file, else the host name (k3s's default)."""
+        path = self.containerd_paths().k3s_config
+        text = self.read_node_files([path])[path]
+        configured = (yaml.safe_load(text) or {}).get("node-name") if text else None
+        return str(configured) if configured else socket.gethostname().lower()
+
+    def containerd_version(self) -> int:
+        """3 for containerd 2.x, 2 for 1.7: from ``k3s ctr version`` (the server), else from ``k3s --version``."""
+        exe = self._k3s_path()
+        if self._can_be_root():
+            proc = subprocess.run([*self._as_root("k3s ctr"), exe, "ctr", "version"], capture_output=True, text=True,
+                                  check=False)
+            version = parse_ctr_version(proc.stdout) if proc.returncode == 0 else None
+            if version:
+                return config_version_for_containerd(version)
+        proc = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
+        return config_version_for_k3s(proc.stdout)
+
+    def _can_be_root(self) -> bool:
+        try:
+            self._as_root("k3s ctr")
+            return True
+        except PrerequisiteMissing:
+            return False
+
+    def live_runtime_info(self) -> tuple[str, RuntimeInfo] | None:
+        """What the running containerd reports through ``k3s crictl info``; ``None`` if it cannot be asked."""
+        self._live_error = ""
+        try:
+            cmd = [*self._as_root("k3s crictl"), self._k3s_path(), "crictl", "info"]
+        except PrerequisiteMissing as err:
+            self._live_error = err.problem
+            return None
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            self._live_error = f"k3s crictl info failed: {(proc.stderr or proc.stdout).strip()}"
+            return None
+        return "k3s crictl info", parse_crictl_info(proc.stdout)
+
+    def _no_live_note(self) -> str:
+        return f"no live view ({self._live_error}); the rendered config.toml may differ from what runs"
+
+    def check_crun(self, binary: str = "crun", wasm: bool = True, wasi_nn: bool = False) -> CrunInfo:
+        """Run ``<binary> --version``; require ``+WASM:wasmedge`` (*wasm*) and crun >= 1.15 (*wasi_nn*)."""
+        exe = shutil.which(binary)
+        if exe is None:
+            raise PrerequisiteMissing(f"{binary} is not installed (not on PATH)", CRUN_FIX)
+        proc = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
+        info = parse_crun_version(exe, proc.stdout)
+        if wasm and "wasmedge" not in info.wasm_handlers:
+            raise PrerequisiteMissing(
+                f"{exe} (crun {info.version_text}) has no WasmEdge handler: its features are {' '.join(info.features) or 'none'}, "
+                "without +WASM:wasmedge", CRUN_FIX)
+        if wasi_nn and info.version < WASI_NN_CRUN:
+            raise PrerequisiteMissing(
+                f"{exe} is crun {info.version_text}; loading WasmEdge plugins (WASI-NN) needs crun >= 1.15",
+                f"build crun 1.15 or newer; {CRUN_FIX}")
+        return info
 
     def _run(self, cmd: list[str], what: str) -> str:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -89,3 +229,97 @@ def parse_ctr_images_ls(text: str) -> list[ImageRecord]:
             size = int(float(amount) * _UNITS.get(unit, 1))
             records.append(ImageRecord(ref=ref, digest=digest, platform=platforms, size=size, layout=""))
     return records
+
+
+@dataclass(frozen=True)
+class CrunInfo:
+    """What ``crun --version`` says: version and build features (``+WASM:wasmedge`` = WasmEdge handler)."""
+
+    path: str
+    version: tuple[int, ...]
+    features: tuple[str, ...]
+
+    @property
+    def version_text(self) -> str:
+        return ".".join(map(str, self.version))
+
+    @property
+    def wasm_handlers(self) -> list[str]:
+        return [f.split(":", 1)[1] for f in self.features if f.startswith("+WASM:")]
+
+
+def parse_crun_version(path: str, text: str) -> CrunInfo:
+    """Parse ``crun --version``.
+
+    >>> info = parse_crun_version("/usr/local/bin/crun", "crun version 1.15\\ncommit: abc\\n+SYSTEMD +SECCOMP +WASM:wasmedge +YAJL\\n")
+    >>> info.version, info.wasm_handlers
+    ((1, 15), ['wasmedge'])
+    """
+    found = re.search(r"crun version (\d+(?:\.\d+)*)", text)
+    if not found:
+        raise PrerequisiteMissing(f"{path} --version did not print a crun version: {text.strip()[:200]!r}", CRUN_FIX)
+    features = tuple(word for line in text.splitlines() if line.startswith("+") for word in line.split())
+    return CrunInfo(path, tuple(int(x) for x in found.group(1).split(".")), features)
+
+
+def parse_ctr_version(text: str) -> str | None:
+    """The containerd server version from ``ctr version`` (the client's if no server section).
+
+    >>> parse_ctr_version("Client:\\n  Version:  v2.0.2-k3s2\\n\\nServer:\\n  Version:  v2.0.4-k3s2\\n  UUID: x\\n")
+    'v2.0.4-k3s2'
+    """
+    server = text.split("Server:", 1)[1] if "Server:" in text else text
+    found = re.search(r"Version:\s+(\S+)", server)
+    return found.group(1) if found else None
+
+
+def config_version_for_containerd(version: str) -> int:
+    """containerd 2.x prefers config version 3; 1.x uses 2.
+
+    >>> config_version_for_containerd("v2.0.2-k3s2"), config_version_for_containerd("v1.7.23-k3s2")
+    (3, 2)
+    """
+    found = re.match(r"v?(\d+)\.", version)
+    if not found:
+        raise PrerequisiteMissing(f"cannot read a containerd version from {version!r}", "check `k3s ctr version`")
+    return 3 if int(found.group(1)) >= 2 else 2
+
+
+def config_version_for_k3s(version_text: str) -> int:
+    """The config version of the containerd a k3s release ships (containerd 2 since v1.31.6 / v1.32.2).
+
+    >>> config_version_for_k3s("k3s version v1.32.2+k3s1 (381620ef)"), config_version_for_k3s("k3s version v1.31.5+k3s1")
+    (3, 2)
+    """
+    found = re.search(r"v1\.(\d+)\.(\d+)", version_text)
+    if not found:
+        raise PrerequisiteMissing(f"cannot read the k3s version from {version_text.strip()!r}", "check `k3s --version`")
+    minor, patch = int(found.group(1)), int(found.group(2))
+    first_patch_with_containerd2 = {31: 6, 32: 2}
+    if minor >= 33 or patch >= first_patch_with_containerd2.get(minor, 10**6):
+        return 3
+    return 2
+
+
+def parse_crictl_info(text: str) -> RuntimeInfo:
+    """The CRI runtime config in ``crictl info`` JSON (``config.containerd``): default runtime and runtimes.
+
+    ``version`` is 0: crictl reports the loaded config, not the file's version.
+
+    >>> info = parse_crictl_info('{"config": {"containerd": {"defaultRuntimeName": "crun", "runtimes": '
+    ...     '{"crun": {"runtimeType": "io.containerd.runc.v2", "options": {"BinaryName": "/usr/local/bin/crun"}}}}}}')
+    >>> info.default_runtime, info.runtimes["crun"].binary_name
+    ('crun', '/usr/local/bin/crun')
+    """
+    try:
+        containerd = json.loads(text)["config"]["containerd"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise PrerequisiteMissing(f"k3s crictl info did not print the CRI config ({err})",
+                                  "check that k3s runs: systemctl status k3s") from None
+    runtimes = {}
+    for name, rt in (containerd.get("runtimes") or {}).items():
+        options = dict(rt.get("options") or {})
+        runtimes[name] = RuntimeSpec(str(rt.get("runtimeType", "")), binary_name=options.get("BinaryName") or None,
+                                     systemd_cgroup=options.get("SystemdCgroup"),
+                                     pod_annotations=tuple(rt.get("PodAnnotations") or ()), options=options)
+    return RuntimeInfo(0, str(containerd.get("defaultRuntimeName", "")), runtimes, [])

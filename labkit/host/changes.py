@@ -1,0 +1,314 @@
+"""Reversible host changes: preview as a diff, back up, write atomically, restore.
+
+This module is the file half of every host change (DESIGN.md §6): it knows
+nothing about k3s. A :class:`~labkit.host.base.Host` plans a
+:class:`HostChange` (node files and their new text), validates it, and hands it
+to :func:`execute` — in-process, or as root through
+``sudo -n python -m labkit.host.changes <op>`` (JSON on stdin and stdout) when
+the notebook does not run as root — so exactly the same code writes a sandbox
+node's files and a real k3s node's.
+
+Guarantees of :func:`apply_files`:
+
+- every touched file is copied first into a timestamped backup directory
+  (``<node root>/var/lib/labkit/backups/<timestamp>/``, mode 0700, as k3s's
+  config may hold its join token); files and directories that did not exist
+  are recorded, so :func:`restore_backup` removes them again;
+- each file is written atomically (temporary file in the same directory, then
+  ``rename``) with the original mode and owner; new files get mode 0600:
+  permissions are never widened;
+- :func:`restore_backup` makes every file byte-identical to the backup.
+
+>>> import tempfile
+>>> root = Path(tempfile.mkdtemp())
+>>> (root / "etc").mkdir()
+>>> _ = (root / "etc" / "a.conf").write_text("old\\n")
+>>> backup = apply_files(root, {root / "etc/a.conf": "new\\n"}, "demo")
+>>> (root / "etc/a.conf").read_text(), [f.path for f in backup.files]
+('new\\n', ['/etc/a.conf'])
+>>> restore_backup(backup)
+>>> (root / "etc/a.conf").read_text()
+'old\\n'
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import stat
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import LabkitError
+
+#: Where backups live, relative to the node root.
+BACKUP_DIR = Path("var/lib/labkit/backups")
+MANIFEST = "manifest.json"
+#: Mode of files a change creates: owner-only, since k3s config files may hold secrets.
+NEW_FILE_MODE = 0o600
+NEW_DIR_MODE = 0o755
+
+
+class HostChangeError(LabkitError):
+    """A host change that could not be applied, restored or verified."""
+
+
+@dataclass(frozen=True)
+class HostChange:
+    """Files to write on a node: local path (under *node_root*) → new text.
+
+    *default_runtime* is the default runtime the node should report once the
+    change is applied and k3s restarted (``None`` if the change does not set one).
+    """
+
+    node_root: Path
+    files: dict[Path, str]
+    description: str
+    version: int
+    default_runtime: str | None = None
+
+    def node_path(self, local: Path) -> str:
+        """*local* as the node sees it, e.g. ``/etc/rancher/k3s/config.yaml``."""
+        return node_path(self.node_root, local)
+
+
+@dataclass(frozen=True)
+class BackedUpFile:
+    """One file as it was before a change (``existed=False``: restore deletes it)."""
+
+    path: str
+    existed: bool
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Backup:
+    """A timestamped backup directory holding the originals of one change."""
+
+    dir: Path
+    node_root: Path
+    created: str
+    description: str
+    files: list[BackedUpFile]
+    created_dirs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "dir": str(self.dir), "node_root": str(self.node_root)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Backup:
+        return cls(dir=Path(data["dir"]), node_root=Path(data["node_root"]), created=data["created"],
+                   description=data["description"], files=[BackedUpFile(**f) for f in data["files"]],
+                   created_dirs=list(data.get("created_dirs") or ()))
+
+    def __str__(self) -> str:
+        names = ", ".join(f.path for f in self.files)
+        return f"backup {self.created} ({self.description}): {names} in {self.dir}"
+
+
+def node_path(node_root: Path, local: Path) -> str:
+    """The node path of *local*, a path under *node_root*.
+
+    >>> node_path(Path("/tmp/node"), Path("/tmp/node/etc/x"))
+    '/etc/x'
+    """
+    return "/" + Path(local).relative_to(node_root).as_posix()
+
+
+def _local(node_root: Path, path: str) -> Path:
+    return node_root / path.lstrip("/")
+
+
+def unified_diff(path: str, old: str | None, new: str) -> str:
+    """A ``git diff``-style unified diff of one file; a new file (*old* ``None``) is shown whole.
+
+    >>> print(unified_diff("/etc/x", "a\\n", "b\\n"), end="")
+    --- a/etc/x
+    +++ b/etc/x
+    @@ -1 +1 @@
+    -a
+    +b
+    """
+    if old == new:
+        return f"(unchanged) {path}\n"
+    before = "/dev/null" if old is None else f"a{path}"
+    lines = difflib.unified_diff((old or "").splitlines(keepends=True), new.splitlines(keepends=True),
+                                 before, f"b{path}", n=3)
+    # a last line without a newline would glue onto the next hunk header
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
+
+
+def read_files(paths: list[Path]) -> dict[str, str | None]:
+    """Each path's text, ``None`` for a file that does not exist (keys are ``str(path)``)."""
+    out: dict[str, str | None] = {}
+    for path in paths:
+        try:
+            out[str(path)] = Path(path).read_text()
+        except FileNotFoundError:
+            out[str(path)] = None
+    return out
+
+
+def _timestamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _new_backup_dir(node_root: Path) -> tuple[Path, str]:
+    parent = node_root / BACKUP_DIR
+    parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    while True:
+        created = _timestamp()
+        try:
+            (parent / created).mkdir(mode=0o700)  # exclusive: two changes never share a directory
+            return parent / created, created
+        except FileExistsError:
+            continue
+
+
+def write_atomic(path: Path, data: bytes, mode: int, uid: int | None = None, gid: int | None = None) -> None:
+    """Replace *path* with *data* atomically, with *mode* and (when given and different) owner."""
+    tmp = path.with_name(f".{path.name}.labkit-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            st = os.fstat(f.fileno())
+            if (uid is not None and uid != st.st_uid) or (gid is not None and gid != st.st_gid):
+                os.fchown(f.fileno(), st.st_uid if uid is None else uid, st.st_gid if gid is None else gid)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself must survive a crash
+    finally:
+        os.close(dir_fd)
+
+
+def _make_parents(node_root: Path, path: Path) -> list[str]:
+    """Create *path*'s missing parent directories; return them (node paths, outermost first)."""
+    missing = [p for p in reversed(path.parents) if not p.exists()]
+    for directory in missing:
+        directory.mkdir(mode=NEW_DIR_MODE)
+    return [node_path(node_root, d) for d in missing]
+
+
+def apply_files(node_root: Path, files: dict[Path, str], description: str) -> Backup:
+    """Back up every file of *files*, then write each new text atomically; returns the backup.
+
+    If a write fails, what was written so far is restored before the error is raised.
+    """
+    node_root = Path(node_root)
+    backup_dir, created = _new_backup_dir(node_root)
+    records: list[BackedUpFile] = []
+    for local in files:
+        rel = node_path(node_root, Path(local))
+        try:
+            st = os.stat(local)
+        except FileNotFoundError:
+            records.append(BackedUpFile(rel, existed=False))
+            continue
+        data = Path(local).read_bytes()
+        copy = backup_dir / "files" / rel.lstrip("/")
+        copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(copy, data, NEW_FILE_MODE)
+        records.append(BackedUpFile(rel, True, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                                    hashlib.sha256(data).hexdigest()))
+    backup = Backup(backup_dir, node_root, created, description, records)
+    _write_manifest(backup)
+    created_dirs: list[str] = []
+    try:
+        for record, (local, text) in zip(records, files.items()):
+            created_dirs += _make_parents(node_root, Path(local))
+            mode = record.mode if record.existed else NEW_FILE_MODE
+            write_atomic(Path(local), text.encode(), mode, record.uid, record.gid)
+    except BaseException:
+        restore_backup(replace(backup, created_dirs=created_dirs))  # nothing half-applied
+        raise
+    backup = replace(backup, created_dirs=created_dirs)
+    _write_manifest(backup)
+    return backup
+
+
+def _write_manifest(backup: Backup) -> None:
+    write_atomic(backup.dir / MANIFEST, (json.dumps(backup.to_json(), indent=2) + "\n").encode(), NEW_FILE_MODE)
+
+
+def restore_backup(backup: Backup) -> None:
+    """Put every file of *backup* back byte-identical (mode, owner); delete files and directories it created."""
+    for record in backup.files:
+        local = _local(backup.node_root, record.path)
+        if not record.existed:
+            local.unlink(missing_ok=True)
+            continue
+        data = (backup.dir / "files" / record.path.lstrip("/")).read_bytes()
+        if hashlib.sha256(data).hexdigest() != record.sha256:
+            raise HostChangeError(f"the backup copy of {record.path} in {backup.dir} is damaged (checksum mismatch)",
+                                  f"restore {record.path} by hand from another backup; nothing was written")
+        local.parent.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
+        write_atomic(local, data, record.mode or NEW_FILE_MODE, record.uid, record.gid)
+    for directory in reversed(backup.created_dirs):
+        try:
+            _local(backup.node_root, directory).rmdir()
+        except OSError:  # not empty (someone added a file since) or already gone: leave it
+            pass
+
+
+def list_backups(node_root: Path) -> list[Backup]:
+    """The backups on the node, oldest first."""
+    parent = Path(node_root) / BACKUP_DIR
+    if not parent.is_dir():
+        return []
+    found = []
+    for manifest in sorted(parent.glob(f"*/{MANIFEST}")):
+        found.append(Backup.from_json(json.loads(manifest.read_text())))
+    return found
+
+
+def execute(op: str, payload: dict[str, Any]) -> Any:
+    """Run one file operation from JSON-able input to JSON-able output (what ``main`` runs as root).
+
+    *op*: ``read`` {paths}, ``apply`` {node_root, files, description}, ``restore`` {backup}, ``backups`` {node_root}.
+    """
+    if op == "read":
+        return read_files([Path(p) for p in payload["paths"]])
+    if op == "apply":
+        files = {Path(p): text for p, text in payload["files"].items()}
+        return apply_files(Path(payload["node_root"]), files, payload["description"]).to_json()
+    if op == "restore":
+        restore_backup(Backup.from_json(payload["backup"]))
+        return None
+    if op == "backups":
+        return [b.to_json() for b in list_backups(Path(payload["node_root"]))]
+    raise HostChangeError(f"unknown host file operation {op!r}", "use read, apply, restore or backups")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m labkit.host.changes <op>``: payload JSON on stdin, ``{"result": ...}`` or ``{"error": ...}`` out."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        result = execute(args[0] if args else "", json.load(sys.stdin))
+    except LabkitError as err:
+        json.dump({"error": {"problem": err.problem, "fix": err.fix}}, sys.stdout)
+        return 1
+    except OSError as err:
+        json.dump({"error": {"problem": f"{err.strerror}: {err.filename}", "fix": None}}, sys.stdout)
+        return 1
+    json.dump({"result": result}, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""The host-change machinery on real files: diff, backup, atomic write, restore, the root helper's JSON protocol."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit.host.changes import (
+    BACKUP_DIR,
+    NEW_FILE_MODE,
+    HostChangeError,
+    apply_files,
+    list_backups,
+    restore_backup,
+    unified_diff,
+)
+
+
+def tree(root: Path) -> dict[str, tuple[bytes | None, int, int]]:
+    """Every file and directory under *root* (backups excluded): bytes (None for dirs), mode, uid."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith("var/lib/labkit"):
+            continue
+        st = path.lstat()
+        out[rel] = (None if path.is_dir() else path.read_bytes(), stat.S_IMODE(st.st_mode), st.st_uid)
+    return out
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    node = tmp_path / "node"
+    (node / "etc/rancher/k3s").mkdir(parents=True)
+    (node / "var/lib").mkdir(parents=True)  # every node has it; backups go below it
+    conf = node / "etc/rancher/k3s/config.yaml"
+    conf.write_bytes(b"token: s3cret\nwrite-kubeconfig-mode: '644'\n")
+    conf.chmod(0o640)
+    return node
+
+
+def test_apply_then_restore_is_byte_identical(root: Path) -> None:
+    before = tree(root)
+    conf = root / "etc/rancher/k3s/config.yaml"
+    new = root / "var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl"
+    backup = apply_files(root, {conf: "default-runtime: crun\n", new: '{{ template "base" . }}\n'}, "crun swap")
+    assert conf.read_text() == "default-runtime: crun\n"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o640, "the original mode is kept"
+    assert stat.S_IMODE(new.stat().st_mode) == NEW_FILE_MODE, "new files are owner-only"
+    assert [(f.path, f.existed) for f in backup.files] == [
+        ("/etc/rancher/k3s/config.yaml", True), ("/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl", False)]
+    assert backup.created_dirs[0] == "/var/lib/rancher" and backup.created_dirs[-1].endswith("/containerd")
+    assert backup.dir.parent == root / BACKUP_DIR and stat.S_IMODE(backup.dir.stat().st_mode) == 0o700
+    restore_backup(backup)
+    assert tree(root) == before, "files, modes and directories are exactly as before"
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(root: Path) -> None:
+    conf = root / "etc/rancher/k3s/config.yaml"
+    inode = conf.stat().st_ino
+    apply_files(root, {conf: "x: 1\n"}, "t")
+    assert conf.stat().st_ino != inode, "replaced by rename, not rewritten in place"
+    assert sorted(p.name for p in conf.parent.iterdir()) == ["config.yaml"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_owner_is_kept(root: Path) -> None:
+    conf = root / "etc/rancher/k3s/config.yaml"
+    os.chown(conf, 1234, 4321)
+    backup = apply_files(root, {conf: "x: 1\n"}, "t")
+    assert (conf.stat().st_uid, conf.stat().st_gid) == (1234, 4321)
+    os.chown(conf, 0, 0)
+    restore_backup(backup)
+    assert (conf.stat().st_uid, conf.stat().st_gid) == (1234, 4321), "restore puts the recorded owner back"
+
+
+def test_a_failed_write_rolls_back_what_was_written(root: Path) -> None:
+    before = tree(root)
+    conf = root / "etc/rancher/k3s/config.yaml"
+    blocker = root / "etc/rancher/k3s/dir.yaml"
+    blocker.mkdir()  # writing a file over a directory fails after config.yaml was already written
+    with pytest.raises(IsADirectoryError):
+        apply_files(root, {conf: "x: 1\n", blocker: "y\n"}, "t")
+    blocker.rmdir()
+    assert tree(root) == before
+
+
+def test_damaged_backup_is_refused_and_nothing_written(root: Path) -> None:
+    conf = root / "etc/rancher/k3s/config.yaml"
+    backup = apply_files(root, {conf: "x: 1\n"}, "t")
+    copy = backup.dir / "files/etc/rancher/k3s/config.yaml"
+    copy.write_bytes(b"tampered\n")
+    with pytest.raises(HostChangeError, match="damaged") as err:
+        restore_backup(backup)
+    assert conf.read_text() == "x: 1\n"
+    assert "nothing was written" in str(err.value)
+
+
+def test_backups_are_listed_oldest_first(root: Path) -> None:
+    conf = root / "etc/rancher/k3s/config.yaml"
+    first = apply_files(root, {conf: "a: 1\n"}, "first")
+    second = apply_files(root, {conf: "a: 2\n"}, "second")
+    assert first.dir != second.dir
+    assert [b.description for b in list_backups(root)] == ["first", "second"]
+    assert list_backups(root)[1] == second, "the manifest round-trips"
+    restore_backup(first)  # restoring an older backup puts that backup's originals back
+    assert conf.read_bytes() == b"token: s3cret\nwrite-kubeconfig-mode: '644'\n"
+
+
+def test_unified_diff_shapes() -> None:
+    assert unified_diff("/etc/x", "same\n", "same\n") == "(unchanged) /etc/x\n"
+    new = unified_diff("/etc/new", None, "a\nb\n")
+    assert new.splitlines() == ["--- /dev/null", "+++ b/etc/new", "@@ -0,0 +1,2 @@", "+a", "+b"]
+    changed = unified_diff("/etc/x", "keep\nold\n", "keep\nnew")
+    assert changed.splitlines()[3:] == [" keep", "-old", "+new", "\\ No newline at end of file"]
+
+
+def run_helper(op: str, payload: dict) -> tuple[int, dict]:
+    proc = subprocess.run([sys.executable, "-m", "labkit.host.changes", op], input=json.dumps(payload),
+                          capture_output=True, text=True, check=False, timeout=60)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_root_helper_protocol(root: Path) -> None:
+    """What LocalHost runs under ``sudo -n``: JSON in, JSON out, errors as problem + fix."""
+    conf = root / "etc/rancher/k3s/config.yaml"
+    code, out = run_helper("apply", {"node_root": str(root), "files": {str(conf): "z: 1\n"}, "description": "cli"})
+    assert code == 0 and out["result"]["files"][0]["path"] == "/etc/rancher/k3s/config.yaml"
+    code, out = run_helper("read", {"paths": [str(conf), str(root / "absent")]})
+    assert out["result"] == {str(conf): "z: 1\n", str(root / "absent"): None}
+    code, out = run_helper("backups", {"node_root": str(root)})
+    code, _ = run_helper("restore", {"backup": out["result"][0]})
+    assert code == 0 and conf.read_text().startswith("token: s3cret")
+    code, out = run_helper("format-disk", {})
+    assert code == 1 and "unknown host file operation" in out["error"]["problem"]
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import labkit.host.changes
+
+    assert doctest.testmod(labkit.host.changes).failed == 0
