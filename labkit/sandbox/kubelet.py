@@ -35,10 +35,11 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .. import config
 from ..errors import LabkitError, WasmError
@@ -54,7 +55,14 @@ from .nodes import NODES, PODS, SANDBOX_NODE_LABEL, node_ip
 from .registry import RESOURCES
 from .selectors import parse_field_selector, parse_label_selector
 from .status import StatusError
-from .wasmrun import CantHandleSpec, ContainerSpec, Mount, ModuleCache, WasmContainer, check_arg0
+from .wasmrun import (
+    CantHandleSpec,
+    ContainerSpec,
+    ModuleCache,
+    Mount,
+    WasmContainer,
+    check_arg0,
+)
 
 log = logging.getLogger("labkit.sandbox.kubelet")
 
@@ -742,6 +750,7 @@ class PodWorker:
                 return
             c.image, c.image_id = image.ref, image.digest
             ran_for = 0.0
+            exit_code: int | None
             try:
                 process = await self.kubelet.blocking(self._start, c, image)
             except ContainerFailure as err:
@@ -790,20 +799,23 @@ class PodWorker:
 
     async def _wait(self, process: WasmContainer) -> int | None:
         """The started container's exit code, or None when the pod is stopping first."""
-        self.event("Normal", "Created", f"Created container: {process.spec.name}", self._run_of(process))
-        self.event("Normal", "Started", f"Started container {process.spec.name}", self._run_of(process))
         c = self._run_of(process)
+        self.event("Normal", "Created", f"Created container: {c.name}", c)
+        self.event("Normal", "Started", f"Started container {c.name}", c)
         c.state = {"running": {"startedAt": now_rfc3339()}}
         self.publish()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[int | None] = loop.create_future()
 
+        def settle(code: int | None) -> None:
+            if not done.done():
+                done.set_result(code)
+
         def report() -> None:
-            code = process.wait()
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(code))
+            loop.call_soon_threadsafe(settle, process.wait())
 
         threading.Thread(target=report, name=f"wait-{process.spec.name}", daemon=True).start()
-        stop = asyncio.ensure_future(self.stopping.wait())
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
         try:
             await asyncio.wait([done, stop], return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -9,23 +9,36 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import wasmtime
 
 from labkit.sandbox.apicore import ApiCore
-from labkit.sandbox.containerd import ContainerdPaths, RuntimeSpec, crun_runtime_template, runtime_tables
+from labkit.sandbox.containerd import (
+    ContainerdPaths,
+    RuntimeSpec,
+    crun_runtime_template,
+    runtime_tables,
+)
 from labkit.sandbox.daemon import bootstrap
 from labkit.sandbox.events import EVENTS
 from labkit.sandbox.images import ImageStore
-from labkit.sandbox.kubelet import RUNTIMECLASSES, NodeAgents, go_duration, pod_phase
+from labkit.sandbox.kubelet import (
+    RUNTIMECLASSES,
+    ContainerFailure,
+    ImageContent,
+    NodeAgents,
+    go_duration,
+    plan_launch,
+    pod_phase,
+)
 from labkit.sandbox.nodes import PODS, ensure_nodes, run_scheduler
 from labkit.sandbox.registry import RESOURCES
 from labkit.sandbox.status import StatusError
 from labkit.sandbox.store import Store
-from labkit.wasm.apps import module_path
 from labkit.wasm.oci import build_image
 
 CONFIGMAPS = RESOURCES.by_plural("", "configmaps")
@@ -56,9 +69,12 @@ class Cluster:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
     def close(self) -> None:
-        for task in self.tasks:
-            self.loop.call_soon_threadsafe(task.cancel)
-        time.sleep(0.2)
+        async def cancel_all() -> None:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            await asyncio.sleep(0.05)  # the pod workers' own cancellations
+        asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
@@ -344,3 +360,24 @@ def test_pod_phase_rules() -> None:
 def test_rejected_runtime_class_reference_is_an_admission_error(cluster: Cluster) -> None:
     with pytest.raises(StatusError, match='RuntimeClass "nope" not found'):
         cluster.run_pod("nope", runtimeClassName="nope")
+
+
+def test_a_template_containerd_rejects_leaves_the_node_without_a_runtime(cluster: Cluster) -> None:
+    ContainerdPaths(cluster.node_root()).template_v3.write_text(
+        '{{ template "base" . }}\n' + runtime_tables(3, "wasmedge", RuntimeSpec("io.containerd.wasmedge.v1")))
+    assert cluster.restart_node() is None  # the wasmedge table is declared twice: containerd would not start
+    assert "declared twice" in cluster.agents.kubelets["labkit-server-0"].runtime_error
+    cluster.run_pod("stuck", args=["echo", "x"])
+    assert "containerd on labkit-server-0 is not running" in cluster.wait_event("stuck", "FailedCreatePodSandBox")
+    ContainerdPaths(cluster.node_root()).template_v3.unlink()
+    assert cluster.restart_node() is not None
+    cluster.wait_phase("stuck", "Succeeded", timeout=5)
+
+
+def test_native_images_fail_with_a_clear_message() -> None:
+    native = ImageContent("docker.io/library/nginx:latest", "sha256:" + "0" * 64, "native", ["/docker-entrypoint.sh"], [], None)
+    pod = {"metadata": {"name": "web"}, "spec": {}}
+    for runtime in (RuntimeSpec("io.containerd.wasmedge.v1"), RuntimeSpec("io.containerd.runc.v2")):
+        with pytest.raises(ContainerFailure) as failure:
+            plan_launch(runtime, pod, native, ["/docker-entrypoint.sh"], {}, "/")
+        assert failure.value.reason == "StartError" and "runs only wasm images yet" in str(failure.value)

@@ -6,8 +6,8 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from conftest import KUBECTL
@@ -34,7 +34,7 @@ def kubectl(home: Path) -> Kubectl:
     env = {**os.environ, "KUBECONFIG": str(info.kubeconfig), "HOME": str(home.parent)}
 
     def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
+        result = subprocess.run([KUBECTL, *args], check=False, env=env, capture_output=True, text=True, input=input, timeout=60)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
         return result
@@ -101,7 +101,7 @@ def test_job_exit_3_fails_with_exit_code_3(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", "-", input=JOB)
     kubectl("wait", "--for=condition=Failed", "job/three", "--timeout=30s")
     described = kubectl("describe", "pod", "-l", "job-name=three").stdout
-    assert re.search(r"^Status:\s+Failed$", described, re.M), described
+    assert re.search(r"^Status:\s+Failed$", described, re.MULTILINE), described
     assert re.search(r"Reason:\s+Error\n\s+Exit Code:\s+3\n", described), described
 
 
