@@ -490,6 +490,7 @@ class ContainerRun:
     image: str = ""
     image_id: str = ""
     process: WasmContainer | None = None
+    writer: LogWriter | None = None
     backoff_s: float = 0.0  # the next restart's delay (0: restart at once)
     pull_backoff_s: float = 0.0
 
@@ -794,7 +795,7 @@ class PodWorker:
             raise ContainerFailure(_task_error(f"OCI runtime create failed: {err.problem}"), fix=err.fix) from None
         process.start()
         c.process = process
-        threading.Thread(target=_close_when_done, args=(process, writer), daemon=True).start()
+        c.writer = writer
         return process
 
     async def _wait(self, process: WasmContainer) -> int | None:
@@ -811,8 +812,13 @@ class PodWorker:
             if not done.done():
                 done.set_result(code)
 
-        def report() -> None:
-            loop.call_soon_threadsafe(settle, process.wait())
+        writer = c.writer
+
+        def report() -> None:  # one thread per container waits for its end, then closes its log
+            code = process.wait()
+            if writer is not None:
+                writer.close()
+            loop.call_soon_threadsafe(settle, code)
 
         threading.Thread(target=report, name=f"wait-{process.spec.name}", daemon=True).start()
         stop: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
@@ -870,11 +876,6 @@ class PodWorker:
 
 def _log_to(writer: LogWriter, stream: str) -> Callable[[str], None]:
     return lambda line: writer.write(stream, line)
-
-
-def _close_when_done(process: WasmContainer, writer: LogWriter) -> None:
-    process.wait()
-    writer.close()
 
 
 # ------------------------------------------------------------------------------------ the node
