@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,36 @@ def test_docstring_examples() -> None:
     import labkit.host.changes
 
     assert doctest.testmod(labkit.host.changes).failed == 0
+
+
+# ------------------------------------------------------------------ the same machinery on a sandbox node
+
+
+def test_sandbox_host_crun_swap_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SandboxHost inherits plan/preview/apply/verify/restore; its restart is the daemon's node restart (a real daemon, ~4 s)."""
+    from labkit.cluster import connect
+    from labkit.host import host_for_backend
+    from labkit.host.base import wait_node_ready
+    from labkit.sandbox import daemon
+
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
+    cluster = connect("sandbox")
+    try:
+        host = host_for_backend("sandbox")
+        paths = host.containerd_paths()
+        config_before = paths.config.read_bytes()
+        assert host.runtime_info().default_runtime == "runc"
+        change = host.plan_crun_swap()
+        assert change.default_runtime == "crun-wasm", "the sandbox node has a crun on k3s's PATH: k3s declares 'crun'"
+        assert "+default-runtime: crun-wasm" in host.preview(change)
+        backup = host.apply(change, cluster=cluster)
+        info = host.verify_default_runtime("crun-wasm")
+        assert str(info).startswith("default runtime 'crun-wasm' (config.toml); runtimes: crun, crun-wasm, runc")
+        host.restore(backup, cluster=cluster)
+        assert paths.config.read_bytes() == config_before and not paths.template_v3.exists()
+        assert host.verify_default_runtime("runc").default_runtime == "runc"
+        # a sandbox kubelet keeps its heartbeat across a restart: a named wait says so, with the evidence
+        with pytest.raises(HostChangeError, match=r"did not report Ready within 1 s.*heartbeat"):
+            wait_node_ready(cluster, cluster.nodes()[0]["name"], datetime.now(timezone.utc) + timedelta(hours=1), 1)
+    finally:
+        daemon.stop(home=tmp_path / "sandbox")

@@ -67,6 +67,11 @@ class HostRuntimeInfo(RuntimeInfo):
     rendered: RuntimeInfo
     note: str = ""
 
+    def __str__(self) -> str:
+        """One line for a notebook: ``default runtime 'crun' (k3s crictl info); runtimes: crun, runc, wasmedge``."""
+        return (f"default runtime {self.default_runtime!r} ({self.source}); runtimes: {', '.join(sorted(self.runtimes))}"
+                + (f"; ignored keys: {len(self.ignored_keys)}" if self.ignored_keys else ""))
+
 
 class Host(abc.ABC):
     """What labkit may do on a node's machine.
@@ -319,9 +324,12 @@ def wait_node_ready(cluster: Cluster, node: str | None, since: datetime, timeout
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:  # the API server restarts with k3s: retry
             last = {"(api)": f"{type(err).__name__}: {err}"}
             time.sleep(1.0)
-    raise HostChangeError(f"the node did not become Ready within {timeout:.0f} s after the restart: {last}",
+    raise HostChangeError(f"the node did not report Ready within {timeout:.0f} s after the restart at "
+                          f"{since.isoformat(timespec='seconds')}: {last}",
                           "read `journalctl -u k3s` and /var/lib/rancher/k3s/agent/containerd/containerd.log")
 
 
 def _conditions(node: Any) -> str:
-    return ", ".join(f"{c.type}={c.status}" for c in node.status.conditions or ())
+    """``Ready=True (heartbeat 2026-01-01T10:00:00+00:00)``: the state, and whether the kubelet reported since."""
+    return ", ".join(f"{c.type}={c.status} (heartbeat {c.last_heartbeat_time.isoformat() if c.last_heartbeat_time else 'never'})"
+                     for c in node.status.conditions or () if c.type == "Ready") or "no Ready condition"
