@@ -71,6 +71,21 @@ class ImageError(LabkitError):
     """An OCI image could not be built, read or imported."""
 
 
+class InvalidManifest(LabkitError):
+    """A manifest (built, loaded from YAML or about to be applied) that cannot be right."""
+
+
+class WaitFailed(LabkitError):
+    """A wait for a cluster state timed out or met a failure it cannot recover from.
+
+    ``diagnosis`` is the :class:`labkit.diagnose.Diagnosis` of what was waited for (or ``None``).
+    """
+
+    def __init__(self, problem: str, fix: str | None = None, diagnosis: Any = None) -> None:
+        super().__init__(problem, fix)
+        self.diagnosis = diagnosis
+
+
 class ApiError(LabkitError):
     """The Kubernetes API answered with a failure ``Status``.
 

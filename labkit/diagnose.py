@@ -1,0 +1,361 @@
+"""Known failure signatures of wasm pods → an explanation and a concrete fix.
+
+The signatures are the journey's real failures (reference ``wasm-on-k8s.md`` §11). :func:`diagnose_pod` is
+pure (a pod, its events, its logs); :func:`diagnose` fetches those through the API and calls it.
+
+>>> pod = {"metadata": {"name": "p"}, "status": {"phase": "Pending", "containerStatuses": [
+...     {"name": "app", "image": "x", "restartCount": 0, "state": {"waiting": {"reason": "ErrImageNeverPull"}}}]}}
+>>> diagnose_pod(pod, [], "").signature
+'image-not-imported'
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+#: The log lines a diagnosis quotes when it has nothing sharper to show.
+TAIL_LINES = 8
+#: Container waiting reasons that mean "the image is not there".
+IMAGE_REASONS = ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName")
+#: Pod annotations crun reads to run a container as wasm (reference §4).
+CRUN_WASM_ANNOTATION = "module.wasm.image/variant"
+
+
+@dataclass
+class Diagnosis:
+    """What is wrong (``summary``), why (``cause``), what to change (``fix``), and the lines that show it."""
+
+    summary: str
+    cause: str = ""
+    fix: str = ""
+    evidence: list[str] = field(default_factory=list)
+    #: The known failure matched (e.g. ``"runtime-handler-missing"``), ``None`` when no known failure was found.
+    signature: str | None = None
+
+    def __str__(self) -> str:
+        lines = [self.summary]
+        if self.cause:
+            lines.append(f"  cause: {self.cause}")
+        if self.fix:
+            lines.append(f"  fix:   {self.fix}")
+        if self.evidence:
+            lines.append("  evidence:")
+            lines += [f"    {e}" for e in self.evidence]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        ok = self.signature is None
+        colour = "#2e7d32" if ok else "#c62828"
+        rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{html.escape(v)}</td></tr>"
+                       for k, v in (("cause", self.cause), ("fix", self.fix)) if v)
+        evidence = "".join(f"<li><code>{html.escape(e)}</code></li>" for e in self.evidence)
+        tag = f" <small>[{html.escape(self.signature)}]</small>" if self.signature else ""
+        return (f"<div style='border-left:4px solid {colour};padding:4px 8px'>"
+                f"<b style='color:{colour}'>{html.escape(self.summary)}</b>{tag}<table>{rows}</table>"
+                + (f"<details><summary>evidence</summary><ul>{evidence}</ul></details>" if evidence else "") + "</div>")
+
+
+@dataclass
+class _Facts:
+    """Everything a signature looks at, pre-digested once."""
+
+    pod: dict[str, Any]
+    events: list[dict[str, Any]]
+    logs: str
+
+    @property
+    def name(self) -> str:
+        return (self.pod.get("metadata") or {}).get("name", "<pod>")
+
+    @property
+    def statuses(self) -> list[dict[str, Any]]:
+        status = self.pod.get("status") or {}
+        return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+
+    @property
+    def containers(self) -> list[dict[str, Any]]:
+        return list((self.pod.get("spec") or {}).get("containers") or [])
+
+    def states(self) -> Iterable[tuple[dict[str, Any], str, dict[str, Any]]]:
+        """(container status, state name, state) for current and last states."""
+        for s in self.statuses:
+            for key in ("state", "lastState"):
+                for name, state in (s.get(key) or {}).items():
+                    yield s, name, state or {}
+
+    def event_lines(self, *reasons: str) -> list[str]:
+        return [f"{e.get('type', '')} {e.get('reason', '')}: {e.get('message', '')}".strip() for e in self.events
+                if not reasons or e.get("reason") in reasons]
+
+    def texts(self) -> list[str]:
+        """Every message that may carry a runtime error: events, container state messages, log lines."""
+        state_msgs = [f"{s.get('name')}: {n} {st.get('reason', '')}: {st.get('message', '')}"
+                      for s, n, st in self.states() if st.get("message")]
+        return [*self.event_lines(), *state_msgs, *self.logs.splitlines()]
+
+    def find(self, pattern: str) -> list[str]:
+        rx = re.compile(pattern, re.IGNORECASE)
+        return [t for t in self.texts() if rx.search(t)]
+
+    def tail(self, n: int = TAIL_LINES) -> list[str]:
+        return [f"log: {line}" for line in self.logs.rstrip().splitlines()[-n:]]
+
+    def exit_code(self) -> int | None:
+        codes = [st.get("exitCode") for _, name, st in self.states() if name == "terminated"]
+        return next((c for c in codes if c is not None), None)
+
+    def waiting_reason(self, *reasons: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        for s, name, st in self.states():
+            if name == "waiting" and st.get("reason") in reasons:
+                return s, st
+        return None
+
+    def arg0(self) -> str | None:
+        for c in self.containers:
+            argv = c.get("command") or c.get("args") or []
+            if argv:
+                return argv[0]
+        return None
+
+
+Signature = Callable[[_Facts], "Diagnosis | None"]
+_SIGNATURES: list[Signature] = []
+
+
+def _signature(fn: Signature) -> Signature:
+    """Register a matcher; order of definition is order of precedence (most specific first)."""
+    _SIGNATURES.append(fn)
+    return fn
+
+
+@_signature
+def _runtime_class_not_found(f: _Facts) -> Diagnosis | None:
+    hits = f.find(r'RuntimeClass "[^"]+" not found')
+    if not hits:
+        return None
+    name = re.search(r'RuntimeClass "([^"]+)" not found', hits[0]).group(1)  # type: ignore[union-attr]
+    return Diagnosis(
+        f"pods are rejected: RuntimeClass {name!r} does not exist",
+        f"the pod template sets runtimeClassName: {name}, and the API server refuses pods whose RuntimeClass is "
+        "missing, so the ReplicaSet/Job cannot create any pod",
+        f"create it first (labkit.manifests.runtime_class({name!r}, handler=<containerd runtime name>)), "
+        "or set runtimeClassName to one that exists (`kubectl get runtimeclass`)",
+        hits[:3], "runtimeclass-not-found")
+
+
+@_signature
+def _handler_not_configured(f: _Facts) -> Diagnosis | None:
+    hits = f.find(r'no runtime for "[^"]*" is configured')
+    if not hits:
+        return None
+    handler = re.search(r'no runtime for "([^"]*)"', hits[0]).group(1)  # type: ignore[union-attr]
+    return Diagnosis(
+        f"the node's containerd has no runtime named {handler!r} (FailedCreatePodSandBox)",
+        f"the RuntimeClass handler {handler!r} must equal a runtime table name in the node's containerd config "
+        "(…containerd.runtimes.<handler>); none matches, or it is written with config-v2 keys in a v3 config",
+        f"set the RuntimeClass handler to the runtime the node has (on k3s the WasmEdge shim is 'wasmedge'; "
+        f"`k3s crictl info` lists runtimes), or add a runtime table named {handler!r} for "
+        "containerd-shim-wasmedge-v1 (runtime_type io.containerd.wasmedge.v1) and restart k3s",
+        hits[:3], "runtime-handler-missing")
+
+
+@_signature
+def _image_not_imported(f: _Facts) -> Diagnosis | None:
+    found = f.waiting_reason(*IMAGE_REASONS)
+    if not found:
+        return None
+    status, state = found
+    image, reason = status.get("image", "?"), state.get("reason")
+    if reason == "ErrImageNeverPull":
+        summary = f"image {image} is not on the node and imagePullPolicy is Never (ErrImageNeverPull)"
+        cause = "the image was never imported into the containerd that runs the pods (namespace k8s.io)"
+        fix = (f"import it on the node: `sudo k3s ctr images import --all-platforms <image.tar>` (or "
+               f"`labkit image import`), then check `k3s crictl images | grep {image.split(':')[0]}`")
+    else:
+        summary = f"image {image} cannot be pulled ({reason})"
+        cause = "the registry does not have that name/tag, or the node cannot reach it; wasm images built locally exist only where imported"
+        fix = ("check the image name and tag; for a locally built image import it into the node "
+               "(`k3s ctr images import --all-platforms`) and set imagePullPolicy: Never")
+    return Diagnosis(summary, cause, fix, [f"{status.get('name')}: {reason}: {state.get('message', '')}".rstrip(": "),
+                                           *f.event_lines("Failed", "ErrImageNeverPull")[:2]], "image-not-imported")
+
+
+@_signature
+def _cant_handle_spec(f: _Facts) -> Diagnosis | None:
+    hits = f.find(r"can'?t handle spec")
+    if not hits:
+        return None
+    arg0 = f.arg0()
+    suggestion = f"e.g. command: [\"{arg0}.wasm\"] instead of [\"{arg0}\"]" if arg0 and not arg0.endswith((".wasm", ".wat")) \
+        else "e.g. command: [\"/wasi-demo-app.wasm\"]"
+    return Diagnosis(
+        "the WasmEdge shim cannot run this container: wasmedge executor can't handle spec",
+        f"arg0 ({arg0 or 'the entrypoint'}) is not a .wasm/.wat file (no \\0asm magic) and the image has no wasm "
+        "layers, so neither the Linux nor the wasm executor accepts the spec",
+        f"make arg0 the path of the module inside the image, {suggestion}",
+        hits[:3], "cant-handle-spec")
+
+
+@_signature
+def _unknown_import(f: _Facts) -> Diagnosis | None:
+    hits = f.find(r"unknown import")
+    if not hits:
+        return None
+    linking = re.search(r'When linking module: "([^"]+)"\s*,\s*function name: "([^"]+)"', f.logs)
+    module, function = (linking.group(1), linking.group(2)) if linking else (None, None)
+    if not module:
+        logging = re.search(r'"?(wasi:logging/logging)"?', "\n".join(hits))
+        module = logging.group(1) if logging else None
+    evidence = [*hits[:2], *f.find(r"When linking module")[:1]]
+    code = f.exit_code()
+    exited = f" and the container exits with code {code}" if code is not None else ""
+    if module == "wasi_ephemeral_nn":
+        return Diagnosis(
+            f"the module imports WASI-NN ({module}::{function}) but the WasmEdge WASI-NN plugin is not in the pod",
+            "the shim loads plugins from the container's rootfs, not the host; without the plugin the import cannot "
+            f"be linked{exited}",
+            "mount the plugin and everything `ldd` lists for it read-only at the same paths (labkit.manifests.host_path), "
+            "set WASMEDGE_PLUGIN_PATH to the plugin directory and WASMEDGE_WASINN_PRELOAD=default:GGML:CPU:<model path>; "
+            "the shim must be a gnu build with the plugin feature",
+            evidence, "unknown-import-wasi-nn")
+    if module and module.startswith("wasi:logging"):
+        return Diagnosis(
+            "the module imports wasi:logging/logging, which the WasmEdge shim does not provide",
+            f"llama-api-server's wasi_logger calls the wasi:logging host interface{exited}",
+            "rebuild the server without wasi_logger (the seed's disable_wasi_logging.patch)",
+            evidence, "unknown-import-wasi-logging")
+    where = f"{module}::{function}" if module else "a host function"
+    return Diagnosis(
+        f"the module imports {where}, which the runtime does not provide",
+        f"instantiation failed: the import cannot be linked{exited}",
+        f"run it on a runtime (or with the plugin) that provides {module or 'that module'}, or rebuild the module "
+        "without that import (`labkit wasm inspect` lists a module's imports)",
+        evidence, "unknown-import")
+
+
+@_signature
+def _exec_format_error(f: _Facts) -> Diagnosis | None:
+    hits = f.find(r"exec format error")
+    if not hits:
+        return None
+    annotations = ((f.pod.get("metadata") or {}).get("annotations") or {})
+    annotated = CRUN_WASM_ANNOTATION in annotations
+    return Diagnosis(
+        "the container ran through runc/crun as a Linux binary: exec format error",
+        "a .wasm file is not an ELF executable; the runtime only runs it as wasm when told to"
+        + (" (the pod has the annotation, so containerd did not pass it through)" if annotated else ""),
+        ("whitelist the annotation for the crun runtime in the containerd config (pod_annotations = "
+         "[\"module.wasm.image/*\", ...]) and restart k3s" if annotated else
+         "run it with runtimeClassName: wasmedge, or for crun add the pod annotation "
+         "module.wasm.image/variant: compat-smart (and whitelist it with pod_annotations in the containerd config)"),
+        hits[:3], "exec-format-error")
+
+
+@_signature
+def _dns_failure(f: _Facts) -> Diagnosis | None:
+    hits = f.find(r"os error 8[35]|code: 8[35]\b|failed to lookup address|dns error")
+    if not hits:
+        return None
+    return Diagnosis(
+        "name resolution fails inside the wasm pod",
+        "the guest's resolver uses the runtime's getaddrinfo (the host's view), not the pod's resolv.conf; "
+        "with DNS_SERVER it queries that server over TCP but knows no search domains",
+        "set env DNS_SERVER=<cluster DNS IP>:53 (k3s: 10.43.0.10:53; labkit: cluster.profile.cluster_dns) and call "
+        "Services by their FQDN <service>.<namespace>.svc.cluster.local",
+        [*hits[:3]], "dns-failure")
+
+
+@_signature
+def _crash_loop(f: _Facts) -> Diagnosis | None:
+    found = f.waiting_reason("CrashLoopBackOff")
+    if not found:
+        return None
+    status, state = found
+    code = f.exit_code()
+    return Diagnosis(
+        f"container {status.get('name')} keeps crashing (CrashLoopBackOff, {status.get('restartCount', 0)} restarts"
+        + (f", last exit code {code})" if code is not None else ")"),
+        "the program exits right after it starts; its last log lines usually say why",
+        "read the last log lines below (labkit.logs(..., previous=True)); check command/args, env and mounts",
+        [f"{status.get('name')}: {state.get('message', 'back-off restarting failed container')}", *f.tail()],
+        "crash-loop")
+
+
+@_signature
+def _exited_with_error(f: _Facts) -> Diagnosis | None:
+    code = f.exit_code()
+    if code in (None, 0):
+        return None
+    return Diagnosis(
+        f"the container exited with code {code}",
+        "137 means it was killed (the WasmEdge shim also exits 137 when a wasm run fails)" if code == 137
+        else f"{code} is the program's own exit status (a wasm module's proc_exit code becomes the container's)",
+        "read the log lines below; if the exit code is intended (a Job demonstrating failure), nothing is wrong",
+        f.tail(), "exit-nonzero")
+
+
+@_signature
+def _unschedulable(f: _Facts) -> Diagnosis | None:
+    if (f.pod.get("spec") or {}).get("nodeName"):  # scheduled after all: old FailedScheduling events are history
+        return None
+    hits = f.event_lines("FailedScheduling")
+    conditions = (f.pod.get("status") or {}).get("conditions") or []
+    unschedulable = [c for c in conditions if c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"]
+    if not hits and not unschedulable:
+        return None
+    message = (unschedulable[0].get("message") if unschedulable else "") or (hits[-1] if hits else "")
+    return Diagnosis(
+        "the pod is Pending: no node can take it (FailedScheduling)",
+        message or "the scheduler found no node that fits",
+        "compare the pod's nodeSelector, tolerations and resource requests with the nodes "
+        "(`kubectl get nodes --show-labels`, `kubectl describe node`): remove or fix the selector, or add a node that matches",
+        hits[-3:] or [message], "unschedulable")
+
+
+def diagnose_pod(pod: dict[str, Any] | None, events: list[dict[str, Any]] | None = None, logs: str = "") -> Diagnosis:
+    """Match a pod (its status), its events (and its owner's) and its logs against the known failures.
+
+    *pod* may be ``None`` when no pod exists (a Deployment whose pods are rejected): then events alone decide.
+    """
+    facts = _Facts(pod or {}, list(events or []), logs or "")
+    for matcher in _SIGNATURES:
+        found = matcher(facts)
+        if found is not None:
+            return found
+    return _no_known_failure(facts)
+
+
+def _no_known_failure(f: _Facts) -> Diagnosis:
+    if not f.pod:
+        return Diagnosis("no pod exists yet and no event explains why", fix="look at the owner's events "
+                         "(labkit.events) and the controllers; the pods may simply not have been created yet",
+                         evidence=f.event_lines()[-3:])
+    status = f.pod.get("status") or {}
+    phase = status.get("phase", "Pending")
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    if phase == "Succeeded" or (phase == "Running" and ready):
+        return Diagnosis(f"pod {f.name} is {'Running and Ready' if ready else phase}: nothing is wrong",
+                         evidence=f.tail(3))
+    waiting = [f"{s.get('name')}: {st.get('reason', '')} {st.get('message', '')}".strip()
+               for s, n, st in f.states() if n == "waiting"]
+    return Diagnosis(f"pod {f.name} is {phase} and no known failure matches",
+                     "it may still be starting (scheduling, sandbox creation, image unpacking)",
+                     "wait a little longer; if it stays so, read labkit.describe(...) and labkit.events(...)",
+                     [*waiting, *f.event_lines("Warning")[-3:], *f.event_lines()[-3:]][:6])
+
+
+def diagnose(cluster: Any, pod_or_name: str | dict[str, Any], *, namespace: str) -> Diagnosis:
+    """Diagnose a pod, or a Deployment/Job (``"deployment/web"``) by its first unhealthy pod.
+
+    Fetches the pod, its events (plus its owners' events: a rejected pod only shows there) and its logs.
+
+    >>> print(labkit.diagnose(cluster, "deployment/wasi-demo", namespace="lab-01"))   # doctest: +SKIP
+    the node's containerd has no runtime named 'wasm' (FailedCreatePodSandBox) ...
+    """
+    from .operations import diagnosis_inputs  # operations imports this module: import at call time
+
+    pod, events, logs = diagnosis_inputs(cluster, pod_or_name, namespace=namespace)
+    return diagnose_pod(pod, events, logs)
