@@ -1,0 +1,88 @@
+"""The live CI workflow cannot run here: check that it parses, pins its versions and runs real commands."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+WORKFLOW = Path(__file__).resolve().parents[2] / ".github" / "workflows" / "live-k3s.yml"
+
+
+@pytest.fixture(scope="module")
+def workflow() -> dict[Any, Any]:
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+@pytest.fixture(scope="module")
+def steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
+    return workflow["jobs"]["live"]["steps"]
+
+
+def script(steps: list[dict[str, Any]]) -> str:
+    return "\n".join(step.get("run", "") for step in steps)
+
+
+def test_structure(workflow: dict[Any, Any]) -> None:
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` key as True
+    assert {"workflow_dispatch", "schedule", "push"} <= set(triggers)
+    job = workflow["jobs"]["live"]
+    assert job["runs-on"].startswith("ubuntu-") and job["timeout-minutes"] > 0
+    assert all("name" in step and ("run" in step) != ("uses" in step) for step in job["steps"])
+
+
+def test_versions_are_pinned(workflow: dict[Any, Any]) -> None:
+    env = workflow["env"]
+    assert re.fullmatch(r"v1\.\d+\.\d+\+k3s\d+", env["K3S_VERSION"])
+    assert re.fullmatch(r"[0-9a-f]{40}", env["RUNWASI_REF"]), "runwasi pinned to a commit"
+    assert env["WASMEDGE_VERSION"] == "0.14.1" and env["WASMEDGE_PLUGINS"] == "wasi_nn-ggml"
+    crun = tuple(int(x) for x in env["CRUN_VERSION"].split("."))
+    assert crun >= (1, 15), "crun >= 1.15 loads WasmEdge plugins"
+    assert env["LABKIT_ALLOWED_CONTEXTS"] == "default", "k3s.yaml's context is named default"
+    uses = [step["uses"] for step in workflow["jobs"]["live"]["steps"] if "uses" in step]
+    assert uses and all(re.search(r"@v\d+$", u) for u in uses)
+
+
+def test_every_env_reference_is_defined(workflow: dict[Any, Any]) -> None:
+    text = WORKFLOW.read_text()
+    referenced = set(re.findall(r"\$\{\{\s*env\.(\w+)\s*\}\}", text))
+    assert referenced and referenced <= set(workflow["env"])
+
+
+@pytest.mark.parametrize("needle", [
+    'INSTALL_K3S_VERSION="$K3S_VERSION"', "--write-kubeconfig-mode 644",
+    "./scripts/setup-linux.sh", "make build-wasmedge", 'INSTALL="sudo install" LN="sudo ln -sf" make install-wasmedge',
+    '--plugins "$WASMEDGE_PLUGINS"', "./configure --with-wasmedge", "grep -q '+WASM:wasmedge'",
+    'sudo systemctl restart "$K3S_SERVICE"', "k3s crictl info", "images import --all-platforms",
+    'pip install -e ".[test]"', "labkit run --backend kubeconfig", "pytest -m live",
+    "containerd/containerd.log", 'journalctl -u "$K3S_SERVICE"',
+])
+def test_real_commands(steps: list[dict[str, Any]], needle: str) -> None:
+    assert needle in script(steps)
+
+
+def test_no_permission_widening(steps: list[dict[str, Any]]) -> None:
+    assert not re.search(r"chmod\s+(-R\s+)?7[0-7]7", script(steps))
+
+
+def test_artifacts_always_uploaded(steps: list[dict[str, Any]]) -> None:
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["if"] == "always()"
+    assert {"build/notebooks", "build/logs"} <= set(upload["with"]["path"].split())
+    logs = next(s for s in steps if s["name"] == "Collect node logs")
+    assert logs["if"] == "always()"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+def test_run_scripts_are_valid_bash(steps: list[dict[str, Any]]) -> None:
+    for step in steps:
+        if "run" in step:
+            # ${{ ... }} is expanded by Actions before bash sees the script
+            body = re.sub(r"\$\{\{[^}]*\}\}", "x", step["run"])
+            result = subprocess.run(["bash", "-n"], input=body, capture_output=True, text=True, check=False)
+            assert result.returncode == 0, f"{step['name']}: {result.stderr}"
