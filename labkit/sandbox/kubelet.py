@@ -55,6 +55,7 @@ from .nodes import NODES, PODS, SANDBOX_NODE_LABEL, node_ip
 from .registry import RESOURCES
 from .selectors import parse_field_selector, parse_label_selector
 from .status import StatusError
+from .store import Watcher
 from .wasmrun import (
     CantHandleSpec,
     ContainerSpec,
@@ -923,6 +924,7 @@ class Kubelet:
         self.runtime_error = ""
         self.workers: dict[str, PodWorker] = {}
         self._executor = executor
+        self._watcher: Watcher | None = None
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run *fn* in the kubelets' thread pool, off the event loop."""
@@ -992,9 +994,9 @@ class Kubelet:
         for pod in self.core.store.list(PODS, None, field_selector=selector)[0]:
             if (pod.get("status") or {}).get("podIP"):
                 self.ips.allocate(pod["metadata"]["uid"], pod["status"]["podIP"])  # keep addresses across restarts
-        watcher = self.core.store.watch(PODS, None, since_rv=None, field_selector=selector)
+        watcher = self._watcher = self.core.store.watch(PODS, None, since_rv=None, field_selector=selector)
         try:
-            while True:
+            while not watcher.closed:
                 event = await watcher.next(None)
                 if event is not None:
                     self.observe(event.type, event.object)
@@ -1003,6 +1005,11 @@ class Kubelet:
             for worker in self.workers.values():
                 if worker.task:
                     worker.task.cancel()
+
+    def stop(self) -> None:
+        """The node is gone: stop watching (its run() then ends and cancels the pod workers)."""
+        if self._watcher is not None:
+            self._watcher.close()
 
     def observe(self, event_type: str, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]
@@ -1071,10 +1078,10 @@ class NodeAgents:
                     continue
                 name = event.object["metadata"]["name"]
                 if event.type == "DELETED":
-                    task = self._tasks.pop(name, None)
-                    self.kubelets.pop(name, None)
-                    if task:
-                        task.cancel()
+                    self._tasks.pop(name, None)
+                    gone = self.kubelets.pop(name, None)
+                    if gone:
+                        gone.stop()
                 elif name not in self.kubelets:
                     kubelet = Kubelet(self.core, name, self.node_root(name), self.images, self.logs, self.cache,
                                       self._executor)

@@ -31,6 +31,7 @@ from labkit.sandbox.kubelet import (
     ContainerFailure,
     ImageContent,
     NodeAgents,
+    container_env,
     go_duration,
     plan_launch,
     pod_phase,
@@ -70,9 +71,11 @@ class Cluster:
 
     def close(self) -> None:
         async def cancel_all() -> None:
-            for task in self.tasks:
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            pending = set(self.tasks)
+            while pending:  # Python 3.11's wait_for can swallow a cancel that races a watch event: cancel again
+                for task in pending:
+                    task.cancel()
+                _, pending = await asyncio.wait(pending, timeout=0.5)
             await asyncio.sleep(0.05)  # the pod workers' own cancellations
         asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -207,9 +210,14 @@ def test_runtime_class_handler_missing_then_fixed_by_template_and_restart(cluste
     assert cluster.container("mismatch")["state"]["waiting"]["reason"] == "ContainerCreating"
     paths = ContainerdPaths(cluster.node_root())
     paths.template_v3.write_text('{{ template "base" . }}\n' + runtime_tables(3, "wasm", RuntimeSpec("io.containerd.wasmedge.v1")))
+    cluster.run_pod("bystander", restartPolicy="Always")
+    before = cluster.wait_for(lambda: "running" in cluster.container("bystander").get("state", {})
+                              and cluster.container("bystander"), "a running pod")
     info = cluster.restart_node()
     assert "wasm" in info.runtimes
     cluster.wait_phase("mismatch", "Succeeded", timeout=5)
+    after = cluster.container("bystander")  # a k3s restart leaves running containers alone
+    assert (after["containerID"], after["restartCount"]) == (before["containerID"], 0) and "running" in after["state"]
 
 
 def test_arg0_that_is_not_wasm_fails_with_the_shims_wording_and_backs_off(cluster: Cluster) -> None:
@@ -235,6 +243,8 @@ def test_image_never_pull_and_pull_failures(cluster: Cluster) -> None:
     assert "no registry access" in hint and "labkit image import" in hint
     cluster.wait_waiting("nopull", "ImagePullBackOff", timeout=3)
     assert ("Normal", "BackOff", 'Back-off pulling image "nosuch/app:v1"') in cluster.events("nopull")
+    cluster.core.delete(PODS, "default", "nopull")  # a pod waiting out its back-off goes at once
+    cluster.wait_for(lambda: cluster.pod("nopull") is None, "the backed-off pod to go", timeout=2)
 
 
 UNKNOWN_IMPORT_WAT = """(module
@@ -291,9 +301,11 @@ def test_volumes_env_and_read_only_mounts(cluster: Cluster) -> None:
                                                 "data": {"greeting": "hi"}})
     (cluster.node_root() / "srv/ro").mkdir(parents=True)
     volumes = [{"name": "data", "hostPath": {"path": "/srv/data", "type": "DirectoryOrCreate"}},
+               {"name": "scratch", "emptyDir": {}},
                {"name": "ro", "hostPath": {"path": "/srv/ro"}},
                {"name": "cfg", "configMap": {"name": "cfg"}}]
     mounts = [{"name": "data", "mountPath": "/data"}, {"name": "ro", "mountPath": "/ro", "readOnly": True},
+              {"name": "scratch", "mountPath": "/scratch"},
               {"name": "cfg", "mountPath": "/etc/cfg"}]
     cluster.run_pod("writer", args=["write", "/data/out.txt", "written", "by", "wasm"], volumes=volumes,
                     container={"volumeMounts": mounts})
@@ -303,6 +315,11 @@ def test_volumes_env_and_read_only_mounts(cluster: Cluster) -> None:
     uid = cluster.pod("writer")["metadata"]["uid"]
     projected = cluster.node_root() / "var/lib/kubelet/pods" / uid / "volumes/kubernetes.io~configmap/cfg/greeting"
     assert projected.read_text() == "hi"
+    cluster.run_pod("scratch", args=["write", "/scratch/note", "temp"], volumes=volumes, container={"volumeMounts": mounts})
+    cluster.wait_phase("scratch", "Succeeded")
+    scratch_uid = cluster.pod("scratch")["metadata"]["uid"]
+    scratch = cluster.node_root() / "var/lib/kubelet/pods" / scratch_uid / "volumes/kubernetes.io~empty-dir/scratch/note"
+    assert scratch.read_text().strip() == "temp"
     cluster.wait_phase("ro", "Failed")
     assert not (cluster.node_root() / "srv/ro/out.txt").exists()
     assert "stderr F " in cluster.log("ro")
@@ -381,3 +398,32 @@ def test_native_images_fail_with_a_clear_message() -> None:
         with pytest.raises(ContainerFailure) as failure:
             plan_launch(runtime, pod, native, ["/docker-entrypoint.sh"], {}, "/")
         assert failure.value.reason == "StartError" and "runs only wasm images yet" in str(failure.value)
+
+
+def test_containers_of_one_pod_run_side_by_side(cluster: Cluster) -> None:
+    second = {"name": "second", "image": DEMO, "args": ["exit", "2"]}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pair"},
+           "spec": {"runtimeClassName": "wasmedge", "restartPolicy": "Never",
+                    "containers": [{"name": "demo", "image": DEMO, "args": ["echo", "first"]}, second]}}
+    cluster.core.create(PODS, "default", pod)
+    statuses = cluster.wait_phase("pair", "Failed")["status"]["containerStatuses"]
+    codes = {s["name"]: s["state"]["terminated"]["exitCode"] for s in statuses}
+    assert codes == {"demo": 0, "second": 2}
+    assert "stdout F first" in cluster.log("pair")
+
+
+def test_container_env_resolves_values_fields_and_config(cluster: Cluster) -> None:
+    cluster.core.create(CONFIGMAPS, "default", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "env"},
+                                                "data": {"level": "debug"}})
+    pod = cluster.run_pod("envy", args=["echo"])
+    container = {"name": "demo", "env": [
+        {"name": "WASMEDGE_PLUGIN_PATH", "value": "/plugins"},
+        {"name": "GREETING", "value": "at $(WASMEDGE_PLUGIN_PATH)"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "env", "key": "level"}}}]}
+    env = container_env(cluster.core, pod, container, ["PATH=/bin", "WASMEDGE_PLUGIN_PATH=/old"], "127.42.0.9", "127.0.100.1")
+    assert env["WASMEDGE_PLUGIN_PATH"] == "/plugins" and env["GREETING"] == "at /plugins"
+    assert (env["POD_NAME"], env["LEVEL"], env["PATH"], env["HOSTNAME"]) == ("envy", "debug", "/bin", "envy")
+    missing = {"name": "demo", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "env", "key": "nope"}}}]}
+    with pytest.raises(ContainerFailure, match="couldn't find key nope in ConfigMap default/env"):
+        container_env(cluster.core, pod, missing, [], "", "")
