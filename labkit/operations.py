@@ -75,7 +75,7 @@ def _resource(cluster: Cluster, kind: str, api_version: str | None = None) -> An
                      if getattr(r, "kind", None) and "/" not in (r.name or "")
                      and wanted in {r.kind.lower(), (r.name or "").lower(), *(s.lower() for s in r.short_names or ())}]
     except (ResourceNotFoundError, ResourceNotUniqueError) as e:
-        raise InvalidManifest(f"the cluster does not serve kind {kind!r} in {api_version!r}: {e}",
+        raise InvalidManifest(f"the cluster serves no kind {kind!r} in {api_version}",
                               "check apiVersion and kind (`kubectl api-resources` lists what it serves)") from e
     found = [r for r in found if "/" not in (r.name or "")]  # not subresources such as pods/log
     if not found:
@@ -401,13 +401,23 @@ def wait_for(cluster: Cluster, kind: str, name: str | None = None, *, namespace:
                 else:
                     continue
                 finished, _, failure = _judge(kind, objects, condition, phase)
-                if finished or failure:
-                    watcher.stop()
+                if finished or failure or (kind == "Pod" and _alarming(obj)):
+                    watcher.stop()  # judge now: done, failed, or worth a diagnosis before the window ends
         except Exception as e:  # noqa: BLE001 - 410 Gone (history compacted) is routine: list again
             if getattr(e, "status", None) == 410 or getattr(e, "code", None) == 410:
                 relist = True
             else:
                 raise _api_failure(e) from e
+
+
+#: Container waiting reasons that rarely heal by themselves: a wait diagnoses them at once.
+ALARMING_REASONS = {"CrashLoopBackOff", "ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                    "CreateContainerError", "CreateContainerConfigError", "RunContainerError"}
+
+
+def _alarming(pod: dict[str, Any]) -> bool:
+    return any((st or {}).get("reason") in ALARMING_REASONS
+               for c in (pod.get("status") or {}).get("containerStatuses") or [] for st in (c.get("state") or {}).values())
 
 
 def _api_failure(e: Exception) -> Exception:

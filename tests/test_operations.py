@@ -1,0 +1,281 @@
+"""Cluster operations against a real sandbox daemon: apply, lab cleanup, waits, logs, events, describe, delete, show.
+
+Pods bound to ``played-node`` (a node no sandbox agent runs) get their status from the test, which plays that
+node's kubelet through the status subresource; the rest run for real on the sandbox node.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+daemon = pytest.importorskip("labkit.sandbox.daemon")
+
+from labkit.errors import ApiError, InvalidManifest, LabkitError, WaitFailed  # noqa: E402
+from labkit.manifests import runtime_class, service, wasm_deployment, wasm_job  # noqa: E402
+from labkit.operations import (  # noqa: E402
+    apply, cleanup, delete, describe, events, lab, logs, show, wait_for)
+
+IMAGE = "docker.io/labkit/wasi-demo:latest"
+PLAYED_NODE = "played-node"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    home = tmp_path_factory.mktemp("labkit-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABKIT_HOME", str(home))
+        mp.setenv("LABKIT_PROGRESS", "plain")
+        mp.delenv("LABKIT_BACKEND", raising=False)
+        daemon.ensure_running(nodes=1, home=home / "sandbox")
+        from labkit.cluster import connect
+
+        yield connect("sandbox")
+        daemon.stop(home=home / "sandbox")
+
+
+@pytest.fixture(scope="module")
+def ns(cluster) -> str:
+    """A namespace left in place (the daemon goes at the end of the module)."""
+    apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ops"}})
+    return "ops"
+
+
+def namespace_exists(cluster, name: str) -> bool:
+    return any(n.metadata.name == name for n in cluster.core.list_namespace().items)
+
+
+def played_pod(cluster, ns: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A pod on the played node: Pending until the test writes its status."""
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {"app": name}},
+            "spec": {"nodeName": PLAYED_NODE, "containers": [{"name": "app", "image": IMAGE}]}}
+    return apply(cluster, body, namespace=ns)[0]
+
+
+def set_status(cluster, ns: str, name: str, phase: str, state: dict[str, Any], *, ready: bool = False,
+               restarts: int = 0, last_state: dict[str, Any] | None = None) -> None:
+    cluster.core.patch_namespaced_pod_status(name, ns, {"status": {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        "containerStatuses": [{"name": "app", "image": IMAGE, "imageID": "", "ready": ready, "restartCount": restarts,
+                               "state": state, "lastState": last_state or {}}]}})
+
+
+def later(seconds: float, fn, *args, **kw) -> threading.Thread:
+    def run():
+        time.sleep(seconds)  # the node reports a little after the wait started: the wait must be watching
+        fn(*args, **kw)
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+# -------------------------------------------------------------------------------------------------- apply, lab
+def test_apply_is_idempotent_labels_everything_and_the_lab_removes_it_all(cluster):
+    objs = [runtime_class("ops-wasm", handler="wasmedge"),
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}},
+            service("web", "demo", 80, 8080)]
+    with lab(cluster, "ops-apply") as the_lab:
+        assert the_lab.namespace == "lab-ops-apply"
+        first = the_lab.apply(objs)
+        again = the_lab.apply(objs)
+        assert [o["metadata"]["resourceVersion"] for o in first] == [o["metadata"]["resourceVersion"] for o in again]
+        for o in again:
+            assert o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "labkit"
+            assert o["metadata"]["labels"]["labkit.io/lab"] == "ops-apply"
+            assert [m["manager"] for m in o["metadata"]["managedFields"]] == ["labkit"]
+        assert "namespace" not in again[0]["metadata"] and again[1]["metadata"]["namespace"] == "lab-ops-apply"
+        assert "labels" not in objs[1]["metadata"]  # the caller's dicts are not touched
+        changed = the_lab.apply({**objs[1], "data": {"a": "2"}})[0]
+        assert changed["data"] == {"a": "2"}
+    assert not namespace_exists(cluster, "lab-ops-apply")
+    assert "ops-wasm" not in {rc.metadata.name for rc in cluster.node.list_runtime_class().items}
+
+
+def test_apply_yaml_documents_in_the_given_namespace(cluster, ns):
+    text = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: from-yaml-1}
+data: {k: v}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: from-yaml-2}
+"""
+    applied = apply(cluster, text, namespace=ns)
+    assert [(o["metadata"]["name"], o["metadata"]["namespace"]) for o in applied] == [("from-yaml-1", ns),
+                                                                                     ("from-yaml-2", ns)]
+    assert applied[0]["metadata"]["labels"] == {"app.kubernetes.io/part-of": "labkit"}
+
+
+def test_apply_refuses_bad_input_and_applies_nothing_when_one_document_is_rejected(cluster, ns):
+    with pytest.raises(InvalidManifest, match="does not parse") as bad_yaml:
+        apply(cluster, "kind: ConfigMap\n  metadata: [", namespace=ns)
+    assert "line" in str(bad_yaml.value)
+    with pytest.raises(InvalidManifest, match="no kind 'Deploymnet'"):
+        apply(cluster, {"apiVersion": "apps/v1", "kind": "Deploymnet", "metadata": {"name": "x"}}, namespace=ns)
+    with pytest.raises(InvalidManifest, match="lacks metadata.name"):
+        apply(cluster, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}, namespace=ns)
+    good = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "first-of-two"}}
+    bad = wasm_deployment("second-of-two", IMAGE)
+    bad["spec"]["selector"]["matchLabels"] = {"app": "someone-else"}
+    with pytest.raises(ApiError) as rejected:
+        apply(cluster, [good, bad], namespace=ns)
+    assert "Deployment/second-of-two" in str(rejected.value) and "nothing was applied" in str(rejected.value)
+    assert rejected.value.code == 422
+    assert "first-of-two" not in {cm.metadata.name for cm in cluster.core.list_namespaced_config_map(ns).items}
+
+
+def test_lab_cleans_up_after_a_failed_step_and_keep_leaves_it(cluster):
+    with pytest.raises(ZeroDivisionError):
+        with lab(cluster, "ops-fail") as the_lab:
+            the_lab.apply([runtime_class("ops-fail-rc"),
+                           {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}])
+            assert namespace_exists(cluster, "lab-ops-fail")
+            1 / 0
+    assert not namespace_exists(cluster, "lab-ops-fail")
+    assert "ops-fail-rc" not in {rc.metadata.name for rc in cluster.node.list_runtime_class().items}
+
+    with lab(cluster, "ops-keep", namespace="ops-kept", keep=True) as kept:
+        kept.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})
+    assert namespace_exists(cluster, "ops-kept")
+    assert cleanup(cluster, "ops-keep") == ["namespace/ops-kept"]
+    assert not namespace_exists(cluster, "ops-kept")
+
+
+def test_lab_refuses_a_namespace_that_is_not_a_lab(cluster):
+    cluster.core.create_namespace({"metadata": {"name": "someones-work"}})
+    with pytest.raises(LabkitError, match="not a labkit lab namespace"):
+        with lab(cluster, "ops-x", namespace="someones-work"):
+            pass
+    assert namespace_exists(cluster, "someones-work")
+
+
+# -------------------------------------------------------------------------------------------------- waiting
+def test_wait_for_a_pod_to_become_ready_as_the_node_reports_it(cluster, ns, capsys):
+    played_pod(cluster, ns, "becomes-ready")
+    node = later(0.5, set_status, cluster, ns, "becomes-ready", "Running", {"running": {}}, ready=True)
+    [final] = wait_for(cluster, "Pod", "becomes-ready", namespace=ns, timeout=30)
+    node.join()
+    assert final["status"]["phase"] == "Running"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("waiting for pod/becomes-ready to be Ready: pod/becomes-ready Pending")
+    assert lines[-1].endswith("pod/becomes-ready Running, Ready")
+
+
+def test_wait_for_stops_at_crash_loop_with_the_diagnosis(cluster, ns):
+    played_pod(cluster, ns, "crashes")
+    node = later(0.5, set_status, cluster, ns, "crashes", "Running",
+                 {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}},
+                 restarts=3, last_state={"terminated": {"reason": "Error", "exitCode": 2}})
+    start = time.monotonic()
+    with pytest.raises(WaitFailed) as failed:
+        wait_for(cluster, "Pod", "crashes", namespace=ns, timeout=60)
+    node.join()
+    assert time.monotonic() - start < 30  # it stopped at the failure, not at the timeout
+    assert failed.value.diagnosis.signature == "crash-loop"
+    assert "pod/crashes will not become Ready" in str(failed.value) and "exit code 2" in str(failed.value)
+
+
+def test_wait_for_times_out_with_what_it_last_saw(cluster, ns):
+    played_pod(cluster, ns, "stays-pending")
+    with pytest.raises(WaitFailed, match=r"did not become Ready within 2 s \(last: pod/stays-pending Pending\)") as e:
+        wait_for(cluster, "Pod", "stays-pending", namespace=ns, timeout=2)
+    assert e.value.diagnosis is not None and e.value.diagnosis.signature is None
+
+
+def test_wait_for_a_phase_of_every_selected_pod(cluster, ns):
+    for name in ("batch-a", "batch-b"):
+        played_pod(cluster, ns, name, labels={"batch": "one"})
+    done = {"terminated": {"reason": "Completed", "exitCode": 0}}
+    node = later(0.3, lambda: [set_status(cluster, ns, n, "Succeeded", done) for n in ("batch-a", "batch-b")])
+    finals = wait_for(cluster, "Pod", selector="batch=one", namespace=ns, phase="Succeeded", timeout=30)
+    node.join()
+    assert sorted(p["metadata"]["name"] for p in finals) == ["batch-a", "batch-b"]
+    with pytest.raises(LabkitError, match="exactly one of name"):
+        wait_for(cluster, "Pod", "batch-a", selector="batch=one", namespace=ns)
+
+
+# -------------------------------------------------------------------------------------------------- real workloads
+def test_deployment_rollout_logs_scale_and_delete_on_the_sandbox_node(cluster, ns):
+    apply(cluster, [runtime_class(), wasm_deployment("demo", IMAGE)], namespace=ns)
+    [d] = wait_for(cluster, "Deployment", "demo", namespace=ns, timeout=60)
+    assert d["status"]["availableReplicas"] == 1
+    text = logs(cluster, "deployment/demo", namespace=ns, follow_seconds=2.5)
+    assert "[wasi-demo]" in text
+
+    apply(cluster, wasm_deployment("demo", IMAGE, replicas=2), namespace=ns)
+    wait_for(cluster, "Deployment", "demo", namespace=ns, timeout=60)
+    both = logs(cluster, "app=demo", namespace=ns, tail=1)
+    assert both.count("==> pod/demo-") == 2
+
+    summary = describe(cluster, "deploy", "demo", namespace=ns)
+    assert summary.fields["replicas"].startswith("2 desired, 2 updated") and summary.fields["runtimeClass"] == "wasmedge"
+    assert any(e["reason"] == "ScalingReplicaSet" for e in summary.events)
+    assert str(summary).startswith("Deployment/demo (namespace ops)\n  replicas: 2 desired")
+
+    assert delete(cluster, "Deployment", "demo", namespace=ns, timeout=60) is True
+    assert [p.metadata.name for p in cluster.core.list_namespaced_pod(ns, label_selector="app=demo").items] == []
+    assert delete(cluster, "Deployment", "demo", namespace=ns) is False
+
+
+def test_jobs_complete_or_fail_with_their_exit_code(cluster, ns):
+    apply(cluster, [runtime_class(), wasm_job("echo", IMAGE, args=["echo", "hello from a job"]),
+                    wasm_job("exit3", IMAGE, args=["exit", "3"])], namespace=ns)
+    wait_for(cluster, "Job", "echo", namespace=ns, timeout=60)
+    assert "hello from a job" in logs(cluster, "job/echo", namespace=ns)
+    with pytest.raises(WaitFailed) as failed:
+        wait_for(cluster, "Job", "exit3", namespace=ns, timeout=60)
+    assert "job 'exit3' ended Failed" in str(failed.value)
+    assert failed.value.diagnosis.signature == "exit-nonzero" and "code 3" in failed.value.diagnosis.summary
+    wait_for(cluster, "Job", "exit3", namespace=ns, condition="Failed", timeout=10)
+
+
+# -------------------------------------------------------------------------------------------------- logs, events, describe, show
+def test_logs_errors_say_what_to_do(cluster, ns):
+    with pytest.raises(ApiError) as missing:
+        logs(cluster, "no-such-pod", namespace=ns)
+    assert missing.value.code == 404 and "kubectl get pods" in str(missing.value)
+    played_pod(cluster, ns, "not-started")
+    with pytest.raises(ApiError) as waiting:
+        logs(cluster, "not-started", namespace=ns)
+    assert waiting.value.code == 400 and "wait_for" in waiting.value.fix
+    with pytest.raises(ApiError) as previous:
+        logs(cluster, "not-started", namespace=ns, previous=True)
+    assert "drop previous=True" in previous.value.fix
+    with pytest.raises(LabkitError, match="no pod matches 'app=nobody'"):
+        logs(cluster, "app=nobody", namespace=ns)
+
+
+def test_events_and_describe_of_a_pod(cluster, ns):
+    played_pod(cluster, ns, "described")
+    set_status(cluster, ns, "described", "Running", {"waiting": {"reason": "CrashLoopBackOff"}}, restarts=4,
+               last_state={"terminated": {"reason": "Error", "exitCode": 137}})
+    for i, reason in enumerate(("Pulled", "BackOff")):
+        cluster.core.create_namespaced_event(ns, {
+            "metadata": {"name": f"described.{i}"}, "reason": reason, "type": "Normal" if i == 0 else "Warning",
+            "message": f"message {i}", "lastTimestamp": f"2026-01-01T10:00:0{i}Z",
+            "involvedObject": {"kind": "Pod", "name": "described", "namespace": ns}})
+    found = events(cluster, "pod/described", namespace=ns)
+    assert [(e["reason"], e["object"]) for e in found] == [("Pulled", "Pod/described"), ("BackOff", "Pod/described")]
+    d = describe(cluster, "pod", "described", namespace=ns)
+    assert d.fields["node"] == PLAYED_NODE and d.fields["phase"] == "Running"
+    assert d.containers[0] | {} == {"name": "app", "image": IMAGE, "state": "waiting", "reason": "CrashLoopBackOff",
+                                    "restarts": 4, "exit code": 137, "ready": False}
+    assert "Warning BackOff: message 1" in str(d) and "CrashLoopBackOff" in d._repr_html_()
+
+
+def test_show_gives_what_a_learner_writes(cluster, ns):
+    live = apply(cluster, wasm_deployment("shown", IMAGE, replicas=0), namespace=ns)[0]
+    text = str(show(live))
+    for noise in ("managedFields", "uid:", "resourceVersion", "creationTimestamp", "status:",
+                  "terminationMessagePath", "dnsPolicy", "revisionHistoryLimit", "imagePullPolicy"):
+        assert noise not in text, noise
+    assert text.startswith("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shown\n")
+    assert "runtimeClassName: wasmedge" in text
+    assert "<span" in show(live)._repr_html_()
+    assert str(show([live, live])).count("---\n") == 1
