@@ -153,8 +153,9 @@ def test_docstring_examples() -> None:
 # ------------------------------------------------------------------ the same machinery on a sandbox node
 
 
+@pytest.mark.slow  # starts a real sandbox daemon: 4-8 s on 2 cores
 def test_sandbox_host_crun_swap_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """SandboxHost inherits plan/preview/apply/verify/restore; its restart is the daemon's node restart (a real daemon, ~4 s)."""
+    """SandboxHost inherits plan/preview/apply/verify/restore; its restart is the daemon's node restart."""
     from labkit.cluster import connect
     from labkit.host import host_for_backend
     from labkit.host.base import wait_node_ready

@@ -13,11 +13,15 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
-import tomllib
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from labkit.errors import PrerequisiteMissing
 from labkit.host import LocalHost
@@ -26,6 +30,7 @@ from labkit.host.changes import HostChange, HostChangeError
 from labkit.sandbox.containerd import (
     ContainerdConfigError,
     ContainerdPaths,
+    NodeSettings,
     detect_runtimes,
     read_runtime_info,
     render_base_config,
@@ -314,3 +319,66 @@ def test_check_crun(node: Node, output: str, wasi_nn: bool, problem: str | None)
     else:
         with pytest.raises(PrerequisiteMissing, match=problem):
             h.check_crun(wasi_nn=wasi_nn)
+
+
+# ------------------------------------------------------------------ a real containerd judges the rendered config
+
+
+def start_containerd(config: Path, log: Path, until: str, timeout: float = 20.0) -> tuple[int | None, str]:
+    """Run the real containerd on *config* until its log shows *until* or it exits; (exit code or None, log)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and until not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=10)
+                code = None
+            else:
+                code = proc.returncode
+    return code, log.read_text()
+
+
+@pytest.fixture
+def private_containerd_settings() -> Iterator[NodeSettings]:
+    if os.geteuid() != 0 or shutil.which("containerd") is None:
+        pytest.skip("needs root and containerd (apt-get install containerd)")
+    base = Path(tempfile.mkdtemp(prefix="lkc", dir="/tmp"))  # unix socket paths are limited to 108 bytes
+    yield NodeSettings(root=str(base / "root"), state=str(base / "state"), address=str(base / "c.sock"),
+                       cni_bin_dir=str(base / "cni"), cni_conf_dir=str(base / "net.d"))
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_real_containerd_loads_the_crun_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             private_containerd_settings: NodeSettings) -> None:
+    """Debian's containerd 1.6 (config version 2) reads the swapped config: default crun, its annotations."""
+    node = Node(tmp_path, monkeypatch, version=2, ctr="v1.6.20")
+    h = host(node)
+    change = h.plan_crun_swap(binary=CRUN)
+    assert h.validate(change).default_runtime == "crun"
+    h.apply(change)
+    # k3s's render again, with this test's private directories and socket instead of k3s's
+    render_node_config(node.paths, 2, detect_runtimes(node.root), settings=private_containerd_settings)
+    code, log = start_containerd(node.paths.config, tmp_path / "containerd.log", "Start cri plugin with config")
+    assert code is None, log[-2000:]
+    cri = next(line for line in log.splitlines() if "Start cri plugin with config" in line)
+    assert "DefaultRuntimeName:crun " in cri
+    crun = cri.split("crun:{", 1)[1]
+    assert "Type:io.containerd.runc.v2" in crun and "PodAnnotations:[module.wasm.image/*]" in crun
+    assert f"BinaryName:{CRUN}" in crun
+
+
+def test_real_containerd_refuses_what_validation_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         private_containerd_settings: NodeSettings) -> None:
+    node = Node(tmp_path, monkeypatch, version=2, ctr="v1.6.20")
+    redeclared = '{{ template "base" . }}\n[plugins."io.containerd.grpc.v1.cri".containerd]\n  default_runtime_name = "crun"\n'
+    with pytest.raises(ContainerdConfigError, match="declared twice"):
+        host(node).validate(HostChange(node.root, {node.paths.template_v2: redeclared}, "bad", 2))
+    config = tmp_path / "bad.toml"
+    config.write_text(render_template(redeclared, render_base_config(2, {}, settings=private_containerd_settings)))
+    code, log = start_containerd(config, tmp_path / "containerd.log", "Start cri plugin with config")
+    assert code not in (None, 0), "containerd must refuse to start"
+    assert "failed to load TOML" in log, log[-2000:]

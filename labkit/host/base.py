@@ -306,7 +306,7 @@ def wait_node_ready(cluster: Cluster, node: str | None, since: datetime, timeout
     last: dict[str, str] = {}
     while time.monotonic() < deadline:
         try:
-            listed = cluster.core.list_node(_request_timeout=10)
+            listed: Any = cluster.core.list_node(_request_timeout=10)
             names = {n.metadata.name for n in listed.items}
             target = node if node in names else None  # an unknown name (renamed node): fall back to all nodes
             state = {n.metadata.name: n for n in listed.items if target in (None, n.metadata.name)}
@@ -315,7 +315,9 @@ def wait_node_ready(cluster: Cluster, node: str | None, since: datetime, timeout
             stream = watch.Watch().stream(cluster.core.list_node, resource_version=listed.metadata.resource_version,
                                           timeout_seconds=max(1, int(deadline - time.monotonic())))
             for event in stream:
-                obj = event["object"]
+                if event["type"] == "ERROR":  # e.g. 410 Gone: list again
+                    break
+                obj: Any = event["object"]
                 if target in (None, obj.metadata.name):
                     state[obj.metadata.name] = obj
                 if state and all(_ready(n, since if target else None) for n in state.values()):

@@ -232,7 +232,7 @@ def apply_files(node_root: Path, files: dict[Path, str], description: str) -> Ba
     try:
         for record, (local, text) in zip(records, files.items()):
             created_dirs += _make_parents(node_root, Path(local))
-            mode = record.mode if record.existed else NEW_FILE_MODE
+            mode = record.mode if record.mode is not None else NEW_FILE_MODE
             write_atomic(Path(local), text.encode(), mode, record.uid, record.gid)
     except BaseException:
         restore_backup(replace(backup, created_dirs=created_dirs))  # nothing half-applied
