@@ -703,10 +703,10 @@ class PodWorker:
                 return image
             if policy == "Never":
                 message = f'Container image "{ref}" is not present with pull policy of Never'
-                c.state = {"waiting": {"reason": "ErrImageNeverPull", "message": message}}
-                self.publish()
                 self.event("Warning", "ErrImageNeverPull", message, c)
                 self.event("Warning", "Failed", "Error: ErrImageNeverPull", c)
+                c.state = {"waiting": {"reason": "ErrImageNeverPull", "message": message}}
+                self.publish()
                 if await self.sleep(self._pull_delay(c)):
                     return None
                 continue
@@ -731,17 +731,18 @@ class PodWorker:
     async def _pull_failed(self, c: ContainerRun, ref: str, err: registry_mirror.PullFailed) -> bool:
         """ErrImagePull, then ImagePullBackOff until the next try; True when the pod stops meanwhile."""
         message = err.containerd_message
-        c.state = {"waiting": {"reason": "ErrImagePull", "message": message}}
-        self.publish()
         self.event("Warning", "Failed", f'Failed to pull image "{ref}": {message} (hint: {err.fix})', c)
         self.event("Warning", "Failed", "Error: ErrImagePull", c)
+        c.state = {"waiting": {"reason": "ErrImagePull", "message": message}}
+        self.publish()
         delay = self._pull_delay(c)
         if await self.sleep(ERR_IMAGE_PULL_SHOWN_S):
             return True
-        c.state = {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{ref}": ErrImagePull: {message}'}}
-        self.publish()
+        # events first: whoever sees the new state finds its events already recorded
         self.event("Normal", "BackOff", f'Back-off pulling image "{ref}"', c)
         self.event("Warning", "Failed", "Error: ImagePullBackOff", c)
+        c.state = {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{ref}": ErrImagePull: {message}'}}
+        self.publish()
         return await self.sleep(max(delay - ERR_IMAGE_PULL_SHOWN_S, 0.0))
 
     async def run_container(self, c: ContainerRun) -> None:
@@ -861,11 +862,11 @@ class PodWorker:
             c.state = {"waiting": {"reason": "RunContainerError", "message": finished.get("message", "")}}
             self.publish()
         if delay:
+            self.event("Warning", "BackOff", f"Back-off restarting failed container {c.name} in pod {pod_key(self.pod)}", c)
             c.state = {"waiting": {"reason": "CrashLoopBackOff",
                                    "message": f"back-off {int(delay)}s restarting failed container={c.name} "
                                               f"pod={pod_key(self.pod)}"}}
             self.publish()
-            self.event("Warning", "BackOff", f"Back-off restarting failed container {c.name} in pod {pod_key(self.pod)}", c)
             if await self.sleep(delay):
                 return True
         elif "waiting" not in c.state:
