@@ -182,3 +182,9 @@ def test_sandbox_host_crun_swap_round_trip(tmp_path: Path, monkeypatch: pytest.M
             wait_node_ready(cluster, cluster.nodes()[0]["name"], datetime.now(timezone.utc) + timedelta(hours=1), 1)
     finally:
         daemon.stop(home=tmp_path / "sandbox")
+
+
+def test_paths_outside_the_node_root_are_refused(root: Path, tmp_path: Path) -> None:
+    with pytest.raises(HostChangeError, match="not under the node root"):
+        apply_files(root, {tmp_path / "elsewhere.conf": "x\n"}, "t")
+    assert not (root / BACKUP_DIR).exists(), "refused before the backup directory was made"

@@ -33,6 +33,7 @@ from ..sandbox.containerd import (
     detect_runtimes,
     read_runtime_info,
     render_node_config,
+    set_default_runtime,
 )
 from ..sandbox.images import ImageRecord
 from . import changes
@@ -167,7 +168,11 @@ class Host(abc.ABC):
             raise ContainerdConfigError(f"k3s already declares a runtime named {name!r} (it found {detected[name].binary_name})",
                                         f"pick another name, e.g. plan_crun_swap(name={CRUN_WASM_NAME!r})")
         version = self.containerd_version()
-        files = crun_swap_plan(self.containerd_paths(), version, binary, default=default, name=name)
+        paths = self.containerd_paths()
+        files = crun_swap_plan(paths, version, binary, default=False, name=name)
+        if default:  # read k3s's config with the privileges it needs (it may hold the join token, mode 0600)
+            files[paths.k3s_config] = set_default_runtime(self.read_node_files([paths.k3s_config])[paths.k3s_config] or "",
+                                                          name)
         what = f"crun ({binary}) as runtime {name!r}" + (", the node's default runtime" if default else "")
         return HostChange(self.node_root, files, what, version, name if default else None)
 

@@ -211,6 +211,10 @@ def apply_files(node_root: Path, files: dict[Path, str], description: str) -> Ba
     If a write fails, what was written so far is restored before the error is raised.
     """
     node_root = Path(node_root)
+    outside = [str(p) for p in files if not Path(p).is_relative_to(node_root)]
+    if outside:
+        raise HostChangeError(f"{', '.join(outside)} is not under the node root {node_root}",
+                              "plan changes with the host's containerd_paths(); nothing was written")
     backup_dir, created = _new_backup_dir(node_root)
     records: list[BackedUpFile] = []
     for local in files:

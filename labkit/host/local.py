@@ -91,7 +91,7 @@ class LocalHost(Host):
         self._as_root("changing the k3s node's files and restarting k3s")
 
     def _execute(self, op: str, payload: dict[str, Any]) -> Any:
-        prefix = self._as_root(f"{op} on the node's files")
+        prefix = self._as_root(("reading" if op in ("read", "backups") else "changing") + " the k3s node's files")
         if not prefix:
             return super()._execute(op, payload)
         # not root: the same module does the work, as root, in a child process
