@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 #: The log lines a diagnosis quotes when it has nothing sharper to show.
 TAIL_LINES = 8
@@ -355,7 +356,9 @@ def diagnose(cluster: Any, pod_or_name: str | dict[str, Any], *, namespace: str)
     >>> print(labkit.diagnose(cluster, "deployment/wasi-demo", namespace="lab-01"))   # doctest: +SKIP
     the node's containerd has no runtime named 'wasm' (FailedCreatePodSandBox) ...
     """
-    from .operations import diagnosis_inputs  # operations imports this module: import at call time
+    from .operations import (
+        diagnosis_inputs,  # operations imports this module: import at call time
+    )
 
     pod, events, logs = diagnosis_inputs(cluster, pod_or_name, namespace=namespace)
     return diagnose_pod(pod, events, logs)

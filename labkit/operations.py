@@ -18,9 +18,10 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from kubernetes import watch
@@ -47,7 +48,7 @@ DEFAULT_CONDITION = {"Pod": "Ready", "Deployment": "Available", "Job": "Complete
 #: Log lines of the diagnosed pod fetched for a diagnosis.
 DIAGNOSIS_LOG_LINES = 50
 
-_CLIENTS: "weakref.WeakKeyDictionary[Cluster, DynamicClient]" = weakref.WeakKeyDictionary()
+_CLIENTS: weakref.WeakKeyDictionary[Cluster, DynamicClient] = weakref.WeakKeyDictionary()
 _CLIENTS_LOCK = threading.Lock()
 
 
@@ -134,6 +135,13 @@ def _kind_of(cluster: Cluster, kind: str) -> str:
     return _resource(cluster, kind).kind
 
 
+def _not_found(plural: str, name: str, namespace: str, listing: str | None = None) -> ApiError:
+    """The API server's 404 for a name labkit looked up itself, with where to look instead."""
+    return ApiError({"kind": "Status", "code": 404, "reason": "NotFound",
+                     "message": f'{plural} "{name}" not found in namespace {namespace}'},
+                    fix=f"list what exists: `kubectl get {listing or plural} -n {namespace}`")
+
+
 def _pods_of(cluster: Cluster, target: str | dict[str, Any], namespace: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(pods, owners) for a pod name, a label selector, ``kind/name`` of a workload, or an object dict."""
     if isinstance(target, dict):
@@ -151,16 +159,13 @@ def _pods_of(cluster: Cluster, target: str | dict[str, Any], namespace: str) -> 
             return [pod], []
         owners = [o for o in (_get(cluster, k, name, namespace) for k in ("Deployment", "Job")) if o]
         if not owners:
-            raise ApiError({"kind": "Status", "code": 404, "reason": "NotFound",
-                            "message": f'pods "{name}" not found in namespace {namespace}'},
-                           fix=f"list what exists: `kubectl get pods,deployments,jobs -n {namespace}`")
+            raise _not_found("pods", name, namespace, "pods,deployments,jobs")
         owner = owners[0]
     else:
-        owner = _get(cluster, kind, name, namespace)
-        if owner is None:
-            raise ApiError({"kind": "Status", "code": 404, "reason": "NotFound",
-                            "message": f'{kind.lower()}s "{name}" not found in namespace {namespace}'},
-                           fix=f"list what exists: `kubectl get {kind.lower()}s -n {namespace}`")
+        found = _get(cluster, kind, name, namespace)
+        if found is None:
+            raise _not_found(f"{kind.lower()}s", name, namespace)
+        owner = found
     selector = _match_labels_selector(owner)
     pods = _list(cluster, "Pod", namespace, label_selector=selector)[0] if selector else []
     owners = [owner]
@@ -201,7 +206,7 @@ def _describe_obj(body: dict[str, Any]) -> str:
 
 
 def apply(cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = None,
-          lab: "Lab | str | None" = None) -> list[dict[str, Any]]:
+          lab: Lab | str | None = None) -> list[dict[str, Any]]:
     """Server-side apply (field manager ``labkit``, forced) of dicts or YAML text; returns the applied objects.
 
     Objects get the labkit labels (and ``labkit.io/lab`` with *lab*). Every document is validated by a
@@ -232,7 +237,7 @@ def apply(cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = Non
     new_namespaces = {b["metadata"]["name"] for r, b, _ in planned if r.kind == "Namespace"}
     failures = []
     for res, body, ns in planned:
-        if ns in new_namespaces and _get(cluster, "Namespace", ns, None) is None:
+        if ns is not None and ns in new_namespaces and _get(cluster, "Namespace", ns, None) is None:
             continue  # its namespace comes with this apply: the server cannot dry-run into it yet
         try:
             _server_side_apply(cluster, res, body, ns, dry_run=True)
@@ -403,7 +408,7 @@ def wait_for(cluster: Cluster, kind: str, name: str | None = None, *, namespace:
                 finished, _, failure = _judge(kind, objects, condition, phase)
                 if finished or failure or (kind == "Pod" and _alarming(obj)):
                     watcher.stop()  # judge now: done, failed, or worth a diagnosis before the window ends
-        except Exception as e:  # noqa: BLE001 - 410 Gone (history compacted) is routine: list again
+        except Exception as e:
             if getattr(e, "status", None) == 410 or getattr(e, "code", None) == 410:
                 relist = True
             else:
@@ -681,7 +686,7 @@ def _container_rows(pod: dict[str, Any]) -> list[dict[str, Any]]:
     for c in (pod.get("spec") or {}).get("containers") or []:
         s = statuses.get(c["name"], {})
         state_name, state = next(iter((s.get("state") or {"waiting": {}}).items()))
-        last = next(iter((s.get("lastState") or {}).values()), {}) or {}
+        last: dict[str, Any] = next(iter((s.get("lastState") or {}).values()), {}) or {}
         rows.append({"name": c["name"], "image": c.get("image"), "state": state_name,
                      "reason": (state or {}).get("reason"), "restarts": s.get("restartCount", 0),
                      "exit code": (state or {}).get("exitCode", last.get("exitCode")), "ready": s.get("ready", False)})
@@ -694,9 +699,7 @@ def describe(cluster: Cluster, kind: str, name: str, *, namespace: str, last_eve
     kind = _kind_of(cluster, kind)
     obj = _get(cluster, kind, name, namespace)
     if obj is None:
-        raise ApiError({"kind": "Status", "code": 404, "reason": "NotFound",
-                        "message": f'{kind.lower()}s "{name}" not found in namespace {namespace}'},
-                       fix=f"list what exists: `kubectl get {kind.lower()}s -n {namespace}`")
+        raise _not_found(f"{kind.lower()}s", name, namespace)
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     fields: dict[str, Any] = {}
     containers: list[dict[str, Any]] = []
@@ -743,7 +746,7 @@ def _wait_gone(cluster: Cluster, kind: str, name: str, namespace: str | None, ti
                                    timeout=max(1, min(WATCH_WINDOW_S * 5, int(remaining + 0.999))), watcher=watcher):
                 if event["type"] == "DELETED":
                     return
-        except Exception as e:  # noqa: BLE001 - 410 Gone: list again
+        except Exception as e:
             if getattr(e, "status", None) != 410:
                 raise _api_failure(e) from e
 
@@ -803,8 +806,8 @@ def _drop_pod_defaults(pod_spec: dict[str, Any]) -> None:
 
 def _learner_view(obj: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(_as_dict(obj))
-    spec = out.get("spec") if isinstance(out.get("spec"), dict) else {}
-    template = spec.get("template") if isinstance(spec.get("template"), dict) else None
+    spec: dict[str, Any] = out["spec"] if isinstance(out.get("spec"), dict) else {}
+    template: dict[str, Any] | None = spec["template"] if isinstance(spec.get("template"), dict) else None
     if template is not None:
         _drop_defaults(spec, _WORKLOAD_DEFAULTS)
         if (template.get("metadata") or {}).get("creationTimestamp", "") is None:

@@ -209,9 +209,9 @@ def namespace(cluster):
 
 
 def test_diagnose_a_deployment_whose_runtime_class_is_missing(cluster, namespace):
+    from labkit.errors import WaitFailed
     from labkit.manifests import wasm_deployment
     from labkit.operations import apply, wait_for
-    from labkit.errors import WaitFailed
 
     apply(cluster, wasm_deployment("norc", "docker.io/labkit/wasi-demo:latest", runtime_class="no-such-class"),
           namespace=namespace)

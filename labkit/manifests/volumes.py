@@ -10,9 +10,10 @@ Read-only by default (DESIGN §6): a lab mounts plugins, libraries and models, i
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import InvalidManifest
 from .checks import dns_label

@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..errors import InvalidManifest
-from .checks import dns_label, env_list, labels as string_map, string_list
+from .checks import dns_label, env_list, string_list
+from .checks import labels as string_map
 from .volumes import Mount, volumes_and_mounts
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
