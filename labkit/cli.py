@@ -25,15 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module_name = f"labkit.commands.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            # Sub-commands written in parallel may not exist yet; the lead removes this skip when all do.
-            if e.name == module_name:
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"labkit.commands.{name}").register(subparsers)
     return parser
 
 
