@@ -7,7 +7,7 @@ memory of recent events is in-process (an LRU), so recording stays O(1).
 
 from __future__ import annotations
 
-import secrets
+import time
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -46,7 +46,8 @@ def record_event(core: ApiCore, obj: dict[str, Any], type_: str, reason: str, me
     source = {"component": component, **({"host": host} if host else {})}
     event = {
         "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": namespace},
+        # named <object>.<hex unix nanoseconds> like client-go, so names sort in recording order
+        "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": namespace},
         "involvedObject": involved, "reason": reason, "message": message, "type": type_,
         "source": source, "count": 1, "firstTimestamp": now, "lastTimestamp": now, "eventTime": None,
         "reportingComponent": component, "reportingInstance": host or "",
