@@ -780,10 +780,11 @@ class PodWorker:
         env = container_env(kubelet.core, self.pod, spec, image.env, self.pod_ip, kubelet.host_ip)
         argv = [*(spec.get("command") or image.entrypoint), *(spec.get("args") or ())]
         working_dir = spec.get("workingDir") or "/"
+        mounts = container_mounts(spec, self.volumes, self.read_only_volumes)
+        # the CRI container exists from here on; what follows is the task start, where runtimes fail
+        c.container_id = f"containerd://{secrets.token_hex(32)}"
         assert self.runtime is not None
         launch = plan_launch(self.runtime, self.pod, image, argv, env, working_dir)
-        mounts = container_mounts(spec, self.volumes, self.read_only_volumes)
-        c.container_id = f"containerd://{secrets.token_hex(32)}"
         writer = kubelet.logs.writer(self.pod, c.name, c.restart_count)
         context = PodContext(name=self.name, namespace=self.ns, env=env,
                              mounts={m.guest_path: str(m.host_dir) for m in mounts},
@@ -841,10 +842,12 @@ class PodWorker:
 
     def _start_failed(self, c: ContainerRun, err: ContainerFailure) -> None:
         message = err.problem + (f" (labkit: {err.fix})" if err.fix else "")
-        self.event("Warning", "Failed", f"Error: {message}", c)
         if err.reason == "CreateContainerConfigError":
+            self.event("Warning", "Failed", f"Error: {message}", c)
             c.state = {"waiting": {"reason": err.reason, "message": message}}
             return
+        self.event("Normal", "Created", f"Created container: {c.name}", c)  # created, as the kubelet records it; the start failed
+        self.event("Warning", "Failed", f"Error: {message}", c)
         now = now_rfc3339()
         c.state = {"terminated": {"exitCode": EXIT_START_ERROR, "reason": "StartError", "message": message,
                                   "startedAt": "1970-01-01T00:00:00Z", "finishedAt": now, "containerID": c.container_id}}
