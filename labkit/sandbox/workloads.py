@@ -455,7 +455,6 @@ class _DeploymentSync:
         self.replicas = int(d["spec"].get("replicas", 1))
         self.surge, self.unavailable = surge_and_unavailable(d)
         self.status = copy.deepcopy(d.get("status") or {})
-        self.revision_changed = False
 
     # ----------------------------------------------------------- replica sets
     def replica_sets(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -505,14 +504,16 @@ class _DeploymentSync:
                 break
             except StatusError as e:
                 if e.code != 409:
-                    record_event(self.core, self.d, "Warning", "FailedCreate", e.message, "deployment-controller")
+                    message = f'Failed to create new replica set "{rs["metadata"]["name"]}": {e.message}'
+                    record_event(self.core, self.d, "Warning", "FailedCreate", message, "deployment-controller")
+                    self.set_progressing("False", "ReplicaSetCreateError", message)
+                    write_status(self.core, DEPLOYMENTS, self.d, self.status)
                     raise
                 collisions += 1  # a different template already has this name: hash again
                 self.status["collisionCount"] = collisions
         if replicas > 0:
             self.event(f"Scaled up replica set {created['metadata']['name']} from 0 to {replicas}")
         self.set_progressing("True", "NewReplicaSetCreated", f'Created new replica set "{created["metadata"]["name"]}"')
-        self.revision_changed = True
         return created
 
     def sync_new_rs(self, new: dict[str, Any], old: list[dict[str, Any]]) -> dict[str, Any]:
@@ -525,7 +526,6 @@ class _DeploymentSync:
             new["metadata"].setdefault("annotations", {})[REVISION] = str(wanted_revision)
             new["spec"]["minReadySeconds"] = min_ready
             new = self.replace_rs(new)
-            self.revision_changed = True
         if self.has_deadline and condition({"status": self.status}, "Progressing") is None:
             self.set_progressing("True", "FoundNewReplicaSet", f'Found new replica set "{new["metadata"]["name"]}"')
         return new
