@@ -35,6 +35,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ WASMEDGE_TYPE = "io.containerd.wasmedge.v1"
 RUNC_TYPE = "io.containerd.runc.v2"
 VARIANT_ANNOTATION = "module.wasm.image/variant"
 POD_IP_PREFIX = "127.42"
+ENDED_MEMORY = 4096
 
 T = TypeVar("T")
 
@@ -927,6 +929,8 @@ class Kubelet:
         self.runtime_info: RuntimeInfo | None = None
         self.runtime_error = ""
         self.workers: dict[str, PodWorker] = {}
+        #: uids of pods whose worker ended -> whether it crashed (then only a deletion is still handled)
+        self.ended: OrderedDict[str, bool] = OrderedDict()
         self._executor = executor
         self._watcher: Watcher | None = None
 
@@ -1016,11 +1020,17 @@ class Kubelet:
             self._watcher.close()
 
     def observe(self, event_type: str, pod: dict[str, Any]) -> None:
-        uid = pod["metadata"]["uid"]
+        meta = pod["metadata"]
+        uid = meta["uid"]
         worker = self.workers.get(uid)
         if event_type == "DELETED":
+            self.ended.pop(uid, None)
             if worker is not None:
                 worker.terminate()
+            return
+        if uid in self.ended:  # late events of a pod whose worker is done
+            if self.ended[uid] and meta.get("deletionTimestamp"):
+                self.core.finish_pod_deletion(meta.get("namespace") or "default", meta["name"])
             return
         if worker is None:
             try:
@@ -1032,19 +1042,29 @@ class Kubelet:
             worker.task = asyncio.ensure_future(self._run_worker(worker))
         else:
             worker.pod = pod
-        if pod["metadata"].get("deletionTimestamp"):
+        if meta.get("deletionTimestamp"):
             worker.terminate()
 
     async def _run_worker(self, worker: PodWorker) -> None:
+        crashed = False
         try:
             await worker.run()
         except asyncio.CancelledError:
             raise
-        except Exception:  # one pod's bug must not stop the node; the log says what happened
+        except Exception as err:  # one pod's bug must not stop the node; the log and an event say what happened
             log.exception("pod worker %s/%s failed", worker.ns, worker.name)
+            crashed = True
+            for c in worker.containers:
+                if c.process is not None:
+                    c.process.kill()
+            worker.event("Warning", "FailedSync", f"labkit sandbox kubelet error: {type(err).__name__}: {err} "
+                                                  f"(the pod is no longer run; delete it: kubectl delete pod {worker.name})")
         finally:
             self.workers.pop(worker.uid, None)
             self.ips.release(worker.uid)
+        self.ended[worker.uid] = crashed
+        while len(self.ended) > ENDED_MEMORY:
+            self.ended.popitem(last=False)
 
 
 class NodeAgents:

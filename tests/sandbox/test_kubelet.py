@@ -31,6 +31,7 @@ from labkit.sandbox.kubelet import (
     ContainerFailure,
     ImageContent,
     NodeAgents,
+    PodWorker,
     container_env,
     go_duration,
     plan_launch,
@@ -197,6 +198,21 @@ def test_running_pod_is_ready_then_killed_promptly_on_delete(cluster: Cluster) -
     assert time.monotonic() - started < 3
     killing = [m for _, r, m in cluster.events("daemon") if r == "Killing"]
     assert killing == ["Stopping container demo"]
+    time.sleep(0.2)
+    assert "SandboxChanged" not in [r for _, r, _ in cluster.events("daemon")]  # no second life for a deleted pod
+
+
+def test_a_kubelet_bug_in_one_pod_is_reported_and_the_pod_can_still_be_deleted(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(self: PodWorker) -> bool:
+        raise RuntimeError("simulated kubelet bug")
+
+    monkeypatch.setattr(PodWorker, "create_sandbox", broken)
+    cluster.run_pod("buggy")
+    message = cluster.wait_event("buggy", "FailedSync")
+    assert "simulated kubelet bug" in message and "kubectl delete pod buggy" in message
+    cluster.core.delete(PODS, "default", "buggy")
+    cluster.wait_for(lambda: cluster.pod("buggy") is None, "the pod to go", timeout=3)
 
 
 def test_runtime_class_handler_missing_then_fixed_by_template_and_restart(cluster: Cluster) -> None:
