@@ -143,3 +143,28 @@ def test_image_errors_and_previous_logs(kubectl: Kubectl) -> None:
 """))
     eventually(lambda: kubectl("get", "pod", "again").stdout, "CrashLoopBackOff")  # Always restarts a completed container
     assert sorted(kubectl("logs", "again", "--previous").stdout.splitlines()) == ["exiting", "round"]
+
+
+def test_logs_follow_ends_with_the_container(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", "-", input=_pod("sleeper", """  runtimeClassName: wasmedge
+  restartPolicy: Never
+  containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest, args: [sleep, "1"]}]
+"""))
+    kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=20s")
+    started = time.monotonic()
+    assert kubectl("logs", "-f", "sleeper").stdout == "exiting\n"
+    assert time.monotonic() - started < 10
+
+
+def test_running_pods_come_back_after_a_daemon_restart(kubectl: Kubectl, home: Path) -> None:
+    kubectl("apply", "-f", "-", input=_pod("survivor", """  runtimeClassName: wasmedge
+  containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest}]
+"""))
+    kubectl("wait", "--for=condition=Ready", "pod/survivor", "--timeout=20s")
+    ip = kubectl("get", "pod", "survivor", "-o", "jsonpath={.status.podIP}").stdout
+    daemon.stop(home=home)
+    daemon.ensure_running(home=home)  # a node reboot for the pods: containers start again, restartCount + 1
+    kubectl("wait", "--for=jsonpath={.status.containerStatuses[0].restartCount}=1", "pod/survivor", "--timeout=20s")
+    kubectl("wait", "--for=condition=Ready", "pod/survivor", "--timeout=20s")
+    assert kubectl("get", "pod", "survivor", "-o", "jsonpath={.status.podIP}").stdout == ip
+    eventually(lambda: kubectl("logs", "survivor").stdout, "[wasi-demo] heartbeat 1")
