@@ -456,7 +456,7 @@ def test_replicaset_pods_being_deleted_do_not_count(core):
         core.bind(NS, two[0]["metadata"]["name"], {"target": {"name": "node-a"}})
         core.delete(PODS, NS, two[0]["metadata"]["name"])
         await until("replacement", lambda: len(pods(core, app="solo")) == 3)
-        await until("status", lambda: core.get(REPLICASETS, NS, "solo")["status"].get("replicas") == 2)
+        await until("status", lambda: core.get(REPLICASETS, NS, "solo").get("status", {}).get("replicas") == 2)
         assert core.get(REPLICASETS, NS, "solo")["status"]["observedGeneration"] == 1
 
     run(core, body)
@@ -555,7 +555,8 @@ def test_endpoints_and_slices_follow_ready_pods(core):
         a = kubelet(core, three[0], ip="10.42.0.2")
         b = kubelet(core, three[1], ip="10.42.0.3")
         c = kubelet(core, three[2], ip="10.42.0.4", ready=False)
-        await until("endpoints", lambda: len(core.get(ENDPOINTS, NS, "web").get("subsets", [{}])[0].get("addresses", [])) == 2)
+        await until("endpoints", lambda: len((core.store.get(ENDPOINTS, NS, "web") or {}).get("subsets", [{}])[0]
+                                            .get("addresses", [])) == 2)
         ep = core.get(ENDPOINTS, NS, "web")
         (subset,) = ep["subsets"]
         assert subset["addresses"][0] == {"ip": "10.42.0.2", "nodeName": "node-a", "targetRef": {
@@ -587,6 +588,30 @@ def test_endpoints_and_slices_follow_ready_pods(core):
         core.delete(SERVICES, NS, "web")
         await until("endpoints removed", lambda: core.store.get(ENDPOINTS, NS, "web") is None)
         assert not core.list(SLICES, NS)["items"]  # garbage-collected with the Service
+
+    run(core, body)
+
+
+def test_pods_naming_a_port_differently_get_their_own_subset_and_slice(core):
+    for name, port in (("a", 8080), ("b", 9090)):
+        core.create(PODS, NS, {"metadata": {"name": name, "labels": {"app": "mixed"}},
+                               "spec": {"containers": [{"name": "main", "image": "demo:1",
+                                                        "ports": [{"name": "http", "containerPort": port}]}]}})
+    core.create(PODS, NS, {"metadata": {"name": "c", "labels": {"app": "mixed"}},  # no port named http
+                           "spec": {"containers": [{"name": "main", "image": "demo:1"}]}})
+    core.create(SERVICES, NS, {"metadata": {"name": "mixed"},
+                               "spec": {"selector": {"app": "mixed"}, "ports": [{"port": 80, "targetPort": "http"}]}})
+
+    async def body() -> None:
+        for name, ip in (("a", "10.42.1.1"), ("b", "10.42.1.2"), ("c", "10.42.1.3")):
+            kubelet(core, core.get(PODS, NS, name), ip=ip)
+        await until("two subsets", lambda: len((core.store.get(ENDPOINTS, NS, "mixed") or {}).get("subsets", [])) == 2)
+        subsets = sorted(core.get(ENDPOINTS, NS, "mixed")["subsets"], key=lambda s: s["ports"][0]["port"])
+        assert [([a["ip"] for a in s["addresses"]], s["ports"][0]["port"]) for s in subsets] == [
+            (["10.42.1.1"], 8080), (["10.42.1.2"], 9090)]
+        slices = await until("two slices", lambda: exactly(2, core.list(SLICES, NS)["items"]))
+        assert sorted((s["ports"][0]["port"], s["endpoints"][0]["addresses"][0]) for s in slices) == [
+            (8080, "10.42.1.1"), (9090, "10.42.1.2")]
 
     run(core, body)
 
