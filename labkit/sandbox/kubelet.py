@@ -52,7 +52,7 @@ from .extensions import PodContext, extensions_for
 from .images import ImageStore
 from .logs import LogWriter, PodLogs
 from .noderoot import prepare_node_root, runtime_class_objects, start_containerd
-from .nodes import NODES, PODS, SANDBOX_NODE_LABEL, node_ip
+from .nodes import NODES, PODS, SANDBOX_NODE_LABEL, node_ip, ready_status
 from .registry import RESOURCES
 from .selectors import parse_field_selector, parse_label_selector
 from .status import StatusError
@@ -990,9 +990,30 @@ class Kubelet:
         """A k3s restart: re-render and re-read the containerd config; running pods keep running."""
         info = await self.blocking(self.start_runtime)
         self.ensure_runtime_classes()
+        self.post_node_status()
         for worker in self.workers.values():
             worker.wake.set()  # a restarted kubelet retries its pods at once
         return info
+
+    def post_node_status(self) -> None:
+        """What a (re)started kubelet does first: post the node's status, with fresh heartbeats.
+
+        Ready says whether containerd runs (it does not when its config was rejected).
+        """
+        node = self.core.store.get(NODES, None, self.name)
+        if node is None:
+            return
+        status = ready_status(self.index)
+        previous = {c["type"]: c for c in (node.get("status") or {}).get("conditions") or ()}
+        for cond in status["conditions"]:
+            if cond["type"] == "Ready" and self.runtime_info is None:
+                cond.update(status="False", reason="KubeletNotReady",
+                            message=f"container runtime is down: {self.runtime_error}")
+            old = previous.get(cond["type"])
+            if old is not None and old.get("status") == cond["status"]:
+                cond["lastTransitionTime"] = old.get("lastTransitionTime", cond["lastTransitionTime"])
+        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.name}, "status": status}
+        self.core.replace(NODES, None, self.name, body, subresource="status")
 
     # ---------------------------------------------------------------- pods
 

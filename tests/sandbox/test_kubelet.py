@@ -37,7 +37,7 @@ from labkit.sandbox.kubelet import (
     plan_launch,
     pod_phase,
 )
-from labkit.sandbox.nodes import PODS, ensure_nodes, run_scheduler
+from labkit.sandbox.nodes import NODES, PODS, ensure_nodes, run_scheduler
 from labkit.sandbox.registry import RESOURCES
 from labkit.sandbox.status import StatusError
 from labkit.sandbox.store import Store
@@ -400,10 +400,17 @@ def test_a_template_containerd_rejects_leaves_the_node_without_a_runtime(cluster
         '{{ template "base" . }}\n' + runtime_tables(3, "wasmedge", RuntimeSpec("io.containerd.wasmedge.v1")))
     assert cluster.restart_node() is None  # the wasmedge table is declared twice: containerd would not start
     assert "declared twice" in cluster.agents.kubelets["labkit-server-0"].runtime_error
-    cluster.run_pod("stuck", args=["echo", "x"])
-    assert "containerd on labkit-server-0 is not running" in cluster.wait_event("stuck", "FailedCreatePodSandBox")
+    ready = next(c for c in cluster.core.store.get(NODES, None, "labkit-server-0")["status"]["conditions"]
+                 if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "KubeletNotReady")
+    assert ready["message"].startswith("container runtime is down: containerd config line")
+    cluster.run_pod("stuck", args=["echo", "x"])  # a NotReady node gets no new pods
+    assert cluster.wait_event("stuck", "FailedScheduling").startswith("0/1 nodes are available")
     ContainerdPaths(cluster.node_root()).template_v3.unlink()
     assert cluster.restart_node() is not None
+    ready = next(c for c in cluster.core.store.get(NODES, None, "labkit-server-0")["status"]["conditions"]
+                 if c["type"] == "Ready")
+    assert ready["status"] == "True"
     cluster.wait_phase("stuck", "Succeeded", timeout=5)
 
 
