@@ -678,26 +678,27 @@ class _DeploymentSync:
         if self.paused:
             return None  # no progress is expected, so no deadline runs
         current = condition({"status": self.status}, "Progressing")
-        rs_name = new["metadata"]["name"] if new else None
+        # upstream names the new ReplicaSet, or the Deployment while none exists yet (Recreate scaling down)
+        subject = f'ReplicaSet "{new["metadata"]["name"]}"' if new else f'Deployment "{self.name}"'
         if counts["replicas"] == counts["updatedReplicas"] and current and current["reason"] == "NewReplicaSetAvailable":
             return None
         if (counts["updatedReplicas"] == self.replicas and counts["replicas"] == self.replicas
                 and available == self.replicas and counts["observedGeneration"] >= self.d["metadata"].get("generation", 1)):
-            self.set_progressing("True", "NewReplicaSetAvailable", f'ReplicaSet "{rs_name}" has successfully progressed.')
+            self.set_progressing("True", "NewReplicaSetAvailable", f"{subject} has successfully progressed.")
             return None
         old_old = int(old_status.get("replicas", 0)) - int(old_status.get("updatedReplicas", 0))
         if (counts["updatedReplicas"] > int(old_status.get("updatedReplicas", 0))
                 or counts["replicas"] - counts["updatedReplicas"] < old_old
                 or counts["readyReplicas"] > int(old_status.get("readyReplicas", 0))
                 or available > int(old_status.get("availableReplicas", 0))):
-            self.set_progressing("True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.',
+            self.set_progressing("True", "ReplicaSetUpdated", f"{subject} is progressing.",
                                  keep_transition=True)
         current = condition({"status": self.status}, "Progressing")
         if current is None or current["reason"] == "ProgressDeadlineExceeded":
             return None
         deadline = (parse_time(current.get("lastUpdateTime")) or _now()) + int(self.d["spec"]["progressDeadlineSeconds"])
         if _now() >= deadline:
-            self.set_progressing("False", "ProgressDeadlineExceeded", f'ReplicaSet "{rs_name}" has timed out progressing.')
+            self.set_progressing("False", "ProgressDeadlineExceeded", f"{subject} has timed out progressing.")
             return None
         return deadline - _now() + 0.5
 
