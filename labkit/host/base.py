@@ -114,10 +114,10 @@ class Host(abc.ABC):
     def read_node_files(self, paths: list[Path]) -> dict[Path, str | None]:
         """The text of each node file (``None`` if absent), read with the privileges the file needs."""
         try:
-            return {p: text for p, text in zip(paths, changes.read_files(paths).values())}
+            found = changes.read_files(paths)
         except PermissionError:
             found = self._execute("read", {"paths": [str(p) for p in paths]})
-            return {p: found[str(p)] for p in paths}
+        return {p: found[str(p)] for p in paths}
 
     def read_containerd_config(self) -> str:
         """The node's rendered ``config.toml`` (what containerd loaded at the last k3s start)."""
