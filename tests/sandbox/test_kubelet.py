@@ -7,6 +7,7 @@ background thread and drives it through ApiCore, as the API server would.
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from labkit.sandbox.kubelet import (
     go_duration,
     plan_launch,
     pod_phase,
+    prepare_volumes,
 )
 from labkit.sandbox.nodes import NODES, PODS, ensure_nodes, run_scheduler
 from labkit.sandbox.registry import RESOURCES
@@ -336,6 +338,8 @@ def test_volumes_env_and_read_only_mounts(cluster: Cluster) -> None:
     scratch_uid = cluster.pod("scratch")["metadata"]["uid"]
     scratch = cluster.node_root() / "var/lib/kubelet/pods" / scratch_uid / "volumes/kubernetes.io~empty-dir/scratch/note"
     assert scratch.read_text().strip() == "temp"
+    cluster.run_pod("cfgwrite", args=["write", "/etc/cfg/new", "x"], volumes=volumes, container={"volumeMounts": mounts})
+    cluster.wait_phase("cfgwrite", "Failed")  # configMap volumes are read-only even without readOnly: true
     cluster.wait_phase("ro", "Failed")
     assert not (cluster.node_root() / "srv/ro/out.txt").exists()
     assert "stderr F " in cluster.log("ro")
@@ -450,3 +454,14 @@ def test_container_env_resolves_values_fields_and_config(cluster: Cluster) -> No
     missing = {"name": "demo", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "env", "key": "nope"}}}]}
     with pytest.raises(ContainerFailure, match="couldn't find key nope in ConfigMap default/env"):
         container_env(cluster.core, pod, missing, [], "", "")
+
+
+def test_secret_volume_projects_decoded_items(cluster: Cluster) -> None:
+    secrets = RESOURCES.by_plural("", "secrets")
+    cluster.core.create(secrets, "default", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+                                             "data": {"token": base64.b64encode(b"s3cret").decode(), "other": "eA=="}})
+    pod = cluster.run_pod("secretive", volumes=[{"name": "creds", "secret": {
+        "secretName": "creds", "items": [{"key": "token", "path": "auth/token"}]}}])
+    paths = prepare_volumes(cluster.core, pod, cluster.node_root())
+    assert (paths["creds"] / "auth/token").read_bytes() == b"s3cret"
+    assert not (paths["creds"] / "other").exists()  # items select keys
