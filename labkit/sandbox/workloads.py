@@ -236,6 +236,35 @@ def owned(core: ApiCore, res: Resource, owner: dict[str, Any]) -> list[dict[str,
     return [o for o in items if (controller_of(o) or {}).get("uid") == uid]
 
 
+def claim_pods(core: ApiCore, owner: dict[str, Any]) -> list[dict[str, Any]]:
+    """The owner's pods after upstream's ControllerRefManager rules: an orphan that matches the selector is
+    adopted, an owned pod that stopped matching (``kubectl label pod x app-``) is released."""
+    selector = label_selector_from_match(owner["spec"].get("selector"))
+    uid = owner["metadata"]["uid"]
+    claimed = []
+    for pod in core.store.list(PODS, owner["metadata"]["namespace"])[0]:
+        ref = controller_of(pod)
+        matches = selector.matches(pod["metadata"].get("labels") or {})
+        refs = pod["metadata"].get("ownerReferences") or []
+        if ref is not None and ref.get("uid") == uid:
+            if matches:
+                claimed.append(pod)
+            else:
+                _set_owner_references(core, pod, [r for r in refs if r.get("uid") != uid])
+        elif ref is None and matches and not pod["metadata"].get("deletionTimestamp"):
+            claimed.append(_set_owner_references(core, pod, [*refs, owner_reference(owner)]))
+    return claimed
+
+
+def _set_owner_references(core: ApiCore, pod: dict[str, Any], refs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = copy.deepcopy(pod)
+    pod["metadata"]["ownerReferences"] = refs
+    if not refs:
+        del pod["metadata"]["ownerReferences"]
+    return core.replace(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], pod,
+                        manager="kube-controller-manager")[0]
+
+
 def _restarts(pod: dict[str, Any]) -> int:
     status = pod.get("status") or {}
     return sum(int(c.get("restartCount", 0)) for key in ("initContainerStatuses", "containerStatuses")
@@ -320,8 +349,7 @@ def reconcile_replicaset(core: ApiCore, ns: str, name: str) -> float | None:
     if rs is None or rs["metadata"].get("deletionTimestamp"):
         return None
     spec = rs["spec"]
-    pods = owned(core, PODS, rs)
-    active = [p for p in pods if pod_active(p)]
+    active = [p for p in claim_pods(core, rs) if pod_active(p)]
     diff = len(active) - int(spec.get("replicas", 1))
     failed_create = False
     if diff < 0:

@@ -462,6 +462,32 @@ def test_replicaset_pods_being_deleted_do_not_count(core):
     run(core, body)
 
 
+def test_replicaset_adopts_matching_orphans_and_releases_relabelled_pods(core):
+    core.create(PODS, NS, {"metadata": {"name": "stray", "labels": {"app": "solo"}},
+                           "spec": {"containers": [{"name": "main", "image": "demo:1"}]}})
+    rs = core.create(REPLICASETS, NS, {
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "solo"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "solo"}},
+                 "template": {"metadata": {"labels": {"app": "solo"}},
+                              "spec": {"containers": [{"name": "main", "image": "demo:1"}]}}}})[0]
+
+    async def body() -> None:
+        two = await until("2 pods", lambda: exactly(2, pods(core, app="solo")))
+        await settle()
+        assert len(pods(core, app="solo")) == 2  # the orphan counts: only one pod was created
+        stray = core.get(PODS, NS, "stray")
+        assert stray["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"]
+        # taking a pod out of the set for debugging: it is released and replaced
+        other = next(p for p in two if p["metadata"]["name"] != "stray")
+        other["metadata"]["labels"]["app"] = "debug"
+        core.replace(PODS, NS, other["metadata"]["name"], other)
+        await until("replacement", lambda: len(pods(core, app="solo")) == 2
+                    and other["metadata"]["name"] not in {p["metadata"]["name"] for p in pods(core, app="solo")})
+        await until("released", lambda: "ownerReferences" not in core.get(PODS, NS, other["metadata"]["name"])["metadata"])
+
+    run(core, body)
+
+
 # ----------------------------------------------------------------------------------------------------------- jobs
 def test_job_runs_to_complete(core):
     core.create(JOBS, NS, job(completions=3, parallelism=2))
