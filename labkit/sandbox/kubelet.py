@@ -697,6 +697,14 @@ class PodWorker:
         ref = c.spec.get("image", "")
         policy = c.spec.get("imagePullPolicy", "IfNotPresent")
         images = self.kubelet.images
+        if not registry_mirror.valid_ref(ref):
+            message = f'Failed to apply default image tag "{ref}": couldn\'t parse image name "{ref}": invalid reference format'
+            self.event("Warning", "InspectFailed", message, c)
+            self.event("Warning", "Failed", "Error: InvalidImageName", c)
+            c.state = {"waiting": {"reason": "InvalidImageName", "message": message}}
+            self.publish()
+            await self.stopping.wait()  # nothing changes a pod's image but a new pod
+            return None
         while not self.stopping.is_set():
             image = await self.kubelet.blocking(images.present, ref)
             wants_pull = policy == "Always" and registry_mirror.mirror_source(ref) is not None

@@ -50,7 +50,7 @@ class PullFailed(ImageError):
     """The reference cannot be pulled; ``message`` has containerd's wording."""
 
     def __init__(self, ref: str) -> None:
-        name = normalize_ref(ref) if _valid(ref) else ref
+        name = normalize_ref(ref) if valid_ref(ref) else ref
         self.containerd_message = (
             f'failed to pull and unpack image "{name}": failed to resolve reference "{name}": '
             f"{name}: not found"
@@ -63,7 +63,8 @@ class PullFailed(ImageError):
         )
 
 
-def _valid(ref: str) -> bool:
+def valid_ref(ref: str) -> bool:
+    """Whether *ref* parses as an image reference (containerd's grammar)."""
     try:
         normalize_ref(ref)
     except ImageError:
@@ -78,7 +79,7 @@ def available_refs() -> list[str]:
 
 def mirror_source(ref: str) -> tuple[str, str] | None:
     """``(app, layout)`` the simulated registry builds for *ref*, or ``None`` when it does not serve it."""
-    if not _valid(ref):
+    if not valid_ref(ref):
         return None
     full = normalize_ref(ref)
     if not full.startswith(MIRROR_REPOSITORY):

@@ -259,6 +259,9 @@ def test_image_never_pull_and_pull_failures(cluster: Cluster) -> None:
         'failed to pull and unpack image "docker.io/nosuch/app:v1": failed to resolve reference')
     hint = next(m for _, r, m in cluster.events("nopull") if r == "Failed" and m.startswith("Failed to pull"))
     assert "no registry access" in hint and "labkit image import" in hint
+    cluster.run_pod("badref", image="Not/A:valid:ref")
+    status = cluster.wait_waiting("badref", "InvalidImageName")
+    assert 'couldn\'t parse image name "Not/A:valid:ref": invalid reference format' in status["state"]["waiting"]["message"]
     cluster.wait_waiting("nopull", "ImagePullBackOff", timeout=3)
     assert ("Normal", "BackOff", 'Back-off pulling image "nosuch/app:v1"') in cluster.events("nopull")
     cluster.core.delete(PODS, "default", "nopull")  # a pod waiting out its back-off goes at once
