@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniq
 from . import config
 from .cluster import Cluster, api_call
 from .config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
-from .diagnose import Diagnosis, diagnose_pod
+from .diagnose import Diagnosis, diagnose, diagnose_pod
 from .errors import ApiError, InvalidManifest, LabkitError, WaitFailed
 from .manifests.checks import dns_label
 from .widgets import Progress, progress
@@ -209,8 +210,10 @@ def apply(cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = Non
           lab: Lab | str | None = None) -> list[dict[str, Any]]:
     """Server-side apply (field manager ``labkit``, forced) of dicts or YAML text; returns the applied objects.
 
-    Objects get the labkit labels (and ``labkit.io/lab`` with *lab*). Every document is validated by a
-    server dry-run first, so a bad one leaves nothing half-applied. Applying again is a no-op.
+    Objects labkit creates get the labkit labels (and ``labkit.io/lab`` with *lab*), so cleanup finds them;
+    objects that existed before without them stay unlabelled (labkit never deletes what it did not create).
+    Every document is validated by a server dry-run first, so a bad one leaves nothing half-applied.
+    Applying again is a no-op.
 
     >>> apply(cluster, [runtime_class(), deployment], lab=my_lab)          # doctest: +SKIP
     """
@@ -222,7 +225,6 @@ def apply(cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = Non
         body = copy.deepcopy(doc)
         res = _resource(cluster, body["kind"], body["apiVersion"])
         meta = body.setdefault("metadata", {})
-        meta["labels"] = {**(meta.get("labels") or {}), **labels}
         ns = None
         if res.namespaced:
             ns = meta.get("namespace") or namespace or "default"
@@ -232,6 +234,8 @@ def apply(cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = Non
             meta["namespace"] = ns
         else:
             meta.pop("namespace", None)
+        if not _foreign(cluster, res, meta["name"], ns):
+            meta["labels"] = {**(meta.get("labels") or {}), **labels}
         planned.append((res, body, ns))
 
     new_namespaces = {b["metadata"]["name"] for r, b, _ in planned if r.kind == "Namespace"}
@@ -249,6 +253,13 @@ def apply(cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = Non
         raise ApiError({**first.status, "message": f"{message} — nothing was applied"},
                        fix="change the field the message names and apply again")
     return [_server_side_apply(cluster, res, body, ns) for res, body, ns in planned]
+
+
+def _foreign(cluster: Cluster, res: Any, name: str, namespace: str | None) -> bool:
+    """True for an object that exists without labkit's label, e.g. the RuntimeClass k3s creates for a detected
+    shim: labkit applies to it but does not label it, so no cleanup ever deletes what labkit did not create."""
+    live = _get(cluster, res.kind, name, namespace)
+    return live is not None and ((live.get("metadata") or {}).get("labels") or {}).get(PART_OF_LABEL) != PART_OF_VALUE
 
 
 def _server_side_apply(cluster: Cluster, res: Any, body: dict[str, Any], namespace: str | None, *,
@@ -589,12 +600,17 @@ def logs(cluster: Cluster, pod_or_selector: str | dict[str, Any], *, namespace: 
     if not pods:
         raise LabkitError(f"no pod matches {pod_or_selector!r} in namespace {namespace}",
                           f"check the selector (`kubectl get pods -n {namespace} --show-labels`), or wait for the pods")
-    texts = []
-    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
-        text = _pod_log(cluster, pod["metadata"]["name"], namespace, container=container, previous=previous,
-                        tail=tail, follow_seconds=follow_seconds)
-        texts.append(text if len(pods) == 1 else f"==> pod/{pod['metadata']['name']} <==\n{text}")
-    return "\n".join(texts) if len(pods) > 1 else texts[0]
+    names = sorted(p["metadata"]["name"] for p in pods)
+
+    def read(name: str) -> str:
+        return _pod_log(cluster, name, namespace, container=container, previous=previous, tail=tail,
+                        follow_seconds=follow_seconds)
+
+    if len(names) == 1:
+        return read(names[0])
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:  # followed pods are read side by side, not in turn
+        texts = list(pool.map(read, names))
+    return "\n".join(f"==> pod/{name} <==\n{text}" for name, text in zip(names, texts))
 
 
 # ------------------------------------------------------------------------------------------------ diagnosis inputs
@@ -894,8 +910,7 @@ class Lab:
         return delete(self.cluster, kind, name, namespace=kw.pop("namespace", self.namespace), **kw)
 
     def diagnose(self, pod_or_name: str | dict[str, Any]) -> Diagnosis:
-        pod, found, text = diagnosis_inputs(self.cluster, pod_or_name, namespace=self.namespace)
-        return diagnose_pod(pod, found, text)
+        return diagnose(self.cluster, pod_or_name, namespace=self.namespace)
 
 
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")

@@ -154,6 +154,24 @@ def test_lab_cleans_up_after_a_failed_step_and_keep_leaves_it(cluster):
     assert not namespace_exists(cluster, "ops-kept")
 
 
+def test_apply_never_labels_what_labkit_did_not_create(cluster):
+    """k3s creates RuntimeClasses for the shims it detects: a lab may apply to them but must not delete them."""
+    cluster.node.create_runtime_class({"metadata": {"name": "preexisting"}, "handler": "wasmedge"})
+    with lab(cluster, "ops-foreign") as the_lab:
+        [applied] = the_lab.apply(runtime_class("preexisting", handler="wasmedge"))
+        assert "labkit.io/lab" not in (applied["metadata"].get("labels") or {})
+    assert cluster.node.read_runtime_class("preexisting").handler == "wasmedge"
+
+
+@pytest.mark.xfail(strict=True, reason="sandbox bug: the kubelet's Killing event is written into the terminating "
+                   "namespace (events.record_event skips the NamespaceTerminating check), so it never finishes")
+def test_lab_with_running_pods_is_gone_after_exit(cluster):
+    with lab(cluster, "ops-running", timeout=8) as the_lab:
+        the_lab.apply([runtime_class(), wasm_deployment("demo", IMAGE)])
+        the_lab.wait_for("Deployment", "demo", timeout=60)
+    assert not namespace_exists(cluster, "lab-ops-running")
+
+
 def test_lab_refuses_a_namespace_that_is_not_a_lab(cluster):
     cluster.core.create_namespace({"metadata": {"name": "someones-work"}})
     with pytest.raises(LabkitError, match="not a labkit lab namespace"), lab(cluster, "ops-x", namespace="someones-work"):
@@ -218,6 +236,8 @@ def test_deployment_rollout_logs_scale_and_delete_on_the_sandbox_node(cluster, n
     wait_for(cluster, "Deployment", "demo", namespace=ns, timeout=60)
     both = logs(cluster, "app=demo", namespace=ns, tail=1)
     assert both.count("==> pod/demo-") == 2
+    followed = logs(cluster, "app=demo", namespace=ns, follow_seconds=1.5, tail=1).split("==> pod/demo-")[1:]
+    assert len(followed) == 2 and all("[wasi-demo]" in block for block in followed)
 
     summary = describe(cluster, "deploy", "demo", namespace=ns)
     assert summary.fields["replicas"].startswith("2 desired, 2 updated") and summary.fields["runtimeClass"] == "wasmedge"
@@ -285,3 +305,27 @@ def test_show_gives_what_a_learner_writes(cluster, ns):
     assert "runtimeClassName: wasmedge" in text
     assert "<span" in show(live)._repr_html_()
     assert str(show([live, live])).count("---\n") == 1
+
+
+# -------------------------------------------------------------------------------------------------- progress views
+def test_progress_is_plain_outside_a_frontend_and_widgets_on_request(monkeypatch, capsys):
+    from labkit import widgets
+
+    monkeypatch.delenv("LABKIT_PROGRESS", raising=False)
+    assert widgets.has_frontend() is False  # pytest, like papermill, is no frontend
+    view = widgets.progress("waiting")
+    view.update("one")
+    view.update("one")
+    view.close("two")
+    assert [line.split("] ", 1)[1] for line in capsys.readouterr().out.splitlines()] == ["waiting: one", "waiting: two"]
+
+    monkeypatch.setenv("LABKIT_PROGRESS", "widget")
+    assert widgets.has_frontend() is True
+    board = widgets.progress("rollout")
+    assert isinstance(board, widgets.WidgetProgress)
+    pod = {"metadata": {"name": "demo-1"}, "spec": {"containers": [{"name": "demo"}]},
+           "status": {"phase": "Running", "containerStatuses": [
+               {"name": "demo", "ready": False, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}
+    board.update("1 of 2 available", [pod])
+    assert "1 of 2 available" in board.line.value and "rollout" in board.line.value
+    assert "<td>demo-1</td><td>Running</td><td>0/1</td><td>2</td><td>CrashLoopBackOff</td>" in board.board.value
