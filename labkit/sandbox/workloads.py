@@ -30,7 +30,7 @@ from .events import record_event
 from .registry import RESOURCES, Resource
 from .selectors import label_selector_from_match
 from .status import StatusError
-from .store import NAME_ALPHABET
+from .store import NAME_ALPHABET, Watcher
 
 log = logging.getLogger("labkit.sandbox.workloads")
 
@@ -103,7 +103,8 @@ async def run_controller(core: ApiCore, name: str, primary: Resource, reconcile:
         dirty: set[Key] = set()
         wake = asyncio.Event()
         due: dict[Key, float] = {}
-        watchers, pumps = [], []
+        watchers: list[Watcher] = []
+        pumps: list[asyncio.Future[None]] = []
         try:
             for source in (Source(primary, own_key), *sources):
                 watcher = core.store.watch(source.resource, None, since_rv=None)
@@ -163,7 +164,7 @@ def _reconcile_one(core: ApiCore, name: str, reconcile: Reconcile, key: Key) -> 
         return 5.0
 
 
-async def _pump(core: ApiCore, watcher: Any, source: Source, dirty: set[Key], wake: asyncio.Event) -> None:
+async def _pump(core: ApiCore, watcher: Watcher, source: Source, dirty: set[Key], wake: asyncio.Event) -> None:
     while True:
         event = await watcher.next(None)
         if event is None:
