@@ -395,19 +395,20 @@ def wait_for(cluster: Cluster, kind: str, name: str | None = None, *, namespace:
             view.close(line)
             return list(objects.values())
         diagnosis = _diagnosis_for(cluster, kind, list(objects.values()), pods, namespace)
-        if failure or (diagnosis is not None and diagnosis.signature not in RECOVERABLE):
-            view.close(f"failed: {failure or diagnosis.summary}")  # type: ignore[union-attr]
-            raise _wait_failed(f"{what} will not become {goal}: {failure or diagnosis.summary}",  # type: ignore[union-attr]
-                               diagnosis)
+        hopeless = diagnosis is not None and diagnosis.signature not in RECOVERABLE
+        reason = failure or (diagnosis.summary if hopeless and diagnosis is not None else None)
+        if reason:
+            view.close(f"failed: {reason}")
+            raise _wait_failed(f"{what} will not become {goal}: {reason}", diagnosis)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             view.close(f"timed out after {timeout:g} s: {line}")
             raise _wait_failed(f"{what} did not become {goal} within {timeout:g} s (last: {line})", diagnosis)
         watcher = watch.Watch()
         try:
-            for event in res.watch(namespace=namespace if res.namespaced else None, label_selector=selector,
-                                   field_selector=field_selector, resource_version=rv,
-                                   timeout=max(1, min(WATCH_WINDOW_S, int(remaining + 0.999))), watcher=watcher):
+            for event in _watch_events(res, watcher, namespace=namespace if res.namespaced else None,
+                                       label_selector=selector, field_selector=field_selector, resource_version=rv,
+                                       timeout=max(1, min(WATCH_WINDOW_S, int(remaining + 0.999)))):
                 obj = event["raw_object"]
                 rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
                 if event["type"] == "DELETED":
@@ -419,11 +420,10 @@ def wait_for(cluster: Cluster, kind: str, name: str | None = None, *, namespace:
                 finished, _, failure = _judge(kind, objects, condition, phase)
                 if finished or failure or (kind == "Pod" and _alarming(obj)):
                     watcher.stop()  # judge now: done, failed, or worth a diagnosis before the window ends
-        except Exception as e:
-            if getattr(e, "status", None) == 410 or getattr(e, "code", None) == 410:
-                relist = True
-            else:
-                raise _api_failure(e) from e
+        except ApiError as e:
+            if e.code != 410:
+                raise
+            relist = True  # the server compacted the history we watched from: start again from a list
 
 
 #: Container waiting reasons that rarely heal by themselves: a wait diagnoses them at once.
@@ -436,16 +436,15 @@ def _alarming(pod: dict[str, Any]) -> bool:
                for c in (pod.get("status") or {}).get("containerStatuses") or [] for st in (c.get("state") or {}).values())
 
 
-def _api_failure(e: Exception) -> Exception:
-    try:
-        api_call(_raise, e)
-    except LabkitError as mapped:
-        return mapped
-    return e
-
-
-def _raise(e: Exception) -> None:
-    raise e
+def _watch_events(res: Any, watcher: watch.Watch, **kw: Any) -> Iterator[dict[str, Any]]:
+    """``res.watch(...)`` whose failures arrive as labkit errors (410 Gone as ``ApiError`` with code 410)."""
+    events = res.watch(watcher=watcher, **kw)
+    while True:
+        try:
+            event = api_call(next, events)
+        except StopIteration:
+            return
+        yield event
 
 
 def _judge(kind: str, objects: dict[str, dict[str, Any]], condition: str | None,
@@ -756,15 +755,15 @@ def _wait_gone(cluster: Cluster, kind: str, name: str, namespace: str | None, ti
                              + (f" (finalizers: {', '.join(finalizers)})" if finalizers else ""),
                              "look at its events and finalizers (`kubectl describe`); a node that is down "
                              "cannot confirm that its pods stopped")
-        watcher = watch.Watch()
         try:
-            for event in res.watch(namespace=ns, field_selector=f"metadata.name={name}", resource_version=rv,
-                                   timeout=max(1, min(WATCH_WINDOW_S * 5, int(remaining + 0.999))), watcher=watcher):
+            for event in _watch_events(res, watch.Watch(), namespace=ns, field_selector=f"metadata.name={name}",
+                                       resource_version=rv,
+                                       timeout=max(1, min(WATCH_WINDOW_S * 5, int(remaining + 0.999)))):
                 if event["type"] == "DELETED":
                     return
-        except Exception as e:
-            if getattr(e, "status", None) != 410:
-                raise _api_failure(e) from e
+        except ApiError as e:
+            if e.code != 410:  # 410 Gone: the next round lists again
+                raise
 
 
 def delete(cluster: Cluster, kind: str, name: str, *, namespace: str | None = None, wait: bool = True,

@@ -163,10 +163,8 @@ def test_apply_never_labels_what_labkit_did_not_create(cluster):
     assert cluster.node.read_runtime_class("preexisting").handler == "wasmedge"
 
 
-@pytest.mark.xfail(strict=True, reason="sandbox bug: the kubelet's Killing event is written into the terminating "
-                   "namespace (events.record_event skips the NamespaceTerminating check), so it never finishes")
 def test_lab_with_running_pods_is_gone_after_exit(cluster):
-    with lab(cluster, "ops-running", timeout=8) as the_lab:
+    with lab(cluster, "ops-running", timeout=30) as the_lab:
         the_lab.apply([runtime_class(), wasm_deployment("demo", IMAGE)])
         the_lab.wait_for("Deployment", "demo", timeout=60)
     assert not namespace_exists(cluster, "lab-ops-running")
