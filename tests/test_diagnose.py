@@ -245,3 +245,12 @@ def test_diagnose_a_pod_by_name_from_status_and_events_the_node_wrote(cluster, n
     d = diagnose(cluster, "played", namespace=namespace)
     assert d.signature == "image-not-imported"
     assert any("is not present with pull policy of Never" in e for e in d.evidence)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import labkit.diagnose
+
+    result = doctest.testmod(labkit.diagnose, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

@@ -122,3 +122,13 @@ def test_bad_input_is_refused_with_a_fix(call, message, fix):
 
 def test_mount_is_a_value():
     assert host_path("/a") == Mount("/a")
+
+
+@pytest.mark.parametrize("module", ["labkit.manifests", "labkit.manifests.checks", "labkit.manifests.volumes",
+                                    "labkit.manifests.workloads"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

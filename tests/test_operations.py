@@ -327,3 +327,12 @@ def test_progress_is_plain_outside_a_frontend_and_widgets_on_request(monkeypatch
     board.update("1 of 2 available", [pod])
     assert "1 of 2 available" in board.line.value and "rollout" in board.line.value
     assert "<td>demo-1</td><td>Running</td><td>0/1</td><td>2</td><td>CrashLoopBackOff</td>" in board.board.value
+
+
+def test_docstring_examples():
+    import doctest
+
+    import labkit.operations
+
+    result = doctest.testmod(labkit.operations, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
