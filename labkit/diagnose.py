@@ -164,6 +164,45 @@ def _handler_not_configured(f: _Facts) -> Diagnosis | None:
 
 
 @_signature
+def _shim_not_installed(f: _Facts) -> Diagnosis | None:
+    hits = f.find(r'binary not installed "containerd-shim-[^"]+"|containerd-shim-[\w-]+: (executable )?file not found')
+    if not hits:
+        return None
+    shim = re.search(r"containerd-shim-[\w-]+", hits[0]).group(0)  # type: ignore[union-attr]
+    return Diagnosis(
+        f"containerd cannot find the shim binary {shim}",
+        "the runtime table names it, but it is not on the PATH containerd (k3s) started with",
+        f"install {shim} into /usr/local/bin (runwasi: `make build-wasmedge && sudo make install-wasmedge`), "
+        "then restart k3s (`sudo systemctl restart k3s`) so it is detected",
+        hits[:3], "shim-not-installed")
+
+
+@_signature
+def _systemd_cgroup_without_dbus(f: _Facts) -> Diagnosis | None:
+    hits = f.find(r"dbus error|cri-containerd-[^ ]*\.scope")
+    if not hits:
+        return None
+    return Diagnosis(
+        "the shim cannot manage the container's systemd cgroup (dbus error)",
+        "the runtime uses systemd cgroups (SystemdCgroup = true, as k3s does) but the node has no working dbus",
+        "install and start dbus on the node (`sudo apt-get install dbus`), and keep SystemdCgroup = true in the "
+        "shim's runtime options",
+        hits[:3], "systemd-cgroup-dbus")
+
+
+@_signature
+def _containerd_too_old(f: _Facts) -> Diagnosis | None:
+    hits = f.find(r"mismatched image rootfs and manifest layers")
+    if not hits:
+        return None
+    return Diagnosis(
+        "containerd is too old for wasm images (mismatched image rootfs and manifest layers)",
+        "containerd before 1.6.25 / 1.7.7 cannot unpack images whose layers are wasm modules",
+        "upgrade containerd (or k3s, which bundles it) to 1.6.25+ / 1.7.7+",
+        hits[:3], "containerd-too-old")
+
+
+@_signature
 def _image_not_imported(f: _Facts) -> Diagnosis | None:
     found = f.waiting_reason(*IMAGE_REASONS)
     if not found:

@@ -254,3 +254,19 @@ def test_docstring_examples():
 
     result = doctest.testmod(labkit.diagnose, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.parametrize("message, signature, fix", [
+    (('failed to create containerd task: failed to start shim: failed to resolve runtime path: runtime "io.containerd.'
+     'wasmedge.v1" binary not installed "containerd-shim-wasmedge-v1": file does not exist: unknown'),
+     "shim-not-installed", "/usr/local/bin"),
+    ('failed to create containerd task: failed to stop unit cri-containerd-4f3a.scope: dbus error: Connection refused',
+     "systemd-cgroup-dbus", "dbus"),
+    (('failed to pull and unpack image "ghcr.io/containerd/runwasi/wasi-demo-app:latest": mismatched image rootfs and '
+     'manifest layers'), "containerd-too-old", "1.6.25"),
+])
+def test_node_side_failures_from_events(message, signature, fix):
+    d = diagnose_pod(pod(state={"waiting": {"reason": "RunContainerError", "message": message}}),
+                     [event("Failed", f"Error: {message}")], "")
+    assert d.signature == signature and fix in d.fix
+    assert any(message in e for e in d.evidence)
