@@ -764,17 +764,71 @@ class _DeploymentSync:
         elif not self.paused and reason == "DeploymentPaused":
             self.set_progressing("Unknown", "DeploymentResumed", "Deployment is resumed")
 
+    def scaling_event(self, new: dict[str, Any] | None, old: list[dict[str, Any]]) -> bool:
+        """Upstream's isScalingEvent: an active RS was sized for another replica count."""
+        for rs in [*old, *([new] if new else [])]:
+            desired = (rs["metadata"].get("annotations") or {}).get(DESIRED_REPLICAS)
+            if _spec_replicas(rs) and desired is not None and desired != str(self.replicas):
+                return True
+        return False
+
+    def scale_proportionally(self, new: dict[str, Any] | None, old: list[dict[str, Any]]) -> None:
+        """Upstream's scale(): the only active RS takes the new count; in the middle of a rolling update the
+        replicas to add (or remove) are spread over the active RSs in proportion to their size."""
+        target = self.active_or_latest(new, old)
+        if target is not None:
+            self.scale(target, self.replicas)
+            return
+        if new is not None and _spec_replicas(new) == self.replicas == _status_count(new, "availableReplicas") \
+                and (new["metadata"].get("annotations") or {}).get(DESIRED_REPLICAS) == str(self.replicas):
+            for rs in old:  # the new RS is saturated: the old ones are not needed any more
+                if _spec_replicas(rs):
+                    self.scale(rs, 0)
+            return
+        if self.recreate:
+            return
+        active = [rs for rs in [*old, *([new] if new else [])] if _spec_replicas(rs)]
+        allowed = self.replicas + self.surge if self.replicas else 0
+        to_add = allowed - sum(_spec_replicas(rs) for rs in active)
+        # the biggest first; on a tie the newer one grows first and the older one shrinks first
+        active.sort(key=lambda rs: (-_spec_replicas(rs), -_created(rs)[0] if to_add > 0 else _created(rs)[0]))
+        sizes, added = [], 0
+        for rs in active:
+            share = 0
+            if to_add:
+                fraction, remaining = self.fraction(rs, allowed), to_add - added
+                share = min(fraction, remaining) if to_add > 0 else max(fraction, remaining)
+            sizes.append(_spec_replicas(rs) + share)
+            added += share
+        if active:
+            sizes[0] = max(sizes[0] + to_add - added, 0)  # rounding leftovers go to the biggest
+        for rs, size in zip(active, sizes):
+            self.scale(rs, size)
+
+    def fraction(self, rs: dict[str, Any], allowed: int) -> int:
+        """Replicas *rs* gains (or loses) when the allowed total moves from its max-replicas annotation to
+        *allowed* (upstream's getReplicaSetFraction, rounding half away from zero)."""
+        if not self.replicas:
+            return -_spec_replicas(rs)
+        try:
+            annotated = int((rs["metadata"].get("annotations") or {})[MAX_REPLICAS])
+        except (KeyError, ValueError):
+            annotated = int(self.status.get("replicas", 0))
+        if not annotated:
+            return 0
+        return math.floor(_spec_replicas(rs) * allowed / annotated + 0.5) - _spec_replicas(rs)
+
     def run(self) -> float | None:
         new, old = self.replica_sets()
         if self.has_deadline:
             self.sync_paused_condition()
-        if not self.paused:
-            if self.recreate:
-                self.recreate_rollout(new, old)
-            else:
-                self.rolling(new, old)
-        elif (target := self.active_or_latest(new, old)) is not None:
-            self.scale(target, self.replicas)  # a paused Deployment still scales; it only does not roll out
+        if self.paused or self.scaling_event(new, old):
+            # a paused Deployment still scales, it only does not roll out; a scaling event is handled alone
+            self.scale_proportionally(new, old)
+        elif self.recreate:
+            self.recreate_rollout(new, old)
+        else:
+            self.rolling(new, old)
         new, old = self.replica_sets()
         self.sync_revision_annotation(new)
         all_rs = [*old, *([new] if new else [])]

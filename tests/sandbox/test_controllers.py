@@ -304,6 +304,31 @@ def test_rolling_update_with_surge_one_keeps_every_pod_available(core):
     run(core, body)
 
 
+def test_scaling_in_the_middle_of_a_rollout_is_proportional(core):
+    core.create(DEPLOYMENTS, NS, deployment(replicas=4, strategy={
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
+
+    async def body() -> None:
+        await until("4 pods", lambda: len(pods(core, app="web")) == 4)
+        ready_all(core, app="web")
+        await until("available", lambda: core.get(DEPLOYMENTS, NS, "web")["status"].get("availableReplicas") == 4)
+        (old,) = replica_sets(core)
+        update_template(core, "web", "demo:broken")  # its pods never get ready: the rollout is stuck at 4 + 1
+        new = (await until("new RS", lambda: [n for n in replica_sets(core) if n != old]))[0]
+        await until("4 + 1", lambda: spec_replicas(core) == {old: 4, new: 1})
+        core.set_scale(DEPLOYMENTS, NS, "web", 8, None)
+        # 9 allowed (8 + surge 1) instead of 5: +4 split by size, 4·9/5 → 7 and 1·9/5 → 2
+        await until("7 + 2", lambda: spec_replicas(core) == {old: 7, new: 2})
+        await settle()
+        assert spec_replicas(core) == {old: 7, new: 2}
+        for name in (old, new):
+            annotations = replica_sets(core)[name]["metadata"]["annotations"]
+            assert (annotations["deployment.kubernetes.io/desired-replicas"],
+                    annotations["deployment.kubernetes.io/max-replicas"]) == ("8", "9")
+
+    run(core, body)
+
+
 def test_rolling_update_with_unavailable_half_and_no_surge(core):
     core.create(DEPLOYMENTS, NS, deployment(replicas=4, strategy={
         "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "50%"}}))
