@@ -35,7 +35,7 @@ def test_notebook_follows_the_kit_conventions():
     cells = code_cells()
     params = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
-    assert {"backend", "namespace", "timeout_s"} <= set(re.findall(r"^(\w+) =", params[0].source, re.M))
+    assert {"backend", "namespace", "timeout_s"} <= set(re.findall(r"^(\w+) =", params[0].source, re.MULTILINE))
     assert not [c.source for c in cells if re.search(r"\bif\b[^\n]*\bbackend\b", c.source)], "no backend branches"
     longest = max(cells, key=lambda c: len(c.source.splitlines()))
     assert len(longest.source.splitlines()) <= 16, longest.source
