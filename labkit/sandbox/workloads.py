@@ -844,7 +844,12 @@ def reconcile_deployment(core: ApiCore, ns: str, name: str) -> float | None:
     d = core.store.get(DEPLOYMENTS, ns, name)
     if d is None or d["metadata"].get("deletionTimestamp"):
         return None
-    return _DeploymentSync(core, d).run()
+    try:
+        sync = _DeploymentSync(core, d)
+    except ValueError as e:  # a maxSurge/maxUnavailable the API server should have refused; wait for a fix
+        log.warning("deployment %s/%s cannot roll out: %s", ns, name, e)
+        return None
+    return sync.run()
 
 
 async def run_deployment_controller(core: ApiCore) -> None:
