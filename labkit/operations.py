@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3
 import yaml
 from kubernetes import watch
 from kubernetes.dynamic import DynamicClient
@@ -361,6 +362,8 @@ def wait_for(cluster: Cluster, kind: str, name: str | None = None, *, namespace:
              view: Progress | None = None) -> list[dict[str, Any]]:
     """Wait until the object *name* (or every object *selector* matches, at least one) reaches a state.
 
+    *name* may itself be a label selector (``"app=demo"``).
+
     *condition*: ``Ready`` (pods), ``Available`` (Deployments, by ``kubectl rollout status`` rules),
     ``Complete``/``Failed`` (Jobs), or any condition type; *phase*: a pod phase such as ``Succeeded``.
     Watch-based; shows a progress view. Returns the objects in their final state. On timeout or a failure
@@ -369,6 +372,8 @@ def wait_for(cluster: Cluster, kind: str, name: str | None = None, *, namespace:
 
     >>> wait_for(cluster, "Deployment", "demo", namespace="lab-01", timeout=60)   # doctest: +SKIP
     """
+    if name is not None and "=" in name and selector is None:  # a label selector in the name's place
+        name, selector = None, name
     if (name is None) == (selector is None):
         raise LabkitError("wait_for needs exactly one of name=... or selector=...",
                           "e.g. wait_for(cluster, 'Pod', 'demo-abc12', namespace=ns) or selector='app=demo'")
@@ -575,7 +580,7 @@ def _read_for(response: Any, seconds: float) -> str:
         while True:
             try:
                 chunk = response.read1(65536)
-            except Exception:  # noqa: BLE001 - the cut lands as a socket error; what we read is the answer
+            except (OSError, ValueError, urllib3.exceptions.HTTPError):  # the cut: what was read is the answer
                 break
             if not chunk:
                 break

@@ -215,7 +215,7 @@ def test_wait_for_a_phase_of_every_selected_pod(cluster, ns):
         played_pod(cluster, ns, name, labels={"batch": "one"})
     done = {"terminated": {"reason": "Completed", "exitCode": 0}}
     node = later(0.3, lambda: [set_status(cluster, ns, n, "Succeeded", done) for n in ("batch-a", "batch-b")])
-    finals = wait_for(cluster, "Pod", selector="batch=one", namespace=ns, phase="Succeeded", timeout=30)
+    finals = wait_for(cluster, "Pod", "batch=one", namespace=ns, phase="Succeeded", timeout=30)
     node.join()
     assert sorted(p["metadata"]["name"] for p in finals) == ["batch-a", "batch-b"]
     with pytest.raises(LabkitError, match="exactly one of name"):
