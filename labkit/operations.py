@@ -635,9 +635,11 @@ def _diagnosis_log(cluster: Cluster, pod: dict[str, Any], namespace: str) -> str
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
     if not statuses:
         return ""
-    container = statuses[0].get("name")
+    # the container in trouble: not ready first, then the one restarted most
+    worst = max(statuses, key=lambda c: (not c.get("ready"), int(c.get("restartCount") or 0)))
+    container = worst.get("name")
     for previous in (False, True):
-        if previous and not statuses[0].get("restartCount"):
+        if previous and not worst.get("restartCount"):
             break
         try:
             text = _pod_log(cluster, pod["metadata"]["name"], namespace, container=container, previous=previous,
