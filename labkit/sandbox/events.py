@@ -16,6 +16,7 @@ from .apicore import ApiCore, now_rfc3339
 from .registry import RESOURCES
 
 EVENTS = RESOURCES.by_plural("", "events")
+NAMESPACES = RESOURCES.by_plural("", "namespaces")
 _RECENT_LIMIT = 4096
 _recent: OrderedDict[tuple, tuple[str, str]] = OrderedDict()  # correlation key -> (namespace, event name)
 _recent_lock = threading.Lock()
@@ -52,12 +53,21 @@ def record_event(core: ApiCore, obj: dict[str, Any], type_: str, reason: str, me
         "source": source, "count": 1, "firstTimestamp": now, "lastTimestamp": now, "eventTime": None,
         "reportingComponent": component, "reportingInstance": host or "",
     }
+    if _terminating(core, namespace):
+        # The API server refuses new content in a terminating namespace and recorders drop the event (client-go);
+        # storing it would leave the namespace with content it can never finish deleting.
+        return event
     created = core.store.create(EVENTS, event)
     with _recent_lock:
         _recent[key] = (namespace, created["metadata"]["name"])
         if len(_recent) > _RECENT_LIMIT:
             _recent.popitem(last=False)
     return created
+
+
+def _terminating(core: ApiCore, namespace: str) -> bool:
+    ns = core.store.get(NAMESPACES, None, namespace)
+    return bool(ns and ns["metadata"].get("deletionTimestamp"))
 
 
 EVENTS_V1 = RESOURCES.by_plural("events.k8s.io", "events")
