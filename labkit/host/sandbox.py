@@ -36,6 +36,8 @@ class SandboxHost(Host):
     def restart_k3s(self) -> dict[str, Any]:
         """``systemctl restart k3s`` on the node: the containerd config is re-rendered from its template and re-read,
         RuntimeClasses for detected runtimes are created; running pods keep running. Returns the loaded runtimes."""
-        from ..sandbox.daemon import restart_node  # the daemon module pulls in the API server; load it only here
+        from ..sandbox.daemon import (
+            restart_node,  # the daemon module pulls in the API server; load it only here
+        )
 
         return restart_node(self.node, home=self.sandbox_home)

@@ -21,7 +21,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .containerd import ContainerdPaths, RuntimeInfo, detect_runtimes, node_runtime_info, render_node_config
+from .containerd import (
+    ContainerdPaths,
+    RuntimeInfo,
+    detect_runtimes,
+    node_runtime_info,
+    render_node_config,
+)
 
 #: containerd 2 (k3s >= v1.32.2) prefers config version 3.
 CONTAINERD_CONFIG_VERSION = 3
