@@ -336,3 +336,35 @@ def test_docstring_examples():
 
     result = doctest.testmod(labkit.operations, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_the_same_operations_through_a_kubeconfig_context(cluster, ns):
+    """The kubeconfig backend (a real cluster's door) runs the same code: here pointed at the sandbox's context."""
+    from labkit.cluster import connect
+
+    other = connect("kubeconfig", context=cluster.context, kubeconfig=cluster.kubeconfig)
+    assert other.backend == "kubeconfig"
+    played_pod(other, ns, "via-kubeconfig")
+    node = later(0.3, set_status, other, ns, "via-kubeconfig", "Running", {"running": {}}, ready=True)
+    [final] = wait_for(other, "Pod", "via-kubeconfig", namespace=ns, timeout=30)
+    node.join()
+    assert final["status"]["phase"] == "Running"
+    # a running pod goes only once its node confirms the containers stopped: play that node too
+    def node_confirms():
+        deadline = time.monotonic() + 20
+        while other.core.read_namespaced_pod("via-kubeconfig", ns).metadata.deletion_timestamp is None:
+            assert time.monotonic() < deadline, "the pod was never deleted"
+            time.sleep(0.1)
+        other.core.delete_namespaced_pod("via-kubeconfig", ns, grace_period_seconds=0)
+    confirm = later(0, node_confirms)
+    assert delete(other, "pod", "via-kubeconfig", namespace=ns, timeout=30) is True
+    confirm.join()
+    assert "via-kubeconfig" not in {p.metadata.name for p in other.core.list_namespaced_pod(ns).items}
+
+
+def test_delete_reports_an_object_that_does_not_go(cluster, ns):
+    played_pod(cluster, ns, "never-confirmed")
+    set_status(cluster, ns, "never-confirmed", "Running", {"running": {}}, ready=True)
+    with pytest.raises(WaitFailed, match="pod/never-confirmed was still there 2 s after deletion") as stuck:
+        delete(cluster, "Pod", "never-confirmed", namespace=ns, timeout=2)
+    assert "a node that is down cannot confirm" in stuck.value.fix
