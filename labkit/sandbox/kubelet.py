@@ -522,6 +522,11 @@ class PodWorker:
         meta = pod["metadata"]
         self.ns, self.name, self.uid = meta.get("namespace") or "default", meta["name"], meta["uid"]
         self.containers = [ContainerRun(c) for c in pod["spec"].get("containers") or ()]
+        #: init containers are not run yet: such a pod stays initializing, and an event says why
+        self.init_names = [c["name"] for c in pod["spec"].get("initContainers") or ()]
+        if self.init_names:
+            for c in self.containers:
+                c.state = {"waiting": {"reason": "PodInitializing"}}
         self.sandbox_ready = False
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
@@ -608,7 +613,8 @@ class PodWorker:
             "phase": phase,
             "conditions": [
                 self._condition("PodReadyToStartContainers", self.sandbox_ready and not terminal),
-                self._condition("Initialized", True),
+                self._condition("Initialized", not self.init_names, "ContainersNotInitialized",
+                                f"containers with incomplete status: [{' '.join(self.init_names)}]"),
                 self._condition("Ready", not unready, reason, message),
                 self._condition("ContainersReady", not unready, reason, message),
                 scheduled,
@@ -642,10 +648,14 @@ class PodWorker:
                 if any(c.container_id for c in self.containers):
                     self.event("Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
                 self.publish()
-                if await self.create_sandbox():
+                if self.init_names:
+                    self.event("Warning", "Failed", "the labkit sandbox does not run initContainers yet "
+                                                    f"({', '.join(self.init_names)}): do the init step in the main "
+                                                    "container, or use a real k3s cluster")
+                elif await self.create_sandbox():
                     self.publish()
                     await asyncio.gather(*(self.run_container(c) for c in self.containers))
-                self.finished = not self.stopping.is_set()
+                self.finished = self.sandbox_ready and not self.stopping.is_set()
                 self.publish()
             await self.stopping.wait()
             await self.kill_all()

@@ -468,3 +468,12 @@ def test_secret_volume_projects_decoded_items(cluster: Cluster) -> None:
     paths = prepare_volumes(cluster.core, pod, cluster.node_root())
     assert (paths["creds"] / "auth/token").read_bytes() == b"s3cret"
     assert not (paths["creds"] / "other").exists()  # items select keys
+
+
+def test_init_containers_are_not_run_and_say_so(cluster: Cluster) -> None:
+    cluster.run_pod("init", initContainers=[{"name": "setup", "image": DEMO, "args": ["echo", "init"]}])
+    assert "does not run initContainers yet (setup)" in cluster.wait_event("init", "Failed")
+    pod = cluster.pod("init")
+    initialized = next(c for c in pod["status"]["conditions"] if c["type"] == "Initialized")
+    assert (initialized["status"], initialized["message"]) == ("False", "containers with incomplete status: [setup]")
+    assert pod["status"]["phase"] == "Pending" and cluster.container("init")["state"]["waiting"]["reason"] == "PodInitializing"
