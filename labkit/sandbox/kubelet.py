@@ -22,6 +22,9 @@ conditions, container states, reasons, events and back-offs:
 
 Blocking work (image store, files, wasm) runs in threads; pod state lives on
 the API server's event loop, which is where status and events are written.
+
+Not yet: init containers (such a pod stays initializing, and an event says
+so), probes (a running container is ready), Linux images (a clear StartError).
 """
 
 from __future__ import annotations
