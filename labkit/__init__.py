@@ -8,11 +8,13 @@ from .errors import (
     ClusterUnreachable,
     ContextNotAllowed,
     ImageError,
+    InvalidManifest,
     LabkitError,
     NotebookFailed,
     PrerequisiteMissing,
     SandboxError,
     UnknownBackend,
+    WaitFailed,
     WasmError,
 )
 
@@ -23,16 +25,23 @@ from .doctor import Check, DoctorReport, doctor  # noqa: E402
 from .profiles import Profile, profile_for  # noqa: E402
 from .runner import run_notebooks  # noqa: E402
 
-#: Names served from labkit.cluster on first use: the kubernetes client takes seconds to import.
-_FROM_CLUSTER = ("Cluster", "api_call", "connect")
+#: Names served from their modules on first use: those modules import the kubernetes client,
+#: which takes seconds, and `labkit --help` or `import labkit` should not pay for it.
+_LAZY = {
+    "Cluster": "cluster", "api_call": "cluster", "connect": "cluster",
+    "lab": "operations", "apply": "operations", "wait_for": "operations", "logs": "operations",
+    "events": "operations", "describe": "operations", "delete": "operations", "show": "operations",
+    "host_for_backend": "host", "manifests": None,
+}
 
 
 def __getattr__(name: str):
-    if name in _FROM_CLUSTER:
-        from . import cluster
+    if name not in _LAZY:
+        raise AttributeError(f"module 'labkit' has no attribute {name!r}")
+    import importlib
 
-        return getattr(cluster, name)
-    raise AttributeError(f"module 'labkit' has no attribute {name!r}")
+    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
+    return module if _LAZY[name] is None else getattr(module, name)
 
 
 __all__ = [
@@ -43,16 +52,28 @@ __all__ = [
     "ContextNotAllowed",
     "DoctorReport",
     "ImageError",
+    "InvalidManifest",
     "LabkitError",
     "NotebookFailed",
     "PrerequisiteMissing",
     "Profile",
     "SandboxError",
     "UnknownBackend",
+    "WaitFailed",
     "WasmError",
     "api_call",
+    "apply",
     "connect",
+    "delete",
+    "describe",
     "doctor",
+    "events",
+    "host_for_backend",
+    "lab",
+    "logs",
+    "manifests",
     "profile_for",
     "run_notebooks",
+    "show",
+    "wait_for",
 ]
