@@ -196,8 +196,6 @@ class ApiCore:
                 raise already_exists(res, meta["name"])
             return obj, warnings
         created = self.store.create(res, obj)
-        if res.kind not in GENERATION_KINDS:
-            created["metadata"].pop("generation", None)
         self._after_create(res, created)
         return created, warnings
 
@@ -425,14 +423,9 @@ class ApiCore:
                 and r.group != "authorization.k8s.io"]
 
     def _dependents(self, res: Resource, owner: dict[str, Any]) -> list[tuple[Resource, dict[str, Any]]]:
-        uid = owner["metadata"]["uid"]
-        ns = owner["metadata"].get("namespace")
-        out = []
-        for r in self._namespaced_resources():
-            for obj in self.store.list(r, ns)[0]:
-                if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or ()):
-                    out.append((r, obj))
-        return out
+        by_key = {r.key: r for r in self._namespaced_resources()}
+        found = self.store.dependents(owner["metadata"]["uid"], owner["metadata"].get("namespace"))
+        return [(by_key[key], obj) for key, obj in found if key in by_key]
 
     def _delete_dependents(self, res: Resource, owner: dict[str, Any], propagation: str) -> None:
         for r, obj in self._dependents(res, owner):

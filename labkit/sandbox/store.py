@@ -214,11 +214,27 @@ class Store:
             last = key
         return items, rv, None
 
+    def dependents(self, uid: str, namespace: str | None) -> list[tuple[str, dict[str, Any]]]:
+        """``(resource key, object)`` for every object whose ownerReferences name *uid* (garbage collection).
+
+        Scans the parsed mirror and copies only the matches, so deleting an owner does not copy the namespace.
+        """
+        with self._lock:
+            matches = [
+                (key, version.text)
+                for key, table in self._objects.items()
+                for (ns, _), version in table.items()
+                if (namespace is None or ns == namespace)
+                and any(ref.get("uid") == uid for ref in version.obj["metadata"].get("ownerReferences") or ())
+            ]
+        return [(key, json.loads(text)) for key, text in matches]
+
     # --- writes ------------------------------------------------------------------------------------------------
 
     def create(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
-        """Store a new object: fills uid, creationTimestamp, resourceVersion and generation=1, and resolves
-        ``generateName``. Raises 409 AlreadyExists on a duplicate and 422 Invalid without a name."""
+        """Store a new object: fills uid (unless the server already chose one), creationTimestamp and
+        resourceVersion, and resolves ``generateName``. ``generation`` is the server's to set (only some kinds
+        have one). Raises 409 AlreadyExists on a duplicate and 422 Invalid without a name."""
         obj = _copy(obj)
         meta = obj.setdefault("metadata", {})
         namespace = self._namespace_of(resource, meta)
@@ -228,8 +244,8 @@ class Store:
             if (namespace, name) in table:
                 raise already_exists(resource, name)
             meta.update(
-                name=name, uid=str(uuid.uuid4()), creationTimestamp=_now(),
-                resourceVersion=str(self._rv + 1), generation=1,
+                name=name, uid=meta.get("uid") or str(uuid.uuid4()), creationTimestamp=_now(),
+                resourceVersion=str(self._rv + 1),
             )
             version = _Version.of(obj)
             self._commit(resource, (namespace, name), ADDED, version, None)
@@ -252,7 +268,8 @@ class Store:
             meta.update(
                 uid=old_meta["uid"], creationTimestamp=old_meta["creationTimestamp"], resourceVersion=str(self._rv + 1)
             )
-            meta.setdefault("generation", old_meta.get("generation", 1))
+            if "generation" in old_meta:
+                meta.setdefault("generation", old_meta["generation"])
             version = _Version.of(obj)
             self._commit(resource, (namespace, name), MODIFIED, version, old)
         return json.loads(version.text)
