@@ -28,6 +28,15 @@ def sandbox_dir() -> Path:
     return labkit_home() / "sandbox"
 
 
+#: The sandbox node the host door acts on by default: the first one, k3s' server node.
+SANDBOX_DEFAULT_NODE = "labkit-server-0"
+
+
+def sandbox_node_root(node: str = SANDBOX_DEFAULT_NODE) -> Path:
+    """Where a sandbox node's filesystem (laid out like a k3s node's ``/``) lives on this machine."""
+    return sandbox_dir() / "nodes" / node
+
+
 def sandbox_kubeconfig() -> Path:
     return sandbox_dir() / "kubeconfig"
 

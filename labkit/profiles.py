@@ -42,9 +42,9 @@ class Profile:
 
     @property
     def node_root(self) -> Path:
-        """Where the node's filesystem is on this machine: ``/`` for a real node; for the sandbox the
-        directory its nodes share (``<LABKIT_HOME>/sandbox/node``, as :func:`labkit.host.host_for_backend`)."""
-        return config.sandbox_dir() / "node" if self.backend == "sandbox" else Path("/")
+        """Where the node's filesystem is on this machine: ``/`` for a real node; for the sandbox the first
+        node's root (the node :func:`labkit.host.host_for_backend` acts on)."""
+        return config.sandbox_node_root() if self.backend == "sandbox" else Path("/")
 
     def on_node(self, path: Path | str) -> Path:
         """Where a node path (e.g. ``profile.containerd_dir``) lives on this machine."""

@@ -20,7 +20,7 @@ def test_sandbox_profile_has_its_own_image_and_node_root(clean_env, tmp_path):
     p = profile_for("sandbox")
     assert p.wasi_demo_image == "docker.io/labkit/wasi-demo:latest"
     assert (p.runtime_class, p.runtime_handler) == ("wasmedge", "wasmedge")
-    assert p.on_node(p.plugin_dir) == tmp_path / "sandbox/node/home/runner/.wasmedge/plugin"
+    assert p.on_node(p.plugin_dir) == tmp_path / "sandbox/nodes/labkit-server-0/home/runner/.wasmedge/plugin"
 
 
 def test_profile_follows_labkit_backend(clean_env):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from ..config import resolve_backend, sandbox_dir
+from ..config import (
+    SANDBOX_DEFAULT_NODE,
+    resolve_backend,
+    sandbox_dir,
+    sandbox_node_root,
+)
 from ..sandbox.images import ImageStore
 from .base import Host
 from .local import LocalHost
-from .sandbox import DEFAULT_NODE, SandboxHost
+from .sandbox import SandboxHost
 
 
 def host_for_backend(backend: str | None = None) -> Host:
@@ -17,7 +22,7 @@ def host_for_backend(backend: str | None = None) -> Host:
     """
     if resolve_backend(backend) == "sandbox":
         root = sandbox_dir()
-        return SandboxHost(root / "nodes" / DEFAULT_NODE, ImageStore(root / "images"), DEFAULT_NODE, root)
+        return SandboxHost(sandbox_node_root(), ImageStore(root / "images"), SANDBOX_DEFAULT_NODE, root)
     return LocalHost()
 
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..config import SANDBOX_DEFAULT_NODE
 from ..sandbox.images import ImageRecord, ImageStore
 from .base import Host
-
-#: The node the host door acts on by default: the first one, k3s's server node.
-DEFAULT_NODE = "labkit-server-0"
 
 
 class SandboxHost(Host):
@@ -19,7 +17,7 @@ class SandboxHost(Host):
     by default the one holding ``nodes/<node>`` in *node_root*.
     """
 
-    def __init__(self, node_root: Path, image_store: ImageStore, node: str = DEFAULT_NODE,
+    def __init__(self, node_root: Path, image_store: ImageStore, node: str = SANDBOX_DEFAULT_NODE,
                  sandbox_home: Path | None = None) -> None:
         self.node_root = Path(node_root)
         self.image_store = image_store

@@ -13,6 +13,7 @@ import logging
 import platform
 from typing import Any
 
+from ..config import SANDBOX_DEFAULT_NODE
 from .apicore import ApiCore, now_rfc3339
 from .events import record_event
 from .registry import RESOURCES
@@ -32,7 +33,7 @@ RUNTIME_VERSION = "labkit-sandbox://0.1.0 (simulated containerd + runwasi wasmed
 
 def node_name(index: int) -> str:
     """``labkit-server-0`` for the first node (control plane, as k3s' server), then ``labkit-agent-N``."""
-    return "labkit-server-0" if index == 0 else f"labkit-agent-{index - 1}"
+    return SANDBOX_DEFAULT_NODE if index == 0 else f"labkit-agent-{index - 1}"
 
 
 def node_ip(index: int) -> str:
