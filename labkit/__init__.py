@@ -31,7 +31,7 @@ _LAZY = {
     "Cluster": "cluster", "api_call": "cluster", "connect": "cluster",
     "lab": "operations", "apply": "operations", "wait_for": "operations", "logs": "operations",
     "events": "operations", "describe": "operations", "delete": "operations", "show": "operations",
-    "host_for_backend": "host", "manifests": None,
+    "diagnose": "diagnosis", "host_for_backend": "host", "manifests": None,
 }
 
 
@@ -66,6 +66,7 @@ __all__ = [
     "connect",
     "delete",
     "describe",
+    "diagnose",
     "doctor",
     "events",
     "host_for_backend",

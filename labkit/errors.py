@@ -78,7 +78,7 @@ class InvalidManifest(LabkitError):
 class WaitFailed(LabkitError):
     """A wait for a cluster state timed out or met a failure it cannot recover from.
 
-    ``diagnosis`` is the :class:`labkit.diagnose.Diagnosis` of what was waited for (or ``None``).
+    ``diagnosis`` is the :class:`labkit.diagnosis.Diagnosis` of what was waited for (or ``None``).
     """
 
     def __init__(self, problem: str, fix: str | None = None, diagnosis: Any = None) -> None:

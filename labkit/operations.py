@@ -33,7 +33,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniq
 from . import config
 from .cluster import Cluster, api_call
 from .config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
-from .diagnose import Diagnosis, diagnose, diagnose_pod
+from .diagnosis import Diagnosis, diagnose, diagnose_pod
 from .errors import ApiError, InvalidManifest, LabkitError, WaitFailed
 from .manifests.checks import dns_label
 from .widgets import Progress, progress
@@ -653,7 +653,7 @@ def _diagnosis_log(cluster: Cluster, pod: dict[str, Any], namespace: str) -> str
 
 def diagnosis_inputs(cluster: Cluster, target: str | dict[str, Any], *,
                      namespace: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
-    """(pod, events, logs) for :func:`labkit.diagnose.diagnose_pod`: the target's worst pod, the events about
+    """(pod, events, logs) for :func:`labkit.diagnosis.diagnose_pod`: the target's worst pod, the events about
     it and its owners, its recent logs. A workload without pods gives ``(None, owner events, "")``."""
     pods, owners = _pods_of(cluster, target, namespace)
     return _evidence(cluster, _worst_pod(pods), owners, namespace)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from labkit.diagnose import Diagnosis, diagnose, diagnose_pod
+from labkit.diagnosis import Diagnosis, diagnose, diagnose_pod
 
 IMAGE = "ghcr.io/containerd/runwasi/wasi-demo-app:latest"
 
@@ -250,9 +250,9 @@ def test_diagnose_a_pod_by_name_from_status_and_events_the_node_wrote(cluster, n
 def test_docstring_examples():
     import doctest
 
-    import labkit.diagnose
+    import labkit.diagnosis
 
-    result = doctest.testmod(labkit.diagnose, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(labkit.diagnosis, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
 
 
