@@ -50,8 +50,10 @@ def percentile(samples: list[float], p: float) -> float:
 
 
 def pod(i: int) -> dict:
+    # Bound to a node no kubelet runs, so the numbers are the API server's alone (no scheduling, no containers).
     return {"metadata": {"name": f"bench-{i:04d}", "labels": {"app": "bench"}},
-            "spec": {"containers": [{"name": "c", "image": "docker.io/labkit/wasi-demo:latest", "args": ["daemon"]}]}}
+            "spec": {"nodeName": "bench-absent-node",
+                     "containers": [{"name": "c", "image": "docker.io/labkit/wasi-demo:latest", "args": ["daemon"]}]}}
 
 
 def rss_mb(pid: int) -> float:
