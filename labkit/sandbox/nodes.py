@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
+from collections import Counter
 from typing import Any
 
 from ..config import SANDBOX_DEFAULT_NODE
@@ -113,17 +114,20 @@ def _tolerates(pod: dict[str, Any], taint: dict[str, Any]) -> bool:
     return False
 
 
-def _fits(pod: dict[str, Any], node: dict[str, Any]) -> bool:
+def _misfit(pod: dict[str, Any], node: dict[str, Any]) -> str | None:
+    """Why *pod* cannot go to *node*, in kube-scheduler's words (``None`` when it fits)."""
     labels = node["metadata"].get("labels") or {}
     if any(labels.get(k) != v for k, v in (pod["spec"].get("nodeSelector") or {}).items()):
-        return False
-    if pod["spec"].get("nodeName"):
-        return False
+        return "didn't match Pod's node affinity/selector"
+    if node.get("spec", {}).get("unschedulable"):
+        return "were unschedulable"
     ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions") or ())
-    if not ready or node.get("spec", {}).get("unschedulable"):
-        return False
-    return all(_tolerates(pod, t) for t in node.get("spec", {}).get("taints") or ()
-               if t.get("effect") in ("NoSchedule", "NoExecute"))
+    if not ready:  # the node lifecycle controller taints NotReady nodes
+        return "had untolerated taint {node.kubernetes.io/not-ready: }"
+    for taint in node.get("spec", {}).get("taints") or ():
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(pod, taint):
+            return f"had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
+    return None
 
 
 class Scheduler:
@@ -148,13 +152,15 @@ class Scheduler:
         """Bind *pod*; None when nothing fits (a FailedScheduling event says why)."""
         core = self.core
         all_nodes = core.store.list(NODES)[0]
-        nodes = [n for n in all_nodes if _fits(pod, n)]
+        misfits = {n["metadata"]["name"]: _misfit(pod, n) for n in all_nodes}
+        nodes = [n for n in all_nodes if misfits[n["metadata"]["name"]] is None]
         if not nodes:
             total = len(all_nodes)
+            counts = Counter(misfits.values())
+            reasons = ", ".join(f"{count} node(s) {why}" for why, count in sorted(counts.items()))
             record_event(core, pod, "Warning", "FailedScheduling",
-                         f"0/{total} nodes are available: {total} node(s) didn't match Pod's node affinity/selector. "
-                         f"preemption: 0/{total} nodes are available: {total} Preemption is not helpful for scheduling.",
-                         "default-scheduler")
+                         f"0/{total} nodes are available: {reasons}. preemption: 0/{total} nodes are available: "
+                         f"{total} Preemption is not helpful for scheduling.", "default-scheduler")
             return None
         load = {n["metadata"]["name"]: 0 for n in nodes}
         for node in self.placed.values():

@@ -197,3 +197,16 @@ def test_delete_waits_until_gone(kubectl, namespace):
     kubectl("create", "configmap", "bye", "-n", namespace)
     assert 'configmap "bye" deleted' in kubectl("delete", "configmap", "bye", "-n", namespace).stdout
     assert kubectl("get", "configmap", "bye", "-n", namespace, check=False).returncode == 1
+
+
+def test_unschedulable_pod_gets_the_schedulers_reason(kubectl, namespace):
+    kubectl("run", "nowhere", "--image=docker.io/labkit/wasi-demo:latest", "-n", namespace,
+            "--overrides", '{"spec": {"nodeSelector": {"disktype": "ssd"}}}')
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        events = kubectl("get", "events", "-n", namespace, "--field-selector", "reason=FailedScheduling").stdout
+        if "FailedScheduling" in events:
+            break
+        time.sleep(0.2)
+    assert "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector." in events
+    assert kubectl("get", "pod", "nowhere", "-n", namespace, "-o", "jsonpath={.status.phase}").stdout == "Pending"
