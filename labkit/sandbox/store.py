@@ -33,7 +33,6 @@ import asyncio
 import base64
 import binascii
 import collections
-import contextlib
 import json
 import random
 import sqlite3
@@ -518,11 +517,15 @@ class Watcher:
             if item is None and not self._closed:
                 waiter = self._waiter = self._loop.create_future()
         if waiter is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(waiter, timeout)
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancel that races the
+            # waiter's completion, leaving a controller task stuck "cancelling" at shutdown.
+            try:
+                await asyncio.wait((waiter,), timeout=timeout)
+            finally:
+                with self._lock:
+                    if self._waiter is waiter:
+                        self._waiter = None
             with self._lock:
-                if self._waiter is waiter:
-                    self._waiter = None
                 item = self._pending.popleft() if self._pending else None
         if item is None:
             return None
