@@ -47,3 +47,20 @@ def write_kubeconfig(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="module")
+def sandbox_cluster(tmp_path_factory):
+    """A ``labkit.connect("sandbox")`` Cluster on a private 1-node sandbox daemon, for one test module."""
+    from labkit.sandbox import daemon
+
+    home = tmp_path_factory.mktemp("labkit-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABKIT_HOME", str(home))
+        mp.setenv("LABKIT_PROGRESS", "plain")
+        mp.delenv("LABKIT_BACKEND", raising=False)
+        daemon.ensure_running(nodes=1, home=home / "sandbox")
+        from labkit.cluster import connect
+
+        yield connect("sandbox")
+        daemon.stop(home=home / "sandbox")

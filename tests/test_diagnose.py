@@ -183,21 +183,11 @@ def test_diagnosis_renders_as_text_and_html():
 
 
 # --------------------------------------------------------------------------------------------- against a sandbox
-daemon = pytest.importorskip("labkit.sandbox.daemon")
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    home = tmp_path_factory.mktemp("labkit-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LABKIT_HOME", str(home))
-        mp.setenv("LABKIT_PROGRESS", "plain")
-        mp.delenv("LABKIT_BACKEND", raising=False)
-        daemon.ensure_running(nodes=1, home=home / "sandbox")
-        from labkit.cluster import connect
-
-        yield connect("sandbox")
-        daemon.stop(home=home / "sandbox")
+def cluster(sandbox_cluster):
+    return sandbox_cluster
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-daemon = pytest.importorskip("labkit.sandbox.daemon")
 
 from labkit.errors import ApiError, InvalidManifest, LabkitError, WaitFailed
 from labkit.manifests import runtime_class, service, wasm_deployment, wasm_job
@@ -33,17 +32,8 @@ PLAYED_NODE = "played-node"
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    home = tmp_path_factory.mktemp("labkit-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LABKIT_HOME", str(home))
-        mp.setenv("LABKIT_PROGRESS", "plain")
-        mp.delenv("LABKIT_BACKEND", raising=False)
-        daemon.ensure_running(nodes=1, home=home / "sandbox")
-        from labkit.cluster import connect
-
-        yield connect("sandbox")
-        daemon.stop(home=home / "sandbox")
+def cluster(sandbox_cluster):
+    return sandbox_cluster
 
 
 @pytest.fixture(scope="module")
