@@ -103,6 +103,16 @@ def test_damaged_backup_is_refused_and_nothing_written(root: Path) -> None:
     assert "nothing was written" in str(err.value)
 
 
+def test_damaged_second_copy_leaves_the_first_file_unrestored(root: Path) -> None:
+    first, second = root / "etc/rancher/k3s/config.yaml", root / "etc/second.conf"
+    second.write_bytes(b"second\n")
+    backup = apply_files(root, {first: "x: 1\n", second: "y: 2\n"}, "t")
+    (backup.dir / "files/etc/second.conf").write_bytes(b"tampered\n")
+    with pytest.raises(HostChangeError, match="second.conf .* damaged"):
+        restore_backup(backup)
+    assert (first.read_text(), second.read_text()) == ("x: 1\n", "y: 2\n"), "checked before anything is written"
+
+
 def test_backups_are_listed_oldest_first(root: Path) -> None:
     conf = root / "etc/rancher/k3s/config.yaml"
     first = apply_files(root, {conf: "a: 1\n"}, "first")

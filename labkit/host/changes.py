@@ -251,18 +251,26 @@ def _write_manifest(backup: Backup) -> None:
 
 
 def restore_backup(backup: Backup) -> None:
-    """Put every file of *backup* back byte-identical (mode, owner); delete files and directories it created."""
+    """Put every file of *backup* back byte-identical (mode, owner); delete files and directories it created.
+
+    Every backup copy is checked before any file is touched, so a damaged backup changes nothing.
+    """
+    originals: dict[str, bytes] = {}
     for record in backup.files:
-        local = _local(backup.node_root, record.path)
         if not record.existed:
-            local.unlink(missing_ok=True)
             continue
         data = (backup.dir / "files" / record.path.lstrip("/")).read_bytes()
         if hashlib.sha256(data).hexdigest() != record.sha256:
             raise HostChangeError(f"the backup copy of {record.path} in {backup.dir} is damaged (checksum mismatch)",
                                   f"restore {record.path} by hand from another backup; nothing was written")
+        originals[record.path] = data
+    for record in backup.files:
+        local = _local(backup.node_root, record.path)
+        if not record.existed:
+            local.unlink(missing_ok=True)
+            continue
         local.parent.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
-        write_atomic(local, data, record.mode or NEW_FILE_MODE, record.uid, record.gid)
+        write_atomic(local, originals[record.path], record.mode or NEW_FILE_MODE, record.uid, record.gid)
     for directory in reversed(backup.created_dirs):
         try:
             _local(backup.node_root, directory).rmdir()
