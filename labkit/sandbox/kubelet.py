@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from .. import config
 from ..errors import LabkitError, WasmError
 from . import registry_mirror
 from .apicore import ApiCore, now_rfc3339
@@ -1165,10 +1164,3 @@ class NodeAgents:
         if kubelet is None:
             raise KeyError(name)
         return await kubelet.restart()
-
-
-async def run_kubelets(core: ApiCore, root: Path | None = None) -> None:
-    """Controller: run the sandbox's kubelets from the sandbox directory *root* (default ``config.sandbox_dir()``)."""
-    await NodeAgents.for_sandbox(core, root or config.sandbox_dir()).run()
-
-
