@@ -113,6 +113,16 @@ def test_damaged_second_copy_leaves_the_first_file_unrestored(root: Path) -> Non
     assert (first.read_text(), second.read_text()) == ("x: 1\n", "y: 2\n"), "checked before anything is written"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can read a mode-0 file to back it up")
+def test_restore_keeps_a_mode_of_zero(root: Path) -> None:
+    locked = root / "etc/locked.conf"
+    locked.write_bytes(b"locked\n")
+    locked.chmod(0)
+    backup = apply_files(root, {locked: "changed\n"}, "t")
+    restore_backup(backup)
+    assert stat.S_IMODE(locked.stat().st_mode) == 0, "restoring must not widen 0o000 to the new-file mode"
+
+
 def test_backups_are_listed_oldest_first(root: Path) -> None:
     conf = root / "etc/rancher/k3s/config.yaml"
     first = apply_files(root, {conf: "a: 1\n"}, "first")

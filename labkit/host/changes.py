@@ -270,7 +270,8 @@ def restore_backup(backup: Backup) -> None:
             local.unlink(missing_ok=True)
             continue
         local.parent.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
-        write_atomic(local, originals[record.path], record.mode or NEW_FILE_MODE, record.uid, record.gid)
+        mode = record.mode if record.mode is not None else NEW_FILE_MODE  # 0o000 is a mode: never widen it
+        write_atomic(local, originals[record.path], mode, record.uid, record.gid)
     for directory in reversed(backup.created_dirs):
         try:
             _local(backup.node_root, directory).rmdir()
