@@ -160,6 +160,8 @@ def test_root_helper_protocol(root: Path) -> None:
     assert code == 0 and conf.read_text().startswith("token: s3cret")
     code, out = run_helper("format-disk", {})
     assert code == 1 and "unknown host file operation" in out["error"]["problem"]
+    code, out = run_helper("read", {"paths": [str(root)]})  # a directory: an OSError still comes back with a fix
+    assert code == 1 and str(root) in out["error"]["problem"] and out["error"]["fix"]
 
 
 def test_docstring_examples() -> None:

@@ -317,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         json.dump({"error": {"problem": err.problem, "fix": err.fix}}, sys.stdout)
         return 1
     except OSError as err:
-        json.dump({"error": {"problem": f"{err.strerror}: {err.filename}", "fix": None}}, sys.stdout)
+        json.dump({"error": {"problem": f"{err.strerror or err}: {err.filename}",
+                             "fix": "check that path on the node (does it exist, is it a file, is the disk full?)"}},
+                  sys.stdout)
         return 1
     json.dump({"result": result}, sys.stdout)
     return 0
