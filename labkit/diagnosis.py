@@ -381,10 +381,14 @@ def _no_known_failure(f: _Facts) -> Diagnosis:
                          evidence=f.tail(3))
     waiting = [f"{s.get('name')}: {st.get('reason', '')} {st.get('message', '')}".strip()
                for s, n, st in f.states() if n == "waiting"]
+    # warnings first (event_lines filters by reason, and "Warning" is an event type), then the latest events
+    lines = f.event_lines()
+    warnings = [line for line in lines if line.startswith("Warning ")][-3:]
+    latest = [line for line in lines[-3:] if line not in warnings]
     return Diagnosis(f"pod {f.name} is {phase} and no known failure matches",
                      "it may still be starting (scheduling, sandbox creation, image unpacking)",
                      "wait a little longer; if it stays so, read labkit.describe(...) and labkit.events(...)",
-                     [*waiting, *f.event_lines("Warning")[-3:], *f.event_lines()[-3:]][:6])
+                     [*waiting, *warnings, *latest][:6])
 
 
 def diagnose(cluster: Any, pod_or_name: str | dict[str, Any], *, namespace: str) -> Diagnosis:

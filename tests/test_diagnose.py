@@ -171,6 +171,10 @@ def test_healthy_and_unknown_pods_have_no_signature():
     starting = diagnose_pod(pod(state=CREATING), [event("Pulling", "Pulling image", "Normal")], "")
     assert starting.signature is None and "no known failure" in starting.summary
     assert "demo: ContainerCreating" in starting.evidence
+    noisy = [event("FailedMount", "volume not ready yet"), *(event("Pulling", f"pull {i}", "Normal") for i in range(4))]
+    evidence = diagnose_pod(pod(state=CREATING), noisy, "").evidence
+    assert evidence[:2] == ["demo: ContainerCreating", "Warning FailedMount: volume not ready yet"], "an older warning is kept"
+    assert evidence[2:] == [f"Normal Pulling: pull {i}" for i in (1, 2, 3)]
 
 
 def test_diagnosis_renders_as_text_and_html():
