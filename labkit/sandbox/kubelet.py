@@ -1135,28 +1135,41 @@ class NodeAgents:
 
     async def run(self) -> None:
         selector = parse_label_selector(f"{SANDBOX_NODE_LABEL}=true")
-        watcher = self.core.store.watch(NODES, None, since_rv=None, label_selector=selector)
         try:
             while True:
-                event = await watcher.next(None)
-                if event is None:
-                    continue
-                name = event.object["metadata"]["name"]
-                if event.type == "DELETED":
-                    self._tasks.pop(name, None)
-                    gone = self.kubelets.pop(name, None)
-                    if gone:
-                        gone.stop()
-                elif name not in self.kubelets:
-                    kubelet = Kubelet(self.core, name, self.node_root(name), self.images, self.logs, self.cache,
-                                      self._executor)
-                    self.kubelets[name] = kubelet
-                    self._tasks[name] = asyncio.ensure_future(kubelet.run())
+                # A watch the store ended (this consumer fell behind) is opened again, as an informer re-lists:
+                # waiting on a closed watcher would spin without ever yielding the loop.
+                watcher = self.core.store.watch(NODES, None, since_rv=None, label_selector=selector)
+                try:
+                    # nodes deleted while no watch was open sent no DELETED: the list says which are gone
+                    present = {n["metadata"]["name"] for n in self.core.store.list(NODES, None, selector)[0]}
+                    for name in [n for n in self.kubelets if n not in present]:
+                        self._stop_kubelet(name)
+                    while not watcher.closed:
+                        event = await watcher.next(None)
+                        if event is not None:
+                            self._observe(event.type, event.object["metadata"]["name"])
+                finally:
+                    watcher.close()
         finally:
-            watcher.close()
             for task in self._tasks.values():
                 task.cancel()
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _observe(self, event_type: str, name: str) -> None:
+        if event_type == "DELETED":
+            self._stop_kubelet(name)
+        elif name not in self.kubelets:
+            kubelet = Kubelet(self.core, name, self.node_root(name), self.images, self.logs, self.cache,
+                              self._executor)
+            self.kubelets[name] = kubelet
+            self._tasks[name] = asyncio.ensure_future(kubelet.run())
+
+    def _stop_kubelet(self, name: str) -> None:
+        self._tasks.pop(name, None)
+        gone = self.kubelets.pop(name, None)
+        if gone:
+            gone.stop()
 
     async def restart(self, name: str) -> RuntimeInfo | None:
         """Restart node *name*'s k3s (containerd config re-read); None when its config does not load."""

@@ -477,3 +477,29 @@ def test_init_containers_are_not_run_and_say_so(cluster: Cluster) -> None:
     initialized = next(c for c in pod["status"]["conditions"] if c["type"] == "Initialized")
     assert (initialized["status"], initialized["message"]) == ("False", "containers with incomplete status: [setup]")
     assert pod["status"]["phase"] == "Pending" and cluster.container("init")["state"]["waiting"]["reason"] == "PodInitializing"
+
+
+def test_node_agents_watch_again_when_the_store_ends_their_watch(tmp_path: Path, monkeypatch) -> None:
+    """The store ends a watch whose reader fell behind; the agents re-list instead of spinning on it."""
+    node_watches: list[Any] = []
+    real_watch = Store.watch
+
+    def recording(self: Store, resource: Any, *args: Any, **kwargs: Any) -> Any:
+        watcher = real_watch(self, resource, *args, **kwargs)
+        if resource.kind == "Node" and kwargs.get("label_selector") is not None:
+            node_watches.append(watcher)  # the agents' watch (the scheduler's has no selector)
+        return watcher
+
+    monkeypatch.setattr(Store, "watch", recording)
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.call(node_watches[-1].close)
+        ensure_nodes(cluster.core, 2)
+        cluster.wait_for(lambda: ContainerdPaths(cluster.node_root("labkit-agent-0")).config.is_file(),
+                         "a kubelet for the node added after the watch ended")
+        # a node deleted while no watch is open sends the agents no DELETED: the fresh list must tell
+        cluster.call(lambda: (node_watches[-1].close(), ensure_nodes(cluster.core, 1)))
+        cluster.wait_for(lambda: "labkit-agent-0" not in cluster.agents.kubelets, "the deleted node's kubelet to stop")
+        assert len(node_watches) == 3 and not node_watches[-1].closed
+    finally:
+        cluster.close()
