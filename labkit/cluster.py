@@ -232,12 +232,15 @@ class Cluster:
         if exe is None:
             raise PrerequisiteMissing("kubectl is not installed (not found on PATH)", KUBECTL_INSTALL_FIX)
         cmd = [exe, "--context", self.context, *args]
-        done = subprocess.run(cmd, env=self.kubectl_env(), capture_output=True, text=True, timeout=timeout)
+        try:
+            done = subprocess.run(cmd, env=self.kubectl_env(), capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise LabkitError(f"`kubectl {' '.join(args)}` did not finish within {timeout:g} s",
+                              "check that the cluster answers (`labkit doctor`), or pass a longer timeout=...") from e
         if check and done.returncode != 0:
             raise LabkitError(f"`kubectl {' '.join(args)}` failed (exit {done.returncode}): {done.stderr.strip()}",
                               "read the message above; `labkit doctor` checks the cluster and kubectl")
         return done
-
 
 
 def _node_summary(node: Any) -> dict[str, Any]:

@@ -218,8 +218,6 @@ def check_kubectl_reaches(cluster: Cluster) -> Check:
         last = e.problem.strip().splitlines()[-1]
         return Check(name, "warn", last, f"try `KUBECONFIG={cluster.kubeconfig} kubectl --context {cluster.context} "
                      "get nodes -v=6` to see the request", required=False)
-    except subprocess.TimeoutExpired:
-        return Check(name, "warn", "kubectl did not finish within 30 s", required=False)
     return Check(name, "ok", f"`kubectl --context {cluster.context} get nodes` works", required=False)
 
 

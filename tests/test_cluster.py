@@ -192,3 +192,13 @@ def test_kubectl_missing_is_a_prerequisite(fake_api, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(PrerequisiteMissing, match="kubectl is not installed"):
         fake_api.kubectl("get", "nodes")
+
+
+def test_kubectl_that_hangs_is_a_labkit_error(fake_api, monkeypatch, tmp_path):
+    hanging = tmp_path / "kubectl"
+    hanging.write_text(f"#!/bin/sh\nexec {shutil.which('sleep')} 30\n")
+    hanging.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(LabkitError, match="did not finish within 0.5 s") as err:
+        fake_api.kubectl("get", "nodes", timeout=0.5)
+    assert "labkit doctor" in str(err.value)
