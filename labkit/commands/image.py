@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import BACKENDS
 from ..errors import ImageError
 from ..host import host_for_backend
 from ..wasm.oci import LAYOUTS, build_image
+from . import add_backend_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,11 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     imp = sub.add_parser("import", help="import an image archive into the cluster's node (k3s ctr, or the sandbox store)")
     imp.add_argument("archive", type=Path)
-    imp.add_argument("--backend", choices=BACKENDS, default=None, help="default: LABKIT_BACKEND or sandbox")
+    add_backend_args(imp, context=False)
     imp.set_defaults(func=run_import)
 
     ls = sub.add_parser("list", help="images the node has")
-    ls.add_argument("--backend", choices=BACKENDS, default=None, help="default: LABKIT_BACKEND or sandbox")
+    add_backend_args(ls, context=False)
     ls.set_defaults(func=run_list)
 
 
