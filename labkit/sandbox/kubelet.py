@@ -953,6 +953,7 @@ class Kubelet:
         self.ended: OrderedDict[str, bool] = OrderedDict()
         self._executor = executor
         self._watcher: Watcher | None = None
+        self._stopped = False
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run *fn* in the kubelets' thread pool, off the event loop."""
@@ -1043,20 +1044,30 @@ class Kubelet:
         for pod in self.core.store.list(PODS, None, field_selector=selector)[0]:
             if (pod.get("status") or {}).get("podIP"):
                 self.ips.allocate(pod["metadata"]["uid"], pod["status"]["podIP"])  # keep addresses across restarts
-        watcher = self._watcher = self.core.store.watch(PODS, None, since_rv=None, field_selector=selector)
         try:
-            while not watcher.closed:
-                event = await watcher.next(None)
-                if event is not None:
-                    self.observe(event.type, event.object)
+            while not self._stopped:
+                # the store also ends a watch this node fell behind on: then watch again (the node lives on)
+                watcher = self._watcher = self.core.store.watch(PODS, None, since_rv=None, field_selector=selector)
+                try:
+                    # pods deleted while no watch was open sent no DELETED: the list says which are gone
+                    present = {p["metadata"]["uid"] for p in self.core.store.list(PODS, None, field_selector=selector)[0]}
+                    for uid, worker in list(self.workers.items()):
+                        if uid not in present:
+                            worker.terminate()
+                    while not watcher.closed:
+                        event = await watcher.next(None)
+                        if event is not None:
+                            self.observe(event.type, event.object)
+                finally:
+                    watcher.close()
         finally:
-            watcher.close()
             for worker in self.workers.values():
                 if worker.task:
                     worker.task.cancel()
 
     def stop(self) -> None:
         """The node is gone: stop watching (its run() then ends and cancels the pod workers)."""
+        self._stopped = True
         if self._watcher is not None:
             self._watcher.close()
 

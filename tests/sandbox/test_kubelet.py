@@ -503,3 +503,18 @@ def test_node_agents_watch_again_when_the_store_ends_their_watch(tmp_path: Path,
         assert len(node_watches) == 3 and not node_watches[-1].closed
     finally:
         cluster.close()
+
+
+def test_a_kubelet_watches_again_when_the_store_ends_its_pod_watch(cluster: Cluster) -> None:
+    """A pod watch the store ended (its reader fell behind) does not stop the node: pods keep running, new ones run."""
+    cluster.run_pod("steady", restartPolicy="Always")
+    cluster.wait_for(lambda: "running" in cluster.container("steady").get("state", {}), "steady running")
+    kubelet = cluster.agents.kubelets["labkit-server-0"]
+    ended = kubelet._watcher
+    assert ended is not None
+    cluster.call(ended.close)
+    cluster.run_pod("later", args=["echo", "after the watch ended"])
+    cluster.wait_phase("later", "Succeeded")
+    assert "after the watch ended" in cluster.log("later")
+    assert kubelet._watcher is not ended and "running" in cluster.container("steady")["state"]
+    assert cluster.container("steady")["restartCount"] == 0
