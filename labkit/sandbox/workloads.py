@@ -802,7 +802,7 @@ class _DeploymentSync:
             added += share
         if active:
             sizes[0] = max(sizes[0] + to_add - added, 0)  # rounding leftovers go to the biggest
-        for rs, size in zip(active, sizes):
+        for rs, size in zip(active, sizes, strict=True):
             self.scale(rs, size)
 
     def fraction(self, rs: dict[str, Any], allowed: int) -> int:
