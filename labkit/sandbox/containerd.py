@@ -188,6 +188,12 @@ def _toml_value(value: Any) -> str:
     raise ContainerdConfigError(f"cannot write {value!r} into a containerd config", "use strings, numbers, booleans or lists")
 
 
+def _check_render_version(version: int) -> None:
+    """k3s renders config version 2 (containerd 1.7) or 3 (containerd 2.x) only."""
+    if version not in _QUOTE:
+        raise ContainerdConfigError(f"config version {version} is not supported", "use version 2 (containerd 1.7) or 3 (containerd 2.x)")
+
+
 def _plugin(version: int, plugin_id: str) -> str:
     q = _QUOTE[version]
     return f"plugins.{q}{plugin_id}{q}"
@@ -203,8 +209,7 @@ def runtime_tables(version: int, name: str, spec: RuntimeSpec) -> str:
       BinaryName = "/usr/local/bin/crun"
     <BLANKLINE>
     """
-    if version not in _QUOTE:
-        raise ContainerdConfigError(f"config version {version} is not supported", "use version 2 (containerd 1.7) or 3 (containerd 2.x)")
+    _check_render_version(version)
     q = _QUOTE[version]
     table = f"{_plugin(version, CRI_RUNTIME_PLUGIN[version])}.containerd.runtimes.{q}{name}{q}"
     lines = [f"[{table}]", f"  runtime_type = {_q(spec.runtime_type)}"]
@@ -311,8 +316,7 @@ def render_base_config(
     >>> tomllib.loads(text)["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["default_runtime_name"]
     'runc'
     """
-    if version not in (2, 3):
-        raise ContainerdConfigError(f"config version {version} is not supported", "use version 2 (containerd 1.7) or 3 (containerd 2.x)")
+    _check_render_version(version)
     body = _base_cri_v3(settings, default_runtime) if version == 3 else _base_cri_v2(settings, default_runtime)
     all_runtimes = {"runc": RuntimeSpec("io.containerd.runc.v2", systemd_cgroup=settings.systemd_cgroup), **runtimes}
     tables = [runtime_tables(version, name, spec) for name, spec in all_runtimes.items()]
