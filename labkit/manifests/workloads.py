@@ -85,7 +85,7 @@ def _pod_spec(name: str, image: str, *, runtime_class: str | None, command: Any,
     return spec
 
 
-def _template(name: str, labels: dict[str, str], pod_annotations: Mapping[str, str] | None,
+def _template(labels: dict[str, str], pod_annotations: Mapping[str, str] | None,
               spec: dict[str, Any]) -> dict[str, Any]:
     meta: dict[str, Any] = {"labels": labels}
     if pod_annotations:
@@ -111,7 +111,7 @@ def wasm_deployment(name: str, image: str, *, runtime_class: str | None = "wasme
                      volumes=volumes, image_pull_policy=image_pull_policy, ports=ports)
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(name, labels, annotations),
             "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "template": _template(name, pod_labels, pod_annotations, spec)}}
+                     "template": _template(pod_labels, pod_annotations, spec)}}
 
 
 def wasm_job(name: str, image: str, *, command: list[str] | None = None, args: list[str] | None = None,
@@ -130,7 +130,7 @@ def wasm_job(name: str, image: str, *, command: list[str] | None = None, args: l
     spec = _pod_spec(name, image, runtime_class=runtime_class, command=command, args=args, env=env,
                      volumes=volumes, image_pull_policy=image_pull_policy, restart_policy="Never")
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _metadata(name, labels, annotations),
-            "spec": {"backoffLimit": backoff_limit, "template": _template(name, pod_labels, pod_annotations, spec)}}
+            "spec": {"backoffLimit": backoff_limit, "template": _template(pod_labels, pod_annotations, spec)}}
 
 
 def service(name: str, selector: str | Mapping[str, str], port: int, target_port: int | str | None = None,
