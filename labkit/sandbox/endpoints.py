@@ -123,11 +123,13 @@ def endpoints_subsets(service: dict[str, Any], pods: list[dict[str, Any]]) -> li
 
 
 def slice_endpoint(pod: dict[str, Any], publish: bool) -> dict[str, Any]:
-    """One pod as an EndpointSlice endpoint with its ready/serving/terminating conditions."""
+    """One pod as an EndpointSlice endpoint with its ready/serving/terminating conditions: serving is the
+    pod's readiness; ready is serving and not terminating, or always with publishNotReadyAddresses (as upstream)."""
     terminating = bool(pod["metadata"].get("deletionTimestamp"))
-    serving = pod_ready(pod) or publish
+    serving = pod_ready(pod)
     endpoint = {"addresses": [pod["status"]["podIP"]],
-                "conditions": {"ready": serving and not terminating, "serving": serving, "terminating": terminating},
+                "conditions": {"ready": publish or (serving and not terminating), "serving": serving,
+                               "terminating": terminating},
                 "targetRef": _target_ref(pod)}
     if pod["spec"].get("nodeName"):
         endpoint["nodeName"] = pod["spec"]["nodeName"]

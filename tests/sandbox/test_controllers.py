@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from labkit.sandbox.apicore import ApiCore
-from labkit.sandbox.endpoints import ENDPOINTS, SLICES, run_endpoints_controller
+from labkit.sandbox.endpoints import (
+    ENDPOINTS,
+    SLICES,
+    run_endpoints_controller,
+    slice_endpoint,
+)
 from labkit.sandbox.events import EVENTS
 from labkit.sandbox.registry import RESOURCES
 from labkit.sandbox.store import NAME_ALPHABET, Store
@@ -652,6 +657,24 @@ def test_endpoints_and_slices_follow_ready_pods(core):
         assert not core.list(SLICES, NS)["items"]  # garbage-collected with the Service
 
     run(core, body)
+
+
+def test_slice_endpoint_conditions_with_and_without_publish_not_ready_addresses():
+    def pod(ready: bool, terminating: bool) -> dict[str, Any]:
+        meta = {"name": "p", "namespace": NS, "uid": "u", **({"deletionTimestamp": "2026-01-01T00:00:00Z"}
+                                                              if terminating else {})}
+        return {"metadata": meta, "spec": {},
+                "status": {"podIP": "10.42.0.9", "conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+    def conditions(ready: bool, terminating: bool, publish: bool) -> tuple[bool, bool, bool]:
+        c = slice_endpoint(pod(ready, terminating), publish)["conditions"]
+        return c["ready"], c["serving"], c["terminating"]
+
+    # serving is the pod's readiness alone; publishNotReadyAddresses makes every endpoint ready, terminating too
+    assert conditions(False, False, publish=False) == (False, False, False)
+    assert conditions(True, True, publish=False) == (False, True, True)
+    assert conditions(False, False, publish=True) == (True, False, False)
+    assert conditions(True, True, publish=True) == (True, True, True)
 
 
 def test_pods_naming_a_port_differently_get_their_own_subset_and_slice(core):
