@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,19 @@ import pytest
 #: A plain kubectl 1.32 binary when the machine has the Google Cloud SDK dispatcher; else whatever is on PATH.
 _VERSIONED = Path("/usr/lib/google-cloud-sdk/bin/kubectl.1.32")
 KUBECTL = str(_VERSIONED) if _VERSIONED.exists() else shutil.which("kubectl")
+
+
+def kubectl_runner(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:
+    """``kubectl(*args, check=True, input=None) -> CompletedProcess`` run with *env* (its KUBECONFIG and HOME)."""
+    assert KUBECTL is not None
+
+    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return run
 
 
 @pytest.fixture(scope="session")
@@ -36,13 +50,7 @@ def kubectl(sandbox, sandbox_home):
     if KUBECTL is None:
         pytest.skip("kubectl is not installed (apt-get install kubectl)")
     env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig), "HOME": str(sandbox_home)}
-
-    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        return result
-
+    run = kubectl_runner(env)
     run.env = env  # for tests that start kubectl themselves (watches)
     run.binary = KUBECTL
     return run

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import KUBECTL
+from conftest import KUBECTL, kubectl_runner
 
 from labkit.host import SandboxHost
 from labkit.sandbox import daemon
@@ -31,15 +31,7 @@ def kubectl(home: Path) -> Kubectl:
     if KUBECTL is None:
         pytest.skip("kubectl is not installed (apt-get install kubectl)")
     info = daemon.ensure_running(nodes=3, home=home)
-    env = {**os.environ, "KUBECONFIG": str(info.kubeconfig), "HOME": str(home.parent)}
-
-    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run([KUBECTL, *args], check=False, env=env, capture_output=True, text=True, input=input, timeout=60)
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        return result
-
-    yield run
+    yield kubectl_runner({**os.environ, "KUBECONFIG": str(info.kubeconfig), "HOME": str(home.parent)})
     daemon.stop(home=home)
 
 
