@@ -64,3 +64,16 @@ def sandbox_cluster(tmp_path_factory):
 
         yield connect("sandbox")
         daemon.stop(home=home / "sandbox")
+
+
+@pytest.fixture
+def private_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A 1-node sandbox daemon under ``tmp_path/home`` (LABKIT_HOME, which notebook kernels inherit), stopped after."""
+    from labkit.sandbox import daemon
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("LABKIT_HOME", str(home))
+    monkeypatch.delenv("LABKIT_BACKEND", raising=False)
+    daemon.ensure_running(nodes=1, home=home / "sandbox")
+    yield home
+    daemon.stop(home=home / "sandbox")

@@ -50,29 +50,21 @@ def test_notebook_follows_the_kit_conventions():
 
 
 @pytest.mark.slow
-def test_run_leaves_no_lab_and_keeps_what_k3s_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_run_leaves_no_lab_and_keeps_what_k3s_made(tmp_path: Path, private_sandbox: Path):
     from labkit.cluster import connect
-    from labkit.sandbox import daemon
 
-    home = tmp_path / "home"
-    monkeypatch.setenv("LABKIT_HOME", str(home))  # the notebook's kernel inherits it
-    monkeypatch.delenv("LABKIT_BACKEND", raising=False)
-    daemon.ensure_running(nodes=1, home=home / "sandbox")
-    try:
-        result = run_notebook(NOTEBOOK, tmp_path / "executed.ipynb", {"backend": "sandbox", "namespace": "lab-01"})
-        assert result.status == "passed", str(result.failure())
-        executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
-        outputs = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
-        assert "all checks passed" in outputs and "namespace lab-01 removed: True" in outputs
+    result = run_notebook(NOTEBOOK, tmp_path / "executed.ipynb", {"backend": "sandbox", "namespace": "lab-01"})
+    assert result.status == "passed", str(result.failure())
+    executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
+    outputs = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert "all checks passed" in outputs and "namespace lab-01 removed: True" in outputs
 
-        cluster = connect("sandbox")
-        assert cluster.labelled_objects(lab=LAB) == []
-        assert "lab-01" not in {n.metadata.name for n in cluster.core.list_namespace().items}
-        kept = cluster.node.read_runtime_class("wasmedge")  # made by the node at start, only applied to by the lab
-        assert kept.handler == "wasmedge" and "labkit.io/lab" not in (kept.metadata.labels or {})
-        assert "wasmtime" not in {rc.metadata.name for rc in cluster.node.list_runtime_class().items}
-        images = {r.ref: r.platform for r in host_for_backend("sandbox").list_images()}
-        assert images.get("docker.io/library/wasi-demo-own:v1") == "wasip1/wasm"
-        assert images.get("docker.io/library/wasi-demo-app:plain") == "wasip1/wasm"
-    finally:
-        daemon.stop(home=home / "sandbox")
+    cluster = connect("sandbox")
+    assert cluster.labelled_objects(lab=LAB) == []
+    assert "lab-01" not in {n.metadata.name for n in cluster.core.list_namespace().items}
+    kept = cluster.node.read_runtime_class("wasmedge")  # made by the node at start, only applied to by the lab
+    assert kept.handler == "wasmedge" and "labkit.io/lab" not in (kept.metadata.labels or {})
+    assert "wasmtime" not in {rc.metadata.name for rc in cluster.node.list_runtime_class().items}
+    images = {r.ref: r.platform for r in host_for_backend("sandbox").list_images()}
+    assert images.get("docker.io/library/wasi-demo-own:v1") == "wasip1/wasm"
+    assert images.get("docker.io/library/wasi-demo-app:plain") == "wasip1/wasm"

@@ -59,33 +59,25 @@ def fingerprint(root: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_run_leaves_the_node_byte_identical_and_no_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_run_leaves_the_node_byte_identical_and_no_lab(tmp_path: Path, private_sandbox: Path):
     from labkit.cluster import connect
-    from labkit.sandbox import daemon
 
-    home = tmp_path / "home"
-    monkeypatch.setenv("LABKIT_HOME", str(home))  # the notebook's kernel inherits it
-    monkeypatch.delenv("LABKIT_BACKEND", raising=False)
-    daemon.ensure_running(nodes=1, home=home / "sandbox")
-    try:
-        host = host_for_backend("sandbox")
-        deadline = time.monotonic() + 30
-        while not host.containerd_paths().config.is_file():  # the node renders it when its kubelet starts
-            assert time.monotonic() < deadline, "the sandbox node never rendered its containerd config"
-            time.sleep(0.2)
-        before = fingerprint(host.node_root)
+    host = host_for_backend("sandbox")
+    deadline = time.monotonic() + 30
+    while not host.containerd_paths().config.is_file():  # the node renders it when its kubelet starts
+        assert time.monotonic() < deadline, "the sandbox node never rendered its containerd config"
+        time.sleep(0.2)
+    before = fingerprint(host.node_root)
 
-        result = run_notebook(NOTEBOOK, tmp_path / "executed.ipynb", {"backend": "sandbox", "namespace": "lab-02"})
-        assert result.status == "passed", str(result.failure())
+    result = run_notebook(NOTEBOOK, tmp_path / "executed.ipynb", {"backend": "sandbox", "namespace": "lab-02"})
+    assert result.status == "passed", str(result.failure())
 
-        assert fingerprint(host.node_root) == before
-        [backup] = host.backups()
-        assert sorted((f.path, f.existed) for f in backup.files) == [
-            ("/etc/rancher/k3s/config.yaml", False),
-            ("/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl", False)]
-        cluster = connect("sandbox")
-        assert cluster.labelled_objects(lab=LAB) == []
-        assert "lab-02" not in {n.metadata.name for n in cluster.core.list_namespace().items}
-        assert host.runtime_info().default_runtime == "runc"
-    finally:
-        daemon.stop(home=home / "sandbox")
+    assert fingerprint(host.node_root) == before
+    [backup] = host.backups()
+    assert sorted((f.path, f.existed) for f in backup.files) == [
+        ("/etc/rancher/k3s/config.yaml", False),
+        ("/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl", False)]
+    cluster = connect("sandbox")
+    assert cluster.labelled_objects(lab=LAB) == []
+    assert "lab-02" not in {n.metadata.name for n in cluster.core.list_namespace().items}
+    assert host.runtime_info().default_runtime == "runc"
