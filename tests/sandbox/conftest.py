@@ -59,7 +59,7 @@ def kubectl(sandbox, sandbox_home):
 @pytest.fixture(scope="session")
 def api_client(sandbox):
     """The official kubernetes Python client configured from the sandbox kubeconfig."""
-    from kubernetes import client, config
+    from kubernetes import config
 
     return config.new_client_from_config(config_file=str(sandbox.kubeconfig), context="labkit-sandbox")
 
