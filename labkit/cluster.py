@@ -26,6 +26,7 @@ import urllib3
 import yaml
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import kube_config
+from kubernetes.config.config_exception import ConfigException
 
 from . import config
 from .config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
@@ -272,8 +273,12 @@ def connect(backend: str | None = None, context: str | None = None, *,
     else:
         path, context = _checked_kubeconfig(context, allowed_contexts, kubeconfig)
     configuration = kubernetes.client.Configuration()
-    kube_config.load_kube_config(config_file=str(path), context=context, client_configuration=configuration,
-                                 persist_config=False)
+    try:
+        kube_config.load_kube_config(config_file=str(path), context=context, client_configuration=configuration,
+                                     persist_config=False)
+    except ConfigException as e:  # e.g. a context naming a cluster or user the file does not define
+        raise LabkitError(f"kubeconfig {path}, context {context!r}, cannot be used: {e}",
+                          "fix that entry of the kubeconfig (`kubectl config view`), or pass another context=...") from e
     # One retry: a refused connection or a blackholed address must surface within seconds, not minutes.
     configuration.retries = 1
     return Cluster(kubernetes.client.ApiClient(configuration), backend=name, context=context, kubeconfig=path)

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
 from labkit.cluster import ObjectRef, api_call, connect, default_kubeconfig
 from labkit.errors import ApiError, ClusterUnreachable, ContextNotAllowed, LabkitError, PrerequisiteMissing, SandboxError
@@ -50,6 +51,16 @@ def test_missing_kubeconfig_names_path_and_fix(clean_env, tmp_path):
     with pytest.raises(PrerequisiteMissing) as e:
         connect("kubeconfig", "lab", allowed_contexts=["lab"], kubeconfig=missing)
     assert str(missing) in e.value.problem and "KUBECONFIG" in e.value.fix
+
+
+def test_context_naming_a_missing_cluster_is_a_labkit_error(clean_env, tmp_path):
+    path = tmp_path / "kubeconfig.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [],
+                                    "contexts": [{"name": "lab", "context": {"cluster": "gone", "user": "u"}}]}))
+    clean_env.setenv("LABKIT_ALLOWED_CONTEXTS", "lab")
+    with pytest.raises(LabkitError, match="context 'lab', cannot be used: .*gone") as err:
+        connect("kubeconfig", "lab", kubeconfig=path)
+    assert "kubectl config view" in str(err.value)
 
 
 def test_kubeconfig_without_current_context(clean_env, write_kubeconfig, closed_port):
