@@ -77,7 +77,11 @@ class DoctorReport:
         return [c for c in self.checks if c.failed]
 
     def __getitem__(self, name: str) -> Check:
-        return next(c for c in self.checks if c.name == name)
+        """The row named *name*, e.g. ``report["cluster"]``; ``KeyError`` lists the rows there are."""
+        found = next((c for c in self.checks if c.name == name), None)
+        if found is None:  # a bare next() would leak StopIteration, which generators silently swallow
+            raise KeyError(f"no check named {name!r}; the report has: {', '.join(c.name for c in self.checks)}")
+        return found
 
     def table(self) -> str:
         """A plain-text table: check, status, detail (and the fix under a row that is not ok)."""

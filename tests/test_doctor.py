@@ -114,6 +114,8 @@ def test_report_ok_table_json_and_html():
     assert json.loads(json.dumps(report.to_dict()))["checks"][1]["fix"] == "do X"
     assert "<table>" in report._repr_html_() and "NOT ready: b" in report._repr_html_()
     assert report["c"].status == "fail"
+    with pytest.raises(KeyError, match="no check named 'd'; the report has: a, b, c"):
+        report["d"]
 
 
 def test_doctor_on_an_unreachable_cluster(clean_env, write_kubeconfig, closed_port):
