@@ -230,10 +230,19 @@ def reconcile_service(core: ApiCore, ns: str, name: str) -> float | None:
     return None
 
 
-def _services_in_namespace(core: ApiCore, pod: dict[str, Any]) -> Iterable[Key]:
-    # A pod's old labels are gone by the time its event arrives, so every selecting Service looks again.
-    ns = pod["metadata"]["namespace"]
-    return [(ns, s["metadata"]["name"]) for s in core.store.list(SERVICES, ns)[0] if s["spec"].get("selector")]
+def _services_of_pod(core: ApiCore, pod: dict[str, Any]) -> Iterable[Key]:
+    """The Services selecting the pod now, and those whose slices still list it (its old labels matched:
+    upstream looks at old and new labels, which a stored event no longer has). Slices hold every address
+    the Endpoints do, so a relabelled pod leaves both; the other Services are not synced for it."""
+    meta = pod["metadata"]
+    ns, labels = meta["namespace"], meta.get("labels") or {}
+    keys = {(ns, s["metadata"]["name"]) for s in core.store.list(SERVICES, ns)[0]
+            if s["spec"].get("selector") and label_selector_from_match({"matchLabels": s["spec"]["selector"]}).matches(labels)}
+    for slice_ in core.store.list(SLICES, ns, parse_label_selector(f"{MANAGED_BY_LABEL}={MANAGED_BY}"))[0]:
+        service = (slice_["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if service and any((e.get("targetRef") or {}).get("uid") == meta["uid"] for e in slice_.get("endpoints") or ()):
+            keys.add((ns, service))
+    return sorted(keys)
 
 
 def _service_of_endpoints(core: ApiCore, obj: dict[str, Any]) -> Iterable[Key]:
@@ -252,5 +261,5 @@ def _service_of_slice(core: ApiCore, obj: dict[str, Any]) -> Iterable[Key]:
 async def run_endpoints_controller(core: ApiCore) -> None:
     """Keep every selecting Service's Endpoints and EndpointSlices current."""
     await run_controller(core, "endpoint-controller", SERVICES, reconcile_service,
-                         [Source(PODS, _services_in_namespace), Source(ENDPOINTS, _service_of_endpoints),
+                         [Source(PODS, _services_of_pod), Source(ENDPOINTS, _service_of_endpoints),
                           Source(SLICES, _service_of_slice)])

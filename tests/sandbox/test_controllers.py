@@ -701,6 +701,33 @@ def test_pods_naming_a_port_differently_get_their_own_subset_and_slice(core):
     run(core, body)
 
 
+def test_a_pod_relabelled_away_leaves_its_old_service_and_joins_the_new_one(core):
+    for name in ("a", "b"):
+        core.create(PODS, NS, {"metadata": {"name": name, "labels": {"app": "blue"}},
+                               "spec": {"containers": [{"name": "main", "image": "demo:1"}]}})
+    for colour in ("blue", "green"):
+        core.create(SERVICES, NS, {"metadata": {"name": colour},
+                                   "spec": {"selector": {"app": colour}, "ports": [{"port": 80}]}})
+
+    def addresses(service: str) -> tuple[list[str], list[str]]:
+        subsets = (core.store.get(ENDPOINTS, NS, service) or {}).get("subsets") or [{}]
+        slices = core.list(SLICES, NS, label_selector=f"kubernetes.io/service-name={service}")["items"]
+        in_slices = [e["addresses"][0] for s in slices for e in s["endpoints"]]
+        return sorted(a["ip"] for a in subsets[0].get("addresses", [])), sorted(in_slices)
+
+    async def body() -> None:
+        kubelet(core, core.get(PODS, NS, "a"), ip="10.42.2.1")
+        kubelet(core, core.get(PODS, NS, "b"), ip="10.42.2.2")
+        both = (["10.42.2.1", "10.42.2.2"], ["10.42.2.1", "10.42.2.2"])
+        await until("blue has both", lambda: addresses("blue") == both)
+        live = core.get(PODS, NS, "b")
+        core.replace(PODS, NS, "b", {**live, "metadata": {**live["metadata"], "labels": {"app": "green"}}})
+        await until("b moved", lambda: addresses("blue") == (["10.42.2.1"], ["10.42.2.1"])
+                    and addresses("green") == (["10.42.2.2"], ["10.42.2.2"]))
+
+    run(core, body)
+
+
 def test_selectorless_service_endpoints_are_left_alone(core):
     core.create(ENDPOINTS, NS, {"metadata": {"name": "external"},
                                 "subsets": [{"addresses": [{"ip": "192.0.2.1"}], "ports": [{"port": 443}]}]})
