@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-MODULES = ["labkit.wasm.inspect", "labkit.wasm.oci", "labkit.wasm.apps", "labkit.host.local", "labkit.sandbox.images"]
+MODULES = ["labkit.wasm.inspect", "labkit.wasm.oci", "labkit.host.local"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -16,4 +16,4 @@ def test_docstring_examples(name: str) -> None:
     importlib.import_module(name)
     module = sys.modules[name]  # labkit.wasm.inspect the attribute is the function, not the module
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
+    assert result.failed == 0 and result.attempted > 0
