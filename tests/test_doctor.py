@@ -133,3 +133,10 @@ def test_doctor_on_a_missing_sandbox_says_what_it_simulates(clean_env, monkeypat
     report = doctor_fn("sandbox")
     assert report.failures()[0].name == "cluster" and "simulated nodes" in report.banner
     assert report["wasmedge shim"].detail == SANDBOX_SKIP
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(importlib.import_module("labkit.doctor"), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from labkit.profiles import profile_for
@@ -26,3 +27,10 @@ def test_sandbox_profile_has_its_own_image_and_node_root(clean_env, tmp_path):
 def test_profile_follows_labkit_backend(clean_env):
     clean_env.setenv("LABKIT_BACKEND", "kubeconfig")
     assert profile_for().backend == "kubeconfig"
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(importlib.import_module("labkit.profiles"), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

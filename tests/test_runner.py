@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -84,3 +85,10 @@ def test_failing_cell_is_named_and_run_stops(labs, tmp_path, clean_env):
 def test_keep_going_runs_the_rest(labs, tmp_path, clean_env):
     summary = run_notebooks(["01", "02"], output_dir=tmp_path / "out", root=labs, keep_going=True, echo=lambda _: None)
     assert [(r.notebook, r.status) for r in summary.results] == [("01-broken", "failed"), ("02-after", "passed")]
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    result = doctest.testmod(importlib.import_module("labkit.runner"), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
