@@ -56,9 +56,10 @@ MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 #: Deployment annotations that stay on the Deployment (kubectl's bookkeeping and the controller's own).
 _NOT_COPIED_TO_RS = {"kubectl.kubernetes.io/last-applied-configuration", REVISION, DESIRED_REPLICAS, MAX_REPLICAS,
                      "deployment.kubernetes.io/revision-history"}
-#: The job controller's pod re-creation back-off after failures (upstream: 10 s doubling to 6 min).
+#: The job controller's pod re-creation back-off after failures (job_controller.go: DefaultJobPodFailureBackOff
+#: 10 s, doubling up to MaxJobPodFailureBackOff 10 min).
 JOB_BACKOFF_BASE = 10.0
-JOB_BACKOFF_MAX = 360.0
+JOB_BACKOFF_MAX = 600.0
 
 Key = tuple[str, str]
 Reconcile = Callable[[ApiCore, str, str], "float | None"]
