@@ -187,7 +187,7 @@ async def run_scheduler(core: ApiCore) -> None:
         watcher = core.store.watch(PODS, None, since_rv=None)
         node_watcher = core.store.watch(NODES, None, since_rv=core.store.rv)
         try:
-            while True:
+            while not (watcher.closed or node_watcher.closed):  # the store ends watches that fall behind
                 event = await watcher.next(0.5)
                 if event is None:
                     if await node_watcher.next(0.001) is not None:
