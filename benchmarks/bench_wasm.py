@@ -37,7 +37,8 @@ def leb(n: int) -> bytes:
 
 
 def name(text: str) -> bytes:
-    return leb(len(text)) + text.encode()
+    data = text.encode()
+    return leb(len(data)) + data  # wasm names are length-prefixed in bytes, not characters
 
 
 def section(section_id: int, items: list[bytes]) -> bytes:
