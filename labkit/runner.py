@@ -128,6 +128,7 @@ def ensure_kernel() -> None:
 def run_notebook(path: Path, output: Path, parameters: dict[str, Any]) -> NotebookResult:
     """Execute one notebook with papermill into *output*; a failing cell becomes a ``failed`` result."""
     import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +140,10 @@ def run_notebook(path: Path, output: Path, parameters: dict[str, Any]) -> Notebo
         first_line = next((line for line in (e.source or "").splitlines() if line.strip()), "")
         return NotebookResult(path.stem, "failed", time.monotonic() - start, str(output), e.cell_index,
                               f"{e.ename}: {e.evalue} [cell starts: {first_line.strip()!r}]")
+    except (DeadKernelError, CellTimeoutError) as e:
+        # The kernel died (out of memory, a crash) or a cell hung: still a failed notebook, not a traceback.
+        return NotebookResult(path.stem, "failed", time.monotonic() - start, str(output), None,
+                              f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'kernel lost'}")
     return NotebookResult(path.stem, "passed", time.monotonic() - start, str(output))
 
 

@@ -92,3 +92,11 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(importlib.import_module("labkit.runner"), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_a_dying_kernel_is_a_failed_notebook_not_a_traceback(labs, tmp_path, clean_env):
+    write_notebook(labs / "03-dies.ipynb", "import os\nos._exit(9)  # the kernel process ends, as after an OOM kill")
+    summary = run_notebooks(["03"], output_dir=tmp_path / "out", root=labs, echo=lambda _: None)
+    result = summary.results[0]
+    assert (result.notebook, result.status) == ("03-dies", "failed")
+    assert result.error.startswith("DeadKernelError")
