@@ -15,8 +15,8 @@ from typing import Any
 from .apicore import ApiCore, now_rfc3339
 from .registry import RESOURCES
 
-EVENTS = RESOURCES.by_plural("", "events")
-NAMESPACES = RESOURCES.by_plural("", "namespaces")
+EVENTS = RESOURCES.served("", "events")
+NAMESPACES = RESOURCES.served("", "namespaces")
 _RECENT_LIMIT = 4096
 _recent: OrderedDict[tuple, tuple[str, str]] = OrderedDict()  # correlation key -> (namespace, event name)
 _recent_lock = threading.Lock()
@@ -70,7 +70,7 @@ def _terminating(core: ApiCore, namespace: str) -> bool:
     return bool(ns and ns["metadata"].get("deletionTimestamp"))
 
 
-EVENTS_V1 = RESOURCES.by_plural("events.k8s.io", "events")
+EVENTS_V1 = RESOURCES.served("events.k8s.io", "events")
 
 
 def to_events_v1(event: dict[str, Any]) -> dict[str, Any]:

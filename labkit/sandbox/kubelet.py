@@ -70,9 +70,9 @@ from .wasmrun import (
 
 log = logging.getLogger("labkit.sandbox.kubelet")
 
-RUNTIMECLASSES = RESOURCES.by_plural("node.k8s.io", "runtimeclasses")
-CONFIGMAPS = RESOURCES.by_plural("", "configmaps")
-SECRETS = RESOURCES.by_plural("", "secrets")
+RUNTIMECLASSES = RESOURCES.served("node.k8s.io", "runtimeclasses")
+CONFIGMAPS = RESOURCES.served("", "configmaps")
+SECRETS = RESOURCES.served("", "secrets")
 COMPONENT = "kubelet"
 
 #: kubelet's container restart back-off (pkg/kubelet/kubelet.go: backOffPeriod, MaxContainerBackOff).

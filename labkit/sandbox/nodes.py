@@ -23,8 +23,8 @@ from .status import StatusError
 
 log = logging.getLogger("labkit.sandbox.nodes")
 
-NODES = RESOURCES.by_plural("", "nodes")
-PODS = RESOURCES.by_plural("", "pods")
+NODES = RESOURCES.served("", "nodes")
+PODS = RESOURCES.served("", "pods")
 SANDBOX_NODE_LABEL = "labkit.io/sandbox-node"
 _UNSCHEDULED = parse_field_selector("spec.nodeName=")
 KUBELET_VERSION = "v1.32.5+labkit.sandbox"

@@ -77,6 +77,13 @@ class Registry:
     def by_plural(self, group: str, plural: str) -> Resource | None:
         return self._by_plural.get((group, plural))
 
+    def served(self, group: str, plural: str) -> Resource:
+        """A resource type the sandbox serves, for module constants: a typo fails at import, not later."""
+        resource = self.by_plural(group, plural)
+        if resource is None:
+            raise LookupError(f"the sandbox serves no {plural!r} in group {group!r}")
+        return resource
+
     def by_kind(self, group: str, version: str, kind: str) -> Resource | None:
         return self._by_kind.get((group, version, kind))
 

@@ -36,12 +36,7 @@ log = logging.getLogger("labkit.sandbox.workloads")
 
 
 
-def served(group: str, plural: str) -> Resource:
-    """A resource type the sandbox serves (a typo here is a bug, so it fails at import)."""
-    res = RESOURCES.by_plural(group, plural)
-    if res is None:
-        raise LookupError(f"the sandbox serves no {plural!r} in group {group!r}")
-    return res
+served = RESOURCES.served  # kept as a name: the controllers' constants read best as served("apps", "deployments")
 
 
 PODS = served("", "pods")
