@@ -211,3 +211,15 @@ def test_paths_outside_the_node_root_are_refused(root: Path, tmp_path: Path) -> 
     with pytest.raises(HostChangeError, match="not under the node root"):
         apply_files(root, {tmp_path / "elsewhere.conf": "x\n"}, "t")
     assert not (root / BACKUP_DIR).exists(), "refused before the backup directory was made"
+
+
+def test_unreadable_node_path_is_a_labkit_error(tmp_path):
+    from labkit.host.changes import HostChangeError
+    from labkit.host.sandbox import SandboxHost
+    from labkit.sandbox.images import ImageStore
+
+    host = SandboxHost(tmp_path / "node", ImageStore(tmp_path / "images"))
+    (tmp_path / "node" / "etc").mkdir(parents=True)
+    with pytest.raises(HostChangeError, match="cannot read") as err:
+        host.read_node_files([tmp_path / "node" / "etc"])  # a directory, not a file
+    assert err.value.fix

@@ -117,6 +117,9 @@ class Host(abc.ABC):
             found = changes.read_files(paths)
         except PermissionError:
             found = self._execute("read", {"paths": [str(p) for p in paths]})
+        except OSError as err:  # a directory where a file should be, an I/O error: name the path and stop
+            raise changes.HostChangeError(f"cannot read {err.filename}: {err.strerror or err}",
+                                          "check that the path is a readable file on the node") from err
         return {p: found[str(p)] for p in paths}
 
     def read_containerd_config(self) -> str:
@@ -285,6 +288,10 @@ class Host(abc.ABC):
         except PermissionError as err:
             raise PrerequisiteMissing(f"no permission to change {err.filename}",
                                       "run the notebook's host steps as the owner of the node's files") from err
+        except OSError as err:
+            raise changes.HostChangeError(f"{op} failed on {err.filename or 'the node'}: {err.strerror or err}",
+                                          "check the node's disk and the paths named; backups stay in "
+                                          "var/lib/labkit/backups under the node root") from err
 
 
 def _ready(node: Any, since: datetime | None) -> bool:
