@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import config
+from .errors import LabkitError
 
 #: Where k3s keeps the containerd config it renders (and the template it reads).
 K3S_CONTAINERD_DIR = Path("/var/lib/rancher/k3s/agent/etc/containerd")
@@ -48,6 +49,9 @@ class Profile:
 
     def on_node(self, path: Path | str) -> Path:
         """Where a node path (e.g. ``profile.containerd_dir``) lives on this machine."""
+        if not Path(path).is_absolute():
+            raise LabkitError(f"{str(path)!r} is not a node path", "give the absolute path as seen on the node, "
+                              "e.g. /var/lib/rancher/k3s/agent/etc/containerd")
         return self.node_root / Path(path).relative_to("/")
 
 

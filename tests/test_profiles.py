@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import pytest
+
 from labkit.profiles import profile_for
 
 
@@ -34,3 +36,10 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(importlib.import_module("labkit.profiles"), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_on_node_needs_an_absolute_node_path(clean_env):
+    from labkit.errors import LabkitError
+
+    with pytest.raises(LabkitError, match="not a node path"):
+        profile_for("kubeconfig").on_node("relative/path")
