@@ -33,9 +33,11 @@ import asyncio
 import base64
 import fnmatch
 import logging
+import os
 import re
 import secrets
 import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -243,16 +245,30 @@ class NodeImages:
 
 
 def _write_projection(target: Path, data: dict[str, bytes], items: list[dict[str, Any]] | None) -> None:
-    """configMap/secret keys as files (``items`` maps keys to paths), replacing what was there."""
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
+    """configMap/secret keys as files (``items`` maps keys to paths), replacing what was there.
+
+    Written into a fresh directory and renamed into place, like the kubelet's atomic writer, so a
+    container (or a second writer for the same pod) never sees a half-written volume.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     chosen = [(i["key"], i["path"]) for i in items] if items else [(k, k) for k in data]
     for key, rel in chosen:
         if key in data:
-            path = target / rel
+            path = staging / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data[key])
+    while True:
+        try:
+            os.rename(staging, target)
+            return
+        except OSError:  # the target exists (an earlier projection): move it aside, then retry
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            try:
+                os.rename(target, retired / "volume")
+            except FileNotFoundError:
+                pass  # another writer moved it meanwhile
+            shutil.rmtree(retired, ignore_errors=True)
 
 
 def _projected_data(core: ApiCore, ns: str, kind: str, name: str, optional: bool) -> dict[str, bytes] | None:
