@@ -284,15 +284,21 @@ def test_deployment_creates_replicaset_and_pods_and_becomes_available(core):
     run(core, body)
 
 
+async def four_available(core) -> str:
+    """Play the kubelet until the 4-replica "web" Deployment is Available; returns its only ReplicaSet."""
+    await until("4 pods", lambda: len(pods(core, app="web")) == 4)
+    ready_all(core, app="web")
+    await until("available", lambda: core.get(DEPLOYMENTS, NS, "web")["status"].get("availableReplicas") == 4)
+    (only,) = replica_sets(core)
+    return only
+
+
 def test_rolling_update_with_surge_one_keeps_every_pod_available(core):
     core.create(DEPLOYMENTS, NS, deployment(replicas=4, strategy={
         "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
 
     async def body() -> None:
-        await until("4 pods", lambda: len(pods(core, app="web")) == 4)
-        ready_all(core, app="web")
-        await until("available", lambda: core.get(DEPLOYMENTS, NS, "web")["status"].get("availableReplicas") == 4)
-        (old,) = replica_sets(core)
+        old = await four_available(core)
         update_template(core, "web", "demo:2")
         (new,) = await until("new RS", lambda: [n for n in replica_sets(core) if n != old])
         steps = []
@@ -325,10 +331,7 @@ def test_scaling_in_the_middle_of_a_rollout_is_proportional(core):
         "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
 
     async def body() -> None:
-        await until("4 pods", lambda: len(pods(core, app="web")) == 4)
-        ready_all(core, app="web")
-        await until("available", lambda: core.get(DEPLOYMENTS, NS, "web")["status"].get("availableReplicas") == 4)
-        (old,) = replica_sets(core)
+        old = await four_available(core)
         update_template(core, "web", "demo:broken")  # its pods never get ready: the rollout is stuck at 4 + 1
         new = (await until("new RS", lambda: [n for n in replica_sets(core) if n != old]))[0]
         await until("4 + 1", lambda: spec_replicas(core) == {old: 4, new: 1})
@@ -350,10 +353,7 @@ def test_rolling_update_with_unavailable_half_and_no_surge(core):
         "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "50%"}}))
 
     async def body() -> None:
-        await until("4 pods", lambda: len(pods(core, app="web")) == 4)
-        ready_all(core, app="web")
-        await until("available", lambda: core.get(DEPLOYMENTS, NS, "web")["status"].get("availableReplicas") == 4)
-        (old,) = replica_sets(core)
+        old = await four_available(core)
         update_template(core, "web", "demo:2")
         new = (await until("new RS", lambda: [n for n in replica_sets(core) if n != old]))[0]
         # 50% of 4 may be unavailable: the old RS drops to 2 first, then the new one takes the room
