@@ -117,7 +117,7 @@ class ApiCore:
             meta["name"] = name
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
 
-    def _require_namespace(self, res: Resource, ns: str | None) -> None:
+    def _require_namespace(self, res: Resource, ns: str | None, name: str) -> None:
         if not res.namespaced:
             return
         namespaces = RESOURCES.by_plural("", "namespaces")
@@ -126,9 +126,9 @@ class ApiCore:
             raise not_found(namespaces, ns or "")
         if ns_obj.get("metadata", {}).get("deletionTimestamp"):
             raise StatusError(403, "Forbidden",
-                              f"{res.describe('')[:-3]} is forbidden: unable to create new content in namespace "
+                              f"{res.describe(name)} is forbidden: unable to create new content in namespace "
                               f"{ns} because it is being terminated",
-                              {"name": "", "kind": res.plural,
+                              {"name": name, "kind": res.plural,
                                "causes": [{"reason": "NamespaceTerminating",
                                            "message": f"namespace {ns} is being terminated",
                                            "field": "metadata.namespace"}]})
@@ -173,8 +173,8 @@ class ApiCore:
         """Create *obj*; *managed_fields* carries server-side apply's ownership (clients' own are dropped)."""
         obj = copy.deepcopy(obj)
         self._check_identity(res, ns, obj, None)
-        self._require_namespace(res, ns)
         meta = _meta(obj)
+        self._require_namespace(res, ns, meta.get("name") or meta.get("generateName") or "")
         for server_owned in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
                              "deletionGracePeriodSeconds", "generation", "managedFields", "selfLink"):
             meta.pop(server_owned, None)

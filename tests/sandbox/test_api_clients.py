@@ -223,3 +223,13 @@ def test_events_k8s_io_is_a_view_of_core_events(raw, namespace):
     assert code == 201
     code, core_view = raw("GET", f"/api/v1/namespaces/{namespace}/events/e2")
     assert (code, core_view["message"], core_view["involvedObject"]["name"]) == (200, "v1 event", "y")
+
+
+def test_no_new_content_in_a_terminating_namespace(raw, namespace):
+    base = f"/api/v1/namespaces/{namespace}/configmaps"
+    raw("POST", base, {"metadata": {"name": "held", "finalizers": ["labkit.io/hold"]}})
+    raw("DELETE", f"/api/v1/namespaces/{namespace}")  # stays Terminating while "held" keeps its finalizer
+    code, status = raw("POST", base, {"metadata": {"name": "late"}})
+    assert (code, status["message"]) == (403, f'configmaps "late" is forbidden: unable to create new content in '
+                                              f'namespace {namespace} because it is being terminated')
+    raw("PATCH", f"{base}/held", {"metadata": {"finalizers": None}}, content_type="application/merge-patch+json")
