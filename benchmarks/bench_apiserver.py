@@ -51,9 +51,13 @@ def percentile(samples: list[float], p: float) -> float:
 
 def pod(i: int) -> dict:
     # Bound to a node no kubelet runs, so the numbers are the API server's alone (no scheduling, no containers).
-    return {"metadata": {"name": f"bench-{i:04d}", "labels": {"app": "bench"}},
-            "spec": {"nodeName": "bench-absent-node",
-                     "containers": [{"name": "c", "image": "docker.io/labkit/wasi-demo:latest", "args": ["daemon"]}]}}
+    return {
+        "metadata": {"name": f"bench-{i:04d}", "labels": {"app": "bench"}},
+        "spec": {
+            "nodeName": "bench-absent-node",
+            "containers": [{"name": "c", "image": "docker.io/labkit/wasi-demo:latest", "args": ["daemon"]}],
+        },
+    }
 
 
 def rss_mb(pid: int) -> float:
@@ -67,10 +71,13 @@ def watch_latency(info: daemon.SandboxInfo, samples: int) -> list[float]:
     """Time from sending a write to seeing its event on an open watch stream."""
     reader, writer = Connection(info), Connection(info)
     base = "/api/v1/namespaces/bench/configmaps"
-    status, body = writer.call("POST", base, {"metadata": {"name": "probe"}, "data": {"i": "0"}})
+    _status, body = writer.call("POST", base, {"metadata": {"name": "probe"}, "data": {"i": "0"}})
     rv = json.loads(body)["metadata"]["resourceVersion"]
-    reader.conn.request("GET", f"{base}?watch=true&resourceVersion={rv}&timeoutSeconds=120",
-                        headers={"Authorization": f"Bearer {reader.token}"})
+    reader.conn.request(
+        "GET",
+        f"{base}?watch=true&resourceVersion={rv}&timeoutSeconds=120",
+        headers={"Authorization": f"Bearer {reader.token}"},
+    )
     stream = reader.conn.getresponse()
     seen: dict[str, float] = {}
     done = threading.Event()
@@ -87,9 +94,12 @@ def watch_latency(info: daemon.SandboxInfo, samples: int) -> list[float]:
     sent: dict[str, float] = {}
     for i in range(1, samples + 1):
         sent[str(i)] = time.perf_counter()
-        writer.conn.request("PATCH", f"{base}/probe", body=json.dumps({"data": {"i": str(i)}}),
-                            headers={"Authorization": f"Bearer {writer.token}",
-                                     "Content-Type": "application/merge-patch+json"})
+        writer.conn.request(
+            "PATCH",
+            f"{base}/probe",
+            body=json.dumps({"data": {"i": str(i)}}),
+            headers={"Authorization": f"Bearer {writer.token}", "Content-Type": "application/merge-patch+json"},
+        )
         writer.conn.getresponse().read()
         deadline = time.monotonic() + 5
         while str(i) not in seen and time.monotonic() < deadline:
@@ -131,10 +141,14 @@ def main() -> None:
         rss = rss_mb(info.pid)
         print(f"labkit sandbox API server benchmark ({args.pods} pods, 3 nodes, HTTPS on loopback)")
         print(f"  create {args.pods} pods:     {create_s:.2f} s  ({args.pods / create_s:.0f}/s)   goal ≤ 5 s")
-        print(f"  GET pod:              p50 {percentile(gets, 50):.2f} ms  p99 {percentile(gets, 99):.2f} ms   goal p50 ≤ 2 ms")
+        print(
+            f"  GET pod:              p50 {percentile(gets, 50):.2f} ms  p99 {percentile(gets, 99):.2f} ms   goal p50 ≤ 2 ms"
+        )
         print(f"  LIST {count} pods:      p50 {statistics.median(lists):.0f} ms  max {max(lists):.0f} ms")
-        print(f"  watch delivery:       p50 {percentile(watch, 50):.2f} ms  p99 {percentile(watch, 99):.2f} ms "
-              f"({len(watch)} events)   goal p50 ≤ 10 ms")
+        print(
+            f"  watch delivery:       p50 {percentile(watch, 50):.2f} ms  p99 {percentile(watch, 99):.2f} ms "
+            f"({len(watch)} events)   goal p50 ≤ 10 ms"
+        )
         print(f"  daemon RSS:           {rss:.0f} MB   goal ≤ 300 MB")
     finally:
         daemon.stop(home=home / "sandbox")

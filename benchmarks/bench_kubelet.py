@@ -29,9 +29,14 @@ WASI_DEMO = "docker.io/labkit/wasi-demo:latest"
 
 
 def wasm_pod(name: str, image: str) -> dict:
-    return {"metadata": {"name": name, "labels": {"app": "bench"}},
-            "spec": {"runtimeClassName": "wasmedge", "terminationGracePeriodSeconds": 1,
-                     "containers": [{"name": "demo", "image": image, "imagePullPolicy": "IfNotPresent"}]}}
+    return {
+        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "spec": {
+            "runtimeClassName": "wasmedge",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "demo", "image": image, "imagePullPolicy": "IfNotPresent"}],
+        },
+    }
 
 
 class ReadyWatch:
@@ -40,8 +45,11 @@ class ReadyWatch:
     def __init__(self, info: daemon.SandboxInfo) -> None:
         self.ready: dict[str, float] = {}
         conn = Connection(info)
-        conn.conn.request("GET", f"/api/v1/namespaces/{NS}/pods?watch=true&timeoutSeconds=600",
-                          headers={"Authorization": f"Bearer {conn.token}"})
+        conn.conn.request(
+            "GET",
+            f"/api/v1/namespaces/{NS}/pods?watch=true&timeoutSeconds=600",
+            headers={"Authorization": f"Bearer {conn.token}"},
+        )
         self.stream = conn.conn.getresponse()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -120,12 +128,18 @@ def main() -> None:
         rss = rss_mb(info.pid)
 
         print("labkit sandbox kubelet benchmark (3 nodes, wasi-demo daemon pods, runtimeClassName wasmedge)")
-        print(f"  create → Ready, cold module cache: p50 {percentile(cold, 50):.0f} ms  p99 {percentile(cold, 99):.0f} ms "
-              f"({len(cold)} pods, each a new module)")
-        print(f"  create → Ready, warm module cache: p50 {percentile(warm, 50):.0f} ms  p99 {percentile(warm, 99):.0f} ms "
-              f"({len(warm)} pods)   goal p50 ≤ 100 ms")
-        print(f"  {args.pods} pods all Ready:            {all_ready_s:.2f} s   goal ≤ 10 s   "
-              f"(per node: {', '.join(f'{k} {v}' for k, v in sorted(per_node.items()))})")
+        print(
+            f"  create → Ready, cold module cache: p50 {percentile(cold, 50):.0f} ms  p99 {percentile(cold, 99):.0f} ms "
+            f"({len(cold)} pods, each a new module)"
+        )
+        print(
+            f"  create → Ready, warm module cache: p50 {percentile(warm, 50):.0f} ms  p99 {percentile(warm, 99):.0f} ms "
+            f"({len(warm)} pods)   goal p50 ≤ 100 ms"
+        )
+        print(
+            f"  {args.pods} pods all Ready:            {all_ready_s:.2f} s   goal ≤ 10 s   "
+            f"(per node: {', '.join(f'{k} {v}' for k, v in sorted(per_node.items()))})"
+        )
         print(f"  daemon RSS with {args.pods} pods running: {rss:.0f} MB")
     finally:
         daemon.stop(home=home)

@@ -38,23 +38,33 @@ def sample_pod(i: int) -> dict[str, Any]:
         "spec": {
             "runtimeClassName": "wasmedge",
             "nodeName": f"node-{i % 3}",
-            "containers": [{
-                "name": "app",
-                "image": "ghcr.io/containerd/runwasi/wasi-demo-app:latest",
-                "args": ["/wasi-demo-app.wasm", "daemon"],
-                "env": [{"name": "DNS_SERVER", "value": "10.43.0.10:53"}, {"name": "RUST_LOG", "value": "info"}],
-                "ports": [{"containerPort": 8080, "protocol": "TCP"}],
-                "volumeMounts": [{"name": "plugin", "mountPath": "/opt/wasmedge/plugin", "readOnly": True}],
-            }],
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "ghcr.io/containerd/runwasi/wasi-demo-app:latest",
+                    "args": ["/wasi-demo-app.wasm", "daemon"],
+                    "env": [{"name": "DNS_SERVER", "value": "10.43.0.10:53"}, {"name": "RUST_LOG", "value": "info"}],
+                    "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                    "volumeMounts": [{"name": "plugin", "mountPath": "/opt/wasmedge/plugin", "readOnly": True}],
+                }
+            ],
             "volumes": [{"name": "plugin", "hostPath": {"path": "/opt/wasmedge/plugin", "type": "Directory"}}],
         },
         "status": {
             "phase": "Running",
             "podIP": f"127.1.{i // 250}.{i % 250 + 1}",
-            "conditions": [{"type": t, "status": "True", "lastTransitionTime": "2026-11-27T00:00:00Z"}
-                           for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
-            "containerStatuses": [{"name": "app", "ready": True, "restartCount": 0,
-                                   "state": {"running": {"startedAt": "2026-11-27T00:00:00Z"}}}],
+            "conditions": [
+                {"type": t, "status": "True", "lastTransitionTime": "2026-11-27T00:00:00Z"}
+                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ],
+            "containerStatuses": [
+                {
+                    "name": "app",
+                    "ready": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": "2026-11-27T00:00:00Z"}},
+                }
+            ],
         },
     }
 

@@ -8,7 +8,8 @@ Goal: validating a Deployment well under 1 ms (the server validates every write)
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from labkit.sandbox import patch
 from labkit.sandbox.registry import RESOURCES
@@ -20,7 +21,8 @@ PODS = RESOURCES.by_plural("", "pods")
 
 def deployment() -> dict[str, Any]:
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": "llama-api", "namespace": "wasm", "labels": {"app": "llama-api", "tier": "high"}},
         "spec": {
             "replicas": 2,
@@ -30,18 +32,27 @@ def deployment() -> dict[str, Any]:
                 "metadata": {"labels": {"app": "llama-api", "tier": "high"}},
                 "spec": {
                     "runtimeClassName": "wasmedge",
-                    "containers": [{
-                        "name": "api", "image": "ghcr.io/second-state/llama-api-server:latest",
-                        "args": ["--nn-preload", "default:GGML:AUTO:/models/model.gguf", "--port", "8080"],
-                        "ports": [{"containerPort": 8080, "name": "http"}],
-                        "env": [{"name": "WASMEDGE_PLUGIN_PATH", "value": "/plugins"},
-                                {"name": "DNS_SERVER", "value": "10.43.0.10:53"}],
-                        "resources": {"limits": {"cpu": "2", "memory": "4Gi"}},
-                        "volumeMounts": [{"name": "plugins", "mountPath": "/plugins", "readOnly": True},
-                                         {"name": "models", "mountPath": "/models", "readOnly": True}],
-                    }],
-                    "volumes": [{"name": "plugins", "hostPath": {"path": "/opt/wasmedge/plugin"}},
-                                {"name": "models", "hostPath": {"path": "/var/lib/models"}}],
+                    "containers": [
+                        {
+                            "name": "api",
+                            "image": "ghcr.io/second-state/llama-api-server:latest",
+                            "args": ["--nn-preload", "default:GGML:AUTO:/models/model.gguf", "--port", "8080"],
+                            "ports": [{"containerPort": 8080, "name": "http"}],
+                            "env": [
+                                {"name": "WASMEDGE_PLUGIN_PATH", "value": "/plugins"},
+                                {"name": "DNS_SERVER", "value": "10.43.0.10:53"},
+                            ],
+                            "resources": {"limits": {"cpu": "2", "memory": "4Gi"}},
+                            "volumeMounts": [
+                                {"name": "plugins", "mountPath": "/plugins", "readOnly": True},
+                                {"name": "models", "mountPath": "/models", "readOnly": True},
+                            ],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "plugins", "hostPath": {"path": "/opt/wasmedge/plugin"}},
+                        {"name": "models", "hostPath": {"path": "/var/lib/models"}},
+                    ],
                 },
             },
         },
@@ -50,8 +61,12 @@ def deployment() -> dict[str, Any]:
 
 def pod() -> dict[str, Any]:
     spec = deployment()["spec"]["template"]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "llama-api-1", **spec["metadata"]},
-            "spec": spec["spec"]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "llama-api-1", **spec["metadata"]},
+        "spec": spec["spec"],
+    }
 
 
 def per_call_us(fn: Callable[[], object], seconds: float = 0.5) -> float:
@@ -80,9 +95,17 @@ def main() -> None:
     s = schemas()
     base = deployment()
     live = patch.record_update(DEPLOYMENTS, None, base, "kubectl-client-side-apply")
-    smp = {"spec": {"template": {"spec": {"containers": [{"name": "api", "image": "api:2",
-                                                          "env": [{"name": "LOG", "value": "debug"}]}]}}}}
-    ops = [{"op": "test", "path": "/spec/replicas", "value": 2}, {"op": "replace", "path": "/spec/replicas", "value": 3}]
+    smp = {
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "api", "image": "api:2", "env": [{"name": "LOG", "value": "debug"}]}]}
+            }
+        }
+    }
+    ops = [
+        {"op": "test", "path": "/spec/replicas", "value": 2},
+        {"op": "replace", "path": "/spec/replicas", "value": 3},
+    ]
     rows = [
         ("copy a Deployment (baseline)", lambda: patch.deep_copy(base)),
         ("validate Deployment (Strict)", lambda: s.validate(DEPLOYMENTS, patch.deep_copy(base), "Strict")),

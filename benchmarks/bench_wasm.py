@@ -62,8 +62,15 @@ def big_module(functions: int = 36_000, imports: int = 4_000, data_bytes: int = 
     data = [b"\x00\x41\x00\x0b" + leb(data_bytes) + bytes(i % 251 for i in range(data_bytes))]
     types[0] = b"\x60\x00\x01\x7f"
     return b"\0asm\x01\x00\x00\x00" + b"".join(
-        [section(1, types), section(2, import_items), section(3, funcs), section(5, memory),
-         section(7, exports), section(10, code), section(11, data)]
+        [
+            section(1, types),
+            section(2, import_items),
+            section(3, funcs),
+            section(5, memory),
+            section(7, exports),
+            section(10, code),
+            section(11, data),
+        ]
     )
 
 
@@ -80,8 +87,12 @@ def main() -> None:
 
         demo = module_path("wasi-demo")
         for layout in ("runwasi", "compat"):
-            seconds, img = timed(lambda layout=layout: build_image(demo, "wasi-demo", "latest", layout, out / f"{layout}.tar"), 10)
-            print(f"image build {layout:<7}: {seconds * 1000:.1f} ms median of 10, archive {img.size:,} B (module {demo.stat().st_size:,} B)")
+            seconds, img = timed(
+                lambda layout=layout: build_image(demo, "wasi-demo", "latest", layout, out / f"{layout}.tar"), 10
+            )
+            print(
+                f"image build {layout:<7}: {seconds * 1000:.1f} ms median of 10, archive {img.size:,} B (module {demo.stat().st_size:,} B)"
+            )
 
         module = big_module()
         path = out / "big.wasm"
@@ -90,12 +101,19 @@ def main() -> None:
             valid = subprocess.run(["wasm-validate", str(path)], capture_output=True, check=False).returncode == 0
             print(f"generated module: {len(module) / 1e6:.1f} MB, wasm-validate: {'ok' if valid else 'INVALID'}")
         seconds, info = timed(lambda: inspect(module), 5)
-        print(f"inspect 5 MB module: {seconds * 1000:.0f} ms median of 5 "
-              f"({len(info.imports):,} imports, {len(info.exports):,} exports, {info.function_count:,} functions)")
+        print(
+            f"inspect 5 MB module: {seconds * 1000:.0f} ms median of 5 "
+            f"({len(info.imports):,} imports, {len(info.exports):,} exports, {info.function_count:,} functions)"
+        )
         seconds, _ = timed(lambda: inspect(demo), 20)
         print(f"inspect wasi-demo ({demo.stat().st_size:,} B): {seconds * 1000:.2f} ms median of 20")
         if shutil.which("wasm-objdump"):
-            seconds, _ = timed(lambda: subprocess.run(["wasm-objdump", "-x", "-j", "Import", str(path)], capture_output=True, check=True), 3)
+            seconds, _ = timed(
+                lambda: subprocess.run(
+                    ["wasm-objdump", "-x", "-j", "Import", str(path)], capture_output=True, check=True
+                ),
+                3,
+            )
             print(f"for comparison, wasm-objdump -x -j Import on it: {seconds * 1000:.0f} ms median of 3")
 
 

@@ -17,11 +17,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import wasmtime
 
-from labkit.sandbox.extensions import PodContext
 from labkit.sandbox.wasmrun import WASMTIME_VERSION, ContainerSpec, ModuleCache, WasmContainer
+
+if TYPE_CHECKING:
+    from labkit.sandbox.extensions import PodContext
 
 TINY_WAT = """(module
   (import "bench" "mark" (func $mark))
@@ -82,7 +85,9 @@ def pct(values: list[float], q: float) -> float:
 
 def report(label: str, seconds: list[float]) -> None:
     ms = [s * 1000 for s in seconds]
-    print(f"  {label:<34} n={len(ms):<4} p50={statistics.median(ms):8.3f} ms  p99={pct(ms, 99):8.3f} ms  max={max(ms):8.3f} ms")
+    print(
+        f"  {label:<34} n={len(ms):<4} p50={statistics.median(ms):8.3f} ms  p99={pct(ms, 99):8.3f} ms  max={max(ms):8.3f} ms"
+    )
 
 
 def bench_start(name: str, module: bytes, runs: int, workdir: Path) -> None:
@@ -136,7 +141,15 @@ def main() -> None:
         probe: bytes | None = None
         if clang:
             (work / "probe.c").write_text(PROBE_C)
-            build = [clang, "--target=wasm32-wasi", "-O2", "-Wl,--allow-undefined", "-o", str(work / "probe.wasm"), str(work / "probe.c")]
+            build = [
+                clang,
+                "--target=wasm32-wasi",
+                "-O2",
+                "-Wl,--allow-undefined",
+                "-o",
+                str(work / "probe.wasm"),
+                str(work / "probe.c"),
+            ]
             subprocess.run(build, check=True)
             probe = (work / "probe.wasm").read_bytes()
             bench_start("C program (wasi-libc)", probe, runs, work / "c")

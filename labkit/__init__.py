@@ -21,17 +21,27 @@ from .errors import (
 __version__ = "0.1.0"
 
 # After the errors and __version__: the modules below import them.
-from .doctor import Check, DoctorReport, doctor  # noqa: E402
-from .profiles import Profile, profile_for  # noqa: E402
-from .runner import run_notebooks  # noqa: E402
+from .doctor import Check, DoctorReport, doctor
+from .profiles import Profile, profile_for
+from .runner import run_notebooks
 
 #: Names served from their modules on first use: those modules import the kubernetes client,
 #: which takes seconds, and `labkit --help` or `import labkit` should not pay for it.
 _LAZY = {
-    "Cluster": "cluster", "api_call": "cluster", "connect": "cluster",
-    "lab": "operations", "apply": "operations", "wait_for": "operations", "logs": "operations",
-    "events": "operations", "describe": "operations", "delete": "operations", "show": "operations",
-    "diagnose": "diagnosis", "host_for_backend": "host", "manifests": None,
+    "Cluster": "cluster",
+    "api_call": "cluster",
+    "connect": "cluster",
+    "lab": "operations",
+    "apply": "operations",
+    "wait_for": "operations",
+    "logs": "operations",
+    "events": "operations",
+    "describe": "operations",
+    "delete": "operations",
+    "show": "operations",
+    "diagnose": "diagnosis",
+    "host_for_backend": "host",
+    "manifests": None,
 }
 
 

@@ -19,8 +19,10 @@ COMMANDS = ("doctor", "run", "clean", "sandbox", "wasm", "image", "apps")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="labkit", description="WebAssembly on Kubernetes, one notebook at a time.",
-        epilog="Start with `labkit doctor`, then `labkit run`. Each sub-command has --help.")
+        prog="labkit",
+        description="WebAssembly on Kubernetes, one notebook at a time.",
+        epilog="Start with `labkit doctor`, then `labkit run`. Each sub-command has --help.",
+    )
     parser.add_argument("--version", action="version", version=f"labkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -16,10 +16,11 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import kubernetes.client
 import urllib3
@@ -115,7 +116,9 @@ class Cluster:
     Build it with :func:`connect`, not directly.
     """
 
-    def __init__(self, api_client: kubernetes.client.ApiClient, *, backend: str, context: str, kubeconfig: Path) -> None:
+    def __init__(
+        self, api_client: kubernetes.client.ApiClient, *, backend: str, context: str, kubeconfig: Path
+    ) -> None:
         self.api_client = api_client
         self.backend = backend
         self.context = context
@@ -153,8 +156,10 @@ class Cluster:
     def _unreachable_fix(self) -> str:
         if self.backend == "sandbox":
             return _SANDBOX_FIX
-        return (f"start the cluster (k3s: `sudo systemctl start k3s`) or fix the server URL of context "
-                f"{self.context!r} in {self.kubeconfig}")
+        return (
+            f"start the cluster (k3s: `sudo systemctl start k3s`) or fix the server URL of context "
+            f"{self.context!r} in {self.kubeconfig}"
+        )
 
     def version(self) -> dict[str, str]:
         """The server's version info, e.g. ``{"gitVersion": "v1.32.0+k3s1", "major": "1", ...}``."""
@@ -204,9 +209,13 @@ class Cluster:
 
     def _raw(self, method: str, path: str, **query: str) -> dict[str, Any]:
         """One request by API path, answered as plain JSON (for kinds picked at run time)."""
-        request = self.api_client.param_serialize(method, path, query_params=list(query.items()),
-                                                  header_params={"Accept": "application/json"},
-                                                  auth_settings=["BearerToken"])
+        request = self.api_client.param_serialize(
+            method,
+            path,
+            query_params=list(query.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
 
         def send() -> dict[str, Any]:
             response = self.api_client.call_api(*request, _request_timeout=30)
@@ -221,8 +230,12 @@ class Cluster:
         kubectl has no variable for the context, so ``LABKIT_CONTEXT``/``LABKIT_BACKEND``
         tell labkit subprocesses; pass ``--context`` to kubectl (``kubectl()`` does).
         """
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "LABKIT_CONTEXT": self.context,
-                "LABKIT_BACKEND": self.backend}
+        return {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "LABKIT_CONTEXT": self.context,
+            "LABKIT_BACKEND": self.backend,
+        }
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run the real ``kubectl --context <ctx> ARGS`` against this cluster; text output captured.
@@ -236,11 +249,15 @@ class Cluster:
         try:
             done = subprocess.run(cmd, env=self.kubectl_env(), capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as e:
-            raise LabkitError(f"`kubectl {' '.join(args)}` did not finish within {timeout:g} s",
-                              "check that the cluster answers (`labkit doctor`), or pass a longer timeout=...") from e
+            raise LabkitError(
+                f"`kubectl {' '.join(args)}` did not finish within {timeout:g} s",
+                "check that the cluster answers (`labkit doctor`), or pass a longer timeout=...",
+            ) from e
         if check and done.returncode != 0:
-            raise LabkitError(f"`kubectl {' '.join(args)}` failed (exit {done.returncode}): {done.stderr.strip()}",
-                              "read the message above; `labkit doctor` checks the cluster and kubectl")
+            raise LabkitError(
+                f"`kubectl {' '.join(args)}` failed (exit {done.returncode}): {done.stderr.strip()}",
+                "read the message above; `labkit doctor` checks the cluster and kubectl",
+            )
         return done
 
 
@@ -249,13 +266,22 @@ def _node_summary(node: Any) -> dict[str, Any]:
     roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")) or ["<none>"]
     ready = any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
     info = node.status.node_info
-    return {"name": node.metadata.name, "ready": ready, "roles": roles,
-            "version": info.kubelet_version if info else "", "runtime": info.container_runtime_version if info else ""}
+    return {
+        "name": node.metadata.name,
+        "ready": ready,
+        "roles": roles,
+        "version": info.kubelet_version if info else "",
+        "runtime": info.container_runtime_version if info else "",
+    }
 
 
-def connect(backend: str | None = None, context: str | None = None, *,
-            allowed_contexts: list[str] | tuple[str, ...] | None = None,
-            kubeconfig: str | os.PathLike[str] | None = None) -> Cluster:
+def connect(
+    backend: str | None = None,
+    context: str | None = None,
+    *,
+    allowed_contexts: list[str] | tuple[str, ...] | None = None,
+    kubeconfig: str | os.PathLike[str] | None = None,
+) -> Cluster:
     """Connect to the lab cluster.
 
     *backend*: ``sandbox`` (the embedded cluster, started on demand) or ``kubeconfig``;
@@ -274,11 +300,14 @@ def connect(backend: str | None = None, context: str | None = None, *,
         path, context = _checked_kubeconfig(context, allowed_contexts, kubeconfig)
     configuration = kubernetes.client.Configuration()
     try:
-        kube_config.load_kube_config(config_file=str(path), context=context, client_configuration=configuration,
-                                     persist_config=False)
+        kube_config.load_kube_config(
+            config_file=str(path), context=context, client_configuration=configuration, persist_config=False
+        )
     except ConfigException as e:  # e.g. a context naming a cluster or user the file does not define
-        raise LabkitError(f"kubeconfig {path}, context {context!r}, cannot be used: {e}",
-                          "fix that entry of the kubeconfig (`kubectl config view`), or pass another context=...") from e
+        raise LabkitError(
+            f"kubeconfig {path}, context {context!r}, cannot be used: {e}",
+            "fix that entry of the kubeconfig (`kubectl config view`), or pass another context=...",
+        ) from e
     # One retry: a refused connection or a blackholed address must surface within seconds, not minutes.
     configuration.retries = 1
     return Cluster(kubernetes.client.ApiClient(configuration), backend=name, context=context, kubeconfig=path)
@@ -289,8 +318,10 @@ def _sandbox_kubeconfig() -> tuple[Path, str]:
     try:
         daemon = importlib.import_module("labkit.sandbox.daemon")
     except ImportError as e:  # absent, or broken in this checkout: either way there is no sandbox to reach
-        raise ClusterUnreachable(f"no cluster reachable: the sandbox cannot be loaded ({e})",
-                                 f"{_SANDBOX_FIX}, or use a real cluster with --backend kubeconfig") from e
+        raise ClusterUnreachable(
+            f"no cluster reachable: the sandbox cannot be loaded ({e})",
+            f"{_SANDBOX_FIX}, or use a real cluster with --backend kubeconfig",
+        ) from e
     try:
         info = daemon.ensure_running()
     except SandboxError as e:
@@ -304,8 +335,9 @@ def default_kubeconfig() -> Path:
     return Path(first or Path.home() / ".kube" / "config").expanduser()
 
 
-def _checked_kubeconfig(context: str | None, extra_allowed: list[str] | tuple[str, ...] | None,
-                        kubeconfig: str | os.PathLike[str] | None) -> tuple[Path, str]:
+def _checked_kubeconfig(
+    context: str | None, extra_allowed: list[str] | tuple[str, ...] | None, kubeconfig: str | os.PathLike[str] | None
+) -> tuple[Path, str]:
     allowed = config.allowed_contexts(extra_allowed)
     # An explicit context is judged before the file is even read: refusing "prod" needs no kubeconfig.
     if context is not None and context not in allowed:
@@ -315,7 +347,8 @@ def _checked_kubeconfig(context: str | None, extra_allowed: list[str] | tuple[st
         raise PrerequisiteMissing(
             f"kubeconfig file {path} does not exist",
             "pass kubeconfig=... or set KUBECONFIG; for k3s: start it with --write-kubeconfig-mode 644 and "
-            "export KUBECONFIG=/etc/rancher/k3s/k3s.yaml")
+            "export KUBECONFIG=/etc/rancher/k3s/k3s.yaml",
+        )
     try:
         doc = yaml.safe_load(path.read_text()) or {}
         names = [c["name"] for c in doc.get("contexts") or []]
@@ -324,11 +357,14 @@ def _checked_kubeconfig(context: str | None, extra_allowed: list[str] | tuple[st
     if context is None:
         context = doc.get("current-context")
         if not context:
-            raise LabkitError(f"kubeconfig {path} has no current-context",
-                              f"pass context=... (one of: {', '.join(names) or 'none'})")
+            raise LabkitError(
+                f"kubeconfig {path} has no current-context", f"pass context=... (one of: {', '.join(names) or 'none'})"
+            )
         if context not in allowed:
             raise ContextNotAllowed(context, allowed)
     if context not in names:
-        raise LabkitError(f"context {context!r} is not in kubeconfig {path} (it has: {', '.join(names) or 'none'})",
-                          "pass one of those names as context=..., or point kubeconfig=/KUBECONFIG at the right file")
+        raise LabkitError(
+            f"context {context!r} is not in kubeconfig {path} (it has: {', '.join(names) or 'none'})",
+            "pass one of those names as context=..., or point kubeconfig=/KUBECONFIG at the right file",
+        )
     return path, context

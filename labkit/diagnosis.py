@@ -50,13 +50,19 @@ class Diagnosis:
     def _repr_html_(self) -> str:
         ok = self.signature is None
         colour = "#2e7d32" if ok else "#c62828"
-        rows = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{html.escape(v)}</td></tr>"
-                       for k, v in (("cause", self.cause), ("fix", self.fix)) if v)
+        rows = "".join(
+            f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in (("cause", self.cause), ("fix", self.fix))
+            if v
+        )
         evidence = "".join(f"<li><code>{html.escape(e)}</code></li>" for e in self.evidence)
         tag = f" <small>[{html.escape(self.signature)}]</small>" if self.signature else ""
-        return (f"<div style='border-left:4px solid {colour};padding:4px 8px'>"
-                f"<b style='color:{colour}'>{html.escape(self.summary)}</b>{tag}<table>{rows}</table>"
-                + (f"<details><summary>evidence</summary><ul>{evidence}</ul></details>" if evidence else "") + "</div>")
+        return (
+            f"<div style='border-left:4px solid {colour};padding:4px 8px'>"
+            f"<b style='color:{colour}'>{html.escape(self.summary)}</b>{tag}<table>{rows}</table>"
+            + (f"<details><summary>evidence</summary><ul>{evidence}</ul></details>" if evidence else "")
+            + "</div>"
+        )
 
 
 @dataclass
@@ -88,13 +94,19 @@ class _Facts:
                     yield s, name, state or {}
 
     def event_lines(self, *reasons: str) -> list[str]:
-        return [f"{e.get('type', '')} {e.get('reason', '')}: {e.get('message', '')}".strip() for e in self.events
-                if not reasons or e.get("reason") in reasons]
+        return [
+            f"{e.get('type', '')} {e.get('reason', '')}: {e.get('message', '')}".strip()
+            for e in self.events
+            if not reasons or e.get("reason") in reasons
+        ]
 
     def texts(self) -> list[str]:
         """Every message that may carry a runtime error: events, container state messages, log lines."""
-        state_msgs = [f"{s.get('name')}: {n} {st.get('reason', '')}: {st.get('message', '')}"
-                      for s, n, st in self.states() if st.get("message")]
+        state_msgs = [
+            f"{s.get('name')}: {n} {st.get('reason', '')}: {st.get('message', '')}"
+            for s, n, st in self.states()
+            if st.get("message")
+        ]
         return [*self.event_lines(), *state_msgs, *self.logs.splitlines()]
 
     def find(self, pattern: str) -> list[str]:
@@ -144,7 +156,9 @@ def _runtime_class_not_found(f: _Facts) -> Diagnosis | None:
         "missing, so the ReplicaSet/Job cannot create any pod",
         f"create it first (labkit.manifests.runtime_class({name!r}, handler=<containerd runtime name>)), "
         "or set runtimeClassName to one that exists (`kubectl get runtimeclass`)",
-        hits[:3], "runtimeclass-not-found")
+        hits[:3],
+        "runtimeclass-not-found",
+    )
 
 
 @_signature
@@ -160,7 +174,9 @@ def _handler_not_configured(f: _Facts) -> Diagnosis | None:
         f"set the RuntimeClass handler to the runtime the node has (on k3s the WasmEdge shim is 'wasmedge'; "
         f"`k3s crictl info` lists runtimes), or add a runtime table named {handler!r} for "
         "containerd-shim-wasmedge-v1 (runtime_type io.containerd.wasmedge.v1) and restart k3s",
-        hits[:3], "runtime-handler-missing")
+        hits[:3],
+        "runtime-handler-missing",
+    )
 
 
 @_signature
@@ -174,7 +190,9 @@ def _shim_not_installed(f: _Facts) -> Diagnosis | None:
         "the runtime table names it, but it is not on the PATH containerd (k3s) started with",
         f"install {shim} into /usr/local/bin (runwasi: `make build-wasmedge && sudo make install-wasmedge`), "
         "then restart k3s (`sudo systemctl restart k3s`) so it is detected",
-        hits[:3], "shim-not-installed")
+        hits[:3],
+        "shim-not-installed",
+    )
 
 
 @_signature
@@ -187,7 +205,9 @@ def _systemd_cgroup_without_dbus(f: _Facts) -> Diagnosis | None:
         "the runtime uses systemd cgroups (SystemdCgroup = true, as k3s does) but the node has no working dbus",
         "install and start dbus on the node (`sudo apt-get install dbus`), and keep SystemdCgroup = true in the "
         "shim's runtime options",
-        hits[:3], "systemd-cgroup-dbus")
+        hits[:3],
+        "systemd-cgroup-dbus",
+    )
 
 
 @_signature
@@ -199,7 +219,9 @@ def _containerd_too_old(f: _Facts) -> Diagnosis | None:
         "containerd is too old for wasm images (mismatched image rootfs and manifest layers)",
         "containerd before 1.6.25 / 1.7.7 cannot unpack images whose layers are wasm modules",
         "upgrade containerd (or k3s, which bundles it) to 1.6.25+ / 1.7.7+",
-        hits[:3], "containerd-too-old")
+        hits[:3],
+        "containerd-too-old",
+    )
 
 
 @_signature
@@ -212,15 +234,27 @@ def _image_not_imported(f: _Facts) -> Diagnosis | None:
     if reason == "ErrImageNeverPull":
         summary = f"image {image} is not on the node and imagePullPolicy is Never (ErrImageNeverPull)"
         cause = "the image was never imported into the containerd that runs the pods (namespace k8s.io)"
-        fix = (f"import it on the node: `sudo k3s ctr images import --all-platforms <image.tar>` (or "
-               f"`labkit image import`), then check `k3s crictl images | grep {image.split(':')[0]}`")
+        fix = (
+            f"import it on the node: `sudo k3s ctr images import --all-platforms <image.tar>` (or "
+            f"`labkit image import`), then check `k3s crictl images | grep {image.split(':')[0]}`"
+        )
     else:
         summary = f"image {image} cannot be pulled ({reason})"
         cause = "the registry does not have that name/tag, or the node cannot reach it; wasm images built locally exist only where imported"
-        fix = ("check the image name and tag; for a locally built image import it into the node "
-               "(`k3s ctr images import --all-platforms`) and set imagePullPolicy: Never")
-    return Diagnosis(summary, cause, fix, [f"{status.get('name')}: {reason}: {state.get('message', '')}".rstrip(": "),
-                                           *f.event_lines("Failed", "ErrImageNeverPull")[:2]], "image-not-imported")
+        fix = (
+            "check the image name and tag; for a locally built image import it into the node "
+            "(`k3s ctr images import --all-platforms`) and set imagePullPolicy: Never"
+        )
+    return Diagnosis(
+        summary,
+        cause,
+        fix,
+        [
+            f"{status.get('name')}: {reason}: {state.get('message', '')}".rstrip(": "),
+            *f.event_lines("Failed", "ErrImageNeverPull")[:2],
+        ],
+        "image-not-imported",
+    )
 
 
 @_signature
@@ -229,14 +263,19 @@ def _cant_handle_spec(f: _Facts) -> Diagnosis | None:
     if not hits:
         return None
     arg0 = f.arg0()
-    suggestion = f"e.g. command: [\"{arg0}.wasm\"] instead of [\"{arg0}\"]" if arg0 and not arg0.endswith((".wasm", ".wat")) \
-        else "e.g. command: [\"/wasi-demo-app.wasm\"]"
+    suggestion = (
+        f'e.g. command: ["{arg0}.wasm"] instead of ["{arg0}"]'
+        if arg0 and not arg0.endswith((".wasm", ".wat"))
+        else 'e.g. command: ["/wasi-demo-app.wasm"]'
+    )
     return Diagnosis(
         "the WasmEdge shim cannot run this container: wasmedge executor can't handle spec",
         f"arg0 ({arg0 or 'the entrypoint'}) is not a .wasm/.wat file (no \\0asm magic) and the image has no wasm "
         "layers, so neither the Linux nor the wasm executor accepts the spec",
         f"make arg0 the path of the module inside the image, {suggestion}",
-        hits[:3], "cant-handle-spec")
+        hits[:3],
+        "cant-handle-spec",
+    )
 
 
 @_signature
@@ -260,20 +299,26 @@ def _unknown_import(f: _Facts) -> Diagnosis | None:
             "mount the plugin and everything `ldd` lists for it read-only at the same paths (labkit.manifests.host_path), "
             "set WASMEDGE_PLUGIN_PATH to the plugin directory and WASMEDGE_WASINN_PRELOAD=default:GGML:CPU:<model path>; "
             "the shim must be a gnu build with the plugin feature",
-            evidence, "unknown-import-wasi-nn")
+            evidence,
+            "unknown-import-wasi-nn",
+        )
     if module and module.startswith("wasi:logging"):
         return Diagnosis(
             "the module imports wasi:logging/logging, which the WasmEdge shim does not provide",
             f"llama-api-server's wasi_logger calls the wasi:logging host interface{exited}",
             "rebuild the server without wasi_logger (the seed's disable_wasi_logging.patch)",
-            evidence, "unknown-import-wasi-logging")
+            evidence,
+            "unknown-import-wasi-logging",
+        )
     where = f"{module}::{function}" if module else "a host function"
     return Diagnosis(
         f"the module imports {where}, which the runtime does not provide",
         f"instantiation failed: the import cannot be linked{exited}",
         f"run it on a runtime (or with the plugin) that provides {module or 'that module'}, or rebuild the module "
         "without that import (`labkit wasm inspect` lists a module's imports)",
-        evidence, "unknown-import")
+        evidence,
+        "unknown-import",
+    )
 
 
 @_signature
@@ -281,17 +326,22 @@ def _exec_format_error(f: _Facts) -> Diagnosis | None:
     hits = f.find(r"exec format error")
     if not hits:
         return None
-    annotations = ((f.pod.get("metadata") or {}).get("annotations") or {})
+    annotations = (f.pod.get("metadata") or {}).get("annotations") or {}
     annotated = CRUN_WASM_ANNOTATION in annotations
     return Diagnosis(
         "the container ran through runc/crun as a Linux binary: exec format error",
         "a .wasm file is not an ELF executable; the runtime only runs it as wasm when told to"
         + (" (the pod has the annotation, so containerd did not pass it through)" if annotated else ""),
-        ("whitelist the annotation for the crun runtime in the containerd config (pod_annotations = "
-         "[\"module.wasm.image/*\", ...]) and restart k3s" if annotated else
-         "run it with runtimeClassName: wasmedge, or for crun add the pod annotation "
-         "module.wasm.image/variant: compat-smart (and whitelist it with pod_annotations in the containerd config)"),
-        hits[:3], "exec-format-error")
+        (
+            "whitelist the annotation for the crun runtime in the containerd config (pod_annotations = "
+            '["module.wasm.image/*", ...]) and restart k3s'
+            if annotated
+            else "run it with runtimeClassName: wasmedge, or for crun add the pod annotation "
+            "module.wasm.image/variant: compat-smart (and whitelist it with pod_annotations in the containerd config)"
+        ),
+        hits[:3],
+        "exec-format-error",
+    )
 
 
 @_signature
@@ -305,7 +355,9 @@ def _dns_failure(f: _Facts) -> Diagnosis | None:
         "with DNS_SERVER it queries that server over TCP but knows no search domains",
         "set env DNS_SERVER=<cluster DNS IP>:53 (k3s: 10.43.0.10:53; labkit: cluster.profile.cluster_dns) and call "
         "Services by their FQDN <service>.<namespace>.svc.cluster.local",
-        [*hits[:3]], "dns-failure")
+        [*hits[:3]],
+        "dns-failure",
+    )
 
 
 @_signature
@@ -321,7 +373,8 @@ def _crash_loop(f: _Facts) -> Diagnosis | None:
         "the program exits right after it starts; its last log lines usually say why",
         "read the last log lines below (labkit.logs(..., previous=True)); check command/args, env and mounts",
         [f"{status.get('name')}: {state.get('message', 'back-off restarting failed container')}", *f.tail()],
-        "crash-loop")
+        "crash-loop",
+    )
 
 
 @_signature
@@ -331,10 +384,13 @@ def _exited_with_error(f: _Facts) -> Diagnosis | None:
         return None
     return Diagnosis(
         f"the container exited with code {code}",
-        "137 means it was killed (the WasmEdge shim also exits 137 when a wasm run fails)" if code == 137
+        "137 means it was killed (the WasmEdge shim also exits 137 when a wasm run fails)"
+        if code == 137
         else f"{code} is the program's own exit status (a wasm module's proc_exit code becomes the container's)",
         "read the log lines below; if the exit code is intended (a Job demonstrating failure), nothing is wrong",
-        f.tail(), "exit-nonzero")
+        f.tail(),
+        "exit-nonzero",
+    )
 
 
 @_signature
@@ -352,7 +408,9 @@ def _unschedulable(f: _Facts) -> Diagnosis | None:
         message or "the scheduler found no node that fits",
         "compare the pod's nodeSelector, tolerations and resource requests with the nodes "
         "(`kubectl get nodes --show-labels`, `kubectl describe node`): remove or fix the selector, or add a node that matches",
-        hits[-3:] or [message], "unschedulable")
+        hits[-3:] or [message],
+        "unschedulable",
+    )
 
 
 def diagnose_pod(pod: dict[str, Any] | None, events: list[dict[str, Any]] | None = None, logs: str = "") -> Diagnosis:
@@ -370,25 +428,34 @@ def diagnose_pod(pod: dict[str, Any] | None, events: list[dict[str, Any]] | None
 
 def _no_known_failure(f: _Facts) -> Diagnosis:
     if not f.pod:
-        return Diagnosis("no pod exists yet and no event explains why", fix="look at the owner's events "
-                         "(labkit.events) and the controllers; the pods may simply not have been created yet",
-                         evidence=f.event_lines()[-3:])
+        return Diagnosis(
+            "no pod exists yet and no event explains why",
+            fix="look at the owner's events "
+            "(labkit.events) and the controllers; the pods may simply not have been created yet",
+            evidence=f.event_lines()[-3:],
+        )
     status = f.pod.get("status") or {}
     phase = status.get("phase", "Pending")
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     if phase == "Succeeded" or (phase == "Running" and ready):
-        return Diagnosis(f"pod {f.name} is {'Running and Ready' if ready else phase}: nothing is wrong",
-                         evidence=f.tail(3))
-    waiting = [f"{s.get('name')}: {st.get('reason', '')} {st.get('message', '')}".strip()
-               for s, n, st in f.states() if n == "waiting"]
+        return Diagnosis(
+            f"pod {f.name} is {'Running and Ready' if ready else phase}: nothing is wrong", evidence=f.tail(3)
+        )
+    waiting = [
+        f"{s.get('name')}: {st.get('reason', '')} {st.get('message', '')}".strip()
+        for s, n, st in f.states()
+        if n == "waiting"
+    ]
     # warnings first (event_lines filters by reason, and "Warning" is an event type), then the latest events
     lines = f.event_lines()
     warnings = [line for line in lines if line.startswith("Warning ")][-3:]
     latest = [line for line in lines[-3:] if line not in warnings]
-    return Diagnosis(f"pod {f.name} is {phase} and no known failure matches",
-                     "it may still be starting (scheduling, sandbox creation, image unpacking)",
-                     "wait a little longer; if it stays so, read labkit.describe(...) and labkit.events(...)",
-                     [*waiting, *warnings, *latest][:6])
+    return Diagnosis(
+        f"pod {f.name} is {phase} and no known failure matches",
+        "it may still be starting (scheduling, sandbox creation, image unpacking)",
+        "wait a little longer; if it stays so, read labkit.describe(...) and labkit.events(...)",
+        [*waiting, *warnings, *latest][:6],
+    )
 
 
 def diagnose(cluster: Any, pod_or_name: str | dict[str, Any], *, namespace: str) -> Diagnosis:

@@ -37,12 +37,16 @@ K3S_CONTAINERD_CONFIG = Path("/var/lib/rancher/k3s/agent/etc/containerd/config.t
 SHIM = "containerd-shim-wasmedge-v1"
 WASI_NN_PLUGIN = "libwasmedgePluginWasiNN.so"
 SANDBOX_SKIP = "sandbox: simulated node"
-KUBECTL_INSTALL_FIX = ("install kubectl: `apt-get install kubectl` where your apt sources carry it (Ubuntu snap: "
-                       "`snap install kubectl --classic`), or the binary from the Kubernetes release page; on a k3s "
-                       "host `k3s kubectl` is built in")
-SANDBOX_BANNER = ("sandbox backend: an embedded Kubernetes-compatible API server with simulated nodes. Pods' wasm "
-                  "runs in wasmtime with WasmEdge-compatible host functions, not in the runwasi shim, crun or "
-                  "WasmEdge; host rows are skipped. Use --backend kubeconfig on a k3s host to check the real thing.")
+KUBECTL_INSTALL_FIX = (
+    "install kubectl: `apt-get install kubectl` where your apt sources carry it (Ubuntu snap: "
+    "`snap install kubectl --classic`), or the binary from the Kubernetes release page; on a k3s "
+    "host `k3s kubectl` is built in"
+)
+SANDBOX_BANNER = (
+    "sandbox backend: an embedded Kubernetes-compatible API server with simulated nodes. Pods' wasm "
+    "runs in wasmtime with WasmEdge-compatible host functions, not in the runwasi shim, crun or "
+    "WasmEdge; host rows are skipped. Use --backend kubeconfig on a k3s host to check the real thing."
+)
 
 
 @dataclass(frozen=True)
@@ -92,24 +96,33 @@ class DoctorReport:
             lines.append(f"{c.name.ljust(width)}  {c.status.ljust(6)}  {c.detail}")
             if c.fix and c.status in ("fail", "warn"):
                 lines.append(f"{''.ljust(width)}  {'':6}  fix: {c.fix}")
-        lines.append("ready for the labs" if self.ok else
-                     f"NOT ready: {', '.join(c.name for c in self.failures())} failed")
+        lines.append(
+            "ready for the labs" if self.ok else f"NOT ready: {', '.join(c.name for c in self.failures())} failed"
+        )
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"backend": self.backend, "ok": self.ok, "banner": self.banner, "server": self.server,
-                "checks": [asdict(c) for c in self.checks]}
+        return {
+            "backend": self.backend,
+            "ok": self.ok,
+            "banner": self.banner,
+            "server": self.server,
+            "checks": [asdict(c) for c in self.checks],
+        }
 
     def _repr_html_(self) -> str:
         colour = {"ok": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e", "skip": "#6e7781"}
         rows = "".join(
             f"<tr><td>{html.escape(c.name)}</td><td style='color:{colour[c.status]};font-weight:bold'>{c.status}</td>"
             f"<td>{html.escape(c.detail)}</td><td>{html.escape(c.fix if c.status in ('fail', 'warn') else '')}</td></tr>"
-            for c in self.checks)
+            for c in self.checks
+        )
         banner = f"<p><em>{html.escape(self.banner)}</em></p>" if self.banner else ""
         verdict = "ready for the labs" if self.ok else "NOT ready: " + ", ".join(c.name for c in self.failures())
-        return (f"{banner}<table><tr><th>check</th><th>status</th><th>detail</th><th>fix</th></tr>{rows}</table>"
-                f"<p><strong>{html.escape(verdict)}</strong></p>")
+        return (
+            f"{banner}<table><tr><th>check</th><th>status</th><th>detail</th><th>fix</th></tr>{rows}</table>"
+            f"<p><strong>{html.escape(verdict)}</strong></p>"
+        )
 
 
 def _run(*cmd: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str] | None:
@@ -166,8 +179,13 @@ def check_kubectl() -> Check:
     try:
         version = json.loads(done.stdout)["clientVersion"]["gitVersion"]
     except (ValueError, KeyError):
-        return Check("kubectl", "warn", f"`kubectl version --client` failed: {done.stderr.strip()[:200]}",
-                     KUBECTL_INSTALL_FIX, required=False)
+        return Check(
+            "kubectl",
+            "warn",
+            f"`kubectl version --client` failed: {done.stderr.strip()[:200]}",
+            KUBECTL_INSTALL_FIX,
+            required=False,
+        )
     return Check("kubectl", "ok", f"client {version} ({shutil.which('kubectl')})", required=False)
 
 
@@ -175,8 +193,11 @@ def check_cluster(cluster_or_error: Cluster | LabkitError) -> list[Check]:
     """Reachability, nodes Ready and RuntimeClasses of a connected cluster (or why it is not)."""
     if isinstance(cluster_or_error, LabkitError):
         skip = "skipped: no cluster reachable"
-        return [Check("cluster", "fail", cluster_or_error.problem, cluster_or_error.fix or ""),
-                Check("nodes ready", "skip", skip), Check("runtime classes", "skip", skip, required=False)]
+        return [
+            Check("cluster", "fail", cluster_or_error.problem, cluster_or_error.fix or ""),
+            Check("nodes ready", "skip", skip),
+            Check("runtime classes", "skip", skip, required=False),
+        ]
     cluster = cluster_or_error
     try:
         version = cluster.ping()
@@ -187,25 +208,44 @@ def check_cluster(cluster_or_error: Cluster | LabkitError) -> list[Check]:
     checks = [Check("cluster", "ok", f"{cluster.backend} context {cluster.context!r}: {version} at {cluster.server}")]
     try:
         nodes = cluster.nodes()
-        classes = {rc.metadata.name: rc.handler
-                   for rc in api_call(cluster.node.list_runtime_class, _request_timeout=10).items}
+        classes = {
+            rc.metadata.name: rc.handler for rc in api_call(cluster.node.list_runtime_class, _request_timeout=10).items
+        }
     except LabkitError as e:  # answered the version call, then failed: show it, do not crash the report
         return [*checks, Check("nodes ready", "fail", e.problem, e.fix or "")]
     ready = [n["name"] for n in nodes if n["ready"]]
     if not nodes or len(ready) < len(nodes):
         not_ready = [n["name"] for n in nodes if not n["ready"]]
-        checks.append(Check("nodes ready", "fail", f"{len(ready)}/{len(nodes)} Ready"
-                            + (f" (not Ready: {', '.join(not_ready)})" if not_ready else ""),
-                            "`kubectl describe node <name>` shows why; on k3s `journalctl -u k3s`"))
+        checks.append(
+            Check(
+                "nodes ready",
+                "fail",
+                f"{len(ready)}/{len(nodes)} Ready" + (f" (not Ready: {', '.join(not_ready)})" if not_ready else ""),
+                "`kubectl describe node <name>` shows why; on k3s `journalctl -u k3s`",
+            )
+        )
     else:
         runtimes = sorted({n["runtime"] for n in nodes})
         checks.append(Check("nodes ready", "ok", f"{len(ready)}/{len(nodes)} Ready ({', '.join(runtimes)})"))
     if classes:
-        checks.append(Check("runtime classes", "ok", ", ".join(f"{n} -> handler {h}" for n, h in sorted(classes.items())),
-                            required=False))
+        checks.append(
+            Check(
+                "runtime classes",
+                "ok",
+                ", ".join(f"{n} -> handler {h}" for n, h in sorted(classes.items())),
+                required=False,
+            )
+        )
     else:
-        checks.append(Check("runtime classes", "warn", "no RuntimeClass yet",
-                            "notebook 01 creates the `wasmedge` RuntimeClass", required=False))
+        checks.append(
+            Check(
+                "runtime classes",
+                "warn",
+                "no RuntimeClass yet",
+                "notebook 01 creates the `wasmedge` RuntimeClass",
+                required=False,
+            )
+        )
     checks.append(check_containerd_runtimes(cluster.backend, set(classes.values())))
     checks.append(check_kubectl_reaches(cluster))
     return checks
@@ -220,8 +260,14 @@ def check_kubectl_reaches(cluster: Cluster) -> Check:
         cluster.kubectl("get", "nodes", "-o", "name", timeout=30)
     except LabkitError as e:
         last = e.problem.strip().splitlines()[-1]
-        return Check(name, "warn", last, f"try `KUBECONFIG={cluster.kubeconfig} kubectl --context {cluster.context} "
-                     "get nodes -v=6` to see the request", required=False)
+        return Check(
+            name,
+            "warn",
+            last,
+            f"try `KUBECONFIG={cluster.kubeconfig} kubectl --context {cluster.context} "
+            "get nodes -v=6` to see the request",
+            required=False,
+        )
     return Check(name, "ok", f"`kubectl --context {cluster.context} get nodes` works", required=False)
 
 
@@ -245,15 +291,21 @@ def check_containerd_runtimes(backend: str, handlers: set[str]) -> Check:
     except FileNotFoundError:
         return Check(name, "skip", f"not a k3s host ({K3S_CONTAINERD_CONFIG} absent)", required=False)
     except PermissionError:
-        return Check(name, "warn", f"{K3S_CONTAINERD_CONFIG} is not readable", "run `sudo labkit doctor`",
-                     required=False)
+        return Check(
+            name, "warn", f"{K3S_CONTAINERD_CONFIG} is not readable", "run `sudo labkit doctor`", required=False
+        )
     declared = containerd_runtimes(text)
     missing = sorted(handlers - declared)
     if missing:
-        return Check(name, "fail", f"RuntimeClass handler(s) {', '.join(missing)} not in {K3S_CONTAINERD_CONFIG} "
-                     f"(declared: {', '.join(sorted(declared))}); pods fail with `no runtime for \"{missing[0]}\" "
-                     "is configured`", f"put {SHIM} on PATH and `sudo systemctl restart k3s` (k3s adds it), "
-                     "or add the runtime to config.toml.tmpl (notebook 02)")
+        return Check(
+            name,
+            "fail",
+            f"RuntimeClass handler(s) {', '.join(missing)} not in {K3S_CONTAINERD_CONFIG} "
+            f'(declared: {", ".join(sorted(declared))}); pods fail with `no runtime for "{missing[0]}" '
+            "is configured`",
+            f"put {SHIM} on PATH and `sudo systemctl restart k3s` (k3s adds it), "
+            "or add the runtime to config.toml.tmpl (notebook 02)",
+        )
     return Check(name, "ok", f"declared: {', '.join(sorted(declared))}", required=False)
 
 
@@ -265,24 +317,52 @@ def check_host(backend: str) -> list[Check]:
     if not (K3S_CONTAINERD_CONFIG.parent.exists() or shutil.which("k3s")):
         return [Check(n, "skip", "not a k3s host (checked on the node itself)", required=False) for n in names]
     shim = shutil.which(SHIM)
-    checks = [Check("wasmedge shim", "ok", shim) if shim else Check(
-        "wasmedge shim", "fail", f"{SHIM} not on PATH: containerd reports `binary not installed \"{SHIM}\"`",
-        "build runwasi's wasmedge shim (gnu target, for plugin support) and install it in /usr/local/bin, "
-        "then `sudo systemctl restart k3s`")]
+    checks = [
+        Check("wasmedge shim", "ok", shim)
+        if shim
+        else Check(
+            "wasmedge shim",
+            "fail",
+            f'{SHIM} not on PATH: containerd reports `binary not installed "{SHIM}"`',
+            "build runwasi's wasmedge shim (gnu target, for plugin support) and install it in /usr/local/bin, "
+            "then `sudo systemctl restart k3s`",
+        )
+    ]
     done = _run("crun", "--version")
     if done is None:
-        checks.append(Check("crun", "warn", "crun not installed", "only notebook 02 needs it: a crun built "
-                            "with WasmEdge (`+WASM:wasmedge`), 1.15+ for WASI-NN", required=False))
+        checks.append(
+            Check(
+                "crun",
+                "warn",
+                "crun not installed",
+                "only notebook 02 needs it: a crun built with WasmEdge (`+WASM:wasmedge`), 1.15+ for WASI-NN",
+                required=False,
+            )
+        )
     else:
         first = done.stdout.splitlines()[0] if done.stdout else "crun"
         wasm = "+WASM:wasmedge" in done.stdout
-        checks.append(Check("crun", "ok" if wasm else "warn", f"{first}; " + ("+WASM:wasmedge" if wasm else
-                            "built without +WASM:wasmedge"), "" if wasm else
-                            "build crun with --with-wasmedge for notebook 02", required=False))
+        checks.append(
+            Check(
+                "crun",
+                "ok" if wasm else "warn",
+                f"{first}; " + ("+WASM:wasmedge" if wasm else "built without +WASM:wasmedge"),
+                "" if wasm else "build crun with --with-wasmedge for notebook 02",
+                required=False,
+            )
+        )
     plugin = find_wasi_nn_plugin()
-    checks.append(Check("wasi-nn plugin", "ok", str(plugin), required=False) if plugin else Check(
-        "wasi-nn plugin", "warn", f"{WASI_NN_PLUGIN} not found (WASMEDGE_PLUGIN_PATH, ~/.wasmedge/plugin)",
-        "install WasmEdge with the WASI-NN GGML plugin (notebooks 03 and 05 need it)", required=False))
+    checks.append(
+        Check("wasi-nn plugin", "ok", str(plugin), required=False)
+        if plugin
+        else Check(
+            "wasi-nn plugin",
+            "warn",
+            f"{WASI_NN_PLUGIN} not found (WASMEDGE_PLUGIN_PATH, ~/.wasmedge/plugin)",
+            "install WasmEdge with the WASI-NN GGML plugin (notebooks 03 and 05 need it)",
+            required=False,
+        )
+    )
     return checks
 
 
@@ -296,12 +376,22 @@ def find_wasi_nn_plugin() -> Path | None:
 def check_tools() -> list[Check]:
     """The learner's own tools (both backends): wabt, skopeo, clang able to build wasm32-wasi."""
     checks = []
-    for tools, package, why in ((("wasm2wat", "wasm-objdump"), "wabt", "inspect a module's imports (notebook 03)"),
-                                (("skopeo",), "skopeo", "inspect and copy wasm OCI images (notebook 01)")):
+    for tools, package, why in (
+        (("wasm2wat", "wasm-objdump"), "wabt", "inspect a module's imports (notebook 03)"),
+        (("skopeo",), "skopeo", "inspect and copy wasm OCI images (notebook 01)"),
+    ):
         missing = [t for t in tools if shutil.which(t) is None]
-        checks.append(Check(tools[0], "warn", f"missing: {', '.join(missing)}; used to {why}",
-                            f"apt-get install {package}", required=False) if missing else
-                      Check(tools[0], "ok", ", ".join(shutil.which(t) for t in tools), required=False))
+        checks.append(
+            Check(
+                tools[0],
+                "warn",
+                f"missing: {', '.join(missing)}; used to {why}",
+                f"apt-get install {package}",
+                required=False,
+            )
+            if missing
+            else Check(tools[0], "ok", ", ".join(shutil.which(t) for t in tools), required=False)
+        )
     checks.append(check_wasi_clang())
     return checks
 
@@ -321,9 +411,13 @@ def check_wasi_clang() -> Check:
         return Check("clang wasm32-wasi", "ok", f"built a {out.stat().st_size} B module", required=False)
 
 
-def doctor(backend: str | None = None, context: str | None = None, *,
-           allowed_contexts: list[str] | tuple[str, ...] | None = None,
-           kubeconfig: str | os.PathLike[str] | None = None) -> DoctorReport:
+def doctor(
+    backend: str | None = None,
+    context: str | None = None,
+    *,
+    allowed_contexts: list[str] | tuple[str, ...] | None = None,
+    kubeconfig: str | os.PathLike[str] | None = None,
+) -> DoctorReport:
     """Check packages, kubectl, the cluster, its nodes and runtimes, the host and the tools.
 
     Never raises for a failed check: every problem becomes a row with its fix.
@@ -332,9 +426,12 @@ def doctor(backend: str | None = None, context: str | None = None, *,
 
     name = config.resolve_backend(backend)
     try:
-        cluster: Cluster | LabkitError = connect(name, context, allowed_contexts=allowed_contexts, kubeconfig=kubeconfig)
+        cluster: Cluster | LabkitError = connect(
+            name, context, allowed_contexts=allowed_contexts, kubeconfig=kubeconfig
+        )
     except LabkitError as e:
         cluster = e
     checks = [check_packages(), check_kubectl(), *check_cluster(cluster), *check_host(name), *check_tools()]
-    return DoctorReport(name, checks, banner=SANDBOX_BANNER if name == "sandbox" else "",
-                        server=getattr(cluster, "server", ""))
+    return DoctorReport(
+        name, checks, banner=SANDBOX_BANNER if name == "sandbox" else "", server=getattr(cluster, "server", "")
+    )

@@ -59,7 +59,11 @@ def _dynamic(cluster: Cluster) -> DynamicClient:
     """One DynamicClient per cluster; its discovery cache lives under LABKIT_HOME, one file per server."""
     with _CLIENTS_LOCK:
         if cluster not in _CLIENTS:
-            cache = config.labkit_home() / "cache" / f"discovery-{hashlib.sha1(cluster.server.encode()).hexdigest()[:12]}.json"
+            cache = (
+                config.labkit_home()
+                / "cache"
+                / f"discovery-{hashlib.sha1(cluster.server.encode()).hexdigest()[:12]}.json"
+            )
             cache.parent.mkdir(parents=True, exist_ok=True)
             _CLIENTS[cluster] = api_call(DynamicClient, cluster.api_client, cache_file=str(cache))
         return _CLIENTS[cluster]
@@ -74,17 +78,25 @@ def _resource(cluster: Cluster, kind: str, api_version: str | None = None) -> An
         found = dyn.resources.search(kind=kind)
         if not found:
             wanted = kind.lower()
-            found = [r for r in dyn.resources.search()
-                     if getattr(r, "kind", None) and "/" not in (r.name or "")
-                     and wanted in {r.kind.lower(), (r.name or "").lower(), *(s.lower() for s in r.short_names or ())}]
+            found = [
+                r
+                for r in dyn.resources.search()
+                if getattr(r, "kind", None)
+                and "/" not in (r.name or "")
+                and wanted in {r.kind.lower(), (r.name or "").lower(), *(s.lower() for s in r.short_names or ())}
+            ]
     except (ResourceNotFoundError, ResourceNotUniqueError) as e:
-        raise InvalidManifest(f"the cluster serves no kind {kind!r} in {api_version}",
-                              "check apiVersion and kind (`kubectl api-resources` lists what it serves)") from e
+        raise InvalidManifest(
+            f"the cluster serves no kind {kind!r} in {api_version}",
+            "check apiVersion and kind (`kubectl api-resources` lists what it serves)",
+        ) from e
     found = [r for r in found if "/" not in (r.name or "")]  # not subresources such as pods/log
     if not found:
-        raise InvalidManifest(f"the cluster serves no kind {kind!r}",
-                              "check the spelling (Pod, Deployment, Job, Service, RuntimeClass, …); "
-                              "`kubectl api-resources` lists what it serves")
+        raise InvalidManifest(
+            f"the cluster serves no kind {kind!r}",
+            "check the spelling (Pod, Deployment, Job, Service, RuntimeClass, …); "
+            "`kubectl api-resources` lists what it serves",
+        )
     # Event exists in core/v1 and events.k8s.io: the core group, then the preferred version, wins.
     found.sort(key=lambda r: (r.group != "", not r.preferred))
     return found[0]
@@ -103,11 +115,21 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     raise LabkitError(f"{type(obj).__name__} is not a Kubernetes object", "pass a dict, a manifest or an API result")
 
 
-def _list(cluster: Cluster, kind: str, namespace: str | None, *, label_selector: str | None = None,
-          field_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+def _list(
+    cluster: Cluster,
+    kind: str,
+    namespace: str | None,
+    *,
+    label_selector: str | None = None,
+    field_selector: str | None = None,
+) -> tuple[list[dict[str, Any]], str]:
     res = _resource(cluster, kind)
-    listing = api_call(res.get, namespace=namespace if res.namespaced else None, label_selector=label_selector,
-                       field_selector=field_selector)
+    listing = api_call(
+        res.get,
+        namespace=namespace if res.namespaced else None,
+        label_selector=label_selector,
+        field_selector=field_selector,
+    )
     body = listing.to_dict()
     return list(body.get("items") or []), (body.get("metadata") or {}).get("resourceVersion") or ""
 
@@ -139,12 +161,20 @@ def _kind_of(cluster: Cluster, kind: str) -> str:
 
 def _not_found(plural: str, name: str, namespace: str, listing: str | None = None) -> ApiError:
     """The API server's 404 for a name labkit looked up itself, with where to look instead."""
-    return ApiError({"kind": "Status", "code": 404, "reason": "NotFound",
-                     "message": f'{plural} "{name}" not found in namespace {namespace}'},
-                    fix=f"list what exists: `kubectl get {listing or plural} -n {namespace}`")
+    return ApiError(
+        {
+            "kind": "Status",
+            "code": 404,
+            "reason": "NotFound",
+            "message": f'{plural} "{name}" not found in namespace {namespace}',
+        },
+        fix=f"list what exists: `kubectl get {listing or plural} -n {namespace}`",
+    )
 
 
-def _pods_of(cluster: Cluster, target: str | dict[str, Any], namespace: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _pods_of(
+    cluster: Cluster, target: str | dict[str, Any], namespace: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(pods, owners) for a pod name, a label selector, ``kind/name`` of a workload, or an object dict."""
     if isinstance(target, dict):
         obj = _as_dict(target)
@@ -182,22 +212,28 @@ def _documents(objects_or_yaml: Any) -> list[dict[str, Any]]:
         try:
             docs = [d for d in yaml.safe_load_all(objects_or_yaml) if d is not None]
         except yaml.YAMLError as e:
-            raise InvalidManifest(f"the YAML does not parse: {e}",
-                                  "fix the line and column named above (indentation, a missing ':' or '-')") from e
+            raise InvalidManifest(
+                f"the YAML does not parse: {e}",
+                "fix the line and column named above (indentation, a missing ':' or '-')",
+            ) from e
     elif isinstance(objects_or_yaml, (list, tuple)):
         docs = [_as_dict(o) for o in objects_or_yaml]
     else:
         docs = [_as_dict(objects_or_yaml)]
     for i, doc in enumerate(docs, 1):
         if not isinstance(doc, dict):
-            raise InvalidManifest(f"document {i} is a {type(doc).__name__}, not a Kubernetes object",
-                                  "each document needs apiVersion, kind and metadata.name")
+            raise InvalidManifest(
+                f"document {i} is a {type(doc).__name__}, not a Kubernetes object",
+                "each document needs apiVersion, kind and metadata.name",
+            )
         missing = [k for k in ("apiVersion", "kind") if not doc.get(k)]
         if not (doc.get("metadata") or {}).get("name"):
             missing.append("metadata.name")
         if missing:
-            raise InvalidManifest(f"document {i} ({doc.get('kind') or 'no kind'}) lacks {', '.join(missing)}",
-                                  "add them; server-side apply needs a name (generateName is not enough)")
+            raise InvalidManifest(
+                f"document {i} ({doc.get('kind') or 'no kind'}) lacks {', '.join(missing)}",
+                "add them; server-side apply needs a name (generateName is not enough)",
+            )
     if not docs:
         raise InvalidManifest("there is nothing to apply (no documents)", "pass a dict, a list of dicts or YAML text")
     return docs
@@ -207,8 +243,9 @@ def _describe_obj(body: dict[str, Any]) -> str:
     return f"{body['kind']}/{body['metadata']['name']}"
 
 
-def apply(cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = None,
-          lab: Lab | str | None = None) -> list[dict[str, Any]]:
+def apply(
+    cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = None, lab: Lab | str | None = None
+) -> list[dict[str, Any]]:
     """Server-side apply (field manager ``labkit``, forced) of dicts or YAML text; returns the applied objects.
 
     Objects labkit creates get the labkit labels (and ``labkit.io/lab`` with *lab*), so cleanup finds them;
@@ -230,8 +267,10 @@ def apply(cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = Non
         if res.namespaced:
             ns = meta.get("namespace") or namespace or "default"
             if namespace and meta.get("namespace") and meta["namespace"] != namespace:
-                raise InvalidManifest(f"{_describe_obj(body)} says namespace {meta['namespace']!r} but apply was "
-                                      f"asked for {namespace!r}", "drop metadata.namespace or make the two agree")
+                raise InvalidManifest(
+                    f"{_describe_obj(body)} says namespace {meta['namespace']!r} but apply was asked for {namespace!r}",
+                    "drop metadata.namespace or make the two agree",
+                )
             meta["namespace"] = ns
         else:
             meta.pop("namespace", None)
@@ -251,8 +290,10 @@ def apply(cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = Non
     if failures:
         first = failures[0][1]
         message = "; ".join(f"{_describe_obj(b)}: {e.status.get('message') or e.reason}" for b, e in failures)
-        raise ApiError({**first.status, "message": f"{message} — nothing was applied"},
-                       fix="change the field the message names and apply again")
+        raise ApiError(
+            {**first.status, "message": f"{message} — nothing was applied"},
+            fix="change the field the message names and apply again",
+        )
     return [_server_side_apply(cluster, res, body, ns) for res, body, ns in planned]
 
 
@@ -263,11 +304,19 @@ def _foreign(cluster: Cluster, res: Any, name: str, namespace: str | None) -> bo
     return live is not None and ((live.get("metadata") or {}).get("labels") or {}).get(PART_OF_LABEL) != PART_OF_VALUE
 
 
-def _server_side_apply(cluster: Cluster, res: Any, body: dict[str, Any], namespace: str | None, *,
-                       dry_run: bool = False) -> dict[str, Any]:
+def _server_side_apply(
+    cluster: Cluster, res: Any, body: dict[str, Any], namespace: str | None, *, dry_run: bool = False
+) -> dict[str, Any]:
     extra = {"dry_run": "All"} if dry_run else {}
-    result = api_call(_dynamic(cluster).server_side_apply, res, body=body, namespace=namespace,
-                      field_manager=FIELD_MANAGER, force_conflicts=True, **extra)
+    result = api_call(
+        _dynamic(cluster).server_side_apply,
+        res,
+        body=body,
+        namespace=namespace,
+        field_manager=FIELD_MANAGER,
+        force_conflicts=True,
+        **extra,
+    )
     return result.to_dict()
 
 
@@ -290,8 +339,12 @@ def _true(obj: dict[str, Any], condition: str) -> bool:
 def _pod_verdict(pod: dict[str, Any], condition: str | None, phase: str | None) -> _Verdict:
     status = pod.get("status") or {}
     current = status.get("phase", "Pending")
-    waiting = [st.get("reason") for c in status.get("containerStatuses") or []
-               for k, st in (c.get("state") or {}).items() if k == "waiting" and st and st.get("reason")]
+    waiting = [
+        st.get("reason")
+        for c in status.get("containerStatuses") or []
+        for k, st in (c.get("state") or {}).items()
+        if k == "waiting" and st and st.get("reason")
+    ]
     line = f"pod/{pod['metadata']['name']} {current}" + (f" ({', '.join(waiting)})" if waiting else "")
     if phase:
         if current == phase:
@@ -331,7 +384,9 @@ def _deployment_verdict(d: dict[str, Any], condition: str | None) -> _Verdict:
 def _job_verdict(job: dict[str, Any], condition: str | None) -> _Verdict:
     name, status = job["metadata"]["name"], job.get("status") or {}
     wanted = condition or "Complete"
-    counts = f"active {status.get('active', 0)}, succeeded {status.get('succeeded', 0)}, failed {status.get('failed', 0)}"
+    counts = (
+        f"active {status.get('active', 0)}, succeeded {status.get('succeeded', 0)}, failed {status.get('failed', 0)}"
+    )
     line = f"job/{name} {counts}"
     if _true(job, wanted):
         return _Verdict(True, f"job/{name} {wanted} ({counts})")
@@ -357,9 +412,18 @@ def _verdict(kind: str, obj: dict[str, Any], condition: str | None, phase: str |
     return _Verdict(_true(obj, wanted), f"{name} {wanted}={_true(obj, wanted)}")
 
 
-def wait_for(cluster: Cluster, kind: str, name: str | None = None, *, namespace: str, selector: str | None = None,
-             condition: str | None = None, phase: str | None = None, timeout: float = 120.0,
-             view: Progress | None = None) -> list[dict[str, Any]]:
+def wait_for(
+    cluster: Cluster,
+    kind: str,
+    name: str | None = None,
+    *,
+    namespace: str,
+    selector: str | None = None,
+    condition: str | None = None,
+    phase: str | None = None,
+    timeout: float = 120.0,
+    view: Progress | None = None,
+) -> list[dict[str, Any]]:
     """Wait until the object *name* (or every object *selector* matches, at least one) reaches a state.
 
     *name* may itself be a label selector (``"app=demo"``).
@@ -375,8 +439,10 @@ def wait_for(cluster: Cluster, kind: str, name: str | None = None, *, namespace:
     if name is not None and "=" in name and selector is None:  # a label selector in the name's place
         name, selector = None, name
     if (name is None) == (selector is None):
-        raise LabkitError("wait_for needs exactly one of name=... or selector=...",
-                          "e.g. wait_for(cluster, 'Pod', 'demo-abc12', namespace=ns) or selector='app=demo'")
+        raise LabkitError(
+            "wait_for needs exactly one of name=... or selector=...",
+            "e.g. wait_for(cluster, 'Pod', 'demo-abc12', namespace=ns) or selector='app=demo'",
+        )
     res = _resource(cluster, kind)
     kind = res.kind
     condition = None if phase else (condition or DEFAULT_CONDITION.get(kind, "Ready"))
@@ -411,9 +477,15 @@ def wait_for(cluster: Cluster, kind: str, name: str | None = None, *, namespace:
             raise _wait_failed(f"{what} did not become {goal} within {timeout:g} s (last: {line})", diagnosis)
         watcher = watch.Watch()
         try:
-            for event in _watch_events(res, watcher, namespace=namespace if res.namespaced else None,
-                                       label_selector=selector, field_selector=field_selector, resource_version=rv,
-                                       timeout=max(1, min(WATCH_WINDOW_S, int(remaining + 0.999)))):
+            for event in _watch_events(
+                res,
+                watcher,
+                namespace=namespace if res.namespaced else None,
+                label_selector=selector,
+                field_selector=field_selector,
+                resource_version=rv,
+                timeout=max(1, min(WATCH_WINDOW_S, int(remaining + 0.999))),
+            ):
                 obj = event["raw_object"]
                 rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
                 if event["type"] == "DELETED":
@@ -432,13 +504,24 @@ def wait_for(cluster: Cluster, kind: str, name: str | None = None, *, namespace:
 
 
 #: Container waiting reasons that rarely heal by themselves: a wait diagnoses them at once.
-ALARMING_REASONS = {"CrashLoopBackOff", "ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
-                    "CreateContainerError", "CreateContainerConfigError", "RunContainerError"}
+ALARMING_REASONS = {
+    "CrashLoopBackOff",
+    "ErrImageNeverPull",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerError",
+    "CreateContainerConfigError",
+    "RunContainerError",
+}
 
 
 def _alarming(pod: dict[str, Any]) -> bool:
-    return any((st or {}).get("reason") in ALARMING_REASONS
-               for c in (pod.get("status") or {}).get("containerStatuses") or [] for st in (c.get("state") or {}).values())
+    return any(
+        (st or {}).get("reason") in ALARMING_REASONS
+        for c in (pod.get("status") or {}).get("containerStatuses") or []
+        for st in (c.get("state") or {}).values()
+    )
 
 
 def _watch_events(res: Any, watcher: watch.Watch, **kw: Any) -> Iterator[dict[str, Any]]:
@@ -452,15 +535,20 @@ def _watch_events(res: Any, watcher: watch.Watch, **kw: Any) -> Iterator[dict[st
         yield event
 
 
-def _judge(kind: str, objects: dict[str, dict[str, Any]], condition: str | None,
-           phase: str | None) -> tuple[bool, str, str | None]:
+def _judge(
+    kind: str, objects: dict[str, dict[str, Any]], condition: str | None, phase: str | None
+) -> tuple[bool, str, str | None]:
     """(all done, status line, first failure) over the watched objects; none yet means not done."""
     if not objects:
         return False, "none found yet", None
     verdicts = [_verdict(kind, o, condition, phase) for _, o in sorted(objects.items())]
     failure = next((v.failure for v in verdicts if v.failure), None)
-    line = "; ".join(v.line for v in verdicts) if len(verdicts) <= 3 else \
-        f"{sum(v.done for v in verdicts)} of {len(verdicts)} done; " + "; ".join(v.line for v in verdicts if not v.done)[:200]
+    line = (
+        "; ".join(v.line for v in verdicts)
+        if len(verdicts) <= 3
+        else f"{sum(v.done for v in verdicts)} of {len(verdicts)} done; "
+        + "; ".join(v.line for v in verdicts if not v.done)[:200]
+    )
     return all(v.done for v in verdicts), line, failure
 
 
@@ -478,16 +566,21 @@ def _board_pods(cluster: Cluster, kind: str, objects: list[dict[str, Any]], name
 
 def _worst_pod(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The pod most worth diagnosing: not ready, with a waiting/terminated reason, most restarts."""
+
     def badness(pod: dict[str, Any]) -> tuple[int, int, int]:
         statuses = (pod.get("status") or {}).get("containerStatuses") or []
-        reasons = any((st or {}).get("reason") for c in statuses for k, st in (c.get("state") or {}).items() if k != "running")
+        reasons = any(
+            (st or {}).get("reason") for c in statuses for k, st in (c.get("state") or {}).items() if k != "running"
+        )
         restarts = sum(int(c.get("restartCount") or 0) for c in statuses)
         return (0 if _true(pod, "Ready") else 1, 1 if reasons else 0, restarts)
+
     return max(pods, key=badness) if pods else None
 
 
-def _diagnosis_for(cluster: Cluster, kind: str, objects: list[dict[str, Any]], pods: list[dict[str, Any]],
-                   namespace: str) -> Diagnosis | None:
+def _diagnosis_for(
+    cluster: Cluster, kind: str, objects: list[dict[str, Any]], pods: list[dict[str, Any]], namespace: str
+) -> Diagnosis | None:
     """The diagnosis of the worst pod (or of the owners when there are no pods); None when nothing exists yet."""
     if not objects:
         return None
@@ -502,25 +595,35 @@ def _diagnosis_for(cluster: Cluster, kind: str, objects: list[dict[str, Any]], p
 
 def _wait_failed(problem: str, diagnosis: Diagnosis | None) -> WaitFailed:
     if diagnosis is None:
-        return WaitFailed(problem, "nothing matched yet: check the name/selector and namespace "
-                                   "(`kubectl get all -n <namespace>`)")
-    details = [f"  diagnosis: {diagnosis.summary}"] + ([f"  cause: {diagnosis.cause}"] if diagnosis.cause else []) \
+        return WaitFailed(
+            problem, "nothing matched yet: check the name/selector and namespace (`kubectl get all -n <namespace>`)"
+        )
+    details = (
+        [f"  diagnosis: {diagnosis.summary}"]
+        + ([f"  cause: {diagnosis.cause}"] if diagnosis.cause else [])
         + [f"  | {e}" for e in diagnosis.evidence[:8]]
+    )
     return WaitFailed("\n".join([problem, *details]), diagnosis.fix or None, diagnosis)
 
 
 # ------------------------------------------------------------------------------------------------ events, logs
 def _event_time(e: dict[str, Any]) -> str:
     meta = e.get("metadata") or {}
-    return str(e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp")
-               or meta.get("creationTimestamp") or "")
+    return str(
+        e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp") or meta.get("creationTimestamp") or ""
+    )
 
 
 def _compact_event(e: dict[str, Any]) -> dict[str, Any]:
     involved = e.get("involvedObject") or {}
-    return {"time": _event_time(e), "type": e.get("type", ""), "reason": e.get("reason", ""),
-            "object": f"{involved.get('kind', '')}/{involved.get('name', '')}", "message": e.get("message", ""),
-            "count": e.get("count") or 1}
+    return {
+        "time": _event_time(e),
+        "type": e.get("type", ""),
+        "reason": e.get("reason", ""),
+        "object": f"{involved.get('kind', '')}/{involved.get('name', '')}",
+        "message": e.get("message", ""),
+        "count": e.get("count") or 1,
+    }
 
 
 def _events_about(cluster: Cluster, kind: str | None, name: str, namespace: str) -> list[dict[str, Any]]:
@@ -545,17 +648,29 @@ def events(cluster: Cluster, obj_or_name: str | dict[str, Any], *, namespace: st
 
 def _logs_fix(e: ApiError, namespace: str) -> str:
     if "waiting to start" in str(e.status.get("message", "")):
-        return ("the container has not started yet: wait for it (labkit.wait_for(cluster, 'Pod', name, "
-                f"namespace={namespace!r})), or ask labkit.diagnose(...) why it does not start")
+        return (
+            "the container has not started yet: wait for it (labkit.wait_for(cluster, 'Pod', name, "
+            f"namespace={namespace!r})), or ask labkit.diagnose(...) why it does not start"
+        )
     if "previous terminated container" in str(e.status.get("message", "")):
         return "the container has not restarted yet, so there is no previous log: drop previous=True"
-    if "container name must be specified" in str(e.status.get("message", "")) or "is not valid for pod" in str(e.status.get("message", "")):
+    if "container name must be specified" in str(e.status.get("message", "")) or "is not valid for pod" in str(
+        e.status.get("message", "")
+    ):
         return "pass container=... with one of the names the message lists"
     return f"check the pod name (`kubectl get pods -n {namespace}`)"
 
 
-def _pod_log(cluster: Cluster, name: str, namespace: str, *, container: str | None, previous: bool,
-             tail: int | None, follow_seconds: float | None) -> str:
+def _pod_log(
+    cluster: Cluster,
+    name: str,
+    namespace: str,
+    *,
+    container: str | None,
+    previous: bool,
+    tail: int | None,
+    follow_seconds: float | None,
+) -> str:
     kw: dict[str, Any] = {"previous": previous}
     if container:
         kw["container"] = container
@@ -564,8 +679,9 @@ def _pod_log(cluster: Cluster, name: str, namespace: str, *, container: str | No
     try:
         if not follow_seconds:
             return api_call(cluster.core.read_namespaced_pod_log, name, namespace, **kw)
-        response = api_call(cluster.core.read_namespaced_pod_log, name, namespace, follow=True,
-                            _preload_content=False, **kw)
+        response = api_call(
+            cluster.core.read_namespaced_pod_log, name, namespace, follow=True, _preload_content=False, **kw
+        )
     except ApiError as e:
         raise ApiError(e.status, fix=_logs_fix(e, namespace)) from e
     return _read_for(response, follow_seconds)
@@ -591,8 +707,16 @@ def _read_for(response: Any, seconds: float) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def logs(cluster: Cluster, pod_or_selector: str | dict[str, Any], *, namespace: str, container: str | None = None,
-         previous: bool = False, follow_seconds: float | None = None, tail: int | None = None) -> str:
+def logs(
+    cluster: Cluster,
+    pod_or_selector: str | dict[str, Any],
+    *,
+    namespace: str,
+    container: str | None = None,
+    previous: bool = False,
+    follow_seconds: float | None = None,
+    tail: int | None = None,
+) -> str:
     """The logs of a pod, of every pod a selector (``app=demo``) or workload (``deployment/demo``) has.
 
     *follow_seconds* keeps reading new lines for that long; *previous* reads the last crashed container.
@@ -602,24 +726,28 @@ def logs(cluster: Cluster, pod_or_selector: str | dict[str, Any], *, namespace: 
     """
     pods, _ = _pods_of(cluster, pod_or_selector, namespace)
     if not pods:
-        raise LabkitError(f"no pod matches {pod_or_selector!r} in namespace {namespace}",
-                          f"check the selector (`kubectl get pods -n {namespace} --show-labels`), or wait for the pods")
+        raise LabkitError(
+            f"no pod matches {pod_or_selector!r} in namespace {namespace}",
+            f"check the selector (`kubectl get pods -n {namespace} --show-labels`), or wait for the pods",
+        )
     names = sorted(p["metadata"]["name"] for p in pods)
 
     def read(name: str) -> str:
-        return _pod_log(cluster, name, namespace, container=container, previous=previous, tail=tail,
-                        follow_seconds=follow_seconds)
+        return _pod_log(
+            cluster, name, namespace, container=container, previous=previous, tail=tail, follow_seconds=follow_seconds
+        )
 
     if len(names) == 1:
         return read(names[0])
     with ThreadPoolExecutor(max_workers=len(names)) as pool:  # followed pods are read side by side, not in turn
         texts = list(pool.map(read, names))
-    return "\n".join(f"==> pod/{name} <==\n{text}" for name, text in zip(names, texts))
+    return "\n".join(f"==> pod/{name} <==\n{text}" for name, text in zip(names, texts, strict=False))
 
 
 # ------------------------------------------------------------------------------------------------ diagnosis inputs
-def _evidence(cluster: Cluster, pod: dict[str, Any] | None, owners: list[dict[str, Any]],
-              namespace: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
+def _evidence(
+    cluster: Cluster, pod: dict[str, Any] | None, owners: list[dict[str, Any]], namespace: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
     found: list[dict[str, Any]] = []
     for owner in owners:
         found += _events_about(cluster, owner.get("kind"), owner["metadata"]["name"], namespace)
@@ -642,8 +770,15 @@ def _diagnosis_log(cluster: Cluster, pod: dict[str, Any], namespace: str) -> str
         if previous and not worst.get("restartCount"):
             break
         try:
-            text = _pod_log(cluster, pod["metadata"]["name"], namespace, container=container, previous=previous,
-                            tail=DIAGNOSIS_LOG_LINES, follow_seconds=None)
+            text = _pod_log(
+                cluster,
+                pod["metadata"]["name"],
+                namespace,
+                container=container,
+                previous=previous,
+                tail=DIAGNOSIS_LOG_LINES,
+                follow_seconds=None,
+            )
         except ApiError:
             continue
         if text.strip():
@@ -651,8 +786,9 @@ def _diagnosis_log(cluster: Cluster, pod: dict[str, Any], namespace: str) -> str
     return ""
 
 
-def diagnosis_inputs(cluster: Cluster, target: str | dict[str, Any], *,
-                     namespace: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
+def diagnosis_inputs(
+    cluster: Cluster, target: str | dict[str, Any], *, namespace: str
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
     """(pod, events, logs) for :func:`labkit.diagnosis.diagnose_pod`: the target's worst pod, the events about
     it and its owners, its recent logs. A workload without pods gives ``(None, owner events, "")``."""
     pods, owners = _pods_of(cluster, target, namespace)
@@ -677,10 +813,17 @@ class Description:
         lines += [f"  {k}: {v}" for k, v in self.fields.items()]
         if self.containers:
             lines.append("  containers:")
-            lines += ["    " + ", ".join(f"{k}={v}" for k, v in c.items() if v not in (None, "")) for c in self.containers]
+            lines += [
+                "    " + ", ".join(f"{k}={v}" for k, v in c.items() if v not in (None, "")) for c in self.containers
+            ]
         if self.conditions:
-            lines.append("  conditions: " + ", ".join(f"{c['type']}={c['status']}" + (f" ({c['reason']})" if c.get("reason") else "")
-                                                      for c in self.conditions))
+            lines.append(
+                "  conditions: "
+                + ", ".join(
+                    f"{c['type']}={c['status']}" + (f" ({c['reason']})" if c.get("reason") else "")
+                    for c in self.conditions
+                )
+            )
         if self.events:
             lines.append("  events:")
             lines += [f"    {e['type']} {e['reason']}: {e['message']}" for e in self.events]
@@ -691,15 +834,25 @@ class Description:
             if not rows:
                 return ""
             head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v if v is not None else ''))}</td>" for v in r.values())
-                           + "</tr>" for r in rows)
+            body = "".join(
+                "<tr>"
+                + "".join(f"<td>{html.escape(str(v if v is not None else ''))}</td>" for v in r.values())
+                + "</tr>"
+                for r in rows
+            )
             return f"<table><tr>{head}</tr>{body}</table>"
-        fields = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                         for k, v in self.fields.items())
-        return (f"<div><b>{html.escape(self.kind)}/{html.escape(self.name)}</b><table>{fields}</table>"
-                + table(self.containers) + table(self.conditions)
-                + (f"<details open><summary>events</summary>{table(self.events)}</details>" if self.events else "")
-                + "</div>")
+
+        fields = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in self.fields.items()
+        )
+        return (
+            f"<div><b>{html.escape(self.kind)}/{html.escape(self.name)}</b><table>{fields}</table>"
+            + table(self.containers)
+            + table(self.conditions)
+            + (f"<details open><summary>events</summary>{table(self.events)}</details>" if self.events else "")
+            + "</div>"
+        )
 
 
 def _container_rows(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -709,9 +862,17 @@ def _container_rows(pod: dict[str, Any]) -> list[dict[str, Any]]:
         s = statuses.get(c["name"], {})
         state_name, state = next(iter((s.get("state") or {"waiting": {}}).items()))
         last: dict[str, Any] = next(iter((s.get("lastState") or {}).values()), {}) or {}
-        rows.append({"name": c["name"], "image": c.get("image"), "state": state_name,
-                     "reason": (state or {}).get("reason"), "restarts": s.get("restartCount", 0),
-                     "exit code": (state or {}).get("exitCode", last.get("exitCode")), "ready": s.get("ready", False)})
+        rows.append(
+            {
+                "name": c["name"],
+                "image": c.get("image"),
+                "state": state_name,
+                "reason": (state or {}).get("reason"),
+                "restarts": s.get("restartCount", 0),
+                "exit code": (state or {}).get("exitCode", last.get("exitCode")),
+                "ready": s.get("ready", False),
+            }
+        )
     return rows
 
 
@@ -726,24 +887,43 @@ def describe(cluster: Cluster, kind: str, name: str, *, namespace: str, last_eve
     fields: dict[str, Any] = {}
     containers: list[dict[str, Any]] = []
     if kind == "Pod":
-        fields = {"phase": status.get("phase", "Pending"), "node": spec.get("nodeName") or "<none>",
-                  "runtimeClass": spec.get("runtimeClassName") or "<default>", "pod IP": status.get("podIP") or "<none>"}
+        fields = {
+            "phase": status.get("phase", "Pending"),
+            "node": spec.get("nodeName") or "<none>",
+            "runtimeClass": spec.get("runtimeClassName") or "<default>",
+            "pod IP": status.get("podIP") or "<none>",
+        }
         containers = _container_rows(obj)
     elif kind in ("Deployment", "ReplicaSet"):
-        fields = {"replicas": f"{spec.get('replicas', 1)} desired, {status.get('updatedReplicas', 0)} updated, "
-                              f"{status.get('readyReplicas', 0)} ready, {status.get('availableReplicas', 0)} available",
-                  "selector": _match_labels_selector(obj)}
+        fields = {
+            "replicas": f"{spec.get('replicas', 1)} desired, {status.get('updatedReplicas', 0)} updated, "
+            f"{status.get('readyReplicas', 0)} ready, {status.get('availableReplicas', 0)} available",
+            "selector": _match_labels_selector(obj),
+        }
     elif kind == "Job":
-        fields = {"active": status.get("active", 0), "succeeded": status.get("succeeded", 0),
-                  "failed": status.get("failed", 0), "backoffLimit": spec.get("backoffLimit")}
+        fields = {
+            "active": status.get("active", 0),
+            "succeeded": status.get("succeeded", 0),
+            "failed": status.get("failed", 0),
+            "backoffLimit": spec.get("backoffLimit"),
+        }
     if kind in ("Deployment", "Job"):
         pod_spec = ((spec.get("template") or {}).get("spec")) or {}
         fields["runtimeClass"] = pod_spec.get("runtimeClassName") or "<default>"
         fields["image"] = ", ".join(c.get("image", "") for c in pod_spec.get("containers") or [])
-    conditions = [{"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason"),
-                   "message": c.get("message")} for c in status.get("conditions") or []]
-    return Description(kind, name, namespace if _resource(cluster, kind).namespaced else None, fields, containers,
-                       conditions, events(cluster, f"{kind}/{name}", namespace=namespace)[-last_events:])
+    conditions = [
+        {"type": c.get("type"), "status": c.get("status"), "reason": c.get("reason"), "message": c.get("message")}
+        for c in status.get("conditions") or []
+    ]
+    return Description(
+        kind,
+        name,
+        namespace if _resource(cluster, kind).namespaced else None,
+        fields,
+        containers,
+        conditions,
+        events(cluster, f"{kind}/{name}", namespace=namespace)[-last_events:],
+    )
 
 
 # ------------------------------------------------------------------------------------------------ delete
@@ -758,14 +938,21 @@ def _wait_gone(cluster: Cluster, kind: str, name: str, namespace: str | None, ti
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             finalizers = (items[0].get("metadata") or {}).get("finalizers") or []
-            raise WaitFailed(f"{kind.lower()}/{name} was still there {timeout:g} s after deletion"
-                             + (f" (finalizers: {', '.join(finalizers)})" if finalizers else ""),
-                             "look at its events and finalizers (`kubectl describe`); a node that is down "
-                             "cannot confirm that its pods stopped")
+            raise WaitFailed(
+                f"{kind.lower()}/{name} was still there {timeout:g} s after deletion"
+                + (f" (finalizers: {', '.join(finalizers)})" if finalizers else ""),
+                "look at its events and finalizers (`kubectl describe`); a node that is down "
+                "cannot confirm that its pods stopped",
+            )
         try:
-            for event in _watch_events(res, watch.Watch(), namespace=ns, field_selector=f"metadata.name={name}",
-                                       resource_version=rv,
-                                       timeout=max(1, min(WATCH_WINDOW_S * 5, int(remaining + 0.999)))):
+            for event in _watch_events(
+                res,
+                watch.Watch(),
+                namespace=ns,
+                field_selector=f"metadata.name={name}",
+                resource_version=rv,
+                timeout=max(1, min(WATCH_WINDOW_S * 5, int(remaining + 0.999))),
+            ):
                 if event["type"] == "DELETED":
                     return
         except ApiError as e:
@@ -773,8 +960,9 @@ def _wait_gone(cluster: Cluster, kind: str, name: str, namespace: str | None, ti
                 raise
 
 
-def delete(cluster: Cluster, kind: str, name: str, *, namespace: str | None = None, wait: bool = True,
-           timeout: float = 120.0) -> bool:
+def delete(
+    cluster: Cluster, kind: str, name: str, *, namespace: str | None = None, wait: bool = True, timeout: float = 120.0
+) -> bool:
     """Delete an object (its pods too: foreground propagation) and wait until it is gone.
 
     Returns ``False`` when it did not exist.
@@ -796,18 +984,39 @@ def delete(cluster: Cluster, kind: str, name: str, *, namespace: str | None = No
 
 # ------------------------------------------------------------------------------------------------ show
 #: Metadata the server adds; a learner never writes them.
-_SERVER_METADATA = ("managedFields", "uid", "resourceVersion", "creationTimestamp", "generation", "selfLink",
-                    "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences")
+_SERVER_METADATA = (
+    "managedFields",
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "generation",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "ownerReferences",
+)
 _SERVER_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision")
 
 
 #: Values the API server fills in when a manifest leaves them out: (path inside a pod spec or object, default).
-_POD_DEFAULTS = {"restartPolicy": "Always", "terminationGracePeriodSeconds": 30, "dnsPolicy": "ClusterFirst",
-                 "schedulerName": "default-scheduler", "securityContext": {}, "enableServiceLinks": True}
-_CONTAINER_DEFAULTS = {"terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
-                       "resources": {}}
-_WORKLOAD_DEFAULTS = {"revisionHistoryLimit": 10, "progressDeadlineSeconds": 600,
-                      "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}}
+_POD_DEFAULTS = {
+    "restartPolicy": "Always",
+    "terminationGracePeriodSeconds": 30,
+    "dnsPolicy": "ClusterFirst",
+    "schedulerName": "default-scheduler",
+    "securityContext": {},
+    "enableServiceLinks": True,
+}
+_CONTAINER_DEFAULTS = {
+    "terminationMessagePath": "/dev/termination-log",
+    "terminationMessagePolicy": "File",
+    "resources": {},
+}
+_WORKLOAD_DEFAULTS = {
+    "revisionHistoryLimit": 10,
+    "progressDeadlineSeconds": 600,
+    "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}},
+}
 
 
 def _drop_defaults(spec: dict[str, Any], defaults: dict[str, Any]) -> None:
@@ -847,8 +1056,9 @@ def _learner_view(obj: dict[str, Any]) -> dict[str, Any]:
     else:
         meta.pop("annotations", None)
     # apiVersion and kind first, as people write them
-    return {k: out[k] for k in ("apiVersion", "kind", "metadata") if k in out} | \
-        {k: v for k, v in out.items() if k not in ("apiVersion", "kind", "metadata")}
+    return {k: out[k] for k in ("apiVersion", "kind", "metadata") if k in out} | {
+        k: v for k, v in out.items() if k not in ("apiVersion", "kind", "metadata")
+    }
 
 
 @dataclass
@@ -937,8 +1147,9 @@ def cleanup(cluster: Cluster, name: str, *, timeout: float = 120.0) -> list[str]
 
 
 @contextmanager
-def lab(cluster: Cluster, name: str, *, namespace: str | None = None, keep: bool = False,
-        timeout: float = 120.0) -> Iterator[Lab]:
+def lab(
+    cluster: Cluster, name: str, *, namespace: str | None = None, keep: bool = False, timeout: float = 120.0
+) -> Iterator[Lab]:
     """Create the lab's namespace (``lab-<name>`` unless *namespace*), yield a :class:`Lab`, clean up on exit.
 
     Cleanup deletes everything labelled for this lab (the namespace, and cluster-wide objects such as
@@ -949,15 +1160,20 @@ def lab(cluster: Cluster, name: str, *, namespace: str | None = None, keep: bool
     ...     l.apply(runtime_class())
     """
     if not _LABEL_VALUE.match(name):
-        raise LabkitError(f"lab name {name!r} cannot be a label value",
-                          "use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit")
+        raise LabkitError(
+            f"lab name {name!r} cannot be a label value",
+            "use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        )
     namespace = dns_label(namespace or f"lab-{name}", "namespace")
     existing = _get(cluster, "Namespace", namespace, None)
     if existing is not None:
         labels = (existing.get("metadata") or {}).get("labels") or {}
         if labels.get(PART_OF_LABEL) != PART_OF_VALUE:
-            raise LabkitError(f"namespace {namespace!r} exists and is not a labkit lab namespace; labkit would delete "
-                              "it on cleanup, so it refuses to use it", "pick another namespace=...")
+            raise LabkitError(
+                f"namespace {namespace!r} exists and is not a labkit lab namespace; labkit would delete "
+                "it on cleanup, so it refuses to use it",
+                "pick another namespace=...",
+            )
         if (existing.get("metadata") or {}).get("deletionTimestamp"):  # the previous run's cleanup is still going
             _wait_gone(cluster, "Namespace", namespace, None, timeout)
     the_lab = Lab(name, namespace, cluster)
@@ -972,8 +1188,10 @@ def lab(cluster: Cluster, name: str, *, namespace: str | None = None, keep: bool
         try:
             cleanup(cluster, name, timeout=timeout)
         except LabkitError as e:
-            raise LabkitError(f"lab {name!r} ran, but its cleanup failed: {e.problem}",
-                              f"remove what is left with `labkit clean --lab {name}`") from e
+            raise LabkitError(
+                f"lab {name!r} ran, but its cleanup failed: {e.problem}",
+                f"remove what is left with `labkit clean --lab {name}`",
+            ) from e
 
 
 def _cleanup_after_failure(cluster: Cluster, name: str, timeout: float, failure: BaseException) -> None:
@@ -981,10 +1199,24 @@ def _cleanup_after_failure(cluster: Cluster, name: str, timeout: float, failure:
     try:
         cleanup(cluster, name, timeout=timeout)
     except Exception as e:  # noqa: BLE001 - the step's error is the one to raise; this one rides along
-        failure.add_note(f"labkit: cleanup of lab {name!r} also failed: {e}; remove what is left with "
-                         f"`labkit clean --lab {name}`")
+        failure.add_note(
+            f"labkit: cleanup of lab {name!r} also failed: {e}; remove what is left with `labkit clean --lab {name}`"
+        )
 
 
 #: Public operations (re-exported from ``labkit``).
-__all__ = ["Description", "Lab", "ShowYaml", "apply", "cleanup", "delete", "describe", "diagnosis_inputs", "events",
-           "lab", "logs", "show", "wait_for"]
+__all__ = [
+    "Description",
+    "Lab",
+    "ShowYaml",
+    "apply",
+    "cleanup",
+    "delete",
+    "describe",
+    "diagnosis_inputs",
+    "events",
+    "lab",
+    "logs",
+    "show",
+    "wait_for",
+]

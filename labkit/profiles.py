@@ -50,25 +50,32 @@ class Profile:
     def on_node(self, path: Path | str) -> Path:
         """Where a node path (e.g. ``profile.containerd_dir``) lives on this machine."""
         if not Path(path).is_absolute():
-            raise LabkitError(f"{str(path)!r} is not a node path", "give the absolute path as seen on the node, "
-                              "e.g. /var/lib/rancher/k3s/agent/etc/containerd")
+            raise LabkitError(
+                f"{str(path)!r} is not a node path",
+                "give the absolute path as seen on the node, e.g. /var/lib/rancher/k3s/agent/etc/containerd",
+            )
         return self.node_root / Path(path).relative_to("/")
 
 
-_SHARED = dict(
-    runtime_class="wasmedge",
-    runtime_handler="wasmedge",
-    containerd_dir=K3S_CONTAINERD_DIR,
+_SHARED = {
+    "runtime_class": "wasmedge",
+    "runtime_handler": "wasmedge",
+    "containerd_dir": K3S_CONTAINERD_DIR,
     # The paths of the journey's k3s CI runner (seed: /home/runner/...), mirrored on sandbox nodes.
-    model_dir=Path("/home/runner/models"),
-    plugin_dir=Path("/home/runner/.wasmedge/plugin"),
-)
+    "model_dir": Path("/home/runner/models"),
+    "plugin_dir": Path("/home/runner/.wasmedge/plugin"),
+}
 
 _PROFILES = {
-    "kubeconfig": Profile(backend="kubeconfig", wasi_demo_image="ghcr.io/containerd/runwasi/wasi-demo-app:latest",
-                          cluster_dns="10.43.0.10:53", **_SHARED),  # k3s default --cluster-dns
-    "sandbox": Profile(backend="sandbox", wasi_demo_image="docker.io/labkit/wasi-demo:latest",
-                       cluster_dns=None, **_SHARED),
+    "kubeconfig": Profile(
+        backend="kubeconfig",
+        wasi_demo_image="ghcr.io/containerd/runwasi/wasi-demo-app:latest",
+        cluster_dns="10.43.0.10:53",
+        **_SHARED,
+    ),  # k3s default --cluster-dns
+    "sandbox": Profile(
+        backend="sandbox", wasi_demo_image="docker.io/labkit/wasi-demo:latest", cluster_dns=None, **_SHARED
+    ),
 }
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from . import config
 from .errors import LabkitError, NotebookFailed, PrerequisiteMissing
@@ -45,8 +46,10 @@ def select_notebooks(names: list[str] | tuple[str, ...] = (), root: Path | None 
         matches = exact or [p for p in found if p.stem.startswith(stem)]
         if len(matches) != 1:
             problem = f"no notebook matches {name!r}" if not matches else f"{name!r} matches several notebooks"
-            raise LabkitError(f"{problem}; available: {', '.join(p.stem for p in found) or 'none'}",
-                              "name a notebook by its number (e.g. `labkit run 00`) or full name")
+            raise LabkitError(
+                f"{problem}; available: {', '.join(p.stem for p in found) or 'none'}",
+                "name a notebook by its number (e.g. `labkit run 00`) or full name",
+            )
         chosen.extend(p for p in matches if p not in chosen)
     return chosen
 
@@ -102,15 +105,21 @@ class RunSummary:
 
     def markdown(self) -> str:
         first_lines = [r.error.splitlines()[0].replace("|", "\\|") if r.error else "" for r in self.results]
-        rows = "".join(f"| {r.notebook} | {r.status} | {r.seconds:.1f} | {error} |\n"
-                       for r, error in zip(self.results, first_lines))
-        return (f"# labkit run (backend {self.backend})\n\n"
-                f"| notebook | status | seconds | error |\n|---|---|---|---|\n{rows}")
+        rows = "".join(
+            f"| {r.notebook} | {r.status} | {r.seconds:.1f} | {error} |\n"
+            for r, error in zip(self.results, first_lines, strict=False)
+        )
+        return (
+            f"# labkit run (backend {self.backend})\n\n"
+            f"| notebook | status | seconds | error |\n|---|---|---|---|\n{rows}"
+        )
 
     def write(self, output_dir: Path) -> None:
         """Write ``summary.json`` and ``summary.md`` next to the executed notebooks."""
-        (output_dir / "summary.json").write_text(json.dumps(
-            {"backend": self.backend, "ok": self.ok, "results": [asdict(r) for r in self.results]}, indent=2) + "\n")
+        (output_dir / "summary.json").write_text(
+            json.dumps({"backend": self.backend, "ok": self.ok, "results": [asdict(r) for r in self.results]}, indent=2)
+            + "\n"
+        )
         (output_dir / "summary.md").write_text(self.markdown())
 
 
@@ -121,8 +130,10 @@ def ensure_kernel() -> None:
     try:
         KernelSpecManager().get_kernel_spec(KERNEL)
     except NoSuchKernel as e:
-        raise PrerequisiteMissing(f"no Jupyter kernel named {KERNEL!r}",
-                                  "python -m ipykernel install --sys-prefix (in labkit's virtual environment)") from e
+        raise PrerequisiteMissing(
+            f"no Jupyter kernel named {KERNEL!r}",
+            "python -m ipykernel install --sys-prefix (in labkit's virtual environment)",
+        ) from e
 
 
 def run_notebook(path: Path, output: Path, parameters: dict[str, Any]) -> NotebookResult:
@@ -134,23 +145,42 @@ def run_notebook(path: Path, output: Path, parameters: dict[str, Any]) -> Notebo
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     try:
-        papermill.execute_notebook(str(path), str(output), parameters=parameters, kernel_name=KERNEL,
-                                   cwd=str(path.parent), progress_bar=False)
+        papermill.execute_notebook(
+            str(path), str(output), parameters=parameters, kernel_name=KERNEL, cwd=str(path.parent), progress_bar=False
+        )
     except PapermillExecutionError as e:
         first_line = next((line for line in (e.source or "").splitlines() if line.strip()), "")
-        return NotebookResult(path.stem, "failed", time.monotonic() - start, str(output), e.cell_index,
-                              f"{e.ename}: {e.evalue} [cell starts: {first_line.strip()!r}]")
+        return NotebookResult(
+            path.stem,
+            "failed",
+            time.monotonic() - start,
+            str(output),
+            e.cell_index,
+            f"{e.ename}: {e.evalue} [cell starts: {first_line.strip()!r}]",
+        )
     except (DeadKernelError, CellTimeoutError) as e:
         # The kernel died (out of memory, a crash) or a cell hung: still a failed notebook, not a traceback.
-        return NotebookResult(path.stem, "failed", time.monotonic() - start, str(output), None,
-                              f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'kernel lost'}")
+        return NotebookResult(
+            path.stem,
+            "failed",
+            time.monotonic() - start,
+            str(output),
+            None,
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'kernel lost'}",
+        )
     return NotebookResult(path.stem, "passed", time.monotonic() - start, str(output))
 
 
-def run_notebooks(names: list[str] | tuple[str, ...] = (), *, backend: str | None = None,
-                  parameters: dict[str, Any] | None = None, output_dir: Path = DEFAULT_OUTPUT_DIR,
-                  keep_going: bool = False, root: Path | None = None,
-                  echo: Callable[[str], None] = print) -> RunSummary:
+def run_notebooks(
+    names: list[str] | tuple[str, ...] = (),
+    *,
+    backend: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    output_dir: Path = DEFAULT_OUTPUT_DIR,
+    keep_going: bool = False,
+    root: Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> RunSummary:
     """Execute notebooks in order; return the summary (also written to *output_dir*).
 
     Injected parameters: ``backend``, ``namespace`` (``lab-NN``) and *parameters* (which win).
@@ -167,8 +197,10 @@ def run_notebooks(names: list[str] | tuple[str, ...] = (), *, backend: str | Non
         params = {"backend": name, "namespace": lab_namespace(path), **(parameters or {})}
         result = run_notebook(path, output_dir / path.name, params)
         summary.results.append(result)
-        echo(f"[{i}/{len(chosen)}] {path.stem} {result.status} in {result.seconds:.1f} s"
-             + (f": cell {result.cell}: {result.error}" if result.error else ""))
+        echo(
+            f"[{i}/{len(chosen)}] {path.stem} {result.status} in {result.seconds:.1f} s"
+            + (f": cell {result.cell}: {result.error}" if result.error else "")
+        )
         if result.status == "failed" and not keep_going:
             break
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,9 @@ def pod_rows(pods: list[dict[str, Any]]) -> list[tuple[str, str, str, int, str]]
         total = len((pod.get("spec") or {}).get("containers") or cs)
         restarts = sum(int(c.get("restartCount") or 0) for c in cs)
         reasons = [st.get("reason") for c in cs for st in (c.get("state") or {}).values() if (st or {}).get("reason")]
-        phase = "Terminating" if (pod.get("metadata") or {}).get("deletionTimestamp") else status.get("phase", "Pending")
+        phase = (
+            "Terminating" if (pod.get("metadata") or {}).get("deletionTimestamp") else status.get("phase", "Pending")
+        )
         rows.append((pod["metadata"]["name"], phase, f"{ready}/{total}", restarts, ", ".join(r for r in reasons if r)))
     return rows
 
@@ -89,9 +91,17 @@ class WidgetProgress:
         if pods is not None:
             cells = "".join(
                 f"<tr><td>{html.escape(n)}</td><td>{html.escape(p)}</td><td>{r}</td><td>{c}</td>"
-                f"<td>{html.escape(why)}</td></tr>" for n, p, r, c, why in pod_rows(pods))
-            self.board.value = ("<table><tr><th>pod</th><th>phase</th><th>ready</th><th>restarts</th><th>reason</th>"
-                                f"</tr>{cells}</table>") if cells else ""
+                f"<td>{html.escape(why)}</td></tr>"
+                for n, p, r, c, why in pod_rows(pods)
+            )
+            self.board.value = (
+                (
+                    "<table><tr><th>pod</th><th>phase</th><th>ready</th><th>restarts</th><th>reason</th>"
+                    f"</tr>{cells}</table>"
+                )
+                if cells
+                else ""
+            )
 
     def close(self, line: str) -> None:
         self.update(line)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
@@ -35,7 +35,8 @@ def write_kubeconfig(tmp_path: Path) -> Callable[..., Path]:
 
     def write(server: str, contexts: tuple[str, ...] = ("lab",), current: str | None = "lab") -> Path:
         doc = {
-            "apiVersion": "v1", "kind": "Config",
+            "apiVersion": "v1",
+            "kind": "Config",
             "clusters": [{"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
             "users": [{"name": "u", "user": {"token": "test-token"}}],
             "contexts": [{"name": name, "context": {"cluster": "c", "user": "u"}} for name in contexts],

@@ -29,13 +29,22 @@ def home(tmp_path_factory):
 
 
 def labkit(home, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labkit.cli", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "LABKIT_HOME": str(home)}, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "labkit.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LABKIT_HOME": str(home)},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_clean_removes_exactly_the_labelled_objects(home):
     cluster = connect("sandbox")
-    meta = lambda name, labels=None, ns=None: client.V1ObjectMeta(name=name, labels=labels, namespace=ns)
+
+    def meta(name, labels=None, ns=None):
+        return client.V1ObjectMeta(name=name, labels=labels, namespace=ns)
+
     cluster.core.create_namespace(client.V1Namespace(metadata=meta("lab-01", LABELS)))
     cluster.core.create_namespaced_config_map("lab-01", client.V1ConfigMap(metadata=meta("inside", None, "lab-01")))
     cluster.core.create_namespaced_config_map("default", client.V1ConfigMap(metadata=meta("labelled", LABELS)))

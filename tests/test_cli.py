@@ -13,8 +13,9 @@ import pytest
 def labkit(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("LABKIT_BACKEND", "LABKIT_ALLOWED_CONTEXTS")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "labkit.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "labkit.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_help_lists_the_commands():
@@ -52,7 +53,9 @@ def test_doctor_json_refuses_a_production_context_and_exits_1():
 def test_clean_refuses_without_confirmation_when_not_a_terminal(tmp_path, write_kubeconfig, closed_port):
     # the allow-list check passes, then the closed port fails: clean must report it, not crash
     path = write_kubeconfig(f"https://127.0.0.1:{closed_port}")
-    done = labkit("clean", "--backend", "kubeconfig", env_extra={"KUBECONFIG": str(path), "LABKIT_ALLOWED_CONTEXTS": "lab"})
+    done = labkit(
+        "clean", "--backend", "kubeconfig", env_extra={"KUBECONFIG": str(path), "LABKIT_ALLOWED_CONTEXTS": "lab"}
+    )
     assert done.returncode == 1
     assert done.stderr.startswith("error: the Kubernetes API server at") and "Traceback" not in done.stderr
 

@@ -15,7 +15,14 @@ import pytest
 import yaml
 
 from labkit.cluster import ObjectRef, api_call, connect, default_kubeconfig
-from labkit.errors import ApiError, ClusterUnreachable, ContextNotAllowed, LabkitError, PrerequisiteMissing, SandboxError
+from labkit.errors import (
+    ApiError,
+    ClusterUnreachable,
+    ContextNotAllowed,
+    LabkitError,
+    PrerequisiteMissing,
+    SandboxError,
+)
 
 
 def test_prod_context_is_refused_without_an_allow_list(clean_env):
@@ -55,8 +62,17 @@ def test_missing_kubeconfig_names_path_and_fix(clean_env, tmp_path):
 
 def test_context_naming_a_missing_cluster_is_a_labkit_error(clean_env, tmp_path):
     path = tmp_path / "kubeconfig.yaml"
-    path.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [],
-                                    "contexts": [{"name": "lab", "context": {"cluster": "gone", "user": "u"}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [],
+                "users": [],
+                "contexts": [{"name": "lab", "context": {"cluster": "gone", "user": "u"}}],
+            }
+        )
+    )
     clean_env.setenv("LABKIT_ALLOWED_CONTEXTS", "lab")
     with pytest.raises(LabkitError, match="context 'lab', cannot be used: .*gone") as err:
         connect("kubeconfig", "lab", kubeconfig=path)
@@ -75,8 +91,9 @@ def test_default_kubeconfig_is_first_kubeconfig_entry(clean_env, tmp_path):
 
 
 def test_closed_port_is_unreachable_fast(clean_env, write_kubeconfig, closed_port):
-    cluster = connect("kubeconfig", "lab", allowed_contexts=["lab"],
-                      kubeconfig=write_kubeconfig(f"https://127.0.0.1:{closed_port}"))
+    cluster = connect(
+        "kubeconfig", "lab", allowed_contexts=["lab"], kubeconfig=write_kubeconfig(f"https://127.0.0.1:{closed_port}")
+    )
     started = time.monotonic()
     with pytest.raises(ClusterUnreachable) as e:
         cluster.ping()
@@ -103,13 +120,33 @@ def test_sandbox_start_failure_is_unreachable(clean_env, monkeypatch):
 
 # --- a tiny real HTTP server answering like an API server, to exercise the client end to end ---
 
-NODE_INFO = {"architecture": "amd64", "bootID": "b", "containerRuntimeVersion": "containerd://2.0", "kernelVersion": "6.1",
-             "kubeProxyVersion": "v1.32.0", "kubeletVersion": "v1.32.0", "machineID": "m", "operatingSystem": "linux",
-             "osImage": "Debian", "systemUUID": "u"}
-NODE = {"metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/control-plane": "true"}},
-        "status": {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": NODE_INFO}}
-VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0+fake", "gitCommit": "0", "gitTreeState": "clean",
-           "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"}
+NODE_INFO = {
+    "architecture": "amd64",
+    "bootID": "b",
+    "containerRuntimeVersion": "containerd://2.0",
+    "kernelVersion": "6.1",
+    "kubeProxyVersion": "v1.32.0",
+    "kubeletVersion": "v1.32.0",
+    "machineID": "m",
+    "operatingSystem": "linux",
+    "osImage": "Debian",
+    "systemUUID": "u",
+}
+NODE = {
+    "metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/control-plane": "true"}},
+    "status": {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": NODE_INFO},
+}
+VERSION = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0+fake",
+    "gitCommit": "0",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.23",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 NOT_READY = {"metadata": {"name": "n2"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}}
 
 
@@ -119,9 +156,20 @@ class FakeApi(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         self.seen.append((self.command, self.path))
-        code, body = self.routes.get((self.command, self.path.split("?")[0].rstrip("/")), (404, {
-            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound",
-            "message": f'the server could not find the requested resource ({self.path})'}))
+        code, body = self.routes.get(
+            (self.command, self.path.split("?")[0].rstrip("/")),
+            (
+                404,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "code": 404,
+                    "reason": "NotFound",
+                    "message": f"the server could not find the requested resource ({self.path})",
+                },
+            ),
+        )
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -157,8 +205,13 @@ def test_version_and_ping(fake_api):
 
 def test_nodes_are_summarised(fake_api):
     n1, n2 = fake_api.nodes()
-    assert n1 == {"name": "n1", "ready": True, "roles": ["control-plane"], "version": "v1.32.0",
-                  "runtime": "containerd://2.0"}
+    assert n1 == {
+        "name": "n1",
+        "ready": True,
+        "roles": ["control-plane"],
+        "version": "v1.32.0",
+        "runtime": "containerd://2.0",
+    }
     assert (n2["ready"], n2["roles"], n2["version"]) == (False, ["<none>"], "")
 
 
@@ -171,20 +224,36 @@ def test_api_exception_becomes_api_error_with_status(fake_api):
 
 
 def test_labelled_objects_skip_contents_of_labelled_namespaces(fake_api):
-    labelled = lambda name, ns=None: {"metadata": {"name": name, **({"namespace": ns} if ns else {})}}
+    def labelled(name, ns=None):
+        return {"metadata": {"name": name, **({"namespace": ns} if ns else {})}}
+
     FakeApi.routes[("GET", "/api/v1/namespaces")] = (200, {"items": [labelled("lab-01")]})
-    FakeApi.routes[("GET", "/api/v1/services")] = (200, {"items": [labelled("in-lab", "lab-01"), labelled("web", "default")]})
+    FakeApi.routes[("GET", "/api/v1/services")] = (
+        200,
+        {"items": [labelled("in-lab", "lab-01"), labelled("web", "default")]},
+    )
     FakeApi.routes[("GET", "/apis/node.k8s.io/v1/runtimeclasses")] = (200, {"items": [labelled("wasmedge")]})
-    for kind in ("apis/apps/v1/deployments", "apis/batch/v1/jobs", "api/v1/pods", "api/v1/configmaps", "api/v1/secrets",
-                 "api/v1/serviceaccounts", "apis/rbac.authorization.k8s.io/v1/rolebindings",
-                 "apis/rbac.authorization.k8s.io/v1/roles", "apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-                 "apis/rbac.authorization.k8s.io/v1/clusterroles"):
+    for kind in (
+        "apis/apps/v1/deployments",
+        "apis/batch/v1/jobs",
+        "api/v1/pods",
+        "api/v1/configmaps",
+        "api/v1/secrets",
+        "api/v1/serviceaccounts",
+        "apis/rbac.authorization.k8s.io/v1/rolebindings",
+        "apis/rbac.authorization.k8s.io/v1/roles",
+        "apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        "apis/rbac.authorization.k8s.io/v1/clusterroles",
+    ):
         FakeApi.routes[("GET", f"/{kind}")] = (200, {"items": []})
     found = fake_api.labelled_objects("01-wasi-demo-app")
     assert [str(r) for r in found] == ["namespace/lab-01", "service/web (namespace default)", "runtimeclass/wasmedge"]
     selectors = {parse_qs(urlsplit(path).query)["labelSelector"][0] for method, path in FakeApi.seen if method == "GET"}
     assert selectors == {"app.kubernetes.io/part-of=labkit,labkit.io/lab=01-wasi-demo-app"}
-    FakeApi.routes[("DELETE", "/api/v1/namespaces/default/services/web")] = (200, {"kind": "Status", "status": "Success"})
+    FakeApi.routes[("DELETE", "/api/v1/namespaces/default/services/web")] = (
+        200,
+        {"kind": "Status", "status": "Success"},
+    )
     fake_api.delete_object(found[1])
     fake_api.delete_object(ObjectRef("Pod", "gone", "default", "/api/v1/namespaces/default/pods/gone"))  # 404 is fine
     assert ("DELETE", "/api/v1/namespaces/default/services/web?propagationPolicy=Background") in FakeApi.seen

@@ -11,10 +11,18 @@ from labkit.diagnosis import Diagnosis, diagnose, diagnose_pod
 IMAGE = "ghcr.io/containerd/runwasi/wasi-demo-app:latest"
 
 
-def pod(name: str = "demo-7d9c5b6f4-x2x9k", *, phase: str = "Pending", state: dict[str, Any] | None = None,
-        last_state: dict[str, Any] | None = None, restarts: int = 0, command: list[str] | None = None,
-        node: str | None = "k3s-node", conditions: list[dict[str, Any]] | None = None,
-        annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def pod(
+    name: str = "demo-7d9c5b6f4-x2x9k",
+    *,
+    phase: str = "Pending",
+    state: dict[str, Any] | None = None,
+    last_state: dict[str, Any] | None = None,
+    restarts: int = 0,
+    command: list[str] | None = None,
+    node: str | None = "k3s-node",
+    conditions: list[dict[str, Any]] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """A pod as the API returns it, with one container in *state*."""
     container: dict[str, Any] = {"name": "demo", "image": IMAGE}
     if command:
@@ -24,63 +32,105 @@ def pod(name: str = "demo-7d9c5b6f4-x2x9k", *, phase: str = "Pending", state: di
         spec["nodeName"] = node
     status: dict[str, Any] = {"phase": phase, "conditions": conditions or []}
     if state is not None:
-        status["containerStatuses"] = [{"name": "demo", "image": IMAGE, "ready": False, "restartCount": restarts,
-                                        "state": state, "lastState": last_state or {}}]
+        status["containerStatuses"] = [
+            {
+                "name": "demo",
+                "image": IMAGE,
+                "ready": False,
+                "restartCount": restarts,
+                "state": state,
+                "lastState": last_state or {},
+            }
+        ]
     meta: dict[str, Any] = {"name": name, "namespace": "lab-01", "uid": "0b7c3c3e-1d2f-4f6e-9a4b-3c2d1e0f9a8b"}
     if annotations:
         meta["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}
 
 
-def event(reason: str, message: str, type_: str = "Warning", kind: str = "Pod",
-          name: str = "demo-7d9c5b6f4-x2x9k") -> dict[str, Any]:
-    return {"type": type_, "reason": reason, "message": message, "count": 3,
-            "involvedObject": {"kind": kind, "name": name, "namespace": "lab-01"},
-            "lastTimestamp": "2026-01-01T10:00:00Z"}
+def event(
+    reason: str, message: str, type_: str = "Warning", kind: str = "Pod", name: str = "demo-7d9c5b6f4-x2x9k"
+) -> dict[str, Any]:
+    return {
+        "type": type_,
+        "reason": reason,
+        "message": message,
+        "count": 3,
+        "involvedObject": {"kind": kind, "name": name, "namespace": "lab-01"},
+        "lastTimestamp": "2026-01-01T10:00:00Z",
+    }
 
 
 CREATING = {"waiting": {"reason": "ContainerCreating"}}
 
 
 def crash(exit_code: int, restarts: int = 4) -> dict[str, Any]:
-    return {"state": {"waiting": {"reason": "CrashLoopBackOff",
-                                  "message": "back-off 1m20s restarting failed container=demo"}},
-            "last_state": {"terminated": {"reason": "Error", "exitCode": exit_code}}, "restarts": restarts,
-            "phase": "Running"}
+    return {
+        "state": {
+            "waiting": {"reason": "CrashLoopBackOff", "message": "back-off 1m20s restarting failed container=demo"}
+        },
+        "last_state": {"terminated": {"reason": "Error", "exitCode": exit_code}},
+        "restarts": restarts,
+        "phase": "Running",
+    }
 
 
 def test_handler_not_configured_names_the_handler_and_the_node_side_fix():
-    d = diagnose_pod(pod(state=CREATING), [
-        event("Scheduled", "Successfully assigned lab-01/demo-7d9c5b6f4-x2x9k to k3s-node", "Normal"),
-        event("FailedCreatePodSandBox", 'Failed to create pod sandbox: rpc error: code = Unknown desc = failed to '
-              'get sandbox runtime: no runtime for "wasm" is configured')], "")
+    d = diagnose_pod(
+        pod(state=CREATING),
+        [
+            event("Scheduled", "Successfully assigned lab-01/demo-7d9c5b6f4-x2x9k to k3s-node", "Normal"),
+            event(
+                "FailedCreatePodSandBox",
+                "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to "
+                'get sandbox runtime: no runtime for "wasm" is configured',
+            ),
+        ],
+        "",
+    )
     assert d.signature == "runtime-handler-missing"
     assert "'wasm'" in d.summary and "handler" in d.fix and "crictl info" in d.fix
     assert any('no runtime for "wasm"' in e for e in d.evidence)
 
 
 def test_runtime_class_not_found_from_the_replicaset_event_without_any_pod():
-    d = diagnose_pod(None, [event("FailedCreate", 'Error creating: pods "demo-7d9c5b6f4-" is forbidden: pod rejected: '
-                                  'RuntimeClass "wasmedge" not found', kind="ReplicaSet", name="demo-7d9c5b6f4")])
+    d = diagnose_pod(
+        None,
+        [
+            event(
+                "FailedCreate",
+                'Error creating: pods "demo-7d9c5b6f4-" is forbidden: pod rejected: RuntimeClass "wasmedge" not found',
+                kind="ReplicaSet",
+                name="demo-7d9c5b6f4",
+            )
+        ],
+    )
     assert d.signature == "runtimeclass-not-found"
     assert "runtime_class('wasmedge'" in d.fix
 
 
 def test_cant_handle_spec_suggests_the_wasm_path_for_arg0():
     p = pod(command=["/wasi-demo-app"], **crash(137, 2))
-    message = ("failed to create containerd task: failed to start shim: ... exec process failed with error error in "
-               "executing process : wasmedge executor can't handle spec")
+    message = (
+        "failed to create containerd task: failed to start shim: ... exec process failed with error error in "
+        "executing process : wasmedge executor can't handle spec"
+    )
     p["status"]["containerStatuses"][0]["lastState"]["terminated"]["message"] = message
     d = diagnose_pod(p, [event("Failed", f"Error: {message}")], "")
     assert d.signature == "cant-handle-spec"
     assert '["/wasi-demo-app.wasm"]' in d.fix and "/wasi-demo-app" in d.cause
 
 
-@pytest.mark.parametrize("reason, words", [("ErrImageNeverPull", "import"), ("ImagePullBackOff", "image name"),
-                                           ("ErrImagePull", "image name")])
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [("ErrImageNeverPull", "import"), ("ImagePullBackOff", "image name"), ("ErrImagePull", "image name")],
+)
 def test_image_not_there(reason, words):
-    message = f'Container image "{IMAGE}" is not present with pull policy of Never' if reason == "ErrImageNeverPull" \
+    message = (
+        f'Container image "{IMAGE}" is not present with pull policy of Never'
+        if reason == "ErrImageNeverPull"
         else f'Back-off pulling image "{IMAGE}"'
+    )
     d = diagnose_pod(pod(state={"waiting": {"reason": reason, "message": message}}), [event(reason, message)], "")
     assert d.signature == "image-not-imported"
     assert reason in d.summary and IMAGE in d.summary and words in d.fix
@@ -102,8 +152,10 @@ def test_unknown_import_wasi_nn_asks_for_the_plugin_mounts_and_env():
 
 
 def test_unknown_import_wasi_logging_variant():
-    log = ('[error] instantiation failed: unknown import, Code: 0x302\n'
-           '[error]     When linking module: "wasi:logging/logging" , function name: "log"\n')
+    log = (
+        "[error] instantiation failed: unknown import, Code: 0x302\n"
+        '[error]     When linking module: "wasi:logging/logging" , function name: "log"\n'
+    )
     d = diagnose_pod(pod(**crash(137)), [], log)
     assert d.signature == "unknown-import-wasi-logging" and "disable_wasi_logging" in d.fix
 
@@ -115,7 +167,7 @@ def test_unknown_import_of_another_module_names_it():
 
 
 def test_exec_format_error_with_and_without_the_crun_annotation():
-    msg = 'exec /wasi-demo-app.wasm: exec format error'
+    msg = "exec /wasi-demo-app.wasm: exec format error"
     plain = diagnose_pod(pod(**crash(1)), [], msg)
     assert plain.signature == "exec-format-error" and "module.wasm.image/variant: compat-smart" in plain.fix
     annotated = diagnose_pod(pod(annotations={"module.wasm.image/variant": "compat-smart"}, **crash(1)), [], msg)
@@ -123,11 +175,14 @@ def test_exec_format_error_with_and_without_the_crun_annotation():
     assert "did not pass it through" in annotated.cause
 
 
-@pytest.mark.parametrize("line", [
-    "Error: Os { code: 83, kind: Uncategorized, message: \"No data available\" }",
-    "request failed: error sending request: dns error: Success (os error 85)",
-    "thread 'main' panicked: failed to lookup address information: Name or service not known",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        'Error: Os { code: 83, kind: Uncategorized, message: "No data available" }',
+        "request failed: error sending request: dns error: Success (os error 85)",
+        "thread 'main' panicked: failed to lookup address information: Name or service not known",
+    ],
+)
 def test_dns_failures_in_logs(line):
     d = diagnose_pod(pod(**crash(1)), [], f"connecting to backend\n{line}\n")
     assert d.signature == "dns-failure"
@@ -146,7 +201,9 @@ def test_crash_loop_shows_exit_code_and_last_log_lines():
 
 def test_unschedulable_quotes_the_scheduler():
     msg = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
-    p = pod(node=None, conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}])
+    p = pod(
+        node=None, conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}]
+    )
     d = diagnose_pod(p, [event("FailedScheduling", msg)], "")
     assert d.signature == "unschedulable" and msg in d.cause and "nodeSelector" in d.fix
 
@@ -164,8 +221,11 @@ def test_job_exit_code_is_explained():
 
 
 def test_healthy_and_unknown_pods_have_no_signature():
-    ready = pod(phase="Running", state={"running": {"startedAt": "2026-01-01T10:00:00Z"}},
-                conditions=[{"type": "Ready", "status": "True"}])
+    ready = pod(
+        phase="Running",
+        state={"running": {"startedAt": "2026-01-01T10:00:00Z"}},
+        conditions=[{"type": "Ready", "status": "True"}],
+    )
     assert diagnose_pod(ready, [], "").signature is None
     assert "nothing is wrong" in diagnose_pod(ready, [], "").summary
     starting = diagnose_pod(pod(state=CREATING), [event("Pulling", "Pulling image", "Normal")], "")
@@ -173,15 +233,22 @@ def test_healthy_and_unknown_pods_have_no_signature():
     assert "demo: ContainerCreating" in starting.evidence
     noisy = [event("FailedMount", "volume not ready yet"), *(event("Pulling", f"pull {i}", "Normal") for i in range(4))]
     evidence = diagnose_pod(pod(state=CREATING), noisy, "").evidence
-    assert evidence[:2] == ["demo: ContainerCreating", "Warning FailedMount: volume not ready yet"], "an older warning is kept"
+    assert evidence[:2] == ["demo: ContainerCreating", "Warning FailedMount: volume not ready yet"], (
+        "an older warning is kept"
+    )
     assert evidence[2:] == [f"Normal Pulling: pull {i}" for i in (1, 2, 3)]
 
 
 def test_diagnosis_renders_as_text_and_html():
     d = Diagnosis("it <broke>", "because", "do this", ["evidence & more"], "crash-loop")
     text = str(d)
-    assert text.splitlines() == ["it <broke>", "  cause: because", "  fix:   do this", "  evidence:",
-                                 "    evidence & more"]
+    assert text.splitlines() == [
+        "it <broke>",
+        "  cause: because",
+        "  fix:   do this",
+        "  evidence:",
+        "    evidence & more",
+    ]
     page = d._repr_html_()
     assert "it &lt;broke&gt;" in page and "evidence &amp; more" in page and "[crash-loop]" in page
 
@@ -207,8 +274,11 @@ def test_diagnose_a_deployment_whose_runtime_class_is_missing(cluster, namespace
     from labkit.manifests import wasm_deployment
     from labkit.operations import apply, wait_for
 
-    apply(cluster, wasm_deployment("norc", "docker.io/labkit/wasi-demo:latest", runtime_class="no-such-class"),
-          namespace=namespace)
+    apply(
+        cluster,
+        wasm_deployment("norc", "docker.io/labkit/wasi-demo:latest", runtime_class="no-such-class"),
+        namespace=namespace,
+    )
     # the ReplicaSet's FailedCreate event is what tells; wait_for sees it and stops early with the diagnosis
     with pytest.raises(WaitFailed) as failed:
         wait_for(cluster, "Deployment", "norc", namespace=namespace, timeout=20)
@@ -227,15 +297,37 @@ def test_diagnose_a_pod_by_name_from_status_and_events_the_node_wrote(cluster, n
     body["metadata"]["namespace"] = namespace
     del body["status"]
     created = cluster.core.create_namespaced_pod(namespace, body)
-    cluster.core.patch_namespaced_pod_status("played", namespace, {"status": {
-        "phase": "Pending", "containerStatuses": [{"name": "demo", "image": IMAGE, "imageID": "", "ready": False,
-                                                   "restartCount": 0, "state": {"waiting": {"reason": "ErrImageNeverPull",
-                                                                                             "message": "not present"}}}]}})
-    cluster.core.create_namespaced_event(namespace, client.CoreV1Event(
-        metadata=client.V1ObjectMeta(name="played.1"), reason="ErrImageNeverPull", type="Warning",
-        message=f'Container image "{IMAGE}" is not present with pull policy of Never',
-        involved_object=client.V1ObjectReference(kind="Pod", name="played", namespace=namespace,
-                                                 uid=created.metadata.uid)))
+    cluster.core.patch_namespaced_pod_status(
+        "played",
+        namespace,
+        {
+            "status": {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {
+                        "name": "demo",
+                        "image": IMAGE,
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "not present"}},
+                    }
+                ],
+            }
+        },
+    )
+    cluster.core.create_namespaced_event(
+        namespace,
+        client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name="played.1"),
+            reason="ErrImageNeverPull",
+            type="Warning",
+            message=f'Container image "{IMAGE}" is not present with pull policy of Never',
+            involved_object=client.V1ObjectReference(
+                kind="Pod", name="played", namespace=namespace, uid=created.metadata.uid
+            ),
+        ),
+    )
     d = diagnose(cluster, "played", namespace=namespace)
     assert d.signature == "image-not-imported"
     assert any("is not present with pull policy of Never" in e for e in d.evidence)
@@ -250,17 +342,37 @@ def test_docstring_examples():
     assert result.failed == 0 and result.attempted > 0
 
 
-@pytest.mark.parametrize("message, signature, fix", [
-    (('failed to create containerd task: failed to start shim: failed to resolve runtime path: runtime "io.containerd.'
-     'wasmedge.v1" binary not installed "containerd-shim-wasmedge-v1": file does not exist: unknown'),
-     "shim-not-installed", "/usr/local/bin"),
-    ('failed to create containerd task: failed to stop unit cri-containerd-4f3a.scope: dbus error: Connection refused',
-     "systemd-cgroup-dbus", "dbus"),
-    (('failed to pull and unpack image "ghcr.io/containerd/runwasi/wasi-demo-app:latest": mismatched image rootfs and '
-     'manifest layers'), "containerd-too-old", "1.6.25"),
-])
+@pytest.mark.parametrize(
+    ("message", "signature", "fix"),
+    [
+        (
+            (
+                'failed to create containerd task: failed to start shim: failed to resolve runtime path: runtime "io.containerd.'
+                'wasmedge.v1" binary not installed "containerd-shim-wasmedge-v1": file does not exist: unknown'
+            ),
+            "shim-not-installed",
+            "/usr/local/bin",
+        ),
+        (
+            "failed to create containerd task: failed to stop unit cri-containerd-4f3a.scope: dbus error: Connection refused",
+            "systemd-cgroup-dbus",
+            "dbus",
+        ),
+        (
+            (
+                'failed to pull and unpack image "ghcr.io/containerd/runwasi/wasi-demo-app:latest": mismatched image rootfs and '
+                "manifest layers"
+            ),
+            "containerd-too-old",
+            "1.6.25",
+        ),
+    ],
+)
 def test_node_side_failures_from_events(message, signature, fix):
-    d = diagnose_pod(pod(state={"waiting": {"reason": "RunContainerError", "message": message}}),
-                     [event("Failed", f"Error: {message}")], "")
+    d = diagnose_pod(
+        pod(state={"waiting": {"reason": "RunContainerError", "message": message}}),
+        [event("Failed", f"Error: {message}")],
+        "",
+    )
     assert d.signature == signature and fix in d.fix
     assert any(message in e for e in d.evidence)

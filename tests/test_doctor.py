@@ -11,8 +11,18 @@ from pathlib import Path
 import pytest
 
 from labkit import doctor as doctor_fn
-from labkit.doctor import (SANDBOX_SKIP, Check, DoctorReport, check_containerd_runtimes, check_host, check_packages,
-                           check_tools, check_wasi_clang, containerd_runtimes, find_wasi_nn_plugin)
+from labkit.doctor import (
+    SANDBOX_SKIP,
+    Check,
+    DoctorReport,
+    check_containerd_runtimes,
+    check_host,
+    check_packages,
+    check_tools,
+    check_wasi_clang,
+    containerd_runtimes,
+    find_wasi_nn_plugin,
+)
 
 # `labkit.doctor` is the function; the module (whose paths we patch) is this:
 doctor_module = importlib.import_module("labkit.doctor")
@@ -53,7 +63,10 @@ def test_containerd_config_absent_means_not_a_k3s_host(k3s_config):
 
 def test_host_rows_skip_on_the_sandbox():
     assert [(c.name, c.status, c.detail) for c in check_host("sandbox")] == [
-        ("wasmedge shim", "skip", SANDBOX_SKIP), ("crun", "skip", SANDBOX_SKIP), ("wasi-nn plugin", "skip", SANDBOX_SKIP)]
+        ("wasmedge shim", "skip", SANDBOX_SKIP),
+        ("crun", "skip", SANDBOX_SKIP),
+        ("wasi-nn plugin", "skip", SANDBOX_SKIP),
+    ]
 
 
 def test_k3s_host_without_shim_fails_with_the_containerd_wording(k3s_config, tmp_path, clean_env):
@@ -68,8 +81,10 @@ def test_k3s_host_with_shim_crun_and_plugin(k3s_config, tmp_path, clean_env):
     # The shim and a wasm-enabled crun cannot be installed on this machine: stand-in executables on PATH.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, script in (("containerd-shim-wasmedge-v1", "exit 0"),
-                         ("crun", "echo 'crun version 1.16'; echo '+SYSTEMD +WASM:wasmedge +YAJL'")):
+    for name, script in (
+        ("containerd-shim-wasmedge-v1", "exit 0"),
+        ("crun", "echo 'crun version 1.16'; echo '+SYSTEMD +WASM:wasmedge +YAJL'"),
+    ):
         (bin_dir / name).write_text(f"#!/bin/sh\n{script}\n")
         (bin_dir / name).chmod(0o755)
     plugins = tmp_path / "plugins"
@@ -89,7 +104,11 @@ def test_packages_are_listed_with_versions():
 def test_a_missing_requirement_fails(monkeypatch):
     monkeypatch.setattr(doctor_module, "required_distributions", lambda: ["pyyaml", "no-such-distribution-x"])
     check = check_packages()
-    assert check.failed and "no-such-distribution-x (PackageNotFoundError" in check.detail and "pip install -e ." in check.fix
+    assert (
+        check.failed
+        and "no-such-distribution-x (PackageNotFoundError" in check.detail
+        and "pip install -e ." in check.fix
+    )
 
 
 @pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed")
@@ -106,8 +125,14 @@ def test_missing_tools_warn_with_the_apt_package(tmp_path, clean_env):
 
 
 def test_report_ok_table_json_and_html():
-    report = DoctorReport("kubeconfig", [Check("a", "ok", "fine"), Check("b", "fail", "broken", "do X"),
-                                         Check("c", "fail", "optional", "do Y", required=False)])
+    report = DoctorReport(
+        "kubeconfig",
+        [
+            Check("a", "ok", "fine"),
+            Check("b", "fail", "broken", "do X"),
+            Check("c", "fail", "optional", "do Y", required=False),
+        ],
+    )
     assert not report.ok and [c.name for c in report.failures()] == ["b"]
     table = report.table()
     assert "fix: do X" in table and table.endswith("NOT ready: b failed")
@@ -119,8 +144,9 @@ def test_report_ok_table_json_and_html():
 
 
 def test_doctor_on_an_unreachable_cluster(clean_env, write_kubeconfig, closed_port):
-    report = doctor_fn("kubeconfig", "lab", allowed_contexts=["lab"],
-                       kubeconfig=write_kubeconfig(f"https://127.0.0.1:{closed_port}"))
+    report = doctor_fn(
+        "kubeconfig", "lab", allowed_contexts=["lab"], kubeconfig=write_kubeconfig(f"https://127.0.0.1:{closed_port}")
+    )
     assert [c.name for c in report.failures()] == ["cluster"]
     assert f"127.0.0.1:{closed_port}" in report["cluster"].detail
     assert report["nodes ready"].status == "skip" and report.banner == ""

@@ -83,6 +83,9 @@ def test_every_third_party_import_is_declared():
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 imported.add(node.module.split(".")[0])
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("labkit", "__future__")}
-    undeclared = {m: distributions.get(m, ["?"]) for m in third_party
-                  if not any(normalise(d) in runtime for d in distributions.get(m, []))}
+    undeclared = {
+        m: distributions.get(m, ["?"])
+        for m in third_party
+        if not any(normalise(d) in runtime for d in distributions.get(m, []))
+    }
     assert undeclared == {}, "imported by labkit but not in pyproject.toml [project] dependencies"

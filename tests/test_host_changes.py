@@ -7,7 +7,7 @@ import os
 import stat
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -55,7 +55,9 @@ def test_apply_then_restore_is_byte_identical(root: Path) -> None:
     assert stat.S_IMODE(conf.stat().st_mode) == 0o640, "the original mode is kept"
     assert stat.S_IMODE(new.stat().st_mode) == NEW_FILE_MODE, "new files are owner-only"
     assert [(f.path, f.existed) for f in backup.files] == [
-        ("/etc/rancher/k3s/config.yaml", True), ("/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl", False)]
+        ("/etc/rancher/k3s/config.yaml", True),
+        ("/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl", False),
+    ]
     assert backup.created_dirs[0] == "/var/lib/rancher" and backup.created_dirs[-1].endswith("/containerd")
     assert backup.dir.parent == root / BACKUP_DIR and stat.S_IMODE(backup.dir.stat().st_mode) == 0o700
     restore_backup(backup)
@@ -143,8 +145,14 @@ def test_unified_diff_shapes() -> None:
 
 
 def run_helper(op: str, payload: dict) -> tuple[int, dict]:
-    proc = subprocess.run([sys.executable, "-m", "labkit.host.changes", op], input=json.dumps(payload),
-                          capture_output=True, text=True, check=False, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "labkit.host.changes", op],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     return proc.returncode, json.loads(proc.stdout)
 
 
@@ -202,7 +210,7 @@ def test_sandbox_host_crun_swap_round_trip(tmp_path: Path, monkeypatch: pytest.M
         assert host.verify_default_runtime("runc").default_runtime == "runc"
         # a sandbox kubelet keeps its heartbeat across a restart: a named wait says so, with the evidence
         with pytest.raises(HostChangeError, match=r"did not report Ready within 1 s.*heartbeat"):
-            wait_node_ready(cluster, cluster.nodes()[0]["name"], datetime.now(timezone.utc) + timedelta(hours=1), 1)
+            wait_node_ready(cluster, cluster.nodes()[0]["name"], datetime.now(UTC) + timedelta(hours=1), 1)
     finally:
         daemon.stop(home=tmp_path / "sandbox")
 

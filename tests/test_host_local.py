@@ -17,11 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from labkit.errors import PrerequisiteMissing
 from labkit.host import LocalHost
@@ -38,7 +38,7 @@ from labkit.sandbox.containerd import (
     render_template,
 )
 
-K3S = r'''
+K3S = r"""
 args = sys.argv[1:]
 if args == ["--version"]:
     print("k3s version v1.32.2+k3s1 (381620ef)\ngo version go1.23.6")
@@ -57,9 +57,9 @@ elif args[:2] == ["crictl", "info"]:
                                                               "runtimes": runtimes}}}, indent=2))
 else:
     sys.exit(f"fake k3s: unexpected {args}")
-'''
+"""
 
-SYSTEMCTL = r'''
+SYSTEMCTL = r"""
 args = sys.argv[1:]
 state = BIN / "k3s-state"
 if args[0] == "restart":
@@ -79,7 +79,7 @@ elif args[0] == "is-active":
     print(state.read_text() if state.exists() else "active")
 else:
     sys.exit(f"fake systemctl: unexpected {args}")
-'''
+"""
 
 
 class Node:
@@ -94,7 +94,7 @@ class Node:
         consts = f"ROOT = Path({str(self.root)!r}); BIN = Path({str(self.bin)!r}); CTR = {ctr!r}; VERSION = {version}\n"
         self.tool("k3s", consts + K3S)
         self.tool("systemctl", consts + SYSTEMCTL)
-        self.tool("sudo", 'os.execvp(sys.argv[2], sys.argv[2:])  # passwordless: drop -n, run the rest')
+        self.tool("sudo", "os.execvp(sys.argv[2], sys.argv[2:])  # passwordless: drop -n, run the rest")
         monkeypatch.setenv("PATH", f"{self.bin}:{os.environ['PATH']}")
         monkeypatch.setattr(os, "geteuid", lambda: 0)
         # the node: the WasmEdge shim where k3s finds it, crun outside k3s's search path, k3s's own config
@@ -108,9 +108,11 @@ class Node:
 
     def tool(self, name: str, body: str) -> None:
         path = self.bin / name
-        path.write_text(f"#!{sys.executable}\nimport json, os, sys\nfrom pathlib import Path\n"
-                        f"with open({str(self.bin / 'argv.log')!r}, 'a') as log:\n"
-                        "    log.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + '\\n')\n" + body)
+        path.write_text(
+            f"#!{sys.executable}\nimport json, os, sys\nfrom pathlib import Path\n"
+            f"with open({str(self.bin / 'argv.log')!r}, 'a') as log:\n"
+            "    log.write(json.dumps([os.path.basename(sys.argv[0]), *sys.argv[1:]]) + '\\n')\n" + body
+        )
         path.chmod(0o755)
 
     def node_binary(self, rel: str) -> None:
@@ -126,8 +128,14 @@ class Node:
 
     def snapshot(self) -> dict[str, tuple[bytes | None, int]]:
         """Every path under the node root except labkit's backups: content and mode."""
-        return {p.relative_to(self.root).as_posix(): (None if p.is_dir() else p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
-                for p in sorted(self.root.rglob("*")) if "var/lib/labkit" not in p.as_posix()}
+        return {
+            p.relative_to(self.root).as_posix(): (
+                None if p.is_dir() else p.read_bytes(),
+                stat.S_IMODE(p.stat().st_mode),
+            )
+            for p in sorted(self.root.rglob("*"))
+            if "var/lib/labkit" not in p.as_posix()
+        }
 
 
 @pytest.fixture
@@ -150,16 +158,21 @@ def test_containerd_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ctr
         assert node.log[-1] == ["k3s", "--version"]
 
 
-@pytest.mark.parametrize(("version", "ctr", "template", "prefix"), [
-    (3, "v2.0.2-k3s2", "config-v3.toml.tmpl", "io.containerd.cri.v1.runtime"),
-    (2, "v1.7.23-k3s2", "config.toml.tmpl", "io.containerd.grpc.v1.cri"),
-])
-def test_plan_picks_the_template_for_the_containerd_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int,
-                                                            ctr: str, template: str, prefix: str) -> None:
+@pytest.mark.parametrize(
+    ("version", "ctr", "template", "prefix"),
+    [
+        (3, "v2.0.2-k3s2", "config-v3.toml.tmpl", "io.containerd.cri.v1.runtime"),
+        (2, "v1.7.23-k3s2", "config.toml.tmpl", "io.containerd.grpc.v1.cri"),
+    ],
+)
+def test_plan_picks_the_template_for_the_containerd_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int, ctr: str, template: str, prefix: str
+) -> None:
     node = Node(tmp_path, monkeypatch, version=version, ctr=ctr)
     change = host(node).plan_crun_swap(binary=CRUN)
     assert sorted(change.node_path(p) for p in change.files) == sorted(
-        ["/etc/rancher/k3s/config.yaml", f"/var/lib/rancher/k3s/agent/etc/containerd/{template}"])
+        ["/etc/rancher/k3s/config.yaml", f"/var/lib/rancher/k3s/agent/etc/containerd/{template}"]
+    )
     assert change.version == version and change.default_runtime == "crun"
     text = change.files[node.paths.template_path(version)]
     assert text.startswith('{{ template "base" . }}')
@@ -169,7 +182,11 @@ def test_plan_picks_the_template_for_the_containerd_version(tmp_path: Path, monk
     predicted = host(node).validate(change)  # what containerd would load after the restart
     assert predicted.version == version and predicted.default_runtime == "crun"
     crun = predicted.runtimes["crun"]
-    assert (crun.runtime_type, crun.binary_name, crun.pod_annotations) == ("io.containerd.runc.v2", CRUN, ("module.wasm.image/*",))
+    assert (crun.runtime_type, crun.binary_name, crun.pod_annotations) == (
+        "io.containerd.runc.v2",
+        CRUN,
+        ("module.wasm.image/*",),
+    )
     assert "wasmedge" in predicted.runtimes, "k3s's auto-detected shim stays (base include)"
 
 
@@ -181,7 +198,7 @@ def test_preview_is_a_diff_with_new_files_whole(node: Node) -> None:
     new = diff.split("--- /dev/null\n+++ b/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl\n", 1)[1]
     template = change.files[node.paths.template_v3].splitlines()
     assert new.splitlines()[0] == f"@@ -0,0 +1,{len(template)} @@"
-    assert new.splitlines()[1:len(template) + 1] == ["+" + line for line in template], "a new file is shown whole"
+    assert new.splitlines()[1 : len(template) + 1] == ["+" + line for line in template], "a new file is shown whole"
 
 
 def test_apply_verify_restore(node: Node) -> None:
@@ -198,7 +215,9 @@ def test_apply_verify_restore(node: Node) -> None:
     assert info.source == "k3s crictl info" and info.rendered.default_runtime == "crun"
     assert sorted(info.runtimes) == ["crun", "runc", "wasmedge"]
     assert h.backups() == [backup] and {f.path: f.existed for f in backup.files} == {
-        "/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl": False, "/etc/rancher/k3s/config.yaml": True}
+        "/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl": False,
+        "/etc/rancher/k3s/config.yaml": True,
+    }
     h.restore(backup)
     assert node.snapshot() == before, "template removed, k3s config and the re-rendered config.toml byte-identical"
     assert [a for a in node.log if a[:2] == ["systemctl", "restart"]] == [["systemctl", "restart", "k3s"]] * 2
@@ -305,11 +324,14 @@ def test_service_name_is_configurable(node: Node) -> None:
     assert node.log[0] == ["systemctl", "restart", "k3s-runwasi"]
 
 
-@pytest.mark.parametrize(("output", "wasi_nn", "problem"), [
-    ("crun version 1.15\ncommit: abc\n+SYSTEMD +SECCOMP +WASM:wasmedge +YAJL\n", True, None),
-    ("crun version 1.8.1\ncommit: abc\n+SYSTEMD +SECCOMP +YAJL\n", False, "has no WasmEdge handler"),
-    ("crun version 1.14.4\ncommit: abc\n+SYSTEMD +WASM:wasmedge\n", True, "needs crun >= 1.15"),
-])
+@pytest.mark.parametrize(
+    ("output", "wasi_nn", "problem"),
+    [
+        ("crun version 1.15\ncommit: abc\n+SYSTEMD +SECCOMP +WASM:wasmedge +YAJL\n", True, None),
+        ("crun version 1.8.1\ncommit: abc\n+SYSTEMD +SECCOMP +YAJL\n", False, "has no WasmEdge handler"),
+        ("crun version 1.14.4\ncommit: abc\n+SYSTEMD +WASM:wasmedge\n", True, "needs crun >= 1.15"),
+    ],
+)
 def test_check_crun(node: Node, output: str, wasi_nn: bool, problem: str | None) -> None:
     node.tool("crun", f"print({output!r}, end='')")
     h = host(node)
@@ -347,13 +369,19 @@ def private_containerd_settings() -> Iterator[NodeSettings]:
     if os.geteuid() != 0 or shutil.which("containerd") is None:
         pytest.skip("needs root and containerd (apt-get install containerd)")
     base = Path(tempfile.mkdtemp(prefix="lkc", dir="/tmp"))  # unix socket paths are limited to 108 bytes
-    yield NodeSettings(root=str(base / "root"), state=str(base / "state"), address=str(base / "c.sock"),
-                       cni_bin_dir=str(base / "cni"), cni_conf_dir=str(base / "net.d"))
+    yield NodeSettings(
+        root=str(base / "root"),
+        state=str(base / "state"),
+        address=str(base / "c.sock"),
+        cni_bin_dir=str(base / "cni"),
+        cni_conf_dir=str(base / "net.d"),
+    )
     shutil.rmtree(base, ignore_errors=True)
 
 
-def test_real_containerd_loads_the_crun_swap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             private_containerd_settings: NodeSettings) -> None:
+def test_real_containerd_loads_the_crun_swap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_containerd_settings: NodeSettings
+) -> None:
     """Debian's containerd 1.6 (config version 2) reads the swapped config: default crun, its annotations."""
     node = Node(tmp_path, monkeypatch, version=2, ctr="v1.6.20")
     h = host(node)
@@ -371,10 +399,13 @@ def test_real_containerd_loads_the_crun_swap(tmp_path: Path, monkeypatch: pytest
     assert f"BinaryName:{CRUN}" in crun
 
 
-def test_real_containerd_refuses_what_validation_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         private_containerd_settings: NodeSettings) -> None:
+def test_real_containerd_refuses_what_validation_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_containerd_settings: NodeSettings
+) -> None:
     node = Node(tmp_path, monkeypatch, version=2, ctr="v1.6.20")
-    redeclared = '{{ template "base" . }}\n[plugins."io.containerd.grpc.v1.cri".containerd]\n  default_runtime_name = "crun"\n'
+    redeclared = (
+        '{{ template "base" . }}\n[plugins."io.containerd.grpc.v1.cri".containerd]\n  default_runtime_name = "crun"\n'
+    )
     with pytest.raises(ContainerdConfigError, match="declared twice"):
         host(node).validate(HostChange(node.root, {node.paths.template_v2: redeclared}, "bad", 2))
     config = tmp_path / "bad.toml"

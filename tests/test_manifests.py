@@ -28,8 +28,12 @@ def valid(obj):
 
 
 def test_runtime_class_defaults_and_handler():
-    assert valid(runtime_class()) == {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-                                      "metadata": {"name": "wasmedge"}, "handler": "wasmedge"}
+    assert valid(runtime_class()) == {
+        "apiVersion": "node.k8s.io/v1",
+        "kind": "RuntimeClass",
+        "metadata": {"name": "wasmedge"},
+        "handler": "wasmedge",
+    }
     assert runtime_class("wasm", handler="wasmedge")["handler"] == "wasmedge"
     with pytest.raises(InvalidManifest, match="'Wasm_Edge' is not a valid RuntimeClass name") as e:
         runtime_class("Wasm_Edge")
@@ -38,17 +42,29 @@ def test_runtime_class_defaults_and_handler():
 
 def test_wasm_deployment_is_the_yaml_a_learner_writes():
     models = host_path("/home/runner/models", type="Directory")
-    d = valid(wasm_deployment("llama", "ghcr.io/second-state/llama-api-server:latest", command=["llama-api-server.wasm"],
-                              args=["--port", "8080"], env={"WASMEDGE_PLUGIN_PATH": "/home/runner/.wasmedge/plugin"},
-                              volumes=[models, host_path("/lib/x86_64-linux-gnu/libc.so.6", type="File")], replicas=2,
-                              labels={"tier": "backend"}, annotations={"note": "x"},
-                              pod_annotations={"module.wasm.image/variant": "compat-smart"},
-                              image_pull_policy="Never", ports=[8080]))
+    d = valid(
+        wasm_deployment(
+            "llama",
+            "ghcr.io/second-state/llama-api-server:latest",
+            command=["llama-api-server.wasm"],
+            args=["--port", "8080"],
+            env={"WASMEDGE_PLUGIN_PATH": "/home/runner/.wasmedge/plugin"},
+            volumes=[models, host_path("/lib/x86_64-linux-gnu/libc.so.6", type="File")],
+            replicas=2,
+            labels={"tier": "backend"},
+            annotations={"note": "x"},
+            pod_annotations={"module.wasm.image/variant": "compat-smart"},
+            image_pull_policy="Never",
+            ports=[8080],
+        )
+    )
     assert d["metadata"] == {"name": "llama", "labels": {"tier": "backend"}, "annotations": {"note": "x"}}
     assert d["spec"]["replicas"] == 2 and d["spec"]["selector"] == {"matchLabels": {"app": "llama"}}
     template = d["spec"]["template"]
-    assert template["metadata"] == {"labels": {"app": "llama", "tier": "backend"},
-                                    "annotations": {"module.wasm.image/variant": "compat-smart"}}
+    assert template["metadata"] == {
+        "labels": {"app": "llama", "tier": "backend"},
+        "annotations": {"module.wasm.image/variant": "compat-smart"},
+    }
     assert template["spec"]["runtimeClassName"] == "wasmedge"
     [c] = template["spec"]["containers"]
     assert c["command"] == ["llama-api-server.wasm"] and c["args"] == ["--port", "8080"]
@@ -56,9 +72,12 @@ def test_wasm_deployment_is_the_yaml_a_learner_writes():
     assert c["ports"] == [{"containerPort": 8080}] and c["imagePullPolicy"] == "Never"
     assert c["volumeMounts"] == [
         {"name": "home-runner-models", "mountPath": "/home/runner/models", "readOnly": True},
-        {"name": "lib-x86-64-linux-gnu-libc-so-6", "mountPath": "/lib/x86_64-linux-gnu/libc.so.6", "readOnly": True}]
-    assert template["spec"]["volumes"][0] == {"name": "home-runner-models",
-                                              "hostPath": {"path": "/home/runner/models", "type": "Directory"}}
+        {"name": "lib-x86-64-linux-gnu-libc-so-6", "mountPath": "/lib/x86_64-linux-gnu/libc.so.6", "readOnly": True},
+    ]
+    assert template["spec"]["volumes"][0] == {
+        "name": "home-runner-models",
+        "hostPath": {"path": "/home/runner/models", "type": "Directory"},
+    }
 
 
 def test_minimal_deployment_has_no_empty_fields_and_crun_needs_no_runtime_class():
@@ -94,25 +113,35 @@ def test_mounts_are_read_only_unless_asked_and_same_path_by_default():
     assert len(long.volume_name) <= 63 and long.volume_name.endswith("libwasmedge-so-0")
 
 
-@pytest.mark.parametrize("call, message, fix", [
-    (lambda: wasm_deployment("demo", IMAGE, env={"PORT": 8080}), "has the int value 8080", "'8080'"),
-    (lambda: wasm_deployment("demo", IMAGE, env={"1BAD": "x"}), "name '1BAD' is not valid", "not starting with a digit"),
-    (lambda: wasm_deployment("demo", IMAGE, command="/app.wasm"), "command must be a list", "['/app.wasm']"),
-    (lambda: wasm_deployment("demo", IMAGE, args=["--port", 8080]), "only strings", "'8080'"),
-    (lambda: wasm_deployment("Demo", IMAGE), "'Demo' is not a valid name", "'demo'"),
-    (lambda: wasm_deployment("demo", "my image"), "is not an image reference", "wasi-demo-app"),
-    (lambda: wasm_deployment("demo", IMAGE, replicas=-1), "replicas must be", "replicas=2"),
-    (lambda: wasm_deployment("demo", IMAGE, image_pull_policy="never"), "imagePullPolicy 'never'", "Never"),
-    (lambda: wasm_deployment("demo", IMAGE, ports=[70000]), "70000 is not a port", "1 to 65535"),
-    (lambda: wasm_deployment("demo", IMAGE, labels={"tier": 1}), "map strings to strings", "'1'"),
-    (lambda: wasm_deployment("demo", IMAGE, volumes=["/models"]), "must be Mount objects", "host_path"),
-    (lambda: wasm_deployment("demo", IMAGE, volumes=[host_path("/a/b"), host_path("/a-b")]), "share the volume name",
-     "name="),
-    (lambda: wasm_job("j", IMAGE, backoff_limit=True), "backoff_limit must be", "backoff_limit=0"),
-    (lambda: host_path("models"), "'models' is not absolute", "'/models'"),
-    (lambda: host_path("/models", type="Dir"), "type 'Dir'", "Directory"),
-    (lambda: service("s", {}, 80), "non-empty selector", "Deployment's name"),
-])
+@pytest.mark.parametrize(
+    ("call", "message", "fix"),
+    [
+        (lambda: wasm_deployment("demo", IMAGE, env={"PORT": 8080}), "has the int value 8080", "'8080'"),
+        (
+            lambda: wasm_deployment("demo", IMAGE, env={"1BAD": "x"}),
+            "name '1BAD' is not valid",
+            "not starting with a digit",
+        ),
+        (lambda: wasm_deployment("demo", IMAGE, command="/app.wasm"), "command must be a list", "['/app.wasm']"),
+        (lambda: wasm_deployment("demo", IMAGE, args=["--port", 8080]), "only strings", "'8080'"),
+        (lambda: wasm_deployment("Demo", IMAGE), "'Demo' is not a valid name", "'demo'"),
+        (lambda: wasm_deployment("demo", "my image"), "is not an image reference", "wasi-demo-app"),
+        (lambda: wasm_deployment("demo", IMAGE, replicas=-1), "replicas must be", "replicas=2"),
+        (lambda: wasm_deployment("demo", IMAGE, image_pull_policy="never"), "imagePullPolicy 'never'", "Never"),
+        (lambda: wasm_deployment("demo", IMAGE, ports=[70000]), "70000 is not a port", "1 to 65535"),
+        (lambda: wasm_deployment("demo", IMAGE, labels={"tier": 1}), "map strings to strings", "'1'"),
+        (lambda: wasm_deployment("demo", IMAGE, volumes=["/models"]), "must be Mount objects", "host_path"),
+        (
+            lambda: wasm_deployment("demo", IMAGE, volumes=[host_path("/a/b"), host_path("/a-b")]),
+            "share the volume name",
+            "name=",
+        ),
+        (lambda: wasm_job("j", IMAGE, backoff_limit=True), "backoff_limit must be", "backoff_limit=0"),
+        (lambda: host_path("models"), "'models' is not absolute", "'/models'"),
+        (lambda: host_path("/models", type="Dir"), "type 'Dir'", "Directory"),
+        (lambda: service("s", {}, 80), "non-empty selector", "Deployment's name"),
+    ],
+)
 def test_bad_input_is_refused_with_a_fix(call, message, fix):
     with pytest.raises(InvalidManifest) as e:
         call()
@@ -124,8 +153,9 @@ def test_mount_is_a_value():
     assert host_path("/a") == Mount("/a")
 
 
-@pytest.mark.parametrize("module", ["labkit.manifests", "labkit.manifests.checks", "labkit.manifests.volumes",
-                                    "labkit.manifests.workloads"])
+@pytest.mark.parametrize(
+    "module", ["labkit.manifests", "labkit.manifests.checks", "labkit.manifests.volumes", "labkit.manifests.workloads"]
+)
 def test_docstring_examples(module):
     import doctest
     import importlib

@@ -34,14 +34,21 @@ def test_notebook_follows_the_kit_conventions():
     assert len(params) == 1
     assert {"backend", "namespace", "timeout_s"} <= set(re.findall(r"^(\w+) =", params[0].source, re.MULTILINE))
     assert not [c.source for c in code if re.search(r"\bif\b[^\n]*\bbackend\b", c.source)], "no backend branches"
-    steps = [c for c in code if not all(line.startswith(("import ", "from ")) or not line.strip()
-                                        for line in c.source.splitlines())]  # the imports cell is no step
+    steps = [
+        c
+        for c in code
+        if not all(line.startswith(("import ", "from ")) or not line.strip() for line in c.source.splitlines())
+    ]  # the imports cell is no step
     longest = max(steps, key=lambda c: len(c.source.splitlines()))
     assert len(longest.source.splitlines()) <= 14, longest.source
     sources = "\n".join(c.source for c in code)
     # the lab is closed by the cleanup cell and, if a step fails first, by the kernel's exit
-    assert "atexit.register(stack.close)" in sources and code[-1].source.startswith("# NBVAL_CHECK_OUTPUT\nstack.close()")
-    assert len(re.findall(r"_diagnosis = diagnose\(cluster,", sources)) == 2  # both failures diagnosed, not just printed
+    assert "atexit.register(stack.close)" in sources and code[-1].source.startswith(
+        "# NBVAL_CHECK_OUTPUT\nstack.close()"
+    )
+    assert (
+        len(re.findall(r"_diagnosis = diagnose\(cluster,", sources)) == 2
+    )  # both failures diagnosed, not just printed
     assert 'image_pull_policy="Never"' in sources and "host.import_image(" in sources
     markdown = "\n".join(c.source for c in cells("markdown"))
     assert "```mermaid" in markdown and "--all-platforms" in markdown

@@ -43,7 +43,7 @@ def test_notebook_follows_the_kit_conventions():
     sources = [c.source for c in cells]
     applied = next(i for i, s in enumerate(sources) if "host.apply(" in s)
     restored = max(i for i, s in enumerate(sources) if "host.restore(" in s)  # the step, not the safety net
-    acting = [s for s in sources[applied + 1:restored + 1] if re.search(r"\b(lab|host)\.", s)]
+    acting = [s for s in sources[applied + 1 : restored + 1] if re.search(r"\b(lab|host)\.", s)]
     assert applied < restored and len(acting) >= 6
     assert [s for s in acting if "undo_on_failure()" not in s] == []
     markdown = "\n".join(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "markdown")
@@ -54,8 +54,11 @@ def test_notebook_follows_the_kit_conventions():
 def fingerprint(root: Path) -> dict[str, str]:
     """Every file under the node root (labkit's backups aside) → sha256."""
     backups = root / BACKUP_DIR
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and backups not in p.parents}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and backups not in p.parents
+    }
 
 
 @pytest.mark.slow
@@ -76,7 +79,8 @@ def test_run_leaves_the_node_byte_identical_and_no_lab(tmp_path: Path, private_s
     [backup] = host.backups()
     assert sorted((f.path, f.existed) for f in backup.files) == [
         ("/etc/rancher/k3s/config.yaml", False),
-        ("/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl", False)]
+        ("/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl", False),
+    ]
     cluster = connect("sandbox")
     assert cluster.labelled_objects(lab=LAB) == []
     assert "lab-02" not in {n.metadata.name for n in cluster.core.list_namespace().items}

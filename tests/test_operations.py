@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-
 from labkit.errors import ApiError, InvalidManifest, LabkitError, WaitFailed
 from labkit.manifests import runtime_class, service, wasm_deployment, wasm_job
 from labkit.operations import (
@@ -49,24 +48,54 @@ def namespace_exists(cluster, name: str) -> bool:
 
 def played_pod(cluster, ns: str, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
     """A pod on the played node: Pending until the test writes its status."""
-    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {"app": name}},
-            "spec": {"nodeName": PLAYED_NODE, "containers": [{"name": "app", "image": IMAGE}]}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {"app": name}},
+        "spec": {"nodeName": PLAYED_NODE, "containers": [{"name": "app", "image": IMAGE}]},
+    }
     return apply(cluster, body, namespace=ns)[0]
 
 
-def set_status(cluster, ns: str, name: str, phase: str, state: dict[str, Any], *, ready: bool = False,
-               restarts: int = 0, last_state: dict[str, Any] | None = None) -> None:
-    cluster.core.patch_namespaced_pod_status(name, ns, {"status": {
-        "phase": phase,
-        "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-        "containerStatuses": [{"name": "app", "image": IMAGE, "imageID": "", "ready": ready, "restartCount": restarts,
-                               "state": state, "lastState": last_state or {}}]}})
+def set_status(
+    cluster,
+    ns: str,
+    name: str,
+    phase: str,
+    state: dict[str, Any],
+    *,
+    ready: bool = False,
+    restarts: int = 0,
+    last_state: dict[str, Any] | None = None,
+) -> None:
+    cluster.core.patch_namespaced_pod_status(
+        name,
+        ns,
+        {
+            "status": {
+                "phase": phase,
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                "containerStatuses": [
+                    {
+                        "name": "app",
+                        "image": IMAGE,
+                        "imageID": "",
+                        "ready": ready,
+                        "restartCount": restarts,
+                        "state": state,
+                        "lastState": last_state or {},
+                    }
+                ],
+            }
+        },
+    )
 
 
 def later(seconds: float, fn, *args, **kw) -> threading.Thread:
     def run():
         time.sleep(seconds)  # the node reports a little after the wait started: the wait must be watching
         fn(*args, **kw)
+
     t = threading.Thread(target=run)
     t.start()
     return t
@@ -74,9 +103,11 @@ def later(seconds: float, fn, *args, **kw) -> threading.Thread:
 
 # -------------------------------------------------------------------------------------------------- apply, lab
 def test_apply_is_idempotent_labels_everything_and_the_lab_removes_it_all(cluster):
-    objs = [runtime_class("ops-wasm", handler="wasmedge"),
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}},
-            service("web", "demo", 80, 8080)]
+    objs = [
+        runtime_class("ops-wasm", handler="wasmedge"),
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"a": "1"}},
+        service("web", "demo", 80, 8080),
+    ]
     with lab(cluster, "ops-apply") as the_lab:
         assert the_lab.namespace == "lab-ops-apply"
         first = the_lab.apply(objs)
@@ -106,8 +137,10 @@ kind: ConfigMap
 metadata: {name: from-yaml-2}
 """
     applied = apply(cluster, text, namespace=ns)
-    assert [(o["metadata"]["name"], o["metadata"]["namespace"]) for o in applied] == [("from-yaml-1", ns),
-                                                                                     ("from-yaml-2", ns)]
+    assert [(o["metadata"]["name"], o["metadata"]["namespace"]) for o in applied] == [
+        ("from-yaml-1", ns),
+        ("from-yaml-2", ns),
+    ]
     assert applied[0]["metadata"]["labels"] == {"app.kubernetes.io/part-of": "labkit"}
 
 
@@ -131,7 +164,9 @@ def test_apply_refuses_bad_input_and_applies_nothing_when_one_document_is_reject
 
 def test_lab_cleans_up_after_a_failed_step_and_keep_leaves_it(cluster):
     with pytest.raises(RuntimeError, match="a step failed"), lab(cluster, "ops-fail") as the_lab:
-        the_lab.apply([runtime_class("ops-fail-rc"), {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}])
+        the_lab.apply(
+            [runtime_class("ops-fail-rc"), {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]
+        )
         assert namespace_exists(cluster, "lab-ops-fail")
         raise RuntimeError("a step failed")
     assert not namespace_exists(cluster, "lab-ops-fail")
@@ -162,7 +197,10 @@ def test_lab_with_running_pods_is_gone_after_exit(cluster):
 
 def test_lab_refuses_a_namespace_that_is_not_a_lab(cluster):
     cluster.core.create_namespace({"metadata": {"name": "someones-work"}})
-    with pytest.raises(LabkitError, match="not a labkit lab namespace"), lab(cluster, "ops-x", namespace="someones-work"):
+    with (
+        pytest.raises(LabkitError, match="not a labkit lab namespace"),
+        lab(cluster, "ops-x", namespace="someones-work"),
+    ):
         pass
     assert namespace_exists(cluster, "someones-work")
 
@@ -181,9 +219,17 @@ def test_wait_for_a_pod_to_become_ready_as_the_node_reports_it(cluster, ns, caps
 
 def test_wait_for_stops_at_crash_loop_with_the_diagnosis(cluster, ns):
     played_pod(cluster, ns, "crashes")
-    node = later(0.5, set_status, cluster, ns, "crashes", "Running",
-                 {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}},
-                 restarts=3, last_state={"terminated": {"reason": "Error", "exitCode": 2}})
+    node = later(
+        0.5,
+        set_status,
+        cluster,
+        ns,
+        "crashes",
+        "Running",
+        {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}},
+        restarts=3,
+        last_state={"terminated": {"reason": "Error", "exitCode": 2}},
+    )
     start = time.monotonic()
     with pytest.raises(WaitFailed) as failed:
         wait_for(cluster, "Pod", "crashes", namespace=ns, timeout=60)
@@ -228,7 +274,9 @@ def test_deployment_rollout_logs_scale_and_delete_on_the_sandbox_node(cluster, n
     assert len(followed) == 2 and all("[wasi-demo]" in block for block in followed)
 
     summary = describe(cluster, "deploy", "demo", namespace=ns)
-    assert summary.fields["replicas"].startswith("2 desired, 2 updated") and summary.fields["runtimeClass"] == "wasmedge"
+    assert (
+        summary.fields["replicas"].startswith("2 desired, 2 updated") and summary.fields["runtimeClass"] == "wasmedge"
+    )
     assert any(e["reason"] == "ScalingReplicaSet" for e in summary.events)
     assert str(summary).startswith("Deployment/demo (namespace ops)\n  replicas: 2 desired")
 
@@ -238,8 +286,15 @@ def test_deployment_rollout_logs_scale_and_delete_on_the_sandbox_node(cluster, n
 
 
 def test_jobs_complete_or_fail_with_their_exit_code(cluster, ns):
-    apply(cluster, [runtime_class(), wasm_job("echo", IMAGE, args=["echo", "hello from a job"]),
-                    wasm_job("exit3", IMAGE, args=["exit", "3"])], namespace=ns)
+    apply(
+        cluster,
+        [
+            runtime_class(),
+            wasm_job("echo", IMAGE, args=["echo", "hello from a job"]),
+            wasm_job("exit3", IMAGE, args=["exit", "3"]),
+        ],
+        namespace=ns,
+    )
     wait_for(cluster, "Job", "echo", namespace=ns, timeout=60)
     assert "hello from a job" in logs(cluster, "job/echo", namespace=ns)
     with pytest.raises(WaitFailed) as failed:
@@ -267,27 +322,57 @@ def test_logs_errors_say_what_to_do(cluster, ns):
 
 def test_events_and_describe_of_a_pod(cluster, ns):
     played_pod(cluster, ns, "described")
-    set_status(cluster, ns, "described", "Running", {"waiting": {"reason": "CrashLoopBackOff"}}, restarts=4,
-               last_state={"terminated": {"reason": "Error", "exitCode": 137}})
+    set_status(
+        cluster,
+        ns,
+        "described",
+        "Running",
+        {"waiting": {"reason": "CrashLoopBackOff"}},
+        restarts=4,
+        last_state={"terminated": {"reason": "Error", "exitCode": 137}},
+    )
     for i, reason in enumerate(("Pulled", "BackOff")):
-        cluster.core.create_namespaced_event(ns, {
-            "metadata": {"name": f"described.{i}"}, "reason": reason, "type": "Normal" if i == 0 else "Warning",
-            "message": f"message {i}", "lastTimestamp": f"2026-01-01T10:00:0{i}Z",
-            "involvedObject": {"kind": "Pod", "name": "described", "namespace": ns}})
+        cluster.core.create_namespaced_event(
+            ns,
+            {
+                "metadata": {"name": f"described.{i}"},
+                "reason": reason,
+                "type": "Normal" if i == 0 else "Warning",
+                "message": f"message {i}",
+                "lastTimestamp": f"2026-01-01T10:00:0{i}Z",
+                "involvedObject": {"kind": "Pod", "name": "described", "namespace": ns},
+            },
+        )
     found = events(cluster, "pod/described", namespace=ns)
     assert [(e["reason"], e["object"]) for e in found] == [("Pulled", "Pod/described"), ("BackOff", "Pod/described")]
     d = describe(cluster, "pod", "described", namespace=ns)
     assert d.fields["node"] == PLAYED_NODE and d.fields["phase"] == "Running"
-    assert d.containers[0] | {} == {"name": "app", "image": IMAGE, "state": "waiting", "reason": "CrashLoopBackOff",
-                                    "restarts": 4, "exit code": 137, "ready": False}
+    assert d.containers[0] | {} == {
+        "name": "app",
+        "image": IMAGE,
+        "state": "waiting",
+        "reason": "CrashLoopBackOff",
+        "restarts": 4,
+        "exit code": 137,
+        "ready": False,
+    }
     assert "Warning BackOff: message 1" in str(d) and "CrashLoopBackOff" in d._repr_html_()
 
 
 def test_show_gives_what_a_learner_writes(cluster, ns):
     live = apply(cluster, wasm_deployment("shown", IMAGE, replicas=0), namespace=ns)[0]
     text = str(show(live))
-    for noise in ("managedFields", "uid:", "resourceVersion", "creationTimestamp", "status:",
-                  "terminationMessagePath", "dnsPolicy", "revisionHistoryLimit", "imagePullPolicy"):
+    for noise in (
+        "managedFields",
+        "uid:",
+        "resourceVersion",
+        "creationTimestamp",
+        "status:",
+        "terminationMessagePath",
+        "dnsPolicy",
+        "revisionHistoryLimit",
+        "imagePullPolicy",
+    ):
         assert noise not in text, noise
     assert text.startswith("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shown\n")
     assert "runtimeClassName: wasmedge" in text
@@ -311,9 +396,21 @@ def test_progress_is_plain_outside_a_frontend_and_widgets_on_request(monkeypatch
     assert widgets.has_frontend() is True
     board = widgets.progress("rollout")
     assert isinstance(board, widgets.WidgetProgress)
-    pod = {"metadata": {"name": "demo-1"}, "spec": {"containers": [{"name": "demo"}]},
-           "status": {"phase": "Running", "containerStatuses": [
-               {"name": "demo", "ready": False, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}
+    pod = {
+        "metadata": {"name": "demo-1"},
+        "spec": {"containers": [{"name": "demo"}]},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "demo",
+                    "ready": False,
+                    "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                }
+            ],
+        },
+    }
     board.update("1 of 2 available", [pod])
     assert "1 of 2 available" in board.line.value and "rollout" in board.line.value
     assert "<td>demo-1</td><td>Running</td><td>0/1</td><td>2</td><td>CrashLoopBackOff</td>" in board.board.value
@@ -339,6 +436,7 @@ def test_the_same_operations_through_a_kubeconfig_context(cluster, ns):
     [final] = wait_for(other, "Pod", "via-kubeconfig", namespace=ns, timeout=30)
     node.join()
     assert final["status"]["phase"] == "Running"
+
     # a running pod goes only once its node confirms the containers stopped: play that node too
     def node_confirms():
         deadline = time.monotonic() + 20
@@ -346,6 +444,7 @@ def test_the_same_operations_through_a_kubeconfig_context(cluster, ns):
             assert time.monotonic() < deadline, "the pod was never deleted"
             time.sleep(0.1)
         other.core.delete_namespaced_pod("via-kubeconfig", ns, grace_period_seconds=0)
+
     confirm = later(0, node_confirms)
     assert delete(other, "pod", "via-kubeconfig", namespace=ns, timeout=30) is True
     confirm.join()

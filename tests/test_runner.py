@@ -28,14 +28,19 @@ def labs(tmp_path: Path) -> Path:
     root = tmp_path / "notebooks"
     root.mkdir()
     write_notebook(root / "00-hello.ipynb", "print(backend, namespace, timeout_s)")
-    write_notebook(root / "01-broken.ipynb", "x = 1", "\n# a comment line is skipped\nraise ValueError('boom')", "y = 2")
+    write_notebook(
+        root / "01-broken.ipynb", "x = 1", "\n# a comment line is skipped\nraise ValueError('boom')", "y = 2"
+    )
     write_notebook(root / "02-after.ipynb", "print('after')")
     return root
 
 
 def test_select_by_number_name_or_file(labs):
     assert [p.name for p in select_notebooks(["01"], labs)] == ["01-broken.ipynb"]
-    assert [p.name for p in select_notebooks(["00-hello", "02-after.ipynb"], labs)] == ["00-hello.ipynb", "02-after.ipynb"]
+    assert [p.name for p in select_notebooks(["00-hello", "02-after.ipynb"], labs)] == [
+        "00-hello.ipynb",
+        "02-after.ipynb",
+    ]
     assert [p.stem for p in select_notebooks([], labs)] == ["00-hello", "01-broken", "02-after"]
 
 
@@ -52,14 +57,20 @@ def test_ambiguous_prefix_is_refused(labs):
 
 def test_namespace_and_parameter_values():
     assert lab_namespace(Path("05-load-balanced.ipynb")) == "lab-05"
-    assert (parse_value("300"), parse_value("true"), parse_value("lab-9"), parse_value('["a"]')) == (300, True, "lab-9", ["a"])
+    assert (parse_value("300"), parse_value("true"), parse_value("lab-9"), parse_value('["a"]')) == (
+        300,
+        True,
+        "lab-9",
+        ["a"],
+    )
 
 
 def test_passing_notebook_gets_parameters_and_summary(labs, tmp_path, clean_env):
     out = tmp_path / "out"
     lines: list[str] = []
-    summary = run_notebooks(["00"], backend="kubeconfig", parameters={"timeout_s": 7}, output_dir=out, root=labs,
-                            echo=lines.append)
+    summary = run_notebooks(
+        ["00"], backend="kubeconfig", parameters={"timeout_s": 7}, output_dir=out, root=labs, echo=lines.append
+    )
     assert summary.ok and [r.status for r in summary.results] == ["passed"]
     executed = nbformat.read(out / "00-hello.ipynb", 4)
     printed = [o["text"] for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if "text" in o]

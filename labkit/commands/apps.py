@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..wasm.apps import build_apps
+from labkit.wasm.apps import build_apps
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,7 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = apps.add_subparsers(dest="apps_command", required=True)
     cmd = sub.add_parser("build", help="compile every app under wasm-apps/ for wasm32-wasi")
     cmd.add_argument("--src", type=Path, default=None, help="apps directory (default: wasm-apps/ of the checkout)")
-    cmd.add_argument("--out", type=Path, default=None, help="output directory (default: the shipped labkit/wasm/modules)")
+    cmd.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: the shipped labkit/wasm/modules)"
+    )
     cmd.set_defaults(func=run)
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
+from labkit.config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
+
 from . import add_backend_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "clean", help=f"delete objects labelled {PART_OF_LABEL}={PART_OF_VALUE}",
+        "clean",
+        help=f"delete objects labelled {PART_OF_LABEL}={PART_OF_VALUE}",
         description=f"Delete exactly the objects labelled {PART_OF_LABEL}={PART_OF_VALUE} (optionally only one "
-                    f"lab's, {LAB_LABEL}=NAME), namespaces first. Nothing else is touched.")
+        f"lab's, {LAB_LABEL}=NAME), namespaces first. Nothing else is touched.",
+    )
     add_backend_args(parser)
     parser.add_argument("--lab", default=None, help="only this lab's objects (e.g. 01-wasi-demo-app)")
     parser.add_argument("--yes", "-y", action="store_true", help="delete without asking")
@@ -21,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..cluster import connect  # the kubernetes client is slow to import: only when cleaning
+    from labkit.cluster import connect  # the kubernetes client is slow to import: only when cleaning
 
     cluster = connect(args.backend, args.context)
     found = cluster.labelled_objects(args.lab)

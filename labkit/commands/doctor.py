@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..doctor import doctor
+from labkit.doctor import doctor
+
 from . import add_backend_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("doctor", help="check packages, cluster, nodes, runtimes, shim, plugin and tools",
-                                   description="Check that this machine and cluster are ready for the labs. "
-                                               "Exits 1 when a required check fails.")
+    parser = subparsers.add_parser(
+        "doctor",
+        help="check packages, cluster, nodes, runtimes, shim, plugin and tools",
+        description="Check that this machine and cluster are ready for the labs. Exits 1 when a required check fails.",
+    )
     add_backend_args(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)

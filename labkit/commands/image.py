@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ImageError
-from ..host import host_for_backend
-from ..wasm.oci import LAYOUTS, build_image
+from labkit.errors import ImageError
+from labkit.host import host_for_backend
+from labkit.wasm.oci import LAYOUTS, build_image
+
 from . import add_backend_args
 
 
@@ -19,13 +20,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--module", type=Path, required=True, help="the .wasm module")
     build.add_argument("--name", required=True, help="repository, e.g. wasi-demo or ghcr.io/me/wasi-demo")
     build.add_argument("--tag", default="latest", help="tag (default: latest)")
-    build.add_argument("--layout", choices=LAYOUTS, default="runwasi",
-                       help="runwasi: module as a wasm layer; compat: module in a tar layer for crun (default: runwasi)")
+    build.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="runwasi",
+        help="runwasi: module as a wasm layer; compat: module in a tar layer for crun (default: runwasi)",
+    )
     build.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)")
     build.add_argument("-o", "--output", type=Path, required=True, help="archive to write (.tar)")
     build.set_defaults(func=run_build)
 
-    imp = sub.add_parser("import", help="import an image archive into the cluster's node (k3s ctr, or the sandbox store)")
+    imp = sub.add_parser(
+        "import", help="import an image archive into the cluster's node (k3s ctr, or the sandbox store)"
+    )
     imp.add_argument("archive", type=Path)
     add_backend_args(imp, context=False)
     imp.set_defaults(func=run_import)
@@ -64,5 +71,5 @@ def run_list(args: argparse.Namespace) -> int:
     rows += [(r.ref, r.digest[:19], r.platform, f"{r.size:,}", r.layout or "-") for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
     return 0

@@ -5,32 +5,37 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import config
+from labkit import config
 
 
 def _daemon():
     # Imported on use: the daemon pulls in the whole API server, which `labkit --help` should not pay for.
-    from ..sandbox import daemon
+    from labkit.sandbox import daemon
 
     return daemon
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "sandbox", help="start, stop and inspect the embedded sandbox cluster",
+        "sandbox",
+        help="start, stop and inspect the embedded sandbox cluster",
         description="The sandbox is a Kubernetes-compatible cluster that runs inside labkit (simulated k3s nodes "
-                    "running real wasm). Its state lives in SQLite under LABKIT_HOME, so down/up keeps every object.")
+        "running real wasm). Its state lives in SQLite under LABKIT_HOME, so down/up keeps every object.",
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="start the sandbox (idempotent)")
-    up.add_argument("--nodes", type=int, default=None, help="number of nodes (default: keep the current count, 1 at first)")
+    up.add_argument(
+        "--nodes", type=int, default=None, help="number of nodes (default: keep the current count, 1 at first)"
+    )
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the API server")
     up.set_defaults(func=run_up)
     actions.add_parser("down", help="stop the sandbox; objects are kept").set_defaults(func=run_down)
     st = actions.add_parser("status", help="is it running, where, how many nodes")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=run_status)
-    actions.add_parser("env", help="print `export KUBECONFIG=…` for your shell: eval \"$(labkit sandbox env)\"").set_defaults(
-        func=run_env)
+    actions.add_parser(
+        "env", help='print `export KUBECONFIG=…` for your shell: eval "$(labkit sandbox env)"'
+    ).set_defaults(func=run_env)
     logs = actions.add_parser("logs", help="print the daemon log")
     logs.add_argument("-n", "--lines", type=int, default=50)
     logs.set_defaults(func=run_logs)
@@ -70,5 +75,5 @@ def run_logs(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"no daemon log yet at {path}")
         return 0
-    print("\n".join(path.read_text(errors="replace").splitlines()[-args.lines:]))
+    print("\n".join(path.read_text(errors="replace").splitlines()[-args.lines :]))
     return 0

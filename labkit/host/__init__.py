@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from ..config import (
-    SANDBOX_DEFAULT_NODE,
-    resolve_backend,
-    sandbox_dir,
-    sandbox_node_root,
-)
-from ..sandbox.images import ImageStore
+from labkit.config import SANDBOX_DEFAULT_NODE, resolve_backend, sandbox_dir, sandbox_node_root
+from labkit.sandbox.images import ImageStore
+
 from .base import Host
 from .local import LocalHost
 from .sandbox import SandboxHost

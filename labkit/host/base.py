@@ -20,12 +20,12 @@ import abc
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LabkitError, PrerequisiteMissing
-from ..sandbox.containerd import (
+from labkit.errors import LabkitError, PrerequisiteMissing
+from labkit.sandbox.containerd import (
     ContainerdConfigError,
     ContainerdPaths,
     RuntimeInfo,
@@ -35,19 +35,22 @@ from ..sandbox.containerd import (
     render_node_config,
     set_default_runtime,
 )
-from ..sandbox.images import ImageRecord
+
 from . import changes
 from .changes import Backup, HostChange, HostChangeError
 
 if TYPE_CHECKING:
-    from ..cluster import Cluster
+    from labkit.cluster import Cluster
+    from labkit.sandbox.images import ImageRecord
 
 #: The containerd config version current k3s renders (containerd 2.x); sandbox nodes model it.
 DEFAULT_CONFIG_VERSION = 3
 #: Runtime name for labkit's crun table when k3s already auto-detected a ``crun`` (its table lacks pod_annotations).
 CRUN_WASM_NAME = "crun-wasm"
-CRUN_FIX = ("build crun with WasmEdge support (./autogen.sh && ./configure --with-wasmedge && make && "
-            "sudo make install) and install it to /usr/local/bin, then restart k3s")
+CRUN_FIX = (
+    "build crun with WasmEdge support (./autogen.sh && ./configure --with-wasmedge && make && "
+    "sudo make install) and install it to /usr/local/bin, then restart k3s"
+)
 
 
 class RuntimeVerificationError(LabkitError):
@@ -70,8 +73,10 @@ class HostRuntimeInfo(RuntimeInfo):
 
     def __str__(self) -> str:
         """One line for a notebook: ``default runtime 'crun' (k3s crictl info); runtimes: crun, runc, wasmedge``."""
-        return (f"default runtime {self.default_runtime!r} ({self.source}); runtimes: {', '.join(sorted(self.runtimes))}"
-                + (f"; ignored keys: {len(self.ignored_keys)}" if self.ignored_keys else ""))
+        return (
+            f"default runtime {self.default_runtime!r} ({self.source}); runtimes: {', '.join(sorted(self.runtimes))}"
+            + (f"; ignored keys: {len(self.ignored_keys)}" if self.ignored_keys else "")
+        )
 
 
 class Host(abc.ABC):
@@ -118,8 +123,10 @@ class Host(abc.ABC):
         except PermissionError:
             found = self._execute("read", {"paths": [str(p) for p in paths]})
         except OSError as err:  # a directory where a file should be, an I/O error: name the path and stop
-            raise changes.HostChangeError(f"cannot read {err.filename}: {err.strerror or err}",
-                                          "check that the path is a readable file on the node") from err
+            raise changes.HostChangeError(
+                f"cannot read {err.filename}: {err.strerror or err}",
+                "check that the path is a readable file on the node",
+            ) from err
         return {p: found[str(p)] for p in paths}
 
     def read_containerd_config(self) -> str:
@@ -127,8 +134,10 @@ class Host(abc.ABC):
         path = self.containerd_paths().config
         text = self.read_node_files([path])[path]
         if text is None:
-            raise ContainerdConfigError(f"{path} does not exist: containerd on this node has no config",
-                                        "start (or restart) k3s so it renders the config from its template")
+            raise ContainerdConfigError(
+                f"{path} does not exist: containerd on this node has no config",
+                "start (or restart) k3s so it renders the config from its template",
+            )
         return text
 
     def live_runtime_info(self) -> tuple[str, RuntimeInfo] | None:
@@ -144,19 +153,28 @@ class Host(abc.ABC):
         rendered = read_runtime_info(self.read_containerd_config())
         live = self.live_runtime_info()
         if live is None:
-            return HostRuntimeInfo(rendered.version, rendered.default_runtime, rendered.runtimes,
-                                   rendered.ignored_keys, "config.toml", rendered, self._no_live_note())
+            return HostRuntimeInfo(
+                rendered.version,
+                rendered.default_runtime,
+                rendered.runtimes,
+                rendered.ignored_keys,
+                "config.toml",
+                rendered,
+                self._no_live_note(),
+            )
         source, info = live
-        return HostRuntimeInfo(rendered.version, info.default_runtime, info.runtimes, rendered.ignored_keys,
-                               source, rendered)
+        return HostRuntimeInfo(
+            rendered.version, info.default_runtime, info.runtimes, rendered.ignored_keys, source, rendered
+        )
 
     def _no_live_note(self) -> str:
         return "the rendered config.toml is what this node's runtime loaded at its last start"
 
     # ------------------------------------------------------------------ planning and checking a change
 
-    def plan_crun_swap(self, binary: str = "/usr/local/bin/crun", default: bool = True,
-                       name: str | None = None) -> HostChange:
+    def plan_crun_swap(
+        self, binary: str = "/usr/local/bin/crun", default: bool = True, name: str | None = None
+    ) -> HostChange:
         """Plan the runc→crun swap: a template adding a crun runtime table and, with *default*, k3s's ``default-runtime``.
 
         *name* defaults to ``crun``, or to ``crun-wasm`` when k3s already auto-detects a
@@ -168,14 +186,17 @@ class Host(abc.ABC):
         detected = detect_runtimes(self.node_root)
         name = name or (CRUN_WASM_NAME if "crun" in detected else "crun")
         if name in detected:
-            raise ContainerdConfigError(f"k3s already declares a runtime named {name!r} (it found {detected[name].binary_name})",
-                                        f"pick another name, e.g. plan_crun_swap(name={CRUN_WASM_NAME!r})")
+            raise ContainerdConfigError(
+                f"k3s already declares a runtime named {name!r} (it found {detected[name].binary_name})",
+                f"pick another name, e.g. plan_crun_swap(name={CRUN_WASM_NAME!r})",
+            )
         version = self.containerd_version()
         paths = self.containerd_paths()
         files = crun_swap_plan(paths, version, binary, default=False, name=name)
         if default:  # read k3s's config with the privileges it needs (it may hold the join token, mode 0600)
-            files[paths.k3s_config] = set_default_runtime(self.read_node_files([paths.k3s_config])[paths.k3s_config] or "",
-                                                          name)
+            files[paths.k3s_config] = set_default_runtime(
+                self.read_node_files([paths.k3s_config])[paths.k3s_config] or "", name
+            )
         what = f"crun ({binary}) as runtime {name!r}" + (", the node's default runtime" if default else "")
         return HostChange(self.node_root, files, what, version, name if default else None)
 
@@ -209,12 +230,14 @@ class Host(abc.ABC):
             raise ContainerdConfigError(
                 f"the rendered config is version {info.version}, but it has keys containerd ignores: "
                 + "; ".join(info.ignored_keys),
-                f"write runtime tables under the version {info.version} prefix (reference §5.2)")
+                f"write runtime tables under the version {info.version} prefix (reference §5.2)",
+            )
         if info.default_runtime not in info.runtimes:
             raise ContainerdConfigError(
                 f"the default runtime {info.default_runtime!r} has no runtime table (declared: {', '.join(sorted(info.runtimes))}); "
                 "containerd would refuse to start",
-                f"declare runtimes.{info.default_runtime!r} in the template, or set default-runtime to a declared one")
+                f"declare runtimes.{info.default_runtime!r} in the template, or set default-runtime to a declared one",
+            )
         return info
 
     # ------------------------------------------------------------------ changing the node
@@ -222,8 +245,10 @@ class Host(abc.ABC):
     def require_privileges(self) -> None:
         """Raise unless this process may write the node's files and restart it (checked before any change)."""
         if not self.node_root.is_dir():
-            raise PrerequisiteMissing(f"the node root {self.node_root} does not exist",
-                                      "start the cluster first (labkit sandbox up), then retry")
+            raise PrerequisiteMissing(
+                f"the node root {self.node_root} does not exist",
+                "start the cluster first (labkit sandbox up), then retry",
+            )
 
     def apply(self, change: HostChange, cluster: Cluster | None = None, timeout: float = 180.0) -> Backup:
         """Validate, back up, write atomically, restart k3s and wait until the node is Ready; returns the backup.
@@ -232,8 +257,11 @@ class Host(abc.ABC):
         """
         self.require_privileges()
         self.validate(change)
-        payload = {"node_root": str(self.node_root), "files": {str(p): t for p, t in change.files.items()},
-                   "description": change.description}
+        payload = {
+            "node_root": str(self.node_root),
+            "files": {str(p): t for p, t in change.files.items()},
+            "description": change.description,
+        }
         backup = Backup.from_json(self._execute("apply", payload))
         try:
             self._restart_and_wait(cluster, timeout)
@@ -262,21 +290,24 @@ class Host(abc.ABC):
         info = self.runtime_info()
         if info.default_runtime == expected and expected in info.runtimes:
             return info
-        evidence = (f"{info.source} reports default runtime {info.default_runtime!r} with runtimes "
-                    f"{', '.join(sorted(info.runtimes))}; the rendered config.toml says {info.rendered.default_runtime!r}")
+        evidence = (
+            f"{info.source} reports default runtime {info.default_runtime!r} with runtimes "
+            f"{', '.join(sorted(info.runtimes))}; the rendered config.toml says {info.rendered.default_runtime!r}"
+        )
         if info.ignored_keys:
             evidence += "; ignored keys: " + "; ".join(info.ignored_keys)
         raise RuntimeVerificationError(
             f"the node's default runtime is not {expected!r}: {evidence}",
             "if config.toml already says the new default, k3s was not restarted since the change (restart it); "
-            "else check default-runtime in /etc/rancher/k3s/config.yaml and the k3s service's --default-runtime flag")
+            "else check default-runtime in /etc/rancher/k3s/config.yaml and the k3s service's --default-runtime flag",
+        )
 
     def node_name(self) -> str | None:
         """The Kubernetes node this host is, for the Ready wait; ``None``: wait for every node."""
         return None
 
     def _restart_and_wait(self, cluster: Cluster | None, timeout: float) -> None:
-        since = datetime.now(timezone.utc)
+        since = datetime.now(UTC)
         self.restart_k3s()
         if cluster is not None:
             wait_node_ready(cluster, self.node_name(), since, timeout)
@@ -286,12 +317,15 @@ class Host(abc.ABC):
         try:
             return changes.execute(op, payload)
         except PermissionError as err:
-            raise PrerequisiteMissing(f"no permission to change {err.filename}",
-                                      "run the notebook's host steps as the owner of the node's files") from err
+            raise PrerequisiteMissing(
+                f"no permission to change {err.filename}",
+                "run the notebook's host steps as the owner of the node's files",
+            ) from err
         except OSError as err:
-            raise changes.HostChangeError(f"{op} failed on {err.filename or 'the node'}: {err.strerror or err}",
-                                          "check the node's disk and the paths named; backups stay in "
-                                          "var/lib/labkit/backups under the node root") from err
+            raise changes.HostChangeError(
+                f"{op} failed on {err.filename or 'the node'}: {err.strerror or err}",
+                "check the node's disk and the paths named; backups stay in var/lib/labkit/backups under the node root",
+            ) from err
 
 
 def _ready(node: Any, since: datetime | None) -> bool:
@@ -300,7 +334,9 @@ def _ready(node: Any, since: datetime | None) -> bool:
         if cond.type == "Ready":
             beat = cond.last_heartbeat_time
             # heartbeats have second granularity
-            return cond.status == "True" and (since is None or (beat is not None and beat >= since - timedelta(seconds=1)))
+            return cond.status == "True" and (
+                since is None or (beat is not None and beat >= since - timedelta(seconds=1))
+            )
     return False
 
 
@@ -324,8 +360,11 @@ def wait_node_ready(cluster: Cluster, node: str | None, since: datetime, timeout
             state = {n.metadata.name: n for n in listed.items if target in (None, n.metadata.name)}
             if state and all(_ready(n, since if target else None) for n in state.values()):
                 return
-            stream = watch.Watch().stream(cluster.core.list_node, resource_version=listed.metadata.resource_version,
-                                          timeout_seconds=max(1, int(deadline - time.monotonic())))
+            stream = watch.Watch().stream(
+                cluster.core.list_node,
+                resource_version=listed.metadata.resource_version,
+                timeout_seconds=max(1, int(deadline - time.monotonic())),
+            )
             for event in stream:
                 if event["type"] == "ERROR":  # e.g. 410 Gone: list again
                     break
@@ -338,12 +377,20 @@ def wait_node_ready(cluster: Cluster, node: str | None, since: datetime, timeout
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as err:  # the API server restarts with k3s: retry
             last = {"(api)": f"{type(err).__name__}: {err}"}
             time.sleep(1.0)
-    raise HostChangeError(f"the node did not report Ready within {timeout:.0f} s after the restart at "
-                          f"{since.isoformat(timespec='seconds')}: {last}",
-                          "read `journalctl -u k3s` and /var/lib/rancher/k3s/agent/containerd/containerd.log")
+    raise HostChangeError(
+        f"the node did not report Ready within {timeout:.0f} s after the restart at "
+        f"{since.isoformat(timespec='seconds')}: {last}",
+        "read `journalctl -u k3s` and /var/lib/rancher/k3s/agent/containerd/containerd.log",
+    )
 
 
 def _conditions(node: Any) -> str:
     """``Ready=True (heartbeat 2026-01-01T10:00:00+00:00)``: the state, and whether the kubelet reported since."""
-    return ", ".join(f"{c.type}={c.status} (heartbeat {c.last_heartbeat_time.isoformat() if c.last_heartbeat_time else 'never'})"
-                     for c in node.status.conditions or () if c.type == "Ready") or "no Ready condition"
+    return (
+        ", ".join(
+            f"{c.type}={c.status} (heartbeat {c.last_heartbeat_time.isoformat() if c.last_heartbeat_time else 'never'})"
+            for c in node.status.conditions or ()
+            if c.type == "Ready"
+        )
+        or "no Ready condition"
+    )

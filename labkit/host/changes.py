@@ -40,11 +40,11 @@ import os
 import stat
 import sys
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import LabkitError
+from labkit.errors import LabkitError
 
 #: Where backups live, relative to the node root.
 BACKUP_DIR = Path("var/lib/labkit/backups")
@@ -105,9 +105,14 @@ class Backup:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Backup:
-        return cls(dir=Path(data["dir"]), node_root=Path(data["node_root"]), created=data["created"],
-                   description=data["description"], files=[BackedUpFile(**f) for f in data["files"]],
-                   created_dirs=list(data.get("created_dirs") or ()))
+        return cls(
+            dir=Path(data["dir"]),
+            node_root=Path(data["node_root"]),
+            created=data["created"],
+            description=data["description"],
+            files=[BackedUpFile(**f) for f in data["files"]],
+            created_dirs=list(data.get("created_dirs") or ()),
+        )
 
     def __str__(self) -> str:
         names = ", ".join(f.path for f in self.files)
@@ -140,8 +145,9 @@ def unified_diff(path: str, old: str | None, new: str) -> str:
     if old == new:
         return f"(unchanged) {path}\n"
     before = "/dev/null" if old is None else f"a{path}"
-    lines = difflib.unified_diff((old or "").splitlines(keepends=True), new.splitlines(keepends=True),
-                                 before, f"b{path}", n=3)
+    lines = difflib.unified_diff(
+        (old or "").splitlines(keepends=True), new.splitlines(keepends=True), before, f"b{path}", n=3
+    )
     # a last line without a newline would glue onto the next hunk header
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines)
 
@@ -158,7 +164,7 @@ def read_files(paths: list[Path]) -> dict[str, str | None]:
 
 
 def _timestamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _new_backup_dir(node_root: Path) -> tuple[Path, str]:
@@ -213,8 +219,10 @@ def apply_files(node_root: Path, files: dict[Path, str], description: str) -> Ba
     node_root = Path(node_root)
     outside = [str(p) for p in files if not Path(p).is_relative_to(node_root)]
     if outside:
-        raise HostChangeError(f"{', '.join(outside)} is not under the node root {node_root}",
-                              "plan changes with the host's containerd_paths(); nothing was written")
+        raise HostChangeError(
+            f"{', '.join(outside)} is not under the node root {node_root}",
+            "plan changes with the host's containerd_paths(); nothing was written",
+        )
     backup_dir, created = _new_backup_dir(node_root)
     records: list[BackedUpFile] = []
     for local in files:
@@ -228,13 +236,14 @@ def apply_files(node_root: Path, files: dict[Path, str], description: str) -> Ba
         copy = backup_dir / "files" / rel.lstrip("/")
         copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(copy, data, NEW_FILE_MODE)
-        records.append(BackedUpFile(rel, True, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                                    hashlib.sha256(data).hexdigest()))
+        records.append(
+            BackedUpFile(rel, True, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, hashlib.sha256(data).hexdigest())
+        )
     backup = Backup(backup_dir, node_root, created, description, records)
     _write_manifest(backup)
     created_dirs: list[str] = []
     try:
-        for record, (local, text) in zip(records, files.items()):
+        for record, (local, text) in zip(records, files.items(), strict=False):
             created_dirs += _make_parents(node_root, Path(local))
             mode = record.mode if record.mode is not None else NEW_FILE_MODE
             write_atomic(Path(local), text.encode(), mode, record.uid, record.gid)
@@ -261,8 +270,10 @@ def restore_backup(backup: Backup) -> None:
             continue
         data = (backup.dir / "files" / record.path.lstrip("/")).read_bytes()
         if hashlib.sha256(data).hexdigest() != record.sha256:
-            raise HostChangeError(f"the backup copy of {record.path} in {backup.dir} is damaged (checksum mismatch)",
-                                  f"restore {record.path} by hand from another backup; nothing was written")
+            raise HostChangeError(
+                f"the backup copy of {record.path} in {backup.dir} is damaged (checksum mismatch)",
+                f"restore {record.path} by hand from another backup; nothing was written",
+            )
         originals[record.path] = data
     for record in backup.files:
         local = _local(backup.node_root, record.path)
@@ -317,9 +328,15 @@ def main(argv: list[str] | None = None) -> int:
         json.dump({"error": {"problem": err.problem, "fix": err.fix}}, sys.stdout)
         return 1
     except OSError as err:
-        json.dump({"error": {"problem": f"{err.strerror or err}: {err.filename}",
-                             "fix": "check that path on the node (does it exist, is it a file, is the disk full?)"}},
-                  sys.stdout)
+        json.dump(
+            {
+                "error": {
+                    "problem": f"{err.strerror or err}: {err.filename}",
+                    "fix": "check that path on the node (does it exist, is it a file, is the disk full?)",
+                }
+            },
+            sys.stdout,
+        )
         return 1
     json.dump({"result": result}, sys.stdout)
     return 0

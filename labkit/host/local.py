@@ -16,9 +16,10 @@ from typing import Any
 
 import yaml
 
-from ..errors import ImageError, PrerequisiteMissing
-from ..sandbox.containerd import RuntimeInfo, RuntimeSpec
-from ..sandbox.images import ImageRecord
+from labkit.errors import ImageError, PrerequisiteMissing
+from labkit.sandbox.containerd import RuntimeInfo, RuntimeSpec
+from labkit.sandbox.images import ImageRecord
+
 from .base import CRUN_FIX, Host
 from .changes import HostChangeError
 
@@ -50,8 +51,9 @@ class LocalHost(Host):
     CI installs it as ``k3s-runwasi``).
     """
 
-    def __init__(self, k3s: str = "k3s", *, root: Path = Path("/"), service: str = "k3s",
-                 restart_timeout: float = 120.0) -> None:
+    def __init__(
+        self, k3s: str = "k3s", *, root: Path = Path("/"), service: str = "k3s", restart_timeout: float = 120.0
+    ) -> None:
         self.k3s = k3s
         self.node_root = Path(root)
         self.service = service
@@ -95,13 +97,20 @@ class LocalHost(Host):
         if not prefix:
             return super()._execute(op, payload)
         # not root: the same module does the work, as root, in a child process
-        proc = subprocess.run([*prefix, sys.executable, "-m", "labkit.host.changes", op], input=json.dumps(payload),
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-m", "labkit.host.changes", op],
+            input=json.dumps(payload),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         try:
             answer = json.loads(proc.stdout)
         except json.JSONDecodeError:
-            raise HostChangeError(f"the privileged helper for {op} failed: {(proc.stderr or proc.stdout).strip()}",
-                                  "check that sudo may run this Python (sudo -n python3 -V)") from None
+            raise HostChangeError(
+                f"the privileged helper for {op} failed: {(proc.stderr or proc.stdout).strip()}",
+                "check that sudo may run this Python (sudo -n python3 -V)",
+            ) from None
         if "error" in answer:
             raise HostChangeError(answer["error"]["problem"], answer["error"]["fix"])
         return answer["result"]
@@ -109,8 +118,10 @@ class LocalHost(Host):
     def _systemctl(self, *args: str, root: bool = False) -> subprocess.CompletedProcess[str]:
         exe = shutil.which("systemctl")
         if exe is None:
-            raise PrerequisiteMissing("systemctl is not on PATH: labkit restarts k3s through systemd",
-                                      "run k3s as the systemd service its installer creates")
+            raise PrerequisiteMissing(
+                "systemctl is not on PATH: labkit restarts k3s through systemd",
+                "run k3s as the systemd service its installer creates",
+            )
         prefix = self._as_root("restarting k3s") if root else []
         return subprocess.run([*prefix, exe, *args], capture_output=True, text=True, check=False)
 
@@ -118,8 +129,10 @@ class LocalHost(Host):
         """``systemctl restart <service>``, then wait until systemd reports it active; returns that state."""
         proc = self._systemctl("restart", self.service, root=True)
         if proc.returncode != 0:
-            raise HostChangeError(f"systemctl restart {self.service} failed: {(proc.stderr or proc.stdout).strip()}",
-                                  f"read journalctl -u {self.service}")
+            raise HostChangeError(
+                f"systemctl restart {self.service} failed: {(proc.stderr or proc.stdout).strip()}",
+                f"read journalctl -u {self.service}",
+            )
         deadline = time.monotonic() + self.restart_timeout
         state = ""
         while time.monotonic() < deadline:
@@ -130,8 +143,10 @@ class LocalHost(Host):
             if state == "failed":
                 break
             time.sleep(0.5)
-        raise HostChangeError(f"k3s ({self.service}) is {state or 'not active'} after the restart",
-                              f"read journalctl -u {self.service} and {CONTAINERD_LOG}")
+        raise HostChangeError(
+            f"k3s ({self.service}) is {state or 'not active'} after the restart",
+            f"read journalctl -u {self.service} and {CONTAINERD_LOG}",
+        )
 
     def node_name(self) -> str | None:
         """k3s's ``node-name`` from its config file, else the host name (k3s's default)."""
@@ -144,8 +159,9 @@ class LocalHost(Host):
         """3 for containerd 2.x, 2 for 1.7: from ``k3s ctr version`` (the server), else from ``k3s --version``."""
         exe = self._k3s_path()
         if self._can_be_root():
-            proc = subprocess.run([*self._as_root("k3s ctr"), exe, "ctr", "version"], capture_output=True, text=True,
-                                  check=False)
+            proc = subprocess.run(
+                [*self._as_root("k3s ctr"), exe, "ctr", "version"], capture_output=True, text=True, check=False
+            )
             version = parse_ctr_version(proc.stdout) if proc.returncode == 0 else None
             if version:
                 return config_version_for_containerd(version)
@@ -186,26 +202,36 @@ class LocalHost(Host):
         if wasm and "wasmedge" not in info.wasm_handlers:
             raise PrerequisiteMissing(
                 f"{exe} (crun {info.version_text}) has no WasmEdge handler: its features are {' '.join(info.features) or 'none'}, "
-                "without +WASM:wasmedge", CRUN_FIX)
+                "without +WASM:wasmedge",
+                CRUN_FIX,
+            )
         if wasi_nn and info.version < WASI_NN_CRUN:
             raise PrerequisiteMissing(
                 f"{exe} is crun {info.version_text}; loading WasmEdge plugins (WASI-NN) needs crun >= 1.15",
-                f"build crun 1.15 or newer; {CRUN_FIX}")
+                f"build crun 1.15 or newer; {CRUN_FIX}",
+            )
         return info
 
     def _run(self, cmd: list[str], what: str) -> str:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             err = (proc.stderr or proc.stdout).strip()
-            fix = next((f for sig, f in _IMPORT_FIXES.items() if sig in err), "read the ctr error above; check that k3s is running")
+            fix = next(
+                (f for sig, f in _IMPORT_FIXES.items() if sig in err),
+                "read the ctr error above; check that k3s is running",
+            )
             raise ImageError(f"{what} failed: {err or f'exit status {proc.returncode}'}", fix)
         return proc.stdout
 
     def import_image(self, archive: Path) -> list[str]:
         archive = Path(archive)
         if not archive.is_file():
-            raise ImageError(f"image archive {archive} does not exist", "build one first: labkit image build ... -o <archive>")
-        out = self._run(self._command("images", "import", "--all-platforms", str(archive.resolve())), f"importing {archive}")
+            raise ImageError(
+                f"image archive {archive} does not exist", "build one first: labkit image build ... -o <archive>"
+            )
+        out = self._run(
+            self._command("images", "import", "--all-platforms", str(archive.resolve())), f"importing {archive}"
+        )
         return [m.group(1) for line in out.splitlines() if (m := _UNPACKED.match(line.strip()))]
 
     def list_images(self) -> list[ImageRecord]:
@@ -314,12 +340,17 @@ def parse_crictl_info(text: str) -> RuntimeInfo:
     try:
         containerd = json.loads(text)["config"]["containerd"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise PrerequisiteMissing(f"k3s crictl info did not print the CRI config ({err})",
-                                  "check that k3s runs: systemctl status k3s") from None
+        raise PrerequisiteMissing(
+            f"k3s crictl info did not print the CRI config ({err})", "check that k3s runs: systemctl status k3s"
+        ) from None
     runtimes = {}
     for name, rt in (containerd.get("runtimes") or {}).items():
         options = dict(rt.get("options") or {})
-        runtimes[name] = RuntimeSpec(str(rt.get("runtimeType", "")), binary_name=options.get("BinaryName") or None,
-                                     systemd_cgroup=options.get("SystemdCgroup"),
-                                     pod_annotations=tuple(rt.get("PodAnnotations") or ()), options=options)
+        runtimes[name] = RuntimeSpec(
+            str(rt.get("runtimeType", "")),
+            binary_name=options.get("BinaryName") or None,
+            systemd_cgroup=options.get("SystemdCgroup"),
+            pod_annotations=tuple(rt.get("PodAnnotations") or ()),
+            options=options,
+        )
     return RuntimeInfo(0, str(containerd.get("defaultRuntimeName", "")), runtimes, [])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import SANDBOX_DEFAULT_NODE
-from ..sandbox.images import ImageRecord, ImageStore
+from labkit.config import SANDBOX_DEFAULT_NODE
+
 from .base import Host
+
+if TYPE_CHECKING:
+    from labkit.sandbox.images import ImageRecord, ImageStore
 
 
 class SandboxHost(Host):
@@ -17,8 +20,13 @@ class SandboxHost(Host):
     by default the one holding ``nodes/<node>`` in *node_root*.
     """
 
-    def __init__(self, node_root: Path, image_store: ImageStore, node: str = SANDBOX_DEFAULT_NODE,
-                 sandbox_home: Path | None = None) -> None:
+    def __init__(
+        self,
+        node_root: Path,
+        image_store: ImageStore,
+        node: str = SANDBOX_DEFAULT_NODE,
+        sandbox_home: Path | None = None,
+    ) -> None:
         self.node_root = Path(node_root)
         self.image_store = image_store
         self.node = node
@@ -34,8 +42,6 @@ class SandboxHost(Host):
     def restart_k3s(self) -> dict[str, Any]:
         """``systemctl restart k3s`` on the node: the containerd config is re-rendered from its template and re-read,
         RuntimeClasses for detected runtimes are created; running pods keep running. Returns the loaded runtimes."""
-        from ..sandbox.daemon import (
-            restart_node,  # the daemon module pulls in the API server; load it only here
-        )
+        from labkit.sandbox.daemon import restart_node
 
         return restart_node(self.node, home=self.sandbox_home)

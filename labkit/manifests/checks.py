@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import InvalidManifest
+from labkit.errors import InvalidManifest
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -26,7 +26,8 @@ def dns_label(value: str, what: str = "name") -> str:
         raise InvalidManifest(
             f"{value!r} is not a valid {what}: Kubernetes wants a DNS label (at most 63 characters: lower-case "
             "letters, digits and '-', starting and ending with a letter or digit)",
-            f"use e.g. {suggestion!r}")
+            f"use e.g. {suggestion!r}",
+        )
     return value
 
 
@@ -39,11 +40,16 @@ def env_list(env: Mapping[str, Any] | None) -> list[dict[str, str]]:
     out = []
     for name, value in (env or {}).items():
         if not isinstance(name, str) or not _ENV_NAME.match(name):
-            raise InvalidManifest(f"environment variable name {name!r} is not valid",
-                                  "use letters, digits, '_', '-' and '.', not starting with a digit")
+            raise InvalidManifest(
+                f"environment variable name {name!r} is not valid",
+                "use letters, digits, '_', '-' and '.', not starting with a digit",
+            )
         if not isinstance(value, str):
-            raise InvalidManifest(f"environment variable {name} has the {type(value).__name__} value {value!r}; "
-                                  "Kubernetes only takes strings", f"quote it: {name}={str(value)!r}")
+            raise InvalidManifest(
+                f"environment variable {name} has the {type(value).__name__} value {value!r}; "
+                "Kubernetes only takes strings",
+                f"quote it: {name}={str(value)!r}",
+            )
         out.append({"name": name, "value": value})
     return out
 
@@ -53,13 +59,16 @@ def string_list(values: Any, what: str) -> list[str] | None:
     if values is None:
         return None
     if isinstance(values, str):
-        raise InvalidManifest(f"{what} must be a list of strings, got the string {values!r}",
-                              f"write {what}=[{values!r}] (one list item per argument)")
+        raise InvalidManifest(
+            f"{what} must be a list of strings, got the string {values!r}",
+            f"write {what}=[{values!r}] (one list item per argument)",
+        )
     out = list(values)
     bad = [v for v in out if not isinstance(v, str)]
     if bad:
-        raise InvalidManifest(f"{what} must hold only strings; {bad[0]!r} is a {type(bad[0]).__name__}",
-                              f"quote it: {str(bad[0])!r}")
+        raise InvalidManifest(
+            f"{what} must hold only strings; {bad[0]!r} is a {type(bad[0]).__name__}", f"quote it: {str(bad[0])!r}"
+        )
     return out
 
 
@@ -68,7 +77,9 @@ def labels(values: Mapping[str, Any] | None, what: str = "labels") -> dict[str, 
     out: dict[str, str] = {}
     for key, value in (values or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise InvalidManifest(f"{what} must map strings to strings; {key!r}: {value!r} does not",
-                                  f"quote the value: {key}: {str(value)!r}")
+            raise InvalidManifest(
+                f"{what} must map strings to strings; {key!r}: {value!r} does not",
+                f"quote the value: {key}: {str(value)!r}",
+            )
         out[key] = value
     return out

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..errors import InvalidManifest
+from labkit.errors import InvalidManifest
+
 from .checks import dns_label
 
 #: hostPath types the API server accepts ("" means: no check).
@@ -35,10 +36,14 @@ class Mount:
     def __post_init__(self) -> None:
         for what, p in (("host path", self.path), ("mount path", self.mount_path or self.path)):
             if not PurePosixPath(p).is_absolute():
-                raise InvalidManifest(f"{what} {p!r} is not absolute", f"write it from the root, e.g. '/{p.lstrip('./')}'")
+                raise InvalidManifest(
+                    f"{what} {p!r} is not absolute", f"write it from the root, e.g. '/{p.lstrip('./')}'"
+                )
         if self.type not in (None, *HOST_PATH_TYPES):
-            raise InvalidManifest(f"hostPath type {self.type!r} is not one Kubernetes knows",
-                                  f"use one of: {', '.join(t for t in HOST_PATH_TYPES if t)}")
+            raise InvalidManifest(
+                f"hostPath type {self.type!r} is not one Kubernetes knows",
+                f"use one of: {', '.join(t for t in HOST_PATH_TYPES if t)}",
+            )
         if self.name is not None:
             dns_label(self.name, "volume name")
 
@@ -60,8 +65,14 @@ class Mount:
         return {"name": self.volume_name, "mountPath": self.mount_path or self.path, "readOnly": self.read_only}
 
 
-def host_path(path: str, mount_path: str | None = None, *, type: str | None = None, read_only: bool = True,
-              name: str | None = None) -> Mount:
+def host_path(
+    path: str,
+    mount_path: str | None = None,
+    *,
+    type: str | None = None,
+    read_only: bool = True,
+    name: str | None = None,
+) -> Mount:
     """A hostPath mount of node *path* at *mount_path* (default: the same path), read-only unless asked."""
     return Mount(str(path), str(mount_path) if mount_path else None, read_only, type, name)
 
@@ -72,11 +83,14 @@ def volumes_and_mounts(mounts: Iterable[Mount] | None) -> tuple[list[dict[str, A
     seen: dict[str, Mount] = {}
     for m in mounts or ():
         if not isinstance(m, Mount):
-            raise InvalidManifest(f"volumes must be Mount objects, got {m!r}",
-                                  "build each with labkit.manifests.host_path('/node/path')")
+            raise InvalidManifest(
+                f"volumes must be Mount objects, got {m!r}", "build each with labkit.manifests.host_path('/node/path')"
+            )
         if m.volume_name in seen:
-            raise InvalidManifest(f"two mounts share the volume name {m.volume_name!r} ({seen[m.volume_name].path}, "
-                                  f"{m.path})", "give one of them name='...'")
+            raise InvalidManifest(
+                f"two mounts share the volume name {m.volume_name!r} ({seen[m.volume_name].path}, {m.path})",
+                "give one of them name='...'",
+            )
         seen[m.volume_name] = m
         volumes.append(m.volume())
         volume_mounts.append(m.mount())

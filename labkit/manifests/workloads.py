@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import InvalidManifest
+from labkit.errors import InvalidManifest
+
 from .checks import dns_label, env_list, string_list
 from .checks import labels as string_map
 from .volumes import Mount, volumes_and_mounts
@@ -28,9 +29,12 @@ def runtime_class(name: str = "wasmedge", handler: str | None = None) -> dict[st
     'wasmedge'
     """
     handler = handler or name
-    return {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-            "metadata": {"name": dns_label(name, "RuntimeClass name")},
-            "handler": dns_label(handler, "runtime handler")}
+    return {
+        "apiVersion": "node.k8s.io/v1",
+        "kind": "RuntimeClass",
+        "metadata": {"name": dns_label(name, "RuntimeClass name")},
+        "handler": dns_label(handler, "runtime handler"),
+    }
 
 
 def _metadata(name: str, labels: Mapping[str, str] | None, annotations: Mapping[str, str] | None) -> dict[str, Any]:
@@ -53,12 +57,23 @@ def _ports(ports: Iterable[int | Mapping[str, Any]] | None) -> list[dict[str, An
     return out
 
 
-def _pod_spec(name: str, image: str, *, runtime_class: str | None, command: Any, args: Any,
-              env: Mapping[str, Any] | None, volumes: Iterable[Mount] | None, image_pull_policy: str | None,
-              ports: Any = None, restart_policy: str | None = None) -> dict[str, Any]:
+def _pod_spec(
+    name: str,
+    image: str,
+    *,
+    runtime_class: str | None,
+    command: Any,
+    args: Any,
+    env: Mapping[str, Any] | None,
+    volumes: Iterable[Mount] | None,
+    image_pull_policy: str | None,
+    ports: Any = None,
+    restart_policy: str | None = None,
+) -> dict[str, Any]:
     if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
-        raise InvalidManifest(f"image {image!r} is not an image reference",
-                              "use e.g. 'ghcr.io/containerd/runwasi/wasi-demo-app:latest'")
+        raise InvalidManifest(
+            f"image {image!r} is not an image reference", "use e.g. 'ghcr.io/containerd/runwasi/wasi-demo-app:latest'"
+        )
     if image_pull_policy is not None and image_pull_policy not in PULL_POLICIES:
         raise InvalidManifest(f"imagePullPolicy {image_pull_policy!r} is not valid", f"use one of {PULL_POLICIES}")
     container: dict[str, Any] = {"name": name, "image": image}
@@ -85,20 +100,31 @@ def _pod_spec(name: str, image: str, *, runtime_class: str | None, command: Any,
     return spec
 
 
-def _template(labels: dict[str, str], pod_annotations: Mapping[str, str] | None,
-              spec: dict[str, Any]) -> dict[str, Any]:
+def _template(
+    labels: dict[str, str], pod_annotations: Mapping[str, str] | None, spec: dict[str, Any]
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"labels": labels}
     if pod_annotations:
         meta["annotations"] = string_map(pod_annotations, "pod_annotations")
     return {"metadata": meta, "spec": spec}
 
 
-def wasm_deployment(name: str, image: str, *, runtime_class: str | None = "wasmedge", command: list[str] | None = None,
-                    args: list[str] | None = None, env: Mapping[str, str] | None = None,
-                    volumes: Iterable[Mount] | None = None, replicas: int = 1,
-                    labels: Mapping[str, str] | None = None, annotations: Mapping[str, str] | None = None,
-                    pod_annotations: Mapping[str, str] | None = None, image_pull_policy: str | None = None,
-                    ports: Iterable[int | Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def wasm_deployment(
+    name: str,
+    image: str,
+    *,
+    runtime_class: str | None = "wasmedge",
+    command: list[str] | None = None,
+    args: list[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    volumes: Iterable[Mount] | None = None,
+    replicas: int = 1,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    pod_annotations: Mapping[str, str] | None = None,
+    image_pull_policy: str | None = None,
+    ports: Iterable[int | Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A Deployment of *replicas* wasm pods (selector ``app=<name>``) running *image* under *runtime_class*.
 
     *runtime_class* ``None`` leaves ``runtimeClassName`` out (the node's default runtime runs it, e.g. crun);
@@ -107,46 +133,104 @@ def wasm_deployment(name: str, image: str, *, runtime_class: str | None = "wasme
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         raise InvalidManifest(f"replicas must be a whole number >= 0, got {replicas!r}", "e.g. replicas=2")
     pod_labels = {"app": dns_label(name), **string_map(labels)}
-    spec = _pod_spec(name, image, runtime_class=runtime_class, command=command, args=args, env=env,
-                     volumes=volumes, image_pull_policy=image_pull_policy, ports=ports)
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(name, labels, annotations),
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "template": _template(pod_labels, pod_annotations, spec)}}
+    spec = _pod_spec(
+        name,
+        image,
+        runtime_class=runtime_class,
+        command=command,
+        args=args,
+        env=env,
+        volumes=volumes,
+        image_pull_policy=image_pull_policy,
+        ports=ports,
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(name, labels, annotations),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": _template(pod_labels, pod_annotations, spec),
+        },
+    }
 
 
-def wasm_job(name: str, image: str, *, command: list[str] | None = None, args: list[str] | None = None,
-             runtime_class: str | None = "wasmedge", backoff_limit: int = 0, env: Mapping[str, str] | None = None,
-             volumes: Iterable[Mount] | None = None, labels: Mapping[str, str] | None = None,
-             annotations: Mapping[str, str] | None = None, pod_annotations: Mapping[str, str] | None = None,
-             image_pull_policy: str | None = None) -> dict[str, Any]:
+def wasm_job(
+    name: str,
+    image: str,
+    *,
+    command: list[str] | None = None,
+    args: list[str] | None = None,
+    runtime_class: str | None = "wasmedge",
+    backoff_limit: int = 0,
+    env: Mapping[str, str] | None = None,
+    volumes: Iterable[Mount] | None = None,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    pod_annotations: Mapping[str, str] | None = None,
+    image_pull_policy: str | None = None,
+) -> dict[str, Any]:
     """A Job running *image* once to completion (``restartPolicy: Never``; *backoff_limit* retries, default none).
 
     >>> wasm_job("echo", "docker.io/labkit/wasi-demo:latest", args=["echo", "hi"])["spec"]["backoffLimit"]
     0
     """
     if not isinstance(backoff_limit, int) or isinstance(backoff_limit, bool) or backoff_limit < 0:
-        raise InvalidManifest(f"backoff_limit must be a whole number >= 0, got {backoff_limit!r}", "e.g. backoff_limit=0")
+        raise InvalidManifest(
+            f"backoff_limit must be a whole number >= 0, got {backoff_limit!r}", "e.g. backoff_limit=0"
+        )
     pod_labels = {"app": dns_label(name), **string_map(labels)}
-    spec = _pod_spec(name, image, runtime_class=runtime_class, command=command, args=args, env=env,
-                     volumes=volumes, image_pull_policy=image_pull_policy, restart_policy="Never")
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _metadata(name, labels, annotations),
-            "spec": {"backoffLimit": backoff_limit, "template": _template(pod_labels, pod_annotations, spec)}}
+    spec = _pod_spec(
+        name,
+        image,
+        runtime_class=runtime_class,
+        command=command,
+        args=args,
+        env=env,
+        volumes=volumes,
+        image_pull_policy=image_pull_policy,
+        restart_policy="Never",
+    )
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(name, labels, annotations),
+        "spec": {"backoffLimit": backoff_limit, "template": _template(pod_labels, pod_annotations, spec)},
+    }
 
 
-def service(name: str, selector: str | Mapping[str, str], port: int, target_port: int | str | None = None,
-            labels: Mapping[str, str] | None = None, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+def service(
+    name: str,
+    selector: str | Mapping[str, str],
+    port: int,
+    target_port: int | str | None = None,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """A ClusterIP Service on *port* for the pods *selector* picks (a name means ``app=<name>``).
 
     >>> service("web", "wasi-demo", 80, 8080)["spec"]["ports"]
     [{'port': 80, 'targetPort': 8080, 'protocol': 'TCP'}]
     """
-    chosen = {"app": dns_label(selector, "selector app name")} if isinstance(selector, str) else string_map(selector, "selector")
+    chosen = (
+        {"app": dns_label(selector, "selector app name")}
+        if isinstance(selector, str)
+        else string_map(selector, "selector")
+    )
     if not chosen:
         raise InvalidManifest("a Service needs a non-empty selector", "pass the Deployment's name or {'app': '<name>'}")
     _ports([port])
     if target_port is not None and not isinstance(target_port, str):
         _ports([target_port])
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _metadata(name, labels, annotations),
-            "spec": {"selector": chosen,
-                     "ports": [{"port": port, "targetPort": target_port if target_port is not None else port,
-                                "protocol": "TCP"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, labels, annotations),
+        "spec": {
+            "selector": chosen,
+            "ports": [
+                {"port": port, "targetPort": target_port if target_port is not None else port, "protocol": "TCP"}
+            ],
+        },
+    }

@@ -11,7 +11,8 @@ fills the same ones with the same values.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _DEFAULT_TOLERATIONS = [
     {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
@@ -111,8 +112,12 @@ def _job(obj: dict[str, Any]) -> None:
         uid = (obj.get("metadata") or {}).get("uid") or str(uuid.uuid4())
         obj.setdefault("metadata", {})["uid"] = uid
         name = obj["metadata"].get("name", "")
-        labels = {"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
-                  "controller-uid": uid, "job-name": name}
+        labels = {
+            "batch.kubernetes.io/controller-uid": uid,
+            "batch.kubernetes.io/job-name": name,
+            "controller-uid": uid,
+            "job-name": name,
+        }
         spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
         template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
         template_meta.setdefault("labels", {}).update(labels)

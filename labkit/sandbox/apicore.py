@@ -13,8 +13,9 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -22,7 +23,9 @@ from . import admission, patch, schemas
 from .registry import RESOURCES, Resource
 from .selectors import label_selector_from_match, parse_field_selector, parse_label_selector
 from .status import StatusError, already_exists, bad_request, conflict, invalid, not_found
-from .store import Store
+
+if TYPE_CHECKING:
+    from .store import Store
 
 #: Kinds whose spec changes bump ``metadata.generation`` (workload controllers read it).
 GENERATION_KINDS = {"Deployment", "ReplicaSet", "Job", "Pod"}
@@ -46,7 +49,7 @@ Hook = Callable[[str, Resource, dict[str, Any]], None]
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -77,13 +80,23 @@ class ApiCore:
             raise not_found(res, name)
         return obj
 
-    def list(self, res: Resource, ns: str | None, *, label_selector: str = "", field_selector: str = "",
-             limit: int | None = None, continue_token: str | None = None) -> dict[str, Any]:
+    def list(
+        self,
+        res: Resource,
+        ns: str | None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> dict[str, Any]:
         items, rv, cont = self.store.list(
-            res, ns,
+            res,
+            ns,
             parse_label_selector(label_selector) if label_selector else None,
             parse_field_selector(field_selector) if field_selector else None,
-            limit=limit, continue_token=continue_token,
+            limit=limit,
+            continue_token=continue_token,
         )
         for item in items:
             item.setdefault("apiVersion", res.api_version)
@@ -96,24 +109,32 @@ class ApiCore:
     # ---------------------------------------------------------------- helpers
     def _check_identity(self, res: Resource, ns: str | None, obj: dict[str, Any], name: str | None) -> None:
         if not isinstance(obj, dict):
-            raise bad_request(f"{res.kind} in version \"{res.version}\" cannot be handled as a {res.kind}: "
-                              "the object must be a JSON/YAML map")
+            raise bad_request(
+                f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
+                "the object must be a JSON/YAML map"
+            )
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if api_version and api_version != res.api_version:
-            raise bad_request(f"the API version in the data ({api_version}) does not match the expected API version "
-                              f"({res.api_version})")
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API version "
+                f"({res.api_version})"
+            )
         if kind and kind != res.kind:
             raise bad_request(f"the kind in the data ({kind}) does not match the expected kind ({res.kind})")
         meta = _meta(obj)
         if res.namespaced:
             if meta.get("namespace") and ns and meta["namespace"] != ns:
-                raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             meta["namespace"] = ns
         else:
             meta.pop("namespace", None)
         if name is not None:
             if meta.get("name") and meta["name"] != name:
-                raise bad_request(f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
+                raise bad_request(
+                    f"the name of the object ({meta['name']}) does not match the name on the URL ({name})"
+                )
             meta["name"] = name
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
 
@@ -125,13 +146,23 @@ class ApiCore:
         if ns_obj is None:
             raise not_found(namespaces, ns or "")
         if ns_obj.get("metadata", {}).get("deletionTimestamp"):
-            raise StatusError(403, "Forbidden",
-                              f"{res.describe(name)} is forbidden: unable to create new content in namespace "
-                              f"{ns} because it is being terminated",
-                              {"name": name, "kind": res.plural,
-                               "causes": [{"reason": "NamespaceTerminating",
-                                           "message": f"namespace {ns} is being terminated",
-                                           "field": "metadata.namespace"}]})
+            raise StatusError(
+                403,
+                "Forbidden",
+                f"{res.describe(name)} is forbidden: unable to create new content in namespace "
+                f"{ns} because it is being terminated",
+                {
+                    "name": name,
+                    "kind": res.plural,
+                    "causes": [
+                        {
+                            "reason": "NamespaceTerminating",
+                            "message": f"namespace {ns} is being terminated",
+                            "field": "metadata.namespace",
+                        }
+                    ],
+                },
+            )
 
     def _allocate_cluster_ip(self, obj: dict[str, Any]) -> None:
         spec = obj.setdefault("spec", {})
@@ -143,20 +174,40 @@ class ApiCore:
         wanted = spec.get("clusterIP")
         if wanted:
             if ipaddress.ip_address(wanted) not in SERVICE_CIDR:
-                raise invalid(services, _meta(obj).get("name", ""), [{
-                    "reason": "FieldValueInvalid", "field": "spec.clusterIPs",
-                    "message": f"Invalid value: []string{{\"{wanted}\"}}: failed to allocate IP {wanted}: "
-                               f"the provided IP ({wanted}) is not in the valid range. The range of valid IPs is {SERVICE_CIDR}"}])
+                raise invalid(
+                    services,
+                    _meta(obj).get("name", ""),
+                    [
+                        {
+                            "reason": "FieldValueInvalid",
+                            "field": "spec.clusterIPs",
+                            "message": f'Invalid value: []string{{"{wanted}"}}: failed to allocate IP {wanted}: '
+                            f"the provided IP ({wanted}) is not in the valid range. The range of valid IPs is {SERVICE_CIDR}",
+                        }
+                    ],
+                )
             if wanted in used:
-                raise invalid(services, _meta(obj).get("name", ""), [{
-                    "reason": "FieldValueInvalid", "field": "spec.clusterIPs",
-                    "message": f"Invalid value: []string{{\"{wanted}\"}}: failed to allocate IP {wanted}: "
-                               "provided IP is already allocated"}])
+                raise invalid(
+                    services,
+                    _meta(obj).get("name", ""),
+                    [
+                        {
+                            "reason": "FieldValueInvalid",
+                            "field": "spec.clusterIPs",
+                            "message": f'Invalid value: []string{{"{wanted}"}}: failed to allocate IP {wanted}: '
+                            "provided IP is already allocated",
+                        }
+                    ],
+                )
         else:
             # .1 and .10 are the kubernetes and kube-dns services, as on k3s.
             for host in SERVICE_CIDR.hosts():
                 ip = str(host)
-                if ip not in used and host.packed[-1] not in (0, 255) and ip not in (KUBERNETES_SERVICE_IP, CLUSTER_DNS_IP):
+                if (
+                    ip not in used
+                    and host.packed[-1] not in (0, 255)
+                    and ip not in (KUBERNETES_SERVICE_IP, CLUSTER_DNS_IP)
+                ):
                     wanted = ip
                     break
         spec["clusterIP"], spec["clusterIPs"] = wanted, [wanted]
@@ -167,16 +218,32 @@ class ApiCore:
         return warnings
 
     # ---------------------------------------------------------------- writes
-    def create(self, res: Resource, ns: str | None, obj: dict[str, Any], *, manager: str = "",
-               validation: str = "Strict", dry_run: bool = False,
-               managed_fields: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], list[str]]:
+    def create(
+        self,
+        res: Resource,
+        ns: str | None,
+        obj: dict[str, Any],
+        *,
+        manager: str = "",
+        validation: str = "Strict",
+        dry_run: bool = False,
+        managed_fields: list[dict[str, Any]] | None = None,
+    ) -> tuple[dict[str, Any], list[str]]:
         """Create *obj*; *managed_fields* carries server-side apply's ownership (clients' own are dropped)."""
         obj = copy.deepcopy(obj)
         self._check_identity(res, ns, obj, None)
         meta = _meta(obj)
         self._require_namespace(res, ns, meta.get("name") or meta.get("generateName") or "")
-        for server_owned in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp",
-                             "deletionGracePeriodSeconds", "generation", "managedFields", "selfLink"):
+        for server_owned in (
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "managedFields",
+            "selfLink",
+        ):
             meta.pop(server_owned, None)
         if res.kind not in ("Namespace",):
             obj.pop("status", None)
@@ -207,8 +274,12 @@ class ApiCore:
         runtime_class = self.store.get(RESOURCES.by_plural("node.k8s.io", "runtimeclasses"), None, name)
         pod_name = pod["metadata"].get("name") or pod["metadata"].get("generateName", "")
         if runtime_class is None:
-            raise StatusError(403, "Forbidden", f'pods "{pod_name}" is forbidden: pod rejected: RuntimeClass "{name}" not found',
-                              {"name": pod_name, "kind": "pods"})
+            raise StatusError(
+                403,
+                "Forbidden",
+                f'pods "{pod_name}" is forbidden: pod rejected: RuntimeClass "{name}" not found',
+                {"name": pod_name, "kind": "pods"},
+            )
         if runtime_class.get("overhead", {}).get("podFixed"):
             pod["spec"]["overhead"] = runtime_class["overhead"]["podFixed"]
         scheduling = runtime_class.get("scheduling") or {}
@@ -223,11 +294,23 @@ class ApiCore:
             sa = RESOURCES.by_plural("", "serviceaccounts")
             name = obj["metadata"]["name"]
             if self.store.get(sa, name, "default") is None:
-                self.store.create(sa, {"apiVersion": "v1", "kind": "ServiceAccount",
-                                       "metadata": {"name": "default", "namespace": name}})
+                self.store.create(
+                    sa,
+                    {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}},
+                )
 
-    def replace(self, res: Resource, ns: str | None, name: str, obj: dict[str, Any], *, subresource: str = "",
-                manager: str = "", validation: str = "Strict", dry_run: bool = False) -> tuple[dict[str, Any], list[str]]:
+    def replace(
+        self,
+        res: Resource,
+        ns: str | None,
+        name: str,
+        obj: dict[str, Any],
+        *,
+        subresource: str = "",
+        manager: str = "",
+        validation: str = "Strict",
+        dry_run: bool = False,
+    ) -> tuple[dict[str, Any], list[str]]:
         obj = copy.deepcopy(obj)
         self._check_identity(res, ns, obj, name)
         live = self.get(res, ns, name)
@@ -240,7 +323,9 @@ class ApiCore:
             new = patch.record_update(res, live, new, manager, "Update", subresource=subresource)
         return self._write(res, live, new, dry_run), warnings
 
-    def _merge_update(self, res: Resource, live: dict[str, Any], incoming: dict[str, Any], subresource: str) -> dict[str, Any]:
+    def _merge_update(
+        self, res: Resource, live: dict[str, Any], incoming: dict[str, Any], subresource: str
+    ) -> dict[str, Any]:
         """The object as stored after an update: the status split, immutable and server-owned fields."""
         if subresource == "status":
             new = copy.deepcopy(live)
@@ -281,19 +366,35 @@ class ApiCore:
         meta = new["metadata"]
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and not self._awaiting_kubelet(res, new):
             return self._remove(res, new)
-        if _without(new, "metadata") == _without(live, "metadata") and _strip_volatile(meta) == _strip_volatile(live["metadata"]):
+        if _without(new, "metadata") == _without(live, "metadata") and _strip_volatile(meta) == _strip_volatile(
+            live["metadata"]
+        ):
             return live  # a no-op update does not bump resourceVersion, as in Kubernetes
         return self.store.update(res, new)
 
-    def patch(self, res: Resource, ns: str | None, name: str, content_type: str, body: bytes, *,
-              subresource: str = "", manager: str = "", force: bool = False, validation: str = "Strict",
-              dry_run: bool = False) -> tuple[dict[str, Any], list[str], bool]:
+    def patch(
+        self,
+        res: Resource,
+        ns: str | None,
+        name: str,
+        content_type: str,
+        body: bytes,
+        *,
+        subresource: str = "",
+        manager: str = "",
+        force: bool = False,
+        validation: str = "Strict",
+        dry_run: bool = False,
+    ) -> tuple[dict[str, Any], list[str], bool]:
         """Apply a patch; returns (object, warnings, created). Server-side apply may create."""
         kind = PATCH_TYPES.get(content_type.split(";")[0].strip())
         if kind is None or kind == "unsupported":
-            raise StatusError(415, "UnsupportedMediaType",
-                              f"the body of the request was in an unknown format - accepted media types include: "
-                              f"{', '.join(k for k, v in PATCH_TYPES.items() if v != 'unsupported')}")
+            raise StatusError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types include: "
+                f"{', '.join(k for k, v in PATCH_TYPES.items() if v != 'unsupported')}",
+            )
         try:
             document = yaml.safe_load(body) if kind == "apply" else json.loads(body or b"null")
         except (ValueError, yaml.YAMLError) as e:
@@ -309,8 +410,14 @@ class ApiCore:
                 if subresource:
                     raise not_found(res, name)
                 applied = patch.server_side_apply(res, None, document, manager, force)
-                obj, warnings = self.create(res, ns, applied, validation=validation, dry_run=dry_run,
-                                            managed_fields=applied["metadata"].get("managedFields"))
+                obj, warnings = self.create(
+                    res,
+                    ns,
+                    applied,
+                    validation=validation,
+                    dry_run=dry_run,
+                    managed_fields=applied["metadata"].get("managedFields"),
+                )
                 return obj, warnings, True
             new = patch.server_side_apply(res, live, document, manager, force)
         else:
@@ -333,27 +440,40 @@ class ApiCore:
         return self._write(res, live, merged, dry_run), warnings, False
 
     # -------------------------------------------------------------- deletion
-    def delete(self, res: Resource, ns: str | None, name: str, *, propagation: str | None = None,
-               grace_period: int | None = None, preconditions: dict[str, str] | None = None,
-               dry_run: bool = False) -> dict[str, Any]:
+    def delete(
+        self,
+        res: Resource,
+        ns: str | None,
+        name: str,
+        *,
+        propagation: str | None = None,
+        grace_period: int | None = None,
+        preconditions: dict[str, str] | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         """Delete like the API server: returns the object (with deletionTimestamp while it finalizes) or its last state."""
         live = self.get(res, ns, name)
         meta = live["metadata"]
         for key in ("uid", "resourceVersion"):
             wanted = (preconditions or {}).get(key)
             if wanted and wanted != meta.get(key):
-                raise StatusError(409, "Conflict",
-                                  f"Operation cannot be fulfilled on {res.describe(name)}: Precondition failed: "
-                                  f"{key.upper() if key == 'uid' else 'ResourceVersion'} in precondition: {wanted}, "
-                                  f"{key.upper() if key == 'uid' else 'ResourceVersion'} in object meta: {meta.get(key)}")
+                raise StatusError(
+                    409,
+                    "Conflict",
+                    f"Operation cannot be fulfilled on {res.describe(name)}: Precondition failed: "
+                    f"{key.upper() if key == 'uid' else 'ResourceVersion'} in precondition: {wanted}, "
+                    f"{key.upper() if key == 'uid' else 'ResourceVersion'} in object meta: {meta.get(key)}",
+                )
         if dry_run:
             return live
         if propagation is None:
             # Jobs (and the legacy extensions kinds) orphan by default; kubectl always sends Background.
             propagation = "Orphan" if res.kind == "Job" else "Background"
         if propagation not in ("Background", "Foreground", "Orphan"):
-            raise bad_request(f'propagationPolicy: Unsupported value: "{propagation}": supported values: "Orphan", '
-                              '"Background", "Foreground"')
+            raise bad_request(
+                f'propagationPolicy: Unsupported value: "{propagation}": supported values: "Orphan", '
+                '"Background", "Foreground"'
+            )
         if meta.get("deletionTimestamp"):
             if res.kind == "Pod" and grace_period == 0:
                 return self._remove(res, live)
@@ -362,8 +482,12 @@ class ApiCore:
         new_meta = new["metadata"]
         if res.kind == "Namespace":
             if name in PROTECTED_NAMESPACES:
-                raise StatusError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted',
-                                  {"name": name, "kind": "namespaces"})
+                raise StatusError(
+                    403,
+                    "Forbidden",
+                    f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                    {"name": name, "kind": "namespaces"},
+                )
             new_meta["deletionTimestamp"] = now_rfc3339()
             new["status"] = {**new.get("status", {}), "phase": "Terminating"}
             updated = self.store.update(res, new)
@@ -375,8 +499,11 @@ class ApiCore:
             self._orphan_dependents(res, live)
         grace = self._grace(res, live, grace_period)
         if grace or new_meta.get("finalizers"):
-            new_meta["deletionTimestamp"] = now_rfc3339() if not grace else (
-                datetime.now(timezone.utc) + timedelta(seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            new_meta["deletionTimestamp"] = (
+                now_rfc3339()
+                if not grace
+                else (datetime.now(UTC) + timedelta(seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            )
             if grace:
                 new_meta["deletionGracePeriodSeconds"] = grace
             updated = self.store.update(res, new)
@@ -419,8 +546,11 @@ class ApiCore:
 
     def _namespaced_resources(self) -> list[Resource]:
         # events.k8s.io events are a view of core events, never stored twice
-        return [r for r in RESOURCES if r.namespaced and r.group != "events.k8s.io" and "create" in r.verbs
-                and r.group != "authorization.k8s.io"]
+        return [
+            r
+            for r in RESOURCES
+            if r.namespaced and r.group != "events.k8s.io" and "create" in r.verbs and r.group != "authorization.k8s.io"
+        ]
 
     def _dependents(self, res: Resource, owner: dict[str, Any]) -> list[tuple[Resource, dict[str, Any]]]:
         by_key = {r.key: r for r in self._namespaced_resources()}
@@ -485,51 +615,86 @@ class ApiCore:
         obj = self.get(res, ns, name)
         selector = obj.get("spec", {}).get("selector") or {}
         return {
-            "kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                         if k in obj["metadata"]},
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: obj["metadata"][k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in obj["metadata"]
+            },
             "spec": {"replicas": obj.get("spec", {}).get("replicas", 0)},
-            "status": {"replicas": obj.get("status", {}).get("replicas", 0),
-                       "selector": label_selector_from_match(selector).to_string() if selector else ""},
+            "status": {
+                "replicas": obj.get("status", {}).get("replicas", 0),
+                "selector": label_selector_from_match(selector).to_string() if selector else "",
+            },
         }
 
-    def set_scale(self, res: Resource, ns: str, name: str, replicas: Any, resource_version: str | None,
-                  manager: str = "", dry_run: bool = False) -> dict[str, Any]:
+    def set_scale(
+        self,
+        res: Resource,
+        ns: str,
+        name: str,
+        replicas: Any,
+        resource_version: str | None,
+        manager: str = "",
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         live = self.get(res, ns, name)
         if resource_version and resource_version != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-            raise invalid(res, name, [{"reason": "FieldValueInvalid", "field": "spec.replicas",
-                                       "message": f"Invalid value: {replicas}: must be greater than or equal to 0"}])
+            raise invalid(
+                res,
+                name,
+                [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "spec.replicas",
+                        "message": f"Invalid value: {replicas}: must be greater than or equal to 0",
+                    }
+                ],
+            )
         new = copy.deepcopy(live)
         new.setdefault("spec", {})["replicas"] = replicas
         if manager:
             new = patch.record_update(res, live, new, manager, "Update", subresource="scale")
         merged = self._merge_update(res, live, new, "")
         self._write(res, live, merged, dry_run)
-        return self.scale(res, ns, name) if not dry_run else {**self.scale(res, ns, name), "spec": {"replicas": replicas}}
+        return (
+            self.scale(res, ns, name) if not dry_run else {**self.scale(res, ns, name), "spec": {"replicas": replicas}}
+        )
 
     def bind(self, ns: str, name: str, binding: dict[str, Any]) -> None:
         pods = RESOURCES.by_plural("", "pods")
         live = self.get(pods, ns, name)
         node = (binding.get("target") or {}).get("name")
         if not node:
-            raise invalid(pods, name, [{"reason": "FieldValueRequired", "field": "target.name", "message": "Required value"}])
+            raise invalid(
+                pods, name, [{"reason": "FieldValueRequired", "field": "target.name", "message": "Required value"}]
+            )
         if live["spec"].get("nodeName"):
             raise conflict_bound(name, live["spec"]["nodeName"])
         if live["metadata"].get("deletionTimestamp"):
-            raise StatusError(409, "Conflict", f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is being deleted, cannot be assigned to a host')
+            raise StatusError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is being deleted, cannot be assigned to a host',
+            )
         live["spec"]["nodeName"] = node
         conditions = live.setdefault("status", {}).setdefault("conditions", [])
         conditions[:] = [c for c in conditions if c.get("type") != "PodScheduled"]
-        conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                           "lastTransitionTime": now_rfc3339()})
+        conditions.append(
+            {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}
+        )
         self.store.update(pods, live, check_rv=False)
 
 
 def conflict_bound(name: str, node: str) -> StatusError:
-    return StatusError(409, "Conflict",
-                       f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned to node "{node}"')
+    return StatusError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned to node "{node}"',
+    )
 
 
 def _strip_volatile(meta: dict[str, Any]) -> dict[str, Any]:

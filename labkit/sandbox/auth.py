@@ -14,9 +14,9 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
-
+from typing import Any
 
 SA_TOKEN_PREFIX = "lksa"
 
@@ -55,8 +55,13 @@ class TokenAuthority:
     def issue(self, namespace: str, name: str, uid: str, expires_in: int = 3600 * 24 * 365) -> tuple[str, int]:
         """A ServiceAccount token and its expiry (unix seconds)."""
         exp = int(time.time()) + expires_in
-        payload = base64.urlsafe_b64encode(json.dumps({"ns": namespace, "sa": name, "uid": uid, "exp": exp},
-                                                      separators=(",", ":")).encode()).decode().rstrip("=")
+        payload = (
+            base64.urlsafe_b64encode(
+                json.dumps({"ns": namespace, "sa": name, "uid": uid, "exp": exp}, separators=(",", ":")).encode()
+            )
+            .decode()
+            .rstrip("=")
+        )
         return f"{SA_TOKEN_PREFIX}.{payload}.{self._sign(payload)}", exp
 
     def _sign(self, payload: str) -> str:
@@ -124,8 +129,9 @@ class Authorizer:
                 role = (roles if ref.get("kind") == "ClusterRole" else local).get(ref["name"]) or {}
                 yield from role.get("rules") or ()
 
-    def allowed(self, user: User, verb: str, group: str, resource: str, namespace: str | None,
-                name: str | None = None) -> bool:
+    def allowed(
+        self, user: User, verb: str, group: str, resource: str, namespace: str | None, name: str | None = None
+    ) -> bool:
         """True when some rule grants *verb* on *resource* (``pods`` or ``pods/log``)."""
         if user.is_admin:
             return True
@@ -138,4 +144,10 @@ def review_attributes(spec: dict[str, Any]) -> tuple[str, str, str, str | None, 
     resource = attrs.get("resource", "")
     if attrs.get("subresource"):
         resource = f"{resource}/{attrs['subresource']}"
-    return attrs.get("verb", ""), attrs.get("group", ""), resource, attrs.get("namespace") or None, attrs.get("name") or None
+    return (
+        attrs.get("verb", ""),
+        attrs.get("group", ""),
+        resource,
+        attrs.get("namespace") or None,
+        attrs.get("name") or None,
+    )

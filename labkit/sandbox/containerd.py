@@ -45,7 +45,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import LabkitError
+from labkit.errors import LabkitError
 
 CONTAINERD_DIR = Path("var/lib/rancher/k3s/agent/etc/containerd")
 K3S_CONFIG = Path("etc/rancher/k3s/config.yaml")
@@ -185,13 +185,17 @@ def _toml_value(value: Any) -> str:
         return _q(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise ContainerdConfigError(f"cannot write {value!r} into a containerd config", "use strings, numbers, booleans or lists")
+    raise ContainerdConfigError(
+        f"cannot write {value!r} into a containerd config", "use strings, numbers, booleans or lists"
+    )
 
 
 def _check_render_version(version: int) -> None:
     """k3s renders config version 2 (containerd 1.7) or 3 (containerd 2.x) only."""
     if version not in _QUOTE:
-        raise ContainerdConfigError(f"config version {version} is not supported", "use version 2 (containerd 1.7) or 3 (containerd 2.x)")
+        raise ContainerdConfigError(
+            f"config version {version} is not supported", "use version 2 (containerd 1.7) or 3 (containerd 2.x)"
+        )
 
 
 def _plugin(version: int, plugin_id: str) -> str:
@@ -325,7 +329,9 @@ def render_base_config(
 
 _ACTION = re.compile(r"\{\{(-?)(.*?)(-?)\}\}", re.S)
 _BASE_INCLUDE = re.compile(r'template\s+"base"\s+\.')
-SUPPORTED_ACTIONS = '{{ template "base" . }} (k3s\'s default config) and comments {{/* ... */}}, with optional {{- -}} trim markers'
+SUPPORTED_ACTIONS = (
+    '{{ template "base" . }} (k3s\'s default config) and comments {{/* ... */}}, with optional {{- -}} trim markers'
+)
 
 
 def render_template(tmpl_text: str, base_text: str) -> str:
@@ -341,7 +347,7 @@ def render_template(tmpl_text: str, base_text: str) -> str:
     pos = 0
     trim_next = False
     for match in _ACTION.finditer(tmpl_text):
-        text = tmpl_text[pos:match.start()]
+        text = tmpl_text[pos : match.start()]
         if trim_next:
             text = text.lstrip()
         if match.group(1):
@@ -369,7 +375,9 @@ def k3s_default_runtime(paths: ContainerdPaths) -> str | None:
         return None
     data = yaml.safe_load(paths.k3s_config.read_text()) or {}
     if not isinstance(data, dict):
-        raise ContainerdConfigError(f"{paths.k3s_config} is not a YAML mapping", "write k3s flags as 'flag-name: value' lines")
+        raise ContainerdConfigError(
+            f"{paths.k3s_config} is not a YAML mapping", "write k3s flags as 'flag-name: value' lines"
+        )
     value = data.get("default-runtime")
     return str(value) if value else None
 
@@ -414,13 +422,17 @@ def _parse(config_text: str) -> dict[str, Any]:
         message = str(err)
         where = re.search(r"at line (\d+)", message)
         line_no = int(where.group(1)) if where else None
-        line = config_text.splitlines()[line_no - 1].strip() if line_no and line_no <= len(config_text.splitlines()) else ""
+        line = (
+            config_text.splitlines()[line_no - 1].strip()
+            if line_no and line_no <= len(config_text.splitlines())
+            else ""
+        )
         twice = re.search(r"Cannot declare (\(.*?\)) twice", message)
         if twice:
             table = _dotted(ast.literal_eval(twice.group(1)))
             problem = f"containerd config line {line_no}: table {table} is declared twice ({line})"
             fix = (
-                "add only new tables after the base include {{ template \"base\" . }}; the base already declares this one "
+                'add only new tables after the base include {{ template "base" . }}; the base already declares this one '
                 "(a runtime k3s auto-detected, or the containerd table: set the default runtime with k3s's "
                 "default-runtime instead)"
             )
@@ -478,7 +490,8 @@ def read_runtime_info(config_text: str) -> RuntimeInfo:
     version = int(doc.get("version", 1))
     if version not in CRI_RUNTIME_PLUGIN:
         raise ContainerdConfigError(
-            f"containerd config version {version} is not supported by labkit", "render version 2 or 3 (k3s templates do)"
+            f"containerd config version {version} is not supported by labkit",
+            "render version 2 or 3 (k3s templates do)",
         )
     plugins = doc.get("plugins") or {}
     containerd = (plugins.get(CRI_RUNTIME_PLUGIN[version]) or {}).get("containerd") or {}
@@ -518,7 +531,12 @@ def crun_runtime_template(
     already declares that table and containerd rejects the file; pick another
     *name* then.
     """
-    spec = RuntimeSpec("io.containerd.runc.v2", binary_name=binary, systemd_cgroup=systemd_cgroup, pod_annotations=tuple(pod_annotations))
+    spec = RuntimeSpec(
+        "io.containerd.runc.v2",
+        binary_name=binary,
+        systemd_cgroup=systemd_cgroup,
+        pod_annotations=tuple(pod_annotations),
+    )
     return '{{ template "base" . }}\n\n' + runtime_tables(version, name, spec)
 
 
@@ -530,7 +548,9 @@ def set_default_runtime(k3s_config_text: str, runtime: str | None) -> str:
     """
     data = yaml.safe_load(k3s_config_text) if k3s_config_text.strip() else {}
     if not isinstance(data, dict):
-        raise ContainerdConfigError("the k3s config file is not a YAML mapping", "write k3s flags as 'flag-name: value' lines")
+        raise ContainerdConfigError(
+            "the k3s config file is not a YAML mapping", "write k3s flags as 'flag-name: value' lines"
+        )
     data.pop("default-runtime", None)
     if runtime:
         data["default-runtime"] = runtime

@@ -28,16 +28,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from aiohttp import web
 
-from .. import config
-from ..errors import SandboxError
+from labkit import config
+from labkit.errors import SandboxError
+
 from . import tls
 from .apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
 from .auth import TokenAuthority
@@ -52,8 +54,13 @@ from .workloads import run_deployment_controller, run_job_controller, run_replic
 log = logging.getLogger("labkit.sandbox.daemon")
 
 #: The control loops the daemon runs on the API server's event loop, each ``async def loop(core)``.
-CONTROLLERS = (run_scheduler, run_deployment_controller, run_replicaset_controller, run_job_controller,
-               run_endpoints_controller)
+CONTROLLERS = (
+    run_scheduler,
+    run_deployment_controller,
+    run_replicaset_controller,
+    run_job_controller,
+    run_endpoints_controller,
+)
 
 
 @dataclass
@@ -72,10 +79,19 @@ class SandboxInfo:
 def _paths(home: Path | None = None) -> dict[str, Path]:
     root = home or config.sandbox_dir()
     return {
-        "root": root, "state": root / "state.db", "info": root / "server.json", "kubeconfig": root / "kubeconfig",
-        "secret": root / "secret", "token": root / "admin-token", "log": root / "daemon.log",
-        "lock": root / "lock", "pod_logs": root / "pod-logs", "ca": root / "ca.crt",
-        "nodes": root / "nodes", "images": root / "images", "module_cache": root / "module-cache",
+        "root": root,
+        "state": root / "state.db",
+        "info": root / "server.json",
+        "kubeconfig": root / "kubeconfig",
+        "secret": root / "secret",
+        "token": root / "admin-token",
+        "log": root / "daemon.log",
+        "lock": root / "lock",
+        "pod_logs": root / "pod-logs",
+        "ca": root / "ca.crt",
+        "nodes": root / "nodes",
+        "images": root / "images",
+        "module_cache": root / "module-cache",
     }
 
 
@@ -90,12 +106,22 @@ def _private_file(path: Path, make: bytes) -> bytes:
 
 def write_kubeconfig(path: Path, server: str, token: str, ca: Path) -> None:
     document = {
-        "apiVersion": "v1", "kind": "Config", "preferences": {},
-        "clusters": [{"name": config.SANDBOX_CONTEXT, "cluster": {
-            "server": server, "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode()}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [
+            {
+                "name": config.SANDBOX_CONTEXT,
+                "cluster": {"server": server, "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode()},
+            }
+        ],
         "users": [{"name": "labkit-admin", "user": {"token": token}}],
-        "contexts": [{"name": config.SANDBOX_CONTEXT,
-                      "context": {"cluster": config.SANDBOX_CONTEXT, "user": "labkit-admin", "namespace": "default"}}],
+        "contexts": [
+            {
+                "name": config.SANDBOX_CONTEXT,
+                "context": {"cluster": config.SANDBOX_CONTEXT, "user": "labkit-admin", "namespace": "default"},
+            }
+        ],
         "current-context": config.SANDBOX_CONTEXT,
     }
     tmp = path.with_suffix(".tmp")
@@ -143,15 +169,24 @@ def status(home: Path | None = None) -> SandboxInfo | None:
     info = _read_info(paths)
     if not info or not _alive(info["pid"]) or not _ready(info["server"], paths):
         return None
-    return SandboxInfo(paths["kubeconfig"], config.SANDBOX_CONTEXT, info["server"], info["pid"],
-                       _node_count(info["server"], paths), info.get("version", ""))
+    return SandboxInfo(
+        paths["kubeconfig"],
+        config.SANDBOX_CONTEXT,
+        info["server"],
+        info["pid"],
+        _node_count(info["server"], paths),
+        info.get("version", ""),
+    )
 
 
 def _api(url: str, paths: dict[str, Path], method: str, path: str, body: Any = None) -> Any:
     token = paths["token"].read_text().strip()
-    request = urllib.request.Request(f"{url}{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10, context=tls.client_context(paths["ca"])) as r:
         return json.loads(r.read())
 
@@ -210,8 +245,9 @@ def _spawn(paths: dict[str, Path], nodes: int | None, timeout: float) -> None:
     if nodes is not None:
         args += ["--nodes", str(nodes)]
     with open(paths["log"], "ab") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, close_fds=True)
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True
+        )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -251,41 +287,96 @@ def bootstrap(core: ApiCore) -> None:
             core.create(ns_res, None, {"metadata": {"name": name}})
     services = RESOURCES.by_plural("", "services")
     if core.store.get(services, "default", "kubernetes") is None:
-        core.create(services, "default", {
-            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {"clusterIP": KUBERNETES_SERVICE_IP,
-                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}})
+        core.create(
+            services,
+            "default",
+            {
+                "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {
+                    "clusterIP": KUBERNETES_SERVICE_IP,
+                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
+                },
+            },
+        )
     if core.store.get(services, "kube-system", "kube-dns") is None:
-        core.create(services, "kube-system", {
-            "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true",
-                                                        "kubernetes.io/name": "CoreDNS"}},
-            "spec": {"clusterIP": CLUSTER_DNS_IP, "selector": {"k8s-app": "kube-dns"},
-                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}})
+        core.create(
+            services,
+            "kube-system",
+            {
+                "metadata": {
+                    "name": "kube-dns",
+                    "labels": {
+                        "k8s-app": "kube-dns",
+                        "kubernetes.io/cluster-service": "true",
+                        "kubernetes.io/name": "CoreDNS",
+                    },
+                },
+                "spec": {
+                    "clusterIP": CLUSTER_DNS_IP,
+                    "selector": {"k8s-app": "kube-dns"},
+                    "ports": [
+                        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                        {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                    ],
+                },
+            },
+        )
     roles = RESOURCES.by_plural("rbac.authorization.k8s.io", "clusterroles")
     everything = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]
     read = ["get", "list", "watch"]
     defaults = {
         "cluster-admin": everything,
-        "admin": [{"apiGroups": ["", "apps", "batch", "rbac.authorization.k8s.io", "discovery.k8s.io"],
-                   "resources": ["*"], "verbs": ["*"]}],
-        "edit": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"],
-                  "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]}],
+        "admin": [
+            {
+                "apiGroups": ["", "apps", "batch", "rbac.authorization.k8s.io", "discovery.k8s.io"],
+                "resources": ["*"],
+                "verbs": ["*"],
+            }
+        ],
+        "edit": [
+            {
+                "apiGroups": ["", "apps", "batch", "discovery.k8s.io"],
+                "resources": ["*"],
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            }
+        ],
         "view": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"], "verbs": read}],
         # every authenticated user may ask what it may do (kubectl auth can-i)
-        "system:basic-user": [{"apiGroups": ["authorization.k8s.io"],
-                               "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}],
+        "system:basic-user": [
+            {
+                "apiGroups": ["authorization.k8s.io"],
+                "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                "verbs": ["create"],
+            }
+        ],
     }
     for name, rules in defaults.items():
         if core.store.get(roles, None, name) is None:
-            core.create(roles, None, {"metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
-                                      "rules": rules})
+            core.create(
+                roles,
+                None,
+                {
+                    "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                    "rules": rules,
+                },
+            )
     bindings = RESOURCES.by_plural("rbac.authorization.k8s.io", "clusterrolebindings")
     if core.store.get(bindings, None, "system:basic-user") is None:
-        core.create(bindings, None, {
-            "metadata": {"name": "system:basic-user", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:basic-user"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}]})
+        core.create(
+            bindings,
+            None,
+            {
+                "metadata": {"name": "system:basic-user", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "system:basic-user",
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}
+                ],
+            },
+        )
 
 
 def _free_port(preferred: int | None) -> int:
@@ -315,12 +406,23 @@ def serve(home: Path, nodes: int | None) -> None:
     agents = NodeAgents.for_sandbox(core, paths["root"])  # the kubelets, and their node restarts
     server = ApiServer(core, TokenAuthority(secret, token), paths["pod_logs"], extra_routes=_admin_routes(core, agents))
     _, crt, key = tls.ensure_certificates(paths["root"])
-    thread = ServerThread(server, port=_free_port(previous.get("port")), ssl_context=tls.server_context(crt, key)).start()
-    tasks = thread.call(lambda: [asyncio.ensure_future(controller(core)) for controller in CONTROLLERS]
-                        + [asyncio.ensure_future(agents.run())])
+    thread = ServerThread(
+        server, port=_free_port(previous.get("port")), ssl_context=tls.server_context(crt, key)
+    ).start()
+    tasks = thread.call(
+        lambda: (
+            [asyncio.ensure_future(controller(core)) for controller in CONTROLLERS]
+            + [asyncio.ensure_future(agents.run())]
+        )
+    )
     write_kubeconfig(paths["kubeconfig"], thread.url, token, paths["ca"])
-    info = {"pid": os.getpid(), "server": thread.url, "port": thread.port, "version": VERSION_INFO["gitVersion"],
-            "started": time.time()}
+    info = {
+        "pid": os.getpid(),
+        "server": thread.url,
+        "port": thread.port,
+        "version": VERSION_INFO["gitVersion"],
+        "started": time.time(),
+    }
     tmp = paths["info"].with_suffix(".tmp")
     tmp.write_text(json.dumps(info))
     os.replace(tmp, paths["info"])
@@ -364,8 +466,14 @@ def _admin_routes(core: ApiCore, agents: NodeAgents) -> list[web.RouteDef]:
         if info is None:
             error = agents.kubelets[name].runtime_error
             return web.json_response({"node": name, "message": f"containerd did not start: {error}"}, status=422)
-        return web.json_response({"node": name, "defaultRuntime": info.default_runtime,
-                                  "runtimes": sorted(info.runtimes), "ignoredKeys": info.ignored_keys})
+        return web.json_response(
+            {
+                "node": name,
+                "defaultRuntime": info.default_runtime,
+                "runtimes": sorted(info.runtimes),
+                "ignoredKeys": info.ignored_keys,
+            }
+        )
 
     return [web.post("/labkit/nodes", resize), web.post("/labkit/nodes/{name}/restart", restart)]
 
@@ -383,13 +491,18 @@ def restart_node(name: str, home: Path | None = None) -> dict[str, Any]:
         return _api(info["server"], paths, "POST", f"/labkit/nodes/{name}/restart", {})
     except urllib.error.HTTPError as err:
         message = json.loads(err.read() or b"{}").get("message", str(err))
-        raise SandboxError(f"restarting node {name} failed: {message}",
-                           "fix the containerd template in the node's var/lib/rancher/k3s/agent/etc/containerd/ "
-                           "and restart again" if err.code == 422 else "list the nodes: kubectl get nodes") from None
+        raise SandboxError(
+            f"restarting node {name} failed: {message}",
+            "fix the containerd template in the node's var/lib/rancher/k3s/agent/etc/containerd/ and restart again"
+            if err.code == 422
+            else "list the nodes: kubectl get nodes",
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m labkit.sandbox.daemon", description="run the labkit sandbox daemon")
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit.sandbox.daemon", description="run the labkit sandbox daemon"
+    )
     parser.add_argument("--home", type=Path, default=config.sandbox_dir())
     parser.add_argument("--nodes", type=int, default=None)
     args = parser.parse_args(argv)

@@ -23,8 +23,12 @@ _SUBRESOURCE_VERBS = {
     "token": ("create",),
     "finalize": ("update",),
 }
-_SUBRESOURCE_GROUP = {"Scale": ("autoscaling", "v1"), "TokenRequest": ("authentication.k8s.io", "v1"),
-                      "Eviction": ("policy", "v1"), "Binding": ("", "v1")}
+_SUBRESOURCE_GROUP = {
+    "Scale": ("autoscaling", "v1"),
+    "TokenRequest": ("authentication.k8s.io", "v1"),
+    "Eviction": ("policy", "v1"),
+    "Binding": ("", "v1"),
+}
 
 
 def wants_aggregated(accept: str) -> bool:
@@ -113,10 +117,19 @@ def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
         entries.append(entry)
         for name, kind in r.subresources.items():
             sub_group, sub_version = _SUBRESOURCE_GROUP.get(kind, (r.group, r.version))
-            sub = {"name": f"{r.plural}/{name}", "singularName": "", "namespaced": r.namespaced,
-                   "kind": kind or r.kind, "verbs": list(_SUBRESOURCE_VERBS.get(name, ("get",)))}
+            sub = {
+                "name": f"{r.plural}/{name}",
+                "singularName": "",
+                "namespaced": r.namespaced,
+                "kind": kind or r.kind,
+                "verbs": list(_SUBRESOURCE_VERBS.get(name, ("get",))),
+            }
             if (sub_group, sub_version) != (r.group, r.version):
                 sub["group"], sub["version"] = sub_group, sub_version
             entries.append(sub)
-    return {"kind": "APIResourceList", "apiVersion": "v1",
-            "groupVersion": f"{group}/{version}" if group else version, "resources": entries}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": entries,
+    }

@@ -15,10 +15,8 @@ differently land in different subsets/slices, as upstream groups them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .apicore import ApiCore
-from .registry import Resource
 from .selectors import label_selector_from_match, parse_label_selector
 from .status import StatusError
 from .workloads import (
@@ -30,6 +28,10 @@ from .workloads import (
     run_controller,
     served,
 )
+
+if TYPE_CHECKING:
+    from .apicore import ApiCore
+    from .registry import Resource
 
 SERVICES = served("", "services")
 ENDPOINTS = served("", "endpoints")
@@ -108,7 +110,9 @@ def endpoints_subsets(service: dict[str, Any], pods: list[dict[str, Any]]) -> li
     publishes not-ready addresses."""
     publish = bool(service["spec"].get("publishNotReadyAddresses"))
     subsets = []
-    for ports, members in _groups(service, [p for p in pods if publish or not p["metadata"].get("deletionTimestamp")]).items():
+    for ports, members in _groups(
+        service, [p for p in pods if publish or not p["metadata"].get("deletionTimestamp")]
+    ).items():
         subset: dict[str, Any] = {}
         ready = [_address(p) for p in members if publish or pod_ready(p)]
         not_ready = [_address(p) for p in members if not (publish or pod_ready(p))]
@@ -127,10 +131,15 @@ def slice_endpoint(pod: dict[str, Any], publish: bool) -> dict[str, Any]:
     pod's readiness; ready is serving and not terminating, or always with publishNotReadyAddresses (as upstream)."""
     terminating = bool(pod["metadata"].get("deletionTimestamp"))
     serving = pod_ready(pod)
-    endpoint = {"addresses": [pod["status"]["podIP"]],
-                "conditions": {"ready": publish or (serving and not terminating), "serving": serving,
-                               "terminating": terminating},
-                "targetRef": _target_ref(pod)}
+    endpoint = {
+        "addresses": [pod["status"]["podIP"]],
+        "conditions": {
+            "ready": publish or (serving and not terminating),
+            "serving": serving,
+            "terminating": terminating,
+        },
+        "targetRef": _target_ref(pod),
+    }
     if pod["spec"].get("nodeName"):
         endpoint["nodeName"] = pod["spec"]["nodeName"]
     return endpoint
@@ -145,15 +154,21 @@ def _labels(service: dict[str, Any]) -> dict[str, str]:
 
 def _sync_endpoints(core: ApiCore, service: dict[str, Any], pods: list[dict[str, Any]]) -> None:
     ns, name = service["metadata"]["namespace"], service["metadata"]["name"]
-    wanted: dict[str, Any] = {"apiVersion": "v1", "kind": "Endpoints",
-                              "metadata": {"name": name, "namespace": ns, "labels": _labels(service)}}
+    wanted: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": ns, "labels": _labels(service)},
+    }
     subsets = endpoints_subsets(service, pods)
     if subsets:
         wanted["subsets"] = subsets
     live = core.store.get(ENDPOINTS, ns, name)
     if live is None:
         core.create(ENDPOINTS, ns, wanted, manager="kube-controller-manager")
-    elif live.get("subsets") != wanted.get("subsets") or (live["metadata"].get("labels") or {}) != wanted["metadata"]["labels"]:
+    elif (
+        live.get("subsets") != wanted.get("subsets")
+        or (live["metadata"].get("labels") or {}) != wanted["metadata"]["labels"]
+    ):
         updated = {**live, "metadata": {**live["metadata"], "labels": wanted["metadata"]["labels"]}}
         updated.pop("subsets", None)
         updated.update({k: v for k, v in wanted.items() if k == "subsets"})
@@ -164,8 +179,9 @@ def _sync_slices(core: ApiCore, service: dict[str, Any], pods: list[dict[str, An
     ns, name = service["metadata"]["namespace"], service["metadata"]["name"]
     publish = bool(service["spec"].get("publishNotReadyAddresses"))
     labels = {**_labels(service), SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY}
-    wanted = [(ports, [slice_endpoint(p, publish) for p in members])
-              for ports, members in _groups(service, pods).items()]
+    wanted = [
+        (ports, [slice_endpoint(p, publish) for p in members]) for ports, members in _groups(service, pods).items()
+    ]
     if not wanted:
         wanted = [((), [])]  # a placeholder slice with no endpoints, as upstream keeps for an empty service
     selector = parse_label_selector(f"{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}")
@@ -184,19 +200,35 @@ def _sync_slices(core: ApiCore, service: dict[str, Any], pods: list[dict[str, An
         return match
 
     plan = [(take(ports), ports, endpoints) for ports, endpoints in wanted]
-    plan = [(live if live is not None else (unused.pop(0) if unused else None), ports, endpoints)
-            for live, ports, endpoints in plan]
+    plan = [
+        (live if live is not None else (unused.pop(0) if unused else None), ports, endpoints)
+        for live, ports, endpoints in plan
+    ]
     for live, ports, endpoints in plan:
         body: dict[str, Any] = {"addressType": "IPv4", "endpoints": endpoints}
         if ports:
             body["ports"] = [{"name": n, "port": p, "protocol": proto} for n, p, proto in ports]
         if live is None:
-            core.create(SLICES, ns, {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                                     "metadata": {"generateName": f"{name}-", "namespace": ns, "labels": labels,
-                                                  "ownerReferences": [owner_reference(service)]}, **body},
-                        manager="kube-controller-manager")
-        elif any(live.get(k) != body.get(k) for k in ("addressType", "endpoints", "ports")) or \
-                live["metadata"].get("labels") != labels:
+            core.create(
+                SLICES,
+                ns,
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "generateName": f"{name}-",
+                        "namespace": ns,
+                        "labels": labels,
+                        "ownerReferences": [owner_reference(service)],
+                    },
+                    **body,
+                },
+                manager="kube-controller-manager",
+            )
+        elif (
+            any(live.get(k) != body.get(k) for k in ("addressType", "endpoints", "ports"))
+            or live["metadata"].get("labels") != labels
+        ):
             updated = {k: v for k, v in live.items() if k not in ("endpoints", "ports")}
             updated["metadata"] = {**live["metadata"], "labels": labels}
             core.replace(SLICES, ns, live["metadata"]["name"], {**updated, **body}, manager="kube-controller-manager")
@@ -223,8 +255,11 @@ def reconcile_service(core: ApiCore, ns: str, name: str) -> float | None:
     selector = service["spec"].get("selector")
     if not selector or service["metadata"].get("deletionTimestamp") or service["spec"].get("type") == "ExternalName":
         return None  # without a selector the user manages the Endpoints
-    pods = [p for p in core.store.list(PODS, ns, label_selector_from_match({"matchLabels": selector}))[0]
-            if _serving_candidate(p)]
+    pods = [
+        p
+        for p in core.store.list(PODS, ns, label_selector_from_match({"matchLabels": selector}))[0]
+        if _serving_candidate(p)
+    ]
     _sync_endpoints(core, service, pods)
     _sync_slices(core, service, pods)
     return None
@@ -236,8 +271,12 @@ def _services_of_pod(core: ApiCore, pod: dict[str, Any]) -> Iterable[Key]:
     the Endpoints do, so a relabelled pod leaves both; the other Services are not synced for it."""
     meta = pod["metadata"]
     ns, labels = meta["namespace"], meta.get("labels") or {}
-    keys = {(ns, s["metadata"]["name"]) for s in core.store.list(SERVICES, ns)[0]
-            if s["spec"].get("selector") and label_selector_from_match({"matchLabels": s["spec"]["selector"]}).matches(labels)}
+    keys = {
+        (ns, s["metadata"]["name"])
+        for s in core.store.list(SERVICES, ns)[0]
+        if s["spec"].get("selector")
+        and label_selector_from_match({"matchLabels": s["spec"]["selector"]}).matches(labels)
+    }
     for slice_ in core.store.list(SLICES, ns, parse_label_selector(f"{MANAGED_BY_LABEL}={MANAGED_BY}"))[0]:
         service = (slice_["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
         if service and any((e.get("targetRef") or {}).get("uid") == meta["uid"] for e in slice_.get("endpoints") or ()):
@@ -260,6 +299,10 @@ def _service_of_slice(core: ApiCore, obj: dict[str, Any]) -> Iterable[Key]:
 
 async def run_endpoints_controller(core: ApiCore) -> None:
     """Keep every selecting Service's Endpoints and EndpointSlices current."""
-    await run_controller(core, "endpoint-controller", SERVICES, reconcile_service,
-                         [Source(PODS, _services_of_pod), Source(ENDPOINTS, _service_of_endpoints),
-                          Source(SLICES, _service_of_slice)])
+    await run_controller(
+        core,
+        "endpoint-controller",
+        SERVICES,
+        reconcile_service,
+        [Source(PODS, _services_of_pod), Source(ENDPOINTS, _service_of_endpoints), Source(SLICES, _service_of_slice)],
+    )

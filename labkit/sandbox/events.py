@@ -7,8 +7,8 @@ memory of recent events is in-process (an LRU), so recording stays O(1).
 
 from __future__ import annotations
 
-import time
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -22,14 +22,27 @@ _recent: OrderedDict[tuple, tuple[str, str]] = OrderedDict()  # correlation key 
 _recent_lock = threading.Lock()
 
 
-def record_event(core: ApiCore, obj: dict[str, Any], type_: str, reason: str, message: str, component: str,
-                 host: str | None = None, field_path: str | None = None) -> dict[str, Any]:
+def record_event(
+    core: ApiCore,
+    obj: dict[str, Any],
+    type_: str,
+    reason: str,
+    message: str,
+    component: str,
+    host: str | None = None,
+    field_path: str | None = None,
+) -> dict[str, Any]:
     """Record (or bump) an Event about *obj*; returns the stored Event."""
     meta = obj["metadata"]
     namespace = meta.get("namespace") or "default"
-    involved = {"kind": obj.get("kind"), "namespace": meta.get("namespace"), "name": meta["name"],
-                "uid": meta.get("uid"), "apiVersion": obj.get("apiVersion"),
-                "resourceVersion": meta.get("resourceVersion")}
+    involved = {
+        "kind": obj.get("kind"),
+        "namespace": meta.get("namespace"),
+        "name": meta["name"],
+        "uid": meta.get("uid"),
+        "apiVersion": obj.get("apiVersion"),
+        "resourceVersion": meta.get("resourceVersion"),
+    }
     if field_path:
         involved["fieldPath"] = field_path
     involved = {k: v for k, v in involved.items() if v}
@@ -46,12 +59,21 @@ def record_event(core: ApiCore, obj: dict[str, Any], type_: str, reason: str, me
         return core.store.update(EVENTS, existing, check_rv=False)
     source = {"component": component, **({"host": host} if host else {})}
     event = {
-        "apiVersion": "v1", "kind": "Event",
+        "apiVersion": "v1",
+        "kind": "Event",
         # named <object>.<hex unix nanoseconds> like client-go, so names sort in recording order
         "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": namespace},
-        "involvedObject": involved, "reason": reason, "message": message, "type": type_,
-        "source": source, "count": 1, "firstTimestamp": now, "lastTimestamp": now, "eventTime": None,
-        "reportingComponent": component, "reportingInstance": host or "",
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "source": source,
+        "count": 1,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "eventTime": None,
+        "reportingComponent": component,
+        "reportingInstance": host or "",
     }
     if _terminating(core, namespace):
         # The API server refuses new content in a terminating namespace and recorders drop the event (client-go);
@@ -77,13 +99,20 @@ def to_events_v1(event: dict[str, Any]) -> dict[str, Any]:
     """A core/v1 Event as ``events.k8s.io/v1`` shows it: the same object, newer field names."""
     count = int(event.get("count") or 1)
     out: dict[str, Any] = {
-        "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": event["metadata"],
-        "eventTime": event.get("eventTime"), "reason": event.get("reason"), "note": event.get("message"),
-        "type": event.get("type"), "regarding": event.get("involvedObject"),
+        "apiVersion": "events.k8s.io/v1",
+        "kind": "Event",
+        "metadata": event["metadata"],
+        "eventTime": event.get("eventTime"),
+        "reason": event.get("reason"),
+        "note": event.get("message"),
+        "type": event.get("type"),
+        "regarding": event.get("involvedObject"),
         "reportingController": event.get("reportingComponent") or (event.get("source") or {}).get("component", ""),
         "reportingInstance": event.get("reportingInstance") or (event.get("source") or {}).get("host", ""),
-        "deprecatedSource": event.get("source"), "deprecatedFirstTimestamp": event.get("firstTimestamp"),
-        "deprecatedLastTimestamp": event.get("lastTimestamp"), "deprecatedCount": count,
+        "deprecatedSource": event.get("source"),
+        "deprecatedFirstTimestamp": event.get("firstTimestamp"),
+        "deprecatedLastTimestamp": event.get("lastTimestamp"),
+        "deprecatedCount": count,
     }
     if count > 1:
         out["series"] = {"count": count, "lastObservedTime": event.get("lastTimestamp")}
@@ -97,10 +126,17 @@ def from_events_v1(event: dict[str, Any]) -> dict[str, Any]:
     series = event.get("series") or {}
     source = event.get("deprecatedSource") or {"component": event.get("reportingController", "")}
     out = {
-        "apiVersion": "v1", "kind": "Event", "metadata": event.get("metadata") or {},
-        "involvedObject": event.get("regarding") or {}, "reason": event.get("reason"), "message": event.get("note"),
-        "type": event.get("type"), "source": source, "eventTime": event.get("eventTime"),
-        "reportingComponent": event.get("reportingController"), "reportingInstance": event.get("reportingInstance"),
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": event.get("metadata") or {},
+        "involvedObject": event.get("regarding") or {},
+        "reason": event.get("reason"),
+        "message": event.get("note"),
+        "type": event.get("type"),
+        "source": source,
+        "eventTime": event.get("eventTime"),
+        "reportingComponent": event.get("reportingController"),
+        "reportingInstance": event.get("reportingInstance"),
         "count": series.get("count") or event.get("deprecatedCount") or 1,
         "firstTimestamp": event.get("deprecatedFirstTimestamp"),
         "lastTimestamp": series.get("lastObservedTime") or event.get("deprecatedLastTimestamp"),

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import wasmtime
+from labkit.errors import LabkitError
 
-from ..errors import LabkitError
+if TYPE_CHECKING:
+    import wasmtime
 
 
 class ExtensionError(LabkitError):

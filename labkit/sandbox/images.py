@@ -22,8 +22,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ImageError
-from ..wasm.oci import ImageInfo, normalize_ref, read_images, sha256_digest
+from labkit.errors import ImageError
+from labkit.wasm.oci import ImageInfo, normalize_ref, read_images, sha256_digest
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
@@ -125,9 +125,16 @@ class ImageStore:
             blob_digests.append(module_digest)
         rows = [
             (
-                ref, image.digest, image.platform, image.size, image.layout,
-                json.dumps(image.entrypoint), json.dumps(image.env), json.dumps(image.annotations),
-                module_digest, json.dumps(sorted(set(blob_digests))),
+                ref,
+                image.digest,
+                image.platform,
+                image.size,
+                image.layout,
+                json.dumps(image.entrypoint),
+                json.dumps(image.env),
+                json.dumps(image.annotations),
+                module_digest,
+                json.dumps(sorted(set(blob_digests))),
             )
             for ref in image.refs
         ]

@@ -45,9 +45,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import LabkitError, WasmError
+from labkit.errors import LabkitError, WasmError
+
 from . import registry_mirror
 from .apicore import ApiCore, now_rfc3339
 from .containerd import ContainerdConfigError, RuntimeInfo, RuntimeSpec
@@ -60,7 +61,6 @@ from .nodes import NODES, PODS, SANDBOX_NODE_LABEL, node_ip, ready_status
 from .registry import RESOURCES
 from .selectors import parse_field_selector, parse_label_selector
 from .status import StatusError
-from .store import Watcher
 from .wasmrun import (
     CantHandleSpec,
     ContainerSpec,
@@ -69,6 +69,9 @@ from .wasmrun import (
     WasmContainer,
     check_arg0,
 )
+
+if TYPE_CHECKING:
+    from .store import Watcher
 
 log = logging.getLogger("labkit.sandbox.kubelet")
 
@@ -172,7 +175,8 @@ def qos_class(pod: dict[str, Any]) -> str:
     if not any(r.get("requests") or r.get("limits") for r in resources):
         return "BestEffort"
     guaranteed = all(
-        r.get("limits") and all(k in r["limits"] for k in ("cpu", "memory"))
+        r.get("limits")
+        and all(k in r["limits"] for k in ("cpu", "memory"))
         and all(r["limits"].get(k) == v for k, v in (r.get("requests") or {}).items())
         for r in resources
     )
@@ -228,8 +232,9 @@ class NodeImages:
         if cached is not None and cached.ref == record.ref:
             return cached
         module = self.store.module_bytes(ref) if record.layout != "native" else None
-        content = ImageContent(record.ref, record.digest, record.layout, self.store.entrypoint(ref),
-                               self.store.env(ref), module)
+        content = ImageContent(
+            record.ref, record.digest, record.layout, self.store.entrypoint(ref), self.store.env(ref), module
+        )
         with self._lock:
             self._by_digest[record.digest] = content
         return content
@@ -277,7 +282,9 @@ def _projected_data(core: ApiCore, ns: str, kind: str, name: str, optional: bool
     if obj is None:
         if optional:
             return None
-        raise SandboxFailure(f'MountVolume.SetUp failed for volume "{{volume}}" : {kind} "{name}" not found', "FailedMount")
+        raise SandboxFailure(
+            f'MountVolume.SetUp failed for volume "{{volume}}" : {kind} "{name}" not found', "FailedMount"
+        )
     if kind == "configmap":
         data = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
         data.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
@@ -312,9 +319,12 @@ def prepare_volumes(core: ApiCore, pod: dict[str, Any], node_root: Path) -> dict
                 _write_projection(paths[name], data or {}, source.get("items"))
             else:
                 kinds = sorted(k for k in volume if k != "name")
-                raise SandboxFailure(f'MountVolume.SetUp failed for volume "{name}" : the labkit sandbox does not '
-                                     f"support volume type {', '.join(kinds) or '(none)'} yet "
-                                     "(it supports hostPath, emptyDir, configMap and secret)", "FailedMount")
+                raise SandboxFailure(
+                    f'MountVolume.SetUp failed for volume "{name}" : the labkit sandbox does not '
+                    f"support volume type {', '.join(kinds) or '(none)'} yet "
+                    "(it supports hostPath, emptyDir, configMap and secret)",
+                    "FailedMount",
+                )
         except SandboxFailure as err:
             raise SandboxFailure(err.problem.replace("{volume}", name), err.event_reason) from None
     return paths
@@ -330,11 +340,16 @@ def _host_path(node_root: Path, source: dict[str, Any]) -> Path:
         host.parent.mkdir(parents=True, exist_ok=True)
         host.touch()
     elif kind == "Directory" and not host.is_dir():
-        raise SandboxFailure(f'MountVolume.SetUp failed for volume "{{volume}}" : hostPath type check failed: '
-                             f"{guest} is not a directory", "FailedMount")
+        raise SandboxFailure(
+            f'MountVolume.SetUp failed for volume "{{volume}}" : hostPath type check failed: '
+            f"{guest} is not a directory",
+            "FailedMount",
+        )
     elif kind == "File" and not host.is_file():
-        raise SandboxFailure(f'MountVolume.SetUp failed for volume "{{volume}}" : hostPath type check failed: '
-                             f"{guest} is not a file", "FailedMount")
+        raise SandboxFailure(
+            f'MountVolume.SetUp failed for volume "{{volume}}" : hostPath type check failed: {guest} is not a file',
+            "FailedMount",
+        )
     return host
 
 
@@ -344,8 +359,10 @@ def container_mounts(container: dict[str, Any], volumes: dict[str, Path], read_o
     for vm in container.get("volumeMounts") or ():
         host = volumes.get(vm["name"])
         if host is None:
-            raise ContainerFailure(f'volume "{vm["name"]}" mounted by container "{container["name"]}" is not a volume of the pod',
-                                   "CreateContainerConfigError")
+            raise ContainerFailure(
+                f'volume "{vm["name"]}" mounted by container "{container["name"]}" is not a volume of the pod',
+                "CreateContainerConfigError",
+            )
         if vm.get("subPath"):
             host = host / vm["subPath"]
             host.mkdir(parents=True, exist_ok=True)
@@ -355,10 +372,15 @@ def container_mounts(container: dict[str, Any], volumes: dict[str, Path], read_o
 
 def _field_value(pod: dict[str, Any], path: str, pod_ip: str, host_ip: str) -> str:
     meta = pod["metadata"]
-    simple = {"metadata.name": meta["name"], "metadata.namespace": meta.get("namespace", ""),
-              "metadata.uid": meta.get("uid", ""), "spec.nodeName": pod["spec"].get("nodeName", ""),
-              "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-              "status.podIP": pod_ip, "status.hostIP": host_ip}
+    simple = {
+        "metadata.name": meta["name"],
+        "metadata.namespace": meta.get("namespace", ""),
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": pod["spec"].get("nodeName", ""),
+        "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
+        "status.podIP": pod_ip,
+        "status.hostIP": host_ip,
+    }
     if path in simple:
         return simple[path]
     found = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
@@ -373,14 +395,19 @@ def _key_value(core: ApiCore, ns: str, kind: str, ref: dict[str, Any]) -> str | 
         if ref.get("optional"):
             return None
         what = "configmap" if kind == "configmap" else "secret"
-        raise ContainerFailure(f'{what} "{ref.get("name")}" not found' if data is None
-                               else f'couldn\'t find key {ref.get("key")} in {"ConfigMap" if kind == "configmap" else "Secret"} '
-                                    f'{ns}/{ref.get("name")}', "CreateContainerConfigError")
+        raise ContainerFailure(
+            f'{what} "{ref.get("name")}" not found'
+            if data is None
+            else f"couldn't find key {ref.get('key')} in {'ConfigMap' if kind == 'configmap' else 'Secret'} "
+            f"{ns}/{ref.get('name')}",
+            "CreateContainerConfigError",
+        )
     return data[ref["key"]].decode("utf-8", "replace")
 
 
-def container_env(core: ApiCore, pod: dict[str, Any], container: dict[str, Any], image_env: list[str],
-                  pod_ip: str, host_ip: str) -> dict[str, str]:
+def container_env(
+    core: ApiCore, pod: dict[str, Any], container: dict[str, Any], image_env: list[str], pod_ip: str, host_ip: str
+) -> dict[str, str]:
     """The container's environment: image env, then envFrom, then env (valueFrom resolved), as the kubelet orders it."""
     ns = pod["metadata"].get("namespace") or "default"
     env: dict[str, str] = {"HOSTNAME": pod["metadata"]["name"]}
@@ -395,8 +422,9 @@ def container_env(core: ApiCore, pod: dict[str, Any], container: dict[str, Any],
     for item in container.get("env") or ():
         source = item.get("valueFrom")
         if not source:
-            env[item["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
-                                       lambda m: env.get(m.group(1), m.group(0)), item.get("value", ""))
+            env[item["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), item.get("value", "")
+            )
             continue
         value: str | None
         if "fieldRef" in source:
@@ -406,8 +434,10 @@ def container_env(core: ApiCore, pod: dict[str, Any], container: dict[str, Any],
         elif "secretKeyRef" in source:
             value = _key_value(core, ns, "secret", source["secretKeyRef"])
         else:
-            raise ContainerFailure(f"env {item['name']}: the labkit sandbox supports fieldRef, configMapKeyRef and "
-                                   "secretKeyRef", "CreateContainerConfigError")
+            raise ContainerFailure(
+                f"env {item['name']}: the labkit sandbox supports fieldRef, configMapKeyRef and secretKeyRef",
+                "CreateContainerConfigError",
+            )
         if value is not None:
             env[item["name"]] = value
     return env
@@ -424,19 +454,27 @@ def exec_format_error(binary: str, arg0: str) -> str:
     """containerd 2 + runc's (or crun's) message for exec'ing a file the kernel cannot run."""
     if binary == "crun":
         return _task_error(f"OCI runtime create failed: exec container process `{arg0}`: Exec format error")
-    return _task_error(f'OCI runtime create failed: runc create failed: unable to start container process: '
-                       f'error during container init: exec: "{arg0}": exec format error')
+    return _task_error(
+        f"OCI runtime create failed: runc create failed: unable to start container process: "
+        f'error during container init: exec: "{arg0}": exec format error'
+    )
 
 
 def not_found_error(binary: str, arg0: str) -> str:
     if binary == "crun":
-        return _task_error(f"OCI runtime create failed: executable file `{arg0}` not found in $PATH: No such file or directory")
-    return _task_error(f'OCI runtime create failed: runc create failed: unable to start container process: '
-                       f'error during container init: exec: "{arg0}": executable file not found in $PATH')
+        return _task_error(
+            f"OCI runtime create failed: executable file `{arg0}` not found in $PATH: No such file or directory"
+        )
+    return _task_error(
+        f"OCI runtime create failed: runc create failed: unable to start container process: "
+        f'error during container init: exec: "{arg0}": executable file not found in $PATH'
+    )
 
 
-NATIVE_FIX = ("the labkit sandbox runs only wasm images yet: build a wasm image (labkit image build) "
-              "or use a real k3s cluster for Linux images")
+NATIVE_FIX = (
+    "the labkit sandbox runs only wasm images yet: build a wasm image (labkit image build) "
+    "or use a real k3s cluster for Linux images"
+)
 
 
 @dataclass(frozen=True)
@@ -448,8 +486,14 @@ class Launch:
     entry: str
 
 
-def plan_launch(runtime: RuntimeSpec, pod: dict[str, Any], image: ImageContent, argv: list[str],
-                env: dict[str, str], working_dir: str) -> Launch:
+def plan_launch(
+    runtime: RuntimeSpec,
+    pod: dict[str, Any],
+    image: ImageContent,
+    argv: list[str],
+    env: dict[str, str],
+    working_dir: str,
+) -> Launch:
     """Decide, like the node's runtime would, whether and how the container's wasm module runs.
 
     Raises :class:`ContainerFailure` with the runtime's own message otherwise.
@@ -457,19 +501,26 @@ def plan_launch(runtime: RuntimeSpec, pod: dict[str, Any], image: ImageContent, 
     arg0 = argv[0] if argv else ""
     if runtime.runtime_type == WASMEDGE_TYPE:
         if image.layout == "native":
-            raise ContainerFailure(_task_error(f"{arg0} is a Linux executable: the runwasi shim would run this image "
-                                               "as an ordinary Linux container, which the labkit sandbox cannot"),
-                                   fix=NATIVE_FIX)
+            raise ContainerFailure(
+                _task_error(
+                    f"{arg0} is a Linux executable: the runwasi shim would run this image "
+                    "as an ordinary Linux container, which the labkit sandbox cannot"
+                ),
+                fix=NATIVE_FIX,
+            )
         try:
             entry = check_arg0(argv, image.files(), image.wasm_layers(), env, working_dir)
         except CantHandleSpec as err:
-            raise ContainerFailure(_task_error(f'Others("exec process failed with error error in executing process : '
-                                               f'{err.problem}")'), fix=err.fix) from None
+            raise ContainerFailure(
+                _task_error(f'Others("exec process failed with error error in executing process : {err.problem}")'),
+                fix=err.fix,
+            ) from None
         return Launch(entry.module, [arg0.split("#", 1)[0], *argv[1:]], entry.func)
     binary = PurePosixPath(runtime.binary_name or "runc").name
     if image.layout == "native":
-        raise ContainerFailure(_task_error(f"the labkit sandbox cannot start Linux (non-wasm) image {image.ref}"),
-                               fix=NATIVE_FIX)
+        raise ContainerFailure(
+            _task_error(f"the labkit sandbox cannot start Linux (non-wasm) image {image.ref}"), fix=NATIVE_FIX
+        )
     if binary == "crun" and _crun_runs_wasm(runtime, pod, arg0):
         files = image.files()
         path = str(PurePosixPath("/") / arg0) if not arg0.startswith("/") else arg0
@@ -478,12 +529,16 @@ def plan_launch(runtime: RuntimeSpec, pod: dict[str, Any], image: ImageContent, 
         return Launch(files[path], argv, "_start")
     if not image.files() and image.wasm_layers():
         # a runwasi-layout image has no rootfs files: a runc-style runtime finds nothing to exec
-        raise ContainerFailure(not_found_error(binary, arg0),
-                               fix="wasm-layer images need the wasmedge runtime: set runtimeClassName: wasmedge")
-    raise ContainerFailure(exec_format_error(binary, arg0),
-                           fix="a wasm module needs a wasm runtime: set runtimeClassName: wasmedge, or (crun built with "
-                               "WasmEdge) annotate the pod module.wasm.image/variant=compat-smart and let the runtime "
-                               "pass it (pod_annotations)")
+        raise ContainerFailure(
+            not_found_error(binary, arg0),
+            fix="wasm-layer images need the wasmedge runtime: set runtimeClassName: wasmedge",
+        )
+    raise ContainerFailure(
+        exec_format_error(binary, arg0),
+        fix="a wasm module needs a wasm runtime: set runtimeClassName: wasmedge, or (crun built with "
+        "WasmEdge) annotate the pod module.wasm.image/variant=compat-smart and let the runtime "
+        "pass it (pod_annotations)",
+    )
 
 
 def _crun_runs_wasm(runtime: RuntimeSpec, pod: dict[str, Any], arg0: str) -> bool:
@@ -522,9 +577,14 @@ class ContainerRun:
     def status(self) -> dict[str, Any]:
         running = "running" in self.state
         status: dict[str, Any] = {
-            "name": self.name, "state": self.state, "lastState": self.last_state, "ready": running,
-            "restartCount": self.restart_count, "image": self.image or self.spec.get("image", ""),
-            "imageID": self.image_id, "started": running,
+            "name": self.name,
+            "state": self.state,
+            "lastState": self.last_state,
+            "ready": running,
+            "restartCount": self.restart_count,
+            "image": self.image or self.spec.get("image", ""),
+            "imageID": self.image_id,
+            "started": running,
         }
         if self.container_id:
             status["containerID"] = self.container_id
@@ -550,7 +610,9 @@ class PodWorker:
         self.wake = asyncio.Event()
         self.runtime: RuntimeSpec | None = None
         self.volumes: dict[str, Path] = {}
-        self.read_only_volumes = {v["name"] for v in pod["spec"].get("volumes") or () if "configMap" in v or "secret" in v}
+        self.read_only_volumes = {
+            v["name"] for v in pod["spec"].get("volumes") or () if "configMap" in v or "secret" in v
+        }
         self.transitions: dict[str, tuple[str, str]] = {}
         status = pod.get("status") or {}
         self.start_time = status.get("startTime") or now_rfc3339()
@@ -574,10 +636,19 @@ class PodWorker:
             if old.get("containerID"):
                 c.restart_count = int(old.get("restartCount", 0)) + 1
                 state = old.get("state") or {}
-                c.last_state = ({"terminated": state["terminated"]} if "terminated" in state else
-                                {"terminated": {"exitCode": 255, "reason": "Unknown",
-                                                "startedAt": (state.get("running") or {}).get("startedAt"),
-                                                "finishedAt": now_rfc3339(), "containerID": old["containerID"]}})
+                c.last_state = (
+                    {"terminated": state["terminated"]}
+                    if "terminated" in state
+                    else {
+                        "terminated": {
+                            "exitCode": 255,
+                            "reason": "Unknown",
+                            "startedAt": (state.get("running") or {}).get("startedAt"),
+                            "finishedAt": now_rfc3339(),
+                            "containerID": old["containerID"],
+                        }
+                    }
+                )
                 c.container_id = old["containerID"]
 
     # ---------------------------------------------------------------- plumbing
@@ -605,7 +676,12 @@ class PodWorker:
         previous = self.transitions.get(type_)
         if previous is None or previous[0] != status:
             previous = self.transitions[type_] = (status, now_rfc3339())
-        cond: dict[str, Any] = {"type": type_, "status": status, "lastProbeTime": None, "lastTransitionTime": previous[1]}
+        cond: dict[str, Any] = {
+            "type": type_,
+            "status": status,
+            "lastProbeTime": None,
+            "lastTransitionTime": previous[1],
+        }
         if not ok and reason:
             cond.update(reason=reason, message=message)
         return cond
@@ -623,22 +699,30 @@ class PodWorker:
         terminal = phase in ("Succeeded", "Failed")
         reason = "PodCompleted" if terminal else "ContainersNotReady"
         message = "" if terminal else f"containers with unready status: [{' '.join(unready)}]"
-        scheduled = next((c for c in (live.get("status") or {}).get("conditions") or () if c["type"] == "PodScheduled"),
-                         {"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                          "lastTransitionTime": self.start_time})
+        scheduled = next(
+            (c for c in (live.get("status") or {}).get("conditions") or () if c["type"] == "PodScheduled"),
+            {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": self.start_time},
+        )
         host_ip = self.kubelet.host_ip
         status: dict[str, Any] = {
             "phase": phase,
             "conditions": [
                 self._condition("PodReadyToStartContainers", self.sandbox_ready and not terminal),
-                self._condition("Initialized", not self.init_names, "ContainersNotInitialized",
-                                f"containers with incomplete status: [{' '.join(self.init_names)}]"),
+                self._condition(
+                    "Initialized",
+                    not self.init_names,
+                    "ContainersNotInitialized",
+                    f"containers with incomplete status: [{' '.join(self.init_names)}]",
+                ),
                 self._condition("Ready", not unready, reason, message),
                 self._condition("ContainersReady", not unready, reason, message),
                 scheduled,
             ],
-            "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
-            "startTime": self.start_time, "containerStatuses": statuses, "qosClass": qos_class(self.pod),
+            "hostIP": host_ip,
+            "hostIPs": [{"ip": host_ip}],
+            "startTime": self.start_time,
+            "containerStatuses": statuses,
+            "qosClass": qos_class(self.pod),
         }
         if self.sandbox_ready or self.finished:
             status.update(podIP=self.pod_ip, podIPs=[{"ip": self.pod_ip}])
@@ -650,8 +734,12 @@ class PodWorker:
         live = core.store.get(PODS, self.ns, self.name)
         if live is None or live["metadata"].get("uid") != self.uid:
             return
-        body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": self.name, "namespace": self.ns},
-                "status": self.status(live)}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": self.name, "namespace": self.ns},
+            "status": self.status(live),
+        }
         try:
             core.replace(PODS, self.ns, self.name, body, subresource="status")
         except StatusError as err:
@@ -667,9 +755,13 @@ class PodWorker:
                     self.event("Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
                 self.publish()
                 if self.init_names:
-                    self.event("Warning", "Failed", "the labkit sandbox does not run initContainers yet "
-                                                    f"({', '.join(self.init_names)}): do the init step in the main "
-                                                    "container, or use a real k3s cluster")
+                    self.event(
+                        "Warning",
+                        "Failed",
+                        "the labkit sandbox does not run initContainers yet "
+                        f"({', '.join(self.init_names)}): do the init step in the main "
+                        "container, or use a real k3s cluster",
+                    )
                 elif await self.create_sandbox():
                     self.publish()
                     await asyncio.gather(*(self.run_container(c) for c in self.containers))
@@ -708,9 +800,13 @@ class PodWorker:
         while not self.stopping.is_set():
             try:
                 self.runtime = self.kubelet.runtime_for(self.pod)
-                self.volumes = await self.kubelet.blocking(prepare_volumes, self.kubelet.core, self.pod, self.kubelet.root)
+                self.volumes = await self.kubelet.blocking(
+                    prepare_volumes, self.kubelet.core, self.pod, self.kubelet.root
+                )
             except SandboxFailure as err:
-                message = err.problem if err.event_reason == "FailedMount" else f"Failed to create pod sandbox: {err.problem}"
+                message = (
+                    err.problem if err.event_reason == "FailedMount" else f"Failed to create pod sandbox: {err.problem}"
+                )
                 self.event("Warning", err.event_reason, message)
                 if await self.sleep(delay):
                     return False
@@ -756,8 +852,13 @@ class PodWorker:
                     return None
                 continue
             took = go_duration(pulled.seconds)
-            self.event("Normal", "Pulled", f'Successfully pulled image "{ref}" in {took} ({took} including waiting). '
-                                           f"Image size: {pulled.size} bytes. ({registry_mirror.SIMULATED_NOTE})", c)
+            self.event(
+                "Normal",
+                "Pulled",
+                f'Successfully pulled image "{ref}" in {took} ({took} including waiting). '
+                f"Image size: {pulled.size} bytes. ({registry_mirror.SIMULATED_NOTE})",
+                c,
+            )
             c.pull_backoff_s = 0.0
             return image
         return None
@@ -779,7 +880,12 @@ class PodWorker:
         # events first: whoever sees the new state finds its events already recorded
         self.event("Normal", "BackOff", f'Back-off pulling image "{ref}"', c)
         self.event("Warning", "Failed", "Error: ImagePullBackOff", c)
-        c.state = {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{ref}": ErrImagePull: {message}'}}
+        c.state = {
+            "waiting": {
+                "reason": "ImagePullBackOff",
+                "message": f'Back-off pulling image "{ref}": ErrImagePull: {message}',
+            }
+        }
         self.publish()
         return await self.sleep(max(delay - ERR_IMAGE_PULL_SHOWN_S, 0.0))
 
@@ -824,13 +930,23 @@ class PodWorker:
         assert self.runtime is not None
         launch = plan_launch(self.runtime, self.pod, image, argv, env, working_dir)
         writer = kubelet.logs.writer(self.pod, c.name, c.restart_count)
-        context = PodContext(name=self.name, namespace=self.ns, env=env,
-                             mounts={m.guest_path: str(m.host_dir) for m in mounts},
-                             annotations=self.pod["metadata"].get("annotations") or {}, pod_ip=self.pod_ip)
+        context = PodContext(
+            name=self.name,
+            namespace=self.ns,
+            env=env,
+            mounts={m.guest_path: str(m.host_dir) for m in mounts},
+            annotations=self.pod["metadata"].get("annotations") or {},
+            pod_ip=self.pod_ip,
+        )
         try:
             process = WasmContainer(
                 ContainerSpec(launch.module, launch.argv, env, working_dir, mounts, launch.entry, c.name),
-                kubelet.cache, _log_to(writer, "stdout"), _log_to(writer, "stderr"), extensions_for(context), context)
+                kubelet.cache,
+                _log_to(writer, "stdout"),
+                _log_to(writer, "stderr"),
+                extensions_for(context),
+                context,
+            )
         except WasmError as err:
             writer.close()
             raise ContainerFailure(_task_error(f"OCI runtime create failed: {err.problem}"), fix=err.fix) from None
@@ -875,8 +991,15 @@ class PodWorker:
     def _terminated(self, c: ContainerRun, process: WasmContainer) -> None:
         code = process.exit_code if process.exit_code is not None else 137
         started = (c.state.get("running") or {}).get("startedAt") or now_rfc3339()
-        c.state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                  "startedAt": started, "finishedAt": now_rfc3339(), "containerID": c.container_id}}
+        c.state = {
+            "terminated": {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": started,
+                "finishedAt": now_rfc3339(),
+                "containerID": c.container_id,
+            }
+        }
 
     def _start_failed(self, c: ContainerRun, err: ContainerFailure) -> None:
         message = err.problem + (f" (labkit: {err.fix})" if err.fix else "")
@@ -884,11 +1007,21 @@ class PodWorker:
             self.event("Warning", "Failed", f"Error: {message}", c)
             c.state = {"waiting": {"reason": err.reason, "message": message}}
             return
-        self.event("Normal", "Created", f"Created container: {c.name}", c)  # created, as the kubelet records it; the start failed
+        self.event(
+            "Normal", "Created", f"Created container: {c.name}", c
+        )  # created, as the kubelet records it; the start failed
         self.event("Warning", "Failed", f"Error: {message}", c)
         now = now_rfc3339()
-        c.state = {"terminated": {"exitCode": EXIT_START_ERROR, "reason": "StartError", "message": message,
-                                  "startedAt": "1970-01-01T00:00:00Z", "finishedAt": now, "containerID": c.container_id}}
+        c.state = {
+            "terminated": {
+                "exitCode": EXIT_START_ERROR,
+                "reason": "StartError",
+                "message": message,
+                "startedAt": "1970-01-01T00:00:00Z",
+                "finishedAt": now,
+                "containerID": c.container_id,
+            }
+        }
 
     async def restart_after_backoff(self, c: ContainerRun, ran_for: float) -> bool:
         """The kubelet's restart back-off; True when the pod stops meanwhile."""
@@ -903,10 +1036,15 @@ class PodWorker:
             c.state = {"waiting": {"reason": "RunContainerError", "message": finished.get("message", "")}}
             self.publish()
         if delay:
-            self.event("Warning", "BackOff", f"Back-off restarting failed container {c.name} in pod {pod_key(self.pod)}", c)
-            c.state = {"waiting": {"reason": "CrashLoopBackOff",
-                                   "message": f"back-off {int(delay)}s restarting failed container={c.name} "
-                                              f"pod={pod_key(self.pod)}"}}
+            self.event(
+                "Warning", "BackOff", f"Back-off restarting failed container {c.name} in pod {pod_key(self.pod)}", c
+            )
+            c.state = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off {int(delay)}s restarting failed container={c.name} pod={pod_key(self.pod)}",
+                }
+            }
             self.publish()
             if await self.sleep(delay):
                 return True
@@ -946,7 +1084,9 @@ class PodIPs:
             if ip not in used:
                 self.by_uid[uid] = ip
                 return ip
-        raise SandboxFailure(f"failed to allocate for range 0: no IP addresses available in range set: {self.prefix}2-{self.prefix}254")
+        raise SandboxFailure(
+            f"failed to allocate for range 0: no IP addresses available in range set: {self.prefix}2-{self.prefix}254"
+        )
 
     def release(self, uid: str) -> None:
         self.by_uid.pop(uid, None)
@@ -955,8 +1095,16 @@ class PodIPs:
 class Kubelet:
     """One sandbox node's kubelet and container runtime."""
 
-    def __init__(self, core: ApiCore, name: str, root: Path, images: NodeImages, logs: PodLogs, cache: ModuleCache,
-                 executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        core: ApiCore,
+        name: str,
+        root: Path,
+        images: NodeImages,
+        logs: PodLogs,
+        cache: ModuleCache,
+        executor: ThreadPoolExecutor,
+    ) -> None:
         self.core, self.name, self.root = core, name, Path(root)
         self.images, self.logs, self.cache = images, logs, cache
         self.index = node_index(name)
@@ -1003,8 +1151,9 @@ class Kubelet:
     def runtime_for(self, pod: dict[str, Any]) -> RuntimeSpec:
         """The containerd runtime for the pod: RuntimeClass → handler → runtime table (or the default)."""
         if self.runtime_info is None:
-            raise SandboxFailure(f"rpc error: code = Unavailable desc = containerd on {self.name} is not running: "
-                                 f"{self.runtime_error}")
+            raise SandboxFailure(
+                f"rpc error: code = Unavailable desc = containerd on {self.name} is not running: {self.runtime_error}"
+            )
         class_name = pod["spec"].get("runtimeClassName")
         handler = self.runtime_info.default_runtime
         if class_name:
@@ -1014,13 +1163,17 @@ class Kubelet:
             handler = runtime_class.get("handler", "")
         spec = self.runtime_info.runtimes.get(handler)
         if spec is None:
-            raise SandboxFailure(f"rpc error: code = Unknown desc = failed to get sandbox runtime: "
-                                 f'no runtime for "{handler}" is configured')
+            raise SandboxFailure(
+                f"rpc error: code = Unknown desc = failed to get sandbox runtime: "
+                f'no runtime for "{handler}" is configured'
+            )
         if spec.runtime_type not in (WASMEDGE_TYPE, RUNC_TYPE):
             shim = "containerd-shim-" + spec.runtime_type.removeprefix("io.containerd.").replace(".", "-")
-            raise SandboxFailure(f"rpc error: code = Unknown desc = failed to start sandbox: failed to start shim: "
-                                 f'start failed: {spec.runtime_type}: binary not installed "{shim}": file does not exist '
-                                 "(the labkit sandbox simulates the runwasi wasmedge shim, runc and crun only)")
+            raise SandboxFailure(
+                f"rpc error: code = Unknown desc = failed to start sandbox: failed to start shim: "
+                f'start failed: {spec.runtime_type}: binary not installed "{shim}": file does not exist '
+                "(the labkit sandbox simulates the runwasi wasmedge shim, runc and crun only)"
+            )
         return spec
 
     async def restart(self) -> RuntimeInfo | None:
@@ -1044,8 +1197,9 @@ class Kubelet:
         previous = {c["type"]: c for c in (node.get("status") or {}).get("conditions") or ()}
         for cond in status["conditions"]:
             if cond["type"] == "Ready" and self.runtime_info is None:
-                cond.update(status="False", reason="KubeletNotReady",
-                            message=f"container runtime is down: {self.runtime_error}")
+                cond.update(
+                    status="False", reason="KubeletNotReady", message=f"container runtime is down: {self.runtime_error}"
+                )
             old = previous.get(cond["type"])
             if old is not None and old.get("status") == cond["status"]:
                 cond["lastTransitionTime"] = old.get("lastTransitionTime", cond["lastTransitionTime"])
@@ -1066,7 +1220,9 @@ class Kubelet:
                 watcher = self._watcher = self.core.store.watch(PODS, None, since_rv=None, field_selector=selector)
                 try:
                     # pods deleted while no watch was open sent no DELETED: the list says which are gone
-                    present = {p["metadata"]["uid"] for p in self.core.store.list(PODS, None, field_selector=selector)[0]}
+                    present = {
+                        p["metadata"]["uid"] for p in self.core.store.list(PODS, None, field_selector=selector)[0]
+                    }
                     for uid, worker in list(self.workers.items()):
                         if uid not in present:
                             worker.terminate()
@@ -1104,8 +1260,15 @@ class Kubelet:
             try:
                 worker = self.workers[uid] = PodWorker(self, pod)
             except SandboxFailure as err:  # no pod address left on this node
-                record_event(self.core, pod, "Warning", "FailedCreatePodSandBox",
-                             f"Failed to create pod sandbox: {err.problem}", COMPONENT, self.name)
+                record_event(
+                    self.core,
+                    pod,
+                    "Warning",
+                    "FailedCreatePodSandBox",
+                    f"Failed to create pod sandbox: {err.problem}",
+                    COMPONENT,
+                    self.name,
+                )
                 return
             worker.task = asyncio.ensure_future(self._run_worker(worker))
         else:
@@ -1125,8 +1288,12 @@ class Kubelet:
             for c in worker.containers:
                 if c.process is not None:
                     c.process.kill()
-            worker.event("Warning", "FailedSync", f"labkit sandbox kubelet error: {type(err).__name__}: {err} "
-                                                  f"(the pod is no longer run; delete it: kubectl delete pod {worker.name})")
+            worker.event(
+                "Warning",
+                "FailedSync",
+                f"labkit sandbox kubelet error: {type(err).__name__}: {err} "
+                f"(the pod is no longer run; delete it: kubectl delete pod {worker.name})",
+            )
         finally:
             self.workers.pop(worker.uid, None)
             self.ips.release(worker.uid)
@@ -1154,8 +1321,13 @@ class NodeAgents:
     @classmethod
     def for_sandbox(cls, core: ApiCore, root: Path) -> NodeAgents:
         """Agents using a sandbox directory's layout: ``nodes/``, ``images/``, ``pod-logs/``, ``module-cache/``."""
-        return cls(core, root / "nodes", ImageStore(root / "images"), PodLogs(root / "pod-logs"),
-                   ModuleCache(root / "module-cache"))
+        return cls(
+            core,
+            root / "nodes",
+            ImageStore(root / "images"),
+            PodLogs(root / "pod-logs"),
+            ModuleCache(root / "module-cache"),
+        )
 
     def node_root(self, name: str) -> Path:
         return self.nodes_dir / name
@@ -1187,8 +1359,7 @@ class NodeAgents:
         if event_type == "DELETED":
             self._stop_kubelet(name)
         elif name not in self.kubelets:
-            kubelet = Kubelet(self.core, name, self.node_root(name), self.images, self.logs, self.cache,
-                              self._executor)
+            kubelet = Kubelet(self.core, name, self.node_root(name), self.images, self.logs, self.cache, self._executor)
             self.kubelets[name] = kubelet
             self._tasks[name] = asyncio.ensure_future(kubelet.run())
 

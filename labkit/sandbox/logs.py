@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any
 
 from .status import bad_request
 
@@ -22,7 +23,7 @@ _FOLLOW_POLL_S = 0.05
 
 
 def _timestamp(now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
@@ -31,8 +32,8 @@ def _parse_time(text: str) -> datetime:
     if "." in text:
         head, frac = text.split(".", 1)
         text = f"{head}.{frac[:6]}"
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc)
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
 
 
 @dataclass
@@ -47,7 +48,7 @@ class LogOptions:
     limit_bytes: int | None = None
 
     @classmethod
-    def from_query(cls, q: Mapping[str, str]) -> "LogOptions":
+    def from_query(cls, q: Mapping[str, str]) -> LogOptions:
         def number(key: str) -> int | None:
             if q.get(key) in (None, ""):
                 return None
@@ -59,12 +60,20 @@ class LogOptions:
         def flag(key: str) -> bool:
             return q.get(key, "").lower() in ("1", "true")
 
-        return cls(q.get("container", ""), flag("follow"), flag("previous"), flag("timestamps"),
-                   number("tailLines"), number("sinceSeconds"), q.get("sinceTime") or None, number("limitBytes"))
+        return cls(
+            q.get("container", ""),
+            flag("follow"),
+            flag("previous"),
+            flag("timestamps"),
+            number("tailLines"),
+            number("sinceSeconds"),
+            q.get("sinceTime") or None,
+            number("limitBytes"),
+        )
 
     def cutoff(self) -> datetime | None:
         if self.since_seconds is not None:
-            return datetime.now(timezone.utc) - timedelta(seconds=self.since_seconds)
+            return datetime.now(UTC) - timedelta(seconds=self.since_seconds)
         if self.since_time:
             return _parse_time(self.since_time)
         return None
@@ -96,7 +105,7 @@ class PodLogs:
         meta = pod["metadata"]
         return self.root / f"{meta.get('namespace')}_{meta['name']}_{meta['uid']}" / container
 
-    def writer(self, pod: dict[str, Any], container: str, restart_count: int) -> "LogWriter":
+    def writer(self, pod: dict[str, Any], container: str, restart_count: int) -> LogWriter:
         path = self.directory(pod, container) / f"{restart_count}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         return LogWriter(path)
@@ -108,8 +117,9 @@ class PodLogs:
         container = options.container
         if not container:
             if len(containers) != 1:
-                raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
-                                  f"[{' '.join(containers)}]")
+                raise bad_request(
+                    f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
+                )
             container = containers[0]
         elif container not in containers:
             raise bad_request(f"container {container} is not valid for pod {name}")
@@ -126,9 +136,11 @@ class PodLogs:
             reason = waiting.get("reason") or "ContainerCreating"
             if reason in ("ContainerCreating", "PodInitializing"):
                 raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
-            raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: trying and failing to pull image'
-                              if reason in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull")
-                              else f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+            raise bad_request(
+                f'container "{container}" in pod "{name}" is waiting to start: trying and failing to pull image'
+                if reason in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull")
+                else f'container "{container}" in pod "{name}" is waiting to start: {reason}'
+            )
         return container, path
 
     @staticmethod
@@ -165,7 +177,9 @@ class PodLogs:
                 if chunk:
                     pending += chunk
                     *complete, pending = pending.split("\n")
-                    out = "".join(f"{r}\n" for r in (self._render(line, options, cutoff) for line in complete) if r is not None)
+                    out = "".join(
+                        f"{r}\n" for r in (self._render(line, options, cutoff) for line in complete) if r is not None
+                    )
                     if out:
                         data = out.encode()
                         if options.limit_bytes is not None:

@@ -76,8 +76,11 @@ def start_containerd(root: Path) -> RuntimeInfo:
 def runtime_class_objects(root: Path) -> list[dict[str, Any]]:
     """The RuntimeClasses k3s creates for the alternative runtimes it detected on the node."""
     return [
-        {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-         "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "k3s"}},
-         "handler": name}
+        {
+            "apiVersion": "node.k8s.io/v1",
+            "kind": "RuntimeClass",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "k3s"}},
+            "handler": name,
+        }
         for name in sorted(detect_runtimes(root))
     ]

@@ -14,7 +14,8 @@ import platform
 from collections import Counter
 from typing import Any
 
-from ..config import SANDBOX_DEFAULT_NODE
+from labkit.config import SANDBOX_DEFAULT_NODE
+
 from .apicore import ApiCore, now_rfc3339
 from .events import record_event
 from .registry import RESOURCES
@@ -44,19 +45,26 @@ def node_ip(index: int) -> str:
 def node_object(index: int) -> dict[str, Any]:
     name = node_name(index)
     labels = {
-        "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-        "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64",
-        "node.kubernetes.io/instance-type": "k3s", SANDBOX_NODE_LABEL: "true",
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/os": "linux",
+        "beta.kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": "k3s",
+        SANDBOX_NODE_LABEL: "true",
     }
     if index == 0:
         labels["node-role.kubernetes.io/control-plane"] = "true"
         labels["node-role.kubernetes.io/master"] = "true"
     return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": labels,
-                     "annotations": {"labkit.io/simulated": "true", "k3s.io/node-args": "[]"}},
-        "spec": {"podCIDR": f"10.42.{index}.0/24", "podCIDRs": [f"10.42.{index}.0/24"],
-                 "providerID": f"k3s://{name}"},
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {"labkit.io/simulated": "true", "k3s.io/node-args": "[]"},
+        },
+        "spec": {"podCIDR": f"10.42.{index}.0/24", "podCIDRs": [f"10.42.{index}.0/24"], "providerID": f"k3s://{name}"},
     }
 
 
@@ -64,33 +72,53 @@ def ready_status(index: int) -> dict[str, Any]:
     now = now_rfc3339()
 
     def condition(type_: str, status: str, reason: str, message: str) -> dict[str, str]:
-        return {"type": type_, "status": status, "lastHeartbeatTime": now, "lastTransitionTime": now,
-                "reason": reason, "message": message}
+        return {
+            "type": type_,
+            "status": status,
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+            "reason": reason,
+            "message": message,
+        }
 
     return {
         "capacity": {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "50Gi"},
         "allocatable": {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "50Gi"},
         "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            condition(
+                "MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"
+            ),
             condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
             condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
             condition("Ready", "True", "KubeletReady", "kubelet is posting ready status (labkit sandbox node)"),
         ],
-        "addresses": [{"type": "InternalIP", "address": node_ip(index)}, {"type": "Hostname", "address": node_name(index)}],
+        "addresses": [
+            {"type": "InternalIP", "address": node_ip(index)},
+            {"type": "Hostname", "address": node_name(index)},
+        ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
         "nodeInfo": {
-            "machineID": f"labkit-{index}", "systemUUID": f"labkit-{index}", "bootID": f"labkit-{index}",
-            "kernelVersion": platform.release(), "osImage": "labkit sandbox (simulated k3s node)",
-            "containerRuntimeVersion": RUNTIME_VERSION, "kubeletVersion": KUBELET_VERSION,
-            "kubeProxyVersion": KUBELET_VERSION, "operatingSystem": "linux", "architecture": "amd64",
+            "machineID": f"labkit-{index}",
+            "systemUUID": f"labkit-{index}",
+            "bootID": f"labkit-{index}",
+            "kernelVersion": platform.release(),
+            "osImage": "labkit sandbox (simulated k3s node)",
+            "containerRuntimeVersion": RUNTIME_VERSION,
+            "kubeletVersion": KUBELET_VERSION,
+            "kubeProxyVersion": KUBELET_VERSION,
+            "operatingSystem": "linux",
+            "architecture": "amd64",
         },
     }
 
 
 def ensure_nodes(core: ApiCore, count: int) -> list[str]:
     """Make exactly *count* sandbox nodes exist (Ready); returns their names."""
-    existing = {n["metadata"]["name"]: n for n in core.store.list(NODES)[0]
-                if n["metadata"].get("labels", {}).get(SANDBOX_NODE_LABEL) == "true"}
+    existing = {
+        n["metadata"]["name"]: n
+        for n in core.store.list(NODES)[0]
+        if n["metadata"].get("labels", {}).get(SANDBOX_NODE_LABEL) == "true"
+    }
     wanted = [node_name(i) for i in range(count)]
     for i, name in enumerate(wanted):
         node = existing.get(name)
@@ -158,9 +186,15 @@ class Scheduler:
             total = len(all_nodes)
             counts = Counter(misfits.values())
             reasons = ", ".join(f"{count} node(s) {why}" for why, count in sorted(counts.items()))
-            record_event(core, pod, "Warning", "FailedScheduling",
-                         f"0/{total} nodes are available: {reasons}. preemption: 0/{total} nodes are available: "
-                         f"{total} Preemption is not helpful for scheduling.", "default-scheduler")
+            record_event(
+                core,
+                pod,
+                "Warning",
+                "FailedScheduling",
+                f"0/{total} nodes are available: {reasons}. preemption: 0/{total} nodes are available: "
+                f"{total} Preemption is not helpful for scheduling.",
+                "default-scheduler",
+            )
             return None
         load = {n["metadata"]["name"]: 0 for n in nodes}
         for node in self.placed.values():
@@ -175,8 +209,14 @@ class Scheduler:
                 return None
             raise
         self.placed[meta["uid"]] = target
-        record_event(core, pod, "Normal", "Scheduled",
-                     f"Successfully assigned {meta['namespace']}/{meta['name']} to {target}", "default-scheduler")
+        record_event(
+            core,
+            pod,
+            "Normal",
+            "Scheduled",
+            f"Successfully assigned {meta['namespace']}/{meta['name']} to {target}",
+            "default-scheduler",
+        )
         return target
 
 
@@ -197,8 +237,11 @@ async def run_scheduler(core: ApiCore) -> None:
                     continue
                 pod = event.object
                 scheduler.observe(event.type, pod)
-                if (event.type in ("ADDED", "MODIFIED") and not pod["spec"].get("nodeName")
-                        and not pod["metadata"].get("deletionTimestamp")):
+                if (
+                    event.type in ("ADDED", "MODIFIED")
+                    and not pod["spec"].get("nodeName")
+                    and not pod["metadata"].get("deletionTimestamp")
+                ):
                     scheduler.schedule(pod)
         except asyncio.CancelledError:
             raise

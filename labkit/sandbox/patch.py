@@ -17,12 +17,15 @@ compare the old and the new object freely.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from .registry import Resource
 from .schemas import Node, schemas
 from .status import StatusError, bad_request
+
+if TYPE_CHECKING:
+    from .registry import Resource
 
 FieldPath = tuple[str, ...]
 """A managed-field path in FieldsV1 notation: ``("f:spec", "f:containers", 'k:{"name":"c"}', "f:image")``."""
@@ -30,9 +33,19 @@ FieldPath = tuple[str, ...]
 _DELETE = object()  # a map asked to remove itself with ``$patch: delete``
 _ITEM = object()  # the "." membership of a list-map item in a flattened field set
 _SERVER_FIELDS = {("f:apiVersion",), ("f:kind",)} | {
-    ("f:metadata", f"f:{name}") for name in (
-        "name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
-        "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds")
+    ("f:metadata", f"f:{name}")
+    for name in (
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "managedFields",
+        "selfLink",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    )
 }
 # list-map keys the server defaults before computing ownership (ports without a protocol are TCP)
 _KEY_DEFAULTS = {"protocol": "TCP"}
@@ -48,6 +61,7 @@ def deep_copy(obj: Any) -> Any:
 
 
 # -- JSON merge patch (RFC 7386) -------------------------------------------------------------
+
 
 def json_merge_patch(target: Any, patch: Any) -> Any:
     """Apply an RFC 7386 merge patch: objects merge, ``null`` deletes, anything else replaces."""
@@ -73,10 +87,15 @@ def _merge_into(result: dict[str, Any], patch: dict[str, Any]) -> None:
 
 # -- JSON patch (RFC 6902) -------------------------------------------------------------------
 
+
 def _patch_failed(message: str) -> StatusError:
     """How the server answers a JSON patch that does not apply (kubectl prints the summary)."""
-    return StatusError(422, "Invalid", "the server rejected our request due to an error in our request",
-                       {"causes": [{"reason": "UnexpectedServerResponse", "message": message}]})
+    return StatusError(
+        422,
+        "Invalid",
+        "the server rejected our request due to an error in our request",
+        {"causes": [{"reason": "UnexpectedServerResponse", "message": message}]},
+    )
 
 
 def _pointer(path: Any, op: str) -> list[str]:
@@ -89,10 +108,10 @@ def _index(container: list[Any], token: str, path: str, op: str, allow_end: bool
     if token == "-" and allow_end:
         return len(container)
     if not token.isdigit() or (len(token) > 1 and token.startswith("0")):
-        raise _patch_failed(f"{op} operation does not apply: doc is missing path: \"{path}\": invalid index {token!r}")
+        raise _patch_failed(f'{op} operation does not apply: doc is missing path: "{path}": invalid index {token!r}')
     index = int(token)
     if index > len(container) or (index == len(container) and not allow_end):
-        raise _patch_failed(f"{op} operation does not apply: doc is missing path: \"{path}\": index out of range")
+        raise _patch_failed(f'{op} operation does not apply: doc is missing path: "{path}": index out of range')
     return index
 
 
@@ -104,7 +123,7 @@ def _parent(doc: Any, tokens: list[str], path: str, op: str) -> Any:
         elif isinstance(node, list):
             node = node[_index(node, token, path, op, allow_end=False)]
         else:
-            raise _patch_failed(f"{op} operation does not apply: doc is missing path: \"{path}\": missing value")
+            raise _patch_failed(f'{op} operation does not apply: doc is missing path: "{path}": missing value')
     return node
 
 
@@ -117,7 +136,7 @@ def _get(doc: Any, path: str, op: str) -> Any:
         return parent[last]
     if isinstance(parent, list):
         return parent[_index(parent, last, path, op, allow_end=False)]
-    raise _patch_failed(f"{op} operation does not apply: doc is missing path: \"{path}\": missing value")
+    raise _patch_failed(f'{op} operation does not apply: doc is missing path: "{path}": missing value')
 
 
 def _add(doc: Any, path: str, value: Any, op: str = "add") -> Any:
@@ -132,7 +151,7 @@ def _add(doc: Any, path: str, value: Any, op: str = "add") -> Any:
     elif isinstance(parent, list):
         parent.insert(_index(parent, last, path, op, allow_end=True), value)
     else:
-        raise _patch_failed(f"{op} operation does not apply: doc is missing path: \"{path}\": missing value")
+        raise _patch_failed(f'{op} operation does not apply: doc is missing path: "{path}": missing value')
     return doc
 
 
@@ -146,7 +165,7 @@ def _remove(doc: Any, path: str, op: str = "remove") -> Any:
     elif isinstance(parent, list):
         del parent[_index(parent, last, path, op, allow_end=False)]
     else:
-        raise _patch_failed(f"{op} operation does not apply: doc is missing path: \"{path}\": missing value")
+        raise _patch_failed(f'{op} operation does not apply: doc is missing path: "{path}": missing value')
     return doc
 
 
@@ -187,6 +206,7 @@ def json_patch(target: Any, ops: Any) -> Any:
 
 
 # -- strategic merge patch -------------------------------------------------------------------
+
 
 def strategic_merge_patch(resource: Resource, target: dict[str, Any], patch: Any) -> dict[str, Any]:
     """Apply a strategic merge patch using the schema's patch strategies and merge keys.
@@ -246,8 +266,9 @@ def _smp_map(orig: dict[str, Any], patch: dict[str, Any], node: Node | None) -> 
             else:
                 orig[key] = merged
         elif isinstance(value, list):
-            orig[key] = _smp_list(current if isinstance(current, list) else [], value, child,
-                                  patch.get(f"$setElementOrder/{key}"))
+            orig[key] = _smp_list(
+                current if isinstance(current, list) else [], value, child, patch.get(f"$setElementOrder/{key}")
+            )
         else:
             orig[key] = value
     return orig
@@ -294,7 +315,7 @@ def _reorder(items: list[Any], order: list[Any], key: str | None) -> list[Any]:
     wanted = [ident(o) if key else o for o in order]
     rank = {json.dumps(w, sort_keys=True): i for i, w in enumerate(wanted)}
     indexed = list(enumerate(items))
-    indexed.sort(key=lambda pair: (rank.get(json.dumps(ident(pair[1]), sort_keys=True), len(rank) + pair[0])))
+    indexed.sort(key=lambda pair: rank.get(json.dumps(ident(pair[1]), sort_keys=True), len(rank) + pair[0]))
     return [item for _, item in indexed]
 
 
@@ -305,6 +326,7 @@ def _go_map(value: Any) -> str:
 
 
 # -- managed fields --------------------------------------------------------------------------
+
 
 def _key_element(item: dict[str, Any], keys: Iterable[str]) -> str:
     chosen = {k: item.get(k, _KEY_DEFAULTS.get(k)) for k in sorted(keys)}
@@ -325,22 +347,25 @@ def flatten_fields(obj: dict[str, Any], node: Node | None, status: bool = False)
 
 
 def _flatten(value: Any, node: Node | None, path: FieldPath, out: dict[FieldPath, Any]) -> None:
-    if isinstance(value, dict) and value and not (node is not None and (node.atomic or node.kind not in
-                                                                         ("struct", "map", "any"))):
+    if (
+        isinstance(value, dict)
+        and value
+        and not (node is not None and (node.atomic or node.kind not in ("struct", "map", "any")))
+    ):
         for key, item in value.items():
-            _flatten(item, _child(node, key), path + (f"f:{key}",), out)
+            _flatten(item, _child(node, key), (*path, f"f:{key}"), out)
         return
     list_type = node.patch.list_type if node is not None and node.kind == "array" else None
     if isinstance(value, list) and value and list_type == "map" and all(isinstance(i, dict) for i in value):
         for item in value:
-            element = path + (_key_element(item, node.patch.list_map_keys),)
+            element = (*path, _key_element(item, node.patch.list_map_keys))
             out[element] = _ITEM
             for key, field in item.items():
-                _flatten(field, _child(node.items, key), element + (f"f:{key}",), out)
+                _flatten(field, _child(node.items, key), (*element, f"f:{key}"), out)
         return
     if isinstance(value, list) and value and list_type == "set":
         for item in value:
-            out[path + ("v:" + json.dumps(item, separators=(",", ":")),)] = item
+            out[(*path, "v:" + json.dumps(item, separators=(",", ":")))] = item
         return
     if path:
         out[path] = value
@@ -374,9 +399,9 @@ def parse_fields_v1(trie: dict[str, Any], prefix: FieldPath = ()) -> set[FieldPa
         if key == ".":
             out.add(prefix)
         elif not sub:
-            out.add(prefix + (key,))
+            out.add((*prefix, key))
         else:
-            out |= parse_fields_v1(sub, prefix + (key,))
+            out |= parse_fields_v1(sub, (*prefix, key))
     return out
 
 
@@ -416,8 +441,14 @@ class _Entry:
         return f"{text} using {self.api_version}" if self.operation == "Update" else text
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"manager": self.manager, "operation": self.operation, "apiVersion": self.api_version,
-               "time": self.time, "fieldsType": "FieldsV1", "fieldsV1": fields_v1(self.fields)}
+        out = {
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": self.api_version,
+            "time": self.time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields_v1(self.fields),
+        }
         if self.subresource:
             out["subresource"] = self.subresource
         return out
@@ -438,7 +469,7 @@ def _own(entries: list[_Entry], resource: Resource, manager: str, operation: str
 
 def _store(obj: dict[str, Any], entries: list[_Entry], touched: _Entry, resource: Resource) -> dict[str, Any]:
     touched.api_version = resource.api_version
-    touched.time = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    touched.time = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     kept = [e.to_dict() for e in entries if e.fields]
     meta = obj.setdefault("metadata", {})
     if kept:
@@ -448,8 +479,14 @@ def _store(obj: dict[str, Any], entries: list[_Entry], touched: _Entry, resource
     return obj
 
 
-def record_update(resource: Resource, old: dict[str, Any] | None, new: dict[str, Any], manager: str,
-                  operation: str = "Update", subresource: str = "") -> dict[str, Any]:
+def record_update(
+    resource: Resource,
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+    manager: str,
+    operation: str = "Update",
+    subresource: str = "",
+) -> dict[str, Any]:
     """``new`` with managedFields updated for a create, update or patch by ``manager``.
 
     The manager takes ownership of every field it changed (from whoever owned it, without
@@ -508,9 +545,15 @@ def _remove_field(obj: dict[str, Any], path: FieldPath, node: Node | None) -> No
         elif kind in ("k", "v") and isinstance(container, list):
             keys = node.patch.list_map_keys if node is not None else ()
             want = json.loads(rest)
-            index = next((i for i, item in enumerate(container)
-                          if (kind == "v" and item == want)
-                          or (kind == "k" and isinstance(item, dict) and _key_element(item, keys) == element)), None)
+            index = next(
+                (
+                    i
+                    for i, item in enumerate(container)
+                    if (kind == "v" and item == want)
+                    or (kind == "k" and isinstance(item, dict) and _key_element(item, keys) == element)
+                ),
+                None,
+            )
             if index is None:
                 return
             if last:
@@ -524,11 +567,12 @@ def _remove_field(obj: dict[str, Any], path: FieldPath, node: Node | None) -> No
 
 def _is_under(path: FieldPath, owned: set[FieldPath]) -> bool:
     """Whether ``path`` or anything beneath it is in ``owned``."""
-    return any(p[:len(path)] == path for p in owned)
+    return any(p[: len(path)] == path for p in owned)
 
 
-def server_side_apply(resource: Resource, live: dict[str, Any] | None, applied: dict[str, Any],
-                      manager: str, force: bool = False) -> dict[str, Any]:
+def server_side_apply(
+    resource: Resource, live: dict[str, Any] | None, applied: dict[str, Any], manager: str, force: bool = False
+) -> dict[str, Any]:
     """Apply a configuration the way ``kubectl apply --server-side`` expects (approximately).
 
     The result is ``live`` with ``applied`` merged in and ``manager``'s Apply entry in
@@ -547,8 +591,12 @@ def server_side_apply(resource: Resource, live: dict[str, Any] | None, applied: 
         result = applied
     else:
         current = flatten_fields(live, node)
-        conflicts = [(e, p) for e in others for p in sorted(e.fields & wanted.keys())
-                     if p not in current or current[p] != wanted[p]]
+        conflicts = [
+            (e, p)
+            for e in others
+            for p in sorted(e.fields & wanted.keys())
+            if p not in current or current[p] != wanted[p]
+        ]
         if conflicts and not force:
             raise _conflict_error(conflicts)
         for entry, path in conflicts:
@@ -564,8 +612,10 @@ def server_side_apply(resource: Resource, live: dict[str, Any] | None, applied: 
 
 
 def _conflict_error(conflicts: list[tuple[_Entry, FieldPath]]) -> StatusError:
-    causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {e.describe()}",
-               "field": format_field_path(p)} for e, p in conflicts]
+    causes = [
+        {"reason": "FieldManagerConflict", "message": f"conflict with {e.describe()}", "field": format_field_path(p)}
+        for e, p in conflicts
+    ]
     if len(conflicts) == 1:
         entry, path = conflicts[0]
         message = f"Apply failed with 1 conflict: conflict with {entry.describe()}: {format_field_path(path)}"

@@ -18,9 +18,10 @@ k8s.io/apimachinery v1.32 (field numbers, JSON names, ``omitempty``).
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from .status import StatusError, bad_request, unsupported_media_type
 
@@ -294,7 +295,7 @@ def _time(data: bytes) -> str | None:
         return None  # a zero metav1.Time marshals to an empty message and to JSON null
     # metav1.Time keeps whole seconds only (field 1); its nanos (field 2) are dropped by Kubernetes too
     seconds = next((_signed(int(v)) for n, _, v in fields(data) if n == 1), 0)
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _quantity(data: bytes) -> str:

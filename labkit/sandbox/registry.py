@@ -11,8 +11,8 @@ decoding and storage, so adding a kind is one line here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 READ_VERBS = ("get", "list", "watch")
@@ -61,7 +61,9 @@ def _core(kind: str, plural: str, namespaced: bool = True, **kw) -> Resource:
     return Resource("", "v1", kind, plural, namespaced, schema=f"io.k8s.api.core.v1.{kind}", **kw)
 
 
-def _api(group: str, package: str, kind: str, plural: str, namespaced: bool = True, version: str = "v1", **kw) -> Resource:
+def _api(
+    group: str, package: str, kind: str, plural: str, namespaced: bool = True, version: str = "v1", **kw
+) -> Resource:
     return Resource(group, version, kind, plural, namespaced, schema=f"io.k8s.api.{package}.{version}.{kind}", **kw)
 
 
@@ -101,21 +103,45 @@ class Registry:
 
 RESOURCES = Registry(
     [
-        _core("Namespace", "namespaces", namespaced=False, short_names=("ns",),
-              subresources={"status": "Namespace", "finalize": "Namespace"}),
+        _core(
+            "Namespace",
+            "namespaces",
+            namespaced=False,
+            short_names=("ns",),
+            subresources={"status": "Namespace", "finalize": "Namespace"},
+        ),
         _core("Node", "nodes", namespaced=False, short_names=("no",), subresources={"status": "Node"}),
-        _core("Pod", "pods", short_names=("po",), categories=("all",),
-              subresources={"status": "Pod", "log": "", "binding": "Binding", "eviction": "Eviction"}),
+        _core(
+            "Pod",
+            "pods",
+            short_names=("po",),
+            categories=("all",),
+            subresources={"status": "Pod", "log": "", "binding": "Binding", "eviction": "Eviction"},
+        ),
         _core("Service", "services", short_names=("svc",), categories=("all",), subresources={"status": "Service"}),
         _core("Endpoints", "endpoints", short_names=("ep",)),
         _core("ConfigMap", "configmaps", short_names=("cm",)),
         _core("Secret", "secrets"),
         _core("ServiceAccount", "serviceaccounts", short_names=("sa",), subresources={"token": "TokenRequest"}),
         _core("Event", "events", short_names=("ev",)),
-        _api("apps", "apps", "Deployment", "deployments", short_names=("deploy",), categories=("all",),
-             subresources={"status": "Deployment", "scale": "Scale"}),
-        _api("apps", "apps", "ReplicaSet", "replicasets", short_names=("rs",), categories=("all",),
-             subresources={"status": "ReplicaSet", "scale": "Scale"}),
+        _api(
+            "apps",
+            "apps",
+            "Deployment",
+            "deployments",
+            short_names=("deploy",),
+            categories=("all",),
+            subresources={"status": "Deployment", "scale": "Scale"},
+        ),
+        _api(
+            "apps",
+            "apps",
+            "ReplicaSet",
+            "replicasets",
+            short_names=("rs",),
+            categories=("all",),
+            subresources={"status": "ReplicaSet", "scale": "Scale"},
+        ),
         _api("batch", "batch", "Job", "jobs", categories=("all",), subresources={"status": "Job"}),
         _api("node.k8s.io", "node", "RuntimeClass", "runtimeclasses", namespaced=False),
         _api("rbac.authorization.k8s.io", "rbac", "Role", "roles"),
@@ -124,11 +150,29 @@ RESOURCES = Registry(
         _api("rbac.authorization.k8s.io", "rbac", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
         _api("discovery.k8s.io", "discovery", "EndpointSlice", "endpointslices"),
         # a second view of the core Events (stored once); updates go through core/v1
-        _api("events.k8s.io", "events", "Event", "events", short_names=("ev",),
-             verbs=("create", "delete", "get", "list", "watch")),
-        _api("authorization.k8s.io", "authorization", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
-             namespaced=False, verbs=("create",)),
-        _api("authorization.k8s.io", "authorization", "SubjectAccessReview", "subjectaccessreviews",
-             namespaced=False, verbs=("create",)),
+        _api(
+            "events.k8s.io",
+            "events",
+            "Event",
+            "events",
+            short_names=("ev",),
+            verbs=("create", "delete", "get", "list", "watch"),
+        ),
+        _api(
+            "authorization.k8s.io",
+            "authorization",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            namespaced=False,
+            verbs=("create",),
+        ),
+        _api(
+            "authorization.k8s.io",
+            "authorization",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+            namespaced=False,
+            verbs=("create",),
+        ),
     ]
 )

@@ -24,11 +24,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..errors import ImageError
-from ..wasm.apps import module_path, shipped_modules
-from ..wasm.oci import build_image, normalize_ref, split_ref
-from .images import ImageStore
+from labkit.errors import ImageError
+from labkit.wasm.apps import module_path, shipped_modules
+from labkit.wasm.oci import build_image, normalize_ref, split_ref
+
+if TYPE_CHECKING:
+    from .images import ImageStore
 
 MIRROR_REPOSITORY = "docker.io/labkit/"
 #: tag -> image layout served under it
@@ -52,8 +55,7 @@ class PullFailed(ImageError):
     def __init__(self, ref: str) -> None:
         name = normalize_ref(ref) if valid_ref(ref) else ref
         self.containerd_message = (
-            f'failed to pull and unpack image "{name}": failed to resolve reference "{name}": '
-            f"{name}: not found"
+            f'failed to pull and unpack image "{name}": failed to resolve reference "{name}": {name}: not found'
         )
         super().__init__(
             self.containerd_message,

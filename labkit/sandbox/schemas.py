@@ -20,10 +20,12 @@ import hashlib
 import importlib.util
 import json
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
-from ..errors import PrerequisiteMissing
+from labkit.errors import PrerequisiteMissing
+
 from .registry import RESOURCES, Resource
 from .status import bad_request, invalid
 
@@ -34,8 +36,13 @@ _REF_PREFIX = "#/$defs/"
 _INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
 _QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
-_PATCH_KEYS = ("x-kubernetes-patch-strategy", "x-kubernetes-patch-merge-key",
-               "x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-map-type")
+_PATCH_KEYS = (
+    "x-kubernetes-patch-strategy",
+    "x-kubernetes-patch-merge-key",
+    "x-kubernetes-list-type",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+)
 
 
 def _definitions_path() -> Path:
@@ -45,8 +52,9 @@ def _definitions_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise PrerequisiteMissing(
             "the official Kubernetes schemas (package kubernetes-validate) are not installed",
-            "pip install 'kubernetes-validate>=1.32'")
-    root = Path(list(spec.submodule_search_locations)[0])
+            "pip install 'kubernetes-validate>=1.32'",
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
     return root / "kubernetes-json-schema" / SCHEMA_VERSION / "_definitions.json"
 
 
@@ -67,10 +75,22 @@ class Node:
     ``quantity`` or ``any`` (free-form, nothing checked).
     """
 
-    __slots__ = ("_owner", "_schema", "kind", "strict", "go_type", "struct_name", "int_format",
-                 "patch", "atomic", "_children", "_items", "_values")
+    __slots__ = (
+        "_children",
+        "_items",
+        "_owner",
+        "_schema",
+        "_values",
+        "atomic",
+        "go_type",
+        "int_format",
+        "kind",
+        "patch",
+        "strict",
+        "struct_name",
+    )
 
-    def __init__(self, owner: "Schemas", schema: dict[str, Any], def_name: str | None = None) -> None:
+    def __init__(self, owner: Schemas, schema: dict[str, Any], def_name: str | None = None) -> None:
         self._owner, self._schema = owner, schema
         self._children: dict[str, Node | None] = {}
         self._items: Node | None = None
@@ -102,7 +122,7 @@ class Node:
         )
         self.atomic = schema.get("x-kubernetes-map-type") == "atomic"
 
-    def child(self, name: str) -> "Node | None":
+    def child(self, name: str) -> Node | None:
         """The node of property ``name`` (struct) or of any value (map); None if unknown."""
         if self.kind == "map":
             return self.values
@@ -115,13 +135,13 @@ class Node:
             return node
 
     @property
-    def items(self) -> "Node | None":
+    def items(self) -> Node | None:
         if self._items is None and self.kind == "array":
             self._items = self._owner.compile(self._schema.get("items") or {})
         return self._items
 
     @property
-    def values(self) -> "Node | None":
+    def values(self) -> Node | None:
         if self._values is None and self.kind == "map":
             self._values = self._owner.compile(self._schema["additionalProperties"])
         return self._values
@@ -137,13 +157,12 @@ def _go_type(schema: dict[str, Any], def_name: str | None, kind: str) -> str:
     if kind == "array":
         items = schema.get("items") or {}
         ref = items.get("$ref", "")
-        inner = _go_type(items, ref[len(_REF_PREFIX):] if ref else None,
-                         "struct" if ref else _plain_kind(items))
+        inner = _go_type(items, ref[len(_REF_PREFIX) :] if ref else None, "struct" if ref else _plain_kind(items))
         return f"[]{inner}"
     if kind == "map":
         values = schema["additionalProperties"]
         ref = values.get("$ref", "")
-        return f"map[string]{_go_type(values, ref[len(_REF_PREFIX):] if ref else None, _plain_kind(values))}"
+        return f"map[string]{_go_type(values, ref[len(_REF_PREFIX) :] if ref else None, _plain_kind(values))}"
     if kind == "string" and schema.get("format") == "byte":
         return "[]uint8"
     return {"string": "string", "number": "float64", "boolean": "bool"}.get(kind, "map[string]interface {}")
@@ -184,7 +203,7 @@ def _format_path(parts: list[str | int]) -> str:
 class _Walk:
     """One validation pass: prunes unknown and null fields, records them and the first type error."""
 
-    __slots__ = ("unknown", "type_error", "path")
+    __slots__ = ("path", "type_error", "unknown")
 
     def __init__(self) -> None:
         self.unknown: list[str] = []
@@ -195,7 +214,9 @@ class _Walk:
         if self.type_error is None:
             go_path = ".".join(p for p in self.path if isinstance(p, str))
             what = _json_type(value) + detail
-            self.type_error = f"json: cannot unmarshal {what} into Go struct field {struct}.{go_path} of type {node.go_type}"
+            self.type_error = (
+                f"json: cannot unmarshal {what} into Go struct field {struct}.{go_path} of type {node.go_type}"
+            )
 
     def value(self, node: Node, value: Any, struct: str) -> None:
         kind = node.kind
@@ -250,9 +271,8 @@ class _Walk:
                 # IntOrString decodes itself, so Go reports no struct field here
                 if self.type_error is None:
                     self.type_error = f"json: cannot unmarshal {_json_type(value)} into Go value of type int32"
-        elif kind == "quantity":
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                self.mismatch(value, node, struct)
+        elif kind == "quantity" and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
+            self.mismatch(value, node, struct)
 
     def fields(self, node: Node, obj: dict[str, Any]) -> None:
         struct = node.struct_name
@@ -298,7 +318,7 @@ class Schemas:
         ref = schema.get("$ref")
         if ref is None:
             return Node(self, schema)
-        name = ref[len(_REF_PREFIX):]
+        name = ref[len(_REF_PREFIX) :]
         if not any(k in schema for k in _PATCH_KEYS):
             return self.node(name)
         merged = {**self.definitions[name], **{k: schema[k] for k in _PATCH_KEYS if k in schema}}
@@ -326,18 +346,22 @@ class Schemas:
         """
         if mode not in FIELD_VALIDATION_MODES:
             raise bad_request(
-                f'fieldValidation parameter "{mode}" is not supported: use one of "Ignore", "Warn" or "Strict"')
+                f'fieldValidation parameter "{mode}" is not supported: use one of "Ignore", "Warn" or "Strict"'
+            )
         decode_prefix = f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
         root = self.node(resource.schema)
         if not isinstance(obj, dict):
-            raise bad_request(decode_prefix + f"json: cannot unmarshal {_json_type(obj)} into Go value of type {root.go_type}")
+            raise bad_request(
+                decode_prefix + f"json: cannot unmarshal {_json_type(obj)} into Go value of type {root.go_type}"
+            )
         walk = _Walk()
         walk.fields(root, obj)
         if walk.type_error:
             raise bad_request(decode_prefix + walk.type_error)
         if walk.unknown and mode == "Strict":
-            raise bad_request(decode_prefix + "strict decoding error: "
-                              + ", ".join(f'unknown field "{p}"' for p in walk.unknown))
+            raise bad_request(
+                decode_prefix + "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in walk.unknown)
+            )
         causes = semantic_causes(resource, obj)
         if causes:
             raise invalid(resource, (obj.get("metadata") or {}).get("name") or "", causes)
@@ -429,7 +453,7 @@ class Schemas:
 def _refs(schema: Any) -> list[str]:
     """Definition names a schema refers to."""
     if isinstance(schema, dict):
-        out = [schema["$ref"][len(_REF_PREFIX):]] if "$ref" in schema else []
+        out = [schema["$ref"][len(_REF_PREFIX) :]] if "$ref" in schema else []
         for value in schema.values():
             out.extend(_refs(value))
         return out
@@ -460,7 +484,7 @@ def _to_openapi(schema: Any) -> Any:
     out = {}
     for key, value in schema.items():
         if key == "$ref":
-            out[key] = "#/components/schemas/" + value[len(_REF_PREFIX):]
+            out[key] = "#/components/schemas/" + value[len(_REF_PREFIX) :]
         elif key == "type" and isinstance(value, list):
             concrete = [t for t in value if t != "null"]
             out[key] = concrete[0] if concrete else "object"
@@ -468,7 +492,15 @@ def _to_openapi(schema: Any) -> Any:
                 out["nullable"] = True
         elif key == "additionalProperties" and value is False:
             continue  # a strictness marker of kubernetes-validate, not in the server's documents
-        elif key in ("properties", "x-kubernetes-group-version-kind", "items", "additionalProperties", "allOf", "oneOf", "anyOf"):
+        elif key in (
+            "properties",
+            "x-kubernetes-group-version-kind",
+            "items",
+            "additionalProperties",
+            "allOf",
+            "oneOf",
+            "anyOf",
+        ):
             out[key] = {k: _to_openapi(v) for k, v in value.items()} if key == "properties" else _to_openapi(value)
         else:
             out[key] = value
@@ -488,15 +520,28 @@ def _operation(r: Resource, action: str, verb: str, schema: str, body: bool, pat
         op["parameters"] = [
             {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": True}},
             {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": True}},
-            {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True},
-             "description": "Strict, Warn or Ignore: what to do with unknown or duplicate fields"},
+            {
+                "name": "fieldValidation",
+                "in": "query",
+                "schema": {"type": "string", "uniqueItems": True},
+                "description": "Strict, Warn or Ignore: what to do with unknown or duplicate fields",
+            },
         ]
     if patch:
         op["parameters"].append({"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": True}})
         patch_ref = {"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}}
-        op["requestBody"] = {"required": True, "content": {t: patch_ref for t in (
-            "application/apply-patch+yaml", "application/json-patch+json",
-            "application/merge-patch+json", "application/strategic-merge-patch+json")}}
+        op["requestBody"] = {
+            "required": True,
+            "content": dict.fromkeys(
+                (
+                    "application/apply-patch+yaml",
+                    "application/json-patch+json",
+                    "application/merge-patch+json",
+                    "application/strategic-merge-patch+json",
+                ),
+                patch_ref,
+            ),
+        }
     elif body:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
     return op
@@ -504,8 +549,11 @@ def _operation(r: Resource, action: str, verb: str, schema: str, body: bool, pat
 
 def _resource_paths(r: Resource, list_schema: str) -> dict[str, Any]:
     base = f"/{r.group_version_path}/" + ("namespaces/{namespace}/" if r.namespaced else "") + r.plural
-    params = [{"name": "namespace", "in": "path", "required": True, "schema": {"type": "string", "uniqueItems": True}}] \
-        if r.namespaced else []
+    params = (
+        [{"name": "namespace", "in": "path", "required": True, "schema": {"type": "string", "uniqueItems": True}}]
+        if r.namespaced
+        else []
+    )
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "uniqueItems": True}}
     collection: dict[str, Any] = {"parameters": params}
     if "list" in r.verbs:
@@ -539,7 +587,6 @@ def schemas() -> Schemas:
     return Schemas()
 
 
-
 # -- semantic rules ---------------------------------------------------------------------------
 # The real API server's "required" checks are Go code, not the schema's `required` lists
 # (which kubernetes-validate marks loosely). This is a small explicit table of the rules a
@@ -552,24 +599,36 @@ _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z
 _DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
-_MSG_LABEL = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
-              "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
-              "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
-_MSG_SUBDOMAIN = ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-                  "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
-                  "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")
-_MSG_DNS1035 = ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
-                "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
-                "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')")
-_MSG_LABEL_VALUE = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
-                    "and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or "
-                    "'12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")
-_MSG_LABEL_NAME = ("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with "
-                   "an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
-                   "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")
-_MSG_ENV = ("a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', "
-            "and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex "
-            "used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')")
+_MSG_LABEL = (
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+    "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+)
+_MSG_SUBDOMAIN = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_MSG_DNS1035 = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
+    "regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+)
+_MSG_LABEL_VALUE = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
+    "and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or "
+    "'12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+)
+_MSG_LABEL_NAME = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with "
+    "an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for "
+    "validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+)
+_MSG_ENV = (
+    "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', "
+    "and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex "
+    "used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')"
+)
 _MSG_PORT = "must be between 1 and 65535, inclusive"
 _PROTOCOLS = ("SCTP", "TCP", "UDP")
 
@@ -589,8 +648,11 @@ def _go_value(value: Any) -> str:
 
 
 def required(field: str, detail: str = "") -> Cause:
-    return {"reason": "FieldValueRequired", "message": "Required value" + (f": {detail}" if detail else ""),
-            "field": field}
+    return {
+        "reason": "FieldValueRequired",
+        "message": "Required value" + (f": {detail}" if detail else ""),
+        "field": field,
+    }
 
 
 def invalid_value(field: str, value: Any, detail: str) -> Cause:
@@ -599,8 +661,11 @@ def invalid_value(field: str, value: Any, detail: str) -> Cause:
 
 def not_supported(field: str, value: Any, supported: Iterable[str]) -> Cause:
     listed = ", ".join(f'"{s}"' for s in supported)
-    return {"reason": "FieldValueNotSupported",
-            "message": f"Unsupported value: {_go_value(value)}: supported values: {listed}", "field": field}
+    return {
+        "reason": "FieldValueNotSupported",
+        "message": f"Unsupported value: {_go_value(value)}: supported values: {listed}",
+        "field": field,
+    }
 
 
 def _duplicate(field: str, value: Any) -> Cause:
@@ -644,8 +709,10 @@ def _path_segment(field: str, value: str) -> list[Cause]:
 _NAME_RULES: dict[str, Callable[[str, str], list[Cause]]] = {
     "Namespace": dns_label,
     "Service": _dns1035,
-    "Role": _path_segment, "RoleBinding": _path_segment,
-    "ClusterRole": _path_segment, "ClusterRoleBinding": _path_segment,
+    "Role": _path_segment,
+    "RoleBinding": _path_segment,
+    "ClusterRole": _path_segment,
+    "ClusterRoleBinding": _path_segment,
 }
 _NAMELESS = {"SelfSubjectAccessReview", "SubjectAccessReview"}
 
@@ -709,8 +776,9 @@ def _container(field: str, c: dict[str, Any], volumes: set[str]) -> list[Cause]:
     return causes
 
 
-def _pod_spec(field: str, spec: dict[str, Any], restart_policies: tuple[str, ...] = ("Always", "OnFailure", "Never")
-              ) -> list[Cause]:
+def _pod_spec(
+    field: str, spec: dict[str, Any], restart_policies: tuple[str, ...] = ("Always", "OnFailure", "Never")
+) -> list[Cause]:
     causes: list[Cause] = []
     volumes: set[str] = set()
     for i, volume in enumerate(spec.get("volumes") or []):
@@ -753,8 +821,12 @@ def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     for expr in selector.get("matchExpressions") or []:
         key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
         present = key in labels
-        if (op == "In" and (not present or labels[key] not in values)) or (op == "NotIn" and present and labels[key] in values) \
-                or (op == "Exists" and not present) or (op == "DoesNotExist" and present):
+        if (
+            (op == "In" and (not present or labels[key] not in values))
+            or (op == "NotIn" and present and labels[key] in values)
+            or (op == "Exists" and not present)
+            or (op == "DoesNotExist" and present)
+        ):
             return False
     return True
 
@@ -762,8 +834,11 @@ def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 def _empty_selector(selector: dict[str, Any]) -> str:
     """Go's ``%#v`` of an empty LabelSelector, as the real message prints it."""
     labels = "map[string]string{}" if selector.get("matchLabels") == {} else "map[string]string(nil)"
-    exprs = "[]v1.LabelSelectorRequirement{}" if selector.get("matchExpressions") == [] \
+    exprs = (
+        "[]v1.LabelSelectorRequirement{}"
+        if selector.get("matchExpressions") == []
         else "[]v1.LabelSelectorRequirement(nil)"
+    )
     return f"v1.LabelSelector{{MatchLabels:{labels}, MatchExpressions:{exprs}}}"
 
 
@@ -773,10 +848,18 @@ def _template(spec: dict[str, Any], selector: dict[str, Any] | None, policies: t
         return [required("spec.template")]
     labels = (template.get("metadata") or {}).get("labels")
     causes = _labels("spec.template.metadata.labels", labels or {})
-    if selector and (selector.get("matchLabels") or selector.get("matchExpressions")) \
-            and not selector_matches(selector, labels or {}):
-        causes.append({"reason": "FieldValueInvalid", "field": "spec.template.metadata.labels",
-                       "message": f"Invalid value: {_go_value(labels)}: `selector` does not match template `labels`"})
+    if (
+        selector
+        and (selector.get("matchLabels") or selector.get("matchExpressions"))
+        and not selector_matches(selector, labels or {})
+    ):
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "field": "spec.template.metadata.labels",
+                "message": f"Invalid value: {_go_value(labels)}: `selector` does not match template `labels`",
+            }
+        )
     return causes + _pod_spec("spec.template.spec", template.get("spec") or {}, policies)
 
 
@@ -790,8 +873,13 @@ def _replicated(obj: dict[str, Any], policies: tuple[str, ...]) -> list[Cause]:
     if selector is None:
         causes.append(required("spec.selector"))
     elif not (selector.get("matchLabels") or selector.get("matchExpressions")):
-        causes.append({"reason": "FieldValueInvalid", "field": "spec.selector",
-                       "message": f"Invalid value: {_empty_selector(selector)}: empty selector is invalid for deployment"})
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "field": "spec.selector",
+                "message": f"Invalid value: {_empty_selector(selector)}: empty selector is invalid for deployment",
+            }
+        )
     return causes + _template(spec, selector, policies)
 
 

@@ -85,7 +85,15 @@ def validate_label_value(value: str) -> list[str]:
 
 #: Operators as they appear in selector strings; ``exists``/``!`` are the unary ones.
 EQUALS, DOUBLE_EQUALS, NOT_EQUALS, IN, NOT_IN, EXISTS, DOES_NOT_EXIST, GREATER, LESS = (
-    "=", "==", "!=", "in", "notin", "exists", "!", ">", "<"
+    "=",
+    "==",
+    "!=",
+    "in",
+    "notin",
+    "exists",
+    "!",
+    ">",
+    "<",
 )
 _SET_OPS = (IN, NOT_IN)
 _EXACT_OPS = (EQUALS, DOUBLE_EQUALS, NOT_EQUALS)
@@ -207,7 +215,7 @@ class _Tokens:
                 yield _END, ""
                 return
             if text[i] in _SPECIAL:
-                two = text[i:i + 2]
+                two = text[i : i + 2]
                 lit = two if two in ("==", "!=") else text[i]
                 i += len(lit)
                 yield lit, lit
@@ -437,7 +445,7 @@ def _split_field_term(term: str) -> tuple[str, str, str] | None:
     for i in range(len(term)):
         for op in _FIELD_OPERATORS:
             if term.startswith(op, i):
-                return term[:i], op, term[i + len(op):]
+                return term[:i], op, term[i + len(op) :]
     return None
 
 
@@ -461,4 +469,3 @@ def parse_field_selector(text: str) -> FieldSelector:
         field, op, raw = split
         terms.append(FieldTerm(field.strip(), op, _unescape_field_value(raw)))
     return FieldSelector(tuple(terms))
-

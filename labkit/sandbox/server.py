@@ -13,29 +13,38 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import yaml
 from aiohttp import web
 
 from . import discovery, logs, patch, protobuf, schemas, tables
-from .apicore import ApiCore
 from .auth import ADMIN, Authorizer, TokenAuthority, User, review_attributes
 from .events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
 from .registry import RESOURCES, Resource
 from .selectors import parse_field_selector, parse_label_selector
 from .status import StatusError, bad_request, forbidden, method_not_allowed, unauthorized, unsupported_media_type
 
+if TYPE_CHECKING:
+    from .apicore import ApiCore
+
 log = logging.getLogger("labkit.sandbox.server")
 
 JSON = "application/json"
 #: What /version says: a k3s-shaped version string, marked as labkit's sandbox.
 VERSION_INFO = {
-    "major": "1", "minor": "32", "gitVersion": "v1.32.5+labkit.sandbox", "gitCommit": "labkit-sandbox",
-    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "n/a (python)",
-    "compiler": "labkit", "platform": "linux/amd64",
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.5+labkit.sandbox",
+    "gitCommit": "labkit-sandbox",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "n/a (python)",
+    "compiler": "labkit",
+    "platform": "linux/amd64",
 }
 WATCH_DEFAULT_TIMEOUT = 1800
 BOOKMARK_EVERY = 30.0
@@ -73,14 +82,21 @@ def _flag(request: web.Request, name: str) -> bool:
 
 
 class ApiServer:
-    def __init__(self, core: ApiCore, tokens: TokenAuthority, log_dir, server_address: str = "127.0.0.1",
-                 extra_routes: list[web.RouteDef] = ()) -> None:
+    def __init__(
+        self,
+        core: ApiCore,
+        tokens: TokenAuthority,
+        log_dir,
+        server_address: str = "127.0.0.1",
+        extra_routes: list[web.RouteDef] = (),
+    ) -> None:
         self.core = core
         self.tokens = tokens
         self.logs = logs.PodLogs(log_dir)
         self.server_address = server_address
-        self.authorizer = Authorizer(lambda plural, ns: core.store.list(
-            RESOURCES.by_plural("rbac.authorization.k8s.io", plural), ns)[0])
+        self.authorizer = Authorizer(
+            lambda plural, ns: core.store.list(RESOURCES.by_plural("rbac.authorization.k8s.io", plural), ns)[0]
+        )
         self.app = web.Application(middlewares=[self._errors, self._authenticate], client_max_size=64 * 1024 * 1024)
         self.app.add_routes(extra_routes)  # before the catch-all, which would shadow them
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -121,7 +137,9 @@ class ApiServer:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         parts = [unquote(p) for p in request.path.strip("/").split("/") if p]
         if not parts:
-            return _json({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]})
+            return _json(
+                {"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}
+            )
         head = parts[0]
         if head in ("healthz", "readyz", "livez") and len(parts) == 1:
             return web.Response(text="ok")
@@ -207,11 +225,16 @@ class ApiServer:
             raise bad_request(f'{kind} in version "{t.resource.version}" cannot be handled as a {kind}: {e}') from e
         raise unsupported_media_type(content_type)
 
-    def _answer(self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200,
-                warnings: list[str] = ()) -> web.Response:
+    def _answer(
+        self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200, warnings: list[str] = ()
+    ) -> web.Response:
         if _wants_table(request) and obj.get("kind") == t.resource.kind:
-            table = tables.to_table(t.resource, [obj], list_rv=obj["metadata"].get("resourceVersion", ""),
-                                    include_object=request.query.get("includeObject", "Metadata"))
+            table = tables.to_table(
+                t.resource,
+                [obj],
+                list_rv=obj["metadata"].get("resourceVersion", ""),
+                include_object=request.query.get("includeObject", "Metadata"),
+            )
             return _json(table, status, warnings=warnings)
         return _json(obj, status, warnings=warnings)
 
@@ -232,13 +255,24 @@ class ApiServer:
             self._authorize(request, verb, t)
             if verb == "watch":
                 return await self._watch(request, t)
-            listing = core.list(t.resource, t.namespace, label_selector=q.get("labelSelector", ""),
-                                field_selector=q.get("fieldSelector", ""),
-                                limit=int(q["limit"]) if q.get("limit") else None, continue_token=q.get("continue"))
+            listing = core.list(
+                t.resource,
+                t.namespace,
+                label_selector=q.get("labelSelector", ""),
+                field_selector=q.get("fieldSelector", ""),
+                limit=int(q["limit"]) if q.get("limit") else None,
+                continue_token=q.get("continue"),
+            )
             if _wants_table(request):
-                return _json(tables.to_table(t.resource, listing["items"], list_rv=listing["metadata"]["resourceVersion"],
-                                             continue_token=listing["metadata"].get("continue"),
-                                             include_object=q.get("includeObject", "Metadata")))
+                return _json(
+                    tables.to_table(
+                        t.resource,
+                        listing["items"],
+                        list_rv=listing["metadata"]["resourceVersion"],
+                        continue_token=listing["metadata"].get("continue"),
+                        include_object=q.get("includeObject", "Metadata"),
+                    )
+                )
             return _json(listing)
         if method == "GET":
             self._authorize(request, "get", t)
@@ -248,14 +282,16 @@ class ApiServer:
             body = await self._body(request, t)
             if t.resource.group == "authorization.k8s.io":
                 return _json(self._access_review(request, body), 201)
-            obj, warnings = core.create(t.resource, t.namespace, body, manager=manager, validation=validation,
-                                        dry_run=dry_run)
+            obj, warnings = core.create(
+                t.resource, t.namespace, body, manager=manager, validation=validation, dry_run=dry_run
+            )
             return self._answer(request, t, obj, 201, warnings)
         if method == "PUT" and t.name:
             self._authorize(request, "update", t)
             body = await self._body(request, t)
-            obj, warnings = core.replace(t.resource, t.namespace, t.name, body, manager=manager,
-                                         validation=validation, dry_run=dry_run)
+            obj, warnings = core.replace(
+                t.resource, t.namespace, t.name, body, manager=manager, validation=validation, dry_run=dry_run
+            )
             return self._answer(request, t, obj, 200, warnings)
         if method == "PATCH" and t.name:
             return await self._patch(request, t, manager, validation, dry_run)
@@ -272,8 +308,12 @@ class ApiServer:
             self._authorize(request, verb, t)
             if verb == "watch":
                 return await self._watch(request, stored, view=EVENTS_V1, present=to_events_v1)
-            listing = core.list(EVENTS, t.namespace, label_selector=q.get("labelSelector", ""),
-                                field_selector=q.get("fieldSelector", ""))
+            listing = core.list(
+                EVENTS,
+                t.namespace,
+                label_selector=q.get("labelSelector", ""),
+                field_selector=q.get("fieldSelector", ""),
+            )
             items = [to_events_v1(e) for e in listing["items"]]
             if _wants_table(request):
                 return _json(tables.to_table(EVENTS_V1, items, list_rv=listing["metadata"]["resourceVersion"]))
@@ -289,19 +329,32 @@ class ApiServer:
         if request.method == "DELETE" and t.name:
             self._authorize(request, "delete", t)
             return _json(to_events_v1(core.delete(EVENTS, t.namespace, t.name)))
-        raise method_not_allowed("events.k8s.io/v1 Events are read, created and deleted here; "
-                                 "update them through the core v1 API")
+        raise method_not_allowed(
+            "events.k8s.io/v1 Events are read, created and deleted here; update them through the core v1 API"
+        )
 
-    async def _patch(self, request: web.Request, t: Target, manager: str, validation: str, dry_run: bool,
-                     subresource: str = "") -> web.Response:
+    async def _patch(
+        self, request: web.Request, t: Target, manager: str, validation: str, dry_run: bool, subresource: str = ""
+    ) -> web.Response:
         self._authorize(request, "patch", t)
-        if t.name and self.core.store.get(t.resource, t.namespace, t.name) is None \
-                and request.headers.get("Content-Type", "").startswith("application/apply-patch"):
+        if (
+            t.name
+            and self.core.store.get(t.resource, t.namespace, t.name) is None
+            and request.headers.get("Content-Type", "").startswith("application/apply-patch")
+        ):
             self._authorize(request, "create", t)
         obj, warnings, created = self.core.patch(
-            t.resource, t.namespace, t.name, request.headers.get("Content-Type", ""), await request.read(),
-            subresource=subresource, manager=manager, force=_flag(request, "force"), validation=validation,
-            dry_run=dry_run)
+            t.resource,
+            t.namespace,
+            t.name,
+            request.headers.get("Content-Type", ""),
+            await request.read(),
+            subresource=subresource,
+            manager=manager,
+            force=_flag(request, "force"),
+            validation=validation,
+            dry_run=dry_run,
+        )
         return self._answer(request, t, obj, 201 if created else 200, warnings)
 
     async def _delete(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
@@ -321,22 +374,50 @@ class ApiServer:
         dry_run = dry_run or "All" in (options.get("dryRun") or [])
         if t.name is None:
             self._authorize(request, "deletecollection", t)
-            listing = self.core.list(t.resource, t.namespace, label_selector=q.get("labelSelector", ""),
-                                     field_selector=q.get("fieldSelector", ""))
+            listing = self.core.list(
+                t.resource,
+                t.namespace,
+                label_selector=q.get("labelSelector", ""),
+                field_selector=q.get("fieldSelector", ""),
+            )
             for item in listing["items"]:
-                self.core.delete(t.resource, item["metadata"].get("namespace"), item["metadata"]["name"],
-                                 propagation=propagation, grace_period=grace, dry_run=dry_run)
+                self.core.delete(
+                    t.resource,
+                    item["metadata"].get("namespace"),
+                    item["metadata"]["name"],
+                    propagation=propagation,
+                    grace_period=grace,
+                    dry_run=dry_run,
+                )
             return _json(listing)
         self._authorize(request, "delete", t)
-        obj = self.core.delete(t.resource, t.namespace, t.name, propagation=propagation, grace_period=grace,
-                               preconditions=options.get("preconditions"), dry_run=dry_run)
+        obj = self.core.delete(
+            t.resource,
+            t.namespace,
+            t.name,
+            propagation=propagation,
+            grace_period=grace,
+            preconditions=options.get("preconditions"),
+            dry_run=dry_run,
+        )
         if obj["metadata"].get("deletionTimestamp"):
             return self._answer(request, t, obj, 200)
         if t.resource.kind in ("Pod", "Namespace", "Service") or obj.get("kind") != t.resource.kind:
             return self._answer(request, t, obj, 200)
-        return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                      "details": {"name": t.name, "group": t.resource.group, "kind": t.resource.plural,
-                                  "uid": obj["metadata"].get("uid")}})
+        return _json(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {
+                    "name": t.name,
+                    "group": t.resource.group,
+                    "kind": t.resource.plural,
+                    "uid": obj["metadata"].get("uid"),
+                },
+            }
+        )
 
     async def _subresource(self, request: web.Request, t: Target, manager: str, dry_run: bool) -> web.StreamResponse:
         method, sub, core = request.method, t.subresource, self.core
@@ -350,8 +431,15 @@ class ApiServer:
             if method == "GET":
                 return self._answer(request, t, core.get(t.resource, t.namespace, t.name))
             if method == "PUT":
-                obj, _ = core.replace(t.resource, t.namespace, t.name, await self._body(request, t), subresource="status",
-                                      manager=manager, dry_run=dry_run)
+                obj, _ = core.replace(
+                    t.resource,
+                    t.namespace,
+                    t.name,
+                    await self._body(request, t),
+                    subresource="status",
+                    manager=manager,
+                    dry_run=dry_run,
+                )
                 return self._answer(request, t, obj)
             if method == "PATCH":
                 return await self._patch(request, t, manager, "Ignore", dry_run, subresource="status")
@@ -366,12 +454,23 @@ class ApiServer:
                     raw = await request.read()
                     content_type = request.headers.get("Content-Type", "").split(";")[0]
                     document = json.loads(raw or b"null")
-                    body = (patch.json_patch(current, document) if content_type == "application/json-patch+json"
-                            else patch.json_merge_patch(current, document))
+                    body = (
+                        patch.json_patch(current, document)
+                        if content_type == "application/json-patch+json"
+                        else patch.json_merge_patch(current, document)
+                    )
                 replicas = (body.get("spec") or {}).get("replicas")
-                return _json(core.set_scale(t.resource, t.namespace, t.name, replicas,
-                                            (body.get("metadata") or {}).get("resourceVersion") if method == "PUT" else None,
-                                            manager=manager, dry_run=dry_run))
+                return _json(
+                    core.set_scale(
+                        t.resource,
+                        t.namespace,
+                        t.name,
+                        replicas,
+                        (body.get("metadata") or {}).get("resourceVersion") if method == "PUT" else None,
+                        manager=manager,
+                        dry_run=dry_run,
+                    )
+                )
         if sub == "binding" and method == "POST":
             core.bind(t.namespace, t.name, await self._body(request, t))
             return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
@@ -386,12 +485,18 @@ class ApiServer:
         sa = self.core.get(t.resource, t.namespace, t.name)
         seconds = int((body.get("spec") or {}).get("expirationSeconds") or 3600)
         token, exp = self.tokens.issue(t.namespace, t.name, sa["metadata"]["uid"], seconds)
-        return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
-                "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": None},
-                "spec": {"audiences": (body.get("spec") or {}).get("audiences") or ["https://kubernetes.default.svc.cluster.local", "k3s"],
-                         "expirationSeconds": seconds, "boundObjectRef": None},
-                "status": {"token": token,
-                           "expirationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))}}
+        return {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": None},
+            "spec": {
+                "audiences": (body.get("spec") or {}).get("audiences")
+                or ["https://kubernetes.default.svc.cluster.local", "k3s"],
+                "expirationSeconds": seconds,
+                "boundObjectRef": None,
+            },
+            "status": {"token": token, "expirationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))},
+        }
 
     def _access_review(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
         spec = body.get("spec") or {}
@@ -410,8 +515,13 @@ class ApiServer:
         return {**body, "metadata": body.get("metadata") or {"creationTimestamp": None}, "status": status}
 
     # ---------------------------------------------------------------- watch
-    async def _watch(self, request: web.Request, t: Target, view: Resource | None = None,
-                     present: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> web.StreamResponse:
+    async def _watch(
+        self,
+        request: web.Request,
+        t: Target,
+        view: Resource | None = None,
+        present: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> web.StreamResponse:
         """Stream watch events; *view*/*present* show stored objects as another API group does."""
         view = view or t.resource
         q = request.query
@@ -421,9 +531,13 @@ class ApiServer:
             since = None
         label = q.get("labelSelector", "")
         field = q.get("fieldSelector", "")
-        watcher = self.core.store.watch(t.resource, t.namespace, since_rv=since,
-                                        label_selector=parse_label_selector(label) if label else None,
-                                        field_selector=parse_field_selector(field) if field else None)
+        watcher = self.core.store.watch(
+            t.resource,
+            t.namespace,
+            since_rv=since,
+            label_selector=parse_label_selector(label) if label else None,
+            field_selector=parse_field_selector(field) if field else None,
+        )
         timeout = float(q.get("timeoutSeconds") or WATCH_DEFAULT_TIMEOUT)
         bookmarks = _flag(request, "allowWatchBookmarks")
         as_table = _wants_table(request)
@@ -495,8 +609,9 @@ def not_found_path() -> StatusError:
 class ServerThread:
     """Runs an ``ApiServer`` on 127.0.0.1 in a dedicated thread with its own event loop."""
 
-    def __init__(self, server: ApiServer, port: int = 0, host: str = "127.0.0.1",
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, server: ApiServer, port: int = 0, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.server, self.host, self.port, self.ssl_context = server, host, port, ssl_context
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="labkit-apiserver", daemon=True)
@@ -524,7 +639,7 @@ class ServerThread:
         self._ready.set()
         self.loop.run_forever()
 
-    def start(self) -> "ServerThread":
+    def start(self) -> ServerThread:
         self._thread.start()
         self._ready.wait(30)
         if self._error:

@@ -10,9 +10,12 @@ messages into search engines.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .registry import RESOURCES, Resource  # noqa: F401  (RESOURCES used by the doctest)
+from .registry import RESOURCES  # noqa: F401  (RESOURCES used by the doctest)
+
+if TYPE_CHECKING:
+    from .registry import Resource
 
 
 class StatusError(Exception):
@@ -73,7 +76,9 @@ def invalid(resource: Resource, name: str, causes: list[dict[str, str]]) -> Stat
     summary = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
     if len(causes) > 1:
         summary = f"[{summary}]"
-    return StatusError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', _details(resource, name, causes=causes))
+    return StatusError(
+        422, "Invalid", f'{kind} "{name}" is invalid: {summary}', _details(resource, name, causes=causes)
+    )
 
 
 def bad_request(message: str, causes: list[dict[str, str]] | None = None) -> StatusError:

@@ -42,12 +42,15 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import SandboxError
-from .registry import Resource
-from .selectors import FieldSelector, LabelSelector
+from labkit.errors import SandboxError
+
 from .status import already_exists, bad_request, conflict, gone, invalid, not_found
+
+if TYPE_CHECKING:
+    from .registry import Resource
+    from .selectors import FieldSelector, LabelSelector
 
 ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
 
@@ -196,9 +199,7 @@ class Store:
             keys: Iterable[Key] = [key] if key in versions else []
         else:
             in_namespace = namespace is None or not resource.namespaced
-            keys = sorted(
-                k for k in versions if (in_namespace or k[0] == namespace) and (name is None or k[1] == name)
-            )
+            keys = sorted(k for k in versions if (in_namespace or k[0] == namespace) and (name is None or k[1] == name))
         items: list[dict[str, Any]] = []
         last: Key | None = None
         for key in keys:
@@ -243,7 +244,9 @@ class Store:
             if (namespace, name) in table:
                 raise already_exists(resource, name)
             meta.update(
-                name=name, uid=meta.get("uid") or str(uuid.uuid4()), creationTimestamp=_now(),
+                name=name,
+                uid=meta.get("uid") or str(uuid.uuid4()),
+                creationTimestamp=_now(),
                 resourceVersion=str(self._rv + 1),
             )
             version = _Version.of(obj)
@@ -313,14 +316,16 @@ class Store:
                 table = self._objects.get(resource.key, {})
                 initial = [
                     (ADDED, table[k].text, _rv_of(table[k].obj))
-                    for k in sorted(table) if watcher._selects(k, table[k].obj)
+                    for k in sorted(table)
+                    if watcher._selects(k, table[k].obj)
                 ]
             else:
                 floor = self._floor()
                 if since_rv < floor:
                     raise gone(f"too old resource version: {since_rv} ({floor})")
                 initial = [
-                    view for change in _changes_after(self._history, since_rv)
+                    view
+                    for change in _changes_after(self._history, since_rv)
                     if change.resource == resource.key and (view := watcher._view(change))
                 ]
             watcher._pending.extend(initial)
@@ -370,11 +375,17 @@ class Store:
     @staticmethod
     def _generate_name(resource: Resource, namespace: str, base: str, table: dict[Key, _Version]) -> str:
         if not base:
-            raise invalid(resource, "", [{
-                "reason": "FieldValueRequired",
-                "message": "Required value: name or generateName is required",
-                "field": "metadata.name",
-            }])
+            raise invalid(
+                resource,
+                "",
+                [
+                    {
+                        "reason": "FieldValueRequired",
+                        "message": "Required value: name or generateName is required",
+                        "field": "metadata.name",
+                    }
+                ],
+            )
         base = base[: _MAX_NAME - _SUFFIX_LENGTH]
         for _ in range(8):  # a clash is rare (27^5 suffixes); retry a few times as newer API servers do
             name = base + "".join(random.choices(NAME_ALPHABET, k=_SUFFIX_LENGTH))

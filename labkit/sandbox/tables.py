@@ -18,11 +18,13 @@ unless asked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from .registry import Resource
+if TYPE_CHECKING:
+    from .registry import Resource
 
 Obj = dict[str, Any]
 TABLE_API_VERSION = "meta.k8s.io/v1"
@@ -274,7 +276,14 @@ def _pod_row(pod: Obj, now: datetime) -> list[Any]:
 def _pod_conditions(pod: Obj) -> list[Obj]:
     phase = pod.get("status", {}).get("phase")
     if phase == "Succeeded":
-        return [{"type": "Completed", "status": "True", "reason": "Succeeded", "message": "The pod has completed successfully."}]
+        return [
+            {
+                "type": "Completed",
+                "status": "True",
+                "reason": "Succeeded",
+                "message": "The pod has completed successfully.",
+            }
+        ]
     if phase == "Failed":
         return [{"type": "Completed", "status": "True", "reason": "Failed", "message": "The pod failed."}]
     return []
@@ -477,7 +486,7 @@ def _binding_row(obj: Obj, now: datetime) -> list[Any]:
 
 def _created_at(obj: Obj, now: datetime) -> list[Any]:
     created = parse_time(obj.get("metadata", {}).get("creationTimestamp"))
-    stamp = (created or datetime(1, 1, 1, tzinfo=timezone.utc)).astimezone(timezone.utc)
+    stamp = (created or datetime(1, 1, 1, tzinfo=UTC)).astimezone(UTC)
     return [_name(obj), stamp.strftime("%Y-%m-%dT%H:%M:%SZ")]
 
 
@@ -601,7 +610,7 @@ def to_table(
     does; ``include_object`` is the request's ``includeObject`` (``Metadata`` by default,
     ``Object`` for the whole object, ``None`` for none).
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     printer = printer_for(resource)
     keep = [i for i, c in enumerate(printer.columns) if wide_hint or c.priority == 0]
     rows = []

@@ -48,7 +48,8 @@ from typing import NamedTuple
 
 import wasmtime
 
-from ..errors import WasmError
+from labkit.errors import WasmError
+
 from .extensions import HostExtension, PodContext
 
 WASM_MAGIC = b"\0asm"
@@ -138,7 +139,7 @@ def check_arg0(
             return Entrypoint(path, bytes(wasmtime.wat2wasm(data.decode())), func)
         except (UnicodeDecodeError, wasmtime.WasmtimeError) as err:
             raise CantHandleSpec(arg0, f"{path} is not valid WebAssembly text: {err}") from None
-    native = data.startswith(b"\x7fELF") or data.startswith(b"#!")
+    native = data.startswith((b"\x7fELF", b"#!"))
     raise CantHandleSpec(arg0, f"{path} is not a wasm module (no \\0asm magic)", native=native)
 
 
@@ -184,7 +185,7 @@ class LineBuffer:
             self._pending = self._pending[MAX_LINE:]
         for line in lines:
             for start in range(0, max(len(line), 1), MAX_LINE):
-                self.line(line[start:start + MAX_LINE].decode("utf-8", "replace"))
+                self.line(line[start : start + MAX_LINE].decode("utf-8", "replace"))
 
     def line(self, text: str) -> None:
         if self._emit is not None:
@@ -294,7 +295,8 @@ class ModuleCache:
             artifact = bytes(wasmtime.Module(self.engine, module_bytes).serialize())
         except wasmtime.WasmtimeError as err:
             raise WasmError(
-                f"the module is not valid WebAssembly: {err}", "rebuild it for wasm32-wasip1 and check it with wasm-validate"
+                f"the module is not valid WebAssembly: {err}",
+                "rebuild it for wasm32-wasip1 and check it with wasm-validate",
             ) from None
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
         tmp.write_bytes(artifact)
@@ -347,7 +349,12 @@ class _Killed(Exception):
 
 # WASI preview1 constants used by the sleep/clock overrides
 _ERRNO_SUCCESS, _ERRNO_FAULT, _ERRNO_INVAL = 0, 21, 28
-_CLOCKS: dict[int, Callable[[], int]] = {0: time.time_ns, 1: time.monotonic_ns, 2: time.process_time_ns, 3: time.thread_time_ns}
+_CLOCKS: dict[int, Callable[[], int]] = {
+    0: time.time_ns,
+    1: time.monotonic_ns,
+    2: time.process_time_ns,
+    3: time.thread_time_ns,
+}
 _SUBSCRIPTION = struct.Struct("<QB7xI4xQQH6x")  # userdata, tag, clock id, timeout, precision, flags (48 B)
 _EVENT = struct.Struct("<QHB5xQH6x")  # userdata, error, type, nbytes, flags (32 B)
 _I32, _I64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
@@ -358,7 +365,9 @@ def _directory_mounts(mounts: Sequence[Mount | tuple[Path, str, bool]]) -> list[
     for raw in mounts:
         mount = Mount(Path(raw[0]), str(raw[1]), bool(raw[2]) if len(raw) > 2 else True)
         if not mount.host_dir.exists():
-            raise WasmError(f"mount source {mount.host_dir} does not exist", "create it on the node or fix the volume's path")
+            raise WasmError(
+                f"mount source {mount.host_dir} does not exist", "create it on the node or fix the volume's path"
+            )
         checked.append(mount)
     return checked
 

@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .apicore import ApiCore, now_rfc3339
@@ -33,7 +33,6 @@ from .status import StatusError
 from .store import NAME_ALPHABET, Watcher
 
 log = logging.getLogger("labkit.sandbox.workloads")
-
 
 
 served = RESOURCES.served  # kept as a name: the controllers' constants read best as served("apps", "deployments")
@@ -49,8 +48,13 @@ REVISION = "deployment.kubernetes.io/revision"
 DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 #: Deployment annotations that stay on the Deployment (kubectl's bookkeeping and the controller's own).
-_NOT_COPIED_TO_RS = {"kubectl.kubernetes.io/last-applied-configuration", REVISION, DESIRED_REPLICAS, MAX_REPLICAS,
-                     "deployment.kubernetes.io/revision-history"}
+_NOT_COPIED_TO_RS = {
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    DESIRED_REPLICAS,
+    MAX_REPLICAS,
+    "deployment.kubernetes.io/revision-history",
+}
 #: The job controller's pod re-creation back-off after failures (job_controller.go: DefaultJobPodFailureBackOff
 #: 10 s, doubling up to MaxJobPodFailureBackOff 10 min).
 JOB_BACKOFF_BASE = 10.0
@@ -86,8 +90,14 @@ def controller_key(kind: str) -> Callable[[ApiCore, dict[str, Any]], Iterable[Ke
     return keys
 
 
-async def run_controller(core: ApiCore, name: str, primary: Resource, reconcile: Reconcile,
-                         sources: Sequence[Source] = (), resync: float = 30.0) -> None:
+async def run_controller(
+    core: ApiCore,
+    name: str,
+    primary: Resource,
+    reconcile: Reconcile,
+    sources: Sequence[Source] = (),
+    resync: float = 30.0,
+) -> None:
     """Reconcile every *primary* object whenever it or a *sources* object changes, and every *resync* s.
 
     *reconcile(core, namespace, name)* returns seconds after which to look again (a timer, such as
@@ -174,11 +184,11 @@ def parse_time(text: str | None) -> float | None:
     """Seconds since the epoch of an RFC 3339 timestamp, or None."""
     if not text:
         return None
-    return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
 
 
 def _now() -> float:
-    return datetime.now(timezone.utc).timestamp()
+    return datetime.now(UTC).timestamp()
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -207,7 +217,9 @@ def pod_available_in(pod: dict[str, Any], min_ready_seconds: int, now: float) ->
 def pod_active(pod: dict[str, Any]) -> bool:
     """Counts for a controller: not being deleted and not finished (upstream's FilterActivePods)."""
     return not pod["metadata"].get("deletionTimestamp") and (pod.get("status") or {}).get("phase") not in (
-        "Succeeded", "Failed")
+        "Succeeded",
+        "Failed",
+    )
 
 
 def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -221,8 +233,14 @@ def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     """What a controller puts on the objects it creates (the garbage collector follows it)."""
     meta = owner["metadata"]
-    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"], "uid": meta["uid"],
-            "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def owned(core: ApiCore, res: Resource, owner: dict[str, Any]) -> list[dict[str, Any]]:
@@ -258,14 +276,18 @@ def _set_owner_references(core: ApiCore, pod: dict[str, Any], refs: list[dict[st
     pod["metadata"]["ownerReferences"] = refs
     if not refs:
         del pod["metadata"]["ownerReferences"]
-    return core.replace(PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], pod,
-                        manager="kube-controller-manager")[0]
+    return core.replace(
+        PODS, pod["metadata"]["namespace"], pod["metadata"]["name"], pod, manager="kube-controller-manager"
+    )[0]
 
 
 def _restarts(pod: dict[str, Any]) -> int:
     status = pod.get("status") or {}
-    return sum(int(c.get("restartCount", 0)) for key in ("initContainerStatuses", "containerStatuses")
-               for c in status.get(key) or ())
+    return sum(
+        int(c.get("restartCount", 0))
+        for key in ("initContainerStatuses", "containerStatuses")
+        for c in status.get(key) or ()
+    )
 
 
 def deletion_order(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -278,8 +300,15 @@ def deletion_order(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ready = pod_ready(pod)
         since = parse_time((condition(pod, "Ready") or {}).get("lastTransitionTime")) or 0.0 if ready else 0.0
         created = parse_time(pod["metadata"].get("creationTimestamp")) or 0.0
-        return (bool(pod["spec"].get("nodeName")), phase_rank.get((pod.get("status") or {}).get("phase", ""), 0),
-                ready, -since, -_restarts(pod), -created, pod["metadata"]["name"])
+        return (
+            bool(pod["spec"].get("nodeName")),
+            phase_rank.get((pod.get("status") or {}).get("phase", ""), 0),
+            ready,
+            -since,
+            -_restarts(pod),
+            -created,
+            pod["metadata"]["name"],
+        )
 
     return sorted(pods, key=rank)
 
@@ -289,12 +318,18 @@ def create_pod(core: ApiCore, owner: dict[str, Any], component: str) -> dict[str
     template = copy.deepcopy(owner["spec"]["template"])
     meta = template.get("metadata") or {}
     ns = owner["metadata"]["namespace"]
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"generateName": f"{owner['metadata']['name']}-", "namespace": ns,
-                        "labels": meta.get("labels") or {},
-                        **({"annotations": meta["annotations"]} if meta.get("annotations") else {}),
-                        "ownerReferences": [owner_reference(owner)]},
-           "spec": template.get("spec") or {}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": f"{owner['metadata']['name']}-",
+            "namespace": ns,
+            "labels": meta.get("labels") or {},
+            **({"annotations": meta["annotations"]} if meta.get("annotations") else {}),
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": template.get("spec") or {},
+    }
     try:
         created, _ = core.create(PODS, ns, pod, manager="kube-controller-manager")
     except StatusError as e:
@@ -361,9 +396,16 @@ def reconcile_replicaset(core: ApiCore, ns: str, name: str) -> float | None:
         active = [p for p in owned(core, PODS, rs) if pod_active(p)]
     status, after = replicaset_status(rs, active)
     if failed_create:
-        status["conditions"] = set_condition(status.get("conditions", []), {
-            "type": "ReplicaFailure", "status": "True", "lastTransitionTime": now_rfc3339(),
-            "reason": "FailedCreate", "message": "could not create all pods (see the FailedCreate event)"})
+        status["conditions"] = set_condition(
+            status.get("conditions", []),
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "lastTransitionTime": now_rfc3339(),
+                "reason": "FailedCreate",
+                "message": "could not create all pods (see the FailedCreate event)",
+            },
+        )
         after = 5.0
     write_status(core, REPLICASETS, rs, status)
     return after
@@ -378,7 +420,9 @@ def replicaset_status(rs: dict[str, Any], active: list[dict[str, Any]]) -> tuple
     pending = [w for w in waits if w]
     status = {
         "replicas": len(active),
-        "fullyLabeledReplicas": sum(1 for p in active if template_labels.items() <= (p["metadata"].get("labels") or {}).items()),
+        "fullyLabeledReplicas": sum(
+            1 for p in active if template_labels.items() <= (p["metadata"].get("labels") or {}).items()
+        ),
         "readyReplicas": sum(1 for p in active if pod_ready(p)),
         "availableReplicas": sum(1 for w in waits if w == 0),
         "observedGeneration": rs["metadata"].get("generation", 1),
@@ -387,13 +431,15 @@ def replicaset_status(rs: dict[str, Any], active: list[dict[str, Any]]) -> tuple
     if kept:
         status["conditions"] = kept
     return _omit_zero(status, "fullyLabeledReplicas", "readyReplicas", "availableReplicas"), (
-        min(pending) + 0.05 if pending else None)
+        min(pending) + 0.05 if pending else None
+    )
 
 
 async def run_replicaset_controller(core: ApiCore) -> None:
     """The ReplicaSet controller (pods named ``<rs>-<5 chars>``, events SuccessfulCreate/SuccessfulDelete)."""
-    await run_controller(core, "replicaset-controller", REPLICASETS, reconcile_replicaset,
-                         [Source(PODS, controller_key("ReplicaSet"))])
+    await run_controller(
+        core, "replicaset-controller", REPLICASETS, reconcile_replicaset, [Source(PODS, controller_key("ReplicaSet"))]
+    )
 
 
 # --------------------------------------------------------------------------------------------------- Deployments
@@ -505,8 +551,12 @@ class _DeploymentSync:
 
     def rs_annotations(self, revision: int) -> dict[str, str]:
         base = {k: v for k, v in (self.d["metadata"].get("annotations") or {}).items() if k not in _NOT_COPIED_TO_RS}
-        return {**base, REVISION: str(revision), DESIRED_REPLICAS: str(self.replicas),
-                MAX_REPLICAS: str(self.replicas + self.surge)}
+        return {
+            **base,
+            REVISION: str(revision),
+            DESIRED_REPLICAS: str(self.replicas),
+            MAX_REPLICAS: str(self.replicas + self.surge),
+        }
 
     def create_new_rs(self, old: list[dict[str, Any]], replicas: int) -> dict[str, Any]:
         collisions = int(self.status.get("collisionCount", 0))
@@ -516,16 +566,27 @@ class _DeploymentSync:
             template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = hash_
             selector = copy.deepcopy(self.d["spec"]["selector"])
             selector.setdefault("matchLabels", {})[HASH_LABEL] = hash_
-            rs: dict[str, Any] = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                  "metadata": {"name": f"{self.name}-{hash_}", "namespace": self.d["metadata"]["namespace"],
-                               "labels": dict(template["metadata"]["labels"]),
-                               "annotations": self.rs_annotations(max(map(_revision, old), default=0) + 1),
-                               "ownerReferences": [owner_reference(self.d)]},
-                  "spec": {"replicas": replicas, "minReadySeconds": int(self.d["spec"].get("minReadySeconds") or 0),
-                           "selector": selector, "template": template}}
+            rs: dict[str, Any] = {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "metadata": {
+                    "name": f"{self.name}-{hash_}",
+                    "namespace": self.d["metadata"]["namespace"],
+                    "labels": dict(template["metadata"]["labels"]),
+                    "annotations": self.rs_annotations(max(map(_revision, old), default=0) + 1),
+                    "ownerReferences": [owner_reference(self.d)],
+                },
+                "spec": {
+                    "replicas": replicas,
+                    "minReadySeconds": int(self.d["spec"].get("minReadySeconds") or 0),
+                    "selector": selector,
+                    "template": template,
+                },
+            }
             try:
-                created, _ = self.core.create(REPLICASETS, rs["metadata"]["namespace"], rs,
-                                              manager="kube-controller-manager")
+                created, _ = self.core.create(
+                    REPLICASETS, rs["metadata"]["namespace"], rs, manager="kube-controller-manager"
+                )
                 break
             except StatusError as e:
                 if e.code != 409:
@@ -546,7 +607,10 @@ class _DeploymentSync:
         wanted_revision = max(_revision(new), max(map(_revision, old), default=0) + 1)
         min_ready = int(self.d["spec"].get("minReadySeconds") or 0)
         annotations = new["metadata"].get("annotations") or {}
-        if str(wanted_revision) != annotations.get(REVISION) or int(new["spec"].get("minReadySeconds") or 0) != min_ready:
+        if (
+            str(wanted_revision) != annotations.get(REVISION)
+            or int(new["spec"].get("minReadySeconds") or 0) != min_ready
+        ):
             new = copy.deepcopy(new)
             new["metadata"].setdefault("annotations", {})[REVISION] = str(wanted_revision)
             new["spec"]["minReadySeconds"] = min_ready
@@ -563,17 +627,22 @@ class _DeploymentSync:
         """Set *rs*'s replicas (and the desired/max annotations) and record ScalingReplicaSet."""
         current = _spec_replicas(rs)
         annotations = rs["metadata"].get("annotations") or {}
-        if current == to and annotations.get(DESIRED_REPLICAS) == str(self.replicas) \
-                and annotations.get(MAX_REPLICAS) == str(self.replicas + self.surge):
+        if (
+            current == to
+            and annotations.get(DESIRED_REPLICAS) == str(self.replicas)
+            and annotations.get(MAX_REPLICAS) == str(self.replicas + self.surge)
+        ):
             return rs
         rs = copy.deepcopy(rs)
         rs["spec"]["replicas"] = to
         rs["metadata"].setdefault("annotations", {}).update(
-            {DESIRED_REPLICAS: str(self.replicas), MAX_REPLICAS: str(self.replicas + self.surge)})
+            {DESIRED_REPLICAS: str(self.replicas), MAX_REPLICAS: str(self.replicas + self.surge)}
+        )
         rs = self.replace_rs(rs)
         if current != to:
-            self.event(f"Scaled {'up' if to > current else 'down'} replica set {rs['metadata']['name']} "
-                       f"from {current} to {to}")
+            self.event(
+                f"Scaled {'up' if to > current else 'down'} replica set {rs['metadata']['name']} from {current} to {to}"
+            )
         return rs
 
     def event(self, message: str) -> None:
@@ -629,8 +698,9 @@ class _DeploymentSync:
             if _spec_replicas(rs):
                 self.scale(rs, 0)
                 scaled_down = True
-        if scaled_down or any(pod_active(p) or p["metadata"].get("deletionTimestamp")
-                              for rs in old for p in owned(self.core, PODS, rs)):
+        if scaled_down or any(
+            pod_active(p) or p["metadata"].get("deletionTimestamp") for rs in old for p in owned(self.core, PODS, rs)
+        ):
             if new is not None:
                 self.sync_new_rs(new, old)
             return
@@ -642,9 +712,17 @@ class _DeploymentSync:
     def cleanup(self, old: list[dict[str, Any]]) -> None:
         """Delete the oldest scaled-down RSs beyond revisionHistoryLimit."""
         limit = int(self.d["spec"].get("revisionHistoryLimit", 10))
-        idle = sorted((rs for rs in old if not _spec_replicas(rs) and not _status_count(rs, "replicas")
-                       and not rs["metadata"].get("deletionTimestamp")), key=lambda rs: (_revision(rs), _created(rs)))
-        for rs in idle[:max(len(idle) - limit, 0)]:
+        idle = sorted(
+            (
+                rs
+                for rs in old
+                if not _spec_replicas(rs)
+                and not _status_count(rs, "replicas")
+                and not rs["metadata"].get("deletionTimestamp")
+            ),
+            key=lambda rs: (_revision(rs), _created(rs)),
+        )
+        for rs in idle[: max(len(idle) - limit, 0)]:
             try:
                 self.core.delete(REPLICASETS, rs["metadata"]["namespace"], rs["metadata"]["name"])
             except StatusError as e:
@@ -658,8 +736,14 @@ class _DeploymentSync:
 
     def set_progressing(self, status: str, reason: str, message: str, *, keep_transition: bool = False) -> None:
         now = now_rfc3339()
-        new = {"type": "Progressing", "status": status, "lastUpdateTime": now, "lastTransitionTime": now,
-               "reason": reason, "message": message}
+        new = {
+            "type": "Progressing",
+            "status": status,
+            "lastUpdateTime": now,
+            "lastTransitionTime": now,
+            "reason": reason,
+            "message": message,
+        }
         conditions = self.status.get("conditions") or []
         if keep_transition:
             # progress noticed: refresh lastUpdateTime even with the same reason (the deadline restarts)
@@ -686,17 +770,28 @@ class _DeploymentSync:
         }
         for field in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"):
             self.status.pop(field, None)
-        self.status.update(_omit_zero(counts, "replicas", "updatedReplicas", "readyReplicas", "availableReplicas",
-                                      "unavailableReplicas"))
+        self.status.update(
+            _omit_zero(
+                counts, "replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"
+            )
+        )
         now = now_rfc3339()
         min_available = self.replicas - (min(self.unavailable, self.replicas) if not self.recreate else 0)
         if available >= min_available:
             avail = ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
         else:
             avail = ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
-        self.status["conditions"] = set_condition(self.status.get("conditions") or [], {
-            "type": "Available", "status": avail[0], "lastUpdateTime": now, "lastTransitionTime": now,
-            "reason": avail[1], "message": avail[2]})
+        self.status["conditions"] = set_condition(
+            self.status.get("conditions") or [],
+            {
+                "type": "Available",
+                "status": avail[0],
+                "lastUpdateTime": now,
+                "lastTransitionTime": now,
+                "reason": avail[1],
+                "message": avail[2],
+            },
+        )
         if not self.has_deadline:
             self.status["conditions"] = [c for c in self.status["conditions"] if c["type"] != "Progressing"]
             return None
@@ -705,23 +800,34 @@ class _DeploymentSync:
         current = condition({"status": self.status}, "Progressing")
         # upstream names the new ReplicaSet, or the Deployment while none exists yet (Recreate scaling down)
         subject = f'ReplicaSet "{new["metadata"]["name"]}"' if new else f'Deployment "{self.name}"'
-        if counts["replicas"] == counts["updatedReplicas"] and current and current["reason"] == "NewReplicaSetAvailable":
+        if (
+            counts["replicas"] == counts["updatedReplicas"]
+            and current
+            and current["reason"] == "NewReplicaSetAvailable"
+        ):
             return None
-        if (counts["updatedReplicas"] == self.replicas and counts["replicas"] == self.replicas
-                and available == self.replicas and counts["observedGeneration"] >= self.d["metadata"].get("generation", 1)):
+        if (
+            counts["updatedReplicas"] == self.replicas
+            and counts["replicas"] == self.replicas
+            and available == self.replicas
+            and counts["observedGeneration"] >= self.d["metadata"].get("generation", 1)
+        ):
             self.set_progressing("True", "NewReplicaSetAvailable", f"{subject} has successfully progressed.")
             return None
         old_old = int(old_status.get("replicas", 0)) - int(old_status.get("updatedReplicas", 0))
-        if (counts["updatedReplicas"] > int(old_status.get("updatedReplicas", 0))
-                or counts["replicas"] - counts["updatedReplicas"] < old_old
-                or counts["readyReplicas"] > int(old_status.get("readyReplicas", 0))
-                or available > int(old_status.get("availableReplicas", 0))):
-            self.set_progressing("True", "ReplicaSetUpdated", f"{subject} is progressing.",
-                                 keep_transition=True)
+        if (
+            counts["updatedReplicas"] > int(old_status.get("updatedReplicas", 0))
+            or counts["replicas"] - counts["updatedReplicas"] < old_old
+            or counts["readyReplicas"] > int(old_status.get("readyReplicas", 0))
+            or available > int(old_status.get("availableReplicas", 0))
+        ):
+            self.set_progressing("True", "ReplicaSetUpdated", f"{subject} is progressing.", keep_transition=True)
         current = condition({"status": self.status}, "Progressing")
         if current is None or current["reason"] == "ProgressDeadlineExceeded":
             return None
-        deadline = (parse_time(current.get("lastUpdateTime")) or _now()) + int(self.d["spec"]["progressDeadlineSeconds"])
+        deadline = (parse_time(current.get("lastUpdateTime")) or _now()) + int(
+            self.d["spec"]["progressDeadlineSeconds"]
+        )
         if _now() >= deadline:
             self.set_progressing("False", "ProgressDeadlineExceeded", f"{subject} has timed out progressing.")
             return None
@@ -736,8 +842,9 @@ class _DeploymentSync:
         if wanted and annotations.get(REVISION) != wanted:
             d = copy.deepcopy(self.d)
             d["metadata"].setdefault("annotations", {})[REVISION] = wanted
-            self.d = self.core.replace(DEPLOYMENTS, d["metadata"]["namespace"], self.name, d,
-                                       manager="kube-controller-manager")[0]
+            self.d = self.core.replace(
+                DEPLOYMENTS, d["metadata"]["namespace"], self.name, d, manager="kube-controller-manager"
+            )[0]
 
     @staticmethod
     def active_or_latest(new: dict[str, Any] | None, old: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -775,8 +882,11 @@ class _DeploymentSync:
         if target is not None:
             self.scale(target, self.replicas)
             return
-        if new is not None and _spec_replicas(new) == self.replicas == _status_count(new, "availableReplicas") \
-                and (new["metadata"].get("annotations") or {}).get(DESIRED_REPLICAS) == str(self.replicas):
+        if (
+            new is not None
+            and _spec_replicas(new) == self.replicas == _status_count(new, "availableReplicas")
+            and (new["metadata"].get("annotations") or {}).get(DESIRED_REPLICAS) == str(self.replicas)
+        ):
             for rs in old:  # the new RS is saturated: the old ones are not needed any more
                 if _spec_replicas(rs):
                     self.scale(rs, 0)
@@ -850,6 +960,7 @@ def reconcile_deployment(core: ApiCore, ns: str, name: str) -> float | None:
 
 async def run_deployment_controller(core: ApiCore) -> None:
     """The Deployment controller (ReplicaSets ``<deploy>-<pod-template-hash>``, rolling update, Recreate)."""
+
     def deployment_of_pod(core: ApiCore, pod: dict[str, Any]) -> Iterable[Key]:
         # Recreate waits for old pods to be gone, so their deletion must wake the Deployment.
         ref = controller_of(pod)
@@ -858,28 +969,43 @@ async def run_deployment_controller(core: ApiCore) -> None:
         rs = core.store.get(REPLICASETS, pod["metadata"]["namespace"], ref["name"])
         return controller_key("Deployment")(core, rs) if rs else []
 
-    await run_controller(core, "deployment-controller", DEPLOYMENTS, reconcile_deployment,
-                         [Source(REPLICASETS, controller_key("Deployment")), Source(PODS, deployment_of_pod)])
+    await run_controller(
+        core,
+        "deployment-controller",
+        DEPLOYMENTS,
+        reconcile_deployment,
+        [Source(REPLICASETS, controller_key("Deployment")), Source(PODS, deployment_of_pod)],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- Jobs
 def _job_condition(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:
     now = now_rfc3339()
-    return {"type": type_, "status": status, "lastProbeTime": now, "lastTransitionTime": now,
-            "reason": reason, "message": message}
+    return {
+        "type": type_,
+        "status": status,
+        "lastProbeTime": now,
+        "lastTransitionTime": now,
+        "reason": reason,
+        "message": message,
+    }
 
 
 def _finished_at(pod: dict[str, Any]) -> float:
     """When a failed pod's last container ended (its creation time when unknown)."""
-    ends = [parse_time(((c.get("state") or {}).get("terminated") or {}).get("finishedAt"))
-            for c in (pod.get("status") or {}).get("containerStatuses") or ()]
+    ends = [
+        parse_time(((c.get("state") or {}).get("terminated") or {}).get("finishedAt"))
+        for c in (pod.get("status") or {}).get("containerStatuses") or ()
+    ]
     known = [e for e in ends if e]
     return max(known) if known else (parse_time(pod["metadata"].get("creationTimestamp")) or _now())
 
 
 def job_finished(job: dict[str, Any]) -> bool:
-    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-               for c in (job.get("status") or {}).get("conditions") or ())
+    return any(
+        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+        for c in (job.get("status") or {}).get("conditions") or ()
+    )
 
 
 def reconcile_job(core: ApiCore, ns: str, name: str, backoff_base: float = JOB_BACKOFF_BASE) -> float | None:
@@ -903,10 +1029,14 @@ def reconcile_job(core: ApiCore, ns: str, name: str, backoff_base: float = JOB_B
         status["startTime"] = now_rfc3339()
     after: float | None = None
 
-    failure = next(((c["reason"], c["message"]) for c in conditions
-                    if c["type"] == "FailureTarget" and c["status"] == "True"), None)
+    failure = next(
+        ((c["reason"], c["message"]) for c in conditions if c["type"] == "FailureTarget" and c["status"] == "True"),
+        None,
+    )
     if failure is None:
-        restarts = sum(_restarts(p) for p in active) if spec["template"]["spec"].get("restartPolicy") == "OnFailure" else 0
+        restarts = (
+            sum(_restarts(p) for p in active) if spec["template"]["spec"].get("restartPolicy") == "OnFailure" else 0
+        )
         deadline = spec.get("activeDeadlineSeconds")
         if failed > backoff_limit or (restarts and (restarts >= backoff_limit or backoff_limit == 0)):
             failure = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
@@ -917,19 +1047,27 @@ def reconcile_job(core: ApiCore, ns: str, name: str, backoff_base: float = JOB_B
         if failure is not None:
             conditions = set_condition(conditions, _job_condition("FailureTarget", "True", *failure))
     success = (completions is not None and succeeded >= int(completions)) or (
-        completions is None and succeeded > 0 and not active)
+        completions is None and succeeded > 0 and not active
+    )
     if success and failure is None:
-        conditions = set_condition(conditions, _job_condition(
-            "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods"))
+        conditions = set_condition(
+            conditions,
+            _job_condition(
+                "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods"
+            ),
+        )
 
     if failure is not None or success or spec.get("suspend"):
         for pod in active:
             delete_pod(core, job, pod, "job-controller")
     else:
-        want = min(int(completions) - succeeded, parallelism) if completions is not None else (
-            parallelism if not succeeded else len(active))
+        want = (
+            min(int(completions) - succeeded, parallelism)
+            if completions is not None
+            else (parallelism if not succeeded else len(active))
+        )
         if len(active) > want:
-            for pod in deletion_order(active)[:len(active) - want]:
+            for pod in deletion_order(active)[: len(active) - want]:
                 delete_pod(core, job, pod, "job-controller")
         elif len(active) < want:
             failed_pods = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
@@ -951,23 +1089,36 @@ def reconcile_job(core: ApiCore, ns: str, name: str, backoff_base: float = JOB_B
 
     pods = owned(core, PODS, job)
     active = [p for p in pods if pod_active(p)]
-    terminating = [p for p in pods if p["metadata"].get("deletionTimestamp")
-                   and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    terminating = [
+        p
+        for p in pods
+        if p["metadata"].get("deletionTimestamp")
+        and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
     if not active and not terminating and (failure is not None or success):
         # the terminal condition waits until no pod of the Job is still running, as in 1.32
         if failure is not None:
             conditions = set_condition(conditions, _job_condition("Failed", "True", *failure))
             record_event(core, job, "Warning", failure[0], failure[1], "job-controller")
         else:
-            conditions = set_condition(conditions, _job_condition(
-                "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods"))
+            conditions = set_condition(
+                conditions,
+                _job_condition("Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods"),
+            )
             status["completionTime"] = now_rfc3339()
             record_event(core, job, "Normal", "Completed", "Job completed", "job-controller")
     elif (failure is not None or success) and after is None:
         after = 0.5
-    status.update({"active": len(active), "succeeded": succeeded, "failed": failed,
-                   "ready": sum(1 for p in active if pod_ready(p)), "terminating": len(terminating),
-                   "uncountedTerminatedPods": {}})
+    status.update(
+        {
+            "active": len(active),
+            "succeeded": succeeded,
+            "failed": failed,
+            "ready": sum(1 for p in active if pod_ready(p)),
+            "terminating": len(terminating),
+            "uncountedTerminatedPods": {},
+        }
+    )
     if conditions:
         status["conditions"] = conditions
     for field in ("active", "succeeded", "failed"):
@@ -979,6 +1130,10 @@ def reconcile_job(core: ApiCore, ns: str, name: str, backoff_base: float = JOB_B
 
 async def run_job_controller(core: ApiCore, backoff_base: float = JOB_BACKOFF_BASE) -> None:
     """The Job controller (pods ``<job>-<5 chars>``, Complete / Failed with BackoffLimitExceeded)."""
-    await run_controller(core, "job-controller", JOBS,
-                         lambda c, ns, name: reconcile_job(c, ns, name, backoff_base),
-                         [Source(PODS, controller_key("Job"))])
+    await run_controller(
+        core,
+        "job-controller",
+        JOBS,
+        lambda c, ns, name: reconcile_job(c, ns, name, backoff_base),
+        [Source(PODS, controller_key("Job"))],
+    )

@@ -21,8 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import project_root
-from ..errors import PrerequisiteMissing, WasmError
+from labkit.config import project_root
+from labkit.errors import PrerequisiteMissing, WasmError
+
 from .inspect import inspect
 
 MODULES_DIR = Path(__file__).resolve().parent / "modules"

@@ -15,21 +15,37 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import WasmError
+from labkit.errors import WasmError
 
 MAGIC = b"\0asm"
 #: Bytes 4..8 of the header: version 1 / layer 0 is a core module; layer 1 a component.
 CORE_VERSION = b"\x01\x00\x00\x00"
 
 VALUE_TYPES = {
-    0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128",
-    0x70: "funcref", 0x6F: "externref",
+    0x7F: "i32",
+    0x7E: "i64",
+    0x7D: "f32",
+    0x7C: "f64",
+    0x7B: "v128",
+    0x70: "funcref",
+    0x6F: "externref",
 }
 EXTERNAL_KINDS = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
 SECTION_NAMES = {
-    0: "custom", 1: "type", 2: "import", 3: "function", 4: "table", 5: "memory",
-    6: "global", 7: "export", 8: "start", 9: "element", 10: "code", 11: "data",
-    12: "datacount", 13: "tag",
+    0: "custom",
+    1: "type",
+    2: "import",
+    3: "function",
+    4: "table",
+    5: "memory",
+    6: "global",
+    7: "export",
+    8: "start",
+    9: "element",
+    10: "code",
+    11: "data",
+    12: "datacount",
+    13: "tag",
 }
 
 
@@ -251,11 +267,15 @@ def load_bytes(path_or_bytes: str | Path | bytes, origin: str | None = None) -> 
     try:
         return path.read_bytes(), origin or str(path)
     except FileNotFoundError:
-        raise WasmError(f"wasm module {path} does not exist", "check the path; build the kit's modules with `labkit apps build`") from None
+        raise WasmError(
+            f"wasm module {path} does not exist", "check the path; build the kit's modules with `labkit apps build`"
+        ) from None
     except IsADirectoryError:
         raise WasmError(f"{path} is a directory, not a wasm module", "point to the .wasm file inside it") from None
     except PermissionError:
-        raise WasmError(f"cannot read {path}: permission denied", "make the file readable, or copy it somewhere you can read") from None
+        raise WasmError(
+            f"cannot read {path}: permission denied", "make the file readable, or copy it somewhere you can read"
+        ) from None
 
 
 def check_header(data: bytes, origin: str) -> tuple[int, int]:

@@ -40,11 +40,12 @@ import re
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import ImageError
+from labkit.errors import ImageError
+
 from .inspect import MAGIC, check_header, load_bytes
 
 WASM_LAYER_MEDIA_TYPE = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
@@ -176,7 +177,9 @@ def source_date_epoch() -> int:
     try:
         return int(value)
     except ValueError:
-        raise ImageError(f"SOURCE_DATE_EPOCH={value!r} is not an integer", "set it to seconds since 1970, or unset it") from None
+        raise ImageError(
+            f"SOURCE_DATE_EPOCH={value!r} is not an integer", "set it to seconds since 1970, or unset it"
+        ) from None
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -226,7 +229,9 @@ def deterministic_gzip(data: bytes) -> bytes:
     return buf.getvalue()
 
 
-def _layer_and_config(layout: str, module: bytes, file_name: str, entrypoint: list[str], env: list[str], created: str) -> tuple[dict, bytes, dict]:
+def _layer_and_config(
+    layout: str, module: bytes, file_name: str, entrypoint: list[str], env: list[str], created: str
+) -> tuple[dict, bytes, dict]:
     """The layer descriptor, layer bytes and image config for *layout*."""
     config: dict[str, Any] = {
         "created": created,  # umoci stat panics without it
@@ -276,7 +281,7 @@ def build_image(
     ref = normalize_ref(f"{name}:{tag}")
     file_name = f"{name.rsplit('/', 1)[-1]}.wasm"
     entry = list(entrypoint) if entrypoint else [file_name if layout == "runwasi" else f"/{file_name}"]
-    created = datetime.fromtimestamp(source_date_epoch(), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = datetime.fromtimestamp(source_date_epoch(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     env_list = [f"{k}={v}" for k, v in (env or {}).items()]
 
     layer_desc, layer, config = _layer_and_config(layout, data, file_name, entry, env_list, created)
@@ -301,7 +306,11 @@ def build_image(
     blobs = {sha256_digest(b): b for b in (layer, config_bytes, manifest_bytes)}
     blob_path = {d: f"blobs/sha256/{d.split(':', 1)[1]}" for d in blobs}
     docker_manifest = [
-        {"Config": blob_path[manifest["config"]["digest"]], "RepoTags": [ref], "Layers": [blob_path[layer_desc["digest"]]]}
+        {
+            "Config": blob_path[manifest["config"]["digest"]],
+            "RepoTags": [ref],
+            "Layers": [blob_path[layer_desc["digest"]]],
+        }
     ]
     files = {blob_path[d]: (b, 0o644) for d, b in blobs.items()}
     files["index.json"] = (canonical_json(index), 0o644)
@@ -319,11 +328,16 @@ def write_atomically(output: Path, data: bytes) -> Path:
         raise ImageError(f"output {output} is a directory", f"give a file name, e.g. {output / 'image.tar'}")
     parent = output.parent
     if not parent.is_dir():
-        raise ImageError(f"cannot write {output}: directory {parent} does not exist", f"create it first: mkdir -p {parent}")
+        raise ImageError(
+            f"cannot write {output}: directory {parent} does not exist", f"create it first: mkdir -p {parent}"
+        )
     try:
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{output.name}.", suffix=".partial")
     except OSError as exc:
-        raise ImageError(f"cannot write {output}: {exc.strerror}", f"choose a writable directory for -o, or fix the permissions of {parent}") from None
+        raise ImageError(
+            f"cannot write {output}: {exc.strerror}",
+            f"choose a writable directory for -o, or fix the permissions of {parent}",
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -346,9 +360,14 @@ class _Archive:
         try:
             self.tar = tarfile.open(path, mode="r:*")  # noqa: SIM115 - read_images closes it in a with-block
         except FileNotFoundError:
-            raise ImageError(f"image archive {path} does not exist", "check the path; build one with `labkit image build`") from None
+            raise ImageError(
+                f"image archive {path} does not exist", "check the path; build one with `labkit image build`"
+            ) from None
         except (tarfile.TarError, OSError) as exc:
-            raise ImageError(f"{path} is not a tar archive ({exc})", "pass an OCI image archive, e.g. from `labkit image build` or oci-tar-builder") from None
+            raise ImageError(
+                f"{path} is not a tar archive ({exc})",
+                "pass an OCI image archive, e.g. from `labkit image build` or oci-tar-builder",
+            ) from None
         self.members = {m.name.removeprefix("./"): m for m in self.tar.getmembers() if m.isfile()}
 
     def file(self, name: str) -> bytes | None:
@@ -363,9 +382,15 @@ class _Archive:
         algo, _, hexpart = digest.partition(":")
         data = self.file(f"blobs/{algo}/{hexpart}")
         if data is None:
-            raise ImageError(f"{self.path} lacks blob {digest} that its index or manifest lists", "rebuild the archive; it is incomplete")
+            raise ImageError(
+                f"{self.path} lacks blob {digest} that its index or manifest lists",
+                "rebuild the archive; it is incomplete",
+            )
         if algo == "sha256" and sha256_digest(data) != digest:
-            raise ImageError(f"blob {digest} in {self.path} is corrupt: its content hashes to {sha256_digest(data)}", "rebuild or re-download the archive")
+            raise ImageError(
+                f"blob {digest} in {self.path} is corrupt: its content hashes to {sha256_digest(data)}",
+                "rebuild or re-download the archive",
+            )
         return data
 
     def json(self, data: bytes, what: str) -> dict[str, Any]:
@@ -379,7 +404,9 @@ def _layer_files(data: bytes, media_type: str) -> tarfile.TarFile:
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
     elif "zstd" in media_type:
-        raise ImageError("zstd-compressed layers are not supported by labkit's image reader", "rebuild the image with gzip layers")
+        raise ImageError(
+            "zstd-compressed layers are not supported by labkit's image reader", "rebuild the image with gzip layers"
+        )
     return tarfile.open(fileobj=io.BytesIO(data), mode="r:")
 
 
@@ -442,11 +469,18 @@ def read_images(archive: str | Path) -> list[ImageInfo]:
             manifest_bytes = arc.blob(desc)
             manifest = arc.json(manifest_bytes, f"manifest {desc.get('digest')}")
             config_bytes = arc.blob(manifest["config"])
-            config = arc.json(config_bytes, "the image config") if manifest["config"].get("mediaType") != WASM_ARTIFACT_CONFIG_MEDIA_TYPE else {}
+            config = (
+                arc.json(config_bytes, "the image config")
+                if manifest["config"].get("mediaType") != WASM_ARTIFACT_CONFIG_MEDIA_TYPE
+                else {}
+            )
             settings = config.get("config") or {}
             entrypoint = list(settings.get("Entrypoint") or []) + list(settings.get("Cmd") or [])
             layout, module = _module_from_layers(arc, manifest.get("layers", []), entrypoint)
-            platform = desc.get("platform") or {"os": config.get("os", ""), "architecture": config.get("architecture", "")}
+            platform = desc.get("platform") or {
+                "os": config.get("os", ""),
+                "architecture": config.get("architecture", ""),
+            }
             blobs = {desc["digest"]: manifest_bytes, manifest["config"]["digest"]: config_bytes}
             blobs.update({layer["digest"]: arc.blob(layer) for layer in manifest.get("layers", [])})
             images.append(

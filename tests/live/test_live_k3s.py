@@ -17,8 +17,10 @@ from labkit.host import LocalHost
 
 pytestmark = [
     pytest.mark.live,
-    pytest.mark.skipif(not os.environ.get("LABKIT_LIVE_KUBECONFIG"),
-                       reason="needs a real lab k3s: set LABKIT_LIVE_KUBECONFIG (and run on the k3s node)"),
+    pytest.mark.skipif(
+        not os.environ.get("LABKIT_LIVE_KUBECONFIG"),
+        reason="needs a real lab k3s: set LABKIT_LIVE_KUBECONFIG (and run on the k3s node)",
+    ),
 ]
 
 

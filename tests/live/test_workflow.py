@@ -54,14 +54,27 @@ def test_every_env_reference_is_defined(workflow: dict[Any, Any]) -> None:
     assert referenced and referenced <= set(workflow["env"])
 
 
-@pytest.mark.parametrize("needle", [
-    'INSTALL_K3S_VERSION="$K3S_VERSION"', "--write-kubeconfig-mode 644",
-    "./scripts/setup-linux.sh", "make build-wasmedge", 'INSTALL="sudo install" LN="sudo ln -sf" make install-wasmedge',
-    '--plugins "$WASMEDGE_PLUGINS"', "./configure --with-wasmedge", "grep -q '+WASM:wasmedge'",
-    'sudo systemctl restart "$K3S_SERVICE"', "k3s crictl info", "images import --all-platforms",
-    'pip install -e ".[test]"', "labkit run --backend kubeconfig", "pytest -m live",
-    "containerd/containerd.log", 'journalctl -u "$K3S_SERVICE"',
-])
+@pytest.mark.parametrize(
+    "needle",
+    [
+        'INSTALL_K3S_VERSION="$K3S_VERSION"',
+        "--write-kubeconfig-mode 644",
+        "./scripts/setup-linux.sh",
+        "make build-wasmedge",
+        'INSTALL="sudo install" LN="sudo ln -sf" make install-wasmedge',
+        '--plugins "$WASMEDGE_PLUGINS"',
+        "./configure --with-wasmedge",
+        "grep -q '+WASM:wasmedge'",
+        'sudo systemctl restart "$K3S_SERVICE"',
+        "k3s crictl info",
+        "images import --all-platforms",
+        'pip install -e ".[test]"',
+        "labkit run --backend kubeconfig",
+        "pytest -m live",
+        "containerd/containerd.log",
+        'journalctl -u "$K3S_SERVICE"',
+    ],
+)
 def test_real_commands(steps: list[dict[str, Any]], needle: str) -> None:
     assert needle in script(steps)
 

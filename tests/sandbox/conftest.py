@@ -22,7 +22,9 @@ def kubectl_runner(env: dict[str, str]) -> Callable[..., subprocess.CompletedPro
     def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
         result = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
         if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
         return result
 
     return run

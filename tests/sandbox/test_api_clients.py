@@ -15,8 +15,12 @@ from kubernetes.client.rest import ApiException
 
 
 def _pod(name: str, labels: dict[str, str] | None = None) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels or {}},
-            "spec": {"containers": [{"name": "demo", "image": "docker.io/labkit/wasi-demo:latest"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"containers": [{"name": "demo", "image": "docker.io/labkit/wasi-demo:latest"}]},
+    }
 
 
 @pytest.fixture
@@ -81,8 +85,8 @@ def test_python_client_watch_sees_added_then_ends(api_client, namespace):
 
 def test_lightkube_crud_and_watch(sandbox, namespace):
     from lightkube import Client, KubeConfig
-    from lightkube.resources.core_v1 import ConfigMap
     from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import ConfigMap
 
     kube = Client(KubeConfig.from_file(str(sandbox.kubeconfig)), namespace=namespace)
     kube.create(ConfigMap(metadata=ObjectMeta(name="lk"), data={"a": "1"}))
@@ -110,10 +114,15 @@ def test_status_codes(raw, namespace, sandbox):
     assert raw("POST", f"{base}/pods/nope")[0] == 405
     code, status = raw("POST", f"{base}/configmaps", b"\x00\x01", content_type="application/x-protobuf-nope")
     assert code == 415 and status["reason"] == "UnsupportedMediaType"
-    code, status = raw("POST", f"{base}/pods?fieldValidation=Strict",
-                       {"metadata": {"name": "bad"}, "spec": {"containers": [{"name": "c", "image": "i", "imagee": 1}]}})
+    code, status = raw(
+        "POST",
+        f"{base}/pods?fieldValidation=Strict",
+        {"metadata": {"name": "bad"}, "spec": {"containers": [{"name": "c", "image": "i", "imagee": 1}]}},
+    )
     assert code == 400 and 'unknown field "spec.containers[0].imagee"' in status["message"]
-    code, status = raw("POST", f"{base}/pods", {"metadata": {"name": "noimage"}, "spec": {"containers": [{"name": "c"}]}})
+    code, status = raw(
+        "POST", f"{base}/pods", {"metadata": {"name": "noimage"}, "spec": {"containers": [{"name": "c"}]}}
+    )
     assert code == 422 and status["reason"] == "Invalid"
     assert status["details"]["causes"][0]["field"] == "spec.containers[0].image"
     code, status = raw("POST", "/api/v1/namespaces/does-not-exist/configmaps", {"metadata": {"name": "x"}})
@@ -126,15 +135,27 @@ def test_service_account_is_forbidden_then_allowed(raw, namespace):
     token = review["status"]["token"]
     code, status = raw("GET", f"/api/v1/namespaces/{namespace}/services", auth=token)
     assert code == 403 and status["reason"] == "Forbidden"
-    assert status["message"] == (f'services is forbidden: User "system:serviceaccount:{namespace}:watcher-sa" cannot list '
-                                 f'resource "services" in API group "" in the namespace "{namespace}"')
-    raw("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-        {"metadata": {"name": f"{namespace}-watch"},
-         "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]}]})
-    raw("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        {"metadata": {"name": f"{namespace}-watch"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{namespace}-watch"},
-         "subjects": [{"kind": "ServiceAccount", "name": "watcher-sa", "namespace": namespace}]})
+    assert status["message"] == (
+        f'services is forbidden: User "system:serviceaccount:{namespace}:watcher-sa" cannot list '
+        f'resource "services" in API group "" in the namespace "{namespace}"'
+    )
+    raw(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        {
+            "metadata": {"name": f"{namespace}-watch"},
+            "rules": [{"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]}],
+        },
+    )
+    raw(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        {
+            "metadata": {"name": f"{namespace}-watch"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{namespace}-watch"},
+            "subjects": [{"kind": "ServiceAccount", "name": "watcher-sa", "namespace": namespace}],
+        },
+    )
     assert raw("GET", "/api/v1/services", auth=token)[0] == 200  # cluster-wide list, as the service-watcher does
     assert raw("DELETE", f"/api/v1/namespaces/{namespace}/services/x", auth=token)[0] == 403
     raw("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{namespace}-watch")
@@ -162,8 +183,16 @@ def test_deletion_semantics(raw, namespace):
     # orphan: dependents stay, without the ownerReference
     raw("POST", base, {"metadata": {"name": "owner2"}})
     _, owner2 = raw("GET", f"{base}/owner2")
-    raw("POST", base, {"metadata": {"name": "kept", "ownerReferences": [{**ref, "name": "owner2",
-                                                                         "uid": owner2["metadata"]["uid"]}]}})
+    raw(
+        "POST",
+        base,
+        {
+            "metadata": {
+                "name": "kept",
+                "ownerReferences": [{**ref, "name": "owner2", "uid": owner2["metadata"]["uid"]}],
+            }
+        },
+    )
     raw("DELETE", f"{base}/owner2", {"propagationPolicy": "Orphan"})
     code, kept = raw("GET", f"{base}/kept")
     assert code == 200 and "ownerReferences" not in kept["metadata"]
@@ -200,26 +229,57 @@ def _client(info):
 
 
 def test_runtime_class_admission_and_protected_namespaces(raw, namespace):
-    code, status = raw("POST", f"/api/v1/namespaces/{namespace}/pods",
-                       {"metadata": {"name": "p"}, "spec": {"runtimeClassName": "no-such-class",
-                                                            "containers": [{"name": "c", "image": "i"}]}})
-    assert (code, status["message"]) == (403, 'pods "p" is forbidden: pod rejected: RuntimeClass "no-such-class" not found')
+    code, status = raw(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/pods",
+        {
+            "metadata": {"name": "p"},
+            "spec": {"runtimeClassName": "no-such-class", "containers": [{"name": "c", "image": "i"}]},
+        },
+    )
+    assert (code, status["message"]) == (
+        403,
+        'pods "p" is forbidden: pod rejected: RuntimeClass "no-such-class" not found',
+    )
     code, status = raw("DELETE", "/api/v1/namespaces/kube-system")
-    assert (code, status["message"]) == (403, 'namespaces "kube-system" is forbidden: this namespace may not be deleted')
+    assert (code, status["message"]) == (
+        403,
+        'namespaces "kube-system" is forbidden: this namespace may not be deleted',
+    )
 
 
 def test_events_k8s_io_is_a_view_of_core_events(raw, namespace):
-    raw("POST", f"/api/v1/namespaces/{namespace}/events",
-        {"metadata": {"name": "e1"}, "involvedObject": {"kind": "Pod", "name": "x", "namespace": namespace},
-         "reason": "Tested", "message": "core event", "type": "Normal", "source": {"component": "pytest"}})
+    raw(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/events",
+        {
+            "metadata": {"name": "e1"},
+            "involvedObject": {"kind": "Pod", "name": "x", "namespace": namespace},
+            "reason": "Tested",
+            "message": "core event",
+            "type": "Normal",
+            "source": {"component": "pytest"},
+        },
+    )
     code, listing = raw("GET", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events")
     assert code == 200 and listing["apiVersion"] == "events.k8s.io/v1"
     event = next(e for e in listing["items"] if e["metadata"]["name"] == "e1")
     assert (event["note"], event["regarding"]["name"], event["reportingController"]) == ("core event", "x", "pytest")
-    code, created = raw("POST", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events",
-                        {"metadata": {"name": "e2"}, "regarding": {"kind": "Pod", "name": "y"}, "reason": "Also",
-                         "note": "v1 event", "type": "Warning", "reportingController": "pytest",
-                         "reportingInstance": "me", "action": "Testing", "eventTime": "2026-01-01T00:00:00.000000Z"})
+    code, _created = raw(
+        "POST",
+        f"/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+        {
+            "metadata": {"name": "e2"},
+            "regarding": {"kind": "Pod", "name": "y"},
+            "reason": "Also",
+            "note": "v1 event",
+            "type": "Warning",
+            "reportingController": "pytest",
+            "reportingInstance": "me",
+            "action": "Testing",
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+        },
+    )
     assert code == 201
     code, core_view = raw("GET", f"/api/v1/namespaces/{namespace}/events/e2")
     assert (code, core_view["message"], core_view["involvedObject"]["name"]) == (200, "v1 event", "y")
@@ -230,6 +290,11 @@ def test_no_new_content_in_a_terminating_namespace(raw, namespace):
     raw("POST", base, {"metadata": {"name": "held", "finalizers": ["labkit.io/hold"]}})
     raw("DELETE", f"/api/v1/namespaces/{namespace}")  # stays Terminating while "held" keeps its finalizer
     code, status = raw("POST", base, {"metadata": {"name": "late"}})
-    assert (code, status["message"]) == (403, f'configmaps "late" is forbidden: unable to create new content in '
-                                              f'namespace {namespace} because it is being terminated')
+    assert (code, status["message"]) == (
+        403,
+        (
+            f'configmaps "late" is forbidden: unable to create new content in '
+            f"namespace {namespace} because it is being terminated"
+        ),
+    )
     raw("PATCH", f"{base}/held", {"metadata": {"finalizers": None}}, content_type="application/merge-patch+json")

@@ -7,8 +7,6 @@ import subprocess
 import textwrap
 import time
 
-import pytest
-
 MANIFEST = textwrap.dedent("""\
     apiVersion: node.k8s.io/v1
     kind: RuntimeClass
@@ -108,11 +106,26 @@ def test_label_annotate_patch_scale(kubectl, namespace):
     kubectl("create", "-f", "-", input=MANIFEST.format(ns=namespace, replicas=1).split("---\n")[1])
     kubectl("label", "deploy", "wasi-demo", "tier=demo", "-n", namespace)
     kubectl("annotate", "deploy", "wasi-demo", "labkit.io/note=hello", "-n", namespace)
-    kubectl("patch", "deploy", "wasi-demo", "-n", namespace, "-p",
-            '{"spec":{"template":{"spec":{"containers":[{"name":"demo","env":[{"name":"A","value":"1"}]}]}}}}')
+    kubectl(
+        "patch",
+        "deploy",
+        "wasi-demo",
+        "-n",
+        namespace,
+        "-p",
+        '{"spec":{"template":{"spec":{"containers":[{"name":"demo","env":[{"name":"A","value":"1"}]}]}}}}',
+    )
     kubectl("patch", "deploy", "wasi-demo", "-n", namespace, "--type=merge", "-p", '{"metadata":{"labels":{"m":"x"}}}')
-    kubectl("patch", "deploy", "wasi-demo", "-n", namespace, "--type=json",
-            "-p", '[{"op":"replace","path":"/spec/revisionHistoryLimit","value":3}]')
+    kubectl(
+        "patch",
+        "deploy",
+        "wasi-demo",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        '[{"op":"replace","path":"/spec/revisionHistoryLimit","value":3}]',
+    )
     out = kubectl("scale", "deployment", "wasi-demo", "--replicas=5", "-n", namespace).stdout
     assert "scaled" in out
     deploy = json.loads(kubectl("get", "deploy", "wasi-demo", "-n", namespace, "-o", "json").stdout)
@@ -131,9 +144,23 @@ def test_errors_have_kubectl_wording(kubectl, namespace):
     kubectl("create", "configmap", "dup", "-n", namespace)
     dup = kubectl("create", "configmap", "dup", "-n", namespace, check=False)
     assert 'error: failed to create configmap: configmaps "dup" already exists' in dup.stderr  # kubectl's own words
-    dup_file = kubectl("create", "-f", "-", check=False, input=f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: dup, namespace: {namespace}}}\n")
-    assert 'Error from server (AlreadyExists): error when creating "STDIN": configmaps "dup" already exists' in dup_file.stderr
-    typo = kubectl("apply", "-f", "-", check=False, input=textwrap.dedent(f"""\
+    dup_file = kubectl(
+        "create",
+        "-f",
+        "-",
+        check=False,
+        input=f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: dup, namespace: {namespace}}}\n",
+    )
+    assert (
+        'Error from server (AlreadyExists): error when creating "STDIN": configmaps "dup" already exists'
+        in dup_file.stderr
+    )
+    typo = kubectl(
+        "apply",
+        "-f",
+        "-",
+        check=False,
+        input=textwrap.dedent(f"""\
         apiVersion: v1
         kind: Pod
         metadata: {{name: p, namespace: {namespace}}}
@@ -141,7 +168,8 @@ def test_errors_have_kubectl_wording(kubectl, namespace):
           containers:
           - name: c
             imagee: x
-        """))
+        """),
+    )
     assert typo.returncode != 0 and 'unknown field "spec.containers[0].imagee"' in typo.stderr
     no_ns = kubectl("get", "pods", "-n", "no-such-namespace", check=False)
     assert "No resources found in no-such-namespace namespace." in no_ns.stderr
@@ -162,8 +190,13 @@ def test_pods_are_scheduled_over_nodes(kubectl, namespace):
 
 def test_get_watch_streams_changes(kubectl, namespace):
     kubectl("create", "configmap", "w0", "-n", namespace)
-    proc = subprocess.Popen([kubectl.binary, "get", "cm", "-w", "-n", namespace, "--request-timeout=3s"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=kubectl.env)
+    proc = subprocess.Popen(
+        [kubectl.binary, "get", "cm", "-w", "-n", namespace, "--request-timeout=3s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=kubectl.env,
+    )
     time.sleep(1.0)
     kubectl("create", "configmap", "w1", "-n", namespace)
     out, err = proc.communicate(timeout=30)
@@ -185,12 +218,21 @@ def test_auth_can_i_for_admin_and_service_account(kubectl, namespace):
     assert "Error from server (Forbidden)" in as_sa.stderr
     assert f'User "system:serviceaccount:{namespace}:watcher" cannot list resource "services"' in as_sa.stderr
     kubectl("create", "role", "svc-reader", "--verb=get,list,watch", "--resource=services", "-n", namespace)
-    kubectl("create", "rolebinding", "svc-reader", "--role=svc-reader", f"--serviceaccount={namespace}:watcher",
-            "-n", namespace)
+    kubectl(
+        "create",
+        "rolebinding",
+        "svc-reader",
+        "--role=svc-reader",
+        f"--serviceaccount={namespace}:watcher",
+        "-n",
+        namespace,
+    )
     assert kubectl("--token", token, "get", "services", "-n", namespace, check=False).returncode == 0
     assert kubectl("--token", token, "auth", "can-i", "list", "services", "-n", namespace).stdout.strip() == "yes"
-    assert kubectl("--token", token, "auth", "can-i", "delete", "services", "-n", namespace,
-                   check=False).stdout.strip() == "no"
+    assert (
+        kubectl("--token", token, "auth", "can-i", "delete", "services", "-n", namespace, check=False).stdout.strip()
+        == "no"
+    )
 
 
 def test_delete_waits_until_gone(kubectl, namespace):
@@ -200,8 +242,15 @@ def test_delete_waits_until_gone(kubectl, namespace):
 
 
 def test_unschedulable_pod_gets_the_schedulers_reason(kubectl, namespace):
-    kubectl("run", "nowhere", "--image=docker.io/labkit/wasi-demo:latest", "-n", namespace,
-            "--overrides", '{"spec": {"nodeSelector": {"disktype": "ssd"}}}')
+    kubectl(
+        "run",
+        "nowhere",
+        "--image=docker.io/labkit/wasi-demo:latest",
+        "-n",
+        namespace,
+        "--overrides",
+        '{"spec": {"nodeSelector": {"disktype": "ssd"}}}',
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         events = kubectl("get", "events", "-n", namespace, "--field-selector", "reason=FailedScheduling").stdout

@@ -130,7 +130,11 @@ def test_crun_swap_makes_crun_the_default(node: ContainerdPaths, version: int) -
     info = read_runtime_info(text)
     assert info.default_runtime == "crun" and info.ignored_keys == []
     crun = info.runtimes["crun"]
-    assert (crun.runtime_type, crun.binary_name, crun.systemd_cgroup) == ("io.containerd.runc.v2", "/usr/local/bin/crun", True)
+    assert (crun.runtime_type, crun.binary_name, crun.systemd_cgroup) == (
+        "io.containerd.runc.v2",
+        "/usr/local/bin/crun",
+        True,
+    )
     assert crun.pod_annotations == ("module.wasm.image/*",)
     assert {"runc", "wasmedge"} <= set(info.runtimes)
     assert "write-kubeconfig-mode" in node.k3s_config.read_text()
@@ -175,7 +179,9 @@ def test_redeclaring_the_containerd_table_is_a_redefinition_error(node: Containe
     with pytest.raises(ContainerdConfigError) as err:
         read_runtime_info(text)
     lines = text.splitlines()
-    bad_line = max(i for i, line in enumerate(lines) if line == "[plugins.'io.containerd.cri.v1.runtime'.containerd]") + 1
+    bad_line = (
+        max(i for i, line in enumerate(lines) if line == "[plugins.'io.containerd.cri.v1.runtime'.containerd]") + 1
+    )
     assert f"line {bad_line}" in str(err.value)
     assert "declared twice" in str(err.value) and "add only new tables after the base include" in str(err.value)
 
@@ -204,7 +210,7 @@ def test_unsupported_template_action_names_what_is_supported() -> None:
 
 def test_toml_syntax_error_reports_line() -> None:
     with pytest.raises(ContainerdConfigError, match="line 2"):
-        read_runtime_info('version = 3\n[plugins\n')
+        read_runtime_info("version = 3\n[plugins\n")
 
 
 containerd = shutil.which("containerd")
@@ -212,10 +218,14 @@ containerd = shutil.which("containerd")
 
 @pytest.mark.skipif(containerd is None or os.geteuid() != 0, reason="needs Debian containerd and root")
 def test_real_containerd_accepts_rendered_v2_config(node: ContainerdPaths, tmp_path: Path) -> None:
-    settings = NodeSettings(root=str(tmp_path / "ctd-root"), state=str(tmp_path / "ctd-state"), address=str(tmp_path / "c.sock"))
+    settings = NodeSettings(
+        root=str(tmp_path / "ctd-root"), state=str(tmp_path / "ctd-state"), address=str(tmp_path / "c.sock")
+    )
     apply(crun_swap_plan(node, 2))
     text = render_node_config(node, 2, detect_runtimes(node.root), settings=settings)
-    dump = subprocess.run([containerd, "--config", str(node.config), "config", "dump"], capture_output=True, text=True, timeout=30)
+    dump = subprocess.run(
+        [containerd, "--config", str(node.config), "config", "dump"], capture_output=True, text=True, timeout=30
+    )
     assert dump.returncode == 0, dump.stderr
     # containerd's own view of the file, read back through our reader
     real = read_runtime_info(dump.stdout)
@@ -231,7 +241,9 @@ def test_real_containerd_rejects_what_we_reject(node: ContainerdPaths, tmp_path:
     bad += '\n[plugins."io.containerd.grpc.v1.cri".containerd]\n  default_runtime_name = "crun"\n'
     path = tmp_path / "bad.toml"
     path.write_text(bad)
-    dump = subprocess.run([containerd, "--config", str(path), "config", "dump"], capture_output=True, text=True, timeout=30)
+    dump = subprocess.run(
+        [containerd, "--config", str(path), "config", "dump"], capture_output=True, text=True, timeout=30
+    )
     assert dump.returncode != 0
     with pytest.raises(ContainerdConfigError):
         read_runtime_info(bad)

@@ -54,9 +54,15 @@ def run(core: ApiCore, body: Callable[[], Awaitable[None]], timeout: float = 10.
     """Run *body* with all four controllers on one loop (job back-off shortened to 50 ms)."""
 
     async def main() -> None:
-        tasks = [asyncio.ensure_future(c) for c in (
-            run_deployment_controller(core), run_replicaset_controller(core),
-            run_job_controller(core, backoff_base=0.05), run_endpoints_controller(core))]
+        tasks = [
+            asyncio.ensure_future(c)
+            for c in (
+                run_deployment_controller(core),
+                run_replicaset_controller(core),
+                run_job_controller(core, backoff_base=0.05),
+                run_endpoints_controller(core),
+            )
+        ]
         try:
             await asyncio.wait_for(body(), timeout)
         finally:
@@ -86,23 +92,39 @@ async def settle() -> None:
 
 # ------------------------------------------------------------------------------------------------------ helpers
 def deployment(name: str = "web", replicas: int = 3, image: str = "demo:1", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": "main", "image": image,
-                                                           "ports": [{"name": "http", "containerPort": 8080}]}]}},
-                     **spec}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "containers": [{"name": "main", "image": image, "ports": [{"name": "http", "containerPort": 8080}]}]
+                },
+            },
+            **spec,
+        },
+    }
 
 
 def job(name: str = "calc", restart: str = "Never", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-            "spec": {"template": {"spec": {"restartPolicy": restart,
-                                           "containers": [{"name": "main", "image": "demo:1"}]}}, **spec}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {"spec": {"restartPolicy": restart, "containers": [{"name": "main", "image": "demo:1"}]}},
+            **spec,
+        },
+    }
 
 
 def pods(core: ApiCore, **labels: str) -> list[dict[str, Any]]:
     selector = ",".join(f"{k}={v}" for k, v in labels.items())
-    return [p for p in core.list(PODS, NS, label_selector=selector)["items"]]
+    return list(core.list(PODS, NS, label_selector=selector)["items"])
 
 
 def exactly(n: int, items: list[Any]) -> list[Any] | None:
@@ -130,27 +152,54 @@ def pods_per_replica_set(core: ApiCore) -> dict[str, int]:
 
 
 def events(core: ApiCore, name: str) -> list[tuple[str, str]]:
-    return [(e["reason"], e["message"]) for e in core.list(EVENTS, NS)["items"]
-            if e["involvedObject"]["name"] == name]
+    return [(e["reason"], e["message"]) for e in core.list(EVENTS, NS)["items"] if e["involvedObject"]["name"] == name]
 
 
 _next_ip = iter(range(10, 250))
 
 
-def kubelet(core: ApiCore, pod: dict[str, Any], *, phase: str = "Running", ready: bool = True,
-            restarts: int = 0, exit_code: int | None = None, ip: str | None = None) -> dict[str, Any]:
+def kubelet(
+    core: ApiCore,
+    pod: dict[str, Any],
+    *,
+    phase: str = "Running",
+    ready: bool = True,
+    restarts: int = 0,
+    exit_code: int | None = None,
+    ip: str | None = None,
+) -> dict[str, Any]:
     """Write the status a kubelet would: phase, podIP, Ready condition and one container status."""
     live = core.get(PODS, NS, pod["metadata"]["name"])
     state: dict[str, Any] = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
     if exit_code is not None:
-        state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
-                                "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+        state = {
+            "terminated": {
+                "exitCode": exit_code,
+                "reason": "Completed" if exit_code == 0 else "Error",
+                "finishedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        }
     status = {
-        "phase": phase, "podIP": ip or live["status"].get("podIP") or f"10.42.0.{next(_next_ip)}",
-        "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                        "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}],
-        "containerStatuses": [{"name": "main", "ready": ready, "restartCount": restarts, "state": state,
-                               "image": "demo:1", "imageID": "", "started": ready}],
+        "phase": phase,
+        "podIP": ip or live["status"].get("podIP") or f"10.42.0.{next(_next_ip)}",
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True" if ready else "False",
+                "lastTransitionTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        ],
+        "containerStatuses": [
+            {
+                "name": "main",
+                "ready": ready,
+                "restartCount": restarts,
+                "state": state,
+                "image": "demo:1",
+                "imageID": "",
+                "started": ready,
+            }
+        ],
     }
     return core.replace(PODS, NS, live["metadata"]["name"], {**live, "status": status}, subresource="status")[0]
 
@@ -166,9 +215,12 @@ def rolled_out(core: ApiCore, name: str = "web") -> dict[str, Any] | None:
     d = core.get(DEPLOYMENTS, NS, name)
     status = d.get("status") or {}
     replicas = d["spec"]["replicas"]
-    done = (status.get("observedGeneration", 0) >= d["metadata"]["generation"]
-            and status.get("updatedReplicas", 0) == replicas and status.get("replicas", 0) == replicas
-            and status.get("availableReplicas", 0) == replicas)
+    done = (
+        status.get("observedGeneration", 0) >= d["metadata"]["generation"]
+        and status.get("updatedReplicas", 0) == replicas
+        and status.get("replicas", 0) == replicas
+        and status.get("availableReplicas", 0) == replicas
+    )
     return d if done else None
 
 
@@ -207,22 +259,34 @@ def test_surge_rounds_up_and_unavailable_rounds_down():
     assert scaled_value("3", 5, round_up=False) == 3
     with pytest.raises(ValueError, match="not a percentage"):
         scaled_value("lots", 5, round_up=True)
-    d = deployment(replicas=4, strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "10%"}})
+    d = deployment(
+        replicas=4, strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "10%"}}
+    )
     assert surge_and_unavailable(d) == (0, 1)  # both zero: one may be unavailable, or nothing could move
     assert surge_and_unavailable(deployment(strategy={"type": "Recreate"})) == (0, 0)
 
 
 def test_deletion_order_prefers_unscheduled_then_not_ready_then_newest():
     def pod(name: str, node: str | None, ready: bool, created: str) -> dict[str, Any]:
-        return {"metadata": {"name": name, "creationTimestamp": created},
-                "spec": {"nodeName": node} if node else {},
-                "status": {"phase": "Running" if node else "Pending",
-                           "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                                           "lastTransitionTime": created}]}}
-    ranked = deletion_order([pod("old-ready", "n", True, "2026-01-01T00:00:00Z"),
-                             pod("new-ready", "n", True, "2026-01-02T00:00:00Z"),
-                             pod("not-ready", "n", False, "2026-01-01T00:00:00Z"),
-                             pod("unscheduled", None, False, "2026-01-01T00:00:00Z")])
+        return {
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"nodeName": node} if node else {},
+            "status": {
+                "phase": "Running" if node else "Pending",
+                "conditions": [
+                    {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": created}
+                ],
+            },
+        }
+
+    ranked = deletion_order(
+        [
+            pod("old-ready", "n", True, "2026-01-01T00:00:00Z"),
+            pod("new-ready", "n", True, "2026-01-02T00:00:00Z"),
+            pod("not-ready", "n", False, "2026-01-01T00:00:00Z"),
+            pod("unscheduled", None, False, "2026-01-01T00:00:00Z"),
+        ]
+    )
     assert [p["metadata"]["name"] for p in ranked] == ["unscheduled", "not-ready", "new-ready", "old-ready"]
 
 
@@ -237,45 +301,84 @@ def test_deployment_creates_replicaset_and_pods_and_becomes_available(core):
         d = core.get(DEPLOYMENTS, NS, "web")
         assert rs["metadata"]["name"] == f"web-{h}"
         assert rs["spec"]["selector"]["matchLabels"] == {"app": "web", "pod-template-hash": h}
-        assert rs["metadata"]["ownerReferences"] == [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
-                                                       "uid": d["metadata"]["uid"], "controller": True,
-                                                       "blockOwnerDeletion": True}]
+        assert rs["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": "web",
+                "uid": d["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
         annotations = rs["metadata"]["annotations"]
         assert annotations["deployment.kubernetes.io/revision"] == "1"
         assert annotations["deployment.kubernetes.io/desired-replicas"] == "3"
         assert annotations["deployment.kubernetes.io/max-replicas"] == "4"  # 3 + ceil(25% of 3)
         for pod in pods(core, app="web"):
-            assert pod["metadata"]["name"].startswith(f"web-{h}-") and len(pod["metadata"]["name"]) == len(f"web-{h}-") + 5
+            assert (
+                pod["metadata"]["name"].startswith(f"web-{h}-") and len(pod["metadata"]["name"]) == len(f"web-{h}-") + 5
+            )
             assert pod["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"]
             assert pod["metadata"]["labels"]["pod-template-hash"] == h
         assert ("ScalingReplicaSet", f"Scaled up replica set web-{h} from 0 to 3") in events(core, "web")
         created = [m for r, m in events(core, f"web-{h}") if r == "SuccessfulCreate"]
         assert sorted(created) == sorted(f"Created pod: {p['metadata']['name']}" for p in pods(core, app="web"))
 
-        status = await until("status observed", lambda: core.get(DEPLOYMENTS, NS, "web").get("status", {}).get("replicas"))
+        status = await until(
+            "status observed", lambda: core.get(DEPLOYMENTS, NS, "web").get("status", {}).get("replicas")
+        )
         d = core.get(DEPLOYMENTS, NS, "web")
         assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
         avail = condition(d, "Available")
         assert (avail["status"], avail["reason"], avail["message"]) == (
-            "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+        )
         assert condition(d, "Progressing")["reason"] in ("NewReplicaSetCreated", "ReplicaSetUpdated")
         assert status == 3 and d["status"]["unavailableReplicas"] == 3
 
         ready_all(core, app="web")
-        d = await until("complete", lambda: with_condition(core, DEPLOYMENTS, "web", "Progressing",
-                                                           "NewReplicaSetAvailable"))
-        assert {k: d["status"].get(k) for k in ("observedGeneration", "replicas", "updatedReplicas", "readyReplicas",
-                                                "availableReplicas", "unavailableReplicas")} == {
-            "observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "readyReplicas": 3,
-            "availableReplicas": 3, "unavailableReplicas": None}
+        d = await until(
+            "complete", lambda: with_condition(core, DEPLOYMENTS, "web", "Progressing", "NewReplicaSetAvailable")
+        )
+        assert {
+            k: d["status"].get(k)
+            for k in (
+                "observedGeneration",
+                "replicas",
+                "updatedReplicas",
+                "readyReplicas",
+                "availableReplicas",
+                "unavailableReplicas",
+            )
+        } == {
+            "observedGeneration": 1,
+            "replicas": 3,
+            "updatedReplicas": 3,
+            "readyReplicas": 3,
+            "availableReplicas": 3,
+            "unavailableReplicas": None,
+        }
         assert condition(d, "Progressing")["message"] == f'ReplicaSet "web-{h}" has successfully progressed.'
         avail = condition(d, "Available")
         assert (avail["status"], avail["reason"], avail["message"]) == (
-            "True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+        )
         rs = core.get(REPLICASETS, NS, f"web-{h}")
-        assert {k: rs["status"].get(k) for k in ("replicas", "readyReplicas", "availableReplicas",
-                                                 "fullyLabeledReplicas", "observedGeneration")} == {
-            "replicas": 3, "readyReplicas": 3, "availableReplicas": 3, "fullyLabeledReplicas": 3, "observedGeneration": 1}
+        assert {
+            k: rs["status"].get(k)
+            for k in ("replicas", "readyReplicas", "availableReplicas", "fullyLabeledReplicas", "observedGeneration")
+        } == {
+            "replicas": 3,
+            "readyReplicas": 3,
+            "availableReplicas": 3,
+            "fullyLabeledReplicas": 3,
+            "observedGeneration": 1,
+        }
         # steady state: nothing more is written
         rv = core.store.rv
         await settle()
@@ -294,8 +397,13 @@ async def four_available(core) -> str:
 
 
 def test_rolling_update_with_surge_one_keeps_every_pod_available(core):
-    core.create(DEPLOYMENTS, NS, deployment(replicas=4, strategy={
-        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
+    core.create(
+        DEPLOYMENTS,
+        NS,
+        deployment(
+            replicas=4, strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        ),
+    )
 
     async def body() -> None:
         old = await four_available(core)
@@ -304,16 +412,19 @@ def test_rolling_update_with_surge_one_keeps_every_pod_available(core):
         steps = []
         for expected_new in (1, 2, 3, 4):
             wanted = {new: expected_new, old: 5 - expected_new}
-            await until(f"new RS at {expected_new}", lambda wanted=wanted: spec_replicas(core) == wanted
-                        and pods_per_replica_set(core) == wanted)
+            await until(
+                f"new RS at {expected_new}",
+                lambda wanted=wanted: spec_replicas(core) == wanted and pods_per_replica_set(core) == wanted,
+            )
             steps.append((spec_replicas(core)[new], spec_replicas(core)[old]))
             # never more than replicas + maxSurge pods, never fewer than replicas available
             assert sum(spec_replicas(core).values()) <= 5
             ready_all(core, app="web")
         await until("old RS at 0", lambda: spec_replicas(core)[old] == 0)
         assert steps == [(1, 4), (2, 3), (3, 2), (4, 1)]
-        d = await until("complete", lambda: with_condition(core, DEPLOYMENTS, "web", "Progressing",
-                                                           "NewReplicaSetAvailable"))
+        d = await until(
+            "complete", lambda: with_condition(core, DEPLOYMENTS, "web", "Progressing", "NewReplicaSetAvailable")
+        )
         assert d["status"]["updatedReplicas"] == 4 and d["status"]["replicas"] == 4
         assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
         assert d["status"]["observedGeneration"] == d["metadata"]["generation"] == 2
@@ -327,8 +438,13 @@ def test_rolling_update_with_surge_one_keeps_every_pod_available(core):
 
 
 def test_scaling_in_the_middle_of_a_rollout_is_proportional(core):
-    core.create(DEPLOYMENTS, NS, deployment(replicas=4, strategy={
-        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
+    core.create(
+        DEPLOYMENTS,
+        NS,
+        deployment(
+            replicas=4, strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        ),
+    )
 
     async def body() -> None:
         old = await four_available(core)
@@ -342,15 +458,22 @@ def test_scaling_in_the_middle_of_a_rollout_is_proportional(core):
         assert spec_replicas(core) == {old: 7, new: 2}
         for name in (old, new):
             annotations = replica_sets(core)[name]["metadata"]["annotations"]
-            assert (annotations["deployment.kubernetes.io/desired-replicas"],
-                    annotations["deployment.kubernetes.io/max-replicas"]) == ("8", "9")
+            assert (
+                annotations["deployment.kubernetes.io/desired-replicas"],
+                annotations["deployment.kubernetes.io/max-replicas"],
+            ) == ("8", "9")
 
     run(core, body)
 
 
 def test_rolling_update_with_unavailable_half_and_no_surge(core):
-    core.create(DEPLOYMENTS, NS, deployment(replicas=4, strategy={
-        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "50%"}}))
+    core.create(
+        DEPLOYMENTS,
+        NS,
+        deployment(
+            replicas=4, strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": "50%"}}
+        ),
+    )
 
     async def body() -> None:
         old = await four_available(core)
@@ -380,7 +503,9 @@ def test_scaling_and_recreate_strategy(core):
         await until("old at 0", lambda: spec_replicas(core)[old] == 0)
         await until("new RS", lambda: len(replica_sets(core)) == 2)
         new = next(n for n in replica_sets(core) if n != old)
-        assert not [p for p in pods(core, app="web") if p["metadata"]["labels"]["pod-template-hash"] == old.split("-")[-1]]
+        assert not [
+            p for p in pods(core, app="web") if p["metadata"]["labels"]["pod-template-hash"] == old.split("-")[-1]
+        ]
         await until("3 new pods", lambda: len(pods(core, app="web")) == 3)
         assert all(p["metadata"]["name"].startswith(new) for p in pods(core, app="web"))
 
@@ -398,7 +523,8 @@ def test_scale_down_deletes_not_ready_pods_first(core):
         core.set_scale(DEPLOYMENTS, NS, "web", 2, None)
         await until("2 pods", lambda: len(pods(core, app="web")) == 2)
         assert sorted(p["metadata"]["name"] for p in pods(core, app="web")) == sorted(
-            p["metadata"]["name"] for p in three[:2])
+            p["metadata"]["name"] for p in three[:2]
+        )
         rs = next(iter(replica_sets(core)))
         assert ("SuccessfulDelete", f"Deleted pod: {three[2]['metadata']['name']}") in events(core, rs)
 
@@ -413,18 +539,26 @@ def test_revision_history_limit_and_rollback_reuses_the_old_replicaset(core):
         for image in ("demo:1", "demo:2", "demo:3"):
             if image != "demo:1":
                 update_template(core, "web", image)
-            await until(f"{image} pod", lambda image=image: [p for p in pods(core, app="web")
-                                                             if p["spec"]["containers"][0]["image"] == image])
+            await until(
+                f"{image} pod",
+                lambda image=image: [p for p in pods(core, app="web") if p["spec"]["containers"][0]["image"] == image],
+            )
             ready_all(core, app="web")
             await until(f"{image} rolled out", lambda: rolled_out(core))
             names.append(next(n for n, rs in replica_sets(core).items() if rs["spec"]["replicas"] == 1))
         await until("one old RS kept", lambda: set(replica_sets(core)) == {names[1], names[2]})
         # undo: the template of revision 2 again → that RS becomes revision 4, no new RS
         update_template(core, "web", "demo:2")
-        await until("revision 4", lambda: replica_sets(core)[names[1]]["metadata"]["annotations"]
-                    ["deployment.kubernetes.io/revision"] == "4")
-        await until("deployment at revision 4", lambda: core.get(DEPLOYMENTS, NS, "web")["metadata"]["annotations"]
-                    ["deployment.kubernetes.io/revision"] == "4")
+        await until(
+            "revision 4",
+            lambda: replica_sets(core)[names[1]]["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "4",
+        )
+        await until(
+            "deployment at revision 4",
+            lambda: (
+                core.get(DEPLOYMENTS, NS, "web")["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "4"
+            ),
+        )
         assert set(replica_sets(core)) <= {names[1], names[2]}
 
     run(core, body)
@@ -442,7 +576,9 @@ def test_paused_deployment_scales_but_does_not_roll_out(core):
         d["spec"]["replicas"] = 2
         d["spec"]["template"]["spec"]["containers"][0]["image"] = "demo:2"
         core.replace(DEPLOYMENTS, NS, "web", d)
-        paused = await until("paused", lambda: with_condition(core, DEPLOYMENTS, "web", "Progressing", "DeploymentPaused"))
+        paused = await until(
+            "paused", lambda: with_condition(core, DEPLOYMENTS, "web", "Progressing", "DeploymentPaused")
+        )
         c = condition(paused, "Progressing")
         assert (c["status"], c["message"]) == ("Unknown", "Deployment is paused")
         await until("scaled", lambda: len(pods(core, app="web")) == 2)
@@ -475,8 +611,9 @@ def test_progress_deadline_exceeded(core):
     core.create(DEPLOYMENTS, NS, deployment(replicas=1, progressDeadlineSeconds=1))
 
     async def body() -> None:
-        d = await until("timed out", lambda: with_condition(core, DEPLOYMENTS, "web", "Progressing",
-                                                            "ProgressDeadlineExceeded"), 4)
+        d = await until(
+            "timed out", lambda: with_condition(core, DEPLOYMENTS, "web", "Progressing", "ProgressDeadlineExceeded"), 4
+        )
         rs = next(iter(replica_sets(core)))
         c = condition(d, "Progressing")
         assert (c["status"], c["message"]) == ("False", f'ReplicaSet "{rs}" has timed out progressing.')
@@ -485,10 +622,19 @@ def test_progress_deadline_exceeded(core):
 
 
 def test_replicaset_pods_being_deleted_do_not_count(core):
-    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "solo"},
-          "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "solo"}},
-                   "template": {"metadata": {"labels": {"app": "solo"}},
-                                "spec": {"containers": [{"name": "main", "image": "demo:1"}]}}}}
+    rs = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "solo"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "solo"}},
+            "template": {
+                "metadata": {"labels": {"app": "solo"}},
+                "spec": {"containers": [{"name": "main", "image": "demo:1"}]},
+            },
+        },
+    }
     core.create(REPLICASETS, NS, rs)
 
     async def body() -> None:
@@ -504,13 +650,31 @@ def test_replicaset_pods_being_deleted_do_not_count(core):
 
 
 def test_replicaset_adopts_matching_orphans_and_releases_relabelled_pods(core):
-    core.create(PODS, NS, {"metadata": {"name": "stray", "labels": {"app": "solo"}},
-                           "spec": {"containers": [{"name": "main", "image": "demo:1"}]}})
-    rs = core.create(REPLICASETS, NS, {
-        "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "solo"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "solo"}},
-                 "template": {"metadata": {"labels": {"app": "solo"}},
-                              "spec": {"containers": [{"name": "main", "image": "demo:1"}]}}}})[0]
+    core.create(
+        PODS,
+        NS,
+        {
+            "metadata": {"name": "stray", "labels": {"app": "solo"}},
+            "spec": {"containers": [{"name": "main", "image": "demo:1"}]},
+        },
+    )
+    rs = core.create(
+        REPLICASETS,
+        NS,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {"name": "solo"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "solo"}},
+                "template": {
+                    "metadata": {"labels": {"app": "solo"}},
+                    "spec": {"containers": [{"name": "main", "image": "demo:1"}]},
+                },
+            },
+        },
+    )[0]
 
     async def body() -> None:
         two = await until("2 pods", lambda: exactly(2, pods(core, app="solo")))
@@ -522,9 +686,16 @@ def test_replicaset_adopts_matching_orphans_and_releases_relabelled_pods(core):
         other = next(p for p in two if p["metadata"]["name"] != "stray")
         other["metadata"]["labels"]["app"] = "debug"
         core.replace(PODS, NS, other["metadata"]["name"], other)
-        await until("replacement", lambda: len(pods(core, app="solo")) == 2
-                    and other["metadata"]["name"] not in {p["metadata"]["name"] for p in pods(core, app="solo")})
-        await until("released", lambda: "ownerReferences" not in core.get(PODS, NS, other["metadata"]["name"])["metadata"])
+        await until(
+            "replacement",
+            lambda: (
+                len(pods(core, app="solo")) == 2
+                and other["metadata"]["name"] not in {p["metadata"]["name"] for p in pods(core, app="solo")}
+            ),
+        )
+        await until(
+            "released", lambda: "ownerReferences" not in core.get(PODS, NS, other["metadata"]["name"])["metadata"]
+        )
 
     run(core, body)
 
@@ -538,25 +709,39 @@ def test_job_runs_to_complete(core):
         j = core.get(JOBS, NS, "calc")
         for pod in first:
             assert pod["metadata"]["name"].startswith("calc-") and len(pod["metadata"]["name"]) == len("calc-") + 5
-            assert pod["metadata"]["ownerReferences"][0] == {"apiVersion": "batch/v1", "kind": "Job", "name": "calc",
-                                                             "uid": j["metadata"]["uid"], "controller": True,
-                                                             "blockOwnerDeletion": True}
+            assert pod["metadata"]["ownerReferences"][0] == {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "name": "calc",
+                "uid": j["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
         kubelet(core, first[0])
         await until("ready 1", lambda: core.get(JOBS, NS, "calc")["status"].get("ready") == 1)
         assert core.get(JOBS, NS, "calc")["status"]["active"] == 2 and core.get(JOBS, NS, "calc")["status"]["startTime"]
         kubelet(core, first[0], phase="Succeeded", ready=False, exit_code=0)
         kubelet(core, first[1], phase="Succeeded", ready=False, exit_code=0)
         # one completion left: exactly one more pod
-        third = await until("3rd pod", lambda: [p for p in pods(core, **{"job-name": "calc"})
-                                                if p["metadata"]["name"] not in {q["metadata"]["name"] for q in first}])
+        third = await until(
+            "3rd pod",
+            lambda: [
+                p
+                for p in pods(core, **{"job-name": "calc"})
+                if p["metadata"]["name"] not in {q["metadata"]["name"] for q in first}
+            ],
+        )
         await settle()
         assert len(pods(core, **{"job-name": "calc"})) == 3
         kubelet(core, third[0], phase="Succeeded", ready=False, exit_code=0)
         j = await until("complete", lambda: with_condition(core, JOBS, "calc", "Complete"))
         for type_ in ("SuccessCriteriaMet", "Complete"):
             c = condition(j, type_)
-            assert (c["status"], c["reason"], c["message"]) == ("True", "CompletionsReached",
-                                                                "Reached expected number of succeeded pods")
+            assert (c["status"], c["reason"], c["message"]) == (
+                "True",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            )
         assert j["status"]["succeeded"] == 3 and "active" not in j["status"] and j["status"]["completionTime"]
         assert j["status"]["ready"] == 0 and j["status"]["terminating"] == 0
         assert ("Completed", "Job completed") in events(core, "calc")
@@ -572,15 +757,22 @@ def test_job_backoff_limit_exceeded_with_restart_never(core):
         (first,) = await until("pod", lambda: pods(core, **{"job-name": "calc"}))
         kubelet(core, first, phase="Failed", ready=False, exit_code=3)
         # one failure is within backoffLimit 1: a replacement after the back-off
-        second = await until("replacement", lambda: [p for p in pods(core, **{"job-name": "calc"})
-                                                      if p["metadata"]["name"] != first["metadata"]["name"]])
+        second = await until(
+            "replacement",
+            lambda: [
+                p for p in pods(core, **{"job-name": "calc"}) if p["metadata"]["name"] != first["metadata"]["name"]
+            ],
+        )
         assert core.get(JOBS, NS, "calc")["status"]["failed"] == 1
         kubelet(core, second[0], phase="Failed", ready=False, exit_code=3)
         j = await until("failed", lambda: with_condition(core, JOBS, "calc", "Failed"))
         for type_ in ("FailureTarget", "Failed"):
             c = condition(j, type_)
             assert (c["status"], c["reason"], c["message"]) == (
-                "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+                "True",
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            )
         assert j["status"]["failed"] == 2 and "completionTime" not in j["status"]
         assert ("BackoffLimitExceeded", "Job has reached the specified backoff limit") in events(core, "calc")
         await settle()
@@ -609,9 +801,14 @@ def test_job_on_failure_counts_container_restarts(core):
 # ------------------------------------------------------------------------------------------------------ endpoints
 def test_endpoints_and_slices_follow_ready_pods(core):
     core.create(DEPLOYMENTS, NS, deployment(replicas=3))
-    core.create(SERVICES, NS, {"metadata": {"name": "web", "labels": {"tier": "front"}},
-                               "spec": {"selector": {"app": "web"},
-                                        "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
+    core.create(
+        SERVICES,
+        NS,
+        {
+            "metadata": {"name": "web", "labels": {"tier": "front"}},
+            "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+        },
+    )
 
     async def body() -> None:
         three = await until("3 pods", lambda: exactly(3, pods(core, app="web")))
@@ -622,24 +819,36 @@ def test_endpoints_and_slices_follow_ready_pods(core):
         a = kubelet(core, three[0], ip="10.42.0.2")
         b = kubelet(core, three[1], ip="10.42.0.3")
         c = kubelet(core, three[2], ip="10.42.0.4", ready=False)
-        await until("endpoints", lambda: len((core.store.get(ENDPOINTS, NS, "web") or {}).get("subsets", [{}])[0]
-                                            .get("addresses", [])) == 2)
+        await until(
+            "endpoints",
+            lambda: len((core.store.get(ENDPOINTS, NS, "web") or {}).get("subsets", [{}])[0].get("addresses", [])) == 2,
+        )
         ep = core.get(ENDPOINTS, NS, "web")
         (subset,) = ep["subsets"]
-        assert subset["addresses"][0] == {"ip": "10.42.0.2", "nodeName": "node-a", "targetRef": {
-            "kind": "Pod", "namespace": NS, "name": a["metadata"]["name"], "uid": a["metadata"]["uid"]}}
+        assert subset["addresses"][0] == {
+            "ip": "10.42.0.2",
+            "nodeName": "node-a",
+            "targetRef": {"kind": "Pod", "namespace": NS, "name": a["metadata"]["name"], "uid": a["metadata"]["uid"]},
+        }
         assert [x["ip"] for x in subset["addresses"]] == ["10.42.0.2", "10.42.0.3"]
         assert [x["ip"] for x in subset["notReadyAddresses"]] == ["10.42.0.4"]
         assert subset["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]  # named targetPort resolved
         assert ep["metadata"]["labels"] == {"tier": "front"}
 
-        (slice_,) = await until("slice", lambda: [s for s in core.list(SLICES, NS)["items"] if len(s["endpoints"]) == 3])
+        (slice_,) = await until(
+            "slice", lambda: [s for s in core.list(SLICES, NS)["items"] if len(s["endpoints"]) == 3]
+        )
         svc = core.get(SERVICES, NS, "web")
         assert slice_["metadata"]["name"].startswith("web-") and len(slice_["metadata"]["name"]) == len("web-") + 5
-        assert slice_["metadata"]["labels"] == {"tier": "front", "kubernetes.io/service-name": "web",
-                                                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}
+        assert slice_["metadata"]["labels"] == {
+            "tier": "front",
+            "kubernetes.io/service-name": "web",
+            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+        }
         assert slice_["metadata"]["ownerReferences"][0]["uid"] == svc["metadata"]["uid"]
-        assert slice_["addressType"] == "IPv4" and slice_["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
+        assert slice_["addressType"] == "IPv4" and slice_["ports"] == [
+            {"name": "http", "port": 8080, "protocol": "TCP"}
+        ]
         conditions = {e["addresses"][0]: e["conditions"] for e in slice_["endpoints"]}
         assert conditions["10.42.0.2"] == {"ready": True, "serving": True, "terminating": False}
         assert conditions["10.42.0.4"] == {"ready": False, "serving": False, "terminating": False}
@@ -648,8 +857,12 @@ def test_endpoints_and_slices_follow_ready_pods(core):
         # a terminating pod leaves the Endpoints but stays in the slice as terminating
         core.delete(PODS, NS, a["metadata"]["name"])
         await until("a gone from endpoints", lambda: "10.42.0.2" not in str(core.get(ENDPOINTS, NS, "web")))
-        terminating = await until("terminating", lambda: [e for s in core.list(SLICES, NS)["items"]
-                                                          for e in s["endpoints"] if e["conditions"]["terminating"]])
+        terminating = await until(
+            "terminating",
+            lambda: [
+                e for s in core.list(SLICES, NS)["items"] for e in s["endpoints"] if e["conditions"]["terminating"]
+            ],
+        )
         assert terminating[0]["conditions"] == {"ready": False, "serving": True, "terminating": True}
 
         core.delete(SERVICES, NS, "web")
@@ -661,10 +874,17 @@ def test_endpoints_and_slices_follow_ready_pods(core):
 
 def test_slice_endpoint_conditions_with_and_without_publish_not_ready_addresses():
     def pod(ready: bool, terminating: bool) -> dict[str, Any]:
-        meta = {"name": "p", "namespace": NS, "uid": "u", **({"deletionTimestamp": "2026-01-01T00:00:00Z"}
-                                                              if terminating else {})}
-        return {"metadata": meta, "spec": {},
-                "status": {"podIP": "10.42.0.9", "conditions": [{"type": "Ready", "status": str(ready)}]}}
+        meta = {
+            "name": "p",
+            "namespace": NS,
+            "uid": "u",
+            **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if terminating else {}),
+        }
+        return {
+            "metadata": meta,
+            "spec": {},
+            "status": {"podIP": "10.42.0.9", "conditions": [{"type": "Ready", "status": str(ready)}]},
+        }
 
     def conditions(ready: bool, terminating: bool, publish: bool) -> tuple[bool, bool, bool]:
         c = slice_endpoint(pod(ready, terminating), publish)["conditions"]
@@ -679,13 +899,34 @@ def test_slice_endpoint_conditions_with_and_without_publish_not_ready_addresses(
 
 def test_pods_naming_a_port_differently_get_their_own_subset_and_slice(core):
     for name, port in (("a", 8080), ("b", 9090)):
-        core.create(PODS, NS, {"metadata": {"name": name, "labels": {"app": "mixed"}},
-                               "spec": {"containers": [{"name": "main", "image": "demo:1",
-                                                        "ports": [{"name": "http", "containerPort": port}]}]}})
-    core.create(PODS, NS, {"metadata": {"name": "c", "labels": {"app": "mixed"}},  # no port named http
-                           "spec": {"containers": [{"name": "main", "image": "demo:1"}]}})
-    core.create(SERVICES, NS, {"metadata": {"name": "mixed"},
-                               "spec": {"selector": {"app": "mixed"}, "ports": [{"port": 80, "targetPort": "http"}]}})
+        core.create(
+            PODS,
+            NS,
+            {
+                "metadata": {"name": name, "labels": {"app": "mixed"}},
+                "spec": {
+                    "containers": [
+                        {"name": "main", "image": "demo:1", "ports": [{"name": "http", "containerPort": port}]}
+                    ]
+                },
+            },
+        )
+    core.create(
+        PODS,
+        NS,
+        {
+            "metadata": {"name": "c", "labels": {"app": "mixed"}},  # no port named http
+            "spec": {"containers": [{"name": "main", "image": "demo:1"}]},
+        },
+    )
+    core.create(
+        SERVICES,
+        NS,
+        {
+            "metadata": {"name": "mixed"},
+            "spec": {"selector": {"app": "mixed"}, "ports": [{"port": 80, "targetPort": "http"}]},
+        },
+    )
 
     async def body() -> None:
         for name, ip in (("a", "10.42.1.1"), ("b", "10.42.1.2"), ("c", "10.42.1.3")):
@@ -693,21 +934,32 @@ def test_pods_naming_a_port_differently_get_their_own_subset_and_slice(core):
         await until("two subsets", lambda: len((core.store.get(ENDPOINTS, NS, "mixed") or {}).get("subsets", [])) == 2)
         subsets = sorted(core.get(ENDPOINTS, NS, "mixed")["subsets"], key=lambda s: s["ports"][0]["port"])
         assert [([a["ip"] for a in s["addresses"]], s["ports"][0]["port"]) for s in subsets] == [
-            (["10.42.1.1"], 8080), (["10.42.1.2"], 9090)]
+            (["10.42.1.1"], 8080),
+            (["10.42.1.2"], 9090),
+        ]
         slices = await until("two slices", lambda: exactly(2, core.list(SLICES, NS)["items"]))
         assert sorted((s["ports"][0]["port"], s["endpoints"][0]["addresses"][0]) for s in slices) == [
-            (8080, "10.42.1.1"), (9090, "10.42.1.2")]
+            (8080, "10.42.1.1"),
+            (9090, "10.42.1.2"),
+        ]
 
     run(core, body)
 
 
 def test_a_pod_relabelled_away_leaves_its_old_service_and_joins_the_new_one(core):
     for name in ("a", "b"):
-        core.create(PODS, NS, {"metadata": {"name": name, "labels": {"app": "blue"}},
-                               "spec": {"containers": [{"name": "main", "image": "demo:1"}]}})
+        core.create(
+            PODS,
+            NS,
+            {
+                "metadata": {"name": name, "labels": {"app": "blue"}},
+                "spec": {"containers": [{"name": "main", "image": "demo:1"}]},
+            },
+        )
     for colour in ("blue", "green"):
-        core.create(SERVICES, NS, {"metadata": {"name": colour},
-                                   "spec": {"selector": {"app": colour}, "ports": [{"port": 80}]}})
+        core.create(
+            SERVICES, NS, {"metadata": {"name": colour}, "spec": {"selector": {"app": colour}, "ports": [{"port": 80}]}}
+        )
 
     def addresses(service: str) -> tuple[list[str], list[str]]:
         subsets = (core.store.get(ENDPOINTS, NS, service) or {}).get("subsets") or [{}]
@@ -722,15 +974,23 @@ def test_a_pod_relabelled_away_leaves_its_old_service_and_joins_the_new_one(core
         await until("blue has both", lambda: addresses("blue") == both)
         live = core.get(PODS, NS, "b")
         core.replace(PODS, NS, "b", {**live, "metadata": {**live["metadata"], "labels": {"app": "green"}}})
-        await until("b moved", lambda: addresses("blue") == (["10.42.2.1"], ["10.42.2.1"])
-                    and addresses("green") == (["10.42.2.2"], ["10.42.2.2"]))
+        await until(
+            "b moved",
+            lambda: (
+                addresses("blue") == (["10.42.2.1"], ["10.42.2.1"])
+                and addresses("green") == (["10.42.2.2"], ["10.42.2.2"])
+            ),
+        )
 
     run(core, body)
 
 
 def test_selectorless_service_endpoints_are_left_alone(core):
-    core.create(ENDPOINTS, NS, {"metadata": {"name": "external"},
-                                "subsets": [{"addresses": [{"ip": "192.0.2.1"}], "ports": [{"port": 443}]}]})
+    core.create(
+        ENDPOINTS,
+        NS,
+        {"metadata": {"name": "external"}, "subsets": [{"addresses": [{"ip": "192.0.2.1"}], "ports": [{"port": 443}]}]},
+    )
     core.create(SERVICES, NS, {"metadata": {"name": "external"}, "spec": {"ports": [{"port": 443}]}})
 
     async def body() -> None:

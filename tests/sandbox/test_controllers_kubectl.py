@@ -22,21 +22,45 @@ def _pods(api: Any, ns: str, selector: str) -> list[Any]:
     return client.CoreV1Api(api).list_namespaced_pod(ns, label_selector=selector).items
 
 
-def set_pod_status(api: Any, ns: str, name: str, *, phase: str = "Running", ready: bool = True,
-                   ip: str | None = None, exit_code: int | None = None) -> None:
+def set_pod_status(
+    api: Any,
+    ns: str,
+    name: str,
+    *,
+    phase: str = "Running",
+    ready: bool = True,
+    ip: str | None = None,
+    exit_code: int | None = None,
+) -> None:
     """What a kubelet reports: phase, podIP, the Ready condition and the container's state."""
     from kubernetes import client
 
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     state: dict[str, Any] = {"running": {"startedAt": now}}
     if exit_code is not None:
-        state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
-                                "startedAt": now, "finishedAt": now}}
+        state = {
+            "terminated": {
+                "exitCode": exit_code,
+                "reason": "Completed" if exit_code == 0 else "Error",
+                "startedAt": now,
+                "finishedAt": now,
+            }
+        }
     status: dict[str, Any] = {
-        "phase": phase, "startTime": now,
+        "phase": phase,
+        "startTime": now,
         "conditions": [{"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": now}],
-        "containerStatuses": [{"name": "main", "image": "demo:1", "imageID": "", "ready": ready, "restartCount": 0,
-                               "started": ready, "state": state}],
+        "containerStatuses": [
+            {
+                "name": "main",
+                "image": "demo:1",
+                "imageID": "",
+                "ready": ready,
+                "restartCount": 0,
+                "started": ready,
+                "state": state,
+            }
+        ],
     }
     if ip:
         status["podIP"], status["podIPs"] = ip, [{"ip": ip}]
@@ -96,8 +120,13 @@ def rollout_status(kubectl: Any, ns: str, name: str = "web") -> subprocess.Compl
 def test_deployment_rollout_scale_describe_restart_undo(kubectl, namespace, api_client):
     create_unschedulable(kubectl, namespace, "deployment", "web", "--image=demo:1", "--replicas=3")
     # rollout status waits (watching) until the pods are reported ready
-    waiting = subprocess.Popen([kubectl.binary, "rollout", "status", "deployment/web", "-n", namespace, "--timeout=20s"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=kubectl.env)
+    waiting = subprocess.Popen(
+        [kubectl.binary, "rollout", "status", "deployment/web", "-n", namespace, "--timeout=20s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=kubectl.env,
+    )
     # not rolled out while no pod is ready (the first line comes before any pod is reported)
     assert waiting.stdout.readline().startswith('Waiting for deployment "web" rollout to finish: ')
     wait_for("3 pods", lambda: len(_pods(api_client, namespace, "app=web")) == 3)
@@ -124,8 +153,10 @@ def test_deployment_rollout_scale_describe_restart_undo(kubectl, namespace, api_
         kubectl("rollout", "restart", "deployment/web", "-n", namespace)
         result = rollout_status(kubectl, namespace)
         assert result.returncode == 0, result.stderr
-        names = {r["metadata"]["name"]: r for r in json.loads(
-            kubectl("get", "rs", "-n", namespace, "-o", "json").stdout)["items"]}
+        names = {
+            r["metadata"]["name"]: r
+            for r in json.loads(kubectl("get", "rs", "-n", namespace, "-o", "json").stdout)["items"]
+        }
         assert len(names) == 2 and names[rs_name]["spec"]["replicas"] == 0
         history = kubectl("rollout", "history", "deployment/web", "-n", namespace).stdout
         assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
@@ -152,8 +183,9 @@ def test_job_completes_and_kubectl_wait_sees_it(kubectl, namespace, api_client):
 
 
 def test_job_fails_with_backoff_limit_exceeded(kubectl, namespace, api_client):
-    obj = json.loads(kubectl("create", "job", "bad", "--image=demo:1", "-n", namespace, "--dry-run=client",
-                             "-o", "json").stdout)
+    obj = json.loads(
+        kubectl("create", "job", "bad", "--image=demo:1", "-n", namespace, "--dry-run=client", "-o", "json").stdout
+    )
     obj["spec"]["backoffLimit"] = 0
     obj["spec"]["template"]["spec"]["nodeSelector"] = NO_NODE
     kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(obj))
@@ -163,7 +195,10 @@ def test_job_fails_with_backoff_limit_exceeded(kubectl, namespace, api_client):
     assert result.stdout.strip() == "job.batch/bad condition met"
     job = json.loads(kubectl("get", "job", "bad", "-n", namespace, "-o", "json").stdout)
     failed = next(c for c in job["status"]["conditions"] if c["type"] == "Failed")
-    assert (failed["reason"], failed["message"]) == ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+    assert (failed["reason"], failed["message"]) == (
+        "BackoffLimitExceeded",
+        "Job has reached the specified backoff limit",
+    )
     assert job["status"]["failed"] == 1
     events = kubectl("describe", "job", "bad", "-n", namespace).stdout
     assert "BackoffLimitExceeded" in events and "Job has reached the specified backoff limit" in events
@@ -175,12 +210,20 @@ def test_endpoints_list_ready_pod_ips(kubectl, namespace, api_client):
     with FakeKubelet(api_client, namespace) as kubelet:
         wait_for("2 pods reported", lambda: len(kubelet.ips) == 2)
         ips = sorted(kubelet.ips.values())
-        wait_for("endpoints", lambda: kubectl("get", "endpoints", "web", "-n", namespace, "-o",
-                                              "jsonpath={.subsets[0].addresses[*].ip}").stdout.split() == ips)
+        wait_for(
+            "endpoints",
+            lambda: (
+                kubectl(
+                    "get", "endpoints", "web", "-n", namespace, "-o", "jsonpath={.subsets[0].addresses[*].ip}"
+                ).stdout.split()
+                == ips
+            ),
+        )
     row = kubectl("get", "endpoints", "web", "-n", namespace).stdout.splitlines()[1]
     assert row.split()[1] == ",".join(f"{ip}:8080" for ip in ips)
-    slices = json.loads(kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-n", namespace,
-                                "-o", "json").stdout)["items"]
+    slices = json.loads(
+        kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-n", namespace, "-o", "json").stdout
+    )["items"]
     assert len(slices) == 1 and sorted(e["addresses"][0] for e in slices[0]["endpoints"]) == ips
     assert all(e["conditions"]["ready"] for e in slices[0]["endpoints"])
     described = kubectl("describe", "service", "web", "-n", namespace).stdout
@@ -189,9 +232,19 @@ def test_endpoints_list_ready_pod_ips(kubectl, namespace, api_client):
     # a pod reported not ready leaves the addresses for notReadyAddresses
     name = next(n for n, ip in kubelet.ips.items() if ip == ips[0])
     set_pod_status(api_client, namespace, name, ready=False, ip=ips[0])
-    wait_for("not ready", lambda: kubectl("get", "endpoints", "web", "-n", namespace, "-o",
-                                          "jsonpath={.subsets[0].notReadyAddresses[*].ip}").stdout.split() == [ips[0]])
+    wait_for(
+        "not ready",
+        lambda: (
+            kubectl(
+                "get", "endpoints", "web", "-n", namespace, "-o", "jsonpath={.subsets[0].notReadyAddresses[*].ip}"
+            ).stdout.split()
+            == [ips[0]]
+        ),
+    )
     kubectl("delete", "service", "web", "-n", namespace)
-    wait_for("endpoints gone", lambda: kubectl("get", "endpoints,endpointslices", "-n", namespace, "-o", "name",
-                                               check=False).stdout.strip() == "")
-
+    wait_for(
+        "endpoints gone",
+        lambda: (
+            kubectl("get", "endpoints,endpointslices", "-n", namespace, "-o", "name", check=False).stdout.strip() == ""
+        ),
+    )

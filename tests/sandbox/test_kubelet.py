@@ -63,13 +63,16 @@ class Cluster:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.agents = NodeAgents.for_sandbox(self.core, root)
-        self.tasks = [self.call(lambda: asyncio.ensure_future(run_scheduler(self.core))),
-                      self.call(lambda: asyncio.ensure_future(self.agents.run()))]
+        self.tasks = [
+            self.call(lambda: asyncio.ensure_future(run_scheduler(self.core))),
+            self.call(lambda: asyncio.ensure_future(self.agents.run())),
+        ]
         self.wait_for(lambda: self.core.store.get(RUNTIMECLASSES, None, "wasmedge"), "the kubelet's start")
 
     def call(self, fn: Callable[[], Any]) -> Any:
         async def run() -> Any:
             return fn()
+
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
     def close(self) -> None:
@@ -80,6 +83,7 @@ class Cluster:
                     task.cancel()
                 _, pending = await asyncio.wait(pending, timeout=0.5)
             await asyncio.sleep(0.05)  # the pod workers' own cancellations
+
         asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
@@ -96,8 +100,12 @@ class Cluster:
     def run_pod(self, name: str, image: str = DEMO, args: list[str] | None = None, **spec: Any) -> dict[str, Any]:
         container = {"name": "demo", "image": image, **({"args": args} if args else {}), **spec.pop("container", {})}
         meta = {"name": name, **({"annotations": spec.pop("annotations")} if "annotations" in spec else {})}
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
-               "spec": {"runtimeClassName": "wasmedge", "restartPolicy": "Never", "containers": [container], **spec}}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta,
+            "spec": {"runtimeClassName": "wasmedge", "restartPolicy": "Never", "containers": [container], **spec},
+        }
         if pod["spec"]["runtimeClassName"] is None:
             del pod["spec"]["runtimeClassName"]
         return self.core.create(PODS, "default", pod)[0]
@@ -110,20 +118,35 @@ class Cluster:
         return statuses[0]
 
     def wait_phase(self, name: str, *phases: str, timeout: float = 10.0) -> dict[str, Any]:
-        return self.wait_for(lambda: (p := self.pod(name)) and p.get("status", {}).get("phase") in phases and p,
-                             f"pod {name} in {phases}", timeout)
+        return self.wait_for(
+            lambda: (p := self.pod(name)) and p.get("status", {}).get("phase") in phases and p,
+            f"pod {name} in {phases}",
+            timeout,
+        )
 
     def wait_waiting(self, name: str, reason: str, timeout: float = 10.0) -> dict[str, Any]:
-        return self.wait_for(lambda: self.container(name).get("state", {}).get("waiting", {}).get("reason") == reason
-                             and self.container(name), f"{name} waiting {reason}", timeout)
+        return self.wait_for(
+            lambda: (
+                self.container(name).get("state", {}).get("waiting", {}).get("reason") == reason
+                and self.container(name)
+            ),
+            f"{name} waiting {reason}",
+            timeout,
+        )
 
     def events(self, name: str) -> list[tuple[str, str, str]]:
-        return [(e["type"], e["reason"], e["message"]) for e in self.core.store.list(EVENTS, "default")[0]
-                if e["involvedObject"]["name"] == name]
+        return [
+            (e["type"], e["reason"], e["message"])
+            for e in self.core.store.list(EVENTS, "default")[0]
+            if e["involvedObject"]["name"] == name
+        ]
 
     def wait_event(self, name: str, reason: str, timeout: float = 10.0) -> str:
-        return self.wait_for(lambda: next((m for _, r, m in self.events(name) if r == reason), None),
-                             f"event {reason} for {name}", timeout)
+        return self.wait_for(
+            lambda: next((m for _, r, m in self.events(name) if r == reason), None),
+            f"event {reason} for {name}",
+            timeout,
+        )
 
     def log(self, name: str, restart: int = 0) -> str:
         pod = self.pod(name)
@@ -176,7 +199,9 @@ def test_wasm_pod_runs_to_completion_with_status_events_and_logs(cluster: Cluste
     reasons = [r for _, r, _ in cluster.events("hello")]
     assert {"Scheduled", "Pulling", "Pulled", "Created", "Started"} <= set(reasons)
     pulled = cluster.wait_event("hello", "Pulled")
-    assert pulled.startswith('Successfully pulled image "labkit/wasi-demo:latest" in ') and "simulated registry" in pulled
+    assert (
+        pulled.startswith('Successfully pulled image "labkit/wasi-demo:latest" in ') and "simulated registry" in pulled
+    )
     assert ("Normal", "Created", "Created container: demo") in cluster.events("hello")
 
 
@@ -189,8 +214,14 @@ def test_exit_code_makes_the_pod_failed_with_reason_error(cluster: Cluster) -> N
 
 def test_running_pod_is_ready_then_killed_promptly_on_delete(cluster: Cluster) -> None:
     cluster.run_pod("daemon", restartPolicy="Always")
-    pod = cluster.wait_for(lambda: (p := cluster.pod("daemon")) and any(
-        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", [])) and p, "Ready")
+    pod = cluster.wait_for(
+        lambda: (
+            (p := cluster.pod("daemon"))
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+            and p
+        ),
+        "Ready",
+    )
     assert pod["status"]["phase"] == "Running" and "running" in pod["status"]["containerStatuses"][0]["state"]
     cluster.wait_for(lambda: "heartbeat 1" in cluster.log("daemon"), "a heartbeat in the log")
     started = time.monotonic()
@@ -205,7 +236,8 @@ def test_running_pod_is_ready_then_killed_promptly_on_delete(cluster: Cluster) -
 
 
 def test_a_kubelet_bug_in_one_pod_is_reported_and_the_pod_can_still_be_deleted(
-        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def broken(self: PodWorker) -> bool:
         raise RuntimeError("simulated kubelet bug")
 
@@ -218,19 +250,28 @@ def test_a_kubelet_bug_in_one_pod_is_reported_and_the_pod_can_still_be_deleted(
 
 
 def test_runtime_class_handler_missing_then_fixed_by_template_and_restart(cluster: Cluster) -> None:
-    cluster.core.create(RUNTIMECLASSES, None, {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-                                               "metadata": {"name": "wasm"}, "handler": "wasm"})
+    cluster.core.create(
+        RUNTIMECLASSES,
+        None,
+        {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "wasm"}, "handler": "wasm"},
+    )
     cluster.run_pod("mismatch", runtimeClassName="wasm", args=["echo", "ok"])
     message = cluster.wait_event("mismatch", "FailedCreatePodSandBox")
-    assert message == ('Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: '
-                       'no runtime for "wasm" is configured')
+    assert message == (
+        "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: "
+        'no runtime for "wasm" is configured'
+    )
     assert cluster.pod("mismatch")["status"]["phase"] == "Pending"
     assert cluster.container("mismatch")["state"]["waiting"]["reason"] == "ContainerCreating"
     paths = ContainerdPaths(cluster.node_root())
-    paths.template_v3.write_text('{{ template "base" . }}\n' + runtime_tables(3, "wasm", RuntimeSpec("io.containerd.wasmedge.v1")))
+    paths.template_v3.write_text(
+        '{{ template "base" . }}\n' + runtime_tables(3, "wasm", RuntimeSpec("io.containerd.wasmedge.v1"))
+    )
     cluster.run_pod("bystander", restartPolicy="Always")
-    before = cluster.wait_for(lambda: "running" in cluster.container("bystander").get("state", {})
-                              and cluster.container("bystander"), "a running pod")
+    before = cluster.wait_for(
+        lambda: "running" in cluster.container("bystander").get("state", {}) and cluster.container("bystander"),
+        "a running pod",
+    )
     info = cluster.restart_node()
     assert "wasm" in info.runtimes
     cluster.wait_phase("mismatch", "Succeeded", timeout=5)
@@ -252,16 +293,23 @@ def test_arg0_that_is_not_wasm_fails_with_the_shims_wording_and_backs_off(cluste
 def test_image_never_pull_and_pull_failures(cluster: Cluster) -> None:
     cluster.run_pod("never", image="wasi-demo:latest", container={"imagePullPolicy": "Never"})
     status = cluster.wait_waiting("never", "ErrImageNeverPull")
-    assert status["state"]["waiting"]["message"] == 'Container image "wasi-demo:latest" is not present with pull policy of Never'
+    assert (
+        status["state"]["waiting"]["message"]
+        == 'Container image "wasi-demo:latest" is not present with pull policy of Never'
+    )
     cluster.run_pod("nopull", image="nosuch/app:v1")
     status = cluster.wait_waiting("nopull", "ErrImagePull")
     assert status["state"]["waiting"]["message"].startswith(
-        'failed to pull and unpack image "docker.io/nosuch/app:v1": failed to resolve reference')
+        'failed to pull and unpack image "docker.io/nosuch/app:v1": failed to resolve reference'
+    )
     hint = next(m for _, r, m in cluster.events("nopull") if r == "Failed" and m.startswith("Failed to pull"))
     assert "no registry access" in hint and "labkit image import" in hint
     cluster.run_pod("badref", image="Not/A:valid:ref")
     status = cluster.wait_waiting("badref", "InvalidImageName")
-    assert 'couldn\'t parse image name "Not/A:valid:ref": invalid reference format' in status["state"]["waiting"]["message"]
+    assert (
+        'couldn\'t parse image name "Not/A:valid:ref": invalid reference format'
+        in status["state"]["waiting"]["message"]
+    )
     cluster.wait_waiting("nopull", "ImagePullBackOff", timeout=3)
     assert ("Normal", "BackOff", 'Back-off pulling image "nosuch/app:v1"') in cluster.events("nopull")
     cluster.core.delete(PODS, "default", "nopull")  # a pod waiting out its back-off goes at once
@@ -278,14 +326,22 @@ def test_unknown_import_exits_137_with_wasmedge_wording_then_crash_loop(cluster:
     ref = cluster.import_module(bytes(wasmtime.wat2wasm(UNKNOWN_IMPORT_WAT)), "nn-app")
     cluster.run_pod("nn", image=ref, restartPolicy="Always", container={"imagePullPolicy": "Never"})
     status = cluster.wait_waiting("nn", "CrashLoopBackOff")
-    assert status["lastState"]["terminated"]["exitCode"] == 137 and status["lastState"]["terminated"]["reason"] == "Error"
-    assert status["state"]["waiting"]["message"].startswith("back-off 10s restarting failed container=demo pod=nn_default(")
+    assert (
+        status["lastState"]["terminated"]["exitCode"] == 137 and status["lastState"]["terminated"]["reason"] == "Error"
+    )
+    assert status["state"]["waiting"]["message"].startswith(
+        "back-off 10s restarting failed container=demo pod=nn_default("
+    )
     log = cluster.log("nn")
     assert "[error] instantiation failed: unknown import, Code: 0x302" in log
     assert '"wasi_ephemeral_nn" , function name: "compute"' in log
     assert cluster.log("nn", 1), "the restart writes 1.log, which kubectl logs --previous reads next"
     uid = cluster.pod("nn")["metadata"]["uid"]
-    assert ("Warning", "BackOff", f"Back-off restarting failed container demo in pod nn_default({uid})") in cluster.events("nn")
+    assert (
+        "Warning",
+        "BackOff",
+        f"Back-off restarting failed container demo in pod nn_default({uid})",
+    ) in cluster.events("nn")
 
 
 def test_runc_cannot_exec_a_wasm_module(cluster: Cluster) -> None:
@@ -293,55 +349,93 @@ def test_runc_cannot_exec_a_wasm_module(cluster: Cluster) -> None:
     cluster.wait_phase("runc", "Failed")
     terminated = cluster.container("runc")["state"]["terminated"]
     assert (terminated["reason"], terminated["exitCode"]) == ("StartError", 128)
-    assert 'runc create failed: unable to start container process: error during container init: exec: "/wasi-demo.wasm": ' \
-           "exec format error" in terminated["message"]
+    assert (
+        'runc create failed: unable to start container process: error during container init: exec: "/wasi-demo.wasm": '
+        "exec format error" in terminated["message"]
+    )
 
 
 def test_crun_runs_wasm_only_with_the_annotation_passed_through(cluster: Cluster) -> None:
     # the auto-detected crun passes no pod annotations: the wasm handler never sees the variant
-    cluster.run_pod("plain", image=COMPAT, runtimeClassName="crun", annotations={"module.wasm.image/variant": "compat-smart"})
+    cluster.run_pod(
+        "plain", image=COMPAT, runtimeClassName="crun", annotations={"module.wasm.image/variant": "compat-smart"}
+    )
     cluster.wait_phase("plain", "Failed")
     assert "Exec format error" in cluster.container("plain")["state"]["terminated"]["message"]
     # notebook 02's lesson: a crun runtime with pod_annotations, plus the pod annotation
     paths = ContainerdPaths(cluster.node_root())
     paths.template_v3.write_text(crun_runtime_template(3, name="crun-wasm"))
     cluster.restart_node()
-    cluster.core.create(RUNTIMECLASSES, None, {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-                                               "metadata": {"name": "crun-wasm"}, "handler": "crun-wasm"})
-    cluster.run_pod("smart", image=COMPAT, runtimeClassName="crun-wasm", args=["echo", "from", "crun"],
-                    annotations={"module.wasm.image/variant": "compat-smart"})
+    cluster.core.create(
+        RUNTIMECLASSES,
+        None,
+        {
+            "apiVersion": "node.k8s.io/v1",
+            "kind": "RuntimeClass",
+            "metadata": {"name": "crun-wasm"},
+            "handler": "crun-wasm",
+        },
+    )
+    cluster.run_pod(
+        "smart",
+        image=COMPAT,
+        runtimeClassName="crun-wasm",
+        args=["echo", "from", "crun"],
+        annotations={"module.wasm.image/variant": "compat-smart"},
+    )
     cluster.run_pod("bare", image=COMPAT, runtimeClassName="crun-wasm")
     cluster.wait_phase("smart", "Succeeded")
     assert "stdout F from crun" in cluster.log("smart")
     cluster.wait_phase("bare", "Failed")
-    assert "exec container process `/wasi-demo.wasm`: Exec format error" in cluster.container("bare")["state"]["terminated"]["message"]
+    assert (
+        "exec container process `/wasi-demo.wasm`: Exec format error"
+        in cluster.container("bare")["state"]["terminated"]["message"]
+    )
 
 
 def test_volumes_env_and_read_only_mounts(cluster: Cluster) -> None:
-    cluster.core.create(CONFIGMAPS, "default", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"},
-                                                "data": {"greeting": "hi"}})
+    cluster.core.create(
+        CONFIGMAPS,
+        "default",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"greeting": "hi"}},
+    )
     (cluster.node_root() / "srv/ro").mkdir(parents=True)
-    volumes = [{"name": "data", "hostPath": {"path": "/srv/data", "type": "DirectoryOrCreate"}},
-               {"name": "scratch", "emptyDir": {}},
-               {"name": "ro", "hostPath": {"path": "/srv/ro"}},
-               {"name": "cfg", "configMap": {"name": "cfg"}}]
-    mounts = [{"name": "data", "mountPath": "/data"}, {"name": "ro", "mountPath": "/ro", "readOnly": True},
-              {"name": "scratch", "mountPath": "/scratch"},
-              {"name": "cfg", "mountPath": "/etc/cfg"}]
-    cluster.run_pod("writer", args=["write", "/data/out.txt", "written", "by", "wasm"], volumes=volumes,
-                    container={"volumeMounts": mounts})
+    volumes = [
+        {"name": "data", "hostPath": {"path": "/srv/data", "type": "DirectoryOrCreate"}},
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "ro", "hostPath": {"path": "/srv/ro"}},
+        {"name": "cfg", "configMap": {"name": "cfg"}},
+    ]
+    mounts = [
+        {"name": "data", "mountPath": "/data"},
+        {"name": "ro", "mountPath": "/ro", "readOnly": True},
+        {"name": "scratch", "mountPath": "/scratch"},
+        {"name": "cfg", "mountPath": "/etc/cfg"},
+    ]
+    cluster.run_pod(
+        "writer",
+        args=["write", "/data/out.txt", "written", "by", "wasm"],
+        volumes=volumes,
+        container={"volumeMounts": mounts},
+    )
     cluster.run_pod("ro", args=["write", "/ro/out.txt", "nope"], volumes=volumes, container={"volumeMounts": mounts})
     cluster.wait_phase("writer", "Succeeded")
     assert (cluster.node_root() / "srv/data/out.txt").read_text().strip() == "written by wasm"
     uid = cluster.pod("writer")["metadata"]["uid"]
     projected = cluster.node_root() / "var/lib/kubelet/pods" / uid / "volumes/kubernetes.io~configmap/cfg/greeting"
     assert projected.read_text() == "hi"
-    cluster.run_pod("scratch", args=["write", "/scratch/note", "temp"], volumes=volumes, container={"volumeMounts": mounts})
+    cluster.run_pod(
+        "scratch", args=["write", "/scratch/note", "temp"], volumes=volumes, container={"volumeMounts": mounts}
+    )
     cluster.wait_phase("scratch", "Succeeded")
     scratch_uid = cluster.pod("scratch")["metadata"]["uid"]
-    scratch = cluster.node_root() / "var/lib/kubelet/pods" / scratch_uid / "volumes/kubernetes.io~empty-dir/scratch/note"
+    scratch = (
+        cluster.node_root() / "var/lib/kubelet/pods" / scratch_uid / "volumes/kubernetes.io~empty-dir/scratch/note"
+    )
     assert scratch.read_text().strip() == "temp"
-    cluster.run_pod("cfgwrite", args=["write", "/etc/cfg/new", "x"], volumes=volumes, container={"volumeMounts": mounts})
+    cluster.run_pod(
+        "cfgwrite", args=["write", "/etc/cfg/new", "x"], volumes=volumes, container={"volumeMounts": mounts}
+    )
     cluster.wait_phase("cfgwrite", "Failed")  # configMap volumes are read-only even without readOnly: true
     cluster.wait_phase("ro", "Failed")
     assert not (cluster.node_root() / "srv/ro/out.txt").exists()
@@ -350,14 +444,19 @@ def test_volumes_env_and_read_only_mounts(cluster: Cluster) -> None:
 
 def test_missing_configmap_volume_is_a_failed_mount(cluster: Cluster) -> None:
     cluster.run_pod("nocfg", volumes=[{"name": "cfg", "configMap": {"name": "absent"}}])
-    assert cluster.wait_event("nocfg", "FailedMount") == 'MountVolume.SetUp failed for volume "cfg" : configmap "absent" not found'
+    assert (
+        cluster.wait_event("nocfg", "FailedMount")
+        == 'MountVolume.SetUp failed for volume "cfg" : configmap "absent" not found'
+    )
 
 
 def test_pod_ips_are_unique_and_released(cluster: Cluster) -> None:
     for name in ("a", "b", "c"):
         cluster.run_pod(name, restartPolicy="Always")
-    ips = {n: cluster.wait_for(lambda n=n: (cluster.pod(n) or {}).get("status", {}).get("podIP"), f"{n}'s IP")
-           for n in ("a", "b", "c")}
+    ips = {
+        n: cluster.wait_for(lambda n=n: (cluster.pod(n) or {}).get("status", {}).get("podIP"), f"{n}'s IP")
+        for n in ("a", "b", "c")
+    }
     assert len(set(ips.values())) == 3
     cluster.core.delete(PODS, "default", "a")
     cluster.wait_for(lambda: cluster.pod("a") is None, "a to go")
@@ -374,8 +473,10 @@ def test_pods_are_recovered_after_a_daemon_restart(tmp_path: Path) -> None:
     first.close()
     second = Cluster(tmp_path, core=first.core)
     try:
-        status = second.wait_for(lambda: (c := second.container("survivor")).get("restartCount") == 1
-                                 and "running" in c["state"] and c, "the restarted container")
+        status = second.wait_for(
+            lambda: (c := second.container("survivor")).get("restartCount") == 1 and "running" in c["state"] and c,
+            "the restarted container",
+        )
         assert status["lastState"]["terminated"]["reason"] == "Unknown"
         assert second.pod("survivor")["status"]["podIP"] == ip
         assert second.wait_event("survivor", "SandboxChanged")
@@ -404,25 +505,34 @@ def test_rejected_runtime_class_reference_is_an_admission_error(cluster: Cluster
 
 def test_a_template_containerd_rejects_leaves_the_node_without_a_runtime(cluster: Cluster) -> None:
     ContainerdPaths(cluster.node_root()).template_v3.write_text(
-        '{{ template "base" . }}\n' + runtime_tables(3, "wasmedge", RuntimeSpec("io.containerd.wasmedge.v1")))
+        '{{ template "base" . }}\n' + runtime_tables(3, "wasmedge", RuntimeSpec("io.containerd.wasmedge.v1"))
+    )
     assert cluster.restart_node() is None  # the wasmedge table is declared twice: containerd would not start
     assert "declared twice" in cluster.agents.kubelets["labkit-server-0"].runtime_error
-    ready = next(c for c in cluster.core.store.get(NODES, None, "labkit-server-0")["status"]["conditions"]
-                 if c["type"] == "Ready")
+    ready = next(
+        c
+        for c in cluster.core.store.get(NODES, None, "labkit-server-0")["status"]["conditions"]
+        if c["type"] == "Ready"
+    )
     assert (ready["status"], ready["reason"]) == ("False", "KubeletNotReady")
     assert ready["message"].startswith("container runtime is down: containerd config line")
     cluster.run_pod("stuck", args=["echo", "x"])  # a NotReady node gets no new pods
     assert cluster.wait_event("stuck", "FailedScheduling").startswith("0/1 nodes are available")
     ContainerdPaths(cluster.node_root()).template_v3.unlink()
     assert cluster.restart_node() is not None
-    ready = next(c for c in cluster.core.store.get(NODES, None, "labkit-server-0")["status"]["conditions"]
-                 if c["type"] == "Ready")
+    ready = next(
+        c
+        for c in cluster.core.store.get(NODES, None, "labkit-server-0")["status"]["conditions"]
+        if c["type"] == "Ready"
+    )
     assert ready["status"] == "True"
     cluster.wait_phase("stuck", "Succeeded", timeout=5)
 
 
 def test_native_images_fail_with_a_clear_message() -> None:
-    native = ImageContent("docker.io/library/nginx:latest", "sha256:" + "0" * 64, "native", ["/docker-entrypoint.sh"], [], None)
+    native = ImageContent(
+        "docker.io/library/nginx:latest", "sha256:" + "0" * 64, "native", ["/docker-entrypoint.sh"], [], None
+    )
     pod = {"metadata": {"name": "web"}, "spec": {}}
     for runtime in (RuntimeSpec("io.containerd.wasmedge.v1"), RuntimeSpec("io.containerd.runc.v2")):
         with pytest.raises(ContainerFailure) as failure:
@@ -432,9 +542,16 @@ def test_native_images_fail_with_a_clear_message() -> None:
 
 def test_containers_of_one_pod_run_side_by_side(cluster: Cluster) -> None:
     second = {"name": "second", "image": DEMO, "args": ["exit", "2"]}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pair"},
-           "spec": {"runtimeClassName": "wasmedge", "restartPolicy": "Never",
-                    "containers": [{"name": "demo", "image": DEMO, "args": ["echo", "first"]}, second]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "pair"},
+        "spec": {
+            "runtimeClassName": "wasmedge",
+            "restartPolicy": "Never",
+            "containers": [{"name": "demo", "image": DEMO, "args": ["echo", "first"]}, second],
+        },
+    }
     cluster.core.create(PODS, "default", pod)
     statuses = cluster.wait_phase("pair", "Failed")["status"]["containerStatuses"]
     codes = {s["name"]: s["state"]["terminated"]["exitCode"] for s in statuses}
@@ -443,15 +560,24 @@ def test_containers_of_one_pod_run_side_by_side(cluster: Cluster) -> None:
 
 
 def test_container_env_resolves_values_fields_and_config(cluster: Cluster) -> None:
-    cluster.core.create(CONFIGMAPS, "default", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "env"},
-                                                "data": {"level": "debug"}})
+    cluster.core.create(
+        CONFIGMAPS,
+        "default",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "env"}, "data": {"level": "debug"}},
+    )
     pod = cluster.run_pod("envy", args=["echo"])
-    container = {"name": "demo", "env": [
-        {"name": "WASMEDGE_PLUGIN_PATH", "value": "/plugins"},
-        {"name": "GREETING", "value": "at $(WASMEDGE_PLUGIN_PATH)"},
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "env", "key": "level"}}}]}
-    env = container_env(cluster.core, pod, container, ["PATH=/bin", "WASMEDGE_PLUGIN_PATH=/old"], "127.42.0.9", "127.0.100.1")
+    container = {
+        "name": "demo",
+        "env": [
+            {"name": "WASMEDGE_PLUGIN_PATH", "value": "/plugins"},
+            {"name": "GREETING", "value": "at $(WASMEDGE_PLUGIN_PATH)"},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "env", "key": "level"}}},
+        ],
+    }
+    env = container_env(
+        cluster.core, pod, container, ["PATH=/bin", "WASMEDGE_PLUGIN_PATH=/old"], "127.42.0.9", "127.0.100.1"
+    )
     assert env["WASMEDGE_PLUGIN_PATH"] == "/plugins" and env["GREETING"] == "at /plugins"
     assert (env["POD_NAME"], env["LEVEL"], env["PATH"], env["HOSTNAME"]) == ("envy", "debug", "/bin", "envy")
     missing = {"name": "demo", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "env", "key": "nope"}}}]}
@@ -461,10 +587,22 @@ def test_container_env_resolves_values_fields_and_config(cluster: Cluster) -> No
 
 def test_secret_volume_projects_decoded_items(cluster: Cluster) -> None:
     secrets = RESOURCES.by_plural("", "secrets")
-    cluster.core.create(secrets, "default", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
-                                             "data": {"token": base64.b64encode(b"s3cret").decode(), "other": "eA=="}})
-    pod = cluster.run_pod("secretive", volumes=[{"name": "creds", "secret": {
-        "secretName": "creds", "items": [{"key": "token", "path": "auth/token"}]}}])
+    cluster.core.create(
+        secrets,
+        "default",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds"},
+            "data": {"token": base64.b64encode(b"s3cret").decode(), "other": "eA=="},
+        },
+    )
+    pod = cluster.run_pod(
+        "secretive",
+        volumes=[
+            {"name": "creds", "secret": {"secretName": "creds", "items": [{"key": "token", "path": "auth/token"}]}}
+        ],
+    )
     paths = prepare_volumes(cluster.core, pod, cluster.node_root())
     assert (paths["creds"] / "auth/token").read_bytes() == b"s3cret"
     assert not (paths["creds"] / "other").exists()  # items select keys
@@ -476,7 +614,10 @@ def test_init_containers_are_not_run_and_say_so(cluster: Cluster) -> None:
     pod = cluster.pod("init")
     initialized = next(c for c in pod["status"]["conditions"] if c["type"] == "Initialized")
     assert (initialized["status"], initialized["message"]) == ("False", "containers with incomplete status: [setup]")
-    assert pod["status"]["phase"] == "Pending" and cluster.container("init")["state"]["waiting"]["reason"] == "PodInitializing"
+    assert (
+        pod["status"]["phase"] == "Pending"
+        and cluster.container("init")["state"]["waiting"]["reason"] == "PodInitializing"
+    )
 
 
 def test_node_agents_watch_again_when_the_store_ends_their_watch(tmp_path: Path, monkeypatch) -> None:
@@ -495,8 +636,10 @@ def test_node_agents_watch_again_when_the_store_ends_their_watch(tmp_path: Path,
     try:
         cluster.call(node_watches[-1].close)
         ensure_nodes(cluster.core, 2)
-        cluster.wait_for(lambda: ContainerdPaths(cluster.node_root("labkit-agent-0")).config.is_file(),
-                         "a kubelet for the node added after the watch ended")
+        cluster.wait_for(
+            ContainerdPaths(cluster.node_root("labkit-agent-0")).config.is_file,
+            "a kubelet for the node added after the watch ended",
+        )
         # a node deleted while no watch is open sends the agents no DELETED: the fresh list must tell
         cluster.call(lambda: (node_watches[-1].close(), ensure_nodes(cluster.core, 1)))
         cluster.wait_for(lambda: "labkit-agent-0" not in cluster.agents.kubelets, "the deleted node's kubelet to stop")

@@ -70,7 +70,10 @@ def test_wasmedge_deployment_rolls_out_over_three_nodes_and_logs(kubectl: Kubect
     assert 'deployment "demo" successfully rolled out' in out
     nodes = kubectl("get", "pods", "-l", "app=demo", "-o", "jsonpath={.items[*].spec.nodeName}").stdout.split()
     assert sorted(nodes) == ["labkit-agent-0", "labkit-agent-1", "labkit-server-0"]
-    eventually(lambda: kubectl("logs", "deployment/demo").stdout, "[wasi-demo] heartbeat 1: still running inside a wasm sandbox.")
+    eventually(
+        lambda: kubectl("logs", "deployment/demo").stdout,
+        "[wasi-demo] heartbeat 1: still running inside a wasm sandbox.",
+    )
     kubectl("delete", "deployment", "demo", "--wait=false")
 
 
@@ -102,25 +105,49 @@ def _pod(name: str, spec: str) -> str:
 
 
 def test_describe_shows_the_k3s_wording_for_handler_and_arg0_failures(kubectl: Kubectl, home: Path) -> None:
-    kubectl("apply", "-f", "-", input="apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: wasm}\nhandler: wasm\n")
-    kubectl("apply", "-f", "-", input=_pod("mismatch", """  runtimeClassName: wasm
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input="apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: wasm}\nhandler: wasm\n",
+    )
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=_pod(
+            "mismatch",
+            """  runtimeClassName: wasm
   nodeSelector: {kubernetes.io/hostname: labkit-server-0}
   restartPolicy: Never
   containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest, args: [echo, fixed]}]
-"""))
-    kubectl("apply", "-f", "-", input=_pod("arg0", """  runtimeClassName: wasmedge
+""",
+        ),
+    )
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=_pod(
+            "arg0",
+            """  runtimeClassName: wasmedge
   containers: [{name: demo, image: docker.io/labkit/wasi-demo:compat, command: [/wasi-demo]}]
-"""))
-    eventually(lambda: kubectl("describe", "pod", "mismatch").stdout,
-               'Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: '
-               'no runtime for "wasm" is configured')
+""",
+        ),
+    )
+    eventually(
+        lambda: kubectl("describe", "pod", "mismatch").stdout,
+        "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: "
+        'no runtime for "wasm" is configured',
+    )
     described = eventually(lambda: kubectl("describe", "pod", "arg0").stdout, "CrashLoopBackOff")
     assert "wasmedge executor can't handle spec" in described and "StartError" in described
 
     # the fix, as on k3s: a runtime table named like the handler, then restart k3s on that node
     host = SandboxHost(home / "nodes" / "labkit-server-0", ImageStore(home / "images"), sandbox_home=home)
     ContainerdPaths(host.node_root).template_v3.write_text(
-        '{{ template "base" . }}\n' + runtime_tables(3, "wasm", RuntimeSpec("io.containerd.wasmedge.v1")))
+        '{{ template "base" . }}\n' + runtime_tables(3, "wasm", RuntimeSpec("io.containerd.wasmedge.v1"))
+    )
     assert "wasm" in host.restart_k3s()["runtimes"]
     kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/mismatch", "--timeout=20s")
     # stdout and stderr both, as kubectl logs shows them (two pipes: their lines may interleave either way)
@@ -130,18 +157,36 @@ def test_describe_shows_the_k3s_wording_for_handler_and_arg0_failures(kubectl: K
 def test_image_errors_and_previous_logs(kubectl: Kubectl) -> None:
     kubectl("run", "never", "--image=wasi-demo:latest", "--image-pull-policy=Never", "--restart=Never")
     eventually(lambda: kubectl("get", "pod", "never").stdout, "ErrImageNeverPull")
-    kubectl("apply", "-f", "-", input=_pod("again", """  runtimeClassName: wasmedge
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=_pod(
+            "again",
+            """  runtimeClassName: wasmedge
   containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest, args: [echo, round]}]
-"""))
-    eventually(lambda: kubectl("get", "pod", "again").stdout, "CrashLoopBackOff")  # Always restarts a completed container
+""",
+        ),
+    )
+    eventually(
+        lambda: kubectl("get", "pod", "again").stdout, "CrashLoopBackOff"
+    )  # Always restarts a completed container
     assert sorted(kubectl("logs", "again", "--previous").stdout.splitlines()) == ["exiting", "round"]
 
 
 def test_logs_follow_ends_with_the_container(kubectl: Kubectl) -> None:
-    kubectl("apply", "-f", "-", input=_pod("sleeper", """  runtimeClassName: wasmedge
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=_pod(
+            "sleeper",
+            """  runtimeClassName: wasmedge
   restartPolicy: Never
   containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest, args: [sleep, "1"]}]
-"""))
+""",
+        ),
+    )
     kubectl("wait", "--for=condition=Ready", "pod/sleeper", "--timeout=20s")
     started = time.monotonic()
     assert kubectl("logs", "-f", "sleeper").stdout == "exiting\n"
@@ -149,9 +194,17 @@ def test_logs_follow_ends_with_the_container(kubectl: Kubectl) -> None:
 
 
 def test_running_pods_come_back_after_a_daemon_restart(kubectl: Kubectl, home: Path) -> None:
-    kubectl("apply", "-f", "-", input=_pod("survivor", """  runtimeClassName: wasmedge
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=_pod(
+            "survivor",
+            """  runtimeClassName: wasmedge
   containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest}]
-"""))
+""",
+        ),
+    )
     kubectl("wait", "--for=condition=Ready", "pod/survivor", "--timeout=20s")
     ip = kubectl("get", "pod", "survivor", "-o", "jsonpath={.status.podIP}").stdout
     daemon.stop(home=home)

@@ -8,8 +8,16 @@ from typing import Any
 
 import pytest
 
-from labkit.sandbox.patch import (fields_v1, format_field_path, json_merge_patch, json_patch, parse_fields_v1,
-                                  record_update, server_side_apply, strategic_merge_patch)
+from labkit.sandbox.patch import (
+    fields_v1,
+    format_field_path,
+    json_merge_patch,
+    json_patch,
+    parse_fields_v1,
+    record_update,
+    server_side_apply,
+    strategic_merge_patch,
+)
 from labkit.sandbox.registry import RESOURCES
 from labkit.sandbox.status import StatusError
 
@@ -30,10 +38,14 @@ def deployment() -> dict[str, Any]:
                 "metadata": {"labels": {"app": "web"}},
                 "spec": {
                     "containers": [
-                        {"name": "server", "image": "server:1", "args": ["--port", "8080"],
-                         "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
-                         "ports": [{"containerPort": 8080}],
-                         "volumeMounts": [{"name": "plugins", "mountPath": "/plugins"}]},
+                        {
+                            "name": "server",
+                            "image": "server:1",
+                            "args": ["--port", "8080"],
+                            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                            "ports": [{"containerPort": 8080}],
+                            "volumeMounts": [{"name": "plugins", "mountPath": "/plugins"}],
+                        },
                         {"name": "sidecar", "image": "sidecar:1"},
                     ],
                     "volumes": [{"name": "plugins", "hostPath": {"path": "/opt/plugins"}}],
@@ -49,22 +61,26 @@ def container(obj: dict[str, Any], name: str) -> dict[str, Any]:
 
 # -- JSON merge patch --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("target, patch, expected", [  # the examples of RFC 7386, appendix A
-    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
-    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
-    ({"a": "b"}, {"a": None}, {}),
-    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
-    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
-    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
-    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
-    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
-    (["a", "b"], ["c", "d"], ["c", "d"]),
-    ({"a": "b"}, ["c"], ["c"]),
-    ({"a": "foo"}, None, None),
-    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
-    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
-    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
-])
+
+@pytest.mark.parametrize(
+    ("target", "patch", "expected"),
+    [  # the examples of RFC 7386, appendix A
+        ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+        ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+        ({"a": "b"}, {"a": None}, {}),
+        ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+        ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+        ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+        ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+        ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+        (["a", "b"], ["c", "d"], ["c", "d"]),
+        ({"a": "b"}, ["c"], ["c"]),
+        ({"a": "foo"}, None, None),
+        ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+        ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+        ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+    ],
+)
 def test_json_merge_patch_rfc7386_examples(target, patch, expected):
     assert json_merge_patch(target, patch) == expected
 
@@ -80,6 +96,7 @@ def test_merge_patch_as_kubectl_label_and_scale_send_it():
 
 
 # -- JSON patch --------------------------------------------------------------------------------
+
 
 def test_json_patch_operations():
     ops = [
@@ -97,20 +114,29 @@ def test_json_patch_operations():
     obj = deployment()
     result = json_patch(obj, ops)
     assert result["spec"]["replicas"] == 3
-    assert list(result["spec"])[0] == "replicas"  # replaced in place, not moved
+    assert next(iter(result["spec"])) == "replicas"  # replaced in place, not moved
     assert result["spec"]["template"]["spec"]["containers"][0]["args"] == ["serve", "9090", "8080", "--verbose"]
     assert [c["name"] for c in result["spec"]["template"]["spec"]["containers"]] == ["server"]
     assert result["metadata"]["labels"] == {"app": "web", "moved": "1", "a/b": "slash"}
     assert obj == deployment()
 
 
-@pytest.mark.parametrize("ops, message", [
-    ([{"op": "test", "path": "/spec/replicas", "value": 5}], "testing value /spec/replicas failed: test failed"),
-    ([{"op": "remove", "path": "/spec/nosuch"}], 'remove operation does not apply: doc is missing path: "/spec/nosuch"'),
-    ([{"op": "replace", "path": "/spec/nosuch/x", "value": 1}], 'replace operation does not apply: doc is missing path'),
-    ([{"op": "add", "path": "/spec/template/spec/containers/9", "value": {}}], "index out of range"),
-    ([{"op": "jump", "path": "/spec"}], "Unexpected kind: jump"),
-])
+@pytest.mark.parametrize(
+    ("ops", "message"),
+    [
+        ([{"op": "test", "path": "/spec/replicas", "value": 5}], "testing value /spec/replicas failed: test failed"),
+        (
+            [{"op": "remove", "path": "/spec/nosuch"}],
+            'remove operation does not apply: doc is missing path: "/spec/nosuch"',
+        ),
+        (
+            [{"op": "replace", "path": "/spec/nosuch/x", "value": 1}],
+            "replace operation does not apply: doc is missing path",
+        ),
+        ([{"op": "add", "path": "/spec/template/spec/containers/9", "value": {}}], "index out of range"),
+        ([{"op": "jump", "path": "/spec"}], "Unexpected kind: jump"),
+    ],
+)
 def test_json_patch_that_does_not_apply_is_the_servers_422(ops, message):
     with pytest.raises(StatusError) as caught:
         json_patch(deployment(), ops)
@@ -128,11 +154,25 @@ def test_json_patch_must_be_a_list():
 
 # -- strategic merge patch ---------------------------------------------------------------------
 
+
 def test_smp_merges_containers_by_name_and_replaces_atomic_lists():
-    patch = {"spec": {"template": {"spec": {"containers": [
-        {"name": "server", "image": "server:2", "args": ["--port", "9090"], "env": [{"name": "C", "value": "3"}]},
-        {"name": "new", "image": "new:1"},
-    ]}}}}
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "server",
+                            "image": "server:2",
+                            "args": ["--port", "9090"],
+                            "env": [{"name": "C", "value": "3"}],
+                        },
+                        {"name": "new", "image": "new:1"},
+                    ]
+                }
+            }
+        }
+    }
     obj = deployment()
     result = strategic_merge_patch(DEPLOYMENTS, obj, patch)
     assert [c["name"] for c in result["spec"]["template"]["spec"]["containers"]] == ["server", "sidecar", "new"]
@@ -145,10 +185,19 @@ def test_smp_merges_containers_by_name_and_replaces_atomic_lists():
 
 
 def test_smp_null_deletes_and_patch_delete_removes_list_items():
-    patch = {"metadata": {"labels": {"app": None}},
-             "spec": {"template": {"spec": {"containers": [
-                 {"name": "server", "env": [{"name": "A", "$patch": "delete"}], "volumeMounts": None},
-                 {"name": "sidecar", "$patch": "delete"}]}}}}
+    patch = {
+        "metadata": {"labels": {"app": None}},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "server", "env": [{"name": "A", "$patch": "delete"}], "volumeMounts": None},
+                        {"name": "sidecar", "$patch": "delete"},
+                    ]
+                }
+            }
+        },
+    }
     result = strategic_merge_patch(DEPLOYMENTS, deployment(), patch)
     assert result["metadata"]["labels"] == {}
     containers = result["spec"]["template"]["spec"]["containers"]
@@ -158,11 +207,15 @@ def test_smp_null_deletes_and_patch_delete_removes_list_items():
 
 
 def test_smp_patch_replace_on_a_map_and_on_a_list():
-    result = strategic_merge_patch(DEPLOYMENTS, deployment(), {"spec": {"selector": {
-        "$patch": "replace", "matchLabels": {"app": "web2"}}}})
+    result = strategic_merge_patch(
+        DEPLOYMENTS, deployment(), {"spec": {"selector": {"$patch": "replace", "matchLabels": {"app": "web2"}}}}
+    )
     assert result["spec"]["selector"] == {"matchLabels": {"app": "web2"}}
-    result = strategic_merge_patch(DEPLOYMENTS, deployment(), {"spec": {"template": {"spec": {"containers": [
-        {"$patch": "replace"}, {"name": "only", "image": "only:1"}]}}}})
+    result = strategic_merge_patch(
+        DEPLOYMENTS,
+        deployment(),
+        {"spec": {"template": {"spec": {"containers": [{"$patch": "replace"}, {"name": "only", "image": "only:1"}]}}}},
+    )
     assert result["spec"]["template"]["spec"]["containers"] == [{"name": "only", "image": "only:1"}]
 
 
@@ -176,17 +229,31 @@ def test_smp_retain_keys_switches_a_union():
     patch = {"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": None}}}
     result = strategic_merge_patch(DEPLOYMENTS, deployment(), patch)
     assert result["spec"]["strategy"] == {"type": "Recreate"}
-    patch = {"spec": {"template": {"spec": {"volumes": [
-        {"$retainKeys": ["configMap", "name"], "name": "plugins", "configMap": {"name": "cm"}}]}}}}
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "volumes": [{"$retainKeys": ["configMap", "name"], "name": "plugins", "configMap": {"name": "cm"}}]
+                }
+            }
+        }
+    }
     result = strategic_merge_patch(DEPLOYMENTS, deployment(), patch)
     assert result["spec"]["template"]["spec"]["volumes"] == [{"name": "plugins", "configMap": {"name": "cm"}}]
 
 
 def test_smp_set_element_order_and_delete_from_primitive_list():
-    patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": ["b"], "finalizers": ["d"]},
-             "spec": {"template": {"spec": {
-                 "$setElementOrder/containers": [{"name": "sidecar"}, {"name": "server"}],
-                 "containers": [{"name": "server", "image": "server:3"}]}}}}
+    patch = {
+        "metadata": {"$deleteFromPrimitiveList/finalizers": ["b"], "finalizers": ["d"]},
+        "spec": {
+            "template": {
+                "spec": {
+                    "$setElementOrder/containers": [{"name": "sidecar"}, {"name": "server"}],
+                    "containers": [{"name": "server", "image": "server:3"}],
+                }
+            }
+        },
+    }
     result = strategic_merge_patch(DEPLOYMENTS, deployment(), patch)
     assert result["metadata"]["finalizers"] == ["a", "c", "d"]  # finalizers merge as a set
     assert [c["name"] for c in result["spec"]["template"]["spec"]["containers"]] == ["sidecar", "server"]
@@ -194,55 +261,100 @@ def test_smp_set_element_order_and_delete_from_primitive_list():
 
 
 def test_smp_merges_ports_by_container_port():
-    patch = {"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "name": "http"},
-                                                               {"containerPort": 9090}]}]}}
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-           "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}]}}
+    patch = {
+        "spec": {
+            "containers": [{"name": "c", "ports": [{"containerPort": 80, "name": "http"}, {"containerPort": 9090}]}]
+        }
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 80}]}]},
+    }
     result = strategic_merge_patch(PODS, pod, patch)
     assert result["spec"]["containers"][0]["ports"] == [{"containerPort": 80, "name": "http"}, {"containerPort": 9090}]
 
 
 def test_smp_rollout_restart_patch():
-    stamp = {"spec": {"template": {"metadata": {"annotations": {
-        "kubectl.kubernetes.io/restartedAt": "2026-11-27T22:00:00Z"}}}}}
+    stamp = {
+        "spec": {
+            "template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-27T22:00:00Z"}}}
+        }
+    }
     result = strategic_merge_patch(DEPLOYMENTS, deployment(), stamp)
     assert result["spec"]["template"]["metadata"] == {
-        "labels": {"app": "web"}, "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-27T22:00:00Z"}}
+        "labels": {"app": "web"},
+        "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-11-27T22:00:00Z"},
+    }
 
 
 def test_smp_item_without_merge_key_is_a_bad_request():
     with pytest.raises(StatusError) as caught:
-        strategic_merge_patch(DEPLOYMENTS, deployment(),
-                              {"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}})
+        strategic_merge_patch(
+            DEPLOYMENTS, deployment(), {"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}
+        )
     assert caught.value.code == 400
     assert "does not contain declared merge key: name" in caught.value.message
 
 
 # -- managed fields ----------------------------------------------------------------------------
 
+
 def test_fields_v1_round_trip_and_paths():
-    paths = {("f:spec", "f:replicas"), ("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"server"}'),
-             ("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"server"}', "f:image")}
+    paths = {
+        ("f:spec", "f:replicas"),
+        ("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"server"}'),
+        ("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"server"}', "f:image"),
+    }
     trie = fields_v1(paths)
-    assert trie == {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
-        'k:{"name":"server"}': {".": {}, "f:image": {}}}}}}}
+    assert trie == {
+        "f:spec": {
+            "f:replicas": {},
+            "f:template": {"f:spec": {"f:containers": {'k:{"name":"server"}': {".": {}, "f:image": {}}}}},
+        }
+    }
     assert parse_fields_v1(trie) == paths
-    assert format_field_path(("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"server"}', "f:image")) \
+    assert (
+        format_field_path(("f:spec", "f:template", "f:spec", "f:containers", 'k:{"name":"server"}', "f:image"))
         == '.spec.template.spec.containers[name="server"].image'
+    )
 
 
 def test_apply_creates_with_an_apply_entry():
-    applied = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "wasm"},
-               "spec": {"replicas": 1, "template": {"spec": {"containers": [
-                   {"name": "server", "image": "server:1", "ports": [{"containerPort": 8080}]}]}}}}
+    applied = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "wasm"},
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "spec": {"containers": [{"name": "server", "image": "server:1", "ports": [{"containerPort": 8080}]}]}
+            },
+        },
+    }
     result = server_side_apply(DEPLOYMENTS, None, applied, "kubectl", force=False)
     [entry] = result["metadata"]["managedFields"]
     assert entry["manager"] == "kubectl" and entry["operation"] == "Apply" and entry["apiVersion"] == "apps/v1"
     assert entry["fieldsType"] == "FieldsV1"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", entry["time"])
-    assert entry["fieldsV1"] == {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
-        'k:{"name":"server"}': {".": {}, "f:image": {}, "f:name": {}, "f:ports": {
-            'k:{"containerPort":8080,"protocol":"TCP"}': {".": {}, "f:containerPort": {}}}}}}}}}
+    assert entry["fieldsV1"] == {
+        "f:spec": {
+            "f:replicas": {},
+            "f:template": {
+                "f:spec": {
+                    "f:containers": {
+                        'k:{"name":"server"}': {
+                            ".": {},
+                            "f:image": {},
+                            "f:name": {},
+                            "f:ports": {'k:{"containerPort":8080,"protocol":"TCP"}': {".": {}, "f:containerPort": {}}},
+                        }
+                    }
+                }
+            },
+        }
+    }
     assert result["spec"]["replicas"] == 1 and "managedFields" not in applied["metadata"]
 
 
@@ -253,33 +365,46 @@ def test_apply_conflicts_with_client_side_apply_owner():
         server_side_apply(DEPLOYMENTS, live, applied, "kubectl", force=False)
     error = caught.value
     assert (error.code, error.reason) == (409, "Conflict")
-    assert error.message == ('Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" '
-                             'using apps/v1: .spec.replicas')
-    assert error.details["causes"] == [{"reason": "FieldManagerConflict", "field": ".spec.replicas",
-                                        "message": 'conflict with "kubectl-client-side-apply" using apps/v1'}]
+    assert error.message == (
+        'Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using apps/v1: .spec.replicas'
+    )
+    assert error.details["causes"] == [
+        {
+            "reason": "FieldManagerConflict",
+            "field": ".spec.replicas",
+            "message": 'conflict with "kubectl-client-side-apply" using apps/v1',
+        }
+    ]
 
 
 def test_apply_same_value_shares_ownership_and_force_takes_it():
     live = record_update(DEPLOYMENTS, None, deployment(), "kubectl-client-side-apply")
     same = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 2}}
     shared = server_side_apply(DEPLOYMENTS, live, same, "kubectl", force=False)
-    owners = {e["manager"] for e in shared["metadata"]["managedFields"]
-              if "f:replicas" in e["fieldsV1"].get("f:spec", {})}
+    owners = {
+        e["manager"] for e in shared["metadata"]["managedFields"] if "f:replicas" in e["fieldsV1"].get("f:spec", {})
+    }
     assert owners == {"kubectl", "kubectl-client-side-apply"}
     forced = server_side_apply(DEPLOYMENTS, live, {**same, "spec": {"replicas": 7}}, "kubectl", force=True)
     assert forced["spec"]["replicas"] == 7
-    owners = {e["manager"] for e in forced["metadata"]["managedFields"]
-              if "f:replicas" in e["fieldsV1"].get("f:spec", {})}
+    owners = {
+        e["manager"] for e in forced["metadata"]["managedFields"] if "f:replicas" in e["fieldsV1"].get("f:spec", {})
+    }
     assert owners == {"kubectl"}
     assert forced["spec"]["template"] == deployment()["spec"]["template"]  # the rest is untouched
 
 
 def test_several_conflicts_are_listed_per_manager():
     live = record_update(DEPLOYMENTS, None, deployment(), "kubectl-client-side-apply")
-    live = record_update(DEPLOYMENTS, live, json_merge_patch(live, {"spec": {"replicas": 3}}), "kubectl-scale",
-                         subresource="scale")
-    applied = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-               "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "server", "image": "server:9"}]}}}}
+    live = record_update(
+        DEPLOYMENTS, live, json_merge_patch(live, {"spec": {"replicas": 3}}), "kubectl-scale", subresource="scale"
+    )
+    applied = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "server", "image": "server:9"}]}}},
+    }
     with pytest.raises(StatusError) as caught:
         server_side_apply(DEPLOYMENTS, live, applied, "kubectl", force=False)
     assert caught.value.message == (
@@ -287,43 +412,73 @@ def test_several_conflicts_are_listed_per_manager():
         'conflicts with "kubectl-client-side-apply" using apps/v1:\n'
         '- .spec.template.spec.containers[name="server"].image\n'
         'conflicts with "kubectl-scale" with subresource "scale" using apps/v1:\n'
-        "- .spec.replicas")
+        "- .spec.replicas"
+    )
 
 
 def test_apply_removes_fields_the_manager_stopped_applying():
-    first = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"a": "1", "b": "2"}},
-             "spec": {"template": {"spec": {"containers": [{"name": "one", "image": "one:1"},
-                                                           {"name": "two", "image": "two:1"}]}}}}
+    first = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"a": "1", "b": "2"}},
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "one", "image": "one:1"}, {"name": "two", "image": "two:1"}]}}
+        },
+    }
     live = server_side_apply(DEPLOYMENTS, None, first, "kubectl", force=False)
     # another manager adds its own container; the applier must not remove it
-    live = record_update(DEPLOYMENTS, live, strategic_merge_patch(DEPLOYMENTS, live, {"spec": {"template": {"spec": {
-        "containers": [{"name": "injected", "image": "proxy:1"}]}}}}), "injector")
+    live = record_update(
+        DEPLOYMENTS,
+        live,
+        strategic_merge_patch(
+            DEPLOYMENTS,
+            live,
+            {"spec": {"template": {"spec": {"containers": [{"name": "injected", "image": "proxy:1"}]}}}},
+        ),
+        "injector",
+    )
     second = copy.deepcopy(first)
     del second["metadata"]["labels"]["b"]
     second["spec"]["template"]["spec"]["containers"] = [{"name": "one", "image": "one:2"}]
     result = server_side_apply(DEPLOYMENTS, live, second, "kubectl", force=False)
     assert result["metadata"]["labels"] == {"a": "1"}
     assert [(c["name"], c["image"]) for c in result["spec"]["template"]["spec"]["containers"]] == [
-        ("one", "one:2"), ("injected", "proxy:1")]
+        ("one", "one:2"),
+        ("injected", "proxy:1"),
+    ]
 
 
 def test_apply_keeps_fields_another_manager_also_owns():
-    live = server_side_apply(DEPLOYMENTS, None, {"apiVersion": "apps/v1", "kind": "Deployment",
-                                                 "metadata": {"name": "web"}, "spec": {"replicas": 2}},
-                             "kubectl", force=False)
-    live = server_side_apply(DEPLOYMENTS, live, {"apiVersion": "apps/v1", "kind": "Deployment",
-                                                 "metadata": {"name": "web"}, "spec": {"replicas": 2}},
-                             "other-tool", force=False)
-    result = server_side_apply(DEPLOYMENTS, live, {"apiVersion": "apps/v1", "kind": "Deployment",
-                                                   "metadata": {"name": "web"}}, "kubectl", force=False)
+    live = server_side_apply(
+        DEPLOYMENTS,
+        None,
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 2}},
+        "kubectl",
+        force=False,
+    )
+    live = server_side_apply(
+        DEPLOYMENTS,
+        live,
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 2}},
+        "other-tool",
+        force=False,
+    )
+    result = server_side_apply(
+        DEPLOYMENTS,
+        live,
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}},
+        "kubectl",
+        force=False,
+    )
     assert result["spec"]["replicas"] == 2
     assert [e["manager"] for e in result["metadata"]["managedFields"]] == ["other-tool"]
 
 
 def test_record_update_takes_ownership_from_others():
     live = server_side_apply(DEPLOYMENTS, None, deployment(), "kubectl", force=False)
-    scaled = record_update(DEPLOYMENTS, live, json_merge_patch(live, {"spec": {"replicas": 9}}), "kubectl-scale",
-                           subresource="scale")
+    scaled = record_update(
+        DEPLOYMENTS, live, json_merge_patch(live, {"spec": {"replicas": 9}}), "kubectl-scale", subresource="scale"
+    )
     entries = {e["manager"]: e for e in scaled["metadata"]["managedFields"]}
     assert entries["kubectl-scale"]["operation"] == "Update"
     assert entries["kubectl-scale"]["subresource"] == "scale"
@@ -332,7 +487,9 @@ def test_record_update_takes_ownership_from_others():
     # and the next apply of a different count now conflicts with the scaler
     with pytest.raises(StatusError) as caught:
         server_side_apply(DEPLOYMENTS, scaled, deployment(), "kubectl", force=False)
-    assert 'conflict with "kubectl-scale" with subresource "scale" using apps/v1: .spec.replicas' in caught.value.message
+    assert (
+        'conflict with "kubectl-scale" with subresource "scale" using apps/v1: .spec.replicas' in caught.value.message
+    )
 
 
 def test_managed_fields_skip_server_set_metadata():

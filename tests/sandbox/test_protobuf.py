@@ -13,7 +13,8 @@ import json
 import os
 import subprocess
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from aiohttp import web

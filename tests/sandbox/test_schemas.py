@@ -13,8 +13,9 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -43,15 +44,17 @@ def deployment() -> dict[str, Any]:
                 "metadata": {"labels": {"app": "wasi-demo"}},
                 "spec": {
                     "runtimeClassName": "wasmedge",
-                    "containers": [{
-                        "name": "demo",
-                        "image": "ghcr.io/containerd/runwasi/wasi-demo-app:latest",
-                        "args": ["/wasi-demo-app.wasm", "daemon"],
-                        "ports": [{"containerPort": 8080}],
-                        "env": [{"name": "RUST_LOG", "value": "info"}],
-                        "resources": {"limits": {"cpu": "500m", "memory": 128}},
-                        "volumeMounts": [{"name": "plugins", "mountPath": "/plugins", "readOnly": True}],
-                    }],
+                    "containers": [
+                        {
+                            "name": "demo",
+                            "image": "ghcr.io/containerd/runwasi/wasi-demo-app:latest",
+                            "args": ["/wasi-demo-app.wasm", "daemon"],
+                            "ports": [{"containerPort": 8080}],
+                            "env": [{"name": "RUST_LOG", "value": "info"}],
+                            "resources": {"limits": {"cpu": "500m", "memory": 128}},
+                            "volumeMounts": [{"name": "plugins", "mountPath": "/plugins", "readOnly": True}],
+                        }
+                    ],
                     "volumes": [{"name": "plugins", "hostPath": {"path": "/opt/wasmedge/plugin"}}],
                 },
             },
@@ -60,8 +63,12 @@ def deployment() -> dict[str, Any]:
 
 
 def pod(**spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-            "spec": spec or {"containers": [{"name": "c", "image": "busybox"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": spec or {"containers": [{"name": "c", "image": "busybox"}]},
+    }
 
 
 def error_of(resource, obj, mode: str = "Strict") -> StatusError:
@@ -71,6 +78,7 @@ def error_of(resource, obj, mode: str = "Strict") -> StatusError:
 
 
 # -- unknown fields ----------------------------------------------------------------------------
+
 
 def test_valid_deployment_passes_strict_unchanged():
     obj = deployment()
@@ -96,8 +104,10 @@ def test_warn_prunes_unknown_fields_and_returns_warnings():
     obj["spec"]["template"]["spec"]["containers"][0]["imagee"] = "typo"
     obj["metadata"]["labelz"] = {"a": "b"}
     warnings = schemas().validate(DEPLOYMENTS, obj, "Warn")
-    assert sorted(warnings) == ['unknown field "metadata.labelz"',
-                                'unknown field "spec.template.spec.containers[0].imagee"']
+    assert sorted(warnings) == [
+        'unknown field "metadata.labelz"',
+        'unknown field "spec.template.spec.containers[0].imagee"',
+    ]
     assert obj == deployment()
 
 
@@ -110,8 +120,9 @@ def test_ignore_prunes_silently():
 
 def test_free_form_fields_accept_anything():
     obj = deployment()
-    obj["metadata"]["managedFields"] = [{"manager": "m", "fieldsType": "FieldsV1",
-                                         "fieldsV1": {"f:spec": {"f:anything": {}}}}]
+    obj["metadata"]["managedFields"] = [
+        {"manager": "m", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:anything": {}}}}
+    ]
     assert schemas().validate(DEPLOYMENTS, obj, "Strict") == []
 
 
@@ -129,25 +140,47 @@ def test_unsupported_field_validation_mode_is_a_bad_request():
 
 # -- type errors -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("mutate, detail", [
-    (lambda d: d["spec"].__setitem__("replicas", "2"),
-     "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"),
-    (lambda d: d["spec"]["template"]["spec"]["containers"][0]["ports"][0].__setitem__("containerPort", "80"),
-     "json: cannot unmarshal string into Go struct field ContainerPort.spec.template.spec.containers.ports"
-     ".containerPort of type int32"),
-    (lambda d: d["metadata"]["labels"].__setitem__("tier", 3),
-     "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.labels.tier of type string"),
-    (lambda d: d["spec"].__setitem__("selector", "app=wasi-demo"),
-     "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.selector of type v1.LabelSelector"),
-    (lambda d: d["spec"]["template"]["spec"].__setitem__("containers", {"name": "demo"}),
-     "json: cannot unmarshal object into Go struct field PodSpec.spec.template.spec.containers of type []v1.Container"),
-    (lambda d: d["spec"].__setitem__("paused", "yes"),
-     "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.paused of type bool"),
-    (lambda d: d["spec"].__setitem__("replicas", 2**31),
-     "json: cannot unmarshal number 2147483648 into Go struct field DeploymentSpec.spec.replicas of type int32"),
-    (lambda d: d["spec"]["strategy"]["rollingUpdate"].__setitem__("maxSurge", True),
-     "json: cannot unmarshal bool into Go value of type int32"),
-])
+
+@pytest.mark.parametrize(
+    ("mutate", "detail"),
+    [
+        (
+            lambda d: d["spec"].__setitem__("replicas", "2"),
+            "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32",
+        ),
+        (
+            lambda d: d["spec"]["template"]["spec"]["containers"][0]["ports"][0].__setitem__("containerPort", "80"),
+            (
+                "json: cannot unmarshal string into Go struct field ContainerPort.spec.template.spec.containers.ports"
+                ".containerPort of type int32"
+            ),
+        ),
+        (
+            lambda d: d["metadata"]["labels"].__setitem__("tier", 3),
+            "json: cannot unmarshal number into Go struct field ObjectMeta.metadata.labels.tier of type string",
+        ),
+        (
+            lambda d: d["spec"].__setitem__("selector", "app=wasi-demo"),
+            "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.selector of type v1.LabelSelector",
+        ),
+        (
+            lambda d: d["spec"]["template"]["spec"].__setitem__("containers", {"name": "demo"}),
+            "json: cannot unmarshal object into Go struct field PodSpec.spec.template.spec.containers of type []v1.Container",
+        ),
+        (
+            lambda d: d["spec"].__setitem__("paused", "yes"),
+            "json: cannot unmarshal string into Go struct field DeploymentSpec.spec.paused of type bool",
+        ),
+        (
+            lambda d: d["spec"].__setitem__("replicas", 2**31),
+            "json: cannot unmarshal number 2147483648 into Go struct field DeploymentSpec.spec.replicas of type int32",
+        ),
+        (
+            lambda d: d["spec"]["strategy"]["rollingUpdate"].__setitem__("maxSurge", True),
+            "json: cannot unmarshal bool into Go value of type int32",
+        ),
+    ],
+)
 def test_wrong_json_types_are_400_in_every_mode(mutate, detail):
     for mode in ("Strict", "Warn", "Ignore"):
         obj = deployment()
@@ -166,6 +199,7 @@ def test_int_or_string_and_quantities_take_both_forms():
 
 # -- semantic rules ----------------------------------------------------------------------------
 
+
 def causes_of(resource, obj) -> list[dict[str, str]]:
     error = error_of(resource, obj)
     assert (error.code, error.reason) == (422, "Invalid"), error.message
@@ -175,8 +209,9 @@ def causes_of(resource, obj) -> list[dict[str, str]]:
 def test_pod_needs_containers():
     error = error_of(PODS, pod(containers=[]))
     assert error.message == 'Pod "p" is invalid: spec.containers: Required value'
-    assert error.details["causes"] == [{"reason": "FieldValueRequired", "message": "Required value",
-                                        "field": "spec.containers"}]
+    assert error.details["causes"] == [
+        {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.containers"}
+    ]
 
 
 def test_container_name_and_image_rules():
@@ -187,23 +222,33 @@ def test_container_name_and_image_rules():
     assert ("spec.containers[1].name", "Required value") in fields
     label = next(c for c in causes if c["field"] == "spec.containers[0].name")
     assert label["message"] == (
-        "Invalid value: \"Web_1\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
+        'Invalid value: "Web_1": a lowercase RFC 1123 label must consist of lower case alphanumeric characters '
         "or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used "
-        "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+        "for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+    )
 
 
 def test_duplicate_container_names_and_missing_volume():
-    causes = causes_of(PODS, pod(containers=[
-        {"name": "c", "image": "a", "volumeMounts": [{"name": "plugins", "mountPath": "/p"}]},
-        {"name": "c", "image": "b", "ports": [{"containerPort": 70000, "protocol": "HTTP"}]},
-    ]))
+    causes = causes_of(
+        PODS,
+        pod(
+            containers=[
+                {"name": "c", "image": "a", "volumeMounts": [{"name": "plugins", "mountPath": "/p"}]},
+                {"name": "c", "image": "b", "ports": [{"containerPort": 70000, "protocol": "HTTP"}]},
+            ]
+        ),
+    )
     messages = {c["field"]: c["message"] for c in causes}
     assert messages["spec.containers[1].name"] == 'Duplicate value: "c"'
     assert messages["spec.containers[0].volumeMounts[0].name"] == 'Not found: "plugins"'
-    assert messages["spec.containers[1].ports[0].containerPort"] == \
-        "Invalid value: 70000: must be between 1 and 65535, inclusive"
-    assert messages["spec.containers[1].ports[0].protocol"] == \
-        'Unsupported value: "HTTP": supported values: "SCTP", "TCP", "UDP"'
+    assert (
+        messages["spec.containers[1].ports[0].containerPort"]
+        == "Invalid value: 70000: must be between 1 and 65535, inclusive"
+    )
+    assert (
+        messages["spec.containers[1].ports[0].protocol"]
+        == 'Unsupported value: "HTTP": supported values: "SCTP", "TCP", "UDP"'
+    )
 
 
 def test_selector_must_match_template_labels():
@@ -212,7 +257,8 @@ def test_selector_must_match_template_labels():
     error = error_of(DEPLOYMENTS, obj)
     assert error.message == (
         'Deployment.apps "wasi-demo" is invalid: spec.template.metadata.labels: Invalid value: '
-        'map[string]string{"app":"other", "tier":"web"}: `selector` does not match template `labels`')
+        'map[string]string{"app":"other", "tier":"web"}: `selector` does not match template `labels`'
+    )
 
 
 def test_selector_expressions_are_evaluated():
@@ -226,48 +272,64 @@ def test_selector_expressions_are_evaluated():
 def test_deployment_selector_required_and_not_empty():
     obj = deployment()
     del obj["spec"]["selector"]
-    assert causes_of(DEPLOYMENTS, obj) == [{"reason": "FieldValueRequired", "message": "Required value",
-                                           "field": "spec.selector"}]
+    assert causes_of(DEPLOYMENTS, obj) == [
+        {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.selector"}
+    ]
     obj["spec"]["selector"] = {}
     assert causes_of(DEPLOYMENTS, obj)[0]["message"] == (
         "Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), "
-        "MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment")
+        "MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment"
+    )
 
 
 def test_deployment_template_must_restart_always():
     obj = deployment()
     obj["spec"]["template"]["spec"]["restartPolicy"] = "Never"
     assert causes_of(DEPLOYMENTS, obj)[0] == {
-        "reason": "FieldValueNotSupported", "field": "spec.template.spec.restartPolicy",
-        "message": 'Unsupported value: "Never": supported values: "Always"'}
+        "reason": "FieldValueNotSupported",
+        "field": "spec.template.spec.restartPolicy",
+        "message": 'Unsupported value: "Never": supported values: "Always"',
+    }
 
 
 def test_job_restart_policy():
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
-           "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
-    assert causes_of(JOBS, job) == [{"reason": "FieldValueRequired", "field": "spec.template.spec.restartPolicy",
-                                    "message": 'Required value: valid values: "OnFailure", "Never"'}]
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "once"},
+        "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+    }
+    assert causes_of(JOBS, job) == [
+        {
+            "reason": "FieldValueRequired",
+            "field": "spec.template.spec.restartPolicy",
+            "message": 'Required value: valid values: "OnFailure", "Never"',
+        }
+    ]
     job["spec"]["template"]["spec"]["restartPolicy"] = "Never"
     assert schemas().validate(JOBS, job, "Strict") == []
 
 
 def test_service_ports():
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "llama"}, "spec": {"selector": {"app": "x"}}}
-    assert causes_of(SERVICES, svc) == [{"reason": "FieldValueRequired", "message": "Required value",
-                                        "field": "spec.ports"}]
+    assert causes_of(SERVICES, svc) == [
+        {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.ports"}
+    ]
     svc["spec"]["ports"] = [{"port": 80}, {"port": 0, "name": "admin"}]
     messages = {c["field"]: c["message"] for c in causes_of(SERVICES, svc)}
-    assert messages == {"spec.ports[0].name": "Required value",
-                        "spec.ports[1].port": "Invalid value: 0: must be between 1 and 65535, inclusive"}
+    assert messages == {
+        "spec.ports[0].name": "Required value",
+        "spec.ports[1].port": "Invalid value: 0: must be between 1 and 65535, inclusive",
+    }
     svc["spec"] = {"clusterIP": "None", "selector": {"app": "x"}}
     assert schemas().validate(SERVICES, svc, "Strict") == []
 
 
 def test_service_names_are_dns1035_labels():
-    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "1llama"},
-           "spec": {"ports": [{"port": 80}]}}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "1llama"}, "spec": {"ports": [{"port": 80}]}}
     assert causes_of(SERVICES, svc)[0]["message"].startswith(
-        'Invalid value: "1llama": a DNS-1035 label must consist of lower case alphanumeric characters')
+        'Invalid value: "1llama": a DNS-1035 label must consist of lower case alphanumeric characters'
+    )
 
 
 def test_runtime_class_handler():
@@ -276,7 +338,8 @@ def test_runtime_class_handler():
     assert error.message == 'RuntimeClass.node.k8s.io "wasmedge" is invalid: handler: Required value'
     rc["handler"] = "WasmEdge"
     assert causes_of(RUNTIME_CLASSES, rc)[0]["message"].startswith(
-        'Invalid value: "WasmEdge": a lowercase RFC 1123 label')
+        'Invalid value: "WasmEdge": a lowercase RFC 1123 label'
+    )
     rc["handler"] = "wasmedge"
     assert schemas().validate(RUNTIME_CLASSES, rc, "Strict") == []
 
@@ -289,8 +352,13 @@ def test_object_names_and_labels():
     assert causes[2]["message"].startswith('Invalid value: "x y": a valid label must be an empty string')
     nameless = pod()
     del nameless["metadata"]["name"]
-    assert causes_of(PODS, nameless) == [{"reason": "FieldValueRequired", "field": "metadata.name",
-                                         "message": "Required value: name or generateName is required"}]
+    assert causes_of(PODS, nameless) == [
+        {
+            "reason": "FieldValueRequired",
+            "field": "metadata.name",
+            "message": "Required value: name or generateName is required",
+        }
+    ]
     nameless["metadata"]["generateName"] = "p-"
     assert schemas().validate(PODS, nameless, "Strict") == []
     long = pod()
@@ -300,11 +368,13 @@ def test_object_names_and_labels():
 
 # -- patch metadata ----------------------------------------------------------------------------
 
+
 def test_merge_info_reads_the_schema_extensions():
     info = schemas().merge_info
     assert info(DEPLOYMENTS, ("spec", "template", "spec", "containers")) == MergeInfo("merge", "name", "map", ("name",))
-    assert info(DEPLOYMENTS, ("spec", "template", "spec", "containers", "ports")) == \
-        MergeInfo("merge", "containerPort", "map", ("containerPort", "protocol"))
+    assert info(DEPLOYMENTS, ("spec", "template", "spec", "containers", "ports")) == MergeInfo(
+        "merge", "containerPort", "map", ("containerPort", "protocol")
+    )
     assert info(PODS, ("spec", "volumes")).strategy == "merge,retainKeys"
     assert info(DEPLOYMENTS, ("spec", "strategy")).strategy == "retainKeys"
     assert info(PODS, ("spec", "containers", "args")) == MergeInfo(None, None, "atomic", ())
@@ -313,6 +383,7 @@ def test_merge_info_reads_the_schema_extensions():
 
 
 # -- OpenAPI v3 --------------------------------------------------------------------------------
+
 
 def test_openapi_index_lists_every_group_version_with_its_hash():
     index = schemas().openapi_index()
@@ -344,8 +415,9 @@ def test_openapi_document_structure():
     collection = document["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments"]
     assert set(collection) >= {"get", "post"}
     components = document["components"]["schemas"]
-    assert components["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"] == \
-        [{"group": "apps", "kind": "Deployment", "version": "v1"}]
+    assert components["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"] == [
+        {"group": "apps", "kind": "Deployment", "version": "v1"}
+    ]
     replicas = components["io.k8s.api.apps.v1.DeploymentSpec"]["properties"]["replicas"]
     assert replicas["type"] == "integer" and replicas["nullable"] is True
     assert components["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]["format"] == "int-or-string"
@@ -375,9 +447,22 @@ def _discovery_app():
         groups.setdefault(r.group, []).append(r)
 
     def resource_list(gv: str, members) -> dict[str, Any]:
-        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": [
-            {"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-             "verbs": list(r.verbs), "shortNames": list(r.short_names)} for r in members]}
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": gv,
+            "resources": [
+                {
+                    "name": r.plural,
+                    "singularName": r.singular,
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": list(r.verbs),
+                    "shortNames": list(r.short_names),
+                }
+                for r in members
+            ],
+        }
 
     async def handle(request: web.Request) -> web.Response:
         path = request.path.strip("/")
@@ -386,9 +471,21 @@ def _discovery_app():
         if path == "api":
             return web.json_response({"kind": "APIVersions", "versions": ["v1"]})
         if path == "apis":
-            return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": [
-                {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
-                 "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}} for g in groups if g]})
+            return web.json_response(
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [
+                        {
+                            "name": g,
+                            "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
+                            "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"},
+                        }
+                        for g in groups
+                        if g
+                    ],
+                }
+            )
         if path == "api/v1":
             return web.json_response(resource_list("v1", groups[""]))
         if path.startswith("apis/") and path.count("/") == 2:
@@ -398,7 +495,7 @@ def _discovery_app():
             return web.json_response(schemas().openapi_index())
         if path.startswith("openapi/v3/"):
             try:
-                body = schemas().openapi_document(path[len("openapi/v3/"):])
+                body = schemas().openapi_document(path[len("openapi/v3/") :])
             except KeyError:
                 raise web.HTTPNotFound()
             return web.Response(body=body, content_type="application/json")
@@ -429,19 +526,25 @@ def openapi_server() -> Iterator[str]:
 
 
 @pytest.mark.skipif(not _KUBECTL.exists() and not shutil.which("kubectl"), reason="kubectl is not installed")
-@pytest.mark.parametrize("args, expected", [
-    (["pod.spec.runtimeClassName"], ["KIND:       Pod", "FIELD: runtimeClassName <string>", "RuntimeClass"]),
-    (["runtimeclass"], ["KIND:       RuntimeClass", "handler\t<string> -required-"]),
-    (["deployment.spec.strategy", "--recursive"], ["FIELD: strategy <DeploymentStrategy>", "maxSurge\t<IntOrString>"]),
-    (["pod.spec.containers.resources"], ["limits\t<map[string]Quantity>"]),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["pod.spec.runtimeClassName"], ["KIND:       Pod", "FIELD: runtimeClassName <string>", "RuntimeClass"]),
+        (["runtimeclass"], ["KIND:       RuntimeClass", "handler\t<string> -required-"]),
+        (
+            ["deployment.spec.strategy", "--recursive"],
+            ["FIELD: strategy <DeploymentStrategy>", "maxSurge\t<IntOrString>"],
+        ),
+        (["pod.spec.containers.resources"], ["limits\t<map[string]Quantity>"]),
+    ],
+)
 def test_kubectl_explain_reads_the_documents(openapi_server, tmp_path, args, expected):
     kubectl = str(_KUBECTL) if _KUBECTL.exists() else shutil.which("kubectl")
     (tmp_path / "config").write_text("apiVersion: v1\nkind: Config\n")
     env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "config")}
-    result = subprocess.run([kubectl, "--server", openapi_server, "explain", *args],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [kubectl, "--server", openapi_server, "explain", *args], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     for text in expected:
         assert text in result.stdout, result.stdout
-

@@ -20,7 +20,7 @@ BARE: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
-    "selector, web, db, bare",
+    ("selector", "web", "db", "bare"),
     [
         ("app=web", True, False, False),
         ("app==web", True, False, False),
@@ -70,7 +70,7 @@ def test_label_qualified_keys() -> None:
 
 
 @pytest.mark.parametrize(
-    "selector, message",
+    ("selector", "message"),
     [
         ("app in web", "unable to parse requirement: found 'web' expected: '('"),
         ("app in (a b)", "unable to parse requirement: found 'b', expected: ',' or ')'"),
@@ -137,7 +137,7 @@ def test_label_selector_from_match_nil_and_empty() -> None:
 
 
 @pytest.mark.parametrize(
-    "expression, message",
+    ("expression", "message"),
     [
         ({"key": "a", "operator": "Equals", "values": ["x"]}, '"Equals" is not a valid label selector operator'),
         ({"key": "a", "operator": "In", "values": []}, "for 'in', 'notin' operators, values set can't be empty"),
@@ -164,7 +164,7 @@ EVENT = {
 
 
 @pytest.mark.parametrize(
-    "selector, obj, expected",
+    ("selector", "obj", "expected"),
     [
         ("metadata.name=web-1", POD, True),
         ("metadata.name==web-1", POD, True),

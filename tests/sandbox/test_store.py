@@ -23,11 +23,15 @@ DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
 
 
 def pod(name: str, namespace: str = "lab", **labels: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
-            "spec": {"containers": [{"name": "c", "image": "demo"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "demo"}]},
+    }
 
 
-@pytest.fixture()
+@pytest.fixture
 def store(tmp_path: Path) -> Store:
     with Store(tmp_path / "state.db") as s:
         yield s
@@ -91,9 +95,12 @@ def test_update_conflict_on_stale_rv(store: Store) -> None:
     with pytest.raises(StatusError) as err:
         store.update(PODS, first)  # still carries rv "1"
     assert status_of(err) == (
-        409, "Conflict",
-        'Operation cannot be fulfilled on pods "web": the object has been modified; '
-        "please apply your changes to the latest version and try again",
+        409,
+        "Conflict",
+        (
+            'Operation cannot be fulfilled on pods "web": the object has been modified; '
+            "please apply your changes to the latest version and try again"
+        ),
     )
     assert store.update(PODS, first, check_rv=False)["metadata"]["resourceVersion"] == "3"
     del first["metadata"]["resourceVersion"]
@@ -135,7 +142,9 @@ def test_name_required(store: Store) -> None:
     with pytest.raises(StatusError) as err:
         store.create(PODS, pod(""))
     assert status_of(err) == (
-        422, "Invalid", 'Pod "" is invalid: metadata.name: Required value: name or generateName is required'
+        422,
+        "Invalid",
+        'Pod "" is invalid: metadata.name: Required value: name or generateName is required',
     )
     no_namespace = pod("web")
     del no_namespace["metadata"]["namespace"]
@@ -151,8 +160,11 @@ def test_cluster_scoped_and_shared_rv(store: Store) -> None:
     deploy = store.create(DEPLOYMENTS, {"metadata": {"name": "web", "namespace": "lab"}})
     created = store.create(PODS, pod("web"))
     # one rv sequence for every resource type, like etcd
-    assert [ns["metadata"]["resourceVersion"], deploy["metadata"]["resourceVersion"],
-            created["metadata"]["resourceVersion"]] == ["1", "2", "3"]
+    assert [
+        ns["metadata"]["resourceVersion"],
+        deploy["metadata"]["resourceVersion"],
+        created["metadata"]["resourceVersion"],
+    ] == ["1", "2", "3"]
     assert store.get(PODS, "lab", "web") is not None and store.get(DEPLOYMENTS, "lab", "web") is not None
 
 
@@ -160,13 +172,18 @@ def test_cluster_scoped_and_shared_rv(store: Store) -> None:
 
 
 def seed(store: Store) -> None:
-    for ns, name, app in [("b", "p2", "web"), ("a", "p9", "db"), ("b", "p1", "db"), ("a", "p1", "web"),
-                          ("c", "p5", "web")]:
+    for ns, name, app in [
+        ("b", "p2", "web"),
+        ("a", "p9", "db"),
+        ("b", "p1", "db"),
+        ("a", "p1", "web"),
+        ("c", "p5", "web"),
+    ]:
         store.create(PODS, pod(name, namespace=ns, app=app))
 
 
 def names(items: list[dict[str, Any]]) -> list[str]:
-    return [f'{i["metadata"]["namespace"]}/{i["metadata"]["name"]}' for i in items]
+    return [f"{i['metadata']['namespace']}/{i['metadata']['name']}" for i in items]
 
 
 def test_list_sorted_filtered(store: Store) -> None:
@@ -204,7 +221,7 @@ def test_list_paging(store: Store) -> None:
 
 def test_continued_list_is_a_consistent_snapshot(store: Store) -> None:
     seed(store)
-    first, rv, token = store.list(PODS, limit=2)
+    _first, rv, token = store.list(PODS, limit=2)
     store.delete(PODS, "b", "p1")
     store.create(PODS, pod("p3", namespace="b"))
     store.update(PODS, pod("p2", namespace="b", app="changed"))
@@ -369,6 +386,7 @@ def test_field_selector_watch(store: Store) -> None:
 def test_live_events_from_other_threads(store: Store) -> None:
     async def run() -> list[int]:
         with store.watch(PODS, since_rv=store.rv) as watcher:
+
             def write(prefix: str) -> None:
                 for i in range(50):
                     store.create(PODS, pod(f"{prefix}{i}"))

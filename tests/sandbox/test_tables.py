@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from labkit.sandbox import tables
 from labkit.sandbox.registry import RESOURCES
 from labkit.sandbox.tables import human_duration, pod_status, table_event, to_table
 
-NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def ago(seconds: float) -> str:
@@ -67,7 +66,13 @@ def pod(phase: str = "Running", statuses: list[dict[str, Any]] | None = None, *,
 
 
 def running(ready: bool = True, restarts: int = 0, **extra: Any) -> dict[str, Any]:
-    return {"name": "c0", "ready": ready, "restartCount": restarts, "state": {"running": {"startedAt": ago(60)}}, **extra}
+    return {
+        "name": "c0",
+        "ready": ready,
+        "restartCount": restarts,
+        "state": {"running": {"startedAt": ago(60)}},
+        **extra,
+    }
 
 
 def waiting(reason: str, restarts: int = 0, **extra: Any) -> dict[str, Any]:
@@ -283,7 +288,11 @@ def test_endpoints_and_endpointslices() -> None:
 
 def test_configmaps_secrets_namespaces_serviceaccounts_runtimeclasses() -> None:
     meta = {"name": "x", "creationTimestamp": ago(3 * 86400)}
-    assert cells("", "configmaps", {"metadata": meta, "data": {"a": "1"}, "binaryData": {"b": "AA=="}}) == ["x", 2, "3d"]
+    assert cells("", "configmaps", {"metadata": meta, "data": {"a": "1"}, "binaryData": {"b": "AA=="}}) == [
+        "x",
+        2,
+        "3d",
+    ]
     assert header("", "secrets") == ["Name", "Type", "Data", "Age"]
     assert cells("", "secrets", {"metadata": meta, "type": "Opaque", "data": {"k": "dg=="}}) == ["x", "Opaque", 1, "3d"]
     assert cells("", "namespaces", {"metadata": meta, "status": {"phase": "Terminating"}}) == ["x", "Terminating", "3d"]
@@ -385,7 +394,7 @@ def test_table_event_is_a_one_row_table() -> None:
 
 
 def test_every_served_resource_has_cells_for_every_column() -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for resource in RESOURCES:
         table = to_table(resource, [{"metadata": {"name": "x", "creationTimestamp": ago(1)}}], now=now)
         assert len(table["rows"][0]["cells"]) == len(table["columnDefinitions"]), resource.plural
@@ -404,7 +413,7 @@ def served(tmp_path_factory):
         pytest.skip("kubectl 1.32 binary not installed")
     from test_protobuf import Capture  # the same stub API server the protobuf tests use
 
-    recent = datetime.now(timezone.utc) - timedelta(minutes=15, seconds=30)  # "15m" for a whole minute
+    recent = datetime.now(UTC) - timedelta(minutes=15, seconds=30)  # "15m" for a whole minute
     stamp = recent.strftime("%Y-%m-%dT%H:%M:%SZ")
     crash = pod("Running", [waiting("CrashLoopBackOff", 5)], podIPs=[{"ip": "127.1.0.7"}])
     crash["metadata"].update(name="llm", creationTimestamp=stamp)

@@ -76,7 +76,11 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         pytest.skip("clang with wasm32-wasi support is not installed")
     out = tmp_path_factory.mktemp("probe")
     (out / "probe.c").write_text(PROBE_C)
-    subprocess.run([clang, "--target=wasm32-wasi", "-O2", "-o", str(out / "probe.wasm"), str(out / "probe.c")], check=True, timeout=120)
+    subprocess.run(
+        [clang, "--target=wasm32-wasi", "-O2", "-o", str(out / "probe.wasm"), str(out / "probe.c")],
+        check=True,
+        timeout=120,
+    )
     return (out / "probe.wasm").read_bytes()
 
 

@@ -48,7 +48,9 @@ class Run:
     chunk_times: list[float] = field(default_factory=list)
 
 
-def run_wasm(module: bytes, args: list[str], *, preopen: tuple[Path, str] | None = None, stop_after: float | None = None) -> Run:
+def run_wasm(
+    module: bytes, args: list[str], *, preopen: tuple[Path, str] | None = None, stop_after: float | None = None
+) -> Run:
     """Run a WASI p1 command module with wasmtime; optionally interrupt it via the epoch after *stop_after* s."""
     config = wasmtime.Config()
     config.epoch_interruption = True
@@ -112,7 +114,9 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
-        while subprocess.run(["ctr", "--address", str(sock), "version"], capture_output=True, check=False).returncode != 0:
+        while (
+            subprocess.run(["ctr", "--address", str(sock), "version"], capture_output=True, check=False).returncode != 0
+        ):
             if time.monotonic() > deadline or proc.poll() is not None:
                 pytest.skip(f"containerd did not start: {(base / 'containerd.log').read_text()[-500:]}")
             time.sleep(0.05)

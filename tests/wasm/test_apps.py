@@ -53,7 +53,10 @@ def test_edited_source_makes_shipped_module_stale(tmp_path: Path) -> None:
 
 def test_build_into_other_dir_leaves_shipped_manifest_alone(rebuilt_dir: Path) -> None:
     assert (rebuilt_dir / "SOURCES.json").is_file()
-    assert read_manifest(rebuilt_dir)["wasi-demo"]["module_sha256"] == read_manifest(MODULES_DIR)["wasi-demo"]["module_sha256"]
+    assert (
+        read_manifest(rebuilt_dir)["wasi-demo"]["module_sha256"]
+        == read_manifest(MODULES_DIR)["wasi-demo"]["module_sha256"]
+    )
 
 
 def test_missing_clang_names_the_apt_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -45,11 +45,31 @@ def test_must_show_flow(tmp_path: Path, labkit) -> None:
     for layout in ("runwasi", "compat"):
         for attempt in ("a", "b"):
             out = tmp_path / f"{layout}-{attempt}.tar"
-            run = labkit("image", "build", "--module", str(module), "--name", "wasi-demo", "--tag", "latest", "--layout", layout, "-o", str(out))
+            run = labkit(
+                "image",
+                "build",
+                "--module",
+                str(module),
+                "--name",
+                "wasi-demo",
+                "--tag",
+                "latest",
+                "--layout",
+                layout,
+                "-o",
+                str(out),
+            )
             assert run.returncode == 0, run.stderr
             digests[layout, attempt] = hashlib.sha256(out.read_bytes()).hexdigest()
         assert digests[layout, "a"] == digests[layout, "b"]
-        info = json.loads(subprocess.run(["skopeo", "inspect", f"oci-archive:{tmp_path / f'{layout}-a.tar'}"], check=True, capture_output=True, text=True).stdout)
+        info = json.loads(
+            subprocess.run(
+                ["skopeo", "inspect", f"oci-archive:{tmp_path / f'{layout}-a.tar'}"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )
         assert (info["Os"], info["Architecture"]) == ("wasip1", "wasm")
     assert digests["runwasi", "a"] != digests["compat", "a"]
 
@@ -66,8 +86,25 @@ def test_must_show_flow(tmp_path: Path, labkit) -> None:
 
 def test_import_and_list_on_the_sandbox_backend(tmp_path: Path, labkit) -> None:
     archive = tmp_path / "img.tar"
-    assert labkit("image", "build", "--module", str(module_path("wasi-demo")), "--name", "wasi-demo", "--tag", "v3",
-                  "--layout", "compat", "--env", "A=b", "-o", str(archive)).returncode == 0
+    assert (
+        labkit(
+            "image",
+            "build",
+            "--module",
+            str(module_path("wasi-demo")),
+            "--name",
+            "wasi-demo",
+            "--tag",
+            "v3",
+            "--layout",
+            "compat",
+            "--env",
+            "A=b",
+            "-o",
+            str(archive),
+        ).returncode
+        == 0
+    )
     imported = labkit("image", "import", str(archive))
     assert imported.stdout == "imported docker.io/library/wasi-demo:v3\n", imported.stderr
     assert (tmp_path / "sandbox" / "images" / "images.db").is_file()
@@ -92,9 +129,16 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         (["image", "import", "{missing}"], "does not exist"),
     ],
 )
-def test_errors_print_problem_and_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
+def test_errors_print_problem_and_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
-    values = {"sh": str(Path("/bin/sh").resolve()), "demo": str(module_path("wasi-demo")), "out": str(tmp_path / "o.tar"), "missing": str(tmp_path / "none.tar")}
+    values = {
+        "sh": str(Path("/bin/sh").resolve()),
+        "demo": str(module_path("wasi-demo")),
+        "out": str(tmp_path / "o.tar"),
+        "missing": str(tmp_path / "none.tar"),
+    }
     assert main([a.format(**values) for a in args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "fix:" in err

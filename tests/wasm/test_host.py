@@ -25,7 +25,7 @@ def fake_tool(bin_dir: Path, name: str, body: str) -> Path:
     tool = bin_dir / name
     tool.write_text(
         "#!/bin/sh\n"
-        f"{shutil.which('python3')} -c 'import json,sys; print(json.dumps(sys.argv[1:]))' \"$0\" \"$@\" >> {bin_dir}/argv.log\n"
+        f'{shutil.which("python3")} -c \'import json,sys; print(json.dumps(sys.argv[1:]))\' "$0" "$@" >> {bin_dir}/argv.log\n'
         f"{body}\n"
     )
     tool.chmod(0o755)
@@ -47,7 +47,9 @@ def test_import_runs_k3s_ctr_with_all_platforms(tmp_path: Path, archive: Path, m
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert LocalHost().import_image(archive) == ["docker.io/library/wasi-demo:latest"]
-    assert logged(bin_dir) == [[str(bin_dir / "k3s"), "ctr", "-n", "k8s.io", "images", "import", "--all-platforms", str(archive)]]
+    assert logged(bin_dir) == [
+        [str(bin_dir / "k3s"), "ctr", "-n", "k8s.io", "images", "import", "--all-platforms", str(archive)]
+    ]
 
 
 def test_not_root_uses_passwordless_sudo(tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,10 +61,23 @@ def test_not_root_uses_passwordless_sudo(tmp_path: Path, archive: Path, monkeypa
     LocalHost().import_image(archive)
     sudo = str(bin_dir / "sudo")
     assert logged(bin_dir)[0] == [sudo, "-n", "true"]
-    assert logged(bin_dir)[1] == [sudo, "-n", str(k3s), "ctr", "-n", "k8s.io", "images", "import", "--all-platforms", str(archive)]
+    assert logged(bin_dir)[1] == [
+        sudo,
+        "-n",
+        str(k3s),
+        "ctr",
+        "-n",
+        "k8s.io",
+        "images",
+        "import",
+        "--all-platforms",
+        str(archive),
+    ]
 
 
-def test_not_root_without_sudo_is_a_prerequisite_error(tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_not_root_without_sudo_is_a_prerequisite_error(
+    tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bin_dir = tmp_path / "bin"
     fake_tool(bin_dir, "k3s", "true")
     fake_tool(bin_dir, "sudo", "echo 'sudo: a password is required' >&2; exit 1")
@@ -81,7 +96,9 @@ def test_no_k3s_is_a_prerequisite_error(tmp_path: Path, archive: Path, monkeypat
     assert "sandbox" in str(err.value)
 
 
-def test_ctr_failure_carries_its_message_and_fix(tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctr_failure_carries_its_message_and_fix(
+    tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bin_dir = tmp_path / "bin"
     fake_tool(bin_dir, "k3s", "echo 'ctr: mismatched image rootfs and manifest layers' >&2; exit 1")
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
@@ -108,7 +125,9 @@ def test_host_for_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def ctr(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ctr", "--address", str(sock), "-n", "k8s.io", *args], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        ["ctr", "--address", str(sock), "-n", "k8s.io", *args], capture_output=True, text=True, check=False
+    )
 
 
 def containerd_version(sock: Path) -> tuple[int, ...]:

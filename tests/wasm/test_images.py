@@ -19,7 +19,9 @@ DEMO = module_path("wasi-demo")
 def archives(tmp_path: Path) -> dict[str, Path]:
     return {
         "runwasi": build_image(DEMO, "wasi-demo", "latest", "runwasi", tmp_path / "runwasi.tar").path,
-        "compat": build_image(DEMO, "ghcr.io/labkit/wasi-demo", "v1", "compat", tmp_path / "compat.tar", env={"X": "1"}).path,
+        "compat": build_image(
+            DEMO, "ghcr.io/labkit/wasi-demo", "v1", "compat", tmp_path / "compat.tar", env={"X": "1"}
+        ).path,
     }
 
 
@@ -33,7 +35,9 @@ def test_import_list_resolve(tmp_path: Path, archives: dict[str, Path]) -> None:
         ("ghcr.io/labkit/wasi-demo:v1", "wasip1/wasm", "compat"),
     ]
     runwasi = read_image(archives["runwasi"])
-    assert listed[0] == ImageRecord("docker.io/library/wasi-demo:latest", runwasi.digest, "wasip1/wasm", runwasi.size, "runwasi")
+    assert listed[0] == ImageRecord(
+        "docker.io/library/wasi-demo:latest", runwasi.digest, "wasip1/wasm", runwasi.size, "runwasi"
+    )
     for ref in ("wasi-demo", "wasi-demo:latest", "docker.io/library/wasi-demo", "library/wasi-demo:latest"):
         assert store.resolve(ref) == listed[0]
     assert store.resolve("wasi-demo:v2") is None
@@ -75,7 +79,9 @@ def test_reimport_replaces_the_tag(tmp_path: Path) -> None:
     store.import_archive(build_image(DEMO, "app", "latest", "runwasi", tmp_path / "a.tar").path)
     newer = build_image(DEMO, "app", "latest", "compat", tmp_path / "b.tar")
     store.import_archive(newer.path)
-    assert [(r.ref, r.digest, r.layout) for r in store.list()] == [("docker.io/library/app:latest", newer.digest, "compat")]
+    assert [(r.ref, r.digest, r.layout) for r in store.list()] == [
+        ("docker.io/library/app:latest", newer.digest, "compat")
+    ]
 
 
 def test_remove_drops_unshared_blobs_only(tmp_path: Path, archives: dict[str, Path]) -> None:

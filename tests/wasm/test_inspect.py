@@ -15,13 +15,18 @@ from labkit.wasm import inspect
 from labkit.wasm.apps import module_path
 
 WAT_DIR = Path(__file__).parent / "wat"
-needs_wabt = pytest.mark.skipif(shutil.which("wasm-objdump") is None or shutil.which("wat2wasm") is None, reason="wabt not installed (apt-get install wabt)")
+needs_wabt = pytest.mark.skipif(
+    shutil.which("wasm-objdump") is None or shutil.which("wat2wasm") is None,
+    reason="wabt not installed (apt-get install wabt)",
+)
 _IMPORT_LINE = re.compile(r"^ - (func|memory|table|global|tag)\[\d+\] (.*) <- (.+)$")
 _TYPE_LINE = re.compile(r"^ - type\[(\d+)\] (.+)$")
 
 
 def objdump(path: Path, section: str) -> list[str]:
-    out = subprocess.run(["wasm-objdump", "-x", "-j", section, str(path)], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["wasm-objdump", "-x", "-j", section, str(path)], check=True, capture_output=True, text=True
+    ).stdout
     return [line for line in out.splitlines() if line.startswith(" - ")]
 
 
@@ -87,7 +92,11 @@ def test_wasi_nn_module_details(wat_modules: dict[str, Path]) -> None:
     assert info.import_modules == ["wasi_ephemeral_nn", "wasi_snapshot_preview1", "env"]
     assert info.imports_from("wasi_snapshot_preview1")[0].signature == "(i32) -> nil"
     assert info.start == 8  # 7 imported funcs, then $main (7), $noop (8)
-    assert [(e.name, e.kind, e.index) for e in info.exports] == [("_start", "func", 7), ("tbl", "table", 0), ("gm2", "global", 1)]
+    assert [(e.name, e.kind, e.index) for e in info.exports] == [
+        ("_start", "func", 7),
+        ("tbl", "table", 0),
+        ("gm2", "global", 1),
+    ]
     assert [str(m) for m in info.memories] == ["min=1 max=16"]
     assert info.module_name == "nn_client"
     assert info.function_count == 2 and info.kind == "core"
@@ -126,7 +135,12 @@ def test_producers_and_name_sections() -> None:
     producers = _leb(2) + _name("language") + _leb(1) + _name("C11") + _name("") + _name("processed-by") + _leb(2)
     producers += _name("clang") + _name("14.0.6") + _name("labkit") + _name("0.1")
     module_name = b"\x00" + _leb(len(_name("demo"))) + _name("demo")
-    info = inspect(EMPTY_MODULE + _custom("producers", producers) + _custom("name", module_name) + _custom(".debug_info", b"\x01\x02"))
+    info = inspect(
+        EMPTY_MODULE
+        + _custom("producers", producers)
+        + _custom("name", module_name)
+        + _custom(".debug_info", b"\x01\x02")
+    )
     assert info.custom_sections == ["producers", "name", ".debug_info"]
     assert info.producers == {"language": {"C11": ""}, "processed-by": {"clang": "14.0.6", "labkit": "0.1"}}
     assert info.module_name == "demo"

@@ -24,7 +24,9 @@ from labkit.wasm.oci import (
     validate_name,
 )
 
-needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed (apt-get install skopeo)")
+needs_skopeo = pytest.mark.skipif(
+    shutil.which("skopeo") is None, reason="skopeo not installed (apt-get install skopeo)"
+)
 DEMO = module_path("wasi-demo")
 
 
@@ -84,7 +86,12 @@ def test_skopeo_copy_catches_a_tampered_blob(tmp_path: Path) -> None:
     data = bytearray(blob.read_bytes())
     data[100] ^= 0xFF
     blob.write_bytes(bytes(data))
-    proc = subprocess.run(["skopeo", "copy", f"oci:{layout_dir}:latest", f"oci:{tmp_path / 'copy'}:latest"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        ["skopeo", "copy", f"oci:{layout_dir}:latest", f"oci:{tmp_path / 'copy'}:latest"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode != 0 and "Digest did not match" in proc.stderr
 
 
@@ -129,9 +136,14 @@ def _blob(archive: Path, name: str) -> bytes:
 
 def test_read_image_round_trip(tmp_path: Path, layout: str) -> None:
     img = build_image(
-        DEMO, "ghcr.io/labkit/wasi-demo", "1.0", layout, tmp_path / "img.tar",
+        DEMO,
+        "ghcr.io/labkit/wasi-demo",
+        "1.0",
+        layout,
+        tmp_path / "img.tar",
         entrypoint=["app.wasm", "echo", "hi"] if layout == "runwasi" else None,
-        env={"A": "1"}, annotations={"labkit.io/lab": "01"},
+        env={"A": "1"},
+        annotations={"labkit.io/lab": "01"},
     )
     info = read_image(img.path)
     assert info.refs == ["ghcr.io/labkit/wasi-demo:1.0"] and info.digest == img.digest
@@ -146,7 +158,9 @@ def test_umoci_stat_works_because_created_is_set(tmp_path: Path) -> None:
         pytest.skip("umoci/skopeo not installed")
     img = build_image(DEMO, "wasi-demo", "latest", "compat", tmp_path / "img.tar")
     subprocess.run(["skopeo", "copy", "-q", f"oci-archive:{img.path}", f"oci:{tmp_path / 'l'}:latest"], check=True)
-    out = subprocess.run(["umoci", "stat", "--image", f"{tmp_path / 'l'}:latest"], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["umoci", "stat", "--image", f"{tmp_path / 'l'}:latest"], check=True, capture_output=True, text=True
+    ).stdout
     assert "labkit image build: COPY wasi-demo.wasm /wasi-demo.wasm" in out
 
 
@@ -161,7 +175,9 @@ def test_not_wasm_is_refused_without_output(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("name", ["Wasi-Demo", "wasi-demo:latest", "-demo", "demo/", "a//b", "", "wasi demo", "x" * 256])
+@pytest.mark.parametrize(
+    "name", ["Wasi-Demo", "wasi-demo:latest", "-demo", "demo/", "a//b", "", "wasi demo", "x" * 256]
+)
 def test_invalid_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(ImageError, match="not a valid image name"):
         build_image(DEMO, name, "latest", "runwasi", tmp_path / "img.tar")
@@ -174,7 +190,9 @@ def test_invalid_tags(tmp_path: Path, tag: str) -> None:
         build_image(DEMO, "wasi-demo", tag, "runwasi", tmp_path / "img.tar")
 
 
-@pytest.mark.parametrize("name", ["wasi-demo", "localhost:5000/a/b", "ghcr.io/second-state/llama-api-server", "a__b.c-d", "[::1]:5000/x"])
+@pytest.mark.parametrize(
+    "name", ["wasi-demo", "localhost:5000/a/b", "ghcr.io/second-state/llama-api-server", "a__b.c-d", "[::1]:5000/x"]
+)
 def test_valid_names(name: str) -> None:
     assert validate_name(name) == name
 
