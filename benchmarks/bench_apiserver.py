@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from labkit.sandbox import daemon
+from labkit.sandbox import client as daemon
 
 
 class Connection:

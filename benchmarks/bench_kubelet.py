@@ -19,8 +19,8 @@ from pathlib import Path
 
 from bench_apiserver import Connection, percentile, rss_mb
 
-from labkit.sandbox import daemon
-from labkit.sandbox.images import ImageStore
+from labkit.sandbox import client as daemon
+from labkit.imagestore import ImageStore
 from labkit.wasm.apps import module_path
 from labkit.wasm.oci import build_image
 

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labkit.sandbox.registry import RESOURCES
-from labkit.sandbox.selectors import parse_label_selector
-from labkit.sandbox.store import Store
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.selectors import parse_label_selector
+from labkit.sandbox.api.store import Store
 
 PODS = RESOURCES.by_plural("", "pods")
 

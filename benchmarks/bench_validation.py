@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from labkit.sandbox import patch
-from labkit.sandbox.registry import RESOURCES
-from labkit.sandbox.schemas import Schemas, schemas
+from labkit.sandbox.api import patch
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.schemas import Schemas, schemas
 
 DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
 PODS = RESOURCES.by_plural("", "pods")

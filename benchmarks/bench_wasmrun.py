@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import wasmtime
 
-from labkit.sandbox.wasmrun import WASMTIME_VERSION, ContainerSpec, ModuleCache, WasmContainer
+from labkit.sandbox.kubelet.wasmrun import WASMTIME_VERSION, ContainerSpec, ModuleCache, WasmContainer
 
 if TYPE_CHECKING:
-    from labkit.sandbox.extensions import PodContext
+    from labkit.sandbox.kubelet.extensions import PodContext
 
 TINY_WAT = """(module
   (import "bench" "mark" (func $mark))

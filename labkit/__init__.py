@@ -3,7 +3,7 @@
 The public face; everything else is private machinery.
 """
 
-from .errors import (
+from labkit.errors import (
     ApiError,
     ClusterUnreachable,
     ContextNotAllowed,
@@ -21,9 +21,9 @@ from .errors import (
 __version__ = "0.1.0"
 
 # After the errors and __version__: the modules below import them.
-from .doctor import Check, DoctorReport, doctor
-from .profiles import Profile, profile_for
-from .runner import run_notebooks
+from labkit.doctor import Check, DoctorReport, doctor
+from labkit.profiles import Profile, profile_for
+from labkit.runner import run_notebooks
 
 #: Names served from their modules on first use: those modules import the kubernetes client,
 #: which takes seconds, and `labkit --help` or `import labkit` should not pay for it.

@@ -10,8 +10,8 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
-from .errors import LabkitError
+from labkit import __version__
+from labkit.errors import LabkitError
 
 #: Sub-command modules under labkit.commands, in help order. Each has ``register(subparsers)``.
 COMMANDS = ("doctor", "run", "clean", "sandbox", "wasm", "image", "apps")

@@ -10,7 +10,6 @@ backends; the only difference is where the kubeconfig comes from.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -29,11 +28,18 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config import kube_config
 from kubernetes.config.config_exception import ConfigException
 
-from . import config
-from .config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
-from .doctor import KUBECTL_INSTALL_FIX
-from .errors import ApiError, ClusterUnreachable, ContextNotAllowed, LabkitError, PrerequisiteMissing, SandboxError
-from .profiles import Profile, profile_for
+from labkit import config
+from labkit.config import KUBECTL_INSTALL_FIX, LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
+from labkit.errors import (
+    ApiError,
+    ClusterUnreachable,
+    ContextNotAllowed,
+    LabkitError,
+    PrerequisiteMissing,
+    SandboxError,
+)
+from labkit.profiles import Profile, profile_for
+from labkit.sandbox import client
 
 #: Seconds to wait for the API server in health calls: a dead cluster must fail fast.
 PING_TIMEOUT_S = 5.0
@@ -316,14 +322,7 @@ def connect(
 def _sandbox_kubeconfig() -> tuple[Path, str]:
     """Start the sandbox daemon if needed; its kubeconfig and context."""
     try:
-        daemon = importlib.import_module("labkit.sandbox.daemon")
-    except ImportError as e:  # absent, or broken in this checkout: either way there is no sandbox to reach
-        raise ClusterUnreachable(
-            f"no cluster reachable: the sandbox cannot be loaded ({e})",
-            f"{_SANDBOX_FIX}, or use a real cluster with --backend kubeconfig",
-        ) from e
-    try:
-        info = daemon.ensure_running()
+        info = client.ensure_running()
     except SandboxError as e:
         raise ClusterUnreachable(f"no cluster reachable: the sandbox did not start: {e.problem}", _SANDBOX_FIX) from e
     return Path(info.kubeconfig), info.context

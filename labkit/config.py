@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UnknownBackend
+from labkit.errors import UnknownBackend
 
 BACKENDS = ("sandbox", "kubeconfig")
 SANDBOX_CONTEXT = "labkit-sandbox"
@@ -30,6 +30,8 @@ def sandbox_dir() -> Path:
 
 #: The sandbox node the host door acts on by default: the first one, k3s' server node.
 SANDBOX_DEFAULT_NODE = "labkit-server-0"
+#: The label the sandbox puts on its own Node objects.
+SANDBOX_NODE_LABEL = "labkit.io/sandbox-node"
 
 
 def sandbox_node_root(node: str = SANDBOX_DEFAULT_NODE) -> Path:
@@ -71,3 +73,10 @@ def allowed_contexts(extra: list[str] | tuple[str, ...] | None = None) -> tuple[
 PART_OF_LABEL = "app.kubernetes.io/part-of"
 PART_OF_VALUE = "labkit"
 LAB_LABEL = "labkit.io/lab"
+
+#: How to get kubectl (doctor and Cluster.kubectl both name it).
+KUBECTL_INSTALL_FIX = (
+    "install kubectl: `apt-get install kubectl` where your apt sources carry it (Ubuntu snap: "
+    "`snap install kubectl --classic`), or the binary from the Kubernetes release page; on a k3s "
+    "host `k3s kubectl` is built in"
+)

@@ -466,9 +466,7 @@ def diagnose(cluster: Any, pod_or_name: str | dict[str, Any], *, namespace: str)
     >>> print(labkit.diagnose(cluster, "deployment/wasi-demo", namespace="lab-01"))   # doctest: +SKIP
     the node's containerd has no runtime named 'wasm' (FailedCreatePodSandBox) ...
     """
-    from .operations import (
-        diagnosis_inputs,  # operations imports this module: import at call time
-    )
+    from labkit.operations import diagnosis_inputs
 
     pod, events, logs = diagnosis_inputs(cluster, pod_or_name, namespace=namespace)
     return diagnose_pod(pod, events, logs)

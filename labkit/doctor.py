@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from . import config
-from .errors import LabkitError
+from labkit import config
+from labkit.errors import LabkitError
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from labkit.cluster import Cluster
 
 # The kubernetes client takes seconds to import, so labkit.cluster is imported where a cluster is
 # needed: `import labkit` and `labkit --help` stay fast.
@@ -37,11 +37,6 @@ K3S_CONTAINERD_CONFIG = Path("/var/lib/rancher/k3s/agent/etc/containerd/config.t
 SHIM = "containerd-shim-wasmedge-v1"
 WASI_NN_PLUGIN = "libwasmedgePluginWasiNN.so"
 SANDBOX_SKIP = "sandbox: simulated node"
-KUBECTL_INSTALL_FIX = (
-    "install kubectl: `apt-get install kubectl` where your apt sources carry it (Ubuntu snap: "
-    "`snap install kubectl --classic`), or the binary from the Kubernetes release page; on a k3s "
-    "host `k3s kubectl` is built in"
-)
 SANDBOX_BANNER = (
     "sandbox backend: an embedded Kubernetes-compatible API server with simulated nodes. Pods' wasm "
     "runs in wasmtime with WasmEdge-compatible host functions, not in the runwasi shim, crun or "
@@ -175,7 +170,7 @@ def check_kubectl() -> Check:
     done = _run("kubectl", "version", "--client", "-o", "json")
     if done is None:
         # The labs work through the Python client; kubectl is the learner's second view, so warn only.
-        return Check("kubectl", "warn", "kubectl not found on PATH", KUBECTL_INSTALL_FIX, required=False)
+        return Check("kubectl", "warn", "kubectl not found on PATH", config.KUBECTL_INSTALL_FIX, required=False)
     try:
         version = json.loads(done.stdout)["clientVersion"]["gitVersion"]
     except (ValueError, KeyError):
@@ -183,7 +178,7 @@ def check_kubectl() -> Check:
             "kubectl",
             "warn",
             f"`kubectl version --client` failed: {done.stderr.strip()[:200]}",
-            KUBECTL_INSTALL_FIX,
+            config.KUBECTL_INSTALL_FIX,
             required=False,
         )
     return Check("kubectl", "ok", f"client {version} ({shutil.which('kubectl')})", required=False)
@@ -203,7 +198,7 @@ def check_cluster(cluster_or_error: Cluster | LabkitError) -> list[Check]:
         version = cluster.ping()
     except LabkitError as e:
         return check_cluster(e)
-    from .cluster import api_call
+    from labkit.cluster import api_call
 
     checks = [Check("cluster", "ok", f"{cluster.backend} context {cluster.context!r}: {version} at {cluster.server}")]
     try:
@@ -422,7 +417,7 @@ def doctor(
 
     Never raises for a failed check: every problem becomes a row with its fix.
     """
-    from .cluster import connect
+    from labkit.cluster import connect
 
     name = config.resolve_backend(backend)
     try:

@@ -30,13 +30,13 @@ from kubernetes import watch
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 
-from . import config
-from .cluster import Cluster, api_call
-from .config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
-from .diagnosis import Diagnosis, diagnose, diagnose_pod
-from .errors import ApiError, InvalidManifest, LabkitError, WaitFailed
-from .manifests.checks import dns_label
-from .widgets import Progress, progress
+from labkit import config
+from labkit.cluster import Cluster, api_call
+from labkit.config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
+from labkit.diagnosis import Diagnosis, diagnose, diagnose_pod
+from labkit.errors import ApiError, InvalidManifest, LabkitError, WaitFailed
+from labkit.manifests.checks import dns_label
+from labkit.widgets import Progress, progress
 
 #: labkit's field manager for server-side apply: re-running a cell re-applies as the same owner.
 FIELD_MANAGER = "labkit"

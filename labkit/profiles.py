@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config
-from .errors import LabkitError
+from labkit import config
+from labkit.errors import LabkitError
 
 #: Where k3s keeps the containerd config it renders (and the template it reads).
 K3S_CONTAINERD_DIR = Path("/var/lib/rancher/k3s/agent/etc/containerd")

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import config
-from .errors import LabkitError, NotebookFailed, PrerequisiteMissing
+from labkit import config
+from labkit.errors import LabkitError, NotebookFailed, PrerequisiteMissing
 
 DEFAULT_OUTPUT_DIR = Path("build/notebooks")
 KERNEL = "python3"

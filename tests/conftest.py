@@ -53,7 +53,7 @@ def write_kubeconfig(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="module")
 def sandbox_cluster(tmp_path_factory):
     """A ``labkit.connect("sandbox")`` Cluster on a private 1-node sandbox daemon, for one test module."""
-    from labkit.sandbox import daemon
+    from labkit.sandbox import client as daemon
 
     home = tmp_path_factory.mktemp("labkit-home")
     with pytest.MonkeyPatch.context() as mp:
@@ -70,7 +70,7 @@ def sandbox_cluster(tmp_path_factory):
 @pytest.fixture
 def private_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A 1-node sandbox daemon under ``tmp_path/home`` (LABKIT_HOME, which notebook kernels inherit), stopped after."""
-    from labkit.sandbox import daemon
+    from labkit.sandbox import client as daemon
 
     home = tmp_path / "home"
     monkeypatch.setenv("LABKIT_HOME", str(home))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-daemon = pytest.importorskip("labkit.sandbox.daemon")
+daemon = pytest.importorskip("labkit.sandbox.client")
 
 from kubernetes import client  # noqa: E402
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import threading
 import time
-import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -101,18 +99,11 @@ def test_closed_port_is_unreachable_fast(clean_env, write_kubeconfig, closed_por
     assert f"https://127.0.0.1:{closed_port}" in e.value.problem and "k3s" in e.value.fix
 
 
-def test_sandbox_that_cannot_load_is_unreachable(clean_env, monkeypatch):
-    monkeypatch.setitem(sys.modules, "labkit.sandbox.daemon", None)  # makes the import fail
-    with pytest.raises(ClusterUnreachable) as e:
-        connect("sandbox")
-    assert "labkit sandbox up" in e.value.fix and "labkit sandbox logs" in e.value.fix
-
-
 def test_sandbox_start_failure_is_unreachable(clean_env, monkeypatch):
     def ensure_running(nodes=None, timeout=60.0):
         raise SandboxError("port in use", "labkit sandbox logs")
 
-    monkeypatch.setitem(sys.modules, "labkit.sandbox.daemon", types.SimpleNamespace(ensure_running=ensure_running))
+    monkeypatch.setattr("labkit.sandbox.client.ensure_running", ensure_running)
     with pytest.raises(ClusterUnreachable, match="port in use") as e:
         connect()
     assert isinstance(e.value.__cause__, SandboxError)

@@ -23,6 +23,7 @@ from labkit.doctor import (
     containerd_runtimes,
     find_wasi_nn_plugin,
 )
+from labkit.errors import SandboxError
 
 # `labkit.doctor` is the function; the module (whose paths we patch) is this:
 doctor_module = importlib.import_module("labkit.doctor")
@@ -153,9 +154,10 @@ def test_doctor_on_an_unreachable_cluster(clean_env, write_kubeconfig, closed_po
 
 
 def test_doctor_on_a_missing_sandbox_says_what_it_simulates(clean_env, monkeypatch):
-    import sys
+    def ensure_running(nodes=None, timeout=60.0):
+        raise SandboxError("the sandbox daemon exited at start (code 1)", "labkit sandbox logs")
 
-    monkeypatch.setitem(sys.modules, "labkit.sandbox.daemon", None)
+    monkeypatch.setattr("labkit.sandbox.client.ensure_running", ensure_running)
     report = doctor_fn("sandbox")
     assert report.failures()[0].name == "cluster" and "simulated nodes" in report.banner
     assert report["wasmedge shim"].detail == SANDBOX_SKIP

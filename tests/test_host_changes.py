@@ -190,7 +190,7 @@ def test_sandbox_host_crun_swap_round_trip(tmp_path: Path, monkeypatch: pytest.M
     from labkit.cluster import connect
     from labkit.host import host_for_backend
     from labkit.host.base import wait_node_ready
-    from labkit.sandbox import daemon
+    from labkit.sandbox import client as daemon
 
     monkeypatch.setenv("LABKIT_HOME", str(tmp_path))
     cluster = connect("sandbox")
@@ -224,7 +224,7 @@ def test_paths_outside_the_node_root_are_refused(root: Path, tmp_path: Path) -> 
 def test_unreadable_node_path_is_a_labkit_error(tmp_path):
     from labkit.host.changes import HostChangeError
     from labkit.host.sandbox import SandboxHost
-    from labkit.sandbox.images import ImageStore
+    from labkit.imagestore import ImageStore
 
     host = SandboxHost(tmp_path / "node", ImageStore(tmp_path / "images"))
     (tmp_path / "node" / "etc").mkdir(parents=True)

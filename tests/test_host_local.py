@@ -27,7 +27,7 @@ from labkit.errors import PrerequisiteMissing
 from labkit.host import LocalHost
 from labkit.host.base import RuntimeVerificationError
 from labkit.host.changes import HostChange, HostChangeError
-from labkit.sandbox.containerd import (
+from labkit.containerd import (
     ContainerdConfigError,
     ContainerdPaths,
     NodeSettings,
@@ -49,7 +49,7 @@ elif args[:2] == ["ctr", "version"]:
 elif args[:2] == ["crictl", "info"]:
     if (BIN / "k3s-down").exists():
         sys.exit('validate service connection: connect: connection refused')
-    from labkit.sandbox.containerd import ContainerdPaths, node_runtime_info
+    from labkit.containerd import ContainerdPaths, node_runtime_info
     info = node_runtime_info(ContainerdPaths(ROOT))
     runtimes = {n: {"runtimeType": s.runtime_type, "options": dict(s.options), "PodAnnotations": list(s.pod_annotations)}
                 for n, s in info.runtimes.items()}
@@ -63,7 +63,7 @@ SYSTEMCTL = r"""
 args = sys.argv[1:]
 state = BIN / "k3s-state"
 if args[0] == "restart":
-    from labkit.sandbox.containerd import (ContainerdConfigError, ContainerdPaths, detect_runtimes,
+    from labkit.containerd import (ContainerdConfigError, ContainerdPaths, detect_runtimes,
                                            read_runtime_info, render_node_config)
     if (BIN / "fail-next-restart").exists():
         (BIN / "fail-next-restart").unlink()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from labkit.commands import add_backend_args
 from labkit.config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
-
-from . import add_backend_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

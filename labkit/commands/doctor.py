@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from labkit.commands import add_backend_args
 from labkit.doctor import doctor
-
-from . import add_backend_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

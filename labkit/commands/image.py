@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from labkit.commands import add_backend_args
 from labkit.errors import ImageError
 from labkit.host import host_for_backend
 from labkit.wasm.oci import LAYOUTS, build_image
-
-from . import add_backend_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

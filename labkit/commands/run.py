@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from labkit.commands import add_backend_args
 from labkit.runner import DEFAULT_OUTPUT_DIR, parse_value, run_notebooks
-
-from . import add_backend_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

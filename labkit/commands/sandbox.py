@@ -6,13 +6,7 @@ import argparse
 import json
 
 from labkit import config
-
-
-def _daemon():
-    # Imported on use: the daemon pulls in the whole API server, which `labkit --help` should not pay for.
-    from labkit.sandbox import daemon
-
-    return daemon
+from labkit.sandbox import client
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    info = _daemon().ensure_running(nodes=args.nodes, timeout=args.timeout)
+    info = client.ensure_running(nodes=args.nodes, timeout=args.timeout)
     print(f"sandbox running at {info.server} (pid {info.pid}, {info.nodes} node(s), {info.version})")
     print("simulated: k3s nodes with the runwasi WasmEdge shim; wasm modules run for real in wasmtime")
     print(f'use it from a shell: eval "$(labkit sandbox env)"   # KUBECONFIG={info.kubeconfig}')
@@ -50,12 +44,12 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_down(args: argparse.Namespace) -> int:
-    print("sandbox stopped (objects kept)" if _daemon().stop() else "sandbox was not running")
+    print("sandbox stopped (objects kept)" if client.stop() else "sandbox was not running")
     return 0
 
 
 def run_status(args: argparse.Namespace) -> int:
-    info = _daemon().status()
+    info = client.status()
     if args.json:
         print(json.dumps(info.to_json() if info else {"running": False}))
     elif info:

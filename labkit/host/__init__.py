@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from labkit.config import SANDBOX_DEFAULT_NODE, resolve_backend, sandbox_dir, sandbox_node_root
-from labkit.sandbox.images import ImageStore
-
-from .base import Host
-from .local import LocalHost
-from .sandbox import SandboxHost
+from labkit.host.base import Host
+from labkit.host.local import LocalHost
+from labkit.host.sandbox import SandboxHost
+from labkit.imagestore import ImageStore
 
 
 def host_for_backend(backend: str | None = None) -> Host:

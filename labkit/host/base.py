@@ -24,8 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labkit.errors import LabkitError, PrerequisiteMissing
-from labkit.sandbox.containerd import (
+from labkit.containerd import (
     ContainerdConfigError,
     ContainerdPaths,
     RuntimeInfo,
@@ -35,13 +34,13 @@ from labkit.sandbox.containerd import (
     render_node_config,
     set_default_runtime,
 )
-
-from . import changes
-from .changes import Backup, HostChange, HostChangeError
+from labkit.errors import LabkitError, PrerequisiteMissing
+from labkit.host import changes
+from labkit.host.changes import Backup, HostChange, HostChangeError
 
 if TYPE_CHECKING:
     from labkit.cluster import Cluster
-    from labkit.sandbox.images import ImageRecord
+    from labkit.imagestore import ImageRecord
 
 #: The containerd config version current k3s renders (containerd 2.x); sandbox nodes model it.
 DEFAULT_CONFIG_VERSION = 3

@@ -16,12 +16,11 @@ from typing import Any
 
 import yaml
 
+from labkit.containerd import RuntimeInfo, RuntimeSpec
 from labkit.errors import ImageError, PrerequisiteMissing
-from labkit.sandbox.containerd import RuntimeInfo, RuntimeSpec
-from labkit.sandbox.images import ImageRecord
-
-from .base import CRUN_FIX, Host
-from .changes import HostChangeError
+from labkit.host.base import CRUN_FIX, Host
+from labkit.host.changes import HostChangeError
+from labkit.imagestore import ImageRecord
 
 #: Where the k3s installer puts the binary (not always on a notebook's PATH).
 K3S_INSTALL_PATH = "/usr/local/bin/k3s"

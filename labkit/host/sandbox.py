@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.config import SANDBOX_DEFAULT_NODE
-
-from .base import Host
+from labkit.host.base import Host
 
 if TYPE_CHECKING:
-    from labkit.sandbox.images import ImageRecord, ImageStore
+    from labkit.imagestore import ImageRecord, ImageStore
 
 
 class SandboxHost(Host):
@@ -42,6 +41,6 @@ class SandboxHost(Host):
     def restart_k3s(self) -> dict[str, Any]:
         """``systemctl restart k3s`` on the node: the containerd config is re-rendered from its template and re-read,
         RuntimeClasses for detected runtimes are created; running pods keep running. Returns the loaded runtimes."""
-        from labkit.sandbox.daemon import restart_node
+        from labkit.sandbox.client import restart_node
 
         return restart_node(self.node, home=self.sandbox_home)

@@ -5,7 +5,7 @@
 'wasmedge'
 """
 
-from .volumes import Mount, host_path
-from .workloads import runtime_class, service, wasm_deployment, wasm_job
+from labkit.manifests.volumes import Mount, host_path
+from labkit.manifests.workloads import runtime_class, service, wasm_deployment, wasm_job
 
 __all__ = ["Mount", "host_path", "runtime_class", "service", "wasm_deployment", "wasm_job"]

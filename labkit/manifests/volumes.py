@@ -16,8 +16,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from labkit.errors import InvalidManifest
-
-from .checks import dns_label
+from labkit.manifests.checks import dns_label
 
 #: hostPath types the API server accepts ("" means: no check).
 HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice")

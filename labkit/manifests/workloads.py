@@ -11,10 +11,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from labkit.errors import InvalidManifest
-
-from .checks import dns_label, env_list, string_list
-from .checks import labels as string_map
-from .volumes import Mount, volumes_and_mounts
+from labkit.manifests.checks import dns_label, env_list, string_list
+from labkit.manifests.checks import labels as string_map
+from labkit.manifests.volumes import Mount, volumes_and_mounts
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 

@@ -1,13 +1,8 @@
 """The sandbox daemon: one process per ``LABKIT_HOME``, shared by every kernel and terminal.
 
-Client side: ``ensure_running()``, ``status()``, ``stop()`` — what
-``labkit.connect()`` and ``labkit sandbox up|down|status`` call. Daemon side:
-``serve()``, run as ``python -m labkit.sandbox.daemon``. State lives in SQLite
-(``state.db``), so ``down``/``up`` and even a killed daemon lose nothing.
+Run as ``python -m labkit.sandbox.daemon``; clients start and reach it through :mod:`labkit.sandbox.client`.
 
->>> info = ensure_running(nodes=1)      # doctest: +SKIP
->>> info.kubeconfig                     # doctest: +SKIP
-PosixPath('/home/me/.labkit/sandbox/kubeconfig')
+State lives in SQLite (``state.db``), so ``down``/``up`` and even a killed daemon lose nothing.
 """
 
 from __future__ import annotations
@@ -15,41 +10,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import fcntl
 import json
 import logging
 import os
 import secrets
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 from aiohttp import web
 
 from labkit import config
-from labkit.errors import SandboxError
-
-from . import tls
-from .apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
-from .auth import TokenAuthority
-from .endpoints import run_endpoints_controller
-from .kubelet import NodeAgents
-from .nodes import NODES, SANDBOX_NODE_LABEL, ensure_nodes, run_scheduler
-from .registry import RESOURCES
-from .server import VERSION_INFO, ApiServer, ServerThread
-from .store import Store
-from .workloads import run_deployment_controller, run_job_controller, run_replicaset_controller
+from labkit.sandbox import client, pki
+from labkit.sandbox.api.apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
+from labkit.sandbox.api.auth import TokenAuthority
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.server import VERSION_INFO, ApiServer, ServerThread
+from labkit.sandbox.api.store import Store
+from labkit.sandbox.controllers.endpoints import run_endpoints_controller
+from labkit.sandbox.controllers.workloads import (
+    run_deployment_controller,
+    run_job_controller,
+    run_replicaset_controller,
+)
+from labkit.sandbox.kubelet.agent import NodeAgents
+from labkit.sandbox.nodes import NODES, SANDBOX_NODE_LABEL, ensure_nodes, run_scheduler
 
 log = logging.getLogger("labkit.sandbox.daemon")
 
@@ -61,38 +49,6 @@ CONTROLLERS = (
     run_job_controller,
     run_endpoints_controller,
 )
-
-
-@dataclass
-class SandboxInfo:
-    kubeconfig: Path
-    context: str
-    server: str
-    pid: int
-    nodes: int
-    version: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "kubeconfig": str(self.kubeconfig)}
-
-
-def _paths(home: Path | None = None) -> dict[str, Path]:
-    root = home or config.sandbox_dir()
-    return {
-        "root": root,
-        "state": root / "state.db",
-        "info": root / "server.json",
-        "kubeconfig": root / "kubeconfig",
-        "secret": root / "secret",
-        "token": root / "admin-token",
-        "log": root / "daemon.log",
-        "lock": root / "lock",
-        "pod_logs": root / "pod-logs",
-        "ca": root / "ca.crt",
-        "nodes": root / "nodes",
-        "images": root / "images",
-        "module_cache": root / "module-cache",
-    }
 
 
 def _private_file(path: Path, make: bytes) -> bytes:
@@ -132,152 +88,6 @@ def write_kubeconfig(path: Path, server: str, token: str, ca: Path) -> None:
 
 
 # ---------------------------------------------------------------- client side
-def _read_info(paths: dict[str, Path]) -> dict[str, Any] | None:
-    try:
-        return json.loads(paths["info"].read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        # When this process started the daemon, reap it: an exited child stays a zombie that kill(0) still finds.
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _ready(url: str, paths: dict[str, Path], timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout, context=tls.client_context(paths["ca"])) as r:
-            return r.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def status(home: Path | None = None) -> SandboxInfo | None:
-    """The running sandbox, or None when no daemon answers."""
-    paths = _paths(home)
-    info = _read_info(paths)
-    if not info or not _alive(info["pid"]) or not _ready(info["server"], paths):
-        return None
-    return SandboxInfo(
-        paths["kubeconfig"],
-        config.SANDBOX_CONTEXT,
-        info["server"],
-        info["pid"],
-        _node_count(info["server"], paths),
-        info.get("version", ""),
-    )
-
-
-def _api(url: str, paths: dict[str, Path], method: str, path: str, body: Any = None) -> Any:
-    token = paths["token"].read_text().strip()
-    request = urllib.request.Request(
-        f"{url}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10, context=tls.client_context(paths["ca"])) as r:
-        return json.loads(r.read())
-
-
-def _node_count(url: str, paths: dict[str, Path]) -> int:
-    try:
-        nodes = _api(url, paths, "GET", f"/api/v1/nodes?labelSelector={SANDBOX_NODE_LABEL}%3Dtrue")
-    except (urllib.error.URLError, OSError, ValueError):
-        return 0
-    return len(nodes.get("items", []))
-
-
-@contextmanager
-def _locked(paths: dict[str, Path]) -> Iterator[None]:
-    """Serialise up/down across processes (two kernels starting at once share one daemon)."""
-    paths["root"].mkdir(parents=True, exist_ok=True)
-    with open(paths["lock"], "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def ensure_running(nodes: int | None = None, timeout: float = 60.0, home: Path | None = None) -> SandboxInfo:
-    """Start the sandbox unless it runs (idempotent); with *nodes*, make exactly that many nodes exist."""
-    if nodes is not None and nodes < 1:
-        raise SandboxError(f"a sandbox needs at least one node, not {nodes}", "use --nodes 1 or more")
-    paths = _paths(home)
-    with _locked(paths):
-        info = status(home)
-        if info is None:
-            _spawn(paths, nodes, timeout)
-            info = status(home)
-            if info is None:
-                raise SandboxError("the sandbox daemon started but does not answer", _log_hint(paths))
-        elif nodes is not None and info.nodes != nodes:
-            _api(info.server, paths, "POST", "/labkit/nodes", {"count": nodes})
-            info.nodes = _node_count(info.server, paths)
-    return info
-
-
-def _log_hint(paths: dict[str, Path]) -> str:
-    try:
-        tail = paths["log"].read_text(errors="replace").strip().splitlines()[-8:]
-    except OSError:
-        tail = []
-    shown = ("\n    " + "\n    ".join(tail)) if tail else ""
-    return f"read the daemon log: labkit sandbox logs ({paths['log']}){shown}"
-
-
-def _spawn(paths: dict[str, Path], nodes: int | None, timeout: float) -> None:
-    paths["root"].mkdir(parents=True, exist_ok=True)
-    paths["info"].unlink(missing_ok=True)
-    args = [sys.executable, "-m", "labkit.sandbox.daemon", "--home", str(paths["root"])]
-    if nodes is not None:
-        args += ["--nodes", str(nodes)]
-    with open(paths["log"], "ab") as out:
-        process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SandboxError(f"the sandbox daemon exited at start (code {process.returncode})", _log_hint(paths))
-        info = _read_info(paths)
-        if info and _ready(info["server"], paths, 1.0):
-            return
-        time.sleep(0.05)
-    process.terminate()
-    raise SandboxError(f"the sandbox daemon did not become ready within {timeout:.0f} s", _log_hint(paths))
-
-
-def stop(home: Path | None = None, timeout: float = 15.0) -> bool:
-    """Stop the daemon; objects stay in state.db. Returns False when none was running."""
-    paths = _paths(home)
-    with _locked(paths):
-        info = _read_info(paths)
-        if not info or not _alive(info["pid"]):
-            paths["info"].unlink(missing_ok=True)
-            return False
-        os.kill(info["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(info["pid"]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(info["pid"]):
-            os.kill(info["pid"], signal.SIGKILL)
-        paths["info"].unlink(missing_ok=True)
-        return True
-
-
 # ---------------------------------------------------------------- daemon side
 def bootstrap(core: ApiCore) -> None:
     """The objects a fresh k3s cluster has before anyone applies anything."""
@@ -393,7 +203,7 @@ def _free_port(preferred: int | None) -> int:
 
 
 def serve(home: Path, nodes: int | None) -> None:
-    paths = _paths(home)
+    paths = client.sandbox_paths(home)
     paths["root"].mkdir(parents=True, exist_ok=True)
     secret = _private_file(paths["secret"], secrets.token_bytes(32))
     token = _private_file(paths["token"], secrets.token_urlsafe(32).encode()).decode().strip()
@@ -402,12 +212,12 @@ def serve(home: Path, nodes: int | None) -> None:
     bootstrap(core)
     existing = [n for n in store.list(NODES)[0] if n["metadata"].get("labels", {}).get(SANDBOX_NODE_LABEL) == "true"]
     ensure_nodes(core, nodes or max(len(existing), 1))
-    previous = _read_info(paths) or {}
+    previous = client._read_info(paths) or {}
     agents = NodeAgents.for_sandbox(core, paths["root"])  # the kubelets, and their node restarts
     server = ApiServer(core, TokenAuthority(secret, token), paths["pod_logs"], extra_routes=_admin_routes(core, agents))
-    _, crt, key = tls.ensure_certificates(paths["root"])
+    _, crt, key = pki.ensure_certificates(paths["root"])
     thread = ServerThread(
-        server, port=_free_port(previous.get("port")), ssl_context=tls.server_context(crt, key)
+        server, port=_free_port(previous.get("port")), ssl_context=pki.server_context(crt, key)
     ).start()
     tasks = thread.call(
         lambda: (
@@ -435,7 +245,7 @@ def serve(home: Path, nodes: int | None) -> None:
     thread.call(lambda: [t.cancel() for t in tasks])
     thread.stop()
     store.close()
-    if _read_info(paths) == info:
+    if client._read_info(paths) == info:
         paths["info"].unlink(missing_ok=True)
 
 
@@ -476,27 +286,6 @@ def _admin_routes(core: ApiCore, agents: NodeAgents) -> list[web.RouteDef]:
         )
 
     return [web.post("/labkit/nodes", resize), web.post("/labkit/nodes/{name}/restart", restart)]
-
-
-def restart_node(name: str, home: Path | None = None) -> dict[str, Any]:
-    """Ask the running daemon to restart sandbox node *name* as ``systemctl restart k3s`` would.
-
-    Returns the runtimes containerd loaded; :class:`SandboxError` if no sandbox runs or the config does not load.
-    """
-    paths = _paths(home)
-    info = _read_info(paths)
-    if not info or not _alive(info["pid"]):
-        raise SandboxError("the sandbox is not running", "start it: labkit sandbox up")
-    try:
-        return _api(info["server"], paths, "POST", f"/labkit/nodes/{name}/restart", {})
-    except urllib.error.HTTPError as err:
-        message = json.loads(err.read() or b"{}").get("message", str(err))
-        raise SandboxError(
-            f"restarting node {name} failed: {message}",
-            "fix the containerd template in the node's var/lib/rancher/k3s/agent/etc/containerd/ and restart again"
-            if err.code == 422
-            else "list the nodes: kubectl get nodes",
-        ) from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .status import bad_request
+from labkit.sandbox.api.status import bad_request
 
 _FOLLOW_POLL_S = 0.05
 

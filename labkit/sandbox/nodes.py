@@ -14,19 +14,19 @@ import platform
 from collections import Counter
 from typing import Any
 
+from labkit import config
 from labkit.config import SANDBOX_DEFAULT_NODE
-
-from .apicore import ApiCore, now_rfc3339
-from .events import record_event
-from .registry import RESOURCES
-from .selectors import parse_field_selector
-from .status import StatusError
+from labkit.sandbox.api.apicore import ApiCore, now_rfc3339
+from labkit.sandbox.api.events import record_event
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.selectors import parse_field_selector
+from labkit.sandbox.api.status import StatusError
 
 log = logging.getLogger("labkit.sandbox.nodes")
 
 NODES = RESOURCES.served("", "nodes")
 PODS = RESOURCES.served("", "pods")
-SANDBOX_NODE_LABEL = "labkit.io/sandbox-node"
+SANDBOX_NODE_LABEL = config.SANDBOX_NODE_LABEL
 _UNSCHEDULED = parse_field_selector("spec.nodeName=")
 KUBELET_VERSION = "v1.32.5+labkit.sandbox"
 #: Honesty: every place a learner reads the runtime says it is simulated.

@@ -4,16 +4,9 @@
 in ``sys.modules``; import names from it with ``from labkit.wasm.inspect import ...``).
 """
 
-from .apps import BuiltApp, build_apps, module_path, shipped_modules, stale_modules
-from .inspect import Export, Import, Limits, ModuleInfo, inspect
-from .oci import (
-    BuiltImage,
-    ImageInfo,
-    build_image,
-    normalize_ref,
-    read_image,
-    read_images,
-)
+from labkit.wasm.apps import BuiltApp, build_apps, module_path, shipped_modules, stale_modules
+from labkit.wasm.inspect import Export, Import, Limits, ModuleInfo, inspect
+from labkit.wasm.oci import BuiltImage, ImageInfo, build_image, normalize_ref, read_image, read_images
 
 __all__ = [
     "BuiltApp",

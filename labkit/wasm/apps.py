@@ -23,8 +23,7 @@ from pathlib import Path
 
 from labkit.config import project_root
 from labkit.errors import PrerequisiteMissing, WasmError
-
-from .inspect import inspect
+from labkit.wasm.inspect import inspect
 
 MODULES_DIR = Path(__file__).resolve().parent / "modules"
 MANIFEST = "SOURCES.json"

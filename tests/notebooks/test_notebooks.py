@@ -33,7 +33,7 @@ def executed_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield tmp_path_factory.mktemp("executed-notebooks")
         if config.resolve_backend() == "sandbox":
             try:
-                from labkit.sandbox import daemon
+                from labkit.sandbox import client as daemon
             except ImportError:
                 return  # no sandbox in this checkout: nothing was started
             daemon.stop()

@@ -38,7 +38,7 @@ def sandbox_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sandbox(sandbox_home):
     """A running 2-node sandbox daemon (a separate process), stopped at the end of the session."""
-    from labkit.sandbox import daemon
+    from labkit.sandbox import client as daemon
 
     home = sandbox_home / "sandbox"
     info = daemon.ensure_running(nodes=2, home=home)

@@ -200,7 +200,7 @@ def test_deletion_semantics(raw, namespace):
 
 def test_objects_survive_daemon_restart(sandbox_home, tmp_path):
     """down/up keeps every object: state lives in SQLite, not in the process."""
-    from labkit.sandbox import daemon
+    from labkit.sandbox import client as daemon
 
     home = tmp_path / "restart"
     info = daemon.ensure_running(nodes=1, home=home)

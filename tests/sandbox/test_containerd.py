@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from labkit.errors import LabkitError
-from labkit.sandbox.containerd import (
+from labkit.containerd import (
     IGNORED_KEY_TEXT,
     ContainerdConfigError,
     ContainerdPaths,

@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from labkit.sandbox.apicore import ApiCore
-from labkit.sandbox.endpoints import (
+from labkit.sandbox.api.apicore import ApiCore
+from labkit.sandbox.controllers.endpoints import (
     ENDPOINTS,
     SLICES,
     run_endpoints_controller,
     slice_endpoint,
 )
-from labkit.sandbox.events import EVENTS
-from labkit.sandbox.registry import RESOURCES
-from labkit.sandbox.store import NAME_ALPHABET, Store
-from labkit.sandbox.workloads import (
+from labkit.sandbox.api.events import EVENTS
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.store import NAME_ALPHABET, Store
+from labkit.sandbox.controllers.workloads import (
     DEPLOYMENTS,
     JOBS,
     PODS,

@@ -17,17 +17,17 @@ from typing import Any
 import pytest
 import wasmtime
 
-from labkit.sandbox.apicore import ApiCore
-from labkit.sandbox.containerd import (
+from labkit.sandbox.api.apicore import ApiCore
+from labkit.containerd import (
     ContainerdPaths,
     RuntimeSpec,
     crun_runtime_template,
     runtime_tables,
 )
 from labkit.sandbox.daemon import bootstrap
-from labkit.sandbox.events import EVENTS
-from labkit.sandbox.images import ImageStore
-from labkit.sandbox.kubelet import (
+from labkit.sandbox.api.events import EVENTS
+from labkit.imagestore import ImageStore
+from labkit.sandbox.kubelet.agent import (
     RUNTIMECLASSES,
     ContainerFailure,
     ImageContent,
@@ -40,9 +40,9 @@ from labkit.sandbox.kubelet import (
     prepare_volumes,
 )
 from labkit.sandbox.nodes import NODES, PODS, ensure_nodes, run_scheduler
-from labkit.sandbox.registry import RESOURCES
-from labkit.sandbox.status import StatusError
-from labkit.sandbox.store import Store
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.api.store import Store
 from labkit.wasm.oci import build_image
 
 CONFIGMAPS = RESOURCES.by_plural("", "configmaps")

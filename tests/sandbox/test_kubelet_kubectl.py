@@ -13,9 +13,9 @@ import pytest
 from conftest import KUBECTL, kubectl_runner
 
 from labkit.host import SandboxHost
-from labkit.sandbox import daemon
-from labkit.sandbox.containerd import ContainerdPaths, RuntimeSpec, runtime_tables
-from labkit.sandbox.images import ImageStore
+from labkit.sandbox import client as daemon
+from labkit.containerd import ContainerdPaths, RuntimeSpec, runtime_tables
+from labkit.imagestore import ImageStore
 
 Kubectl = Callable[..., subprocess.CompletedProcess]
 

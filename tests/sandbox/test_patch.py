@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from labkit.sandbox.patch import (
+from labkit.sandbox.api.patch import (
     fields_v1,
     format_field_path,
     json_merge_patch,
@@ -18,8 +18,8 @@ from labkit.sandbox.patch import (
     server_side_apply,
     strategic_merge_patch,
 )
-from labkit.sandbox.registry import RESOURCES
-from labkit.sandbox.status import StatusError
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.status import StatusError
 
 DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
 PODS = RESOURCES.by_plural("", "pods")

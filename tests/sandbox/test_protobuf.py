@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from labkit.sandbox import protobuf, tables
-from labkit.sandbox.registry import RESOURCES, Resource
-from labkit.sandbox.status import StatusError
+from labkit.sandbox.api import protobuf, tables
+from labkit.sandbox.api.registry import RESOURCES, Resource
+from labkit.sandbox.api.status import StatusError
 
 KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32"
 pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl 1.32 binary not installed")

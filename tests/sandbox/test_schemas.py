@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from labkit.sandbox.registry import RESOURCES
-from labkit.sandbox.schemas import MergeInfo, schemas
-from labkit.sandbox.status import StatusError
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.schemas import MergeInfo, schemas
+from labkit.sandbox.api.status import StatusError
 
 DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
 PODS = RESOURCES.by_plural("", "pods")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.sandbox.selectors import (
+from labkit.sandbox.api.selectors import (
     field_value,
     label_selector_from_match,
     parse_field_selector,
@@ -12,7 +12,7 @@ from labkit.sandbox.selectors import (
     validate_label_key,
     validate_label_value,
 )
-from labkit.sandbox.status import StatusError
+from labkit.sandbox.api.status import StatusError
 
 WEB = {"app": "web", "tier": "front", "replicas": "3"}
 DB = {"app": "db", "tier": "back"}

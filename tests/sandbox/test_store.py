@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from labkit.errors import SandboxError
-from labkit.sandbox import store as store_module
-from labkit.sandbox.registry import RESOURCES
-from labkit.sandbox.selectors import parse_field_selector, parse_label_selector
-from labkit.sandbox.status import StatusError
-from labkit.sandbox.store import NAME_ALPHABET, Store, Watcher, WatchEvent
+from labkit.sandbox.api import store as store_module
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
+from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.api.store import NAME_ALPHABET, Store, Watcher, WatchEvent
 
 PODS = RESOURCES.by_plural("", "pods")
 NAMESPACES = RESOURCES.by_plural("", "namespaces")

@@ -11,8 +11,8 @@ import pytest
 import wasmtime
 
 from labkit.errors import LabkitError, WasmError
-from labkit.sandbox.extensions import ExtensionRegistry, PodContext
-from labkit.sandbox.wasmrun import (
+from labkit.sandbox.kubelet.extensions import ExtensionRegistry, PodContext
+from labkit.sandbox.kubelet.wasmrun import (
     SHIM_CANT_HANDLE,
     CantHandleSpec,
     ContainerSpec,

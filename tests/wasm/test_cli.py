@@ -16,8 +16,7 @@ import pytest
 
 from labkit.cli import main
 from labkit.wasm.apps import module_path
-
-from .test_inspect import objdump_imports
+from wasm.test_inspect import objdump_imports
 
 
 @pytest.fixture

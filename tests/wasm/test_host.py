@@ -12,7 +12,7 @@ import pytest
 
 from labkit.errors import ImageError, PrerequisiteMissing
 from labkit.host import LocalHost, SandboxHost, host_for_backend
-from labkit.sandbox.images import ImageStore
+from labkit.imagestore import ImageStore
 from labkit.wasm.apps import module_path
 from labkit.wasm.oci import build_image, read_image
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from labkit.errors import ImageError
-from labkit.sandbox.images import ImageRecord, ImageStore, default_platform
+from labkit.imagestore import ImageRecord, ImageStore, default_platform
 from labkit.wasm.apps import module_path
 from labkit.wasm.oci import build_image, read_image
 

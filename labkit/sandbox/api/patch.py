@@ -21,11 +21,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .schemas import Node, schemas
-from .status import StatusError, bad_request
+from labkit.sandbox.api.schemas import Node, schemas
+from labkit.sandbox.api.status import StatusError, bad_request
 
 if TYPE_CHECKING:
-    from .registry import Resource
+    from labkit.sandbox.api.registry import Resource
 
 FieldPath = tuple[str, ...]
 """A managed-field path in FieldsV1 notation: ``("f:spec", "f:containers", 'k:{"name":"c"}', "f:image")``."""

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .status import bad_request
+from labkit.sandbox.api.status import bad_request
 
 # --- label key and value validation (wording of k8s.io/apimachinery/pkg/util/validation) ---------------------------
 
@@ -303,7 +303,7 @@ def parse_label_selector(text: str) -> LabelSelector:
     >>> parse_label_selector("app in web")
     Traceback (most recent call last):
     ...
-    labkit.sandbox.status.StatusError: unable to parse requirement: found 'web' expected: '('
+    labkit.sandbox.api.status.StatusError: unable to parse requirement: found 'web' expected: '('
     """
     tokens = _Tokens(text)
     requirements: list[Requirement] = []
@@ -457,7 +457,7 @@ def parse_field_selector(text: str) -> FieldSelector:
     >>> parse_field_selector("metadata.name")
     Traceback (most recent call last):
     ...
-    labkit.sandbox.status.StatusError: invalid selector: 'metadata.name'; can't understand 'metadata.name'
+    labkit.sandbox.api.status.StatusError: invalid selector: 'metadata.name'; can't understand 'metadata.name'
     """
     terms: list[FieldTerm] = []
     for part in sorted(_split_unescaped_commas(text)):

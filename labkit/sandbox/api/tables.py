@@ -9,7 +9,7 @@ Table carries the ``-o wide`` columns with ``priority: 1``; kubectl hides them
 unless asked.
 
 >>> from datetime import datetime, timezone
->>> from labkit.sandbox.registry import RESOURCES
+>>> from labkit.sandbox.api.registry import RESOURCES
 >>> cm = {"metadata": {"name": "cfg", "creationTimestamp": "2025-01-01T00:00:00Z"}, "data": {"a": "1"}}
 >>> t = to_table(RESOURCES.by_plural("", "configmaps"), [cm], now=datetime(2025, 1, 1, 0, 3, 2, tzinfo=timezone.utc))
 >>> [c["name"] for c in t["columnDefinitions"]], t["rows"][0]["cells"]
@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .registry import Resource
+    from labkit.sandbox.api.registry import Resource
 
 Obj = dict[str, Any]
 TABLE_API_VERSION = "meta.k8s.io/v1"

@@ -11,7 +11,7 @@ Reads come from an in-memory mirror of the table (loaded at open), the way the
 API server's watch cache answers most reads; every read returns a fresh copy.
 
 >>> import asyncio, tempfile, os
->>> from labkit.sandbox.registry import RESOURCES
+>>> from labkit.sandbox.api.registry import RESOURCES
 >>> pods = RESOURCES.by_plural("", "pods")
 >>> store = Store(os.path.join(tempfile.mkdtemp(), "state.db"))
 >>> pod = store.create(pods, {"metadata": {"namespace": "default", "generateName": "web-"}})
@@ -45,12 +45,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import SandboxError
-
-from .status import already_exists, bad_request, conflict, gone, invalid, not_found
+from labkit.sandbox.api.status import already_exists, bad_request, conflict, gone, invalid, not_found
 
 if TYPE_CHECKING:
-    from .registry import Resource
-    from .selectors import FieldSelector, LabelSelector
+    from labkit.sandbox.api.registry import Resource
+    from labkit.sandbox.api.selectors import FieldSelector, LabelSelector
 
 ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
 

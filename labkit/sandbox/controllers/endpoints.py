@@ -17,21 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .selectors import label_selector_from_match, parse_label_selector
-from .status import StatusError
-from .workloads import (
-    PODS,
-    Key,
-    Source,
-    owner_reference,
-    pod_ready,
-    run_controller,
-    served,
-)
+from labkit.sandbox.api.selectors import label_selector_from_match, parse_label_selector
+from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.controllers.workloads import PODS, Key, Source, owner_reference, pod_ready, run_controller, served
 
 if TYPE_CHECKING:
-    from .apicore import ApiCore
-    from .registry import Resource
+    from labkit.sandbox.api.apicore import ApiCore
+    from labkit.sandbox.api.registry import Resource
 
 SERVICES = served("", "services")
 ENDPOINTS = served("", "endpoints")

@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .apicore import ApiCore, now_rfc3339
-from .events import record_event
-from .registry import RESOURCES, Resource
-from .selectors import label_selector_from_match
-from .status import StatusError
-from .store import NAME_ALPHABET, Watcher
+from labkit.sandbox.api.apicore import ApiCore, now_rfc3339
+from labkit.sandbox.api.events import record_event
+from labkit.sandbox.api.registry import RESOURCES, Resource
+from labkit.sandbox.api.selectors import label_selector_from_match
+from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.api.store import NAME_ALPHABET, Watcher
 
-log = logging.getLogger("labkit.sandbox.workloads")
+log = logging.getLogger("labkit.sandbox.controllers.workloads")
 
 
 served = RESOURCES.served  # kept as a name: the controllers' constants read best as served("apps", "deployments")

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .registry import RESOURCES  # noqa: F401  (RESOURCES used by the doctest)
+from labkit.sandbox.api.registry import RESOURCES  # noqa: F401  (RESOURCES used by the doctest)
 
 if TYPE_CHECKING:
-    from .registry import Resource
+    from labkit.sandbox.api.registry import Resource
 
 
 class StatusError(Exception):

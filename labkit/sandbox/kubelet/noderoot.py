@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .containerd import (
+from labkit.containerd import (
     ContainerdPaths,
     RuntimeInfo,
     detect_runtimes,
@@ -65,7 +65,7 @@ def prepare_node_root(root: Path) -> Path:
 def start_containerd(root: Path) -> RuntimeInfo:
     """k3s's start sequence on the node at *root*: detect runtimes, render ``config.toml``, read it back.
 
-    Raises :class:`~labkit.sandbox.containerd.ContainerdConfigError` for a
+    Raises :class:`~labkit.containerd.ContainerdConfigError` for a
     template containerd would reject (on k3s, containerd would not start).
     """
     paths = ContainerdPaths(root)

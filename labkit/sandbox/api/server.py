@@ -21,17 +21,25 @@ from urllib.parse import unquote
 import yaml
 from aiohttp import web
 
-from . import discovery, logs, patch, protobuf, schemas, tables
-from .auth import ADMIN, Authorizer, TokenAuthority, User, review_attributes
-from .events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
-from .registry import RESOURCES, Resource
-from .selectors import parse_field_selector, parse_label_selector
-from .status import StatusError, bad_request, forbidden, method_not_allowed, unauthorized, unsupported_media_type
+from labkit.sandbox import logs
+from labkit.sandbox.api import discovery, patch, protobuf, schemas, tables
+from labkit.sandbox.api.auth import ADMIN, Authorizer, TokenAuthority, User, review_attributes
+from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
+from labkit.sandbox.api.registry import RESOURCES, Resource
+from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
+from labkit.sandbox.api.status import (
+    StatusError,
+    bad_request,
+    forbidden,
+    method_not_allowed,
+    unauthorized,
+    unsupported_media_type,
+)
 
 if TYPE_CHECKING:
-    from .apicore import ApiCore
+    from labkit.sandbox.api.apicore import ApiCore
 
-log = logging.getLogger("labkit.sandbox.server")
+log = logging.getLogger("labkit.sandbox.api.server")
 
 JSON = "application/json"
 #: What /version says: a k3s-shaped version string, marked as labkit's sandbox.

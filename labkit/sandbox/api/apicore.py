@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import admission, patch, schemas
-from .registry import RESOURCES, Resource
-from .selectors import label_selector_from_match, parse_field_selector, parse_label_selector
-from .status import StatusError, already_exists, bad_request, conflict, invalid, not_found
+from labkit.sandbox.api import admission, patch, schemas
+from labkit.sandbox.api.registry import RESOURCES, Resource
+from labkit.sandbox.api.selectors import label_selector_from_match, parse_field_selector, parse_label_selector
+from labkit.sandbox.api.status import StatusError, already_exists, bad_request, conflict, invalid, not_found
 
 if TYPE_CHECKING:
-    from .store import Store
+    from labkit.sandbox.api.store import Store
 
 #: Kinds whose spec changes bump ``metadata.generation`` (workload controllers read it).
 GENERATION_KINDS = {"Deployment", "ReplicaSet", "Job", "Pod"}

@@ -49,8 +49,7 @@ from typing import NamedTuple
 import wasmtime
 
 from labkit.errors import WasmError
-
-from .extensions import HostExtension, PodContext
+from labkit.sandbox.kubelet.extensions import HostExtension, PodContext
 
 WASM_MAGIC = b"\0asm"
 SHIM_CANT_HANDLE = "wasmedge executor can't handle spec"

@@ -6,7 +6,7 @@ loaded once per process. Validation walks those schemas directly instead of goin
 under a millisecond; the walk also knows the Go type names that the real server puts in its
 decode errors, which learners paste into search engines.
 
->>> from labkit.sandbox.registry import RESOURCES
+>>> from labkit.sandbox.api.registry import RESOURCES
 >>> pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
 ...        "spec": {"containers": [{"name": "c", "image": "busybox", "imagee": "x"}]}}
 >>> schemas().validate(RESOURCES.by_kind("", "v1", "Pod"), pod, "Warn")
@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from labkit.errors import PrerequisiteMissing
-
-from .registry import RESOURCES, Resource
-from .status import bad_request, invalid
+from labkit.sandbox.api.registry import RESOURCES, Resource
+from labkit.sandbox.api.status import bad_request, invalid
 
 SCHEMA_VERSION = "v1.32.0-local-strict"
 FIELD_VALIDATION_MODES = ("Strict", "Warn", "Ignore")
@@ -383,7 +382,7 @@ class Schemas:
     def merge_info(self, resource: Resource, path: tuple[str, ...]) -> MergeInfo:
         """Patch metadata of the field at ``path``.
 
-        >>> from labkit.sandbox.registry import RESOURCES
+        >>> from labkit.sandbox.api.registry import RESOURCES
         >>> schemas().merge_info(RESOURCES.by_plural("apps", "deployments"),
         ...                      ("spec", "template", "spec", "containers"))
         MergeInfo(strategy='merge', merge_key='name', list_type='map', list_map_keys=('name',))
@@ -941,7 +940,7 @@ _KIND_RULES: dict[str, Callable[[dict[str, Any]], list[Cause]]] = {
 def semantic_causes(resource: Resource, obj: dict[str, Any]) -> list[Cause]:
     """The 422 causes the real server would report for ``obj`` (empty when valid).
 
-    >>> from labkit.sandbox.registry import RESOURCES
+    >>> from labkit.sandbox.api.registry import RESOURCES
     >>> semantic_causes(RESOURCES.by_kind("node.k8s.io", "v1", "RuntimeClass"),
     ...                 {"metadata": {"name": "wasm"}})
     [{'reason': 'FieldValueRequired', 'message': 'Required value', 'field': 'handler'}]

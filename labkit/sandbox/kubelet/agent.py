@@ -7,13 +7,13 @@ conditions, container states, reasons, events and back-offs:
 
 1. **sandbox**: the pod's RuntimeClass → handler → a runtime in the node's
    containerd config (read at node start from the rendered ``config.toml``,
-   see :mod:`labkit.sandbox.noderoot`); volumes are set up. A handler the node
+   see :mod:`labkit.sandbox.kubelet.noderoot`); volumes are set up. A handler the node
    lacks fails with containerd's ``no runtime for "X" is configured``.
 2. **image**: resolved in the sandbox image store, honouring
    ``imagePullPolicy``; a "pull" only reaches the simulated registry of
-   :mod:`labkit.sandbox.registry_mirror`.
+   :mod:`labkit.sandbox.kubelet.registry_mirror`.
 3. **container**: what the runtime would do with the image. The WasmEdge
-   shim runs arg0's wasm module with wasmtime (:mod:`labkit.sandbox.wasmrun`);
+   shim runs arg0's wasm module with wasmtime (:mod:`labkit.sandbox.kubelet.wasmrun`);
    runc cannot run a ``\\0asm`` file (``exec format error``); crun built with
    WasmEdge runs it only when the pod's ``module.wasm.image/variant``
    annotation reaches it through the runtime's ``pod_annotations``.
@@ -47,33 +47,25 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from labkit.containerd import ContainerdConfigError, RuntimeInfo, RuntimeSpec
 from labkit.errors import LabkitError, WasmError
-
-from . import registry_mirror
-from .apicore import ApiCore, now_rfc3339
-from .containerd import ContainerdConfigError, RuntimeInfo, RuntimeSpec
-from .events import record_event
-from .extensions import PodContext, extensions_for
-from .images import ImageStore
-from .logs import LogWriter, PodLogs
-from .noderoot import prepare_node_root, runtime_class_objects, start_containerd
-from .nodes import NODES, PODS, SANDBOX_NODE_LABEL, node_ip, ready_status
-from .registry import RESOURCES
-from .selectors import parse_field_selector, parse_label_selector
-from .status import StatusError
-from .wasmrun import (
-    CantHandleSpec,
-    ContainerSpec,
-    ModuleCache,
-    Mount,
-    WasmContainer,
-    check_arg0,
-)
+from labkit.imagestore import ImageStore
+from labkit.sandbox.api.apicore import ApiCore, now_rfc3339
+from labkit.sandbox.api.events import record_event
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
+from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.kubelet import registry_mirror
+from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
+from labkit.sandbox.kubelet.noderoot import prepare_node_root, runtime_class_objects, start_containerd
+from labkit.sandbox.kubelet.wasmrun import CantHandleSpec, ContainerSpec, ModuleCache, Mount, WasmContainer, check_arg0
+from labkit.sandbox.logs import LogWriter, PodLogs
+from labkit.sandbox.nodes import NODES, PODS, SANDBOX_NODE_LABEL, node_ip, ready_status
 
 if TYPE_CHECKING:
-    from .store import Watcher
+    from labkit.sandbox.api.store import Watcher
 
-log = logging.getLogger("labkit.sandbox.kubelet")
+log = logging.getLogger("labkit.sandbox.kubelet.agent")
 
 RUNTIMECLASSES = RESOURCES.served("node.k8s.io", "runtimeclasses")
 CONFIGMAPS = RESOURCES.served("", "configmaps")

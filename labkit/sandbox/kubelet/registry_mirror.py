@@ -31,7 +31,7 @@ from labkit.wasm.apps import module_path, shipped_modules
 from labkit.wasm.oci import build_image, normalize_ref, split_ref
 
 if TYPE_CHECKING:
-    from .images import ImageStore
+    from labkit.imagestore import ImageStore
 
 MIRROR_REPOSITORY = "docker.io/labkit/"
 #: tag -> image layout served under it

@@ -12,8 +12,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from .apicore import ApiCore, now_rfc3339
-from .registry import RESOURCES
+from labkit.sandbox.api.apicore import ApiCore, now_rfc3339
+from labkit.sandbox.api.registry import RESOURCES
 
 EVENTS = RESOURCES.served("", "events")
 NAMESPACES = RESOURCES.served("", "namespaces")

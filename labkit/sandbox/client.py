@@ -1,0 +1,235 @@
+"""The sandbox daemon's client: start, find, stop and ask it, with the standard library only.
+
+This is the one module of :mod:`labkit.sandbox` that the rest of labkit imports
+(``labkit.connect()``, ``labkit sandbox up|down|status``, the sandbox Host door).
+It speaks to the daemon over its HTTPS API with the admin token, and never
+imports the API server, the controllers or the kubelets. How the processes fit
+together: ``docs/architecture.md``.
+
+>>> info = ensure_running(nodes=1)      # doctest: +SKIP
+>>> info.kubeconfig                     # doctest: +SKIP
+PosixPath('/home/me/.labkit/sandbox/kubeconfig')
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from labkit import config
+from labkit.errors import SandboxError
+from labkit.sandbox import pki
+
+
+@dataclass
+class SandboxInfo:
+    kubeconfig: Path
+    context: str
+    server: str
+    pid: int
+    nodes: int
+    version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "kubeconfig": str(self.kubeconfig)}
+
+
+def sandbox_paths(home: Path | None = None) -> dict[str, Path]:
+    root = home or config.sandbox_dir()
+    return {
+        "root": root,
+        "state": root / "state.db",
+        "info": root / "server.json",
+        "kubeconfig": root / "kubeconfig",
+        "secret": root / "secret",
+        "token": root / "admin-token",
+        "log": root / "daemon.log",
+        "lock": root / "lock",
+        "pod_logs": root / "pod-logs",
+        "ca": root / "ca.crt",
+        "nodes": root / "nodes",
+        "images": root / "images",
+        "module_cache": root / "module-cache",
+    }
+
+
+# ---------------------------------------------------------------- client side
+def _read_info(paths: dict[str, Path]) -> dict[str, Any] | None:
+    try:
+        return json.loads(paths["info"].read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # When this process started the daemon, reap it: an exited child stays a zombie that kill(0) still finds.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ready(url: str, paths: dict[str, Path], timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout, context=pki.client_context(paths["ca"])) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def status(home: Path | None = None) -> SandboxInfo | None:
+    """The running sandbox, or None when no daemon answers."""
+    paths = sandbox_paths(home)
+    info = _read_info(paths)
+    if not info or not _alive(info["pid"]) or not _ready(info["server"], paths):
+        return None
+    return SandboxInfo(
+        paths["kubeconfig"],
+        config.SANDBOX_CONTEXT,
+        info["server"],
+        info["pid"],
+        _node_count(info["server"], paths),
+        info.get("version", ""),
+    )
+
+
+def _api(url: str, paths: dict[str, Path], method: str, path: str, body: Any = None) -> Any:
+    token = paths["token"].read_text().strip()
+    request = urllib.request.Request(
+        f"{url}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10, context=pki.client_context(paths["ca"])) as r:
+        return json.loads(r.read())
+
+
+def _node_count(url: str, paths: dict[str, Path]) -> int:
+    try:
+        nodes = _api(url, paths, "GET", f"/api/v1/nodes?labelSelector={config.SANDBOX_NODE_LABEL}%3Dtrue")
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0
+    return len(nodes.get("items", []))
+
+
+@contextmanager
+def _locked(paths: dict[str, Path]) -> Iterator[None]:
+    """Serialise up/down across processes (two kernels starting at once share one daemon)."""
+    paths["root"].mkdir(parents=True, exist_ok=True)
+    with open(paths["lock"], "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_running(nodes: int | None = None, timeout: float = 60.0, home: Path | None = None) -> SandboxInfo:
+    """Start the sandbox unless it runs (idempotent); with *nodes*, make exactly that many nodes exist."""
+    if nodes is not None and nodes < 1:
+        raise SandboxError(f"a sandbox needs at least one node, not {nodes}", "use --nodes 1 or more")
+    paths = sandbox_paths(home)
+    with _locked(paths):
+        info = status(home)
+        if info is None:
+            _spawn(paths, nodes, timeout)
+            info = status(home)
+            if info is None:
+                raise SandboxError("the sandbox daemon started but does not answer", _log_hint(paths))
+        elif nodes is not None and info.nodes != nodes:
+            _api(info.server, paths, "POST", "/labkit/nodes", {"count": nodes})
+            info.nodes = _node_count(info.server, paths)
+    return info
+
+
+def _log_hint(paths: dict[str, Path]) -> str:
+    try:
+        tail = paths["log"].read_text(errors="replace").strip().splitlines()[-8:]
+    except OSError:
+        tail = []
+    shown = ("\n    " + "\n    ".join(tail)) if tail else ""
+    return f"read the daemon log: labkit sandbox logs ({paths['log']}){shown}"
+
+
+def _spawn(paths: dict[str, Path], nodes: int | None, timeout: float) -> None:
+    paths["root"].mkdir(parents=True, exist_ok=True)
+    paths["info"].unlink(missing_ok=True)
+    args = [sys.executable, "-m", "labkit.sandbox.daemon", "--home", str(paths["root"])]
+    if nodes is not None:
+        args += ["--nodes", str(nodes)]
+    with open(paths["log"], "ab") as out:
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SandboxError(f"the sandbox daemon exited at start (code {process.returncode})", _log_hint(paths))
+        info = _read_info(paths)
+        if info and _ready(info["server"], paths, 1.0):
+            return
+        time.sleep(0.05)
+    process.terminate()
+    raise SandboxError(f"the sandbox daemon did not become ready within {timeout:.0f} s", _log_hint(paths))
+
+
+def stop(home: Path | None = None, timeout: float = 15.0) -> bool:
+    """Stop the daemon; objects stay in state.db. Returns False when none was running."""
+    paths = sandbox_paths(home)
+    with _locked(paths):
+        info = _read_info(paths)
+        if not info or not _alive(info["pid"]):
+            paths["info"].unlink(missing_ok=True)
+            return False
+        os.kill(info["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(info["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(info["pid"]):
+            os.kill(info["pid"], signal.SIGKILL)
+        paths["info"].unlink(missing_ok=True)
+        return True
+
+
+def restart_node(name: str, home: Path | None = None) -> dict[str, Any]:
+    """Ask the running daemon to restart sandbox node *name* as ``systemctl restart k3s`` would.
+
+    Returns the runtimes containerd loaded; :class:`SandboxError` if no sandbox runs or the config does not load.
+    """
+    paths = sandbox_paths(home)
+    info = _read_info(paths)
+    if not info or not _alive(info["pid"]):
+        raise SandboxError("the sandbox is not running", "start it: labkit sandbox up")
+    try:
+        return _api(info["server"], paths, "POST", f"/labkit/nodes/{name}/restart", {})
+    except urllib.error.HTTPError as err:
+        message = json.loads(err.read() or b"{}").get("message", str(err))
+        raise SandboxError(
+            f"restarting node {name} failed: {message}",
+            "fix the containerd template in the node's var/lib/rancher/k3s/agent/etc/containerd/ and restart again"
+            if err.code == 422
+            else "list the nodes: kubectl get nodes",
+        ) from None
+
+
