@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -46,6 +45,7 @@ from typing import Any
 import yaml
 
 from labkit.errors import LabkitError
+from labkit.fsutil import write_atomic
 
 CONTAINERD_DIR = Path("var/lib/rancher/k3s/agent/etc/containerd")
 K3S_CONFIG = Path("etc/rancher/k3s/config.yaml")
@@ -382,13 +382,6 @@ def k3s_default_runtime(paths: ContainerdPaths) -> str | None:
     return str(value) if value else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def render_node_config(
     paths: ContainerdPaths,
     version: int,
@@ -407,7 +400,7 @@ def render_node_config(
     chosen = default_runtime or k3s_default_runtime(paths) or "runc"
     base = render_base_config(effective, detected_runtimes, chosen, settings)
     text = render_template(template.read_text(), base) if template else base
-    _write_atomic(paths.config, text)
+    write_atomic(paths.config, text, make_parents=True)
     return text
 
 

@@ -14,15 +14,14 @@ so images built by labkit or by runwasi's ``oci-tar-builder`` import alike.
 from __future__ import annotations
 
 import json
-import os
 import platform as host_platform
 import sqlite3
-import tempfile
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.errors import ImageError
+from labkit.fsutil import write_atomic
 from labkit.wasm.oci import ImageInfo, normalize_ref, read_images, sha256_digest
 
 _SCHEMA = """
@@ -83,10 +82,7 @@ class ImageStore:
         digest = sha256_digest(data)
         path = self._blob_path(digest)
         if not path.exists():
-            fd, tmp = tempfile.mkstemp(dir=self.blob_dir, prefix=".incoming.")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            write_atomic(path, data)
         return digest
 
     # ---------------------------------------------------------------- import

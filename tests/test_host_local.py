@@ -23,10 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from labkit.errors import PrerequisiteMissing
-from labkit.host import LocalHost
-from labkit.host.base import RuntimeVerificationError
-from labkit.host.changes import HostChange, HostChangeError
 from labkit.containerd import (
     ContainerdConfigError,
     ContainerdPaths,
@@ -37,6 +33,10 @@ from labkit.containerd import (
     render_node_config,
     render_template,
 )
+from labkit.errors import PrerequisiteMissing
+from labkit.host import LocalHost
+from labkit.host.base import RuntimeVerificationError
+from labkit.host.changes import HostChange, HostChangeError
 
 K3S = r"""
 args = sys.argv[1:]

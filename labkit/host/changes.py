@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import LabkitError
+from labkit.fsutil import write_atomic
 
 #: Where backups live, relative to the node root.
 BACKUP_DIR = Path("var/lib/labkit/backups")
@@ -179,30 +180,6 @@ def _new_backup_dir(node_root: Path) -> tuple[Path, str]:
             continue
 
 
-def write_atomic(path: Path, data: bytes, mode: int, uid: int | None = None, gid: int | None = None) -> None:
-    """Replace *path* with *data* atomically, with *mode* and (when given and different) owner."""
-    tmp = path.with_name(f".{path.name}.labkit-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            st = os.fstat(f.fileno())
-            if (uid is not None and uid != st.st_uid) or (gid is not None and gid != st.st_gid):
-                os.fchown(f.fileno(), st.st_uid if uid is None else uid, st.st_gid if gid is None else gid)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself must survive a crash
-    finally:
-        os.close(dir_fd)
-
-
 def _make_parents(node_root: Path, path: Path) -> list[str]:
     """Create *path*'s missing parent directories; return them (node paths, outermost first)."""
     missing = [p for p in reversed(path.parents) if not p.exists()]
@@ -235,7 +212,7 @@ def apply_files(node_root: Path, files: dict[Path, str], description: str) -> Ba
         data = Path(local).read_bytes()
         copy = backup_dir / "files" / rel.lstrip("/")
         copy.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomic(copy, data, NEW_FILE_MODE)
+        write_atomic(copy, data, mode=NEW_FILE_MODE)
         records.append(
             BackedUpFile(rel, True, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, hashlib.sha256(data).hexdigest())
         )
@@ -246,7 +223,7 @@ def apply_files(node_root: Path, files: dict[Path, str], description: str) -> Ba
         for record, (local, text) in zip(records, files.items(), strict=False):
             created_dirs += _make_parents(node_root, Path(local))
             mode = record.mode if record.mode is not None else NEW_FILE_MODE
-            write_atomic(Path(local), text.encode(), mode, record.uid, record.gid)
+            write_atomic(Path(local), text.encode(), mode=mode, uid=record.uid, gid=record.gid)
     except BaseException:
         restore_backup(replace(backup, created_dirs=created_dirs))  # nothing half-applied
         raise
@@ -282,7 +259,7 @@ def restore_backup(backup: Backup) -> None:
             continue
         local.parent.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
         mode = record.mode if record.mode is not None else NEW_FILE_MODE  # 0o000 is a mode: never widen it
-        write_atomic(local, originals[record.path], mode, record.uid, record.gid)
+        write_atomic(local, originals[record.path], mode=mode, uid=record.uid, gid=record.gid)
     for directory in reversed(backup.created_dirs):
         try:
             _local(backup.node_root, directory).rmdir()

@@ -231,5 +231,3 @@ def restart_node(name: str, home: Path | None = None) -> dict[str, Any]:
             if err.code == 422
             else "list the nodes: kubectl get nodes",
         ) from None
-
-

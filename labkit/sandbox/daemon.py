@@ -24,6 +24,7 @@ import yaml
 from aiohttp import web
 
 from labkit import config
+from labkit.fsutil import write_atomic
 from labkit.sandbox import client, pki
 from labkit.sandbox.api.apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
 from labkit.sandbox.api.auth import TokenAuthority
@@ -80,11 +81,7 @@ def write_kubeconfig(path: Path, server: str, token: str, ca: Path) -> None:
         ],
         "current-context": config.SANDBOX_CONTEXT,
     }
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(document, f, sort_keys=False)
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(document, sort_keys=False), mode=0o600)
 
 
 # ---------------------------------------------------------------- client side
@@ -233,9 +230,7 @@ def serve(home: Path, nodes: int | None) -> None:
         "version": VERSION_INFO["gitVersion"],
         "started": time.time(),
     }
-    tmp = paths["info"].with_suffix(".tmp")
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, paths["info"])
+    write_atomic(paths["info"], json.dumps(info), mode=0o600)
     log.info("labkit sandbox serving on %s (state %s)", thread.url, paths["state"])
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

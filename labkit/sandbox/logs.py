@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.sandbox.api.status import bad_request
+from labkit.timefmt import parse_rfc3339
 
 _FOLLOW_POLL_S = 0.05
 
@@ -25,15 +26,6 @@ _FOLLOW_POLL_S = 0.05
 def _timestamp(now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
-
-
-def _parse_time(text: str) -> datetime:
-    text = text.rstrip("Z")
-    if "." in text:
-        head, frac = text.split(".", 1)
-        text = f"{head}.{frac[:6]}"
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
 
 
 @dataclass
@@ -75,7 +67,7 @@ class LogOptions:
         if self.since_seconds is not None:
             return datetime.now(UTC) - timedelta(seconds=self.since_seconds)
         if self.since_time:
-            return _parse_time(self.since_time)
+            return parse_rfc3339(self.since_time)
         return None
 
 
@@ -148,7 +140,7 @@ class PodLogs:
         stamp, _, rest = line.partition(" ")
         _stream, _, rest = rest.partition(" ")
         _tag, _, text = rest.partition(" ")
-        if cutoff is not None and _parse_time(stamp) < cutoff:
+        if cutoff is not None and parse_rfc3339(stamp) < cutoff:
             return None
         return f"{stamp} {text}" if options.timestamps else text
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from labkit.errors import LabkitError
 from labkit.containerd import (
     IGNORED_KEY_TEXT,
     ContainerdConfigError,
@@ -27,6 +26,7 @@ from labkit.containerd import (
     render_template,
     set_default_runtime,
 )
+from labkit.errors import LabkitError
 
 WASMEDGE = RuntimeSpec("io.containerd.wasmedge.v1", binary_name="/usr/local/bin/containerd-shim-wasmedge-v1")
 

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 
 from labkit.sandbox.api.apicore import ApiCore
+from labkit.sandbox.api.events import EVENTS
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.store import NAME_ALPHABET, Store
 from labkit.sandbox.controllers.endpoints import (
     ENDPOINTS,
     SLICES,
     run_endpoints_controller,
     slice_endpoint,
 )
-from labkit.sandbox.api.events import EVENTS
-from labkit.sandbox.api.registry import RESOURCES
-from labkit.sandbox.api.store import NAME_ALPHABET, Store
 from labkit.sandbox.controllers.workloads import (
     DEPLOYMENTS,
     JOBS,

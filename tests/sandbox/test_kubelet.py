@@ -17,16 +17,19 @@ from typing import Any
 import pytest
 import wasmtime
 
-from labkit.sandbox.api.apicore import ApiCore
 from labkit.containerd import (
     ContainerdPaths,
     RuntimeSpec,
     crun_runtime_template,
     runtime_tables,
 )
-from labkit.sandbox.daemon import bootstrap
-from labkit.sandbox.api.events import EVENTS
 from labkit.imagestore import ImageStore
+from labkit.sandbox.api.apicore import ApiCore
+from labkit.sandbox.api.events import EVENTS
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.api.store import Store
+from labkit.sandbox.daemon import bootstrap
 from labkit.sandbox.kubelet.agent import (
     RUNTIMECLASSES,
     ContainerFailure,
@@ -40,9 +43,6 @@ from labkit.sandbox.kubelet.agent import (
     prepare_volumes,
 )
 from labkit.sandbox.nodes import NODES, PODS, ensure_nodes, run_scheduler
-from labkit.sandbox.api.registry import RESOURCES
-from labkit.sandbox.api.status import StatusError
-from labkit.sandbox.api.store import Store
 from labkit.wasm.oci import build_image
 
 CONFIGMAPS = RESOURCES.by_plural("", "configmaps")

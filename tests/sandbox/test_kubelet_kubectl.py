@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from conftest import KUBECTL, kubectl_runner
 
-from labkit.host import SandboxHost
-from labkit.sandbox import client as daemon
 from labkit.containerd import ContainerdPaths, RuntimeSpec, runtime_tables
+from labkit.host import SandboxHost
 from labkit.imagestore import ImageStore
+from labkit.sandbox import client as daemon
 
 Kubectl = Callable[..., subprocess.CompletedProcess]
 

@@ -23,6 +23,7 @@ from labkit.sandbox.api import admission, patch, schemas
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.selectors import label_selector_from_match, parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import StatusError, already_exists, bad_request, conflict, invalid, not_found
+from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.store import Store
@@ -49,7 +50,7 @@ Hook = Callable[[str, Resource, dict[str, Any]], None]
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_rfc3339()
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from labkit.timefmt import parse_optional
+
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
 
@@ -31,13 +33,6 @@ TABLE_API_VERSION = "meta.k8s.io/v1"
 
 
 # --------------------------------------------------------------------------- time
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """An RFC 3339 timestamp (``Time`` or ``MicroTime``) as an aware datetime; None when unset."""
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def human_duration(seconds: float) -> str:
@@ -74,7 +69,7 @@ def human_duration(seconds: float) -> str:
 
 
 def _since(value: str | None, now: datetime) -> str:
-    moment = parse_time(value)
+    moment = parse_optional(value)
     return "<unknown>" if moment is None else human_duration((now - moment).total_seconds())
 
 
@@ -169,7 +164,7 @@ def _restartable(container: Obj | None) -> bool:
 
 
 def _finished_at(status: Obj) -> datetime | None:
-    return parse_time(status.get("lastState", {}).get("terminated", {}).get("finishedAt"))
+    return parse_optional(status.get("lastState", {}).get("terminated", {}).get("finishedAt"))
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -316,7 +311,7 @@ def _job_row(obj: Obj, now: datetime) -> list[Any]:
         completions = f"{succeeded}/1 of {spec['parallelism']}"
     else:
         completions = f"{succeeded}/1"
-    start, end = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
+    start, end = parse_optional(status.get("startTime")), parse_optional(status.get("completionTime"))
     duration = "" if start is None else human_duration(((end or now) - start).total_seconds())
     conditions = status.get("conditions", [])
     if _condition_true(conditions, "Complete"):
@@ -485,7 +480,7 @@ def _binding_row(obj: Obj, now: datetime) -> list[Any]:
 
 
 def _created_at(obj: Obj, now: datetime) -> list[Any]:
-    created = parse_time(obj.get("metadata", {}).get("creationTimestamp"))
+    created = parse_optional(obj.get("metadata", {}).get("creationTimestamp"))
     stamp = (created or datetime(1, 1, 1, tzinfo=UTC)).astimezone(UTC)
     return [_name(obj), stamp.strftime("%Y-%m-%dT%H:%M:%SZ")]
 

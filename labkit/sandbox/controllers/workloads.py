@@ -31,6 +31,7 @@ from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.selectors import label_selector_from_match
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import NAME_ALPHABET, Watcher
+from labkit.timefmt import parse_rfc3339
 
 log = logging.getLogger("labkit.sandbox.controllers.workloads")
 
@@ -184,7 +185,7 @@ def parse_time(text: str | None) -> float | None:
     """Seconds since the epoch of an RFC 3339 timestamp, or None."""
     if not text:
         return None
-    return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return parse_rfc3339(text).timestamp()
 
 
 def _now() -> float:
