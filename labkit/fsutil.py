@@ -13,6 +13,7 @@ OCI archives, image blobs, wasm modules) goes through :func:`write_atomic`.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 #: The mode of a new file that its owner writes and everyone may read (as `umask 022` gives).
@@ -38,8 +39,9 @@ def write_atomic(
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.labkit-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # A unique name (mkstemp, mode 0600): two threads writing the same path never share a temporary file.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".labkit-tmp")
+    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)

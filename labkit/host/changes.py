@@ -233,7 +233,7 @@ def apply_files(node_root: Path, files: dict[Path, str], description: str) -> Ba
 
 
 def _write_manifest(backup: Backup) -> None:
-    write_atomic(backup.dir / MANIFEST, (json.dumps(backup.to_json(), indent=2) + "\n").encode(), NEW_FILE_MODE)
+    write_atomic(backup.dir / MANIFEST, (json.dumps(backup.to_json(), indent=2) + "\n").encode(), mode=NEW_FILE_MODE)
 
 
 def restore_backup(backup: Backup) -> None:

@@ -32,13 +32,14 @@ from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.server import VERSION_INFO, ApiServer, ServerThread
 from labkit.sandbox.api.store import Store
 from labkit.sandbox.controllers.endpoints import run_endpoints_controller
+from labkit.sandbox.controllers.scheduler import run_scheduler
 from labkit.sandbox.controllers.workloads import (
     run_deployment_controller,
     run_job_controller,
     run_replicaset_controller,
 )
 from labkit.sandbox.kubelet.agent import NodeAgents
-from labkit.sandbox.nodes import NODES, SANDBOX_NODE_LABEL, ensure_nodes, run_scheduler
+from labkit.sandbox.nodes import NODES, SANDBOX_NODE_LABEL, ensure_nodes
 
 log = logging.getLogger("labkit.sandbox.daemon")
 

@@ -29,6 +29,7 @@ from labkit.sandbox.api.events import EVENTS
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import Store
+from labkit.sandbox.controllers.scheduler import run_scheduler
 from labkit.sandbox.daemon import bootstrap
 from labkit.sandbox.kubelet.agent import (
     RUNTIMECLASSES,
@@ -42,7 +43,7 @@ from labkit.sandbox.kubelet.agent import (
     pod_phase,
     prepare_volumes,
 )
-from labkit.sandbox.nodes import NODES, PODS, ensure_nodes, run_scheduler
+from labkit.sandbox.nodes import NODES, PODS, ensure_nodes
 from labkit.wasm.oci import build_image
 
 CONFIGMAPS = RESOURCES.by_plural("", "configmaps")
