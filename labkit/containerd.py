@@ -425,9 +425,9 @@ def _parse(config_text: str) -> dict[str, Any]:
             table = _dotted(ast.literal_eval(twice.group(1)))
             problem = f"containerd config line {line_no}: table {table} is declared twice ({line})"
             fix = (
-                'add only new tables after the base include {{ template "base" . }}; the base already declares this one '
-                "(a runtime k3s auto-detected, or the containerd table: set the default runtime with k3s's "
-                "default-runtime instead)"
+                'add only new tables after the base include {{ template "base" . }}; '
+                "the base already declares this one (a runtime k3s auto-detected, or the containerd table: "
+                "set the default runtime with k3s's default-runtime instead)"
             )
         else:
             problem = f"containerd config line {line_no}: {message} ({line})"

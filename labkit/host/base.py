@@ -174,7 +174,7 @@ class Host(abc.ABC):
     def plan_crun_swap(
         self, binary: str = "/usr/local/bin/crun", default: bool = True, name: str | None = None
     ) -> HostChange:
-        """Plan the runc→crun swap: a template adding a crun runtime table and, with *default*, k3s's ``default-runtime``.
+        """Plan the runc→crun swap: a template adding a crun runtime table, and k3s's ``default-runtime`` (*default*).
 
         *name* defaults to ``crun``, or to ``crun-wasm`` when k3s already auto-detects a
         ``crun`` binary (its own table would clash with ours, and lacks the
@@ -233,8 +233,8 @@ class Host(abc.ABC):
             )
         if info.default_runtime not in info.runtimes:
             raise ContainerdConfigError(
-                f"the default runtime {info.default_runtime!r} has no runtime table (declared: {', '.join(sorted(info.runtimes))}); "
-                "containerd would refuse to start",
+                f"the default runtime {info.default_runtime!r} has no runtime table "
+                f"(declared: {', '.join(sorted(info.runtimes))}); containerd would refuse to start",
                 f"declare runtimes.{info.default_runtime!r} in the template, or set default-runtime to a declared one",
             )
         return info
@@ -359,7 +359,7 @@ def wait_node_ready(cluster: Cluster, node: str | None, since: datetime, timeout
             state = {n.metadata.name: n for n in listed.items if target in (None, n.metadata.name)}
             if state and all(_ready(n, since if target else None) for n in state.values()):
                 return
-            stream = watch.Watch().stream(
+            stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
                 cluster.core.list_node,
                 resource_version=listed.metadata.resource_version,
                 timeout_seconds=max(1, int(deadline - time.monotonic())),

@@ -33,6 +33,7 @@ Guarantees of :func:`apply_files`:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -261,10 +262,8 @@ def restore_backup(backup: Backup) -> None:
         mode = record.mode if record.mode is not None else NEW_FILE_MODE  # 0o000 is a mode: never widen it
         write_atomic(local, originals[record.path], mode=mode, uid=record.uid, gid=record.gid)
     for directory in reversed(backup.created_dirs):
-        try:
+        with contextlib.suppress(OSError):  # not empty (someone added a file since) or already gone: leave it
             _local(backup.node_root, directory).rmdir()
-        except OSError:  # not empty (someone added a file since) or already gone: leave it
-            pass
 
 
 def list_backups(node_root: Path) -> list[Backup]:
