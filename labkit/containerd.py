@@ -1,7 +1,7 @@
 """k3s-style containerd configuration: base config, templates, runtime read-back.
 
 The same code serves a real k3s node (node root ``/``) and a sandbox node,
-whose root directory mirrors a k3s node's paths (DESIGN.md §4). What k3s does
+whose root directory mirrors a k3s node's paths (docs/architecture.md, "The two doors"). What k3s does
 at each start is reproduced in :func:`render_node_config`:
 
 1. pick the template for the containerd version (``config-v3.toml.tmpl`` for

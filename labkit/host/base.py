@@ -1,4 +1,4 @@
-"""The host door (DESIGN.md §4): actions on a node's machine rather than through the API.
+"""The host door (docs/architecture.md, "The two doors"): actions on a node's machine rather than through the API.
 
 Cluster actions go through the Kubernetes API; host actions (importing images
 into the node's containerd, containerd config templates, restarting k3s) go

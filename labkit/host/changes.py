@@ -1,6 +1,6 @@
 """Reversible host changes: preview as a diff, back up, write atomically, restore.
 
-This module is the file half of every host change (DESIGN.md §6): it knows
+This module is the file half of every host change (docs/architecture.md, "Safety"): it knows
 nothing about k3s. A :class:`~labkit.host.base.Host` plans a
 :class:`HostChange` (node files and their new text), validates it, and hands it
 to :func:`execute` — in-process, or as root through
