@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import sh  # type: ignore[import-untyped]
+import sh
 
 #: The exit status a shell gives a command it cannot find (what the caller reports).
 NOT_FOUND = 127
@@ -56,7 +56,7 @@ def run(argv: Sequence[str], *, stdin: str | None = None, timeout: float | None 
         finished = command(
             *args,
             _in=stdin,
-            _ok_code=range(256),
+            _ok_code=tuple(range(256)),
             _return_cmd=True,
             _timeout=timeout,
             _tty_out=False,
