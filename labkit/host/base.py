@@ -276,9 +276,25 @@ class Host(abc.ABC):
 
     def restore(self, backup: Backup, cluster: Cluster | None = None, timeout: float = 180.0) -> None:
         """Put the node's files back as *backup* holds them (byte-identical), restart k3s and wait for the node."""
+        if backup.node_root != self.node_root:
+            raise changes.HostChangeError(
+                f"{backup} belongs to the node root {backup.node_root}, not to this host's {self.node_root}",
+                "restore it with the host of that node (host.backups() lists this node's); nothing was written",
+            )
         self.require_privileges()
         self._execute("restore", {"backup": backup.to_json()})
         self._restart_and_wait(cluster, timeout)
+
+    def restart(self, cluster: Cluster | None = None, timeout: float = 180.0) -> RuntimeInfo:
+        """Restart k3s on the node and wait for it, after checking that its current config would load.
+
+        A template edited by hand that containerd would reject raises :class:`ContainerdConfigError`
+        before the restart, so a restart never reports success on a config that does not load.
+        """
+        self.require_privileges()
+        info = self.validate(HostChange(self.node_root, {}, "restart", self.containerd_version()))
+        self._restart_and_wait(cluster, timeout)
+        return info
 
     def backups(self) -> list[Backup]:
         """The node's labkit backups, oldest first."""
