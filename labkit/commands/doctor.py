@@ -6,7 +6,7 @@ import argparse
 import json
 
 from labkit.commands import add_backend_args
-from labkit.doctor import doctor
+from labkit.preflight import doctor
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

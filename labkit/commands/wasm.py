@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from labkit.wasm.inspect import ModuleInfo, inspect
+from labkit.wasm.inspection import ModuleInfo, inspect
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

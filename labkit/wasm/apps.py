@@ -23,7 +23,7 @@ from pathlib import Path
 
 from labkit.config import project_root
 from labkit.errors import PrerequisiteMissing, WasmError
-from labkit.wasm.inspect import inspect
+from labkit.wasm.inspection import inspect
 
 MODULES_DIR = Path(__file__).resolve().parent / "modules"
 MANIFEST = "SOURCES.json"

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import ImageError
-from labkit.wasm.inspect import MAGIC, check_header, load_bytes
+from labkit.wasm.inspection import MAGIC, check_header, load_bytes
 
 WASM_LAYER_MEDIA_TYPE = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
 WASM_ARTIFACT_CONFIG_MEDIA_TYPE = "application/vnd.wasm.config.v0+json"
