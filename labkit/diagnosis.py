@@ -80,7 +80,7 @@ class _Facts:
 
     @property
     def name(self) -> str:
-        return (self.pod.get("metadata") or {}).get("name", "<pod>")
+        return str((self.pod.get("metadata") or {}).get("name", "<pod>"))
 
     @property
     def statuses(self) -> list[dict[str, Any]]:
@@ -135,7 +135,7 @@ class _Facts:
         for c in self.containers:
             argv = c.get("command") or c.get("args") or []
             if argv:
-                return argv[0]
+                return str(argv[0])
         return None
 
 

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from labkit import config
 from labkit.errors import LabkitError, PrerequisiteMissing
@@ -104,7 +104,7 @@ class DoctorReport:
         )
         return "\n".join(lines)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
             "ok": self.ok,
@@ -142,7 +142,8 @@ def _run(*cmd: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str] |
 def required_distributions() -> list[str]:
     """The runtime requirements of the installed labkit (its metadata, i.e. pyproject.toml)."""
     requirements = importlib.metadata.requires("labkit") or []
-    return [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requirements if "extra ==" not in r]
+    names = (re.match(r"[A-Za-z0-9_.-]+", r) for r in requirements if "extra ==" not in r)
+    return [m.group(0) for m in names if m is not None]
 
 
 def check_packages() -> Check:
@@ -213,7 +214,8 @@ def check_cluster(cluster_or_error: Cluster | LabkitError) -> list[Check]:
     try:
         nodes = cluster.nodes()
         classes = {
-            rc.metadata.name: rc.handler for rc in api_call(cluster.node.list_runtime_class, _request_timeout=10).items
+            rc.metadata.name if rc.metadata else "": rc.handler
+            for rc in api_call(cluster.node.list_runtime_class, _request_timeout=10).items
         }
     except LabkitError as e:  # answered the version call, then failed: show it, do not crash the report
         return [*checks, Check("nodes ready", "fail", e.problem, e.fix or "")]
@@ -394,7 +396,7 @@ def check_tools() -> list[Check]:
                 required=False,
             )
             if missing
-            else Check(tools[0], "ok", ", ".join(shutil.which(t) for t in tools), required=False)
+            else Check(tools[0], "ok", ", ".join(shutil.which(t) or t for t in tools), required=False)
         )
     checks.append(check_wasi_clang())
     return checks

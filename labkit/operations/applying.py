@@ -130,4 +130,5 @@ def _server_side_apply(
         force_conflicts=True,
         **extra,
     )
-    return result.to_dict()
+    applied: dict[str, Any] = result.to_dict()
+    return applied

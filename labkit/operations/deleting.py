@@ -31,7 +31,7 @@ def wait_gone(cluster: Cluster, kind: str, name: str, namespace: str | None, tim
         try:
             for event in resources.watch_events(
                 res,
-                watch.Watch(),
+                watch.Watch(),  # type: ignore[no-untyped-call]
                 namespace=ns,
                 field_selector=f"metadata.name={name}",
                 resource_version=rv,

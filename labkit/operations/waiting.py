@@ -179,7 +179,7 @@ def wait_for(
         if remaining <= 0:
             view.close(f"timed out after {timeout:g} s: {line}")
             raise _wait_failed(f"{what} did not become {goal} within {timeout:g} s (last: {line})", diagnosis)
-        watcher = watch.Watch()
+        watcher = watch.Watch()  # type: ignore[no-untyped-call]
         try:
             for event in resources.watch_events(
                 res,
@@ -200,7 +200,7 @@ def wait_for(
                     continue
                 finished, _, failure = _judge(kind, objects, condition, phase)
                 if finished or failure or (kind == "Pod" and _alarming(obj)):
-                    watcher.stop()  # judge now: done, failed, or worth a diagnosis before the window ends
+                    watcher.stop()  # type: ignore[no-untyped-call]  # judge now: done, failed, or worth a diagnosis before the window ends
         except ApiError as e:
             if e.code != 410:
                 raise

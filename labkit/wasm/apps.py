@@ -89,7 +89,8 @@ def find_clang() -> str:
     if exe is None:
         raise PrerequisiteMissing(
             f"{clang} (C compiler) is not installed, so the wasm apps cannot be built",
-            f"sudo apt-get install -y {TOOLCHAIN_PACKAGES} (the shipped modules in labkit/wasm/modules still work without it)",
+            f"sudo apt-get install -y {TOOLCHAIN_PACKAGES} "
+            "(the shipped modules in labkit/wasm/modules still work without it)",
         )
     return exe
 
