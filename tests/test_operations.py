@@ -6,6 +6,8 @@ node's kubelet through the status subresource; the rest run for real on the sand
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -22,6 +24,7 @@ from labkit.operations import (
     events,
     lab,
     logs,
+    open_lab,
     show,
     wait_for,
 )
@@ -177,6 +180,46 @@ def test_lab_cleans_up_after_a_failed_step_and_keep_leaves_it(cluster):
     assert namespace_exists(cluster, "ops-kept")
     assert cleanup(cluster, "ops-keep") == ["namespace/ops-kept"]
     assert not namespace_exists(cluster, "ops-kept")
+
+
+def test_an_open_lab_runs_its_undo_steps_newest_first_then_deletes_its_objects(cluster):
+    the_lab = open_lab(cluster, "ops-open", timeout=60)
+    assert namespace_exists(cluster, "lab-ops-open")
+    scratch = the_lab.workdir
+    (scratch / "image.tar").write_bytes(b"x")
+    steps: list[object] = []
+    the_lab.on_close(lambda: steps.append(("late", namespace_exists(cluster, "lab-ops-open"))))
+    early = the_lab.on_close(steps.append, "early")
+    early()  # run by hand, so closing does not run it again
+    assert steps == ["early"]
+    the_lab.close()
+    assert steps == ["early", ("late", True)]  # the undo steps ran while the namespace was still there
+    assert not namespace_exists(cluster, "lab-ops-open") and not scratch.exists()
+    the_lab.close()  # closing again does nothing
+    assert steps == ["early", ("late", True)]
+
+
+def test_undo_on_failure_closes_the_lab_and_lets_the_error_through(cluster):
+    the_lab = open_lab(cluster, "ops-undo", timeout=60)
+    undone: list[str] = []
+    the_lab.on_close(undone.append, "node restored")
+    with the_lab.undo_on_failure():
+        the_lab.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fine"}})
+    assert namespace_exists(cluster, "lab-ops-undo") and undone == []
+    with pytest.raises(LabkitError, match="a step failed"), the_lab.undo_on_failure():
+        raise LabkitError("a step failed")
+    assert undone == ["node restored"] and not namespace_exists(cluster, "lab-ops-undo")
+
+
+def test_an_open_lab_closes_when_the_interpreter_exits(cluster):
+    """A notebook that stops at a failing cell still leaves nothing: the kernel's exit closes the lab."""
+    code = (
+        "import labkit; cluster = labkit.connect('sandbox'); "
+        "labkit.open_lab(cluster, 'ops-atexit', timeout=60); print('opened')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and "opened" in done.stdout, done.stderr
+    assert not namespace_exists(cluster, "lab-ops-atexit")
 
 
 def test_apply_never_labels_what_labkit_did_not_create(cluster):
@@ -419,9 +462,9 @@ def test_progress_is_plain_outside_a_frontend_and_widgets_on_request(monkeypatch
 def test_docstring_examples():
     import doctest
 
-    import labkit.operations
+    import labkit.operations.describing
 
-    result = doctest.testmod(labkit.operations, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(labkit.operations.describing, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
 
 
