@@ -17,6 +17,7 @@ import pytest
 from labkit.errors import ApiError, InvalidManifest, LabkitError, WaitFailed
 from labkit.manifests import runtime_class, service, wasm_deployment, wasm_job
 from labkit.operations import (
+    Lab,
     apply,
     cleanup,
     delete,
@@ -153,7 +154,7 @@ def test_apply_refuses_bad_input_and_applies_nothing_when_one_document_is_reject
     assert "line" in str(bad_yaml.value)
     with pytest.raises(InvalidManifest, match="no kind 'Deploymnet'"):
         apply(cluster, {"apiVersion": "apps/v1", "kind": "Deploymnet", "metadata": {"name": "x"}}, namespace=ns)
-    with pytest.raises(InvalidManifest, match="lacks metadata.name"):
+    with pytest.raises(InvalidManifest, match=r"lacks metadata\.name"):
         apply(cluster, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}, namespace=ns)
     good = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "first-of-two"}}
     bad = wasm_deployment("second-of-two", IMAGE)
@@ -166,12 +167,15 @@ def test_apply_refuses_bad_input_and_applies_nothing_when_one_document_is_reject
 
 
 def test_lab_cleans_up_after_a_failed_step_and_keep_leaves_it(cluster):
-    with pytest.raises(RuntimeError, match="a step failed"), lab(cluster, "ops-fail") as the_lab:
+    def failing_step(the_lab: Lab) -> None:
         the_lab.apply(
             [runtime_class("ops-fail-rc"), {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]
         )
         assert namespace_exists(cluster, "lab-ops-fail")
         raise RuntimeError("a step failed")
+
+    with pytest.raises(RuntimeError, match="a step failed"), lab(cluster, "ops-fail") as the_lab:
+        failing_step(the_lab)
     assert not namespace_exists(cluster, "lab-ops-fail")
     assert "ops-fail-rc" not in {rc.metadata.name for rc in cluster.node.list_runtime_class().items}
 
@@ -347,7 +351,7 @@ def test_jobs_complete_or_fail_with_their_exit_code(cluster, ns):
     wait_for(cluster, "Job", "exit3", namespace=ns, condition="Failed", timeout=10)
 
 
-# -------------------------------------------------------------------------------------------------- logs, events, describe, show
+# ---------------------------------------------------------------------------------- logs, events, describe, show
 def test_logs_errors_say_what_to_do(cluster, ns):
     with pytest.raises(ApiError) as missing:
         logs(cluster, "no-such-pod", namespace=ns)

@@ -11,6 +11,8 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
+
 import labkit
 
 INIT = Path(labkit.__file__)
@@ -57,12 +59,8 @@ def test_no_public_name_is_shadowed_by_or_shadows_a_module():
 
 
 def test_a_misspelt_name_is_an_attribute_error():
-    try:
+    with pytest.raises(AttributeError, match="conect"):
         labkit.conect  # type: ignore[attr-defined]  # noqa: B018
-    except AttributeError as e:
-        assert "conect" in str(e)
-    else:
-        raise AssertionError("labkit.conect resolved")
 
 
 def test_import_labkit_loads_no_kubernetes():

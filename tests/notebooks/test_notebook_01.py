@@ -42,10 +42,8 @@ def test_notebook_follows_the_kit_conventions():
     longest = max(steps, key=lambda c: len(c.source.splitlines()))
     assert len(longest.source.splitlines()) <= 14, longest.source
     sources = "\n".join(c.source for c in code)
-    # the lab is closed by the cleanup cell and, if a step fails first, by the kernel's exit
-    assert "atexit.register(stack.close)" in sources and code[-1].source.startswith(
-        "# NBVAL_CHECK_OUTPUT\nstack.close()"
-    )
+    # the lab is closed by the cleanup cell and, if a step fails first, by the kernel's exit (open_lab's hook)
+    assert "labkit.open_lab(" in sources and code[-1].source.startswith("# NBVAL_CHECK_OUTPUT\nthe_lab.close()")
     assert (
         len(re.findall(r"_diagnosis = diagnose\(cluster,", sources)) == 2
     )  # both failures diagnosed, not just printed
