@@ -10,8 +10,8 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import nbformat
 import pytest
@@ -68,6 +68,7 @@ def check_stable(result: NotebookResult, cwd: Path) -> None:
             "--nbval-cell-timeout=600",
             result.output,
         ],
+        check=False,
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -83,7 +84,7 @@ def test_there_are_notebooks():
 # One parameter list, so each notebook's nbval check runs right after its own execution (before the
 # next notebook changes the cluster).
 @pytest.mark.parametrize(
-    "notebook, phase",
+    ("notebook", "phase"),
     [(nb, phase) for nb in NOTEBOOKS for phase in ("executes", "outputs-stable")],
     ids=lambda v: v.stem if isinstance(v, Path) else v,
 )
