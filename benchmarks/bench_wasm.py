@@ -91,7 +91,8 @@ def main() -> None:
                 lambda layout=layout: build_image(demo, "wasi-demo", "latest", layout, out / f"{layout}.tar"), 10
             )
             print(
-                f"image build {layout:<7}: {seconds * 1000:.1f} ms median of 10, archive {img.size:,} B (module {demo.stat().st_size:,} B)"
+                f"image build {layout:<7}: {seconds * 1000:.1f} ms median of 10, archive {img.size:,} B "
+                f"(module {demo.stat().st_size:,} B)"
             )
 
         module = big_module()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from labkit import preflight
+from labkit.errors import SandboxError
 from labkit.preflight import (
     SANDBOX_SKIP,
     Check,
@@ -22,8 +23,6 @@ from labkit.preflight import (
     containerd_runtimes,
     find_wasi_nn_plugin,
 )
-from labkit.errors import SandboxError
-
 
 K3S_V3 = """version = 3
 [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -34,7 +33,10 @@ K3S_V3 = """version = 3
 
 
 def test_runtimes_are_read_from_v2_and_v3_configs():
-    v2 = '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes."crun"]\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun.options]'
+    v2 = (
+        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes."crun"]\n'
+        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun.options]'
+    )
     assert containerd_runtimes(K3S_V3) == {"runc", "wasmedge"}
     assert containerd_runtimes(v2) == {"crun"}
 
