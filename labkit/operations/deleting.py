@@ -12,6 +12,7 @@ from labkit.errors import ApiError, LabkitError, WaitFailed
 
 
 def wait_gone(cluster: Cluster, kind: str, name: str, namespace: str | None, timeout: float) -> None:
+    """Wait, watching, until the object is gone; after *timeout* raise :class:`WaitFailed` naming its finalizers."""
     res = resources.resource(cluster, kind)
     ns = namespace if res.namespaced else None
     deadline = time.monotonic() + timeout

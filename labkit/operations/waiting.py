@@ -25,6 +25,8 @@ DEFAULT_CONDITION = {"Pod": "Ready", "Deployment": "Available", "Job": "Complete
 
 @dataclass
 class _Verdict:
+    """One watched object judged: reached the goal, its status line, and why it never will (if so)."""
+
     done: bool
     line: str
     failure: str | None = None
