@@ -56,7 +56,7 @@ def test_missing_kubeconfig_names_path_and_fix(clean_env, tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(PrerequisiteMissing) as e:
         connect("kubeconfig", "lab", allowed_contexts=["lab"], kubeconfig=missing)
-    assert str(missing) in e.value.problem and "KUBECONFIG" in e.value.fix
+    assert str(missing) in e.value.problem and "KUBECONFIG" in str(e.value.fix)
 
 
 def test_context_naming_a_missing_cluster_is_a_labkit_error(clean_env, tmp_path):
@@ -97,7 +97,7 @@ def test_closed_port_is_unreachable_fast(clean_env, write_kubeconfig, closed_por
     with pytest.raises(ClusterUnreachable) as e:
         cluster.ping()
     assert time.monotonic() - started < 5
-    assert f"https://127.0.0.1:{closed_port}" in e.value.problem and "k3s" in e.value.fix
+    assert f"https://127.0.0.1:{closed_port}" in e.value.problem and "k3s" in str(e.value.fix)
 
 
 def test_sandbox_start_failure_is_unreachable(clean_env, monkeypatch):

@@ -285,6 +285,7 @@ def test_diagnose_a_deployment_whose_runtime_class_is_missing(cluster, namespace
     # the ReplicaSet's FailedCreate event is what tells; wait_for sees it and stops early with the diagnosis
     with pytest.raises(WaitFailed) as failed:
         wait_for(cluster, "Deployment", "norc", namespace=namespace, timeout=20)
+    assert failed.value.diagnosis is not None
     assert failed.value.diagnosis.signature == "runtimeclass-not-found"
     assert 'RuntimeClass "no-such-class" not found' in str(failed.value)
     d = diagnose(cluster, "deployment/norc", namespace=namespace)

@@ -42,7 +42,7 @@ def test_runtimes_are_read_from_v2_and_v3_configs():
 
 
 @pytest.fixture
-def k3s_config(tmp_path, monkeypatch) -> Path:
+def k3s_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "agent/etc/containerd/config.toml"
     path.parent.mkdir(parents=True)
     monkeypatch.setattr(preflight, "K3S_CONTAINERD_CONFIG", path)

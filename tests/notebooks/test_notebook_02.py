@@ -84,5 +84,5 @@ def test_run_leaves_the_node_byte_identical_and_no_lab(tmp_path: Path, private_s
     ]
     cluster = connect("sandbox")
     assert cluster.labelled_objects(lab=LAB) == []
-    assert "lab-02" not in {n.metadata.name for n in cluster.core.list_namespace().items}
+    assert "lab-02" not in {n.metadata.name for n in cluster.core.list_namespace().items if n.metadata}
     assert host.runtime_info().default_runtime == "runc"
