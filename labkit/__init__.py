@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the lazy names below, with their real types
     from labkit.diagnosis import Diagnosis, diagnose
     from labkit.evidence import events, logs
     from labkit.host import host_for_backend
-    from labkit.nodes import runtime_table, wait_for_containerd_config
+    from labkit.host.runtimes import runtime_table, wait_for_containerd_config
     from labkit.operations import Description, Lab, apply, delete, describe, lab, open_lab, show, wait_for
 
 __version__ = "0.1.0"
@@ -53,8 +53,8 @@ _LAZY = {
     "events": "labkit.evidence",
     "logs": "labkit.evidence",
     "host_for_backend": "labkit.host",
-    "runtime_table": "labkit.nodes",
-    "wait_for_containerd_config": "labkit.nodes",
+    "runtime_table": "labkit.host.runtimes",
+    "wait_for_containerd_config": "labkit.host.runtimes",
     "Description": "labkit.operations",
     "Lab": "labkit.operations",
     "apply": "labkit.operations",
