@@ -15,28 +15,13 @@ from labkit.sandbox.api.apicore import ApiCore
 from labkit.sandbox.api.events import EVENTS
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.store import NAME_ALPHABET, Store
-from labkit.sandbox.controllers.endpoints import (
-    ENDPOINTS,
-    SLICES,
-    run_endpoints_controller,
-    slice_endpoint,
-)
-from labkit.sandbox.controllers.workloads import (
-    DEPLOYMENTS,
-    JOBS,
-    PODS,
-    REPLICASETS,
-    condition,
-    controller_of,
-    deletion_order,
-    parse_time,
-    pod_template_hash,
-    run_deployment_controller,
-    run_job_controller,
-    run_replicaset_controller,
-    scaled_value,
-    surge_and_unavailable,
-)
+from labkit.sandbox.controllers.conditions import condition, parse_time
+from labkit.sandbox.controllers.deployment import DEPLOYMENTS, run_deployment_controller
+from labkit.sandbox.controllers.deploymentutil import pod_template_hash, scaled_value, surge_and_unavailable
+from labkit.sandbox.controllers.endpoints import ENDPOINTS, SLICES, run_endpoints_controller, slice_endpoint
+from labkit.sandbox.controllers.job import JOBS, run_job_controller
+from labkit.sandbox.controllers.podutil import PODS, controller_of, deletion_order
+from labkit.sandbox.controllers.replicaset import REPLICASETS, run_replicaset_controller
 
 NS = "lab"
 SERVICES = RESOURCES.by_plural("", "services")

@@ -2,27 +2,27 @@
 
 It binds through the same ``binding`` subresource kube-scheduler uses, honouring
 nodeSelector, unschedulable nodes, the not-ready taint and NoSchedule/NoExecute taints,
-and spreads pods to the fitting node that runs the fewest.
+and spreads pods to the fitting node that runs the fewest. Unschedulable pods are
+tried again when a node changes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import Counter
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from labkit.sandbox.api.apicore import ApiCore
 from labkit.sandbox.api.events import record_event
 from labkit.sandbox.api.registry import RESOURCES
-from labkit.sandbox.api.selectors import parse_field_selector
 from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.controllers.base import Controller, Key, Source, key_of
 
-log = logging.getLogger("labkit.sandbox.scheduler")
+if TYPE_CHECKING:
+    from labkit.sandbox.api.apicore import ApiCore
+    from labkit.sandbox.api.store import WatchEvent
 
 NODES = RESOURCES.served("", "nodes")
 PODS = RESOURCES.served("", "pods")
-_UNSCHEDULED = parse_field_selector("spec.nodeName=")
 
 
 def _tolerates(pod: dict[str, Any], taint: dict[str, Any]) -> bool:
@@ -52,28 +52,52 @@ def _misfit(pod: dict[str, Any], node: dict[str, Any]) -> str | None:
     return None
 
 
-class Scheduler:
+class Scheduler(Controller):
     """Binds pending pods to the fitting node running the fewest pods (spreading).
 
     The per-node pod count is kept from the pod watch, not recounted per
     decision, so scheduling 1,000 pods stays linear.
     """
 
+    name = "default-scheduler"
+    primary = PODS
+    resync = None  # unschedulable pods wait for a node to change, not for a timer
+
     def __init__(self, core: ApiCore) -> None:
-        self.core = core
+        super().__init__(core)
         self.placed: dict[str, str] = {}  # pod uid -> node
 
-    def observe(self, event_type: str, pod: dict[str, Any]) -> None:
+    def primary_source(self) -> Source:
+        # a new watch lists every pod again, so the counts start afresh
+        return Source(PODS, self.observe, restart=self.placed.clear)
+
+    def sources(self) -> Sequence[Source]:
+        return [Source(NODES, self.unscheduled)]
+
+    def observe(self, event: WatchEvent) -> list[Key]:
+        """Count where the pod runs; the pod's key when it waits for a node."""
+        pod = event.object
         uid, node = pod["metadata"].get("uid"), pod.get("spec", {}).get("nodeName")
-        if event_type == "DELETED" or not node:
+        if event.type == "DELETED" or not node:
             self.placed.pop(uid, None)
         else:
             self.placed[uid] = node
+        return [key_of(pod)] if event.type != "DELETED" and _pending(pod) else []
+
+    def unscheduled(self, event: WatchEvent) -> list[Key]:
+        """Every pod waiting for a node (a node change may make room for it)."""
+        return [key_of(p) for p in self.core.list(PODS, None, field_selector="spec.nodeName=")["items"]]
+
+    def sync(self, key: Key) -> float | None:
+        pod = self.get(PODS, *key)
+        if pod is not None and _pending(pod):
+            self.schedule(pod)
+        return None
 
     def schedule(self, pod: dict[str, Any]) -> str | None:
         """Bind *pod*; None when nothing fits (a FailedScheduling event says why)."""
         core = self.core
-        all_nodes = core.store.list(NODES)[0]
+        all_nodes = core.list(NODES, None)["items"]
         misfits = {n["metadata"]["name"]: _misfit(pod, n) for n in all_nodes}
         nodes = [n for n in all_nodes if misfits[n["metadata"]["name"]] is None]
         if not nodes:
@@ -87,10 +111,10 @@ class Scheduler:
                 "FailedScheduling",
                 f"0/{total} nodes are available: {reasons}. preemption: 0/{total} nodes are available: "
                 f"{total} Preemption is not helpful for scheduling.",
-                "default-scheduler",
+                self.name,
             )
             return None
-        load = {n["metadata"]["name"]: 0 for n in nodes}
+        load: dict[str, int] = {n["metadata"]["name"]: 0 for n in nodes}
         for node in self.placed.values():
             if node in load:
                 load[node] += 1
@@ -109,39 +133,15 @@ class Scheduler:
             "Normal",
             "Scheduled",
             f"Successfully assigned {meta['namespace']}/{meta['name']} to {target}",
-            "default-scheduler",
+            self.name,
         )
         return target
 
 
+def _pending(pod: dict[str, Any]) -> bool:
+    return not pod["spec"].get("nodeName") and not pod["metadata"].get("deletionTimestamp")
+
+
 async def run_scheduler(core: ApiCore) -> None:
-    """Watch pods, bind the unscheduled ones; retry unschedulable pods when nodes change."""
-    while True:
-        scheduler = Scheduler(core)
-        watcher = core.store.watch(PODS, None, since_rv=None)
-        node_watcher = core.store.watch(NODES, None, since_rv=core.store.rv)
-        try:
-            while not (watcher.closed or node_watcher.closed):  # the store ends watches that fall behind
-                event = await watcher.next(0.5)
-                if event is None:
-                    if await node_watcher.next(0.001) is not None:
-                        for pod in core.store.list(PODS, None, field_selector=_UNSCHEDULED)[0]:
-                            if not pod["metadata"].get("deletionTimestamp"):
-                                scheduler.schedule(pod)
-                    continue
-                pod = event.object
-                scheduler.observe(event.type, pod)
-                if (
-                    event.type in ("ADDED", "MODIFIED")
-                    and not pod["spec"].get("nodeName")
-                    and not pod["metadata"].get("deletionTimestamp")
-                ):
-                    scheduler.schedule(pod)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # keep scheduling after a bug in one decision; the log says what happened
-            log.exception("scheduler loop failed; restarting it")
-            await asyncio.sleep(0.5)
-        finally:
-            watcher.close()
-            node_watcher.close()
+    """The scheduler's loop, as the daemon starts it."""
+    await Scheduler(core).run()
