@@ -21,6 +21,7 @@ controller reaches it only through the API.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import logging
@@ -150,7 +151,7 @@ class Source:
     restart: Callable[[], None] | None = None
 
 
-class Controller:
+class Controller(abc.ABC):
     """One control loop: subclasses name their ``primary`` resource, the other ``sources`` they watch, and
     implement :meth:`sync`. Run it with ``await Controller(core).run()``; it never returns and never
     raises but for cancellation."""
@@ -172,9 +173,9 @@ class Controller:
         """The watches besides the primary resource's, each mapping events to primary keys."""
         return ()
 
+    @abc.abstractmethod
     def sync(self, key: Key) -> float | None:
         """Reconcile the primary object *key* (it may be gone); return seconds until it needs a look again."""
-        raise NotImplementedError
 
     def get(self, res: Resource, ns: str | None, name: str) -> dict[str, Any] | None:
         """The object, or None when there is none."""
@@ -186,6 +187,7 @@ class Controller:
             raise
 
     async def run(self) -> None:
+        """Start the watches, then sync keys as they come until cancelled."""
         informers = [asyncio.ensure_future(self._inform(s)) for s in (self.primary_source(), *self.sources())]
         if self.resync is not None:
             informers.append(asyncio.ensure_future(self._resync(self.resync)))
