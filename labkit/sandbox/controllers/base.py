@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.controllers.recorder import EventRecorder
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
@@ -164,6 +165,7 @@ class Controller(abc.ABC):
     def __init__(self, core: ApiCore) -> None:
         self.core = core
         self.queue = WorkQueue()
+        self.recorder = EventRecorder(core, self.name)
 
     def primary_source(self) -> Source:
         """The watch of the primary resource: each object is its own key."""

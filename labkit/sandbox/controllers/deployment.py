@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from labkit.sandbox.api.events import record_event
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.controllers.base import Controller, Key, Source
@@ -47,6 +46,7 @@ from labkit.timefmt import format_rfc3339
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
     from labkit.sandbox.api.store import WatchEvent
+    from labkit.sandbox.controllers.recorder import EventRecorder
 
 log = logging.getLogger("labkit.sandbox.controllers.deployment")
 
@@ -56,8 +56,8 @@ DEPLOYMENTS = RESOURCES.served("apps", "deployments")
 class _DeploymentSync:
     """One sync of one Deployment (upstream's syncDeployment with rolloutRolling / rolloutRecreate)."""
 
-    def __init__(self, core: ApiCore, d: dict[str, Any]) -> None:
-        self.core, self.d = core, d
+    def __init__(self, core: ApiCore, recorder: EventRecorder, d: dict[str, Any]) -> None:
+        self.core, self.recorder, self.d = core, recorder, d
         self.name = d["metadata"]["name"]
         self.replicas = int(d["spec"].get("replicas", 1))
         self.surge, self.unavailable = surge_and_unavailable(d)
@@ -124,7 +124,7 @@ class _DeploymentSync:
             except StatusError as e:
                 if e.code != 409:
                     message = f'Failed to create new replica set "{rs["metadata"]["name"]}": {e.message}'
-                    record_event(self.core, self.d, "Warning", "FailedCreate", message, DeploymentController.name)
+                    self.recorder.event(self.d, "Warning", "FailedCreate", message)
                     self.set_progressing("False", "ReplicaSetCreateError", message)
                     write_status(self.core, DEPLOYMENTS, self.d, self.status)
                     raise
@@ -181,7 +181,7 @@ class _DeploymentSync:
         return rs
 
     def event(self, message: str) -> None:
-        record_event(self.core, self.d, "Normal", "ScalingReplicaSet", message, DeploymentController.name)
+        self.recorder.event(self.d, "Normal", "ScalingReplicaSet", message)
 
     # ----------------------------------------------------------- strategies
     def rolling(self, new: dict[str, Any] | None, old: list[dict[str, Any]]) -> None:
@@ -501,7 +501,7 @@ class DeploymentController(Controller):
         if d is None or d["metadata"].get("deletionTimestamp"):
             return None
         try:
-            rollout = _DeploymentSync(self.core, d)
+            rollout = _DeploymentSync(self.core, self.recorder, d)
         except ValueError as e:  # a maxSurge/maxUnavailable the API server should have refused; wait for a fix
             log.warning("deployment %s/%s cannot roll out: %s", *key, e)
             return None

@@ -11,7 +11,6 @@ import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from labkit.sandbox.api.events import record_event
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.controllers.base import Controller, Key, Source
 from labkit.sandbox.controllers.conditions import condition, now, parse_time, set_condition, write_status
@@ -30,6 +29,7 @@ from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
+    from labkit.sandbox.controllers.recorder import EventRecorder
 
 JOBS = RESOURCES.served("batch", "jobs")
 #: The pod re-creation back-off after failures (job_controller.go: DefaultJobPodFailureBackOff 10 s,
@@ -88,8 +88,8 @@ def _sooner(a: float | None, b: float | None) -> float | None:
 class _JobSync:
     """One sync of one Job (upstream's syncJob): conditions, pods, status."""
 
-    def __init__(self, core: ApiCore, job: dict[str, Any], backoff_base: float) -> None:
-        self.core, self.job, self.backoff_base = core, job, backoff_base
+    def __init__(self, core: ApiCore, recorder: EventRecorder, job: dict[str, Any], backoff_base: float) -> None:
+        self.core, self.recorder, self.job, self.backoff_base = core, recorder, job, backoff_base
         self.spec = job["spec"]
         self.status = copy.deepcopy(job.get("status") or {})
         self.conditions: list[dict[str, Any]] = self.status.get("conditions") or []
@@ -144,7 +144,7 @@ class _JobSync:
             want = parallelism if not self.succeeded else len(self.active)
         if len(self.active) > want:
             for pod in deletion_order(self.active)[: len(self.active) - want]:
-                delete_pod(self.core, self.job, pod, JobController.name)
+                delete_pod(self.core, self.recorder, self.job, pod)
             return None
         if len(self.active) == want:
             return None
@@ -155,7 +155,7 @@ class _JobSync:
             if wait > 0:
                 return wait
         for _ in range(want - len(self.active)):
-            if create_pod(self.core, self.job, JobController.name) is None:
+            if create_pod(self.core, self.recorder, self.job) is None:
                 return FAILED_CREATE_RETRY
         return None
 
@@ -169,11 +169,11 @@ class _JobSync:
         """The terminal condition, once no pod of the Job is still running (as in 1.32)."""
         if failure is not None:
             self.set_condition("Failed", "True", *failure)
-            record_event(self.core, self.job, "Warning", failure[0], failure[1], JobController.name)
+            self.recorder.event(self.job, "Warning", failure[0], failure[1])
         else:
             self.set_condition("Complete", "True", *COMPLETIONS_REACHED)
             self.status["completionTime"] = format_rfc3339()
-            record_event(self.core, self.job, "Normal", "Completed", "Job completed", JobController.name)
+            self.recorder.event(self.job, "Normal", "Completed", "Job completed")
 
     def run(self) -> float | None:
         if not self.status.get("startTime") and not self.spec.get("suspend"):
@@ -184,7 +184,7 @@ class _JobSync:
             self.set_condition("SuccessCriteriaMet", "True", *COMPLETIONS_REACHED)
         if failure is not None or success or self.spec.get("suspend"):
             for pod in self.active:
-                delete_pod(self.core, self.job, pod, JobController.name)
+                delete_pod(self.core, self.recorder, self.job, pod)
         else:
             after = _sooner(after, self.manage_pods())
         self.sync_suspended()
@@ -234,7 +234,7 @@ class JobController(Controller):
         job = self.get(JOBS, *key)
         if job is None or job["metadata"].get("deletionTimestamp") or job_finished(job):
             return None
-        return _JobSync(self.core, job, self.backoff_base).run()
+        return _JobSync(self.core, self.recorder, job, self.backoff_base).run()
 
 
 async def run_job_controller(core: ApiCore, backoff_base: float = JOB_BACKOFF_BASE) -> None:

@@ -10,7 +10,6 @@ import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from labkit.sandbox.api.events import record_event
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.selectors import label_selector_from_match
 from labkit.sandbox.api.status import StatusError
@@ -21,6 +20,7 @@ if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
     from labkit.sandbox.api.store import WatchEvent
     from labkit.sandbox.controllers.base import Key
+    from labkit.sandbox.controllers.recorder import EventRecorder
 
 PODS = RESOURCES.served("", "pods")
 #: The field manager of every controller write, as kube-controller-manager's.
@@ -149,7 +149,7 @@ def deletion_order(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(pods, key=rank)
 
 
-def create_pod(core: ApiCore, owner: dict[str, Any], component: str) -> dict[str, Any] | None:
+def create_pod(core: ApiCore, recorder: EventRecorder, owner: dict[str, Any]) -> dict[str, Any] | None:
     """Create a pod from *owner*'s template named ``<owner>-<5 chars>``; records SuccessfulCreate or FailedCreate."""
     template = copy.deepcopy(owner["spec"]["template"])
     meta = template.get("metadata") or {}
@@ -169,13 +169,13 @@ def create_pod(core: ApiCore, owner: dict[str, Any], component: str) -> dict[str
     try:
         created, _ = core.create(PODS, ns, pod, manager=MANAGER)
     except StatusError as e:
-        record_event(core, owner, "Warning", "FailedCreate", f"Error creating: {e.message}", component)
+        recorder.event(owner, "Warning", "FailedCreate", f"Error creating: {e.message}")
         return None
-    record_event(core, owner, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component)
+    recorder.event(owner, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
     return created
 
 
-def delete_pod(core: ApiCore, owner: dict[str, Any], pod: dict[str, Any], component: str) -> None:
+def delete_pod(core: ApiCore, recorder: EventRecorder, owner: dict[str, Any], pod: dict[str, Any]) -> None:
     """Delete *owner*'s *pod*; records SuccessfulDelete or FailedDelete (a pod already gone is no failure)."""
     name = pod["metadata"]["name"]
     try:
@@ -183,9 +183,9 @@ def delete_pod(core: ApiCore, owner: dict[str, Any], pod: dict[str, Any], compon
     except StatusError as e:
         if e.code == 404:
             return
-        record_event(core, owner, "Warning", "FailedDelete", f"Error deleting: {e.message}", component)
+        recorder.event(owner, "Warning", "FailedDelete", f"Error deleting: {e.message}")
         return
-    record_event(core, owner, "Normal", "SuccessfulDelete", f"Deleted pod: {name}", component)
+    recorder.event(owner, "Normal", "SuccessfulDelete", f"Deleted pod: {name}")
 
 
 def controlled_by(kind: str) -> Callable[[WatchEvent], list[Key]]:

@@ -53,12 +53,12 @@ class ReplicaSetController(Controller):
         failed_create = False
         if diff < 0:
             for _ in range(-diff):
-                if create_pod(core, rs, self.name) is None:
+                if create_pod(core, self.recorder, rs) is None:
                     failed_create = True
                     break
         elif diff > 0:
             for pod in deletion_order(active)[:diff]:
-                delete_pod(core, rs, pod, self.name)
+                delete_pod(core, self.recorder, rs, pod)
         if diff:
             active = [p for p in owned(core, PODS, rs) if pod_active(p)]
         status, after = replicaset_status(rs, active)

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from labkit.sandbox.api.events import record_event
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.controllers.base import Controller, Key, Source, key_of
@@ -104,14 +103,12 @@ class Scheduler(Controller):
             total = len(all_nodes)
             counts = Counter(misfits.values())
             reasons = ", ".join(f"{count} node(s) {why}" for why, count in sorted(counts.items()))
-            record_event(
-                core,
+            self.recorder.event(
                 pod,
                 "Warning",
                 "FailedScheduling",
                 f"0/{total} nodes are available: {reasons}. preemption: 0/{total} nodes are available: "
                 f"{total} Preemption is not helpful for scheduling.",
-                self.name,
             )
             return None
         load: dict[str, int] = {n["metadata"]["name"]: 0 for n in nodes}
@@ -127,13 +124,11 @@ class Scheduler(Controller):
                 return None
             raise
         self.placed[meta["uid"]] = target
-        record_event(
-            core,
+        self.recorder.event(
             pod,
             "Normal",
             "Scheduled",
             f"Successfully assigned {meta['namespace']}/{meta['name']} to {target}",
-            self.name,
         )
         return target
 
