@@ -54,8 +54,10 @@ def _misfit(pod: dict[str, Any], node: dict[str, Any]) -> str | None:
 class Scheduler(Controller):
     """Binds pending pods to the fitting node running the fewest pods (spreading).
 
-    The per-node pod count is kept from the pod watch, not recounted per
-    decision, so scheduling 1,000 pods stays linear.
+    Like kube-scheduler it decides from a cache its watches keep (the nodes, the pods waiting, the
+    per-node pod count), not from a read per decision, so scheduling 1,000 pods stays linear. The
+    cache may lag the store by an event: a bind that raced a deletion or another bind gets 404/409
+    and the pod is left alone.
     """
 
     name = "default-scheduler"
@@ -65,38 +67,53 @@ class Scheduler(Controller):
     def __init__(self, core: ApiCore) -> None:
         super().__init__(core)
         self.placed: dict[str, str] = {}  # pod uid -> node
+        self.waiting: dict[Key, dict[str, Any]] = {}  # pods without a node, as last seen
+        self.nodes: dict[str, dict[str, Any]] = {}
 
     def primary_source(self) -> Source:
-        # a new watch lists every pod again, so the counts start afresh
-        return Source(PODS, self.observe, restart=self.placed.clear)
+        return Source(PODS, self.observe_pod, restart=self._forget_pods)
 
     def sources(self) -> Sequence[Source]:
-        return [Source(NODES, self.unscheduled)]
+        return [Source(NODES, self.observe_node, restart=self.nodes.clear)]
 
-    def observe(self, event: WatchEvent) -> list[Key]:
-        """Count where the pod runs; the pod's key when it waits for a node."""
-        pod = event.object
+    def _forget_pods(self) -> None:
+        # a new watch lists every pod again, so the cache starts afresh
+        self.placed.clear()
+        self.waiting.clear()
+
+    def observe_pod(self, event: WatchEvent) -> list[Key]:
+        """Cache where the pod runs or that it waits; the pod's key when it waits for a node."""
+        pod, key = event.object, key_of(event.object)
         uid, node = pod["metadata"].get("uid"), pod.get("spec", {}).get("nodeName")
         if event.type == "DELETED" or not node:
             self.placed.pop(uid, None)
         else:
             self.placed[uid] = node
-        return [key_of(pod)] if event.type != "DELETED" and _pending(pod) else []
+        if event.type != "DELETED" and _pending(pod):
+            self.waiting[key] = pod
+            return [key]
+        self.waiting.pop(key, None)
+        return []
 
-    def unscheduled(self, event: WatchEvent) -> list[Key]:
-        """Every pod waiting for a node (a node change may make room for it)."""
-        return [key_of(p) for p in self.core.list(PODS, None, field_selector="spec.nodeName=")["items"]]
+    def observe_node(self, event: WatchEvent) -> list[Key]:
+        """Cache the node; every waiting pod's key (a node change may make room for it)."""
+        name = event.object["metadata"]["name"]
+        if event.type == "DELETED":
+            self.nodes.pop(name, None)
+        else:
+            self.nodes[name] = event.object
+        return list(self.waiting)
 
     def sync(self, key: Key) -> float | None:
-        pod = self.get(PODS, *key)
-        if pod is not None and _pending(pod):
+        pod = self.waiting.get(key)
+        if pod is not None:
             self.schedule(pod)
         return None
 
     def schedule(self, pod: dict[str, Any]) -> str | None:
         """Bind *pod*; None when nothing fits (a FailedScheduling event says why)."""
         core = self.core
-        all_nodes = core.list(NODES, None)["items"]
+        all_nodes = [self.nodes[name] for name in sorted(self.nodes)]
         misfits = {n["metadata"]["name"]: _misfit(pod, n) for n in all_nodes}
         nodes = [n for n in all_nodes if misfits[n["metadata"]["name"]] is None]
         if not nodes:
@@ -124,6 +141,7 @@ class Scheduler(Controller):
                 return None
             raise
         self.placed[meta["uid"]] = target
+        self.waiting.pop(key_of(pod), None)
         self.recorder.event(
             pod,
             "Normal",
