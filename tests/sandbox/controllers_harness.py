@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -24,16 +25,24 @@ from labkit.sandbox.controllers.job import run_job_controller
 from labkit.sandbox.controllers.podutil import PODS, controller_of
 from labkit.sandbox.controllers.replicaset import REPLICASETS, run_replicaset_controller
 
+T = TypeVar("T")
+
 NS = "lab"
-SERVICES = RESOURCES.by_plural("", "services")
+SERVICES = RESOURCES.served("", "services")
 
 
 @pytest.fixture
-def core(tmp_path):
+def core(tmp_path: Path) -> Iterator[ApiCore]:
     core = ApiCore(Store(tmp_path / "state.db"))
-    core.create(RESOURCES.by_plural("", "namespaces"), None, {"metadata": {"name": NS}})
+    core.create(RESOURCES.served("", "namespaces"), None, {"metadata": {"name": NS}})
     yield core
     core.store.close()
+
+
+def must(value: T | None) -> T:
+    """*value*, failing the test when it is None (a condition or timestamp the test needs)."""
+    assert value is not None
+    return value
 
 
 def run(core: ApiCore, body: Callable[[], Awaitable[None]], timeout: float = 10.0) -> None:

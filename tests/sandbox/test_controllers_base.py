@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +23,9 @@ CONFIGMAPS = RESOURCES.served("", "configmaps")
 
 
 @pytest.fixture
-def core(tmp_path):
+def core(tmp_path: Path) -> Iterator[ApiCore]:
     core = ApiCore(Store(tmp_path / "state.db"))
-    core.create(RESOURCES.by_plural("", "namespaces"), None, {"metadata": {"name": NS}})
+    core.create(RESOURCES.served("", "namespaces"), None, {"metadata": {"name": NS}})
     yield core
     core.store.close()
 
@@ -72,7 +73,7 @@ async def until(what: str, probe: Callable[[], Any], within: float = 4.0) -> Non
 
 
 # --------------------------------------------------------------------------------------------------- the queue
-def test_a_key_added_twice_while_waiting_is_taken_once():
+def test_a_key_added_twice_while_waiting_is_taken_once() -> None:
     async def main() -> list[Any]:
         queue = WorkQueue()
         for key in (("lab", "a"), ("lab", "b"), ("lab", "a")):
@@ -83,7 +84,7 @@ def test_a_key_added_twice_while_waiting_is_taken_once():
     assert asyncio.run(main()) == [("lab", "a"), ("lab", "b"), 0]
 
 
-def test_a_key_added_while_it_syncs_waits_for_done_and_is_taken_again():
+def test_a_key_added_while_it_syncs_waits_for_done_and_is_taken_again() -> None:
     async def main() -> None:
         queue = WorkQueue()
         queue.add(("lab", "a"))
@@ -100,7 +101,7 @@ def test_a_key_added_while_it_syncs_waits_for_done_and_is_taken_again():
     asyncio.run(main())
 
 
-def test_add_after_keeps_the_earlier_timer():
+def test_add_after_keeps_the_earlier_timer() -> None:
     async def main() -> None:
         queue = WorkQueue()
         queue.add_after(("lab", "a"), 0.05)
@@ -116,7 +117,7 @@ def test_add_after_keeps_the_earlier_timer():
     asyncio.run(main())
 
 
-def test_failures_back_off_exponentially_up_to_the_cap_and_forget_resets():
+def test_failures_back_off_exponentially_up_to_the_cap_and_forget_resets() -> None:
     async def main() -> None:
         queue = WorkQueue(base_delay=0.005, max_delay=0.03)
         key = ("lab", "a")
@@ -132,7 +133,7 @@ def test_failures_back_off_exponentially_up_to_the_cap_and_forget_resets():
 
 
 # ---------------------------------------------------------------------------------------------- the controller
-def test_every_object_is_synced_and_each_change_syncs_its_key(core):
+def test_every_object_is_synced_and_each_change_syncs_its_key(core: ApiCore) -> None:
     create_configmap(core, "before")
     recorder = Recorder(core)
 
@@ -146,7 +147,7 @@ def test_every_object_is_synced_and_each_change_syncs_its_key(core):
     running(recorder, body)
 
 
-def test_a_failing_sync_is_retried_with_back_off_then_dropped_after_max_retries(core):
+def test_a_failing_sync_is_retried_with_back_off_then_dropped_after_max_retries(core: ApiCore) -> None:
     def fail(key: Key, earlier: int) -> float | None:
         raise RuntimeError("a bug in sync")
 
@@ -165,7 +166,7 @@ def test_a_failing_sync_is_retried_with_back_off_then_dropped_after_max_retries(
     running(recorder, body)
 
 
-def test_a_sync_that_succeeds_after_failing_is_forgotten_and_its_timer_runs(core):
+def test_a_sync_that_succeeds_after_failing_is_forgotten_and_its_timer_runs(core: ApiCore) -> None:
     def flaky(key: Key, earlier: int) -> float | None:
         if earlier < 2:
             raise RuntimeError("not yet")
@@ -183,7 +184,9 @@ def test_a_sync_that_succeeds_after_failing_is_forgotten_and_its_timer_runs(core
     running(recorder, body)
 
 
-def test_the_controller_watches_again_when_the_store_ends_a_watch_that_fell_behind(core, monkeypatch):
+def test_the_controller_watches_again_when_the_store_ends_a_watch_that_fell_behind(
+    core: ApiCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(store_module, "MAX_PENDING", 3)
     recorder = Recorder(core)
 

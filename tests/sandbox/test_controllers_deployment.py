@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import controllers_harness as harness
 import pytest
@@ -15,6 +15,7 @@ from controllers_harness import (
     events,
     exactly,
     kubelet,
+    must,
     pods,
     pods_per_replica_set,
     ready_all,
@@ -35,11 +36,14 @@ from labkit.sandbox.controllers.deploymentutil import pod_template_hash, scaled_
 from labkit.sandbox.controllers.podutil import deletion_order
 from labkit.sandbox.controllers.replicaset import REPLICASETS
 
+if TYPE_CHECKING:
+    from labkit.sandbox.api.apicore import ApiCore
+
 core = harness.core  # the fixture every test here takes
 
 
 # ------------------------------------------------------------------------------------------------------ pure logic
-def test_pod_template_hash_is_stable_short_safe_and_ignores_its_own_label():
+def test_pod_template_hash_is_stable_short_safe_and_ignores_its_own_label() -> None:
     template = deployment()["spec"]["template"]
     h = pod_template_hash(template)
     assert h == pod_template_hash(copy.deepcopy(template))
@@ -53,7 +57,7 @@ def test_pod_template_hash_is_stable_short_safe_and_ignores_its_own_label():
     assert pod_template_hash(template, collision_count=1) != h
 
 
-def test_surge_rounds_up_and_unavailable_rounds_down():
+def test_surge_rounds_up_and_unavailable_rounds_down() -> None:
     assert scaled_value("25%", 3, round_up=True) == 1
     assert scaled_value("25%", 3, round_up=False) == 0
     assert scaled_value("50%", 5, round_up=False) == 2
@@ -67,7 +71,7 @@ def test_surge_rounds_up_and_unavailable_rounds_down():
     assert surge_and_unavailable(deployment(strategy={"type": "Recreate"})) == (0, 0)
 
 
-def test_deletion_order_prefers_unscheduled_then_not_ready_then_newest():
+def test_deletion_order_prefers_unscheduled_then_not_ready_then_newest() -> None:
     def pod(name: str, node: str | None, ready: bool, created: str) -> dict[str, Any]:
         return {
             "metadata": {"name": name, "creationTimestamp": created},
@@ -92,7 +96,7 @@ def test_deletion_order_prefers_unscheduled_then_not_ready_then_newest():
 
 
 # ---------------------------------------------------------------------------------------------------- deployments
-def test_deployment_creates_replicaset_and_pods_and_becomes_available(core):
+def test_deployment_creates_replicaset_and_pods_and_becomes_available(core: ApiCore) -> None:
     core.create(DEPLOYMENTS, NS, deployment())
 
     async def body() -> None:
@@ -131,13 +135,13 @@ def test_deployment_creates_replicaset_and_pods_and_becomes_available(core):
         )
         d = core.get(DEPLOYMENTS, NS, "web")
         assert d["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
-        avail = condition(d, "Available")
+        avail = must(condition(d, "Available"))
         assert (avail["status"], avail["reason"], avail["message"]) == (
             "False",
             "MinimumReplicasUnavailable",
             "Deployment does not have minimum availability.",
         )
-        assert condition(d, "Progressing")["reason"] in ("NewReplicaSetCreated", "ReplicaSetUpdated")
+        assert must(condition(d, "Progressing"))["reason"] in ("NewReplicaSetCreated", "ReplicaSetUpdated")
         assert status == 3 and d["status"]["unavailableReplicas"] == 3
 
         ready_all(core, app="web")
@@ -162,8 +166,8 @@ def test_deployment_creates_replicaset_and_pods_and_becomes_available(core):
             "availableReplicas": 3,
             "unavailableReplicas": None,
         }
-        assert condition(d, "Progressing")["message"] == f'ReplicaSet "web-{h}" has successfully progressed.'
-        avail = condition(d, "Available")
+        assert must(condition(d, "Progressing"))["message"] == f'ReplicaSet "web-{h}" has successfully progressed.'
+        avail = must(condition(d, "Available"))
         assert (avail["status"], avail["reason"], avail["message"]) == (
             "True",
             "MinimumReplicasAvailable",
@@ -188,7 +192,7 @@ def test_deployment_creates_replicaset_and_pods_and_becomes_available(core):
     run(core, body)
 
 
-async def four_available(core) -> str:
+async def four_available(core: ApiCore) -> str:
     """Play the kubelet until the 4-replica "web" Deployment is Available; returns its only ReplicaSet."""
     await until("4 pods", lambda: len(pods(core, app="web")) == 4)
     ready_all(core, app="web")
@@ -197,7 +201,7 @@ async def four_available(core) -> str:
     return only
 
 
-def test_rolling_update_with_surge_one_keeps_every_pod_available(core):
+def test_rolling_update_with_surge_one_keeps_every_pod_available(core: ApiCore) -> None:
     core.create(
         DEPLOYMENTS,
         NS,
@@ -213,10 +217,11 @@ def test_rolling_update_with_surge_one_keeps_every_pod_available(core):
         steps = []
         for expected_new in (1, 2, 3, 4):
             wanted = {new: expected_new, old: 5 - expected_new}
-            await until(
-                f"new RS at {expected_new}",
-                lambda wanted=wanted: spec_replicas(core) == wanted and pods_per_replica_set(core) == wanted,
-            )
+
+            def at_step(wanted: dict[str, int] = wanted) -> bool:
+                return spec_replicas(core) == wanted and pods_per_replica_set(core) == wanted
+
+            await until(f"new RS at {expected_new}", at_step)
             steps.append((spec_replicas(core)[new], spec_replicas(core)[old]))
             # never more than replicas + maxSurge pods, never fewer than replicas available
             assert sum(spec_replicas(core).values()) <= 5
@@ -238,7 +243,7 @@ def test_rolling_update_with_surge_one_keeps_every_pod_available(core):
     run(core, body)
 
 
-def test_scaling_in_the_middle_of_a_rollout_is_proportional(core):
+def test_scaling_in_the_middle_of_a_rollout_is_proportional(core: ApiCore) -> None:
     core.create(
         DEPLOYMENTS,
         NS,
@@ -267,7 +272,7 @@ def test_scaling_in_the_middle_of_a_rollout_is_proportional(core):
     run(core, body)
 
 
-def test_rolling_update_with_unavailable_half_and_no_surge(core):
+def test_rolling_update_with_unavailable_half_and_no_surge(core: ApiCore) -> None:
     core.create(
         DEPLOYMENTS,
         NS,
@@ -288,7 +293,7 @@ def test_rolling_update_with_unavailable_half_and_no_surge(core):
     run(core, body)
 
 
-def test_scaling_and_recreate_strategy(core):
+def test_scaling_and_recreate_strategy(core: ApiCore) -> None:
     core.create(DEPLOYMENTS, NS, deployment(replicas=2, strategy={"type": "Recreate"}))
 
     async def body() -> None:
@@ -313,7 +318,7 @@ def test_scaling_and_recreate_strategy(core):
     run(core, body)
 
 
-def test_scale_down_deletes_not_ready_pods_first(core):
+def test_scale_down_deletes_not_ready_pods_first(core: ApiCore) -> None:
     core.create(DEPLOYMENTS, NS, deployment(replicas=3))
 
     async def body() -> None:
@@ -332,7 +337,7 @@ def test_scale_down_deletes_not_ready_pods_first(core):
     run(core, body)
 
 
-def test_revision_history_limit_and_rollback_reuses_the_old_replicaset(core):
+def test_revision_history_limit_and_rollback_reuses_the_old_replicaset(core: ApiCore) -> None:
     core.create(DEPLOYMENTS, NS, deployment(replicas=1, revisionHistoryLimit=1))
 
     async def body() -> None:
@@ -340,10 +345,11 @@ def test_revision_history_limit_and_rollback_reuses_the_old_replicaset(core):
         for image in ("demo:1", "demo:2", "demo:3"):
             if image != "demo:1":
                 update_template(core, "web", image)
-            await until(
-                f"{image} pod",
-                lambda image=image: [p for p in pods(core, app="web") if p["spec"]["containers"][0]["image"] == image],
-            )
+
+            def running(image: str = image) -> list[dict[str, Any]]:
+                return [p for p in pods(core, app="web") if p["spec"]["containers"][0]["image"] == image]
+
+            await until(f"{image} pod", running)
             ready_all(core, app="web")
             await until(f"{image} rolled out", lambda: rolled_out(core))
             names.append(next(n for n, rs in replica_sets(core).items() if rs["spec"]["replicas"] == 1))
@@ -365,7 +371,7 @@ def test_revision_history_limit_and_rollback_reuses_the_old_replicaset(core):
     run(core, body)
 
 
-def test_paused_deployment_scales_but_does_not_roll_out(core):
+def test_paused_deployment_scales_but_does_not_roll_out(core: ApiCore) -> None:
     core.create(DEPLOYMENTS, NS, deployment(replicas=1))
 
     async def body() -> None:
@@ -380,7 +386,7 @@ def test_paused_deployment_scales_but_does_not_roll_out(core):
         paused = await until(
             "paused", lambda: with_condition(core, DEPLOYMENTS, "web", "Progressing", "DeploymentPaused")
         )
-        c = condition(paused, "Progressing")
+        c = must(condition(paused, "Progressing"))
         assert (c["status"], c["message"]) == ("Unknown", "Deployment is paused")
         await until("scaled", lambda: len(pods(core, app="web")) == 2)
         assert len(replica_sets(core)) == 1  # the new template waits for resume
@@ -394,12 +400,12 @@ def test_paused_deployment_scales_but_does_not_roll_out(core):
     run(core, body)
 
 
-def test_min_ready_seconds_delays_availability(core):
+def test_min_ready_seconds_delays_availability(core: ApiCore) -> None:
     core.create(DEPLOYMENTS, NS, deployment(replicas=1, minReadySeconds=2))
 
     async def body() -> None:
         (pod,) = await until("pod", lambda: pods(core, app="web"))
-        ready_since = parse_time(condition(kubelet(core, pod), "Ready")["lastTransitionTime"])
+        ready_since = must(parse_time(must(condition(kubelet(core, pod), "Ready"))["lastTransitionTime"]))
         await until("ready", lambda: core.get(DEPLOYMENTS, NS, "web").get("status", {}).get("readyReplicas") == 1)
         await until("available", lambda: core.get(DEPLOYMENTS, NS, "web")["status"].get("availableReplicas") == 1, 4)
         # timestamps have whole seconds, as in Kubernetes: available once 2 s passed since the stamped time
@@ -408,7 +414,7 @@ def test_min_ready_seconds_delays_availability(core):
     run(core, body)
 
 
-def test_progress_deadline_exceeded(core):
+def test_progress_deadline_exceeded(core: ApiCore) -> None:
     core.create(DEPLOYMENTS, NS, deployment(replicas=1, progressDeadlineSeconds=1))
 
     async def body() -> None:
@@ -416,7 +422,7 @@ def test_progress_deadline_exceeded(core):
             "timed out", lambda: with_condition(core, DEPLOYMENTS, "web", "Progressing", "ProgressDeadlineExceeded"), 4
         )
         rs = next(iter(replica_sets(core)))
-        c = condition(d, "Progressing")
+        c = must(condition(d, "Progressing"))
         assert (c["status"], c["message"]) == ("False", f'ReplicaSet "{rs}" has timed out progressing.')
 
     run(core, body)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import controllers_harness as harness
 from controllers_harness import NS, SERVICES, deployment, exactly, kubelet, pods, run, settle, until
@@ -11,11 +11,14 @@ from labkit.sandbox.controllers.deployment import DEPLOYMENTS
 from labkit.sandbox.controllers.endpoints import ENDPOINTS, SLICES, slice_endpoint
 from labkit.sandbox.controllers.podutil import PODS
 
+if TYPE_CHECKING:
+    from labkit.sandbox.api.apicore import ApiCore
+
 core = harness.core  # the fixture every test here takes
 
 
 # ------------------------------------------------------------------------------------------------------ endpoints
-def test_endpoints_and_slices_follow_ready_pods(core):
+def test_endpoints_and_slices_follow_ready_pods(core: ApiCore) -> None:
     core.create(DEPLOYMENTS, NS, deployment(replicas=3))
     core.create(
         SERVICES,
@@ -88,7 +91,7 @@ def test_endpoints_and_slices_follow_ready_pods(core):
     run(core, body)
 
 
-def test_slice_endpoint_conditions_with_and_without_publish_not_ready_addresses():
+def test_slice_endpoint_conditions_with_and_without_publish_not_ready_addresses() -> None:
     def pod(ready: bool, terminating: bool) -> dict[str, Any]:
         meta = {
             "name": "p",
@@ -113,7 +116,7 @@ def test_slice_endpoint_conditions_with_and_without_publish_not_ready_addresses(
     assert conditions(True, True, publish=True) == (True, True, True)
 
 
-def test_pods_naming_a_port_differently_get_their_own_subset_and_slice(core):
+def test_pods_naming_a_port_differently_get_their_own_subset_and_slice(core: ApiCore) -> None:
     for name, port in (("a", 8080), ("b", 9090)):
         core.create(
             PODS,
@@ -162,7 +165,7 @@ def test_pods_naming_a_port_differently_get_their_own_subset_and_slice(core):
     run(core, body)
 
 
-def test_a_pod_relabelled_away_leaves_its_old_service_and_joins_the_new_one(core):
+def test_a_pod_relabelled_away_leaves_its_old_service_and_joins_the_new_one(core: ApiCore) -> None:
     for name in ("a", "b"):
         core.create(
             PODS,
@@ -201,7 +204,7 @@ def test_a_pod_relabelled_away_leaves_its_old_service_and_joins_the_new_one(core
     run(core, body)
 
 
-def test_selectorless_service_endpoints_are_left_alone(core):
+def test_selectorless_service_endpoints_are_left_alone(core: ApiCore) -> None:
     core.create(
         ENDPOINTS,
         NS,

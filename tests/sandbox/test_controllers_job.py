@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import controllers_harness as harness
-from controllers_harness import NS, events, exactly, job, kubelet, pods, run, settle, until, with_condition
+from controllers_harness import NS, events, exactly, job, kubelet, must, pods, run, settle, until, with_condition
 
 from labkit.sandbox.controllers.conditions import condition
 from labkit.sandbox.controllers.job import JOBS
+
+if TYPE_CHECKING:
+    from labkit.sandbox.api.apicore import ApiCore
 
 core = harness.core  # the fixture every test here takes
 
 
 # ----------------------------------------------------------------------------------------------------------- jobs
-def test_job_runs_to_complete(core):
+def test_job_runs_to_complete(core: ApiCore) -> None:
     core.create(JOBS, NS, job(completions=3, parallelism=2))
 
     async def body() -> None:
@@ -47,7 +52,7 @@ def test_job_runs_to_complete(core):
         kubelet(core, third[0], phase="Succeeded", ready=False, exit_code=0)
         j = await until("complete", lambda: with_condition(core, JOBS, "calc", "Complete"))
         for type_ in ("SuccessCriteriaMet", "Complete"):
-            c = condition(j, type_)
+            c = must(condition(j, type_))
             assert (c["status"], c["reason"], c["message"]) == (
                 "True",
                 "CompletionsReached",
@@ -61,7 +66,7 @@ def test_job_runs_to_complete(core):
     run(core, body)
 
 
-def test_job_backoff_limit_exceeded_with_restart_never(core):
+def test_job_backoff_limit_exceeded_with_restart_never(core: ApiCore) -> None:
     core.create(JOBS, NS, job(backoffLimit=1))
 
     async def body() -> None:
@@ -78,7 +83,7 @@ def test_job_backoff_limit_exceeded_with_restart_never(core):
         kubelet(core, second[0], phase="Failed", ready=False, exit_code=3)
         j = await until("failed", lambda: with_condition(core, JOBS, "calc", "Failed"))
         for type_ in ("FailureTarget", "Failed"):
-            c = condition(j, type_)
+            c = must(condition(j, type_))
             assert (c["status"], c["reason"], c["message"]) == (
                 "True",
                 "BackoffLimitExceeded",
@@ -92,7 +97,7 @@ def test_job_backoff_limit_exceeded_with_restart_never(core):
     run(core, body)
 
 
-def test_job_on_failure_counts_container_restarts(core):
+def test_job_on_failure_counts_container_restarts(core: ApiCore) -> None:
     core.create(JOBS, NS, job(restart="OnFailure", backoffLimit=2))
 
     async def body() -> None:
@@ -102,7 +107,7 @@ def test_job_on_failure_counts_container_restarts(core):
         assert condition(core.get(JOBS, NS, "calc"), "Failed") is None
         kubelet(core, pod, restarts=2, ready=False)
         j = await until("failed", lambda: with_condition(core, JOBS, "calc", "Failed"))
-        assert condition(j, "Failed")["reason"] == "BackoffLimitExceeded"
+        assert must(condition(j, "Failed"))["reason"] == "BackoffLimitExceeded"
         assert not pods(core, **{"job-name": "calc"})  # the running pod was deleted
         assert ("SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}") in events(core, "calc")
 

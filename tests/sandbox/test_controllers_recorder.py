@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from labkit.sandbox.api.apicore import ApiCore
@@ -14,14 +17,14 @@ CONFIGMAPS = RESOURCES.served("", "configmaps")
 
 
 @pytest.fixture
-def core(tmp_path):
+def core(tmp_path: Path) -> Iterator[ApiCore]:
     core = ApiCore(Store(tmp_path / "state.db"))
     core.create(NAMESPACES, None, {"metadata": {"name": "lab"}})
     yield core
     core.store.close()
 
 
-def test_a_repeated_event_bumps_the_count_of_the_first(core):
+def test_a_repeated_event_bumps_the_count_of_the_first(core: ApiCore) -> None:
     cm, _ = core.create(CONFIGMAPS, "lab", {"metadata": {"name": "settings"}})
     recorder = EventRecorder(core, "test-controller")
     for _ in range(3):
@@ -37,7 +40,7 @@ def test_a_repeated_event_bumps_the_count_of_the_first(core):
     assert synced["metadata"]["name"].startswith("settings.")
 
 
-def test_an_event_deleted_meanwhile_is_recorded_afresh(core):
+def test_an_event_deleted_meanwhile_is_recorded_afresh(core: ApiCore) -> None:
     cm, _ = core.create(CONFIGMAPS, "lab", {"metadata": {"name": "settings"}})
     recorder = EventRecorder(core, "test-controller")
     recorder.event(cm, "Normal", "Synced", "all good")
@@ -48,7 +51,7 @@ def test_an_event_deleted_meanwhile_is_recorded_afresh(core):
     assert second["count"] == 1 and second["metadata"]["name"] != first["metadata"]["name"]
 
 
-def test_an_event_in_a_terminating_namespace_is_dropped_without_failing(core):
+def test_an_event_in_a_terminating_namespace_is_dropped_without_failing(core: ApiCore) -> None:
     core.create(NAMESPACES, None, {"metadata": {"name": "going", "finalizers": ["test/hold"]}})
     cm, _ = core.create(CONFIGMAPS, "going", {"metadata": {"name": "settings", "finalizers": ["test/hold"]}})
     core.delete(NAMESPACES, None, "going")

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import controllers_harness as harness
 from controllers_harness import NS, exactly, pods, run, settle, until
 
 from labkit.sandbox.controllers.podutil import PODS
 from labkit.sandbox.controllers.replicaset import REPLICASETS
 
+if TYPE_CHECKING:
+    from labkit.sandbox.api.apicore import ApiCore
+
 core = harness.core  # the fixture every test here takes
 
 
-def test_replicaset_pods_being_deleted_do_not_count(core):
+def test_replicaset_pods_being_deleted_do_not_count(core: ApiCore) -> None:
     rs = {
         "apiVersion": "apps/v1",
         "kind": "ReplicaSet",
@@ -39,7 +44,7 @@ def test_replicaset_pods_being_deleted_do_not_count(core):
     run(core, body)
 
 
-def test_replicaset_adopts_matching_orphans_and_releases_relabelled_pods(core):
+def test_replicaset_adopts_matching_orphans_and_releases_relabelled_pods(core: ApiCore) -> None:
     core.create(
         PODS,
         NS,

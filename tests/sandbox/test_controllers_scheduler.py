@@ -4,13 +4,18 @@ changes. Real ApiCore over SQLite; the nodes are sandbox node objects with no ku
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import controllers_harness as harness
-from controllers_harness import NS, until
+from controllers_harness import NS, must, until
 
 from labkit.sandbox.api.events import EVENTS
 from labkit.sandbox.controllers.scheduler import NODES, PODS, run_scheduler
 from labkit.sandbox.nodes import ensure_nodes
+
+if TYPE_CHECKING:
+    from labkit.sandbox.api.apicore import ApiCore
 
 core = harness.core  # the fixture every test here takes
 
@@ -19,11 +24,12 @@ def pod(name: str, **spec: object) -> dict[str, object]:
     return {"metadata": {"name": name}, "spec": {"containers": [{"name": "main", "image": "demo:1"}], **spec}}
 
 
-def node_of(core, name: str) -> str | None:
-    return core.get(PODS, NS, name)["spec"].get("nodeName")
+def node_of(core: ApiCore, name: str) -> str | None:
+    node: str | None = core.get(PODS, NS, name)["spec"].get("nodeName")
+    return node
 
 
-def scheduling(core, body) -> None:
+def scheduling(core: ApiCore, body: Callable[[], Awaitable[None]]) -> None:
     async def main() -> None:
         task = asyncio.ensure_future(run_scheduler(core))
         try:
@@ -35,14 +41,14 @@ def scheduling(core, body) -> None:
     asyncio.run(main())
 
 
-def test_pods_spread_over_the_nodes_and_each_gets_a_scheduled_event(core):
+def test_pods_spread_over_the_nodes_and_each_gets_a_scheduled_event(core: ApiCore) -> None:
     nodes = ensure_nodes(core, 2)
     for i in range(4):
         core.create(PODS, NS, pod(f"p{i}"))
 
     async def body() -> None:
         await until("all bound", lambda: all(node_of(core, f"p{i}") for i in range(4)))
-        placed = [node_of(core, f"p{i}") for i in range(4)]
+        placed = [must(node_of(core, f"p{i}")) for i in range(4)]
         assert sorted(placed) == sorted(nodes * 2)
         scheduled = [e for e in core.list(EVENTS, NS)["items"] if e["reason"] == "Scheduled"]
         assert len(scheduled) == 4 and scheduled[0]["source"]["component"] == "default-scheduler"
@@ -50,7 +56,7 @@ def test_pods_spread_over_the_nodes_and_each_gets_a_scheduled_event(core):
     scheduling(core, body)
 
 
-def test_an_unschedulable_pod_says_why_and_is_bound_once_a_node_fits(core):
+def test_an_unschedulable_pod_says_why_and_is_bound_once_a_node_fits(core: ApiCore) -> None:
     (name,) = ensure_nodes(core, 1)
     core.create(PODS, NS, pod("picky", nodeSelector={"disktype": "ssd"}))
 
