@@ -56,7 +56,7 @@ def test_pods_spread_over_the_nodes_and_each_gets_a_scheduled_event(core: ApiCor
     scheduling(core, body)
 
 
-def test_an_unschedulable_pod_says_why_and_is_bound_once_a_node_fits(core: ApiCore) -> None:
+def test_an_unschedulable_pod_says_why_and_is_retried_when_a_node_changes_in_a_way_that_fits(core: ApiCore) -> None:
     (name,) = ensure_nodes(core, 1)
     core.create(PODS, NS, pod("picky", nodeSelector={"disktype": "ssd"}))
 
@@ -67,6 +67,12 @@ def test_an_unschedulable_pod_says_why_and_is_bound_once_a_node_fits(core: ApiCo
         await until("FailedScheduling", failed)
         assert failed()[0].startswith("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.")
         assert node_of(core, "picky") is None
+        heartbeat = core.get(NODES, None, name)
+        heartbeat["status"]["conditions"][-1]["lastHeartbeatTime"] = "2030-01-01T00:00:00Z"
+        core.replace(NODES, None, name, heartbeat, subresource="status")
+        await asyncio.sleep(0.1)
+        (event,) = [e for e in core.list(EVENTS, NS)["items"] if e["reason"] == "FailedScheduling"]
+        assert event["count"] == 1  # a heartbeat cannot make room: the pod is not tried again
         node = core.get(NODES, None, name)
         node["metadata"]["labels"]["disktype"] = "ssd"
         core.replace(NODES, None, name, node)

@@ -35,6 +35,18 @@ def _tolerates(pod: dict[str, Any], taint: dict[str, Any]) -> bool:
     return False
 
 
+def _ready(node: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions") or ())
+
+
+def _fit_view(node: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    """What of a node :func:`_misfit` reads; a change elsewhere (a heartbeat) cannot make room for a pod."""
+    if node is None:
+        return None
+    spec = node.get("spec", {})
+    return node["metadata"].get("labels"), spec.get("unschedulable"), spec.get("taints"), _ready(node)
+
+
 def _misfit(pod: dict[str, Any], node: dict[str, Any]) -> str | None:
     """Why *pod* cannot go to *node*, in kube-scheduler's words (``None`` when it fits)."""
     labels = node["metadata"].get("labels") or {}
@@ -42,8 +54,7 @@ def _misfit(pod: dict[str, Any], node: dict[str, Any]) -> str | None:
         return "didn't match Pod's node affinity/selector"
     if node.get("spec", {}).get("unschedulable"):
         return "were unschedulable"
-    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions") or ())
-    if not ready:  # the node lifecycle controller taints NotReady nodes
+    if not _ready(node):  # the node lifecycle controller taints NotReady nodes
         return "had untolerated taint {node.kubernetes.io/not-ready: }"
     for taint in node.get("spec", {}).get("taints") or ():
         if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(pod, taint):
@@ -96,13 +107,14 @@ class Scheduler(Controller):
         return []
 
     def observe_node(self, event: WatchEvent) -> list[Key]:
-        """Cache the node; every waiting pod's key (a node change may make room for it)."""
+        """Cache the node; every waiting pod's key when the node changed in a way that may make room."""
         name = event.object["metadata"]["name"]
+        before = _fit_view(self.nodes.get(name))
         if event.type == "DELETED":
             self.nodes.pop(name, None)
-        else:
-            self.nodes[name] = event.object
-        return list(self.waiting)
+            return []
+        self.nodes[name] = event.object
+        return list(self.waiting) if _fit_view(event.object) != before else []
 
     def sync(self, key: Key) -> float | None:
         pod = self.waiting.get(key)
