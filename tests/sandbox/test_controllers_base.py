@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,13 @@ import pytest
 from labkit.sandbox.api import store as store_module
 from labkit.sandbox.api.apicore import ApiCore
 from labkit.sandbox.api.registry import RESOURCES
-from labkit.sandbox.api.store import Store
-from labkit.sandbox.controllers.base import MAX_RETRIES, Controller, Key, WorkQueue
+from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.api.store import Store, WatchEvent
+from labkit.sandbox.controllers.base import MAX_RETRIES, Controller, Key, Source, WorkQueue
 
 NS = "lab"
 CONFIGMAPS = RESOURCES.served("", "configmaps")
+SECRETS = RESOURCES.served("", "secrets")
 
 
 @pytest.fixture
@@ -199,3 +201,40 @@ def test_the_controller_watches_again_when_the_store_ends_a_watch_that_fell_behi
         await until("a change after the new watch", lambda: ("lab", "later") in recorder.synced)
 
     running(recorder, body)
+
+
+def test_no_key_is_synced_before_every_source_has_listed(core: ApiCore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Upstream's WaitForCacheSync: a controller whose second list failed once waits for it."""
+    create_configmap(core, "primary")
+    core.create(SECRETS, NS, {"metadata": {"name": "secondary"}})
+    seen: list[str] = []
+    synced_after: list[list[str]] = []
+
+    def note(event: WatchEvent) -> list[Key]:
+        seen.append(event.object["metadata"]["name"])
+        return []
+
+    class TwoSources(Recorder):
+        def sources(self) -> Sequence[Source]:
+            return [Source(SECRETS, note)]
+
+        def sync(self, key: Key) -> float | None:
+            synced_after.append(list(seen))
+            return super().sync(key)
+
+    real_list = core.list
+    failures = iter([StatusError(500, "InternalError", "etcd is having a moment")])
+
+    def list_failing_once(res: Any, ns: str | None, **kwargs: Any) -> dict[str, Any]:
+        if res is SECRETS and (failure := next(failures, None)) is not None:
+            raise failure
+        return real_list(res, ns, **kwargs)
+
+    monkeypatch.setattr(core, "list", list_failing_once)
+    controller = TwoSources(core)
+
+    async def body() -> None:
+        await until("the primary synced", lambda: controller.synced)
+        assert synced_after[0] == ["secondary"]
+
+    running(controller, body)

@@ -1,7 +1,8 @@
 """The one shape of every control loop, as kube-controller-manager's controllers have it.
 
-Watches (informers) turn each event into the keys of the objects to reconcile and
-put them on a :class:`WorkQueue`; one worker takes a key and calls the controller's
+Informers list, then watch, and turn each object and event into the keys of the objects
+to reconcile on a :class:`WorkQueue`; once every informer has listed (upstream's
+WaitForCacheSync), one worker takes a key and calls the controller's
 ``sync(key)``, which recomputes the whole wanted state from what is stored now
 (level-triggered), so a missed or repeated event does no harm. ``sync`` returns the
 seconds after which to look again (a timer such as minReadySeconds) or None; when
@@ -30,12 +31,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.api.store import WatchEvent
 from labkit.sandbox.controllers.recorder import EventRecorder
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
     from labkit.sandbox.api.registry import Resource
-    from labkit.sandbox.api.store import WatchEvent
 
 log = logging.getLogger("labkit.sandbox.controllers")
 
@@ -144,8 +145,8 @@ def key_of(obj: dict[str, Any]) -> Key:
 @dataclass(frozen=True)
 class Source:
     """A watched resource type and how one of its events maps to the keys of the objects to reconcile;
-    *restart* is called before each watch (the first, and each after the store ended one), which
-    lists every object again."""
+    *restart* is called before each list (the first, and each after the store ended a watch), whose
+    objects come as ADDED events."""
 
     resource: Resource
     keys: Callable[[WatchEvent], Iterable[Key]]
@@ -189,11 +190,15 @@ class Controller(abc.ABC):
             raise
 
     async def run(self) -> None:
-        """Start the watches, then sync keys as they come until cancelled."""
-        informers = [asyncio.ensure_future(self._inform(s)) for s in (self.primary_source(), *self.sources())]
+        """Start the informers and, once each has listed, sync keys as they come until cancelled."""
+        sources = (self.primary_source(), *self.sources())
+        listed = [asyncio.Event() for _ in sources]
+        informers = [asyncio.ensure_future(self._inform(s, e)) for s, e in zip(sources, listed, strict=True)]
         if self.resync is not None:
             informers.append(asyncio.ensure_future(self._resync(self.resync)))
         try:
+            for event in listed:  # decide from complete caches only (a node listed late is no "0/0 nodes")
+                await event.wait()
             while True:
                 key = await self.queue.get()
                 try:
@@ -230,27 +235,35 @@ class Controller(abc.ABC):
         log.warning("%s: dropping %s/%s after %d retries", self.name, *key, MAX_RETRIES)
         self.queue.forget(key)
 
-    async def _inform(self, source: Source) -> None:
-        """Queue the keys of every event of *source*; watch again (a full list of ADDED) when the watch ends."""
+    async def _inform(self, source: Source, listed: asyncio.Event) -> None:
+        """Queue the keys of every object of *source*, then of every event; list and watch again when the
+        store ends the watch (it fell behind). Sets *listed* once the first list is queued."""
         while True:
             if source.restart is not None:
                 source.restart()
             try:
-                watcher = self.core.watch(source.resource)
+                objects = self.core.list(source.resource, None)
+                rv = int(objects["metadata"]["resourceVersion"])
+                for obj in objects["items"]:
+                    self._enqueue(source, WatchEvent("ADDED", obj, rv))
+                watcher = self.core.watch(source.resource, since_rv=rv)
             except StatusError as e:
-                log.warning("%s: cannot watch %s: %s", self.name, source.resource.plural, e.message)
+                log.warning("%s: cannot list and watch %s: %s", self.name, source.resource.plural, e.message)
                 await asyncio.sleep(REWATCH_DELAY)
                 continue
+            listed.set()
             try:
-                # None: the store ended a watcher that fell behind; the new watch lists everything again
                 while (event := await watcher.next(None)) is not None:
-                    try:
-                        for key in source.keys(event):
-                            self.queue.add(key)
-                    except Exception:  # a bug in one mapping must not end the watch
-                        log.exception("%s: mapping a %s event failed", self.name, source.resource.kind)
+                    self._enqueue(source, event)
             finally:
                 watcher.close()
+
+    def _enqueue(self, source: Source, event: WatchEvent) -> None:
+        try:
+            for key in source.keys(event):
+                self.queue.add(key)
+        except Exception:  # a bug in one mapping must not end the informer; the log says what broke
+            log.exception("%s: mapping a %s event failed", self.name, source.resource.kind)
 
     async def _resync(self, period: float) -> None:
         while True:
