@@ -13,7 +13,8 @@ from typing import Any
 
 from labkit.sandbox.api import patch
 from labkit.sandbox.api.registry import RESOURCES
-from labkit.sandbox.api.schemas import Schemas, schemas
+from labkit.sandbox.api.schemas import Schemas
+from labkit.sandbox.api.validation import validate
 
 DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
 PODS = RESOURCES.by_plural("", "pods")
@@ -92,7 +93,6 @@ def main() -> None:
     fresh.openapi_document("apis/apps/v1")
     print(f"render OpenAPI v3 apis/apps/v1   {(time.perf_counter() - start) * 1e3:9.1f} ms (once, then cached)")
 
-    s = schemas()
     base = deployment()
     live = patch.record_update(DEPLOYMENTS, None, base, "kubectl-client-side-apply")
     smp = {
@@ -108,8 +108,8 @@ def main() -> None:
     ]
     rows = [
         ("copy a Deployment (baseline)", lambda: patch.deep_copy(base)),
-        ("validate Deployment (Strict)", lambda: s.validate(DEPLOYMENTS, patch.deep_copy(base), "Strict")),
-        ("validate Pod (Strict)", lambda: s.validate(PODS, pod(), "Strict")),
+        ("validate Deployment (Strict)", lambda: validate(DEPLOYMENTS, patch.deep_copy(base), "Strict")),
+        ("validate Pod (Strict)", lambda: validate(PODS, pod(), "Strict")),
         ("json merge patch", lambda: patch.json_merge_patch(base, {"spec": {"replicas": 3}})),
         ("json patch (test + replace)", lambda: patch.json_patch(base, ops)),
         ("strategic merge patch", lambda: patch.strategic_merge_patch(DEPLOYMENTS, base, smp)),

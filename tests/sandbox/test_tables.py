@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from labkit.sandbox.api.registry import RESOURCES
-from labkit.sandbox.api.tables import human_duration, pod_status, table_event, to_table
+from labkit.sandbox.api.printers import human_duration, pod_status
+from labkit.sandbox.api.tables import table_event, to_table
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from labkit.sandbox.api import admission, patch, schemas
+from labkit.sandbox.api import admission, patch
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.selectors import label_selector_from_match, parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import StatusError, already_exists, bad_request, conflict, invalid, not_found
+from labkit.sandbox.api.validation import validate
 from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
@@ -70,7 +71,6 @@ class ApiCore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.schemas = schemas.schemas()
         #: called with ("removed", resource, obj) once an object is really gone
         self.hooks: list[Hook] = []
 
@@ -214,7 +214,7 @@ class ApiCore:
         spec["clusterIP"], spec["clusterIPs"] = wanted, [wanted]
 
     def _prepare(self, res: Resource, obj: dict[str, Any], validation: str) -> list[str]:
-        warnings = self.schemas.validate(res, obj, validation)
+        warnings = validate(res, obj, validation)
         admission.apply_defaults(res.kind, obj)
         return warnings
 
