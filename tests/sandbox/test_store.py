@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,11 +13,12 @@ from typing import Any
 import pytest
 
 from labkit.errors import SandboxError
-from labkit.sandbox.api import store as store_module
+from labkit.sandbox.api import watch as watch_module
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import StatusError
-from labkit.sandbox.api.store import NAME_ALPHABET, Store, Watcher, WatchEvent
+from labkit.sandbox.api.store import NAME_ALPHABET, Store
+from labkit.sandbox.api.watch import Watcher, WatchEvent
 
 PODS = RESOURCES.by_plural("", "pods")
 NAMESPACES = RESOURCES.by_plural("", "namespaces")
@@ -277,6 +280,52 @@ def test_objects_and_rv_survive_a_restart(tmp_path: Path) -> None:
         assert asyncio.run(watch_from(7)) == [("ADDED", "new", 8)]  # from the restart's rv onward is fine
 
 
+def test_rv_never_goes_back_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with Store(path) as before:
+        before.create(PODS, pod("a"))
+        before.create(PODS, pod("b"))
+    with Store(path) as after:  # the last write was a create: its body carries the rv
+        assert after.rv == 2
+        after.update(PODS, pod("a", app="x"))
+        after.delete(PODS, "lab", "a")  # the deletion takes the highest body away
+    with Store(path) as again:
+        assert again.rv == 4
+        assert again.create(PODS, pod("c"))["metadata"]["resourceVersion"] == "5"
+
+
+_WRITER = """
+import sys
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.store import Store
+store = Store(sys.argv[1])
+pods = RESOURCES.served("", "pods")
+for i in range(10_000):
+    store.create(pods, {"metadata": {"name": f"p{i}", "namespace": "lab"}, "spec": {}})
+    if i % 2:
+        store.delete(pods, "lab", f"p{i}")
+    print(i, flush=True)
+"""
+
+
+def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None
+    acknowledged = -1
+    while acknowledged < 200:
+        acknowledged = int(writer.stdout.readline())
+    writer.kill()  # SIGKILL mid-stream: no close, no checkpoint
+    writer.wait()
+    with Store(path) as after:
+        names = {p["metadata"]["name"] for p in after.list(PODS)[0]}
+        assert {f"p{i}" for i in range(0, acknowledged + 1, 2)} <= names
+        assert not {f"p{i}" for i in range(1, acknowledged + 1, 2)} & names
+        # each create and delete took one rv; the store's rv covers every acknowledged one
+        assert after.rv >= acknowledged + 1 + (acknowledged + 1) // 2
+        assert int(after.create(PODS, pod("next"))["metadata"]["resourceVersion"]) == after.rv
+
+
 def test_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     path.write_bytes(b"this is not sqlite" * 100)
@@ -440,7 +489,7 @@ def test_close_ends_watchers(store: Store) -> None:
 
 
 def test_slow_watcher_is_ended(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "MAX_PENDING", 3)
+    monkeypatch.setattr(watch_module, "MAX_PENDING", 3)
 
     async def run() -> tuple[bool, bool]:
         slow = store.watch(PODS, since_rv=store.rv)

@@ -10,7 +10,6 @@ sees exactly what kubectl sees.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import json
 from collections.abc import Callable
@@ -231,7 +230,7 @@ class ApiCore:
         managed_fields: list[dict[str, Any]] | None = None,
     ) -> tuple[dict[str, Any], list[str]]:
         """Create *obj*; *managed_fields* carries server-side apply's ownership (clients' own are dropped)."""
-        obj = copy.deepcopy(obj)
+        obj = patch.deep_copy(obj)
         self._check_identity(res, ns, obj, None)
         meta = _meta(obj)
         self._require_namespace(res, ns, meta.get("name") or meta.get("generateName") or "")
@@ -312,7 +311,7 @@ class ApiCore:
         validation: str = "Strict",
         dry_run: bool = False,
     ) -> tuple[dict[str, Any], list[str]]:
-        obj = copy.deepcopy(obj)
+        obj = patch.deep_copy(obj)
         self._check_identity(res, ns, obj, name)
         live = self.get(res, ns, name)
         incoming_rv = obj["metadata"].get("resourceVersion")
@@ -329,7 +328,7 @@ class ApiCore:
     ) -> dict[str, Any]:
         """The object as stored after an update: the status split, immutable and server-owned fields."""
         if subresource == "status":
-            new = copy.deepcopy(live)
+            new = patch.deep_copy(live)
             new["status"] = incoming.get("status", {})
             # metadata changes through /status are limited to labels/annotations in Kubernetes; keep it simple: ignore
             return new
@@ -344,7 +343,7 @@ class ApiCore:
             meta["managedFields"] = live_meta["managedFields"]
         if "status" in res.subresources or res.kind == "Namespace":
             if "status" in live:
-                new["status"] = copy.deepcopy(live["status"])
+                new["status"] = patch.deep_copy(live["status"])
             else:
                 new.pop("status", None)
         if res.kind == "Service":
@@ -479,7 +478,7 @@ class ApiCore:
             if res.kind == "Pod" and grace_period == 0:
                 return self._remove(res, live)
             return live  # already terminating: a second delete changes nothing
-        new = copy.deepcopy(live)
+        new = patch.deep_copy(live)
         new_meta = new["metadata"]
         if res.kind == "Namespace":
             if name in PROTECTED_NAMESPACES:
@@ -655,7 +654,7 @@ class ApiCore:
                     }
                 ],
             )
-        new = copy.deepcopy(live)
+        new = patch.deep_copy(live)
         new.setdefault("spec", {})["replicas"] = replicas
         if manager:
             new = patch.record_update(res, live, new, manager, "Update", subresource="scale")
