@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from labkit.sandbox.api import patch
+from labkit.sandbox.api import managedfields, patch
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.schemas import Schemas
 from labkit.sandbox.api.validation import validate
@@ -94,7 +94,7 @@ def main() -> None:
     print(f"render OpenAPI v3 apis/apps/v1   {(time.perf_counter() - start) * 1e3:9.1f} ms (once, then cached)")
 
     base = deployment()
-    live = patch.record_update(DEPLOYMENTS, None, base, "kubectl-client-side-apply")
+    live = managedfields.record_update(DEPLOYMENTS, None, base, "kubectl-client-side-apply")
     smp = {
         "spec": {
             "template": {
@@ -113,8 +113,8 @@ def main() -> None:
         ("json merge patch", lambda: patch.json_merge_patch(base, {"spec": {"replicas": 3}})),
         ("json patch (test + replace)", lambda: patch.json_patch(base, ops)),
         ("strategic merge patch", lambda: patch.strategic_merge_patch(DEPLOYMENTS, base, smp)),
-        ("record_update (managedFields)", lambda: patch.record_update(DEPLOYMENTS, live, base, "kubectl-edit")),
-        ("server-side apply (forced)", lambda: patch.server_side_apply(DEPLOYMENTS, live, base, "kubectl", True)),
+        ("record_update (managedFields)", lambda: managedfields.record_update(DEPLOYMENTS, live, base, "kubectl-edit")),
+        ("server-side apply (forced)", lambda: managedfields.server_side_apply(DEPLOYMENTS, live, base, "kubectl", True)),
     ]
     for label, fn in rows:
         print(f"{label:32s} {per_call_us(fn):9.1f} µs")

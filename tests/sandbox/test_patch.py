@@ -8,16 +8,14 @@ from typing import Any
 
 import pytest
 
-from labkit.sandbox.api.patch import (
+from labkit.sandbox.api.managedfields import (
     fields_v1,
     format_field_path,
-    json_merge_patch,
-    json_patch,
     parse_fields_v1,
     record_update,
     server_side_apply,
-    strategic_merge_patch,
 )
+from labkit.sandbox.api.patch import json_merge_patch, json_patch, strategic_merge_patch
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.status import StatusError
 

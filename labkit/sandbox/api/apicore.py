@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from labkit.sandbox.api import admission, patch
+from labkit.sandbox.api import admission, managedfields, patch
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.selectors import label_selector_from_match, parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import StatusError, already_exists, bad_request, conflict, invalid, not_found
@@ -257,7 +257,7 @@ class ApiCore:
         if managed_fields is not None:
             meta["managedFields"] = managed_fields
         elif manager:
-            obj = patch.record_update(res, None, obj, manager, "Update")
+            obj = managedfields.record_update(res, None, obj, manager, "Update")
         if dry_run:
             if meta.get("name") and self.store.get(res, ns, meta["name"]) is not None:
                 raise already_exists(res, meta["name"])
@@ -320,7 +320,7 @@ class ApiCore:
         warnings = self._prepare(res, obj, validation) if not subresource else []
         new = self._merge_update(res, live, obj, subresource)
         if manager:
-            new = patch.record_update(res, live, new, manager, "Update", subresource=subresource)
+            new = managedfields.record_update(res, live, new, manager, "Update", subresource=subresource)
         return self._write(res, live, new, dry_run), warnings
 
     def _merge_update(
@@ -409,7 +409,7 @@ class ApiCore:
             if live is None:
                 if subresource:
                     raise not_found(res, name)
-                applied = patch.server_side_apply(res, None, document, manager, force)
+                applied = managedfields.server_side_apply(res, None, document, manager, force)
                 obj, warnings = self.create(
                     res,
                     ns,
@@ -419,7 +419,7 @@ class ApiCore:
                     managed_fields=applied["metadata"].get("managedFields"),
                 )
                 return obj, warnings, True
-            new = patch.server_side_apply(res, live, document, manager, force)
+            new = managedfields.server_side_apply(res, live, document, manager, force)
         else:
             if live is None:
                 raise not_found(res, name)
@@ -430,7 +430,7 @@ class ApiCore:
             else:
                 new = patch.strategic_merge_patch(res, live, document)
             if manager:
-                new = patch.record_update(res, live, new, manager, "Update", subresource=subresource)
+                new = managedfields.record_update(res, live, new, manager, "Update", subresource=subresource)
         self._check_identity(res, ns, new, name)
         incoming_rv = new["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
@@ -657,7 +657,7 @@ class ApiCore:
         new = patch.deep_copy(live)
         new.setdefault("spec", {})["replicas"] = replicas
         if manager:
-            new = patch.record_update(res, live, new, manager, "Update", subresource="scale")
+            new = managedfields.record_update(res, live, new, manager, "Update", subresource="scale")
         merged = self._merge_update(res, live, new, "")
         self._write(res, live, merged, dry_run)
         return (

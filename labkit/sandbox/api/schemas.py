@@ -138,6 +138,11 @@ class Node:
         return self._values
 
 
+def child_of(node: Node | None, name: str) -> Node | None:
+    """The node of field ``name`` under a struct or map ``node``; None for anything else or unknown."""
+    return node.child(name) if node is not None and node.kind in ("struct", "map") else None
+
+
 def _go_type(schema: dict[str, Any], def_name: str | None, kind: str) -> str:
     """The Go type name the real server prints, e.g. ``int32``, ``[]v1.Container``, ``v1.PodSpec``."""
     if def_name:
