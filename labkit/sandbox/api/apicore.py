@@ -10,15 +10,15 @@ sees exactly what kubectl sees.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import yaml
+from labkit.sandbox.api import admission, ipallocator, managedfields, patch
 
-from labkit.sandbox.api import admission, managedfields, patch
+# The daemon's bootstrap imports the two well-known service IPs from here.
+from labkit.sandbox.api.ipallocator import CLUSTER_DNS_IP as CLUSTER_DNS_IP
+from labkit.sandbox.api.ipallocator import KUBERNETES_SERVICE_IP as KUBERNETES_SERVICE_IP
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.selectors import label_selector_from_match, parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import StatusError, already_exists, bad_request, conflict, invalid, not_found
@@ -30,21 +30,8 @@ if TYPE_CHECKING:
 
 #: Kinds whose spec changes bump ``metadata.generation`` (workload controllers read it).
 GENERATION_KINDS = {"Deployment", "ReplicaSet", "Job", "Pod"}
-#: Where Service ClusterIPs come from: loopback addresses the sandbox can really listen on,
-#: shaped like k3s's 10.43.0.0/16 service CIDR.
-SERVICE_CIDR = ipaddress.ip_network("127.43.0.0/16")
-KUBERNETES_SERVICE_IP = "127.43.0.1"
-CLUSTER_DNS_IP = "127.43.0.10"
 
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
-
-PATCH_TYPES = {
-    "application/json-patch+json": "json",
-    "application/merge-patch+json": "merge",
-    "application/strategic-merge-patch+json": "strategic",
-    "application/apply-patch+yaml": "apply",
-    "application/apply-patch+cbor": "unsupported",
-}
 
 Hook = Callable[[str, Resource, dict[str, Any]], None]
 
@@ -138,80 +125,6 @@ class ApiCore:
             meta["name"] = name
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
 
-    def _require_namespace(self, res: Resource, ns: str | None, name: str) -> None:
-        if not res.namespaced:
-            return
-        namespaces = RESOURCES.by_plural("", "namespaces")
-        ns_obj = self.store.get(namespaces, None, ns or "")
-        if ns_obj is None:
-            raise not_found(namespaces, ns or "")
-        if ns_obj.get("metadata", {}).get("deletionTimestamp"):
-            raise StatusError(
-                403,
-                "Forbidden",
-                f"{res.describe(name)} is forbidden: unable to create new content in namespace "
-                f"{ns} because it is being terminated",
-                {
-                    "name": name,
-                    "kind": res.plural,
-                    "causes": [
-                        {
-                            "reason": "NamespaceTerminating",
-                            "message": f"namespace {ns} is being terminated",
-                            "field": "metadata.namespace",
-                        }
-                    ],
-                },
-            )
-
-    def _allocate_cluster_ip(self, obj: dict[str, Any]) -> None:
-        spec = obj.setdefault("spec", {})
-        if spec.get("clusterIP") == "None":  # headless
-            spec["clusterIPs"] = ["None"]
-            return
-        services = RESOURCES.by_plural("", "services")
-        used = {s.get("spec", {}).get("clusterIP") for s in self.store.list(services, None)[0]}
-        wanted = spec.get("clusterIP")
-        if wanted:
-            if ipaddress.ip_address(wanted) not in SERVICE_CIDR:
-                raise invalid(
-                    services,
-                    _meta(obj).get("name", ""),
-                    [
-                        {
-                            "reason": "FieldValueInvalid",
-                            "field": "spec.clusterIPs",
-                            "message": f'Invalid value: []string{{"{wanted}"}}: failed to allocate IP {wanted}: '
-                            f"the provided IP ({wanted}) is not in the valid range. The range of valid IPs is {SERVICE_CIDR}",
-                        }
-                    ],
-                )
-            if wanted in used:
-                raise invalid(
-                    services,
-                    _meta(obj).get("name", ""),
-                    [
-                        {
-                            "reason": "FieldValueInvalid",
-                            "field": "spec.clusterIPs",
-                            "message": f'Invalid value: []string{{"{wanted}"}}: failed to allocate IP {wanted}: '
-                            "provided IP is already allocated",
-                        }
-                    ],
-                )
-        else:
-            # .1 and .10 are the kubernetes and kube-dns services, as on k3s.
-            for host in SERVICE_CIDR.hosts():
-                ip = str(host)
-                if (
-                    ip not in used
-                    and host.packed[-1] not in (0, 255)
-                    and ip not in (KUBERNETES_SERVICE_IP, CLUSTER_DNS_IP)
-                ):
-                    wanted = ip
-                    break
-        spec["clusterIP"], spec["clusterIPs"] = wanted, [wanted]
-
     def _prepare(self, res: Resource, obj: dict[str, Any], validation: str) -> list[str]:
         warnings = validate(res, obj, validation)
         admission.apply_defaults(res.kind, obj)
@@ -233,7 +146,7 @@ class ApiCore:
         obj = patch.deep_copy(obj)
         self._check_identity(res, ns, obj, None)
         meta = _meta(obj)
-        self._require_namespace(res, ns, meta.get("name") or meta.get("generateName") or "")
+        admission.require_namespace(self.store, res, ns, meta.get("name") or meta.get("generateName") or "")
         for server_owned in (
             "uid",
             "resourceVersion",
@@ -249,9 +162,9 @@ class ApiCore:
             obj.pop("status", None)
         warnings = self._prepare(res, obj, validation)
         if res.kind == "Pod":
-            self._admit_runtime_class(obj)
+            admission.admit_runtime_class(self.store, obj)
         if res.kind == "Service" and obj["spec"].get("type") != "ExternalName":
-            self._allocate_cluster_ip(obj)
+            ipallocator.allocate_cluster_ip(self.store, obj)
         if res.kind in GENERATION_KINDS:
             meta["generation"] = 1
         if managed_fields is not None:
@@ -265,28 +178,6 @@ class ApiCore:
         created = self.store.create(res, obj)
         self._after_create(res, created)
         return created, warnings
-
-    def _admit_runtime_class(self, pod: dict[str, Any]) -> None:
-        """The RuntimeClass admission plugin: the class must exist; its scheduling and overhead apply to the pod."""
-        name = pod["spec"].get("runtimeClassName")
-        if not name:
-            return
-        runtime_class = self.store.get(RESOURCES.by_plural("node.k8s.io", "runtimeclasses"), None, name)
-        pod_name = pod["metadata"].get("name") or pod["metadata"].get("generateName", "")
-        if runtime_class is None:
-            raise StatusError(
-                403,
-                "Forbidden",
-                f'pods "{pod_name}" is forbidden: pod rejected: RuntimeClass "{name}" not found',
-                {"name": pod_name, "kind": "pods"},
-            )
-        if runtime_class.get("overhead", {}).get("podFixed"):
-            pod["spec"]["overhead"] = runtime_class["overhead"]["podFixed"]
-        scheduling = runtime_class.get("scheduling") or {}
-        if scheduling.get("nodeSelector"):
-            pod["spec"]["nodeSelector"] = {**scheduling["nodeSelector"], **(pod["spec"].get("nodeSelector") or {})}
-        if scheduling.get("tolerations"):
-            pod["spec"]["tolerations"] = [*(pod["spec"].get("tolerations") or ()), *scheduling["tolerations"]]
 
     def _after_create(self, res: Resource, obj: dict[str, Any]) -> None:
         if res.kind == "Namespace":
@@ -387,18 +278,7 @@ class ApiCore:
         dry_run: bool = False,
     ) -> tuple[dict[str, Any], list[str], bool]:
         """Apply a patch; returns (object, warnings, created). Server-side apply may create."""
-        kind = PATCH_TYPES.get(content_type.split(";")[0].strip())
-        if kind is None or kind == "unsupported":
-            raise StatusError(
-                415,
-                "UnsupportedMediaType",
-                f"the body of the request was in an unknown format - accepted media types include: "
-                f"{', '.join(k for k, v in PATCH_TYPES.items() if v != 'unsupported')}",
-            )
-        try:
-            document = yaml.safe_load(body) if kind == "apply" else json.loads(body or b"null")
-        except (ValueError, yaml.YAMLError) as e:
-            raise bad_request(f"error decoding patch: {e}") from e
+        kind, document = patch.decode(content_type, body)
         live = self.store.get(res, ns, name)
         if kind == "apply":
             if not manager:

@@ -19,11 +19,22 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from labkit.sandbox.api.schemas import Node, child_of, schemas
 from labkit.sandbox.api.status import StatusError, bad_request
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
+
+#: PATCH content types and the patch each carries (CBOR apply is Kubernetes' own binary form: not served)
+PATCH_TYPES = {
+    "application/json-patch+json": "json",
+    "application/merge-patch+json": "merge",
+    "application/strategic-merge-patch+json": "strategic",
+    "application/apply-patch+yaml": "apply",
+    "application/apply-patch+cbor": "unsupported",
+}
 
 _DELETE = object()  # a map asked to remove itself with ``$patch: delete``
 
@@ -35,6 +46,24 @@ def deep_copy(obj: Any) -> Any:
     if isinstance(obj, list):
         return [deep_copy(v) for v in obj]
     return obj
+
+
+def decode(content_type: str, body: bytes) -> tuple[str, Any]:
+    """The patch type a PATCH request's ``Content-Type`` names (``json``, ``merge``, ``strategic`` or
+    ``apply``) and its parsed document: 415 for another media type, 400 for a body that does not parse."""
+    kind = PATCH_TYPES.get(content_type.split(";")[0].strip())
+    if kind is None or kind == "unsupported":
+        raise StatusError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - accepted media types include: "
+            f"{', '.join(k for k, v in PATCH_TYPES.items() if v != 'unsupported')}",
+        )
+    try:
+        document = yaml.safe_load(body) if kind == "apply" else json.loads(body or b"null")
+    except (ValueError, yaml.YAMLError) as e:
+        raise bad_request(f"error decoding patch: {e}") from e
+    return kind, document
 
 
 # -- JSON merge patch (RFC 7386) -------------------------------------------------------------
