@@ -189,7 +189,7 @@ def test_field_selector_escapes() -> None:
     assert [(t.field, t.op, t.value) for t in sel.terms] == [("metadata.name", "=", "a,b=c\\d"), ("type", "=", "x")]
     with pytest.raises(StatusError, match=r"^invalid field selector: invalid escape sequence: \\q$"):
         parse_field_selector(r"metadata.name=a\q")
-    with pytest.raises(StatusError, match="^invalid field selector: unescaped character in value: =$"):
+    with pytest.raises(StatusError, match=r"^invalid field selector: unescaped character in value: =$"):
         parse_field_selector("metadata.name=a=b")
 
 

@@ -44,10 +44,10 @@ def status_of(err: pytest.ExceptionInfo[StatusError]) -> tuple[int, str, str]:
     return err.value.code, err.value.reason, err.value.message
 
 
-async def drain(watcher: Watcher, timeout: float = 0.05) -> list[tuple[str, str, int]]:
-    """Every event until the watcher stays quiet for ``timeout``: (type, name, rv)."""
+async def drain(watcher: Watcher, quiet: float = 0.05) -> list[tuple[str, str, int]]:
+    """Every event until the watcher stays quiet for ``quiet`` seconds: (type, name, rv)."""
     out = []
-    while (event := await watcher.next(timeout)) is not None:
+    while (event := await watcher.next(quiet)) is not None:
         out.append((event.type, event.object["metadata"]["name"], event.rv))
     return out
 

@@ -10,6 +10,7 @@ sees exactly what kubectl sees.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,10 @@ from labkit.timefmt import format_rfc3339
 if TYPE_CHECKING:
     from labkit.sandbox.api.store import Store
 
+NAMESPACES = RESOURCES.served("", "namespaces")
+PODS = RESOURCES.served("", "pods")
+SERVICE_ACCOUNTS = RESOURCES.served("", "serviceaccounts")
+
 #: Kinds whose spec changes bump ``metadata.generation`` (workload controllers read it).
 GENERATION_KINDS = {"Deployment", "ReplicaSet", "Job", "Pod"}
 
@@ -41,7 +46,8 @@ def now_rfc3339() -> str:
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj.setdefault("metadata", {})
+    meta: dict[str, Any] = obj.setdefault("metadata", {})
+    return meta
 
 
 def _without(obj: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -52,7 +58,7 @@ class ApiCore:
     """Kubernetes object semantics over a ``Store``.
 
     >>> core = ApiCore(Store(":memory:"))                      # doctest: +SKIP
-    >>> core.create(RESOURCES.by_plural("", "namespaces"), None, {"metadata": {"name": "lab"}})  # doctest: +SKIP
+    >>> core.create(RESOURCES.served("", "namespaces"), None, {"metadata": {"name": "lab"}})  # doctest: +SKIP
     """
 
     def __init__(self, store: Store) -> None:
@@ -94,7 +100,7 @@ class ApiCore:
         return {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": items}
 
     # ---------------------------------------------------------------- helpers
-    def _check_identity(self, res: Resource, ns: str | None, obj: dict[str, Any], name: str | None) -> None:
+    def _check_identity(self, res: Resource, ns: str | None, obj: object, name: str | None) -> None:
         if not isinstance(obj, dict):
             raise bad_request(
                 f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
@@ -125,7 +131,7 @@ class ApiCore:
             meta["name"] = name
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
 
-    def _prepare(self, res: Resource, obj: dict[str, Any], validation: str) -> list[str]:
+    def _prepare(self, res: Resource, obj: dict[str, Any], validation: str) -> builtins.list[str]:
         warnings = validate(res, obj, validation)
         admission.apply_defaults(res.kind, obj)
         return warnings
@@ -140,8 +146,8 @@ class ApiCore:
         manager: str = "",
         validation: str = "Strict",
         dry_run: bool = False,
-        managed_fields: list[dict[str, Any]] | None = None,
-    ) -> tuple[dict[str, Any], list[str]]:
+        managed_fields: builtins.list[dict[str, Any]] | None = None,
+    ) -> tuple[dict[str, Any], builtins.list[str]]:
         """Create *obj*; *managed_fields* carries server-side apply's ownership (clients' own are dropped)."""
         obj = patch.deep_copy(obj)
         self._check_identity(res, ns, obj, None)
@@ -182,11 +188,10 @@ class ApiCore:
     def _after_create(self, res: Resource, obj: dict[str, Any]) -> None:
         if res.kind == "Namespace":
             # The serviceaccount controller gives every namespace a "default" account.
-            sa = RESOURCES.by_plural("", "serviceaccounts")
             name = obj["metadata"]["name"]
-            if self.store.get(sa, name, "default") is None:
+            if self.store.get(SERVICE_ACCOUNTS, name, "default") is None:
                 self.store.create(
-                    sa,
+                    SERVICE_ACCOUNTS,
                     {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}},
                 )
 
@@ -201,7 +206,7 @@ class ApiCore:
         manager: str = "",
         validation: str = "Strict",
         dry_run: bool = False,
-    ) -> tuple[dict[str, Any], list[str]]:
+    ) -> tuple[dict[str, Any], builtins.list[str]]:
         obj = patch.deep_copy(obj)
         self._check_identity(res, ns, obj, name)
         live = self.get(res, ns, name)
@@ -219,7 +224,7 @@ class ApiCore:
     ) -> dict[str, Any]:
         """The object as stored after an update: the status split, immutable and server-owned fields."""
         if subresource == "status":
-            new = patch.deep_copy(live)
+            new: dict[str, Any] = patch.deep_copy(live)
             new["status"] = incoming.get("status", {})
             # metadata changes through /status are limited to labels/annotations in Kubernetes; keep it simple: ignore
             return new
@@ -276,7 +281,7 @@ class ApiCore:
         force: bool = False,
         validation: str = "Strict",
         dry_run: bool = False,
-    ) -> tuple[dict[str, Any], list[str], bool]:
+    ) -> tuple[dict[str, Any], builtins.list[str], bool]:
         """Apply a patch; returns (object, warnings, created). Server-side apply may create."""
         kind, document = patch.decode(content_type, body)
         live = self.store.get(res, ns, name)
@@ -331,7 +336,8 @@ class ApiCore:
         preconditions: dict[str, str] | None = None,
         dry_run: bool = False,
     ) -> dict[str, Any]:
-        """Delete like the API server: returns the object (with deletionTimestamp while it finalizes) or its last state."""
+        """Delete like the API server: returns the object (with deletionTimestamp while it finalizes) or its last
+        state."""
         live = self.get(res, ns, name)
         meta = live["metadata"]
         for key in ("uid", "resourceVersion"):
@@ -419,12 +425,11 @@ class ApiCore:
 
     def finish_pod_deletion(self, ns: str, name: str) -> None:
         """Called by a node once the pod's containers stopped: the pod object goes away."""
-        pods = RESOURCES.by_plural("", "pods")
-        live = self.store.get(pods, ns, name)
+        live = self.store.get(PODS, ns, name)
         if live is not None and live["metadata"].get("deletionTimestamp") and not live["metadata"].get("finalizers"):
-            self._remove(pods, live)
+            self._remove(PODS, live)
 
-    def _namespaced_resources(self) -> list[Resource]:
+    def _namespaced_resources(self) -> builtins.list[Resource]:
         # events.k8s.io events are a view of core events, never stored twice
         return [
             r
@@ -432,7 +437,7 @@ class ApiCore:
             if r.namespaced and r.group != "events.k8s.io" and "create" in r.verbs and r.group != "authorization.k8s.io"
         ]
 
-    def _dependents(self, res: Resource, owner: dict[str, Any]) -> list[tuple[Resource, dict[str, Any]]]:
+    def _dependents(self, res: Resource, owner: dict[str, Any]) -> builtins.list[tuple[Resource, dict[str, Any]]]:
         by_key = {r.key: r for r in self._namespaced_resources()}
         found = self.store.dependents(owner["metadata"]["uid"], owner["metadata"].get("namespace"))
         return [(by_key[key], obj) for key, obj in found if key in by_key]
@@ -482,16 +487,17 @@ class ApiCore:
         self._maybe_finish_namespace(ns)
 
     def _maybe_finish_namespace(self, ns: str | None) -> None:
-        namespaces = RESOURCES.by_plural("", "namespaces")
-        ns_obj = self.store.get(namespaces, None, ns or "")
+        if not ns:
+            return
+        ns_obj = self.store.get(NAMESPACES, None, ns)
         if not ns_obj or not ns_obj["metadata"].get("deletionTimestamp"):
             return
         if any(self.store.list(r, ns)[0] for r in self._namespaced_resources()):
             return
-        self.store.delete(namespaces, None, ns)
+        self.store.delete(NAMESPACES, None, ns)
 
     # ------------------------------------------------------ subresources
-    def scale(self, res: Resource, ns: str, name: str) -> dict[str, Any]:
+    def scale(self, res: Resource, ns: str | None, name: str) -> dict[str, Any]:
         obj = self.get(res, ns, name)
         selector = obj.get("spec", {}).get("selector") or {}
         return {
@@ -512,7 +518,7 @@ class ApiCore:
     def set_scale(
         self,
         res: Resource,
-        ns: str,
+        ns: str | None,
         name: str,
         replicas: Any,
         resource_version: str | None,
@@ -544,13 +550,12 @@ class ApiCore:
             self.scale(res, ns, name) if not dry_run else {**self.scale(res, ns, name), "spec": {"replicas": replicas}}
         )
 
-    def bind(self, ns: str, name: str, binding: dict[str, Any]) -> None:
-        pods = RESOURCES.by_plural("", "pods")
-        live = self.get(pods, ns, name)
+    def bind(self, ns: str | None, name: str, binding: dict[str, Any]) -> None:
+        live = self.get(PODS, ns, name)
         node = (binding.get("target") or {}).get("name")
         if not node:
             raise invalid(
-                pods, name, [{"reason": "FieldValueRequired", "field": "target.name", "message": "Required value"}]
+                PODS, name, [{"reason": "FieldValueRequired", "field": "target.name", "message": "Required value"}]
             )
         if live["spec"].get("nodeName"):
             raise conflict_bound(name, live["spec"]["nodeName"])
@@ -558,7 +563,8 @@ class ApiCore:
             raise StatusError(
                 409,
                 "Conflict",
-                f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is being deleted, cannot be assigned to a host',
+                f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is being deleted, '
+                "cannot be assigned to a host",
             )
         live["spec"]["nodeName"] = node
         conditions = live.setdefault("status", {}).setdefault("conditions", [])
@@ -566,7 +572,7 @@ class ApiCore:
         conditions.append(
             {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}
         )
-        self.store.update(pods, live, check_rv=False)
+        self.store.update(PODS, live, check_rv=False)
 
 
 def conflict_bound(name: str, node: str) -> StatusError:

@@ -40,8 +40,8 @@ def access_review(authorizer: Authorizer, requester: User, body: dict[str, Any])
         groups = tuple(spec.get("groups") or ())
         user = User(spec.get("user", ""), groups)
         if user.name.startswith("system:serviceaccount:"):
-            _, _, ns, name = user.name.split(":", 3)
-            user = User(user.name, groups, (ns, name))
+            _, _, sa_namespace, sa_name = user.name.split(":", 3)
+            user = User(user.name, groups, (sa_namespace, sa_name))
     verb, group, resource, ns, name = review_attributes(spec)
     allowed = authorizer.allowed(user, verb, group, resource, ns, name)
     status: dict[str, Any] = {"allowed": allowed}

@@ -75,7 +75,13 @@ def _flatten(value: Any, node: Node | None, path: FieldPath, out: dict[FieldPath
             _flatten(item, child_of(node, key), (*path, f"f:{key}"), out)
         return
     list_type = node.patch.list_type if node is not None and node.kind == "array" else None
-    if isinstance(value, list) and value and list_type == "map" and all(isinstance(i, dict) for i in value):
+    if (
+        node is not None
+        and list_type == "map"
+        and isinstance(value, list)
+        and value
+        and all(isinstance(i, dict) for i in value)
+    ):
         for item in value:
             element = (*path, _key_element(item, node.patch.list_map_keys))
             out[element] = _ITEM
@@ -234,7 +240,7 @@ def _apply_merge(live: dict[str, Any], applied: dict[str, Any], node: Node | Non
         list_type = child.patch.list_type if child is not None and child.kind == "array" else None
         if isinstance(value, dict) and isinstance(current, dict) and not (child is not None and child.atomic):
             _apply_merge(current, value, child)
-        elif isinstance(value, list) and isinstance(current, list) and list_type == "map":
+        elif child is not None and list_type == "map" and isinstance(value, list) and isinstance(current, list):
             keys = child.patch.list_map_keys
             for item in value:
                 ident = _key_element(item, keys) if isinstance(item, dict) else None

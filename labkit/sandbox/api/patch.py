@@ -110,7 +110,7 @@ def _pointer(path: Any, op: str) -> list[str]:
     return [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")[1:]] if path else []
 
 
-def _index(container: list[Any], token: str, path: str, op: str, allow_end: bool) -> int:
+def _index(container: list[Any], token: str, path: object, op: str, allow_end: bool) -> int:
     if token == "-" and allow_end:
         return len(container)
     if not token.isdigit() or (len(token) > 1 and token.startswith("0")):
@@ -121,7 +121,7 @@ def _index(container: list[Any], token: str, path: str, op: str, allow_end: bool
     return index
 
 
-def _parent(doc: Any, tokens: list[str], path: str, op: str) -> Any:
+def _parent(doc: Any, tokens: list[str], path: object, op: str) -> Any:
     node = doc
     for token in tokens[:-1]:
         if isinstance(node, dict) and token in node:
@@ -133,7 +133,7 @@ def _parent(doc: Any, tokens: list[str], path: str, op: str) -> Any:
     return node
 
 
-def _get(doc: Any, path: str, op: str) -> Any:
+def _get(doc: Any, path: object, op: str) -> Any:
     tokens = _pointer(path, op)
     if not tokens:
         return doc
@@ -145,7 +145,7 @@ def _get(doc: Any, path: str, op: str) -> Any:
     raise _patch_failed(f'{op} operation does not apply: doc is missing path: "{path}": missing value')
 
 
-def _add(doc: Any, path: str, value: Any, op: str = "add") -> Any:
+def _add(doc: Any, path: object, value: Any, op: str = "add") -> Any:
     tokens = _pointer(path, op)
     if not tokens:
         return value
@@ -161,7 +161,7 @@ def _add(doc: Any, path: str, value: Any, op: str = "add") -> Any:
     return doc
 
 
-def _remove(doc: Any, path: str, op: str = "remove") -> Any:
+def _remove(doc: Any, path: object, op: str = "remove") -> Any:
     tokens = _pointer(path, op)
     if not tokens:
         raise _patch_failed(f"{op} operation does not apply: cannot remove the whole document")
@@ -289,9 +289,9 @@ def _merge_key(node: Node | None) -> str | None:
 def _smp_list(orig: list[Any], patch: list[Any], node: Node | None, order: list[Any] | None) -> list[Any]:
     key = _merge_key(node)
     if key is None:
-        return _strip(patch)
+        return [_strip(p) for p in patch if not (isinstance(p, dict) and p.get("$patch") == "delete")]
     if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
-        return _strip([p for p in patch if not (isinstance(p, dict) and p.get("$patch") == "replace")])
+        return [_strip(p) for p in patch if not (isinstance(p, dict) and p.get("$patch") in ("replace", "delete"))]
     if not key:
         result = orig + [deep_copy(p) for p in patch if p not in orig]
         return _reorder(result, order, None) if order else result
@@ -313,7 +313,12 @@ def _smp_list(orig: list[Any], patch: list[Any], node: Node | None, order: list[
 
 def _reorder(items: list[Any], order: list[Any], key: str | None) -> list[Any]:
     """Put ``items`` in ``$setElementOrder`` order; items the order omits keep theirs, after."""
-    ident = (lambda item: item.get(key) if isinstance(item, dict) else None) if key else (lambda item: item)
+
+    def ident(item: Any) -> Any:
+        if not key:
+            return item
+        return item.get(key) if isinstance(item, dict) else None
+
     wanted = [ident(o) if key else o for o in order]
     rank = {json.dumps(w, sort_keys=True): i for i, w in enumerate(wanted)}
     indexed = list(enumerate(items))

@@ -84,7 +84,8 @@ def format_labels(labels: dict[str, str] | None, empty: str = "<none>") -> str:
 def format_selector(selector: Obj | None, empty: str = "<none>") -> str:
     """``metav1.FormatLabelSelector``: requirements sorted by key, as ``kubectl get -o wide`` shows them.
 
-    >>> format_selector({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}]})
+    >>> format_selector({"matchLabels": {"app": "web"},
+    ...                  "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}]})
     'app=web,tier in (a,b)'
     """
     requirements: list[tuple[str, str]] = [(k, f"{k}={v}") for k, v in (selector or {}).get("matchLabels", {}).items()]
@@ -102,7 +103,8 @@ def _containers(template_spec: Obj) -> tuple[str, str]:
 
 
 def _template_spec(obj: Obj) -> Obj:
-    return obj.get("spec", {}).get("template", {}).get("spec", {})
+    spec: Obj = obj.get("spec", {}).get("template", {}).get("spec", {})
+    return spec
 
 
 def _condition_true(conditions: list[Obj] | None, kind: str) -> bool:
@@ -149,14 +151,15 @@ class Printer:
 
 
 def _name(obj: Obj) -> str:
-    return obj.get("metadata", {}).get("name", "")
+    name: str = obj.get("metadata", {}).get("name", "")
+    return name
 
 
 # ---- pods
 
 
 def _restartable(container: Obj | None) -> bool:
-    return bool(container) and container.get("restartPolicy") == "Always"
+    return container is not None and container.get("restartPolicy") == "Always"
 
 
 def _finished_at(status: Obj) -> datetime | None:
@@ -169,7 +172,7 @@ def _later(a: datetime | None, b: datetime | None) -> datetime | None:
 
 def _exit_text(terminated: Obj, prefix: str = "") -> str:
     if terminated.get("reason"):
-        return prefix + terminated["reason"]
+        return f"{prefix}{terminated['reason']}"
     if terminated.get("signal"):
         return f"{prefix}Signal:{terminated['signal']}"
     return f"{prefix}ExitCode:{terminated.get('exitCode', 0)}"
@@ -335,7 +338,7 @@ def _external_ip(spec: Obj, status: Obj) -> str:
         lb = sorted({i.get("ip") or i.get("hostname") for i in ingress if i.get("ip") or i.get("hostname")})
         return ",".join(lb + external) or "<pending>"
     if kind == "ExternalName":
-        return spec.get("externalName", "")
+        return f"{spec.get('externalName', '')}"
     return "<unknown>"
 
 
@@ -470,8 +473,8 @@ def _simple(*cells: Callable[[Obj], Any]) -> RowFn:
     return lambda obj, now: [_name(obj), *(cell(obj) for cell in cells), _age(obj, now)]
 
 
-def _col(name: str, description: str, type: str = "string", priority: int = 0) -> Column:
-    return Column(name, type=type, description=description, priority=priority)
+def _col(name: str, description: str, cell_type: str = "string", priority: int = 0) -> Column:
+    return Column(name, type=cell_type, description=description, priority=priority)
 
 
 _WORKLOAD_WIDE = (CONTAINERS, IMAGES, SELECTOR)
@@ -546,7 +549,8 @@ _CREATED_AT = Printer((NAME, Column("Created At", type="date", description="When
                       _created_at)  # fmt: skip
 PRINTERS.update({
     ("", "events"): _EVENT, ("events.k8s.io", "events"): _EVENT,
-    ("rbac.authorization.k8s.io", "rolebindings"): _BINDING, ("rbac.authorization.k8s.io", "clusterrolebindings"): _BINDING,
+    ("rbac.authorization.k8s.io", "rolebindings"): _BINDING,
+    ("rbac.authorization.k8s.io", "clusterrolebindings"): _BINDING,
     ("rbac.authorization.k8s.io", "roles"): _CREATED_AT, ("rbac.authorization.k8s.io", "clusterroles"): _CREATED_AT,
 })  # fmt: skip
 

@@ -12,8 +12,9 @@ import json
 import logging
 import ssl
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -61,6 +62,10 @@ VERSION_INFO = {
     "platform": "linux/amd64",
 }
 
+SERVICE_ACCOUNTS = RESOURCES.served("", "serviceaccounts")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 @dataclass
 class Target:
@@ -71,22 +76,29 @@ class Target:
     name: str | None
     subresource: str
 
+    @property
+    def object_name(self) -> str:
+        """The name on the path, for verbs on one object; a collection path answers 405 to them."""
+        if self.name is None:
+            raise method_not_allowed()
+        return self.name
+
 
 class ApiServer:
     def __init__(
         self,
         core: ApiCore,
         tokens: TokenAuthority,
-        log_dir,
+        log_dir: Path | str,
         server_address: str = "127.0.0.1",
-        extra_routes: list[web.RouteDef] = (),
+        extra_routes: Sequence[web.AbstractRouteDef] = (),
     ) -> None:
         self.core = core
         self.tokens = tokens
         self.logs = logs.PodLogs(log_dir)
         self.server_address = server_address
         self.authorizer = Authorizer(
-            lambda plural, ns: core.store.list(RESOURCES.by_plural("rbac.authorization.k8s.io", plural), ns)[0]
+            lambda plural, ns: core.store.list(RESOURCES.served("rbac.authorization.k8s.io", plural), ns)[0]
         )
         self.app = web.Application(middlewares=[self._errors, self._authenticate], client_max_size=64 * 1024 * 1024)
         self.app.add_routes(extra_routes)  # before the catch-all, which would shadow them
@@ -94,7 +106,7 @@ class ApiServer:
 
     # ----------------------------------------------------------- middlewares
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except StatusError as e:
@@ -108,16 +120,15 @@ class ApiServer:
             )
 
     @web.middleware
-    async def _authenticate(self, request: web.Request, handler):
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/healthz", "/readyz", "/livez", "/version"):
             request["user"] = None
             return await handler(request)
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        sa = RESOURCES.by_plural("", "serviceaccounts")
 
         def sa_exists(ns: str, name: str, uid: str) -> bool:
-            obj = self.core.store.get(sa, ns, name)
+            obj = self.core.store.get(SERVICE_ACCOUNTS, ns, name)
             return obj is not None and (not uid or obj["metadata"]["uid"] == uid)
 
         user = self.tokens.authenticate(token, sa_exists) if token else None
@@ -219,7 +230,7 @@ class ApiServer:
         raise unsupported_media_type(content_type)
 
     def _answer(
-        self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200, warnings: list[str] = ()
+        self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200, warnings: Sequence[str] = ()
     ) -> web.Response:
         if wants_table(request) and obj.get("kind") == t.resource.kind:
             table = tables.to_table(
@@ -269,7 +280,7 @@ class ApiServer:
             return json_response(listing)
         if method == "GET":
             self._authorize(request, "get", t)
-            return self._answer(request, t, core.get(t.resource, t.namespace, t.name))
+            return self._answer(request, t, core.get(t.resource, t.namespace, t.object_name))
         if method == "POST" and t.name is None:
             self._authorize(request, "create", t)
             body = await self._body(request, t)
@@ -283,7 +294,7 @@ class ApiServer:
             self._authorize(request, "update", t)
             body = await self._body(request, t)
             obj, warnings = core.replace(
-                t.resource, t.namespace, t.name, body, manager=manager, validation=validation, dry_run=dry_run
+                t.resource, t.namespace, t.object_name, body, manager=manager, validation=validation, dry_run=dry_run
             )
             return self._answer(request, t, obj, 200, warnings)
         if method == "PATCH" and t.name:
@@ -313,7 +324,7 @@ class ApiServer:
             return json_response({**listing, "kind": "EventList", "apiVersion": EVENTS_V1.api_version, "items": items})
         if request.method == "GET":
             self._authorize(request, "get", t)
-            return self._answer(request, t, to_events_v1(core.get(EVENTS, t.namespace, t.name)))
+            return self._answer(request, t, to_events_v1(core.get(EVENTS, t.namespace, t.object_name)))
         if request.method == "POST" and t.name is None:
             self._authorize(request, "create", t)
             body = from_events_v1(await self._body(request, t))
@@ -321,7 +332,7 @@ class ApiServer:
             return self._answer(request, t, to_events_v1(obj), 201, warnings)
         if request.method == "DELETE" and t.name:
             self._authorize(request, "delete", t)
-            return json_response(to_events_v1(core.delete(EVENTS, t.namespace, t.name)))
+            return json_response(to_events_v1(core.delete(EVENTS, t.namespace, t.object_name)))
         raise method_not_allowed(
             "events.k8s.io/v1 Events are read, created and deleted here; update them through the core v1 API"
         )
@@ -332,14 +343,14 @@ class ApiServer:
         self._authorize(request, "patch", t)
         if (
             t.name
-            and self.core.store.get(t.resource, t.namespace, t.name) is None
+            and self.core.store.get(t.resource, t.namespace, t.object_name) is None
             and request.headers.get("Content-Type", "").startswith("application/apply-patch")
         ):
             self._authorize(request, "create", t)
         obj, warnings, created = self.core.patch(
             t.resource,
             t.namespace,
-            t.name,
+            t.object_name,
             request.headers.get("Content-Type", ""),
             await request.read(),
             subresource=subresource,
@@ -387,7 +398,7 @@ class ApiServer:
         obj = self.core.delete(
             t.resource,
             t.namespace,
-            t.name,
+            t.object_name,
             propagation=propagation,
             grace_period=grace,
             preconditions=options.get("preconditions"),
@@ -422,12 +433,12 @@ class ApiServer:
             return await self._log(request, t)
         if sub == "status":
             if method == "GET":
-                return self._answer(request, t, core.get(t.resource, t.namespace, t.name))
+                return self._answer(request, t, core.get(t.resource, t.namespace, t.object_name))
             if method == "PUT":
                 obj, _ = core.replace(
                     t.resource,
                     t.namespace,
-                    t.name,
+                    t.object_name,
                     await self._body(request, t),
                     subresource="status",
                     manager=manager,
@@ -438,9 +449,9 @@ class ApiServer:
                 return await self._patch(request, t, manager, "Ignore", dry_run, subresource="status")
         if sub == "scale":
             if method == "GET":
-                return json_response(core.scale(t.resource, t.namespace, t.name))
+                return json_response(core.scale(t.resource, t.namespace, t.object_name))
             if method in ("PUT", "PATCH"):
-                current = core.scale(t.resource, t.namespace, t.name)
+                current = core.scale(t.resource, t.namespace, t.object_name)
                 if method == "PUT":
                     body = await self._body(request, t)
                 else:
@@ -457,7 +468,7 @@ class ApiServer:
                     core.set_scale(
                         t.resource,
                         t.namespace,
-                        t.name,
+                        t.object_name,
                         replicas,
                         (body.get("metadata") or {}).get("resourceVersion") if method == "PUT" else None,
                         manager=manager,
@@ -465,15 +476,15 @@ class ApiServer:
                     )
                 )
         if sub == "binding" and method == "POST":
-            core.bind(t.namespace, t.name, await self._body(request, t))
+            core.bind(t.namespace, t.object_name, await self._body(request, t))
             return json_response(
                 {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
             )
         if sub == "token" and method == "POST":
-            sa = core.get(t.resource, t.namespace, t.name)
+            sa = core.get(t.resource, t.namespace, t.object_name)
             return json_response(authapis.token_request(self.tokens, sa, await self._body(request, t)), 201)
         if sub == "finalize" and method == "PUT":
-            obj, _ = core.replace(t.resource, None, t.name, await self._body(request, t), dry_run=dry_run)
+            obj, _ = core.replace(t.resource, None, t.object_name, await self._body(request, t), dry_run=dry_run)
             return json_response(obj)
         raise method_not_allowed()
 
@@ -501,7 +512,7 @@ class ApiServer:
 
     # ----------------------------------------------------------------- logs
     async def _log(self, request: web.Request, t: Target) -> web.StreamResponse:
-        pod = self.core.get(t.resource, t.namespace, t.name)
+        pod = self.core.get(t.resource, t.namespace, t.object_name)
         q = request.query
         options = logs.LogOptions.from_query(q)
         container, path = self.logs.locate(pod, options)
@@ -513,7 +524,7 @@ class ApiServer:
         pods = t.resource
 
         def still_running() -> bool:
-            live = self.core.store.get(pods, t.namespace, t.name)
+            live = self.core.store.get(pods, t.namespace, t.object_name)
             return live is not None and logs.container_running(live, container)
 
         try:
@@ -549,12 +560,12 @@ class ServerThread:
             self.loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
             self.loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # the port the OS picked
-        except BaseException as e:  # reported to start()
+            self.port = self._runner.addresses[0][1]  # the port the OS picked
+        except Exception as e:  # noqa: BLE001 (whatever stops the server from listening is re-raised by start())
             self._error = e
-            self._ready.set()
             return
-        self._ready.set()
+        finally:
+            self._ready.set()
         self.loop.run_forever()
 
     def start(self) -> ServerThread:

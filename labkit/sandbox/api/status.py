@@ -71,7 +71,7 @@ def conflict(resource: Resource, name: str) -> StatusError:
 
 
 def invalid(resource: Resource, name: str, causes: list[dict[str, str]]) -> StatusError:
-    """422: ``causes`` are ``{"reason": "FieldValueRequired", "message": "Required value", "field": "spec.selector"}``."""
+    """422; a cause is ``{"reason": "FieldValueRequired", "message": "Required value", "field": "spec.selector"}``."""
     kind = f"{resource.kind}.{resource.group}" if resource.group else resource.kind
     summary = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
     if len(causes) > 1:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import collections
 import json
 import random
@@ -205,7 +206,7 @@ class Store:
             last = key
         return items, rv, None
 
-    def dependents(self, uid: str, namespace: str | None) -> list[tuple[str, dict[str, Any]]]:
+    def dependents(self, uid: str, namespace: str | None) -> builtins.list[tuple[str, dict[str, Any]]]:
         """``(resource key, object)`` for every object whose ownerReferences name *uid* (garbage collection).
 
         Scans the parsed mirror and copies only the matches, so deleting an owner does not copy the namespace.
@@ -359,7 +360,8 @@ class Store:
         if not meta.get("namespace"):
             required = {"reason": "FieldValueRequired", "message": "Required value", "field": "metadata.namespace"}
             raise invalid(resource, meta.get("name") or "", [required])
-        return meta["namespace"]
+        namespace: str = meta["namespace"]
+        return namespace
 
     @staticmethod
     def _generate_name(resource: Resource, namespace: str, base: str, table: dict[Key, _Version]) -> str:
@@ -376,6 +378,7 @@ class Store:
                 ],
             )
         base = base[: _MAX_NAME - _SUFFIX_LENGTH]
+        name = base
         for _ in range(8):  # a clash is rare (27^5 suffixes); retry a few times as newer API servers do
             name = base + "".join(random.choices(NAME_ALPHABET, k=_SUFFIX_LENGTH))
             if (namespace, name) not in table:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labkit.sandbox.api import schemas
-from labkit.sandbox.api.registry import Resource
-from labkit.sandbox.api.schemas import Node
 from labkit.sandbox.api.status import bad_request, invalid
+
+if TYPE_CHECKING:
+    from labkit.sandbox.api.registry import Resource
+    from labkit.sandbox.api.schemas import Node
 
 FIELD_VALIDATION_MODES = ("Strict", "Warn", "Ignore")
 
@@ -36,7 +38,9 @@ def _json_type(value: Any) -> str:
         return "bool"
     if isinstance(value, (int, float)):
         return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(value), "object")
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def _format_path(parts: list[str | int]) -> str:
@@ -114,10 +118,9 @@ class _Walk:
             if not isinstance(value, bool):
                 self.mismatch(value, node, struct)
         elif kind == "intorstring":
-            if isinstance(value, bool) or not isinstance(value, (int, str)):
-                # IntOrString decodes itself, so Go reports no struct field here
-                if self.type_error is None:
-                    self.type_error = f"json: cannot unmarshal {_json_type(value)} into Go value of type int32"
+            # IntOrString decodes itself, so Go reports no struct field here
+            if (isinstance(value, bool) or not isinstance(value, (int, str))) and self.type_error is None:
+                self.type_error = f"json: cannot unmarshal {_json_type(value)} into Go value of type int32"
         elif kind == "quantity" and (isinstance(value, bool) or not isinstance(value, (int, float, str))):
             self.mismatch(value, node, struct)
 
@@ -317,8 +320,7 @@ def _labels(field: str, labels: dict[str, Any]) -> list[Cause]:
             causes.append(invalid_value(field, key, "name part must be no more than 63 characters"))
         elif not _LABEL_VALUE.fullmatch(name):
             causes.append(invalid_value(field, key, _MSG_LABEL_NAME))
-        value = value or ""
-        causes.extend(_name_format(field, value, _LABEL_VALUE, _MSG_LABEL_VALUE, 63))
+        causes.extend(_name_format(field, value or "", _LABEL_VALUE, _MSG_LABEL_VALUE, 63))
     return causes
 
 

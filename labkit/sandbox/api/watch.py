@@ -115,7 +115,7 @@ class Watcher:
         """True once closed by :meth:`close`, by the store closing, or for falling too far behind."""
         return self._closed
 
-    async def next(self, timeout: float | None) -> WatchEvent | None:
+    async def next(self, timeout: float | None) -> WatchEvent | None:  # noqa: ASYNC109 (None on timeout is the API)
         """The next event, or ``None`` when ``timeout`` seconds pass first or the watcher is closed."""
         with self._lock:
             item = self._pending.popleft() if self._pending else None
