@@ -10,12 +10,25 @@ messages into search engines.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from labkit.sandbox.api.registry import RESOURCES  # noqa: F401  (RESOURCES used by the doctest)
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
+
+
+class StatusDict(TypedDict, total=False):
+    """A ``meta.k8s.io/v1`` Status, as the server answers a failure (``details`` is per reason)."""
+
+    kind: str
+    apiVersion: str
+    metadata: dict[str, Any]
+    status: str
+    message: str
+    reason: str
+    code: int
+    details: dict[str, Any]
 
 
 class StatusError(Exception):
@@ -25,8 +38,8 @@ class StatusError(Exception):
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, details
 
-    def to_status(self) -> dict[str, Any]:
-        status: dict[str, Any] = {
+    def to_status(self) -> StatusDict:
+        status: StatusDict = {
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
