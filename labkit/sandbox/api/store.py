@@ -123,7 +123,9 @@ class Store:
         self._watchers: dict[str, set[Watcher]] = {}
         self._objects: dict[str, dict[Key, _Version]] = {}
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            # Autocommit: a create or update is one statement, hence its own transaction, with no BEGIN/COMMIT
+            # round trips; a deletion opens one explicitly.
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._db:
@@ -392,17 +394,18 @@ class Store:
         deletion, which takes its body away, writes the row: one page per create or update instead of two.
         """
         rv = self._rv + 1
-        with self._db:
-            if kind == DELETED:
+        if kind == DELETED:
+            with self._db:  # one transaction: the row goes, the rv stays
+                self._db.execute("BEGIN")
                 self._db.execute(
                     "DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?", (resource.key, *key)
                 )
                 self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rv', ?)", (rv,))
-            else:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO objects (resource, namespace, name, body) VALUES (?, ?, ?, ?)",
-                    (resource.key, *key, new.text),
-                )
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO objects (resource, namespace, name, body) VALUES (?, ?, ?, ?)",
+                (resource.key, *key, new.text),
+            )
         table = self._objects.setdefault(resource.key, {})
         if kind == DELETED:
             del table[key]
