@@ -97,12 +97,22 @@ class ApiServer:
         self.tokens = tokens
         self.logs = logs.PodLogs(log_dir)
         self.server_address = server_address
-        self.authorizer = Authorizer(
-            lambda plural, ns: core.store.list(RESOURCES.served("rbac.authorization.k8s.io", plural), ns)[0]
-        )
+        self._rbac: dict[tuple[str, str | None], tuple[int, list[dict[str, Any]]]] = {}
+        self.authorizer = Authorizer(self._rbac_objects)
         self.app = web.Application(middlewares=[self._errors, self._authenticate], client_max_size=64 * 1024 * 1024)
         self.app.add_routes(extra_routes)  # before the catch-all, which would shadow them
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+
+    def _rbac_objects(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        """The roles or bindings the authorizer reads, copied once per change of their type, not per request."""
+        resource = RESOURCES.served("rbac.authorization.k8s.io", plural)
+        written = self.core.store.last_write(resource)
+        cached = self._rbac.get((plural, namespace))
+        if cached is not None and cached[0] == written:
+            return cached[1]
+        objects = self.core.store.list(resource, namespace)[0]
+        self._rbac[(plural, namespace)] = (written, objects)
+        return objects
 
     # ----------------------------------------------------------- middlewares
     @web.middleware

@@ -122,6 +122,7 @@ class Store:
         self._history: collections.deque[Change] = collections.deque(maxlen=history)
         self._watchers: dict[str, set[Watcher]] = {}
         self._objects: dict[str, dict[Key, _Version]] = {}
+        self._written: dict[str, int] = {}  # resource key -> rv of its latest write
         try:
             # Autocommit: a create or update is one statement, hence its own transaction, with no BEGIN/COMMIT
             # round trips; a deletion opens one explicitly.
@@ -152,6 +153,11 @@ class Store:
     def rv(self) -> int:
         """The current global resourceVersion (the rv of the latest write of any resource)."""
         return self._rv
+
+    def last_write(self, resource: Resource) -> int:
+        """The resourceVersion of the latest write to ``resource``'s objects (0: none since the store opened),
+        so a reader can tell that a copy it keeps is still current."""
+        return self._written.get(resource.key, 0)
 
     @property
     def lock(self) -> threading.RLock:
@@ -411,7 +417,7 @@ class Store:
             del table[key]
         else:
             table[key] = new
-        self._rv = rv
+        self._rv = self._written[resource.key] = rv
         change = Change(rv, resource.key, key, kind, new.text, old.text if old else None)
         self._history.append(change)
         for watcher in list(self._watchers.get(resource.key, ())):
