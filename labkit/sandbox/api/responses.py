@@ -1,4 +1,4 @@
-"""How the API server answers: JSON bodies with their warnings, and watch event streams.
+"""How the API server reads request bodies and answers: JSON with warnings, and watch event streams.
 
 A watch is one chunked response of newline-separated ``{"type": …, "object": …}`` events, as
 client-go and kubectl read it; BOOKMARKs keep an idle stream's resourceVersion fresh when asked for.
@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import yaml
 from aiohttp import web
 
-from labkit.sandbox.api import tables
-from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.api import protobuf, tables
+from labkit.sandbox.api.status import StatusError, bad_request, unsupported_media_type
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
@@ -24,6 +25,23 @@ if TYPE_CHECKING:
 JSON = "application/json"
 WATCH_DEFAULT_TIMEOUT = 1800
 BOOKMARK_EVERY = 30.0
+
+
+def read_body(raw: bytes, content_type: str, resource: Resource) -> Any:
+    """A request body in JSON, YAML or Kubernetes protobuf, decoded; 400 when it does not parse, 415 for
+    another media type."""
+    media_type = content_type.split(";")[0].strip()
+    if protobuf.is_protobuf(media_type):
+        return protobuf.decode(raw)
+    try:
+        if media_type in (JSON, ""):
+            return json.loads(raw or b"{}")
+        if media_type in ("application/yaml", "application/apply-patch+yaml"):
+            return yaml.safe_load(raw) or {}
+    except (ValueError, yaml.YAMLError) as e:
+        kind = resource.kind
+        raise bad_request(f'{kind} in version "{resource.version}" cannot be handled as a {kind}: {e}') from e
+    raise unsupported_media_type(media_type)
 
 
 def dumps(obj: Any) -> bytes:

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import yaml
 from aiohttp import web
 
 from labkit.sandbox import logs
-from labkit.sandbox.api import authapis, discovery, patch, protobuf, schemas, tables
+from labkit.sandbox.api import authapis, discovery, patch, schemas, tables
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
 from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
 from labkit.sandbox.api.registry import RESOURCES, Resource
@@ -31,6 +30,7 @@ from labkit.sandbox.api.responses import (
     flag,
     json_response,
     not_found_path,
+    read_body,
     stream_watch,
     wants_table,
 )
@@ -41,7 +41,6 @@ from labkit.sandbox.api.status import (
     forbidden,
     method_not_allowed,
     unauthorized,
-    unsupported_media_type,
 )
 
 if TYPE_CHECKING:
@@ -225,19 +224,7 @@ class ApiServer:
             raise forbidden(user.name, verb, t.resource, t.namespace, t.name)
 
     async def _body(self, request: web.Request, t: Target) -> Any:
-        raw = await request.read()
-        content_type = request.headers.get("Content-Type", JSON).split(";")[0].strip()
-        if protobuf.is_protobuf(content_type):
-            return protobuf.decode(raw)
-        try:
-            if content_type in (JSON, ""):
-                return json.loads(raw or b"{}")
-            if content_type in ("application/yaml", "application/apply-patch+yaml"):
-                return yaml.safe_load(raw) or {}
-        except (ValueError, yaml.YAMLError) as e:
-            kind = t.resource.kind
-            raise bad_request(f'{kind} in version "{t.resource.version}" cannot be handled as a {kind}: {e}') from e
-        raise unsupported_media_type(content_type)
+        return read_body(await request.read(), request.headers.get("Content-Type", JSON), t.resource)
 
     def _answer(
         self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200, warnings: Sequence[str] = ()
