@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from labkit.sandbox import client as daemon
@@ -31,13 +32,13 @@ class Connection:
         self.token = (root / "admin-token").read_text().strip()
         self.context = ssl.create_default_context(cafile=str(root / "ca.crt"))
         url = urlparse(info.server)
-        self.host, self.port = url.hostname, url.port
+        self.host, self.port = url.hostname or "127.0.0.1", url.port
         self.conn = self.open()
 
     def open(self) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=30)
 
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
         self.conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
         response = self.conn.getresponse()
@@ -49,7 +50,7 @@ def percentile(samples: list[float], p: float) -> float:
     return ordered[min(int(len(ordered) * p / 100), len(ordered) - 1)]
 
 
-def pod(i: int) -> dict:
+def pod(i: int) -> dict[str, Any]:
     # Bound to a node no kubelet runs, so the numbers are the API server's alone (no scheduling, no containers).
     return {
         "metadata": {"name": f"bench-{i:04d}", "labels": {"app": "bench"}},
@@ -131,6 +132,7 @@ def main() -> None:
             assert status == 200
 
         lists = []
+        body = b"{}"
         for _ in range(10):
             t = time.perf_counter()
             status, body = api.call("GET", "/api/v1/namespaces/bench/pods")

@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.selectors import parse_label_selector
 from labkit.sandbox.api.store import Store
 
-PODS = RESOURCES.by_plural("", "pods")
+PODS = RESOURCES.served("", "pods")
 
 
 def sample_pod(i: int) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def percentiles(samples: list[float]) -> str:
     return f"p50 {qs[49] * 1e6:8.1f} µs   p99 {qs[98] * 1e6:8.1f} µs"
 
 
-def timed(fn, repeat: int) -> list[float]:
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -92,6 +93,7 @@ async def watch_latency(store: Store, count: int) -> list[float]:
 
     def writer() -> None:
         body = store.get(PODS, "lab-0", "web-00000")
+        assert body is not None, "the benchmark's pods were not created"
         for n in range(count):
             body["metadata"]["annotations"]["bench/n"] = str(n)
             seen.clear()

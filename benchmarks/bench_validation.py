@@ -16,8 +16,8 @@ from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.schemas import Schemas
 from labkit.sandbox.api.validation import validate
 
-DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
-PODS = RESOURCES.by_plural("", "pods")
+DEPLOYMENTS = RESOURCES.served("apps", "deployments")
+PODS = RESOURCES.served("", "pods")
 
 
 def deployment() -> dict[str, Any]:

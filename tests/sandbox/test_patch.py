@@ -19,8 +19,8 @@ from labkit.sandbox.api.patch import json_merge_patch, json_patch, strategic_mer
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.status import StatusError
 
-DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
-PODS = RESOURCES.by_plural("", "pods")
+DEPLOYMENTS = RESOURCES.served("apps", "deployments")
+PODS = RESOURCES.served("", "pods")
 
 
 def deployment() -> dict[str, Any]:

@@ -24,12 +24,12 @@ from labkit.sandbox.api.schemas import MergeInfo, schemas
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.validation import validate
 
-DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
-PODS = RESOURCES.by_plural("", "pods")
-SERVICES = RESOURCES.by_plural("", "services")
-JOBS = RESOURCES.by_plural("batch", "jobs")
-RUNTIME_CLASSES = RESOURCES.by_plural("node.k8s.io", "runtimeclasses")
-NAMESPACES = RESOURCES.by_plural("", "namespaces")
+DEPLOYMENTS = RESOURCES.served("apps", "deployments")
+PODS = RESOURCES.served("", "pods")
+SERVICES = RESOURCES.served("", "services")
+JOBS = RESOURCES.served("batch", "jobs")
+RUNTIME_CLASSES = RESOURCES.served("node.k8s.io", "runtimeclasses")
+NAMESPACES = RESOURCES.served("", "namespaces")
 
 
 def deployment() -> dict[str, Any]:

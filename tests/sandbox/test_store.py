@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,9 @@ from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import NAME_ALPHABET, Store
 from labkit.sandbox.api.watch import Watcher, WatchEvent
 
-PODS = RESOURCES.by_plural("", "pods")
-NAMESPACES = RESOURCES.by_plural("", "namespaces")
-DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
+PODS = RESOURCES.served("", "pods")
+NAMESPACES = RESOURCES.served("", "namespaces")
+DEPLOYMENTS = RESOURCES.served("apps", "deployments")
 
 
 def pod(name: str, namespace: str = "lab", **labels: str) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def pod(name: str, namespace: str = "lab", **labels: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "state.db") as s:
         yield s
 
@@ -69,8 +70,11 @@ def test_reads_and_inputs_are_copies(store: Store) -> None:
     created = store.create(PODS, body)
     body["metadata"]["labels"]["x"] = "changed"
     created["spec"]["containers"].clear()
-    store.get(PODS, "lab", "web")["metadata"]["name"] = "other"
+    first = store.get(PODS, "lab", "web")
+    assert first is not None
+    first["metadata"]["name"] = "other"
     again = store.get(PODS, "lab", "web")
+    assert again is not None
     assert again["metadata"]["labels"] == {} and again["spec"]["containers"] and again["metadata"]["name"] == "web"
     assert "uid" not in body["metadata"]  # the caller's dict is not filled in
 
@@ -395,7 +399,7 @@ def test_watch_too_old_for_the_history_ring(tmp_path: Path) -> None:
 def test_label_selector_transitions(store: Store) -> None:
     store.create(PODS, pod("web", app="web"))
 
-    async def run() -> list[tuple[str, dict, int]]:
+    async def run() -> list[tuple[str, dict[str, Any], int]]:
         seen = []
         with store.watch(PODS, since_rv=None, label_selector=parse_label_selector("app=web")) as watcher:
             for labels in ({"app": "web", "v": "2"}, {"app": "api"}, {"app": "api", "v": "3"}, {"app": "web"}):
@@ -443,7 +447,7 @@ def test_live_events_from_other_threads(store: Store) -> None:
             threads = [threading.Thread(target=write, args=(p,)) for p in "ab"]
             for t in threads:
                 t.start()
-            rvs = []
+            rvs: list[int] = []
             while len(rvs) < 100:
                 event = await watcher.next(5.0)
                 assert event is not None, f"only {len(rvs)} of 100 events arrived"

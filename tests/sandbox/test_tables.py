@@ -21,7 +21,7 @@ def ago(seconds: float) -> str:
 
 
 def res(group: str, plural: str):
-    resource = RESOURCES.by_plural(group, plural)
+    resource = RESOURCES.served(group, plural)
     assert resource is not None, plural
     return resource
 
