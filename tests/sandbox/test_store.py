@@ -79,6 +79,16 @@ def test_reads_and_inputs_are_copies(store: Store) -> None:
     assert "uid" not in body["metadata"]  # the caller's dict is not filled in
 
 
+def test_peek_reads_the_stored_object_without_a_copy(store: Store) -> None:
+    assert store.peek(PODS, "lab", "web") is None
+    created = store.create(PODS, pod("web"))
+    peeked = store.peek(PODS, "lab", "web")
+    assert peeked == created and peeked is store.peek(PODS, "lab", "web")
+    store.update(PODS, {**created, "spec": {"containers": []}})
+    assert store.peek(PODS, "lab", "web") != peeked  # a write stores a new object; the old one is unchanged
+    assert peeked == created
+
+
 def test_update_keeps_identity_and_bumps_rv(store: Store) -> None:
     first = pod("web")
     first["metadata"]["generation"] = 1  # as ApiCore sets it for kinds that have one

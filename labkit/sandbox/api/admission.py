@@ -182,7 +182,7 @@ def require_namespace(store: Store, resource: Resource, namespace: str | None, n
     """NamespaceLifecycle: 404 for a missing namespace, 403 for one being terminated."""
     if not resource.namespaced:
         return
-    ns_obj = store.get(NAMESPACES, None, namespace or "")
+    ns_obj = store.peek(NAMESPACES, None, namespace or "")
     if ns_obj is None:
         raise not_found(NAMESPACES, namespace or "")
     if ns_obj.get("metadata", {}).get("deletionTimestamp"):

@@ -178,7 +178,7 @@ class ApiCore:
         elif manager:
             obj = managedfields.record_update(res, None, obj, manager, "Update")
         if dry_run:
-            if meta.get("name") and self.store.get(res, ns, meta["name"]) is not None:
+            if meta.get("name") and self.store.peek(res, ns, meta["name"]) is not None:
                 raise already_exists(res, meta["name"])
             return obj, warnings
         created = self.store.create(res, obj)
@@ -189,7 +189,7 @@ class ApiCore:
         if res.kind == "Namespace":
             # The serviceaccount controller gives every namespace a "default" account.
             name = obj["metadata"]["name"]
-            if self.store.get(SERVICE_ACCOUNTS, name, "default") is None:
+            if self.store.peek(SERVICE_ACCOUNTS, name, "default") is None:
                 self.store.create(
                     SERVICE_ACCOUNTS,
                     {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}},

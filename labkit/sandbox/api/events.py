@@ -90,7 +90,7 @@ def record_event(
 
 
 def _terminating(core: ApiCore, namespace: str) -> bool:
-    ns = core.store.get(NAMESPACES, None, namespace)
+    ns = core.store.peek(NAMESPACES, None, namespace)
     return bool(ns and ns["metadata"].get("deletionTimestamp"))
 
 

@@ -137,7 +137,7 @@ class ApiServer:
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
 
         def sa_exists(ns: str, name: str, uid: str) -> bool:
-            obj = self.core.store.get(SERVICE_ACCOUNTS, ns, name)
+            obj = self.core.store.peek(SERVICE_ACCOUNTS, ns, name)
             return obj is not None and (not uid or obj["metadata"]["uid"] == uid)
 
         user = self.tokens.authenticate(token, sa_exists) if token else None
@@ -340,7 +340,7 @@ class ApiServer:
         self._authorize(request, "patch", t)
         if (
             t.name
-            and self.core.store.get(t.resource, t.namespace, t.object_name) is None
+            and self.core.store.peek(t.resource, t.namespace, t.object_name) is None
             and request.headers.get("Content-Type", "").startswith("application/apply-patch")
         ):
             self._authorize(request, "create", t)

@@ -39,7 +39,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,6 +163,12 @@ class Store:
     def lock(self) -> threading.RLock:
         """Held while a write is persisted and published: holding it sees no write half-published."""
         return self._lock
+
+    def peek(self, resource: Resource, namespace: str | None, name: str) -> Mapping[str, Any] | None:
+        """The stored object itself, without a copy, for checks that only read it; never change it."""
+        with self._lock:
+            version = self._objects.get(resource.key, {}).get((self._ns(resource, namespace), name))
+        return version.obj if version else None
 
     def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object, or ``None``. ``namespace`` is ignored for cluster-scoped resources."""
