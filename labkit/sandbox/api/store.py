@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.errors import SandboxError
 from labkit.sandbox.api.status import already_exists, bad_request, conflict, gone, invalid, not_found
-from labkit.sandbox.api.watch import ADDED, DELETED, MODIFIED, Change, Key, Watcher, changes_after, selected
+from labkit.sandbox.api.watch import ADDED, DELETED, MODIFIED, Change, Key, changes_after, selected
+from labkit.sandbox.api.watch import Watcher as Watcher  # controllers and kubelets import it from here
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
