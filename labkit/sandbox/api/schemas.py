@@ -234,7 +234,7 @@ class Schemas:
         """Patch metadata of the field at ``path``.
 
         >>> from labkit.sandbox.api.registry import RESOURCES
-        >>> schemas().merge_info(RESOURCES.by_plural("apps", "deployments"),
+        >>> schemas().merge_info(RESOURCES.served("apps", "deployments"),
         ...                      ("spec", "template", "spec", "containers"))
         MergeInfo(strategy='merge', merge_key='name', list_type='map', list_map_keys=('name',))
         """

@@ -3,7 +3,7 @@
 The wording follows the real API server, because learners paste these
 messages into search engines.
 
->>> e = not_found(RESOURCES.by_plural("", "pods"), "nope")
+>>> e = not_found(RESOURCES.served("", "pods"), "nope")
 >>> e.code, e.reason, e.message
 (404, 'NotFound', 'pods "nope" not found')
 """

@@ -8,11 +8,13 @@ history used to replay watches lives in memory only, so a watch from a
 pre-restart resourceVersion gets 410 Gone, as after an etcd compaction.
 
 Reads come from an in-memory mirror of the table (loaded at open), the way the
-API server's watch cache answers most reads; every read returns a fresh copy.
+API server's watch cache answers most reads; every read returns a fresh copy
+(:meth:`Store.peek` excepted). Watchers and the replay history are in
+:mod:`labkit.sandbox.api.watch`.
 
 >>> import asyncio, tempfile, os
 >>> from labkit.sandbox.api.registry import RESOURCES
->>> pods = RESOURCES.by_plural("", "pods")
+>>> pods = RESOURCES.served("", "pods")
 >>> store = Store(os.path.join(tempfile.mkdtemp(), "state.db"))
 >>> pod = store.create(pods, {"metadata": {"namespace": "default", "generateName": "web-"}})
 >>> pod["metadata"]["resourceVersion"], pod["metadata"]["name"].startswith("web-")
