@@ -49,7 +49,9 @@ from typing import TYPE_CHECKING, Any
 from labkit.errors import SandboxError
 from labkit.sandbox.api.status import already_exists, bad_request, conflict, gone, invalid, not_found
 from labkit.sandbox.api.watch import ADDED, DELETED, MODIFIED, Change, Key, changes_after, selected
-from labkit.sandbox.api.watch import Watcher as Watcher  # controllers and kubelets import it from here
+# Controllers and kubelets import the watch types from here.
+from labkit.sandbox.api.watch import WatchEvent as WatchEvent
+from labkit.sandbox.api.watch import Watcher as Watcher
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
