@@ -49,9 +49,8 @@ from typing import TYPE_CHECKING, Any
 from labkit.errors import SandboxError
 from labkit.sandbox.api.status import already_exists, bad_request, conflict, gone, invalid, not_found
 from labkit.sandbox.api.watch import ADDED, DELETED, MODIFIED, Change, Key, changes_after, selected
-# Controllers and kubelets import the watch types from here.
-from labkit.sandbox.api.watch import WatchEvent as WatchEvent
-from labkit.sandbox.api.watch import Watcher as Watcher
+from labkit.sandbox.api.watch import Watcher as Watcher  # re-exported: kubelets import it from here
+from labkit.sandbox.api.watch import WatchEvent as WatchEvent  # re-exported: controllers import it from here
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
