@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from labkit.errors import SandboxError
-from labkit.sandbox.api import watch as watch_module
+from labkit.sandbox.api import store as store_module
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import StatusError
@@ -503,7 +503,7 @@ def test_close_ends_watchers(store: Store) -> None:
 
 
 def test_slow_watcher_is_ended(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(watch_module, "MAX_PENDING", 3)
+    monkeypatch.setattr(store_module, "MAX_PENDING", 3)
 
     async def run() -> tuple[bool, bool]:
         slow = store.watch(PODS, since_rv=store.rv)

@@ -61,6 +61,10 @@ NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _SUFFIX_LENGTH = 5
 _MAX_NAME = 63
 
+#: A watcher whose consumer falls this far behind is ended, as the API server ends slow watchers; the client
+#: then re-lists. Keeps one stuck connection from holding memory forever.
+MAX_PENDING = 10_000
+
 _CONTINUE_EXPIRED = (
     "The provided continue parameter is too old to display a consistent list result. You can start a new list "
     "without the continue parameter."
@@ -316,9 +320,8 @@ class Store:
         Then live events follow, whichever thread writes. Raises 410 Expired when ``since_rv`` is older than
         the history (for example after a restart).
         """
-        watcher = Watcher(
-            self, resource, namespace if resource.namespaced else None, label_selector, field_selector, since_rv or 0
-        )
+        namespace = namespace if resource.namespaced else None
+        watcher = Watcher(self, resource, namespace, label_selector, field_selector, since_rv or 0, MAX_PENDING)
         with self._lock:
             if not since_rv:
                 table = self._objects.get(resource.key, {})

@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 
 ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
 
-#: A watcher whose consumer falls this far behind is ended, as the API server ends slow watchers; the client
-#: then re-lists. Keeps one stuck connection from holding memory forever.
-MAX_PENDING = 10_000
-
 Key = tuple[str, str]  # (namespace or "", name)
 #: What a watcher queues: (event type, the object's JSON text, resourceVersion).
 Pending = tuple[str, str, int]
@@ -93,8 +89,10 @@ class Watcher:
         labels: LabelSelector | None,
         fields: FieldSelector | None,
         since_rv: int,
+        max_pending: int,
     ) -> None:
         self.resource = resource
+        self._max_pending = max_pending  # events queued beyond this end the watcher: its reader is too slow
         self._store, self._namespace, self._labels, self._fields = store, namespace, labels, fields
         self._since_rv = since_rv
         try:
@@ -214,7 +212,7 @@ class Watcher:
         with self._lock:
             if self._closed:
                 return
-            overflow = len(self._pending) >= MAX_PENDING
+            overflow = len(self._pending) >= self._max_pending
             if not overflow:
                 self._pending.append(item)
                 waiter, self._waiter = self._waiter, None
