@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 from kubernetes import client, watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 
 def _pod(name: str, labels: dict[str, str] | None = None) -> dict:

@@ -224,7 +224,7 @@ def test_smp_patch_delete_on_a_map():
 
 def test_smp_retain_keys_switches_a_union():
     # what kubectl apply sends when a Deployment goes from RollingUpdate to Recreate
-    patch = {"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": None}}}
+    patch: dict[str, Any] = {"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": None}}}
     result = strategic_merge_patch(DEPLOYMENTS, deployment(), patch)
     assert result["spec"]["strategy"] == {"type": "Recreate"}
     patch = {

@@ -543,7 +543,7 @@ def openapi_server() -> Iterator[str]:
     ],
 )
 def test_kubectl_explain_reads_the_documents(openapi_server, tmp_path, args, expected):
-    kubectl = str(_KUBECTL) if _KUBECTL.exists() else shutil.which("kubectl")
+    kubectl = str(_KUBECTL) if _KUBECTL.exists() else shutil.which("kubectl") or "kubectl"
     (tmp_path / "config").write_text("apiVersion: v1\nkind: Config\n")
     env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "config")}
     result = subprocess.run(
