@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import shutil
 import ssl
 import statistics
 import tempfile
@@ -156,6 +157,7 @@ def main() -> None:
         print(f"  daemon RSS:           {rss:.0f} MB   goal ≤ 300 MB")
     finally:
         daemon.stop(home=home / "sandbox")
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":
