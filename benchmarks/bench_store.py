@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.selectors import parse_label_selector
 from labkit.sandbox.api.store import Store
 
-PODS = RESOURCES.by_plural("", "pods")
+PODS = RESOURCES.served("", "pods")
 
 
 def sample_pod(i: int) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def percentiles(samples: list[float]) -> str:
     return f"p50 {qs[49] * 1e6:8.1f} µs   p99 {qs[98] * 1e6:8.1f} µs"
 
 
-def timed(fn, repeat: int) -> list[float]:
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -88,28 +89,26 @@ async def watch_latency(store: Store, count: int) -> list[float]:
     """Write on a separate thread, one write at a time; measure until the loop holds the event."""
     latencies: list[float] = []
     seen = threading.Event()
-    written: dict[int, float] = {}
+    written: dict[int, float] = {}  # write number -> when it started
 
     def writer() -> None:
         body = store.get(PODS, "lab-0", "web-00000")
+        assert body is not None, "the benchmark's pods were not created"
         for n in range(count):
             body["metadata"]["annotations"]["bench/n"] = str(n)
             seen.clear()
-            start = time.perf_counter()
+            written[n] = time.perf_counter()  # before the write, so the reader always finds it
             body = store.update(PODS, body)
-            written[int(body["metadata"]["resourceVersion"])] = start
             seen.wait(5)
 
     with store.watch(PODS, "lab-0", since_rv=store.rv) as watcher:
         thread = threading.Thread(target=writer)
         thread.start()
-        for _ in range(count):
+        for n in range(count):
             event = await watcher.next(5.0)
             arrived = time.perf_counter()
             assert event is not None, "a watch event did not arrive within 5 s"
-            while event.rv not in written:  # the writer records its start right after update() returns
-                await asyncio.sleep(0)
-            latencies.append(arrived - written[event.rv])
+            latencies.append(arrived - written[n])  # one writer, one write at a time: the n-th event is write n
             seen.set()
         thread.join()
     return latencies

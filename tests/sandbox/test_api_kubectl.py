@@ -251,7 +251,7 @@ def test_unschedulable_pod_gets_the_schedulers_reason(kubectl, namespace):
         "--overrides",
         '{"spec": {"nodeSelector": {"disktype": "ssd"}}}',
     )
-    deadline = time.monotonic() + 10
+    deadline, events = time.monotonic() + 10, ""
     while time.monotonic() < deadline:
         events = kubectl("get", "events", "-n", namespace, "--field-selector", "reason=FailedScheduling").stdout
         if "FailedScheduling" in events:

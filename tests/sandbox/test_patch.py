@@ -8,21 +8,19 @@ from typing import Any
 
 import pytest
 
-from labkit.sandbox.api.patch import (
+from labkit.sandbox.api.managedfields import (
     fields_v1,
     format_field_path,
-    json_merge_patch,
-    json_patch,
     parse_fields_v1,
     record_update,
     server_side_apply,
-    strategic_merge_patch,
 )
+from labkit.sandbox.api.patch import json_merge_patch, json_patch, strategic_merge_patch
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.status import StatusError
 
-DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
-PODS = RESOURCES.by_plural("", "pods")
+DEPLOYMENTS = RESOURCES.served("apps", "deployments")
+PODS = RESOURCES.served("", "pods")
 
 
 def deployment() -> dict[str, Any]:
@@ -226,7 +224,7 @@ def test_smp_patch_delete_on_a_map():
 
 def test_smp_retain_keys_switches_a_union():
     # what kubectl apply sends when a Deployment goes from RollingUpdate to Recreate
-    patch = {"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": None}}}
+    patch: dict[str, Any] = {"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": None}}}
     result = strategic_merge_patch(DEPLOYMENTS, deployment(), patch)
     assert result["spec"]["strategy"] == {"type": "Recreate"}
     patch = {

@@ -146,7 +146,8 @@ def kubectl(capture: Capture, tmp_path_factory: pytest.TempPathFactory):
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         cmd = [KUBECTL, f"--server={capture.url}", f"--cache-dir={home / 'cache'}", "--namespace=default", *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(home)})
+        env = {**os.environ, "HOME": str(home)}
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=False)
 
     return run
 
@@ -168,16 +169,19 @@ def _send(capture: Capture, kubectl, args: list[str]) -> tuple[str, bytes]:
     return path, body
 
 
+_DEFAULT = "/api/v1/namespaces/default"
+_APPS, _BATCH = "/apis/apps/v1/namespaces/default", "/apis/batch/v1/namespaces/default"
 CREATE_COMMANDS = [
     (["create", "namespace", "x"], "/api/v1/namespaces"),
-    (["create", "configmap", "c", "--from-literal=a=b", "--from-literal=empty="], "/api/v1/namespaces/default/configmaps"),
-    (["create", "deployment", "d", "--image=img", "--replicas=2", "--port=8080"], "/apis/apps/v1/namespaces/default/deployments"),
-    (["create", "deployment", "w", "--image=wasm:1", "--", "/app.wasm", "arg 1"], "/apis/apps/v1/namespaces/default/deployments"),
-    (["create", "secret", "generic", "s", "--from-literal=k=v", "--type=Opaque"], "/api/v1/namespaces/default/secrets"),
-    (["create", "serviceaccount", "sa"], "/api/v1/namespaces/default/serviceaccounts"),
-    (["create", "job", "j", "--image=i", "--", "echo", "hi"], "/apis/batch/v1/namespaces/default/jobs"),
-    (["create", "cronjob", "cj", "--image=i", "--schedule=*/5 * * * *", "--", "date"], "/apis/batch/v1/namespaces/default/cronjobs"),
-    (["create", "role", "r", "--verb=get,list,watch", "--resource=pods,services"], "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles"),
+    (["create", "configmap", "c", "--from-literal=a=b", "--from-literal=empty="], f"{_DEFAULT}/configmaps"),
+    (["create", "deployment", "d", "--image=img", "--replicas=2", "--port=8080"], f"{_APPS}/deployments"),
+    (["create", "deployment", "w", "--image=wasm:1", "--", "/app.wasm", "arg 1"], f"{_APPS}/deployments"),
+    (["create", "secret", "generic", "s", "--from-literal=k=v", "--type=Opaque"], f"{_DEFAULT}/secrets"),
+    (["create", "serviceaccount", "sa"], f"{_DEFAULT}/serviceaccounts"),
+    (["create", "job", "j", "--image=i", "--", "echo", "hi"], f"{_BATCH}/jobs"),
+    (["create", "cronjob", "cj", "--image=i", "--schedule=*/5 * * * *", "--", "date"], f"{_BATCH}/cronjobs"),
+    (["create", "role", "r", "--verb=get,list,watch", "--resource=pods,services"],
+     "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles"),
     (["create", "rolebinding", "rb", "--role=r", "--user=alice", "--group=devs", "--serviceaccount=default:sa"],
      "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings"),
     (["create", "clusterrole", "cr", "--verb=get", "--resource=nodes", "--resource-name=n1"],
@@ -187,7 +191,7 @@ CREATE_COMMANDS = [
     (["create", "service", "clusterip", "svc", "--tcp=80:8080"], "/api/v1/namespaces/default/services"),
     (["create", "quota", "q", "--hard=pods=10,requests.cpu=500m,requests.memory=1Gi"],
      "/api/v1/namespaces/default/resourcequotas"),
-    (["create", "service", "nodeport", "np", "--tcp=8080:http", "--node-port=30080"], "/api/v1/namespaces/default/services"),
+    (["create", "service", "nodeport", "np", "--tcp=8080:http", "--node-port=30080"], f"{_DEFAULT}/services"),
 ]  # fmt: skip
 
 
@@ -258,8 +262,8 @@ def test_unknown_field_numbers_are_skipped(capture: Capture, kubectl) -> None:
     extended = raw + b"\xf8\x07\x01" + b"\x82\x08\x03new"  # field 127 varint, field 128 bytes
     rebuilt = bytearray(b"k8s\x00")
     for number, _, value in envelope:
-        value = extended if number == 2 else value
-        rebuilt += bytes([number << 3 | 2]) + _varint(len(value)) + value
+        payload = extended if number == 2 else value
+        rebuilt += bytes([number << 3 | 2]) + _varint(len(payload)) + payload
     assert protobuf.decode(bytes(rebuilt)) == protobuf.decode(body)
 
 

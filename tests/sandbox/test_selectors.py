@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from labkit.sandbox.api.selectors import (
@@ -144,7 +146,7 @@ def test_label_selector_from_match_nil_and_empty() -> None:
         ({"key": "a", "operator": "Exists", "values": ["x"]}, "values set must be empty for exists and does not exist"),
     ],
 )
-def test_label_selector_from_match_errors(expression: dict, message: str) -> None:
+def test_label_selector_from_match_errors(expression: dict[str, Any], message: str) -> None:
     with pytest.raises(StatusError) as info:
         label_selector_from_match({"matchExpressions": [expression]})
     assert (info.value.code, info.value.message) == (400, message)
@@ -180,7 +182,7 @@ EVENT = {
         ("", POD, True),
     ],
 )
-def test_field_selectors(selector: str, obj: dict, expected: bool) -> None:
+def test_field_selectors(selector: str, obj: dict[str, Any], expected: bool) -> None:
     assert parse_field_selector(selector).matches(obj) is expected
 
 
@@ -189,7 +191,7 @@ def test_field_selector_escapes() -> None:
     assert [(t.field, t.op, t.value) for t in sel.terms] == [("metadata.name", "=", "a,b=c\\d"), ("type", "=", "x")]
     with pytest.raises(StatusError, match=r"^invalid field selector: invalid escape sequence: \\q$"):
         parse_field_selector(r"metadata.name=a\q")
-    with pytest.raises(StatusError, match="^invalid field selector: unescaped character in value: =$"):
+    with pytest.raises(StatusError, match=r"^invalid field selector: unescaped character in value: =$"):
         parse_field_selector("metadata.name=a=b")
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +18,12 @@ from labkit.sandbox.api import store as store_module
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import StatusError
-from labkit.sandbox.api.store import NAME_ALPHABET, Store, Watcher, WatchEvent
+from labkit.sandbox.api.store import NAME_ALPHABET, Store
+from labkit.sandbox.api.watch import Watcher, WatchEvent
 
-PODS = RESOURCES.by_plural("", "pods")
-NAMESPACES = RESOURCES.by_plural("", "namespaces")
-DEPLOYMENTS = RESOURCES.by_plural("apps", "deployments")
+PODS = RESOURCES.served("", "pods")
+NAMESPACES = RESOURCES.served("", "namespaces")
+DEPLOYMENTS = RESOURCES.served("apps", "deployments")
 
 
 def pod(name: str, namespace: str = "lab", **labels: str) -> dict[str, Any]:
@@ -32,7 +36,7 @@ def pod(name: str, namespace: str = "lab", **labels: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path) -> Iterator[Store]:
     with Store(tmp_path / "state.db") as s:
         yield s
 
@@ -41,10 +45,10 @@ def status_of(err: pytest.ExceptionInfo[StatusError]) -> tuple[int, str, str]:
     return err.value.code, err.value.reason, err.value.message
 
 
-async def drain(watcher: Watcher, timeout: float = 0.05) -> list[tuple[str, str, int]]:
-    """Every event until the watcher stays quiet for ``timeout``: (type, name, rv)."""
+async def drain(watcher: Watcher, quiet: float = 0.05) -> list[tuple[str, str, int]]:
+    """Every event until the watcher stays quiet for ``quiet`` seconds: (type, name, rv)."""
     out = []
-    while (event := await watcher.next(timeout)) is not None:
+    while (event := await watcher.next(quiet)) is not None:
         out.append((event.type, event.object["metadata"]["name"], event.rv))
     return out
 
@@ -66,10 +70,23 @@ def test_reads_and_inputs_are_copies(store: Store) -> None:
     created = store.create(PODS, body)
     body["metadata"]["labels"]["x"] = "changed"
     created["spec"]["containers"].clear()
-    store.get(PODS, "lab", "web")["metadata"]["name"] = "other"
+    first = store.get(PODS, "lab", "web")
+    assert first is not None
+    first["metadata"]["name"] = "other"
     again = store.get(PODS, "lab", "web")
+    assert again is not None
     assert again["metadata"]["labels"] == {} and again["spec"]["containers"] and again["metadata"]["name"] == "web"
     assert "uid" not in body["metadata"]  # the caller's dict is not filled in
+
+
+def test_peek_reads_the_stored_object_without_a_copy(store: Store) -> None:
+    assert store.peek(PODS, "lab", "web") is None
+    created = store.create(PODS, pod("web"))
+    peeked = store.peek(PODS, "lab", "web")
+    assert peeked == created and peeked is store.peek(PODS, "lab", "web")
+    store.update(PODS, {**created, "spec": {"containers": []}})
+    assert store.peek(PODS, "lab", "web") != peeked  # a write stores a new object; the old one is unchanged
+    assert peeked == created
 
 
 def test_update_keeps_identity_and_bumps_rv(store: Store) -> None:
@@ -277,6 +294,52 @@ def test_objects_and_rv_survive_a_restart(tmp_path: Path) -> None:
         assert asyncio.run(watch_from(7)) == [("ADDED", "new", 8)]  # from the restart's rv onward is fine
 
 
+def test_rv_never_goes_back_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with Store(path) as before:
+        before.create(PODS, pod("a"))
+        before.create(PODS, pod("b"))
+    with Store(path) as after:  # the last write was a create: its body carries the rv
+        assert after.rv == 2
+        after.update(PODS, pod("a", app="x"))
+        after.delete(PODS, "lab", "a")  # the deletion takes the highest body away
+    with Store(path) as again:
+        assert again.rv == 4
+        assert again.create(PODS, pod("c"))["metadata"]["resourceVersion"] == "5"
+
+
+_WRITER = """
+import sys
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.store import Store
+store = Store(sys.argv[1])
+pods = RESOURCES.served("", "pods")
+for i in range(10_000):
+    store.create(pods, {"metadata": {"name": f"p{i}", "namespace": "lab"}, "spec": {}})
+    if i % 2:
+        store.delete(pods, "lab", f"p{i}")
+    print(i, flush=True)
+"""
+
+
+def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None
+    acknowledged = -1
+    while acknowledged < 200:
+        acknowledged = int(writer.stdout.readline())
+    writer.kill()  # SIGKILL mid-stream: no close, no checkpoint
+    writer.wait()
+    with Store(path) as after:
+        names = {p["metadata"]["name"] for p in after.list(PODS)[0]}
+        assert {f"p{i}" for i in range(0, acknowledged + 1, 2)} <= names
+        assert not {f"p{i}" for i in range(1, acknowledged + 1, 2)} & names
+        # each create and delete took one rv; the store's rv covers every acknowledged one
+        assert after.rv >= acknowledged + 1 + (acknowledged + 1) // 2
+        assert int(after.create(PODS, pod("next"))["metadata"]["resourceVersion"]) == after.rv
+
+
 def test_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     path.write_bytes(b"this is not sqlite" * 100)
@@ -346,7 +409,7 @@ def test_watch_too_old_for_the_history_ring(tmp_path: Path) -> None:
 def test_label_selector_transitions(store: Store) -> None:
     store.create(PODS, pod("web", app="web"))
 
-    async def run() -> list[tuple[str, dict, int]]:
+    async def run() -> list[tuple[str, dict[str, Any], int]]:
         seen = []
         with store.watch(PODS, since_rv=None, label_selector=parse_label_selector("app=web")) as watcher:
             for labels in ({"app": "web", "v": "2"}, {"app": "api"}, {"app": "api", "v": "3"}, {"app": "web"}):
@@ -394,7 +457,7 @@ def test_live_events_from_other_threads(store: Store) -> None:
             threads = [threading.Thread(target=write, args=(p,)) for p in "ab"]
             for t in threads:
                 t.start()
-            rvs = []
+            rvs: list[int] = []
             while len(rvs) < 100:
                 event = await watcher.next(5.0)
                 assert event is not None, f"only {len(rvs)} of 100 events arrived"

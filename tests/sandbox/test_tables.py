@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from labkit.sandbox.api.printers import human_duration, pod_status
 from labkit.sandbox.api.registry import RESOURCES
-from labkit.sandbox.api.tables import human_duration, pod_status, table_event, to_table
+from labkit.sandbox.api.tables import table_event, to_table
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -20,7 +21,7 @@ def ago(seconds: float) -> str:
 
 
 def res(group: str, plural: str):
-    resource = RESOURCES.by_plural(group, plural)
+    resource = RESOURCES.served(group, plural)
     assert resource is not None, plural
     return resource
 
@@ -127,9 +128,11 @@ INIT = [{"name": "setup", "image": "i"}, {"name": "migrate", "image": "i"}]
           {"name": "migrate", "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}], "Init:1/2"),
         ([{"name": "setup", "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
          "Init:CrashLoopBackOff"),
-        ([{"name": "setup", "restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}], "Init:Error"),
+        ([{"name": "setup", "restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}],
+         "Init:Error"),
         ([{"name": "setup", "restartCount": 0, "state": {"terminated": {"exitCode": 3}}}], "Init:ExitCode:3"),
-        ([{"name": "setup", "restartCount": 0, "state": {"terminated": {"exitCode": 3, "signal": 15}}}], "Init:Signal:15"),
+        ([{"name": "setup", "restartCount": 0, "state": {"terminated": {"exitCode": 3, "signal": 15}}}],
+         "Init:Signal:15"),
     ],
 )  # fmt: skip
 def test_pod_init_container_status(init_statuses: list[dict[str, Any]], status: str) -> None:
@@ -245,7 +248,8 @@ def test_job_status_completions_duration(spec, status, meta, expected) -> None:
         ({"type": "NodePort", "clusterIPs": ["10.43.0.11"], "externalIPs": ["1.2.3.4"],
           "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}, {"port": 53, "protocol": "UDP"}]}, {},
          ["NodePort", "10.43.0.11", "1.2.3.4", "80:30080/TCP,53/UDP", "<none>"]),
-        ({"type": "LoadBalancer", "clusterIPs": ["10.43.0.12"], "ports": [{"port": 443, "protocol": "TCP", "nodePort": 31000}]},
+        ({"type": "LoadBalancer", "clusterIPs": ["10.43.0.12"],
+          "ports": [{"port": 443, "protocol": "TCP", "nodePort": 31000}]},
          {}, ["LoadBalancer", "10.43.0.12", "<pending>", "443:31000/TCP", "<none>"]),
         ({"type": "LoadBalancer", "clusterIPs": ["10.43.0.12"], "ports": []},
          {"loadBalancer": {"ingress": [{"ip": "192.168.1.9"}, {"hostname": "lb.example"}]}},
@@ -303,11 +307,14 @@ def test_configmaps_secrets_namespaces_serviceaccounts_runtimeclasses() -> None:
 
 def test_node_columns() -> None:
     node = {"metadata": {"name": "sandbox-1", "creationTimestamp": ago(86400 + 7200),
-                         "labels": {"node-role.kubernetes.io/control-plane": "true", "node-role.kubernetes.io/master": "",
+                         "labels": {"node-role.kubernetes.io/control-plane": "true",
+                                    "node-role.kubernetes.io/master": "",
                                     "kubernetes.io/role": "lab", "node-role.kubernetes.io/": "x"}},
             "spec": {"unschedulable": True},
-            "status": {"conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "True"}],
-                       "addresses": [{"type": "InternalIP", "address": "127.0.10.1"}, {"type": "Hostname", "address": "sandbox-1"}],
+            "status": {"conditions": [{"type": "MemoryPressure", "status": "False"},
+                                      {"type": "Ready", "status": "True"}],
+                       "addresses": [{"type": "InternalIP", "address": "127.0.10.1"},
+                                     {"type": "Hostname", "address": "sandbox-1"}],
                        "nodeInfo": {"kubeletVersion": "v1.32.5-labkit", "osImage": "labkit sandbox (simulated)",
                                     "kernelVersion": "", "containerRuntimeVersion": "containerd://2.0.0"}}}  # fmt: skip
     assert header("", "nodes", wide=False) == ["Name", "Status", "Roles", "Age", "Version"]
@@ -326,7 +333,8 @@ def test_event_columns_core_and_events_k8s_io() -> None:
              "message": "Back-off restarting failed container\n", "source": {"component": "kubelet", "host": "node-1"},
              "firstTimestamp": ago(600), "lastTimestamp": ago(12), "count": 7}  # fmt: skip
     assert cells("", "events", event) == ["12s", "Warning", "BackOff", "pod/p", "spec.containers{main}",
-                                          "kubelet, node-1", "Back-off restarting failed container", "10m", 7, "p.17a"]  # fmt: skip
+                                          "kubelet, node-1", "Back-off restarting failed container", "10m", 7,
+                                          "p.17a"]  # fmt: skip
     singleton = {"metadata": {"name": "e"}, "type": "Normal", "reason": "Scheduled", "involvedObject": {"kind": "Node"},
                  "eventTime": "2025-06-01T11:59:00.000000Z", "reportingComponent": "default-scheduler"}  # fmt: skip
     assert cells("", "events", singleton)[:4] + cells("", "events", singleton)[7:9] == ["60s", "Normal", "Scheduled",
@@ -374,7 +382,8 @@ def test_table_envelope_and_row_objects() -> None:
     assert table["kind"] == "Table" and table["apiVersion"] == "meta.k8s.io/v1"
     assert table["metadata"] == {"resourceVersion": "43", "continue": "tok"}
     assert table["columnDefinitions"][0] == {"name": "Name", "type": "string", "format": "name",
-                                             "description": table["columnDefinitions"][0]["description"], "priority": 0}  # fmt: skip
+                                             "description": table["columnDefinitions"][0]["description"],
+                                             "priority": 0}  # fmt: skip
     assert table["rows"][0]["object"] == {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                                           "metadata": obj["metadata"]}  # fmt: skip
     full = to_table(res("", "configmaps"), [obj], include_object="Object")["rows"][0]["object"]
@@ -421,14 +430,16 @@ def served(tmp_path_factory):
     role = {"metadata": {"name": "svc-reader", "namespace": "default", "creationTimestamp": "2025-05-30T08:00:00Z"}}
     server = Capture({
         "/api/v1/namespaces/default/pods": (res("", "pods"), [crash]),
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles": (res("rbac.authorization.k8s.io", "roles"), [role]),
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles":
+            (res("rbac.authorization.k8s.io", "roles"), [role]),
     })  # fmt: skip
     server.start()
     home = tmp_path_factory.mktemp("kubectl-tables")
 
     def get(*args: str) -> list[list[str]]:
-        result = subprocess.run([KUBECTL, f"--server={server.url}", f"--cache-dir={home}", "-n", "default", "get", *args],
-                                capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(home)})  # fmt: skip
+        command = [KUBECTL, f"--server={server.url}", f"--cache-dir={home}", "-n", "default", "get", *args]
+        env = {**os.environ, "HOME": str(home)}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
         assert result.returncode == 0, result.stderr
         return [line.split("  ") for line in result.stdout.splitlines()]
 

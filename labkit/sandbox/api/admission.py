@@ -1,7 +1,9 @@
-"""Defaulting, as the real API server applies it on create and update.
+"""Admission: the checks and changes the real API server makes to a write before storing it.
 
-``kubectl get -o yaml`` after an apply shows these fields on k3s, so the sandbox
-fills the same ones with the same values.
+- Defaulting (create and update): ``kubectl get -o yaml`` after an apply shows these fields on k3s,
+  so the sandbox fills the same ones with the same values.
+- The NamespaceLifecycle plugin: no new content in a missing or terminating namespace.
+- The RuntimeClass plugin: a pod's class must exist; its scheduling and overhead apply to the pod.
 
 >>> pod = {"spec": {"containers": [{"name": "c", "image": "demo"}]}}
 >>> apply_defaults("Pod", pod)["spec"]["containers"][0]["imagePullPolicy"]
@@ -12,7 +14,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from labkit.sandbox.api.registry import RESOURCES, Resource
+from labkit.sandbox.api.status import StatusError, not_found
+
+if TYPE_CHECKING:
+    from labkit.sandbox.api.store import Store
+
+NAMESPACES = RESOURCES.served("", "namespaces")
+RUNTIME_CLASSES = RESOURCES.served("node.k8s.io", "runtimeclasses")
 
 _DEFAULT_TOLERATIONS = [
     {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
@@ -165,3 +176,48 @@ def apply_defaults(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     if defaulter:
         defaulter(obj)
     return obj
+
+
+def require_namespace(store: Store, resource: Resource, namespace: str | None, name: str) -> None:
+    """NamespaceLifecycle: 404 for a missing namespace, 403 for one being terminated."""
+    if not resource.namespaced:
+        return
+    ns_obj = store.peek(NAMESPACES, None, namespace or "")
+    if ns_obj is None:
+        raise not_found(NAMESPACES, namespace or "")
+    if ns_obj.get("metadata", {}).get("deletionTimestamp"):
+        cause = {
+            "reason": "NamespaceTerminating",
+            "message": f"namespace {namespace} is being terminated",
+            "field": "metadata.namespace",
+        }
+        raise StatusError(
+            403,
+            "Forbidden",
+            f"{resource.describe(name)} is forbidden: unable to create new content in namespace "
+            f"{namespace} because it is being terminated",
+            {"name": name, "kind": resource.plural, "causes": [cause]},
+        )
+
+
+def admit_runtime_class(store: Store, pod: dict[str, Any]) -> None:
+    """RuntimeClass: the class must exist (else 403); its scheduling and overhead apply to the pod."""
+    name = pod["spec"].get("runtimeClassName")
+    if not name:
+        return
+    runtime_class = store.get(RUNTIME_CLASSES, None, name)
+    pod_name = pod["metadata"].get("name") or pod["metadata"].get("generateName", "")
+    if runtime_class is None:
+        raise StatusError(
+            403,
+            "Forbidden",
+            f'pods "{pod_name}" is forbidden: pod rejected: RuntimeClass "{name}" not found',
+            {"name": pod_name, "kind": "pods"},
+        )
+    if runtime_class.get("overhead", {}).get("podFixed"):
+        pod["spec"]["overhead"] = runtime_class["overhead"]["podFixed"]
+    scheduling = runtime_class.get("scheduling") or {}
+    if scheduling.get("nodeSelector"):
+        pod["spec"]["nodeSelector"] = {**scheduling["nodeSelector"], **(pod["spec"].get("nodeSelector") or {})}
+    if scheduling.get("tolerations"):
+        pod["spec"]["tolerations"] = [*(pod["spec"].get("tolerations") or ()), *scheduling["tolerations"]]

@@ -10,41 +10,33 @@ sees exactly what kubectl sees.
 
 from __future__ import annotations
 
-import copy
-import ipaddress
-import json
+import builtins
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import yaml
+from labkit.sandbox.api import admission, ipallocator, managedfields, patch
 
-from labkit.sandbox.api import admission, patch, schemas
+# The daemon's bootstrap imports the two well-known service IPs from here.
+from labkit.sandbox.api.ipallocator import CLUSTER_DNS_IP as CLUSTER_DNS_IP
+from labkit.sandbox.api.ipallocator import KUBERNETES_SERVICE_IP as KUBERNETES_SERVICE_IP
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.selectors import label_selector_from_match, parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import StatusError, already_exists, bad_request, conflict, invalid, not_found
+from labkit.sandbox.api.validation import validate
 from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.store import Store, Watcher
 
+NAMESPACES = RESOURCES.served("", "namespaces")
+PODS = RESOURCES.served("", "pods")
+SERVICE_ACCOUNTS = RESOURCES.served("", "serviceaccounts")
+
 #: Kinds whose spec changes bump ``metadata.generation`` (workload controllers read it).
 GENERATION_KINDS = {"Deployment", "ReplicaSet", "Job", "Pod"}
-#: Where Service ClusterIPs come from: loopback addresses the sandbox can really listen on,
-#: shaped like k3s's 10.43.0.0/16 service CIDR.
-SERVICE_CIDR = ipaddress.ip_network("127.43.0.0/16")
-KUBERNETES_SERVICE_IP = "127.43.0.1"
-CLUSTER_DNS_IP = "127.43.0.10"
 
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
-
-PATCH_TYPES = {
-    "application/json-patch+json": "json",
-    "application/merge-patch+json": "merge",
-    "application/strategic-merge-patch+json": "strategic",
-    "application/apply-patch+yaml": "apply",
-    "application/apply-patch+cbor": "unsupported",
-}
 
 Hook = Callable[[str, Resource, dict[str, Any]], None]
 
@@ -54,7 +46,8 @@ def now_rfc3339() -> str:
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    return obj.setdefault("metadata", {})
+    meta: dict[str, Any] = obj.setdefault("metadata", {})
+    return meta
 
 
 def _without(obj: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -65,12 +58,11 @@ class ApiCore:
     """Kubernetes object semantics over a ``Store``.
 
     >>> core = ApiCore(Store(":memory:"))                      # doctest: +SKIP
-    >>> core.create(RESOURCES.by_plural("", "namespaces"), None, {"metadata": {"name": "lab"}})  # doctest: +SKIP
+    >>> core.create(RESOURCES.served("", "namespaces"), None, {"metadata": {"name": "lab"}})  # doctest: +SKIP
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.schemas = schemas.schemas()
         #: called with ("removed", resource, obj) once an object is really gone
         self.hooks: list[Hook] = []
 
@@ -129,7 +121,7 @@ class ApiCore:
         )
 
     # ---------------------------------------------------------------- helpers
-    def _check_identity(self, res: Resource, ns: str | None, obj: dict[str, Any], name: str | None) -> None:
+    def _check_identity(self, res: Resource, ns: str | None, obj: object, name: str | None) -> None:
         if not isinstance(obj, dict):
             raise bad_request(
                 f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
@@ -160,82 +152,8 @@ class ApiCore:
             meta["name"] = name
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
 
-    def _require_namespace(self, res: Resource, ns: str | None, name: str) -> None:
-        if not res.namespaced:
-            return
-        namespaces = RESOURCES.by_plural("", "namespaces")
-        ns_obj = self.store.get(namespaces, None, ns or "")
-        if ns_obj is None:
-            raise not_found(namespaces, ns or "")
-        if ns_obj.get("metadata", {}).get("deletionTimestamp"):
-            raise StatusError(
-                403,
-                "Forbidden",
-                f"{res.describe(name)} is forbidden: unable to create new content in namespace "
-                f"{ns} because it is being terminated",
-                {
-                    "name": name,
-                    "kind": res.plural,
-                    "causes": [
-                        {
-                            "reason": "NamespaceTerminating",
-                            "message": f"namespace {ns} is being terminated",
-                            "field": "metadata.namespace",
-                        }
-                    ],
-                },
-            )
-
-    def _allocate_cluster_ip(self, obj: dict[str, Any]) -> None:
-        spec = obj.setdefault("spec", {})
-        if spec.get("clusterIP") == "None":  # headless
-            spec["clusterIPs"] = ["None"]
-            return
-        services = RESOURCES.by_plural("", "services")
-        used = {s.get("spec", {}).get("clusterIP") for s in self.store.list(services, None)[0]}
-        wanted = spec.get("clusterIP")
-        if wanted:
-            if ipaddress.ip_address(wanted) not in SERVICE_CIDR:
-                raise invalid(
-                    services,
-                    _meta(obj).get("name", ""),
-                    [
-                        {
-                            "reason": "FieldValueInvalid",
-                            "field": "spec.clusterIPs",
-                            "message": f'Invalid value: []string{{"{wanted}"}}: failed to allocate IP {wanted}: '
-                            f"the provided IP ({wanted}) is not in the valid range. The range of valid IPs is {SERVICE_CIDR}",
-                        }
-                    ],
-                )
-            if wanted in used:
-                raise invalid(
-                    services,
-                    _meta(obj).get("name", ""),
-                    [
-                        {
-                            "reason": "FieldValueInvalid",
-                            "field": "spec.clusterIPs",
-                            "message": f'Invalid value: []string{{"{wanted}"}}: failed to allocate IP {wanted}: '
-                            "provided IP is already allocated",
-                        }
-                    ],
-                )
-        else:
-            # .1 and .10 are the kubernetes and kube-dns services, as on k3s.
-            for host in SERVICE_CIDR.hosts():
-                ip = str(host)
-                if (
-                    ip not in used
-                    and host.packed[-1] not in (0, 255)
-                    and ip not in (KUBERNETES_SERVICE_IP, CLUSTER_DNS_IP)
-                ):
-                    wanted = ip
-                    break
-        spec["clusterIP"], spec["clusterIPs"] = wanted, [wanted]
-
-    def _prepare(self, res: Resource, obj: dict[str, Any], validation: str) -> list[str]:
-        warnings = self.schemas.validate(res, obj, validation)
+    def _prepare(self, res: Resource, obj: dict[str, Any], validation: str) -> builtins.list[str]:
+        warnings = validate(res, obj, validation)
         admission.apply_defaults(res.kind, obj)
         return warnings
 
@@ -249,13 +167,13 @@ class ApiCore:
         manager: str = "",
         validation: str = "Strict",
         dry_run: bool = False,
-        managed_fields: list[dict[str, Any]] | None = None,
-    ) -> tuple[dict[str, Any], list[str]]:
+        managed_fields: builtins.list[dict[str, Any]] | None = None,
+    ) -> tuple[dict[str, Any], builtins.list[str]]:
         """Create *obj*; *managed_fields* carries server-side apply's ownership (clients' own are dropped)."""
-        obj = copy.deepcopy(obj)
+        obj = patch.deep_copy(obj)
         self._check_identity(res, ns, obj, None)
         meta = _meta(obj)
-        self._require_namespace(res, ns, meta.get("name") or meta.get("generateName") or "")
+        admission.require_namespace(self.store, res, ns, meta.get("name") or meta.get("generateName") or "")
         for server_owned in (
             "uid",
             "resourceVersion",
@@ -271,53 +189,30 @@ class ApiCore:
             obj.pop("status", None)
         warnings = self._prepare(res, obj, validation)
         if res.kind == "Pod":
-            self._admit_runtime_class(obj)
+            admission.admit_runtime_class(self.store, obj)
         if res.kind == "Service" and obj["spec"].get("type") != "ExternalName":
-            self._allocate_cluster_ip(obj)
+            ipallocator.allocate_cluster_ip(self.store, obj)
         if res.kind in GENERATION_KINDS:
             meta["generation"] = 1
         if managed_fields is not None:
             meta["managedFields"] = managed_fields
         elif manager:
-            obj = patch.record_update(res, None, obj, manager, "Update")
+            obj = managedfields.record_update(res, None, obj, manager, "Update")
         if dry_run:
-            if meta.get("name") and self.store.get(res, ns, meta["name"]) is not None:
+            if meta.get("name") and self.store.peek(res, ns, meta["name"]) is not None:
                 raise already_exists(res, meta["name"])
             return obj, warnings
         created = self.store.create(res, obj)
         self._after_create(res, created)
         return created, warnings
 
-    def _admit_runtime_class(self, pod: dict[str, Any]) -> None:
-        """The RuntimeClass admission plugin: the class must exist; its scheduling and overhead apply to the pod."""
-        name = pod["spec"].get("runtimeClassName")
-        if not name:
-            return
-        runtime_class = self.store.get(RESOURCES.by_plural("node.k8s.io", "runtimeclasses"), None, name)
-        pod_name = pod["metadata"].get("name") or pod["metadata"].get("generateName", "")
-        if runtime_class is None:
-            raise StatusError(
-                403,
-                "Forbidden",
-                f'pods "{pod_name}" is forbidden: pod rejected: RuntimeClass "{name}" not found',
-                {"name": pod_name, "kind": "pods"},
-            )
-        if runtime_class.get("overhead", {}).get("podFixed"):
-            pod["spec"]["overhead"] = runtime_class["overhead"]["podFixed"]
-        scheduling = runtime_class.get("scheduling") or {}
-        if scheduling.get("nodeSelector"):
-            pod["spec"]["nodeSelector"] = {**scheduling["nodeSelector"], **(pod["spec"].get("nodeSelector") or {})}
-        if scheduling.get("tolerations"):
-            pod["spec"]["tolerations"] = [*(pod["spec"].get("tolerations") or ()), *scheduling["tolerations"]]
-
     def _after_create(self, res: Resource, obj: dict[str, Any]) -> None:
         if res.kind == "Namespace":
             # The serviceaccount controller gives every namespace a "default" account.
-            sa = RESOURCES.by_plural("", "serviceaccounts")
             name = obj["metadata"]["name"]
-            if self.store.get(sa, name, "default") is None:
+            if self.store.peek(SERVICE_ACCOUNTS, name, "default") is None:
                 self.store.create(
-                    sa,
+                    SERVICE_ACCOUNTS,
                     {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": name}},
                 )
 
@@ -332,8 +227,8 @@ class ApiCore:
         manager: str = "",
         validation: str = "Strict",
         dry_run: bool = False,
-    ) -> tuple[dict[str, Any], list[str]]:
-        obj = copy.deepcopy(obj)
+    ) -> tuple[dict[str, Any], builtins.list[str]]:
+        obj = patch.deep_copy(obj)
         self._check_identity(res, ns, obj, name)
         live = self.get(res, ns, name)
         incoming_rv = obj["metadata"].get("resourceVersion")
@@ -342,7 +237,7 @@ class ApiCore:
         warnings = self._prepare(res, obj, validation) if not subresource else []
         new = self._merge_update(res, live, obj, subresource)
         if manager:
-            new = patch.record_update(res, live, new, manager, "Update", subresource=subresource)
+            new = managedfields.record_update(res, live, new, manager, "Update", subresource=subresource)
         return self._write(res, live, new, dry_run), warnings
 
     def _merge_update(
@@ -350,7 +245,7 @@ class ApiCore:
     ) -> dict[str, Any]:
         """The object as stored after an update: the status split, immutable and server-owned fields."""
         if subresource == "status":
-            new = copy.deepcopy(live)
+            new: dict[str, Any] = patch.deep_copy(live)
             new["status"] = incoming.get("status", {})
             # metadata changes through /status are limited to labels/annotations in Kubernetes; keep it simple: ignore
             return new
@@ -365,7 +260,7 @@ class ApiCore:
             meta["managedFields"] = live_meta["managedFields"]
         if "status" in res.subresources or res.kind == "Namespace":
             if "status" in live:
-                new["status"] = copy.deepcopy(live["status"])
+                new["status"] = patch.deep_copy(live["status"])
             else:
                 new.pop("status", None)
         if res.kind == "Service":
@@ -407,20 +302,9 @@ class ApiCore:
         force: bool = False,
         validation: str = "Strict",
         dry_run: bool = False,
-    ) -> tuple[dict[str, Any], list[str], bool]:
+    ) -> tuple[dict[str, Any], builtins.list[str], bool]:
         """Apply a patch; returns (object, warnings, created). Server-side apply may create."""
-        kind = PATCH_TYPES.get(content_type.split(";")[0].strip())
-        if kind is None or kind == "unsupported":
-            raise StatusError(
-                415,
-                "UnsupportedMediaType",
-                f"the body of the request was in an unknown format - accepted media types include: "
-                f"{', '.join(k for k, v in PATCH_TYPES.items() if v != 'unsupported')}",
-            )
-        try:
-            document = yaml.safe_load(body) if kind == "apply" else json.loads(body or b"null")
-        except (ValueError, yaml.YAMLError) as e:
-            raise bad_request(f"error decoding patch: {e}") from e
+        kind, document = patch.decode(content_type, body)
         live = self.store.get(res, ns, name)
         if kind == "apply":
             if not manager:
@@ -431,7 +315,7 @@ class ApiCore:
             if live is None:
                 if subresource:
                     raise not_found(res, name)
-                applied = patch.server_side_apply(res, None, document, manager, force)
+                applied = managedfields.server_side_apply(res, None, document, manager, force)
                 obj, warnings = self.create(
                     res,
                     ns,
@@ -441,7 +325,7 @@ class ApiCore:
                     managed_fields=applied["metadata"].get("managedFields"),
                 )
                 return obj, warnings, True
-            new = patch.server_side_apply(res, live, document, manager, force)
+            new = managedfields.server_side_apply(res, live, document, manager, force)
         else:
             if live is None:
                 raise not_found(res, name)
@@ -452,7 +336,7 @@ class ApiCore:
             else:
                 new = patch.strategic_merge_patch(res, live, document)
             if manager:
-                new = patch.record_update(res, live, new, manager, "Update", subresource=subresource)
+                new = managedfields.record_update(res, live, new, manager, "Update", subresource=subresource)
         self._check_identity(res, ns, new, name)
         incoming_rv = new["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
@@ -473,7 +357,8 @@ class ApiCore:
         preconditions: dict[str, str] | None = None,
         dry_run: bool = False,
     ) -> dict[str, Any]:
-        """Delete like the API server: returns the object (with deletionTimestamp while it finalizes) or its last state."""
+        """Delete like the API server: returns the object (with deletionTimestamp while it finalizes) or its last
+        state."""
         live = self.get(res, ns, name)
         meta = live["metadata"]
         for key in ("uid", "resourceVersion"):
@@ -500,7 +385,7 @@ class ApiCore:
             if res.kind == "Pod" and grace_period == 0:
                 return self._remove(res, live)
             return live  # already terminating: a second delete changes nothing
-        new = copy.deepcopy(live)
+        new = patch.deep_copy(live)
         new_meta = new["metadata"]
         if res.kind == "Namespace":
             if name in PROTECTED_NAMESPACES:
@@ -561,12 +446,11 @@ class ApiCore:
 
     def finish_pod_deletion(self, ns: str, name: str) -> None:
         """Called by a node once the pod's containers stopped: the pod object goes away."""
-        pods = RESOURCES.by_plural("", "pods")
-        live = self.store.get(pods, ns, name)
+        live = self.store.get(PODS, ns, name)
         if live is not None and live["metadata"].get("deletionTimestamp") and not live["metadata"].get("finalizers"):
-            self._remove(pods, live)
+            self._remove(PODS, live)
 
-    def _namespaced_resources(self) -> list[Resource]:
+    def _namespaced_resources(self) -> builtins.list[Resource]:
         # events.k8s.io events are a view of core events, never stored twice
         return [
             r
@@ -574,7 +458,7 @@ class ApiCore:
             if r.namespaced and r.group != "events.k8s.io" and "create" in r.verbs and r.group != "authorization.k8s.io"
         ]
 
-    def _dependents(self, res: Resource, owner: dict[str, Any]) -> list[tuple[Resource, dict[str, Any]]]:
+    def _dependents(self, res: Resource, owner: dict[str, Any]) -> builtins.list[tuple[Resource, dict[str, Any]]]:
         by_key = {r.key: r for r in self._namespaced_resources()}
         found = self.store.dependents(owner["metadata"]["uid"], owner["metadata"].get("namespace"))
         return [(by_key[key], obj) for key, obj in found if key in by_key]
@@ -624,16 +508,17 @@ class ApiCore:
         self._maybe_finish_namespace(ns)
 
     def _maybe_finish_namespace(self, ns: str | None) -> None:
-        namespaces = RESOURCES.by_plural("", "namespaces")
-        ns_obj = self.store.get(namespaces, None, ns or "")
+        if not ns:
+            return
+        ns_obj = self.store.get(NAMESPACES, None, ns)
         if not ns_obj or not ns_obj["metadata"].get("deletionTimestamp"):
             return
         if any(self.store.list(r, ns)[0] for r in self._namespaced_resources()):
             return
-        self.store.delete(namespaces, None, ns)
+        self.store.delete(NAMESPACES, None, ns)
 
     # ------------------------------------------------------ subresources
-    def scale(self, res: Resource, ns: str, name: str) -> dict[str, Any]:
+    def scale(self, res: Resource, ns: str | None, name: str) -> dict[str, Any]:
         obj = self.get(res, ns, name)
         selector = obj.get("spec", {}).get("selector") or {}
         return {
@@ -654,7 +539,7 @@ class ApiCore:
     def set_scale(
         self,
         res: Resource,
-        ns: str,
+        ns: str | None,
         name: str,
         replicas: Any,
         resource_version: str | None,
@@ -676,23 +561,22 @@ class ApiCore:
                     }
                 ],
             )
-        new = copy.deepcopy(live)
+        new = patch.deep_copy(live)
         new.setdefault("spec", {})["replicas"] = replicas
         if manager:
-            new = patch.record_update(res, live, new, manager, "Update", subresource="scale")
+            new = managedfields.record_update(res, live, new, manager, "Update", subresource="scale")
         merged = self._merge_update(res, live, new, "")
         self._write(res, live, merged, dry_run)
         return (
             self.scale(res, ns, name) if not dry_run else {**self.scale(res, ns, name), "spec": {"replicas": replicas}}
         )
 
-    def bind(self, ns: str, name: str, binding: dict[str, Any]) -> None:
-        pods = RESOURCES.by_plural("", "pods")
-        live = self.get(pods, ns, name)
+    def bind(self, ns: str | None, name: str, binding: dict[str, Any]) -> None:
+        live = self.get(PODS, ns, name)
         node = (binding.get("target") or {}).get("name")
         if not node:
             raise invalid(
-                pods, name, [{"reason": "FieldValueRequired", "field": "target.name", "message": "Required value"}]
+                PODS, name, [{"reason": "FieldValueRequired", "field": "target.name", "message": "Required value"}]
             )
         if live["spec"].get("nodeName"):
             raise conflict_bound(name, live["spec"]["nodeName"])
@@ -700,7 +584,8 @@ class ApiCore:
             raise StatusError(
                 409,
                 "Conflict",
-                f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is being deleted, cannot be assigned to a host',
+                f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is being deleted, '
+                "cannot be assigned to a host",
             )
         live["spec"]["nodeName"] = node
         conditions = live.setdefault("status", {}).setdefault("conditions", [])
@@ -708,7 +593,7 @@ class ApiCore:
         conditions.append(
             {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}
         )
-        self.store.update(pods, live, check_rv=False)
+        self.store.update(PODS, live, check_rv=False)
 
 
 def conflict_bound(name: str, node: str) -> StatusError:

@@ -18,7 +18,9 @@ from labkit.sandbox.api.registry import RESOURCES
 EVENTS = RESOURCES.served("", "events")
 NAMESPACES = RESOURCES.served("", "namespaces")
 _RECENT_LIMIT = 4096
-_recent: OrderedDict[tuple, tuple[str, str]] = OrderedDict()  # correlation key -> (namespace, event name)
+#: (involved uid, type, reason, message, field path): an event's correlation key, as client-go's recorder keys it
+_CorrelationKey = tuple[str | None, str, str, str, str | None]
+_recent: OrderedDict[_CorrelationKey, tuple[str, str]] = OrderedDict()  # correlation key -> (namespace, name)
 _recent_lock = threading.Lock()
 
 
@@ -88,7 +90,7 @@ def record_event(
 
 
 def _terminating(core: ApiCore, namespace: str) -> bool:
-    ns = core.store.get(NAMESPACES, None, namespace)
+    ns = core.store.peek(NAMESPACES, None, namespace)
     return bool(ns and ns["metadata"].get("deletionTimestamp"))
 
 

@@ -38,7 +38,7 @@ def is_protobuf(content_type: str | None) -> bool:
     >>> is_protobuf("application/vnd.kubernetes.protobuf; charset=utf-8"), is_protobuf("application/json")
     (True, False)
     """
-    return bool(content_type) and content_type.split(";", 1)[0].strip().lower() == MEDIA_TYPE
+    return content_type is not None and content_type.split(";", 1)[0].strip().lower() == MEDIA_TYPE
 
 
 # --------------------------------------------------------------------------- wire reader

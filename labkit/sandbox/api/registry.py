@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 READ_VERBS = ("get", "list", "watch")
@@ -57,12 +58,12 @@ class Resource:
         return f'{prefix} "{name}"'
 
 
-def _core(kind: str, plural: str, namespaced: bool = True, **kw) -> Resource:
+def _core(kind: str, plural: str, namespaced: bool = True, **kw: Any) -> Resource:
     return Resource("", "v1", kind, plural, namespaced, schema=f"io.k8s.api.core.v1.{kind}", **kw)
 
 
 def _api(
-    group: str, package: str, kind: str, plural: str, namespaced: bool = True, version: str = "v1", **kw
+    group: str, package: str, kind: str, plural: str, namespaced: bool = True, version: str = "v1", **kw: Any
 ) -> Resource:
     return Resource(group, version, kind, plural, namespaced, schema=f"io.k8s.api.{package}.{version}.{kind}", **kw)
 

@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -295,8 +296,10 @@ def _parse_set(tokens: _Tokens) -> list[str]:
             raise ValueError(f"found '{lit}', expected: ',', or identifier")
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_label_selector(text: str) -> LabelSelector:
-    """Parse a label selector string; ``""`` selects everything.
+    """Parse a label selector string; ``""`` selects everything. Selectors are immutable, so a
+    controller or a client repeating one (every watch event, every list) parses it once.
 
     Bad syntax raises :class:`StatusError` 400 BadRequest with the API server's wording:
 
@@ -449,8 +452,9 @@ def _split_field_term(term: str) -> tuple[str, str, str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_field_selector(text: str) -> FieldSelector:
-    """Parse a field selector string; ``""`` selects everything.
+    """Parse a field selector string; ``""`` selects everything (parsed once per string, like labels).
 
     A term without an operator raises :class:`StatusError` 400 with the API server's wording:
 

@@ -12,20 +12,28 @@ import json
 import logging
 import ssl
 import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import yaml
 from aiohttp import web
 
 from labkit.sandbox import logs
-from labkit.sandbox.api import discovery, patch, protobuf, schemas, tables
-from labkit.sandbox.api.auth import ADMIN, Authorizer, TokenAuthority, User, review_attributes
+from labkit.sandbox.api import authapis, discovery, patch, schemas, tables
+from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
 from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
 from labkit.sandbox.api.registry import RESOURCES, Resource
+from labkit.sandbox.api.responses import (
+    JSON,
+    flag,
+    json_response,
+    not_found_path,
+    read_body,
+    stream_watch,
+    wants_table,
+)
 from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import (
     StatusError,
@@ -33,7 +41,6 @@ from labkit.sandbox.api.status import (
     forbidden,
     method_not_allowed,
     unauthorized,
-    unsupported_media_type,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("labkit.sandbox.api.server")
 
-JSON = "application/json"
 #: What /version says: a k3s-shaped version string, marked as labkit's sandbox.
 VERSION_INFO = {
     "major": "1",
@@ -54,8 +60,10 @@ VERSION_INFO = {
     "compiler": "labkit",
     "platform": "linux/amd64",
 }
-WATCH_DEFAULT_TIMEOUT = 1800
-BOOKMARK_EVERY = 30.0
+
+SERVICE_ACCOUNTS = RESOURCES.served("", "serviceaccounts")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -67,26 +75,12 @@ class Target:
     name: str | None
     subresource: str
 
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def _json(obj: Any, status: int = 200, content_type: str = JSON, warnings: list[str] = ()) -> web.Response:
-    response = web.Response(body=_dumps(obj), status=status, content_type=content_type.split(";")[0])
-    if ";" in content_type:
-        response.headers["Content-Type"] = content_type
-    for w in warnings:
-        response.headers.add("Warning", f'299 - "{w}"')
-    return response
-
-
-def _wants_table(request: web.Request) -> bool:
-    return "as=Table" in request.headers.get("Accept", "")
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    return request.query.get(name, "").lower() in ("1", "true")
+    @property
+    def object_name(self) -> str:
+        """The name on the path, for verbs on one object; a collection path answers 405 to them."""
+        if self.name is None:
+            raise method_not_allowed()
+        return self.name
 
 
 class ApiServer:
@@ -94,45 +88,56 @@ class ApiServer:
         self,
         core: ApiCore,
         tokens: TokenAuthority,
-        log_dir,
+        log_dir: Path | str,
         server_address: str = "127.0.0.1",
-        extra_routes: list[web.RouteDef] = (),
+        extra_routes: Sequence[web.AbstractRouteDef] = (),
     ) -> None:
         self.core = core
         self.tokens = tokens
         self.logs = logs.PodLogs(log_dir)
         self.server_address = server_address
-        self.authorizer = Authorizer(
-            lambda plural, ns: core.store.list(RESOURCES.by_plural("rbac.authorization.k8s.io", plural), ns)[0]
-        )
+        self._rbac: dict[tuple[str, str | None], tuple[int, list[dict[str, Any]]]] = {}
+        self.authorizer = Authorizer(self._rbac_objects)
         self.app = web.Application(middlewares=[self._errors, self._authenticate], client_max_size=64 * 1024 * 1024)
         self.app.add_routes(extra_routes)  # before the catch-all, which would shadow them
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
 
+    def _rbac_objects(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        """The roles or bindings the authorizer reads, copied once per change of their type, not per request."""
+        resource = RESOURCES.served("rbac.authorization.k8s.io", plural)
+        written = self.core.store.last_write(resource)
+        cached = self._rbac.get((plural, namespace))
+        if cached is not None and cached[0] == written:
+            return cached[1]
+        objects = self.core.store.list(resource, namespace)[0]
+        self._rbac[(plural, namespace)] = (written, objects)
+        return objects
+
     # ----------------------------------------------------------- middlewares
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except StatusError as e:
-            return _json(e.to_status(), status=e.code)
+            return json_response(e.to_status(), status=e.code)
         except web.HTTPException:
             raise
         except Exception as e:  # an internal error is still answered as a Status, never a traceback page
             log.exception("internal error on %s %s", request.method, request.path)
-            return _json(StatusError(500, "InternalError", f"Internal error occurred: {e}").to_status(), status=500)
+            return json_response(
+                StatusError(500, "InternalError", f"Internal error occurred: {e}").to_status(), status=500
+            )
 
     @web.middleware
-    async def _authenticate(self, request: web.Request, handler):
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/healthz", "/readyz", "/livez", "/version"):
             request["user"] = None
             return await handler(request)
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-        sa = RESOURCES.by_plural("", "serviceaccounts")
 
         def sa_exists(ns: str, name: str, uid: str) -> bool:
-            obj = self.core.store.get(sa, ns, name)
+            obj = self.core.store.peek(SERVICE_ACCOUNTS, ns, name)
             return obj is not None and (not uid or obj["metadata"]["uid"] == uid)
 
         user = self.tokens.authenticate(token, sa_exists) if token else None
@@ -145,14 +150,14 @@ class ApiServer:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         parts = [unquote(p) for p in request.path.strip("/").split("/") if p]
         if not parts:
-            return _json(
+            return json_response(
                 {"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}
             )
         head = parts[0]
         if head in ("healthz", "readyz", "livez") and len(parts) == 1:
             return web.Response(text="ok")
         if head == "version" and len(parts) == 1:
-            return _json(VERSION_INFO)
+            return json_response(VERSION_INFO)
         if head == "openapi":
             return self._openapi(request, parts[1:])
         if head == "api":
@@ -166,7 +171,7 @@ class ApiServer:
                 group_doc = next((g for g in discovery.api_group_list()["groups"] if g["name"] == parts[1]), None)
                 if group_doc is None:
                     raise not_found_path()
-                return _json({"kind": "APIGroup", "apiVersion": "v1", **group_doc})
+                return json_response({"kind": "APIGroup", "apiVersion": "v1", **group_doc})
             group, version, rest = parts[1], parts[2], parts[3:]
         else:
             raise not_found_path()
@@ -174,7 +179,7 @@ class ApiServer:
             doc = discovery.api_resource_list(group, version)
             if doc is None:
                 raise not_found_path()
-            return _json(doc)
+            return json_response(doc)
         target = self._target(group, version, rest)
         return await self._handle(request, target)
 
@@ -195,12 +200,12 @@ class ApiServer:
 
     def _discovery(self, request: web.Request, core: bool) -> web.Response:
         if discovery.wants_aggregated(request.headers.get("Accept", "")):
-            return _json(discovery.aggregated(core), content_type=discovery.AGGREGATED_CONTENT_TYPE)
-        return _json(discovery.api_versions(self.server_address) if core else discovery.api_group_list())
+            return json_response(discovery.aggregated(core), content_type=discovery.AGGREGATED_CONTENT_TYPE)
+        return json_response(discovery.api_versions(self.server_address) if core else discovery.api_group_list())
 
     def _openapi(self, request: web.Request, rest: list[str]) -> web.Response:
         if rest == ["v3"]:
-            return _json(schemas.schemas().openapi_index())
+            return json_response(schemas.schemas().openapi_index())
         if rest and rest[0] == "v3":
             try:
                 body = schemas.schemas().openapi_document("/".join(rest[1:]))
@@ -219,32 +224,20 @@ class ApiServer:
             raise forbidden(user.name, verb, t.resource, t.namespace, t.name)
 
     async def _body(self, request: web.Request, t: Target) -> Any:
-        raw = await request.read()
-        content_type = request.headers.get("Content-Type", JSON).split(";")[0].strip()
-        if protobuf.is_protobuf(content_type):
-            return protobuf.decode(raw)
-        try:
-            if content_type in (JSON, ""):
-                return json.loads(raw or b"{}")
-            if content_type in ("application/yaml", "application/apply-patch+yaml"):
-                return yaml.safe_load(raw) or {}
-        except (ValueError, yaml.YAMLError) as e:
-            kind = t.resource.kind
-            raise bad_request(f'{kind} in version "{t.resource.version}" cannot be handled as a {kind}: {e}') from e
-        raise unsupported_media_type(content_type)
+        return read_body(await request.read(), request.headers.get("Content-Type", JSON), t.resource)
 
     def _answer(
-        self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200, warnings: list[str] = ()
+        self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200, warnings: Sequence[str] = ()
     ) -> web.Response:
-        if _wants_table(request) and obj.get("kind") == t.resource.kind:
+        if wants_table(request) and obj.get("kind") == t.resource.kind:
             table = tables.to_table(
                 t.resource,
                 [obj],
                 list_rv=obj["metadata"].get("resourceVersion", ""),
                 include_object=request.query.get("includeObject", "Metadata"),
             )
-            return _json(table, status, warnings=warnings)
-        return _json(obj, status, warnings=warnings)
+            return json_response(table, status, warnings=warnings)
+        return json_response(obj, status, warnings=warnings)
 
     async def _handle(self, request: web.Request, t: Target) -> web.StreamResponse:
         method = request.method
@@ -259,7 +252,7 @@ class ApiServer:
         if t.subresource:
             return await self._subresource(request, t, manager, dry_run)
         if method == "GET" and t.name is None:
-            verb = "watch" if _flag(request, "watch") else "list"
+            verb = "watch" if flag(request, "watch") else "list"
             self._authorize(request, verb, t)
             if verb == "watch":
                 return await self._watch(request, t)
@@ -271,8 +264,8 @@ class ApiServer:
                 limit=int(q["limit"]) if q.get("limit") else None,
                 continue_token=q.get("continue"),
             )
-            if _wants_table(request):
-                return _json(
+            if wants_table(request):
+                return json_response(
                     tables.to_table(
                         t.resource,
                         listing["items"],
@@ -281,15 +274,15 @@ class ApiServer:
                         include_object=q.get("includeObject", "Metadata"),
                     )
                 )
-            return _json(listing)
+            return json_response(listing)
         if method == "GET":
             self._authorize(request, "get", t)
-            return self._answer(request, t, core.get(t.resource, t.namespace, t.name))
+            return self._answer(request, t, core.get(t.resource, t.namespace, t.object_name))
         if method == "POST" and t.name is None:
             self._authorize(request, "create", t)
             body = await self._body(request, t)
             if t.resource.group == "authorization.k8s.io":
-                return _json(self._access_review(request, body), 201)
+                return json_response(authapis.access_review(self.authorizer, request["user"], body), 201)
             obj, warnings = core.create(
                 t.resource, t.namespace, body, manager=manager, validation=validation, dry_run=dry_run
             )
@@ -298,7 +291,7 @@ class ApiServer:
             self._authorize(request, "update", t)
             body = await self._body(request, t)
             obj, warnings = core.replace(
-                t.resource, t.namespace, t.name, body, manager=manager, validation=validation, dry_run=dry_run
+                t.resource, t.namespace, t.object_name, body, manager=manager, validation=validation, dry_run=dry_run
             )
             return self._answer(request, t, obj, 200, warnings)
         if method == "PATCH" and t.name:
@@ -312,7 +305,7 @@ class ApiServer:
         core, q = self.core, request.query
         stored = Target(EVENTS, t.namespace, t.name, t.subresource)
         if request.method == "GET" and t.name is None:
-            verb = "watch" if _flag(request, "watch") else "list"
+            verb = "watch" if flag(request, "watch") else "list"
             self._authorize(request, verb, t)
             if verb == "watch":
                 return await self._watch(request, stored, view=EVENTS_V1, present=to_events_v1)
@@ -323,12 +316,12 @@ class ApiServer:
                 field_selector=q.get("fieldSelector", ""),
             )
             items = [to_events_v1(e) for e in listing["items"]]
-            if _wants_table(request):
-                return _json(tables.to_table(EVENTS_V1, items, list_rv=listing["metadata"]["resourceVersion"]))
-            return _json({**listing, "kind": "EventList", "apiVersion": EVENTS_V1.api_version, "items": items})
+            if wants_table(request):
+                return json_response(tables.to_table(EVENTS_V1, items, list_rv=listing["metadata"]["resourceVersion"]))
+            return json_response({**listing, "kind": "EventList", "apiVersion": EVENTS_V1.api_version, "items": items})
         if request.method == "GET":
             self._authorize(request, "get", t)
-            return self._answer(request, t, to_events_v1(core.get(EVENTS, t.namespace, t.name)))
+            return self._answer(request, t, to_events_v1(core.get(EVENTS, t.namespace, t.object_name)))
         if request.method == "POST" and t.name is None:
             self._authorize(request, "create", t)
             body = from_events_v1(await self._body(request, t))
@@ -336,7 +329,7 @@ class ApiServer:
             return self._answer(request, t, to_events_v1(obj), 201, warnings)
         if request.method == "DELETE" and t.name:
             self._authorize(request, "delete", t)
-            return _json(to_events_v1(core.delete(EVENTS, t.namespace, t.name)))
+            return json_response(to_events_v1(core.delete(EVENTS, t.namespace, t.object_name)))
         raise method_not_allowed(
             "events.k8s.io/v1 Events are read, created and deleted here; update them through the core v1 API"
         )
@@ -347,19 +340,19 @@ class ApiServer:
         self._authorize(request, "patch", t)
         if (
             t.name
-            and self.core.store.get(t.resource, t.namespace, t.name) is None
+            and self.core.store.peek(t.resource, t.namespace, t.object_name) is None
             and request.headers.get("Content-Type", "").startswith("application/apply-patch")
         ):
             self._authorize(request, "create", t)
         obj, warnings, created = self.core.patch(
             t.resource,
             t.namespace,
-            t.name,
+            t.object_name,
             request.headers.get("Content-Type", ""),
             await request.read(),
             subresource=subresource,
             manager=manager,
-            force=_flag(request, "force"),
+            force=flag(request, "force"),
             validation=validation,
             dry_run=dry_run,
         )
@@ -397,12 +390,12 @@ class ApiServer:
                     grace_period=grace,
                     dry_run=dry_run,
                 )
-            return _json(listing)
+            return json_response(listing)
         self._authorize(request, "delete", t)
         obj = self.core.delete(
             t.resource,
             t.namespace,
-            t.name,
+            t.object_name,
             propagation=propagation,
             grace_period=grace,
             preconditions=options.get("preconditions"),
@@ -412,7 +405,7 @@ class ApiServer:
             return self._answer(request, t, obj, 200)
         if t.resource.kind in ("Pod", "Namespace", "Service") or obj.get("kind") != t.resource.kind:
             return self._answer(request, t, obj, 200)
-        return _json(
+        return json_response(
             {
                 "kind": "Status",
                 "apiVersion": "v1",
@@ -437,12 +430,12 @@ class ApiServer:
             return await self._log(request, t)
         if sub == "status":
             if method == "GET":
-                return self._answer(request, t, core.get(t.resource, t.namespace, t.name))
+                return self._answer(request, t, core.get(t.resource, t.namespace, t.object_name))
             if method == "PUT":
                 obj, _ = core.replace(
                     t.resource,
                     t.namespace,
-                    t.name,
+                    t.object_name,
                     await self._body(request, t),
                     subresource="status",
                     manager=manager,
@@ -453,9 +446,9 @@ class ApiServer:
                 return await self._patch(request, t, manager, "Ignore", dry_run, subresource="status")
         if sub == "scale":
             if method == "GET":
-                return _json(core.scale(t.resource, t.namespace, t.name))
+                return json_response(core.scale(t.resource, t.namespace, t.object_name))
             if method in ("PUT", "PATCH"):
-                current = core.scale(t.resource, t.namespace, t.name)
+                current = core.scale(t.resource, t.namespace, t.object_name)
                 if method == "PUT":
                     body = await self._body(request, t)
                 else:
@@ -468,11 +461,11 @@ class ApiServer:
                         else patch.json_merge_patch(current, document)
                     )
                 replicas = (body.get("spec") or {}).get("replicas")
-                return _json(
+                return json_response(
                     core.set_scale(
                         t.resource,
                         t.namespace,
-                        t.name,
+                        t.object_name,
                         replicas,
                         (body.get("metadata") or {}).get("resourceVersion") if method == "PUT" else None,
                         manager=manager,
@@ -480,47 +473,17 @@ class ApiServer:
                     )
                 )
         if sub == "binding" and method == "POST":
-            core.bind(t.namespace, t.name, await self._body(request, t))
-            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201)
+            core.bind(t.namespace, t.object_name, await self._body(request, t))
+            return json_response(
+                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
+            )
         if sub == "token" and method == "POST":
-            return _json(self._token_request(t, await self._body(request, t)), 201)
+            sa = core.get(t.resource, t.namespace, t.object_name)
+            return json_response(authapis.token_request(self.tokens, sa, await self._body(request, t)), 201)
         if sub == "finalize" and method == "PUT":
-            obj, _ = core.replace(t.resource, None, t.name, await self._body(request, t), dry_run=dry_run)
-            return _json(obj)
+            obj, _ = core.replace(t.resource, None, t.object_name, await self._body(request, t), dry_run=dry_run)
+            return json_response(obj)
         raise method_not_allowed()
-
-    def _token_request(self, t: Target, body: dict[str, Any]) -> dict[str, Any]:
-        sa = self.core.get(t.resource, t.namespace, t.name)
-        seconds = int((body.get("spec") or {}).get("expirationSeconds") or 3600)
-        token, exp = self.tokens.issue(t.namespace, t.name, sa["metadata"]["uid"], seconds)
-        return {
-            "kind": "TokenRequest",
-            "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": None},
-            "spec": {
-                "audiences": (body.get("spec") or {}).get("audiences")
-                or ["https://kubernetes.default.svc.cluster.local", "k3s"],
-                "expirationSeconds": seconds,
-                "boundObjectRef": None,
-            },
-            "status": {"token": token, "expirationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))},
-        }
-
-    def _access_review(self, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
-        spec = body.get("spec") or {}
-        user: User = request["user"]
-        if body.get("kind") == "SubjectAccessReview":
-            groups = tuple(spec.get("groups") or ())
-            user = User(spec.get("user", ""), groups)
-            if user.name.startswith("system:serviceaccount:"):
-                _, _, ns, name = user.name.split(":", 3)
-                user = User(user.name, groups, (ns, name))
-        verb, group, resource, ns, name = review_attributes(spec)
-        allowed = self.authorizer.allowed(user, verb, group, resource, ns, name)
-        status: dict[str, Any] = {"allowed": allowed}
-        if allowed and user is not ADMIN and not user.is_admin:
-            status["reason"] = "RBAC: allowed by a RoleBinding or ClusterRoleBinding"
-        return {**body, "metadata": body.get("metadata") or {"creationTimestamp": None}, "status": status}
 
     # ---------------------------------------------------------------- watch
     async def _watch(
@@ -531,63 +494,22 @@ class ApiServer:
         present: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> web.StreamResponse:
         """Stream watch events; *view*/*present* show stored objects as another API group does."""
-        view = view or t.resource
         q = request.query
         rv_text = q.get("resourceVersion", "")
-        since = int(rv_text) if rv_text not in ("", "0") else None
-        if rv_text == "0":
-            since = None
         label = q.get("labelSelector", "")
         field = q.get("fieldSelector", "")
         watcher = self.core.store.watch(
             t.resource,
             t.namespace,
-            since_rv=since,
+            since_rv=int(rv_text) if rv_text not in ("", "0") else None,
             label_selector=parse_label_selector(label) if label else None,
             field_selector=parse_field_selector(field) if field else None,
         )
-        timeout = float(q.get("timeoutSeconds") or WATCH_DEFAULT_TIMEOUT)
-        bookmarks = _flag(request, "allowWatchBookmarks")
-        as_table = _wants_table(request)
-        response = web.StreamResponse(headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        deadline = time.monotonic() + timeout
-        next_bookmark = time.monotonic() + BOOKMARK_EVERY
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                event = await watcher.next(min(left, max(next_bookmark - time.monotonic(), 0.01)))
-                if event is None:
-                    if watcher.closed:  # overflowed (a too-slow client) or the store closed
-                        break
-                    if bookmarks and time.monotonic() >= next_bookmark:
-                        # the watcher's own bookmark never claims an rv ahead of an event it still holds
-                        bookmark = watcher.bookmark()
-                        if bookmark is not None:
-                            marker = {**bookmark.object, "apiVersion": view.api_version, "kind": view.kind}
-                            await response.write(_dumps({"type": "BOOKMARK", "object": marker}) + b"\n")
-                        next_bookmark = time.monotonic() + BOOKMARK_EVERY
-                    continue
-                obj = event.object
-                obj.setdefault("apiVersion", t.resource.api_version)
-                obj.setdefault("kind", t.resource.kind)
-                if present:
-                    obj = present(obj)
-                if as_table:
-                    obj = tables.table_event(view, event.type, obj)
-                await response.write(_dumps({"type": event.type, "object": obj}) + b"\n")
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            watcher.close()
-        return response
+        return await stream_watch(request, watcher, view or t.resource, present)
 
     # ----------------------------------------------------------------- logs
     async def _log(self, request: web.Request, t: Target) -> web.StreamResponse:
-        pod = self.core.get(t.resource, t.namespace, t.name)
+        pod = self.core.get(t.resource, t.namespace, t.object_name)
         q = request.query
         options = logs.LogOptions.from_query(q)
         container, path = self.logs.locate(pod, options)
@@ -599,7 +521,7 @@ class ApiServer:
         pods = t.resource
 
         def still_running() -> bool:
-            live = self.core.store.get(pods, t.namespace, t.name)
+            live = self.core.store.get(pods, t.namespace, t.object_name)
             return live is not None and logs.container_running(live, container)
 
         try:
@@ -608,10 +530,6 @@ class ApiServer:
         except ConnectionResetError:
             pass
         return response
-
-
-def not_found_path() -> StatusError:
-    return StatusError(404, "NotFound", "the server could not find the requested resource", None)
 
 
 class ServerThread:
@@ -639,12 +557,12 @@ class ServerThread:
             self.loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
             self.loop.run_until_complete(site.start())
-            self.port = site._server.sockets[0].getsockname()[1]  # the port the OS picked
-        except BaseException as e:  # reported to start()
+            self.port = self._runner.addresses[0][1]  # the port the OS picked
+        except Exception as e:  # noqa: BLE001 (whatever stops the server from listening is re-raised by start())
             self._error = e
-            self._ready.set()
             return
-        self._ready.set()
+        finally:
+            self._ready.set()
         self.loop.run_forever()
 
     def start(self) -> ServerThread:

@@ -3,19 +3,32 @@
 The wording follows the real API server, because learners paste these
 messages into search engines.
 
->>> e = not_found(RESOURCES.by_plural("", "pods"), "nope")
+>>> e = not_found(RESOURCES.served("", "pods"), "nope")
 >>> e.code, e.reason, e.message
 (404, 'NotFound', 'pods "nope" not found')
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from labkit.sandbox.api.registry import RESOURCES  # noqa: F401  (RESOURCES used by the doctest)
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
+
+
+class StatusDict(TypedDict, total=False):
+    """A ``meta.k8s.io/v1`` Status, as the server answers a failure (``details`` is per reason)."""
+
+    kind: str
+    apiVersion: str
+    metadata: dict[str, Any]
+    status: str
+    message: str
+    reason: str
+    code: int
+    details: dict[str, Any]
 
 
 class StatusError(Exception):
@@ -25,8 +38,8 @@ class StatusError(Exception):
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, details
 
-    def to_status(self) -> dict[str, Any]:
-        status: dict[str, Any] = {
+    def to_status(self) -> StatusDict:
+        status: StatusDict = {
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
@@ -71,7 +84,7 @@ def conflict(resource: Resource, name: str) -> StatusError:
 
 
 def invalid(resource: Resource, name: str, causes: list[dict[str, str]]) -> StatusError:
-    """422: ``causes`` are ``{"reason": "FieldValueRequired", "message": "Required value", "field": "spec.selector"}``."""
+    """422; a cause is ``{"reason": "FieldValueRequired", "message": "Required value", "field": "spec.selector"}``."""
     kind = f"{resource.kind}.{resource.group}" if resource.group else resource.kind
     summary = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
     if len(causes) > 1:

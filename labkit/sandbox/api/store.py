@@ -8,11 +8,13 @@ history used to replay watches lives in memory only, so a watch from a
 pre-restart resourceVersion gets 410 Gone, as after an etcd compaction.
 
 Reads come from an in-memory mirror of the table (loaded at open), the way the
-API server's watch cache answers most reads; every read returns a fresh copy.
+API server's watch cache answers most reads; every read returns a fresh copy
+(:meth:`Store.peek` excepted). Watchers and the replay history are in
+:mod:`labkit.sandbox.api.watch`.
 
 >>> import asyncio, tempfile, os
 >>> from labkit.sandbox.api.registry import RESOURCES
->>> pods = RESOURCES.by_plural("", "pods")
+>>> pods = RESOURCES.served("", "pods")
 >>> store = Store(os.path.join(tempfile.mkdtemp(), "state.db"))
 >>> pod = store.create(pods, {"metadata": {"namespace": "default", "generateName": "web-"}})
 >>> pod["metadata"]["resourceVersion"], pod["metadata"]["name"].startswith("web-")
@@ -29,9 +31,9 @@ API server's watch cache answers most reads; every read returns a fresh copy.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
+import builtins
 import collections
 import json
 import random
@@ -39,24 +41,26 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import SandboxError
 from labkit.sandbox.api.status import already_exists, bad_request, conflict, gone, invalid, not_found
+from labkit.sandbox.api.watch import ADDED, DELETED, MODIFIED, Change, Key, changes_after, selected
+from labkit.sandbox.api.watch import Watcher as Watcher  # re-exported: kubelets import it from here
+from labkit.sandbox.api.watch import WatchEvent as WatchEvent  # re-exported: controllers import it from here
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
     from labkit.sandbox.api.selectors import FieldSelector, LabelSelector
 
-ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
-
 #: Kubernetes' alphabet for generateName suffixes: no vowels (no accidental words), no look-alikes (0/1/3).
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _SUFFIX_LENGTH = 5
 _MAX_NAME = 63
+
 #: A watcher whose consumer falls this far behind is ended, as the API server ends slow watchers; the client
 #: then re-lists. Keeps one stuck connection from holding memory forever.
 MAX_PENDING = 10_000
@@ -65,17 +69,6 @@ _CONTINUE_EXPIRED = (
     "The provided continue parameter is too old to display a consistent list result. You can start a new list "
     "without the continue parameter."
 )
-
-Key = tuple[str, str]  # (namespace or "", name)
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """One watch event: ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK; ``object`` is the caller's own copy."""
-
-    type: str
-    object: dict[str, Any]
-    rv: int
 
 
 @dataclass(frozen=True)
@@ -88,32 +81,34 @@ class _Version:
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> _Version:
+        """The version of ``obj``, parsed back from its text: the store never shares the caller's dicts.
+        Serialising is also the check that the object is storable."""
+        return cls.parse(json.dumps(obj, separators=(",", ":")))
+
+    @classmethod
+    def owning(cls, obj: dict[str, Any]) -> _Version:
+        """The version of an object nobody else holds (no copy)."""
         return cls(json.dumps(obj, separators=(",", ":")), obj)
 
     @classmethod
     def parse(cls, text: str) -> _Version:
         return cls(text, json.loads(text))
 
-
-@dataclass(frozen=True)
-class _Change:
-    """One write, as kept in the replay history: texts only, to keep the ring small."""
-
-    rv: int
-    resource: str  # Resource.key
-    key: Key
-    type: str
-    new: str  # the object the event carries (for DELETED: the last state with the deletion's rv)
-    old: str | None  # the state before the write; None for ADDED
+    def copy(self) -> dict[str, Any]:
+        """A fresh object the caller may change."""
+        result: dict[str, Any] = json.loads(self.text)
+        return result
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _copy(obj: dict[str, Any]) -> dict[str, Any]:
-    # A JSON round trip is both the deep copy and the check that the object is storable.
-    return json.loads(json.dumps(obj))
+def _with_own_metadata(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``obj`` and its metadata copied one level deep: the store fills in metadata without touching the
+    caller's dicts, and :meth:`_Version.of` copies the rest."""
+    meta = dict(obj.get("metadata") or {})
+    return {**obj, "metadata": meta}, meta
 
 
 def _rv_of(obj: dict[str, Any]) -> int:
@@ -132,11 +127,14 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._history: collections.deque[_Change] = collections.deque(maxlen=history)
+        self._history: collections.deque[Change] = collections.deque(maxlen=history)
         self._watchers: dict[str, set[Watcher]] = {}
         self._objects: dict[str, dict[Key, _Version]] = {}
+        self._written: dict[str, int] = {}  # resource key -> rv of its latest write
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
+            # Autocommit: a create or update is one statement, hence its own transaction, with no BEGIN/COMMIT
+            # round trips; a deletion opens one explicitly.
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._db:
@@ -154,7 +152,8 @@ class Store:
             ) from err
         self._rv: int = row[0] if row else 0
         for resource, namespace, name, body in rows:
-            self._objects.setdefault(resource, {})[(namespace, name)] = _Version.parse(body)
+            version = self._objects.setdefault(resource, {})[(namespace, name)] = _Version.parse(body)
+            self._rv = max(self._rv, _rv_of(version.obj))
 
     # --- reads -------------------------------------------------------------------------------------------------
 
@@ -163,11 +162,27 @@ class Store:
         """The current global resourceVersion (the rv of the latest write of any resource)."""
         return self._rv
 
+    def last_write(self, resource: Resource) -> int:
+        """The resourceVersion of the latest write to ``resource``'s objects (0: none since the store opened),
+        so a reader can tell that a copy it keeps is still current."""
+        return self._written.get(resource.key, 0)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while a write is persisted and published: holding it sees no write half-published."""
+        return self._lock
+
+    def peek(self, resource: Resource, namespace: str | None, name: str) -> Mapping[str, Any] | None:
+        """The stored object itself, without a copy, for checks that only read it; never change it."""
+        with self._lock:
+            version = self._objects.get(resource.key, {}).get((self._ns(resource, namespace), name))
+        return version.obj if version else None
+
     def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object, or ``None``. ``namespace`` is ignored for cluster-scoped resources."""
         with self._lock:
             version = self._objects.get(resource.key, {}).get((self._ns(resource, namespace), name))
-        return json.loads(version.text) if version else None
+        return version.copy() if version else None
 
     def list(
         self,
@@ -205,15 +220,15 @@ class Store:
             if start is not None and key <= start:
                 continue
             obj = versions[key].obj
-            if not _selected(obj, label_selector, field_selector):
+            if not selected(obj, label_selector, field_selector):
                 continue
             if limit and len(items) >= limit:
                 return items, rv, self._encode_continue(resource, rv, last)
-            items.append(json.loads(versions[key].text))
+            items.append(versions[key].copy())
             last = key
         return items, rv, None
 
-    def dependents(self, uid: str, namespace: str | None) -> list[tuple[str, dict[str, Any]]]:
+    def dependents(self, uid: str, namespace: str | None) -> builtins.list[tuple[str, dict[str, Any]]]:
         """``(resource key, object)`` for every object whose ownerReferences name *uid* (garbage collection).
 
         Scans the parsed mirror and copies only the matches, so deleting an owner does not copy the namespace.
@@ -234,8 +249,7 @@ class Store:
         """Store a new object: fills uid (unless the server already chose one), creationTimestamp and
         resourceVersion, and resolves ``generateName``. ``generation`` is the server's to set (only some kinds
         have one). Raises 409 AlreadyExists on a duplicate and 422 Invalid without a name."""
-        obj = _copy(obj)
-        meta = obj.setdefault("metadata", {})
+        obj, meta = _with_own_metadata(obj)
         namespace = self._namespace_of(resource, meta)
         with self._lock:
             table = self._objects.get(resource.key, {})
@@ -250,13 +264,12 @@ class Store:
             )
             version = _Version.of(obj)
             self._commit(resource, (namespace, name), ADDED, version, None)
-        return json.loads(version.text)
+        return version.copy()
 
     def update(self, resource: Resource, obj: dict[str, Any], *, check_rv: bool = True) -> dict[str, Any]:
         """Replace a stored object, keeping its uid and creationTimestamp (and its generation when the
         caller sent none). With ``check_rv``, a sent resourceVersion that is not the stored one raises 409."""
-        obj = _copy(obj)
-        meta = obj.setdefault("metadata", {})
+        obj, meta = _with_own_metadata(obj)
         namespace, name = self._namespace_of(resource, meta), meta.get("name") or ""
         with self._lock:
             old = self._objects.get(resource.key, {}).get((namespace, name))
@@ -273,7 +286,7 @@ class Store:
                 meta.setdefault("generation", old_meta["generation"])
             version = _Version.of(obj)
             self._commit(resource, (namespace, name), MODIFIED, version, old)
-        return json.loads(version.text)
+        return version.copy()
 
     def delete(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any]:
         """Remove an object; returns its last state carrying the deletion's resourceVersion (what the DELETED
@@ -283,11 +296,11 @@ class Store:
             old = self._objects.get(resource.key, {}).get(key)
             if old is None:
                 raise not_found(resource, name)
-            obj = json.loads(old.text)
+            obj = old.copy()
             obj["metadata"]["resourceVersion"] = str(self._rv + 1)
-            version = _Version.of(obj)
+            version = _Version.owning(obj)
             self._commit(resource, key, DELETED, version, old)
-        return json.loads(version.text)
+        return version.copy()
 
     # --- watch -------------------------------------------------------------------------------------------------
 
@@ -307,16 +320,15 @@ class Store:
         Then live events follow, whichever thread writes. Raises 410 Expired when ``since_rv`` is older than
         the history (for example after a restart).
         """
-        watcher = Watcher(
-            self, resource, namespace if resource.namespaced else None, label_selector, field_selector, since_rv or 0
-        )
+        namespace = namespace if resource.namespaced else None
+        watcher = Watcher(self, resource, namespace, label_selector, field_selector, since_rv or 0, MAX_PENDING)
         with self._lock:
             if not since_rv:
                 table = self._objects.get(resource.key, {})
                 initial = [
                     (ADDED, table[k].text, _rv_of(table[k].obj))
                     for k in sorted(table)
-                    if watcher._selects(k, table[k].obj)
+                    if watcher.selects(k, table[k].obj)
                 ]
             else:
                 floor = self._floor()
@@ -324,10 +336,10 @@ class Store:
                     raise gone(f"too old resource version: {since_rv} ({floor})")
                 initial = [
                     view
-                    for change in _changes_after(self._history, since_rv)
-                    if change.resource == resource.key and (view := watcher._view(change))
+                    for change in changes_after(self._history, since_rv)
+                    if change.resource == resource.key and (view := watcher.view(change))
                 ]
-            watcher._pending.extend(initial)
+            watcher.prime(initial)
             self._watchers.setdefault(resource.key, set()).add(watcher)
         return watcher
 
@@ -369,7 +381,8 @@ class Store:
         if not meta.get("namespace"):
             required = {"reason": "FieldValueRequired", "message": "Required value", "field": "metadata.namespace"}
             raise invalid(resource, meta.get("name") or "", [required])
-        return meta["namespace"]
+        namespace: str = meta["namespace"]
+        return namespace
 
     @staticmethod
     def _generate_name(resource: Resource, namespace: str, base: str, table: dict[Key, _Version]) -> str:
@@ -386,6 +399,7 @@ class Store:
                 ],
             )
         base = base[: _MAX_NAME - _SUFFIX_LENGTH]
+        name = base
         for _ in range(8):  # a clash is rare (27^5 suffixes); retry a few times as newer API servers do
             name = base + "".join(random.choices(NAME_ALPHABET, k=_SUFFIX_LENGTH))
             if (namespace, name) not in table:
@@ -393,31 +407,36 @@ class Store:
         raise already_exists(resource, name)
 
     def _commit(self, resource: Resource, key: Key, kind: str, new: _Version, old: _Version | None) -> None:
-        """Persist one write, then publish it to the mirror, the history and the watchers. Caller holds the lock."""
+        """Persist one write, then publish it to the mirror, the history and the watchers. Caller holds the lock.
+
+        The global resourceVersion is the highest of the stored bodies' and the ``meta`` row's, so only a
+        deletion, which takes its body away, writes the row: one page per create or update instead of two.
+        """
         rv = self._rv + 1
-        with self._db:
-            if kind == DELETED:
+        if kind == DELETED:
+            with self._db:  # one transaction: the row goes, the rv stays
+                self._db.execute("BEGIN")
                 self._db.execute(
                     "DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?", (resource.key, *key)
                 )
-            else:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO objects (resource, namespace, name, body) VALUES (?, ?, ?, ?)",
-                    (resource.key, *key, new.text),
-                )
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rv', ?)", (rv,))
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('rv', ?)", (rv,))
+        else:
+            self._db.execute(
+                "INSERT OR REPLACE INTO objects (resource, namespace, name, body) VALUES (?, ?, ?, ?)",
+                (resource.key, *key, new.text),
+            )
         table = self._objects.setdefault(resource.key, {})
         if kind == DELETED:
             del table[key]
         else:
             table[key] = new
-        self._rv = rv
-        change = _Change(rv, resource.key, key, kind, new.text, old.text if old else None)
+        self._rv = self._written[resource.key] = rv
+        change = Change(rv, resource.key, key, kind, new.text, old.text if old else None)
         self._history.append(change)
         for watcher in list(self._watchers.get(resource.key, ())):
-            view = watcher._view(change, new.obj, old.obj if old else None)
+            view = watcher.view(change, new.obj, old.obj if old else None)
             if view:
-                watcher._push(view)
+                watcher.push(view)
 
     def _floor(self) -> int:
         """The oldest resourceVersion a watch or a continued list can start from."""
@@ -427,7 +446,7 @@ class Store:
         """The resource's objects as they were at ``rv``, undoing the newer writes from the history."""
         versions = dict(self._objects.get(resource_key, {}))
         before: dict[Key, str | None] = {}
-        for change in _changes_after(self._history, rv):
+        for change in changes_after(self._history, rv):
             if change.resource == resource_key:
                 before.setdefault(change.key, change.old)  # the oldest newer write knows the state at rv
         for key, text in before.items():
@@ -455,171 +474,7 @@ class Store:
             raise gone(_CONTINUE_EXPIRED)
         return rv, (namespace, name)
 
-    def _unregister(self, watcher: Watcher) -> None:
+    def unregister(self, watcher: Watcher) -> None:
+        """Stop publishing to ``watcher`` (called by :meth:`Watcher.close`)."""
         with self._lock:
             self._watchers.get(watcher.resource.key, set()).discard(watcher)
-
-
-def _changes_after(history: collections.deque[_Change], rv: int) -> list[_Change]:
-    """The changes newer than ``rv``, oldest first (walking back from the newest: recent rvs are cheap)."""
-    newer: list[_Change] = []
-    for change in reversed(history):
-        if change.rv <= rv:
-            break
-        newer.append(change)
-    newer.reverse()
-    return newer
-
-
-def _selected(obj: dict[str, Any], labels: LabelSelector | None, fields: FieldSelector | None) -> bool:
-    return (labels is None or labels.matches(obj.get("metadata", {}).get("labels"))) and (
-        fields is None or fields.matches(obj)
-    )
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-class Watcher:
-    """A stream of :class:`WatchEvent` s for one resource type, made by :meth:`Store.watch`.
-
-    Writers on any thread push events; the watcher's event loop (the one running when it was made)
-    reads them with ``await watcher.next(timeout)``.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        resource: Resource,
-        namespace: str | None,
-        labels: LabelSelector | None,
-        fields: FieldSelector | None,
-        since_rv: int,
-    ) -> None:
-        self.resource = resource
-        self._store, self._namespace, self._labels, self._fields = store, namespace, labels, fields
-        self._since_rv = since_rv
-        try:
-            self._loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise SandboxError(
-                "Store.watch() was called outside a running asyncio event loop",
-                "call it from a coroutine on the loop that will read the events (the API server's loop)",
-            ) from None
-        self._thread = threading.get_ident()
-        self._lock = threading.Lock()
-        self._pending: collections.deque[tuple[str, str, int]] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        """True once closed by :meth:`close`, by the store closing, or for falling too far behind."""
-        return self._closed
-
-    async def next(self, timeout: float | None) -> WatchEvent | None:
-        """The next event, or ``None`` when ``timeout`` seconds pass first or the watcher is closed."""
-        with self._lock:
-            item = self._pending.popleft() if self._pending else None
-            waiter = None
-            if item is None and not self._closed:
-                waiter = self._waiter = self._loop.create_future()
-        if waiter is not None:
-            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancel that races the
-            # waiter's completion, leaving a controller task stuck "cancelling" at shutdown.
-            try:
-                await asyncio.wait((waiter,), timeout=timeout)
-            finally:
-                with self._lock:
-                    if self._waiter is waiter:
-                        self._waiter = None
-            with self._lock:
-                item = self._pending.popleft() if self._pending else None
-        if item is None:
-            return None
-        kind, text, rv = item
-        return WatchEvent(kind, json.loads(text), rv)
-
-    def bookmark(self) -> WatchEvent | None:
-        """A BOOKMARK event at the store's current resourceVersion, or ``None`` while events are still
-        pending (a bookmark must never run ahead of an undelivered event)."""
-        with self._store._lock:  # no write is half-published while we look
-            with self._lock:
-                if self._pending or self._closed:
-                    return None
-            rv = self._store.rv
-        return WatchEvent(BOOKMARK, self._store.bookmark(self.resource, rv), rv)
-
-    def close(self) -> None:
-        """Stop receiving events; a pending ``next`` returns ``None``."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._pending.clear()
-            waiter, self._waiter = self._waiter, None
-        self._store._unregister(self)
-        if waiter is not None:
-            self._wake(waiter)
-
-    def __enter__(self) -> Watcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- called by the store, under its lock ----------------------------------------------------------------
-
-    def _selects(self, key: Key, obj: dict[str, Any]) -> bool:
-        return (self._namespace is None or key[0] == self._namespace) and _selected(obj, self._labels, self._fields)
-
-    def _view(
-        self, change: _Change, new: dict[str, Any] | None = None, old: dict[str, Any] | None = None
-    ) -> tuple[str, str, int] | None:
-        """What this watcher sees of a change, as a real API server filters: an object that starts matching
-        is ADDED, one that stops matching is DELETED (its previous state at the change's rv).
-        ``new``/``old`` are the parsed texts when the caller has them (live writes); replay parses here."""
-        if change.rv <= self._since_rv or (self._namespace is not None and change.key[0] != self._namespace):
-            return None  # older than asked for (a watch from a future rv waits for it), or another namespace
-        if change.type != DELETED:
-            new = new if new is not None else json.loads(change.new)
-            new_passes = self._selects(change.key, new)
-        else:
-            new_passes = False
-        old_passes = False
-        if change.old is not None:
-            old = old if old is not None else json.loads(change.old)
-            old_passes = self._selects(change.key, old)
-        if new_passes:
-            return (MODIFIED if old_passes else ADDED), change.new, change.rv
-        if not old_passes:
-            return None
-        if change.type == DELETED:
-            return DELETED, change.new, change.rv
-        assert old is not None
-        gone_obj = {**old, "metadata": {**old["metadata"], "resourceVersion": str(change.rv)}}
-        return DELETED, json.dumps(gone_obj, separators=(",", ":")), change.rv
-
-    def _push(self, item: tuple[str, str, int]) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            overflow = len(self._pending) >= MAX_PENDING
-            if not overflow:
-                self._pending.append(item)
-                waiter, self._waiter = self._waiter, None
-        if overflow:
-            self.close()
-        elif waiter is not None:
-            self._wake(waiter)
-
-    def _wake(self, waiter: asyncio.Future[None]) -> None:
-        if threading.get_ident() == self._thread:
-            _resolve(waiter)
-            return
-        try:
-            self._loop.call_soon_threadsafe(_resolve, waiter)
-        except RuntimeError:  # the loop is closed: nobody will ever read this watcher
-            self.close()

@@ -1,0 +1,59 @@
+"""Service ClusterIPs, allocated as the API server's service IP allocator does on create.
+
+The addresses are loopback ones the sandbox can really listen on, shaped like k3s's 10.43.0.0/16
+service CIDR: ``.1`` is the ``kubernetes`` service and ``.10`` the cluster DNS, as on k3s.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Any
+
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.status import StatusError, invalid
+
+if TYPE_CHECKING:
+    from labkit.sandbox.api.store import Store
+
+SERVICE_CIDR = ipaddress.ip_network("127.43.0.0/16")
+KUBERNETES_SERVICE_IP = "127.43.0.1"
+CLUSTER_DNS_IP = "127.43.0.10"
+
+SERVICES = RESOURCES.served("", "services")
+
+
+def _failed(name: str, wanted: str, why: str) -> StatusError:
+    cause = {
+        "reason": "FieldValueInvalid",
+        "field": "spec.clusterIPs",
+        "message": f'Invalid value: []string{{"{wanted}"}}: failed to allocate IP {wanted}: {why}',
+    }
+    return invalid(SERVICES, name, [cause])
+
+
+def allocate_cluster_ip(store: Store, service: dict[str, Any]) -> None:
+    """Give ``service`` its ``spec.clusterIP(s)``: the one it asks for if free and in range, else the next
+    free address; a headless service (``clusterIP: None``) gets none."""
+    spec = service.setdefault("spec", {})
+    if spec.get("clusterIP") == "None":
+        spec["clusterIPs"] = ["None"]
+        return
+    used = {s.get("spec", {}).get("clusterIP") for s in store.list(SERVICES, None)[0]}
+    wanted = spec.get("clusterIP")
+    name = service.get("metadata", {}).get("name", "")
+    if wanted:
+        if ipaddress.ip_address(wanted) not in SERVICE_CIDR:
+            raise _failed(
+                name,
+                wanted,
+                f"the provided IP ({wanted}) is not in the valid range. The range of valid IPs is {SERVICE_CIDR}",
+            )
+        if wanted in used:
+            raise _failed(name, wanted, "provided IP is already allocated")
+    else:
+        for host in SERVICE_CIDR.hosts():
+            ip = str(host)
+            if ip not in used and host.packed[-1] not in (0, 255) and ip not in (KUBERNETES_SERVICE_IP, CLUSTER_DNS_IP):
+                wanted = ip
+                break
+    spec["clusterIP"], spec["clusterIPs"] = wanted, [wanted]
