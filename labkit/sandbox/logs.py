@@ -78,7 +78,7 @@ def _containers(pod: dict[str, Any]) -> list[str]:
 def _status_of(pod: dict[str, Any], container: str) -> dict[str, Any] | None:
     for status in pod.get("status", {}).get("containerStatuses") or ():
         if status.get("name") == container:
-            return status
+            return dict(status)
     return None
 
 

@@ -1,0 +1,66 @@
+"""The kubelet's status manager: the one writer of ``pods/status``, one PATCH per change, events first.
+
+A pod worker sets the status it wants; a sync task per pod sends the newest one as a JSON merge patch
+on the status subresource. Statuses set while a write is in flight coalesce into the next write, and an
+unchanged status is never sent again (``pkg/kubelet/status/status_manager.go`` caches versioned status
+the same way). Before writing, the pod's pending Events are flushed, so whoever sees the new status finds
+the events that led to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from labkit.sandbox.kubeclient.https import ApiError, KubeClient, resource_path
+
+if TYPE_CHECKING:
+    from labkit.sandbox.kubeclient.events import EventRecorder
+
+log = logging.getLogger("labkit.sandbox.kubelet.status_manager")
+
+
+class StatusManager:
+    """Writes pod statuses for one node."""
+
+    def __init__(self, client: KubeClient, recorder: EventRecorder) -> None:
+        self.client, self.recorder = client, recorder
+        self._wanted: dict[str, tuple[str, str, dict[str, Any]]] = {}  # uid -> (namespace, name, status)
+        self._written: dict[str, dict[str, Any]] = {}
+        self._syncing: dict[str, asyncio.Task[None]] = {}
+
+    def set_status(self, namespace: str, name: str, uid: str, status: dict[str, Any]) -> None:
+        """Ask for *status* to be written (soon, in the background)."""
+        self._wanted[uid] = (namespace, name, status)
+        if uid not in self._syncing:
+            self._syncing[uid] = asyncio.ensure_future(self._sync(uid))
+
+    async def flush(self, uid: str) -> None:
+        """Wait until the newest status set for *uid* is written."""
+        task = self._syncing.get(uid)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def forget(self, uid: str) -> None:
+        """The pod is gone from the node: drop its cached status."""
+        self._wanted.pop(uid, None)
+        self._written.pop(uid, None)
+
+    async def _sync(self, uid: str) -> None:
+        try:
+            while (wanted := self._wanted.get(uid)) is not None and wanted[2] != self._written.get(uid):
+                namespace, name, status = wanted
+                await self.recorder.flush(uid)
+                try:
+                    await self.client.patch(resource_path("v1", "pods", namespace, name, "status"), {"status": status})
+                except ApiError as err:
+                    if err.code == 404:  # the pod is gone; nothing left to report
+                        return
+                    log.warning("status of pod %s/%s not written: %s", namespace, name, err.problem)
+                    await asyncio.sleep(0.2)
+                    continue
+                if uid in self._wanted:
+                    self._written[uid] = status
+        finally:
+            self._syncing.pop(uid, None)
