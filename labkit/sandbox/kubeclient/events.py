@@ -1,9 +1,10 @@
 """Recording core/v1 Events over the API, as client-go's recorder does for a kubelet.
 
-Posting is asynchronous (a component never waits for its events), but :meth:`EventRecorder.flush`
-lets a writer wait until an object's events are stored, so whoever sees a new status finds the
-events that led to it. A repeated event (same object, reason and message) is patched: ``count``
-and ``lastTimestamp`` go up, as client-go's event correlator does.
+Posting is asynchronous and concurrent (a component never waits for its events), but
+:meth:`EventRecorder.flush` lets a writer wait until an object's events are stored, so whoever sees
+a new status finds the events that led to it. A repeated event (same object, reason and message)
+is patched: ``count`` and ``lastTimestamp`` go up, as client-go's event correlator does; only such
+a repeat waits for the event it repeats.
 """
 
 from __future__ import annotations
@@ -29,25 +30,38 @@ class EventRecorder:
     def __init__(self, client: KubeClient, component: str, host: str) -> None:
         self.client, self.component, self.host = client, component, host
         self._recent: OrderedDict[tuple[Any, ...], tuple[str, str, int]] = OrderedDict()
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        #: object uid -> its events being posted; correlation key -> the last post of that event
+        self._pending: dict[str, set[asyncio.Task[None]]] = {}
+        self._by_key: dict[tuple[Any, ...], asyncio.Task[None]] = {}
 
     def record(self, obj: dict[str, Any], type_: str, reason: str, message: str, field_path: str | None = None) -> None:
-        """Post (or bump) an Event about *obj* in the background; events of one object keep their order."""
+        """Post (or bump) an Event about *obj* in the background."""
         uid = obj["metadata"].get("uid") or ""
-        previous = self._pending.get(uid)
-        task = asyncio.ensure_future(self._post(previous, obj, type_, reason, message, field_path))
-        self._pending[uid] = task
-        task.add_done_callback(lambda done: self._pending.pop(uid, None) if self._pending.get(uid) is done else None)
+        key = (uid, type_, reason, message, field_path)
+        task = asyncio.ensure_future(self._post(self._by_key.get(key), key, obj, type_, reason, message, field_path))
+        self._by_key[key] = task
+        pending = self._pending.setdefault(uid, set())
+        pending.add(task)
+
+        def done(finished: asyncio.Task[None]) -> None:
+            pending.discard(finished)
+            if not pending and self._pending.get(uid) is pending:
+                del self._pending[uid]
+            if self._by_key.get(key) is finished:
+                del self._by_key[key]
+
+        task.add_done_callback(done)
 
     async def flush(self, uid: str) -> None:
         """Wait until every event recorded so far about object *uid* is stored (or given up)."""
-        task = self._pending.get(uid)
-        if task is not None:
-            await asyncio.shield(task)
+        pending = self._pending.get(uid)
+        if pending:
+            await asyncio.shield(asyncio.gather(*pending))
 
     async def _post(
         self,
         previous: asyncio.Task[None] | None,
+        key: tuple[Any, ...],
         obj: dict[str, Any],
         type_: str,
         reason: str,
@@ -57,11 +71,13 @@ class EventRecorder:
         if previous is not None:
             await asyncio.shield(previous)
         try:
-            await self._write(obj, type_, reason, message, field_path)
+            await self._write(key, obj, type_, reason, message, field_path)
         except ApiError as err:  # e.g. the namespace is terminating: events are best effort, as in client-go
             log.debug("event %s about %s not recorded: %s", reason, obj["metadata"].get("name"), err.problem)
 
-    async def _write(self, obj: dict[str, Any], type_: str, reason: str, message: str, field_path: str | None) -> None:
+    async def _write(
+        self, key: tuple[Any, ...], obj: dict[str, Any], type_: str, reason: str, message: str, field_path: str | None
+    ) -> None:
         meta = obj["metadata"]
         namespace = meta.get("namespace") or "default"
         involved = {
@@ -75,7 +91,6 @@ class EventRecorder:
         }
         involved = {k: v for k, v in involved.items() if v}
         now = format_rfc3339()
-        key = (involved.get("uid"), type_, reason, message, field_path)
         known = self._recent.get(key)
         if known is not None:
             self._recent.move_to_end(key)

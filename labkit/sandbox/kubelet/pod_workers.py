@@ -261,7 +261,8 @@ class PodWorker:
             try:
                 self.runtime = await self.kubelet.runtime_for(self.pod)
                 sources = await ProjectedSources.fetch(self.kubelet.client, self.pod)
-                self.volumes = await self.kubelet.blocking(prepare_volumes, sources, self.pod, self.kubelet.root)
+                if self.pod["spec"].get("volumes"):  # file work, off the loop; most wasm pods have none
+                    self.volumes = await self.kubelet.blocking(prepare_volumes, sources, self.pod, self.kubelet.root)
             except ApiError as err:  # the API server did not answer: try again, as a sync error would
                 self.event("Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {err.problem}")
                 if await self.sleep(delay):
