@@ -38,7 +38,7 @@ from labkit.sandbox.kubelet.podstate import SandboxFailure
 from labkit.sandbox.kubelet.runtime import RUNC_TYPE, WASMEDGE_TYPE
 from labkit.sandbox.kubelet.status_manager import StatusManager
 from labkit.sandbox.kubelet.wasmrun import ModuleCache
-from labkit.sandbox.logs import PodLogs
+from labkit.sandbox.logfiles import LogDirectory
 from labkit.sandbox.nodes import node_index, node_ip
 
 log = logging.getLogger("labkit.sandbox.kubelet.agent")
@@ -111,7 +111,7 @@ class Kubelet:
         layout = SandboxLayout(Path(home))
         self.client, self.name, self.root = client, name, layout.node_root(name)
         self.images = NodeImages(ImageStore(layout.images))
-        self.logs = PodLogs(layout.pod_logs)
+        self.logs = LogDirectory(layout.pod_logs)
         self.cache = ModuleCache(layout.module_cache)
         self.report_file = report_file
         self.index = node_index(name)

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from labkit.containerd import RuntimeSpec
     from labkit.sandbox.kubelet.agent import Kubelet
     from labkit.sandbox.kubelet.images import ImageContent
-    from labkit.sandbox.logs import LogWriter
+    from labkit.sandbox.logfiles import LogWriter
 
 log = logging.getLogger("labkit.sandbox.kubelet.pod_workers")
 

@@ -12,7 +12,7 @@ from labkit.errors import LabkitError
 
 if TYPE_CHECKING:
     from labkit.sandbox.kubelet.wasmrun import WasmContainer
-    from labkit.sandbox.logs import LogWriter
+    from labkit.sandbox.logfiles import LogWriter
 
 
 class ContainerFailure(LabkitError):
