@@ -17,11 +17,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from bench_apiserver import Connection, percentile, rss_mb
 
-from labkit.sandbox import client as daemon
 from labkit.imagestore import ImageStore
+from labkit.sandbox import client as daemon
 from labkit.wasm.apps import module_path
 from labkit.wasm.oci import build_image
 
@@ -29,7 +30,7 @@ NS = "bench"
 WASI_DEMO = "docker.io/labkit/wasi-demo:latest"
 
 
-def wasm_pod(name: str, image: str) -> dict:
+def wasm_pod(name: str, image: str) -> dict[str, Any]:
     return {
         "metadata": {"name": name, "labels": {"app": "bench"}},
         "spec": {
@@ -126,17 +127,19 @@ def main() -> None:
         per_node: dict[str, int] = {}
         for pod in json.loads(body)["items"]:
             per_node[pod["spec"]["nodeName"]] = per_node.get(pod["spec"]["nodeName"], 0) + 1
-        status = daemon.status(home=home)
-        processes = status.node_processes if status else []
+        running = daemon.status(home=home)
+        processes = running.node_processes if running else []
         rss = rss_mb(info.pid)
 
         print("labkit sandbox kubelet benchmark (3 nodes, wasi-demo daemon pods, runtimeClassName wasmedge)")
         print(
-            f"  create → Ready, cold module cache: p50 {percentile(cold, 50):.0f} ms  p99 {percentile(cold, 99):.0f} ms "
+            f"  create → Ready, cold module cache: p50 {percentile(cold, 50):.0f} ms  "
+            f"p99 {percentile(cold, 99):.0f} ms "
             f"({len(cold)} pods, each a new module)"
         )
         print(
-            f"  create → Ready, warm module cache: p50 {percentile(warm, 50):.0f} ms  p99 {percentile(warm, 99):.0f} ms "
+            f"  create → Ready, warm module cache: p50 {percentile(warm, 50):.0f} ms  "
+            f"p99 {percentile(warm, 99):.0f} ms "
             f"({len(warm)} pods)   goal p50 ≤ 20 ms"
         )
         print(

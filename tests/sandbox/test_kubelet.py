@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,7 @@ class Cluster:
     def run_pod(self, name: str, image: str = DEMO, args: list[str] | None = None, **spec: Any) -> dict[str, Any]:
         container = {"name": "demo", "image": image, **({"args": args} if args else {}), **spec.pop("container", {})}
         meta = {"name": name, **({"annotations": spec.pop("annotations")} if "annotations" in spec else {})}
-        pod = {
+        pod: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": meta,
@@ -141,6 +141,12 @@ class Cluster:
 
     def pod(self, name: str) -> dict[str, Any] | None:
         return self.get(f"{PODS}/{name}")
+
+    def live(self, name: str) -> dict[str, Any]:
+        """Pod *name*, which must exist."""
+        pod = self.pod(name)
+        assert pod is not None, f"pod {name} is gone"
+        return pod
 
     def node(self, name: str = NODE) -> dict[str, Any]:
         node = self.get(resource_path("v1", "nodes", None, name))
@@ -203,7 +209,7 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path)
     yield c
     c.close()
@@ -295,7 +301,7 @@ def test_runtime_class_handler_missing_then_fixed_by_template_and_restart(cluste
         "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: "
         'no runtime for "wasm" is configured'
     )
-    assert cluster.pod("mismatch")["status"]["phase"] == "Pending"
+    assert cluster.live("mismatch")["status"]["phase"] == "Pending"
     assert cluster.container("mismatch")["state"]["waiting"]["reason"] == "ContainerCreating"
     paths = ContainerdPaths(cluster.node_root())
     paths.template_v3.write_text(
@@ -370,7 +376,7 @@ def test_unknown_import_exits_137_with_wasmedge_wording_then_crash_loop(cluster:
     assert "[error] instantiation failed: unknown import, Code: 0x302" in log
     assert '"wasi_ephemeral_nn" , function name: "compute"' in log
     assert cluster.log("nn", 1), "the restart writes 1.log, which kubectl logs --previous reads next"
-    uid = cluster.pod("nn")["metadata"]["uid"]
+    uid = cluster.live("nn")["metadata"]["uid"]
     assert (
         "Warning",
         "BackOff",
@@ -453,14 +459,14 @@ def test_volumes_env_and_read_only_mounts(cluster: Cluster) -> None:
     cluster.run_pod("ro", args=["write", "/ro/out.txt", "nope"], volumes=volumes, container={"volumeMounts": mounts})
     cluster.wait_phase("writer", "Succeeded")
     assert (cluster.node_root() / "srv/data/out.txt").read_text().strip() == "written by wasm"
-    uid = cluster.pod("writer")["metadata"]["uid"]
+    uid = cluster.live("writer")["metadata"]["uid"]
     projected = cluster.node_root() / "var/lib/kubelet/pods" / uid / "volumes/kubernetes.io~configmap/cfg/greeting"
     assert projected.read_text() == "hi"
     cluster.run_pod(
         "scratch", args=["write", "/scratch/note", "temp"], volumes=volumes, container={"volumeMounts": mounts}
     )
     cluster.wait_phase("scratch", "Succeeded")
-    scratch_uid = cluster.pod("scratch")["metadata"]["uid"]
+    scratch_uid = cluster.live("scratch")["metadata"]["uid"]
     scratch = (
         cluster.node_root() / "var/lib/kubelet/pods" / scratch_uid / "volumes/kubernetes.io~empty-dir/scratch/note"
     )
@@ -486,7 +492,7 @@ def test_pod_ips_are_unique_and_released(cluster: Cluster) -> None:
     for name in ("a", "b", "c"):
         cluster.run_pod(name, restartPolicy="Always")
     ips = {
-        n: cluster.wait_for(lambda n=n: (cluster.pod(n) or {}).get("status", {}).get("podIP"), f"{n}'s IP")
+        n: cluster.wait_for(lambda n=n: (cluster.pod(n) or {}).get("status", {}).get("podIP"), f"{n}'s IP")  # type: ignore[misc]
         for n in ("a", "b", "c")
     }
     assert len(set(ips.values())) == 3
@@ -501,7 +507,7 @@ def test_pods_are_recovered_after_a_daemon_restart(tmp_path: Path) -> None:
     first.run_pod("survivor", restartPolicy="Always")
     first.wait_phase("survivor", "Running")
     first.wait_for(lambda: "running" in first.container("survivor").get("state", {}), "running")
-    ip = first.pod("survivor")["status"]["podIP"]
+    ip = first.live("survivor")["status"]["podIP"]
     first.close()
     second = Cluster(tmp_path)  # the same state.db: a daemon and node restart
     try:
@@ -510,14 +516,14 @@ def test_pods_are_recovered_after_a_daemon_restart(tmp_path: Path) -> None:
             "the restarted container",
         )
         assert status["lastState"]["terminated"]["reason"] == "Unknown"
-        assert second.pod("survivor")["status"]["podIP"] == ip
+        assert second.live("survivor")["status"]["podIP"] == ip
         assert second.wait_event("survivor", "SandboxChanged")
     finally:
         second.close()
 
 
 def test_pod_phase_rules() -> None:
-    running = {"state": {"running": {}}}
+    running: dict[str, Any] = {"state": {"running": {}}}
     failed = {"state": {"terminated": {"exitCode": 1}}}
     ok = {"state": {"terminated": {"exitCode": 0}}}
     crashlooping = {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}}
@@ -634,7 +640,7 @@ def test_secret_volume_projects_decoded_items(cluster: Cluster) -> None:
 def test_init_containers_are_not_run_and_say_so(cluster: Cluster) -> None:
     cluster.run_pod("init", initContainers=[{"name": "setup", "image": DEMO, "args": ["echo", "init"]}])
     assert "does not run initContainers yet (setup)" in cluster.wait_event("init", "Failed")
-    pod = cluster.pod("init")
+    pod = cluster.live("init")
     initialized = next(c for c in pod["status"]["conditions"] if c["type"] == "Initialized")
     assert (initialized["status"], initialized["message"]) == ("False", "containers with incomplete status: [setup]")
     assert (
