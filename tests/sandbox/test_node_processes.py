@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from conftest import KUBECTL, kubectl_runner
 
+from labkit.containerd import ContainerdPaths, RuntimeSpec, runtime_tables
+from labkit.errors import SandboxError
 from labkit.sandbox import client as daemon
 
 pytestmark = pytest.mark.slow
@@ -139,3 +141,20 @@ def _proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().split()[2]
     except OSError:
         return "Z"
+
+
+def test_restarting_a_node_process_rereads_containerd_and_reports_a_config_it_rejects(home: Path) -> None:
+    daemon.ensure_running(nodes=1, home=home)
+    node = "labkit-server-0"
+    paths = ContainerdPaths(home / "nodes" / node)
+    paths.template_v3.write_text(
+        '{{ template "base" . }}\n' + runtime_tables(3, "wasmedge", RuntimeSpec("io.containerd.wasmedge.v1"))
+    )
+    with pytest.raises(SandboxError, match=r"containerd did not start: .*declared twice"):
+        daemon.restart_node(node, home=home)  # the daemon SIGHUPs the node's kubelet and answers 422
+    kubectl = kubectl_for(home)
+    ready = wait_for(lambda: (c := ready_condition(kubectl, node))["status"] == "False" and c, "the runtime down")
+    assert ready["reason"] == "KubeletNotReady"
+    paths.template_v3.unlink()
+    assert "wasmedge" in daemon.restart_node(node, home=home)["runtimes"]
+    wait_for(lambda: ready_condition(kubectl, node)["status"] == "True", "Ready again")
