@@ -194,9 +194,10 @@ class PodWorker:
             status.update(podIP=self.pod_ip, podIPs=[{"ip": self.pod_ip}])
         return status
 
-    def publish(self) -> None:
-        """Hand the pod's status to the status manager (the only writer of ``pods/status``)."""
-        self.kubelet.status.set_status(self.ns, self.name, self.uid, self.status(self.pod))
+    def publish(self, settle: bool = False) -> None:
+        """Hand the pod's status to the status manager (the only writer of ``pods/status``); with *settle*,
+        while the pod is starting, a newer status may replace it before it is written."""
+        self.kubelet.status.set_status(self.ns, self.name, self.uid, self.status(self.pod), settle)
 
     # ---------------------------------------------------------------- the pod's life
 
@@ -205,7 +206,7 @@ class PodWorker:
             if not self.finished:
                 if any(c.container_id for c in self.containers):
                     self.event("Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
-                self.publish()
+                self.publish(settle=not self.init_names)
                 if self.init_names:
                     self.event(
                         "Warning",
@@ -215,7 +216,7 @@ class PodWorker:
                         "container, or use a real k3s cluster",
                     )
                 elif await self.create_sandbox():
-                    self.publish()
+                    self.publish(settle=True)
                     await asyncio.gather(*(self.run_container(c) for c in self.containers))
                 self.finished = self.sandbox_ready and not self.stopping.is_set()
                 self.publish()
@@ -263,17 +264,11 @@ class PodWorker:
                 sources = await ProjectedSources.fetch(self.kubelet.client, self.pod)
                 if self.pod["spec"].get("volumes"):  # file work, off the loop; most wasm pods have none
                     self.volumes = await self.kubelet.blocking(prepare_volumes, sources, self.pod, self.kubelet.root)
-            except ApiError as err:  # the API server did not answer: try again, as a sync error would
-                self.event("Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {err.problem}")
-                if await self.sleep(delay):
-                    return False
-                delay = min(delay * 2, SANDBOX_RETRY_MAX_S)
-                continue
-            except SandboxFailure as err:
-                message = (
-                    err.problem if err.event_reason == "FailedMount" else f"Failed to create pod sandbox: {err.problem}"
-                )
-                self.event("Warning", err.event_reason, message)
+            except (ApiError, SandboxFailure) as err:  # an API server that did not answer is retried alike
+                reason = err.event_reason if isinstance(err, SandboxFailure) else "FailedCreatePodSandBox"
+                message = err.problem if reason == "FailedMount" else f"Failed to create pod sandbox: {err.problem}"
+                self.publish()  # the starting status first, then the event that explains why it stays so
+                self.event("Warning", reason, message)
                 if await self.sleep(delay):
                     return False
                 delay = min(delay * 2, SANDBOX_RETRY_MAX_S)

@@ -4,12 +4,14 @@ A pod worker sets the status it wants; a sync task per pod sends the newest one 
 on the status subresource. Statuses set while a write is in flight coalesce into the next write, and an
 unchanged status is never sent again (``pkg/kubelet/status/status_manager.go`` caches versioned status
 the same way). Before writing, the pod's pending Events are flushed, so whoever sees the new status finds
-the events that led to it.
+the events that led to it. A status that may *settle* (a pod still starting) waits up to
+:data:`STATUS_SETTLE_S` for a newer one, so a pod that starts at once costs one PATCH, not two.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("labkit.sandbox.kubelet.status_manager")
 
+#: How long a starting pod's first status may wait to be superseded (a warm wasm pod runs within ~10 ms).
+STATUS_SETTLE_S = 0.05
+
 
 class StatusManager:
     """Writes pod statuses for one node."""
@@ -29,10 +34,16 @@ class StatusManager:
         self._wanted: dict[str, tuple[str, str, dict[str, Any]]] = {}  # uid -> (namespace, name, status)
         self._written: dict[str, dict[str, Any]] = {}
         self._syncing: dict[str, asyncio.Task[None]] = {}
+        self._settling: dict[str, asyncio.Event] = {}  # uid -> set when a status that must not wait arrives
 
-    def set_status(self, namespace: str, name: str, uid: str, status: dict[str, Any]) -> None:
-        """Ask for *status* to be written (soon, in the background)."""
+    def set_status(self, namespace: str, name: str, uid: str, status: dict[str, Any], settle: bool = False) -> None:
+        """Ask for *status* to be written in the background: at once, or with *settle* when no newer one came
+        within :data:`STATUS_SETTLE_S`."""
         self._wanted[uid] = (namespace, name, status)
+        if settle and uid not in self._written:
+            self._settling.setdefault(uid, asyncio.Event())
+        elif (settling := self._settling.pop(uid, None)) is not None:
+            settling.set()
         if uid not in self._syncing:
             self._syncing[uid] = asyncio.ensure_future(self._sync(uid))
 
@@ -46,9 +57,16 @@ class StatusManager:
         """The pod is gone from the node: drop its cached status."""
         self._wanted.pop(uid, None)
         self._written.pop(uid, None)
+        if (settling := self._settling.pop(uid, None)) is not None:
+            settling.set()
 
     async def _sync(self, uid: str) -> None:
         try:
+            if (settling := self._settling.get(uid)) is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(settling.wait(), STATUS_SETTLE_S)
+                if self._settling.get(uid) is settling:
+                    del self._settling[uid]
             while (wanted := self._wanted.get(uid)) is not None and wanted[2] != self._written.get(uid):
                 namespace, name, status = wanted
                 await self.recorder.flush(uid)
