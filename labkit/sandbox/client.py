@@ -166,7 +166,10 @@ def _locked(paths: dict[str, Path]) -> Iterator[None]:
 
 
 def ensure_running(nodes: int | None = None, timeout: float = 60.0, home: Path | None = None) -> SandboxInfo:
-    """Start the sandbox unless it runs (idempotent); with *nodes*, make exactly that many nodes exist."""
+    """Start the sandbox unless it runs (idempotent); with *nodes*, make exactly that many nodes exist.
+
+    Node processes that are missing (a node that was killed) start again; returns once every node is Ready.
+    """
     if nodes is not None and nodes < 1:
         raise SandboxError(f"a sandbox needs at least one node, not {nodes}", "use --nodes 1 or more")
     paths = sandbox_paths(home)
@@ -177,10 +180,13 @@ def ensure_running(nodes: int | None = None, timeout: float = 60.0, home: Path |
             info = status(home)
             if info is None:
                 raise SandboxError("the sandbox daemon started but does not answer", _log_hint(paths))
-        # starts the node processes that are missing (a killed node comes back) and waits for them to be Ready
-        answer = _api(info.server, paths, "POST", "/labkit/nodes", {"count": nodes} if nodes else {}, timeout=timeout)
-        info.node_processes = _node_processes(info.server, paths, answer)
-        info.nodes = len(info.node_processes)
+        # starts the node processes that are missing (a killed node comes back) and waits for them to be Ready;
+        # a daemon that lists no processes predates them and is left as it is
+        count = nodes or len(info.node_processes)
+        if count:
+            answer = _api(info.server, paths, "POST", "/labkit/nodes", {"count": count}, timeout=timeout)
+            info.node_processes = _node_processes(info.server, paths, answer)
+            info.nodes = len(info.node_processes)
     missing = [p.name for p in info.node_processes if p.state == "missing"]
     if missing:
         raise SandboxError(

@@ -376,9 +376,7 @@ class NodesDoor:
     def _processes(self, names: list[str]) -> dict[str, Any]:
         return {
             "apiServer": {"pid": os.getpid()},
-            "nodes": [
-                {"name": p.name, "pid": p.pid, "state": self.node_state(p.name)} for p in self.kubelets.processes(names)
-            ],
+            "nodes": [{"name": name, "pid": self.kubelets.pid(name), "state": self.node_state(name)} for name in names],
         }
 
 

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,6 @@ log = logging.getLogger("labkit.sandbox.supervisor")
 #: How long a node's runtime restart (SIGHUP) may take before the daemon gives up waiting for its report.
 RESTART_REPORT_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class NodeProcess:
-    name: str
-    pid: int | None  # None: no live process
 
 
 class KubeletProcesses:
@@ -71,9 +64,6 @@ class KubeletProcesses:
         if process is None or process.poll() is not None:
             return None
         return process.pid
-
-    def processes(self, names: list[str]) -> list[NodeProcess]:
-        return [NodeProcess(name, self.pid(name)) for name in names]
 
     def ensure(self, tokens: dict[str, str]) -> list[str]:
         """Run exactly the nodes of *tokens* (name → token): start the missing, stop the others; returns started."""
