@@ -57,6 +57,7 @@ CONTROLLERS = (
     run_job_controller,
     run_endpoints_controller,
 )
+#: ... and the node lifecycle controller, which watches the kubelet processes' Leases.
 DAEMON_CONTROLLERS = (*CONTROLLERS, run_node_lifecycle_controller)
 NODES = RESOURCES.served("", "nodes")
 #: How long ``POST /labkit/nodes`` waits for the nodes' kubelets to post Ready.

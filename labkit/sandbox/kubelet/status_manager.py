@@ -24,6 +24,9 @@ log = logging.getLogger("labkit.sandbox.kubelet.status_manager")
 
 #: How long a starting pod's first status may wait to be superseded (a warm wasm pod runs within ~10 ms).
 STATUS_SETTLE_S = 0.05
+#: Answers worth retrying the same status for: unreachable (0), throttled, server errors.
+TRANSIENT_CODES = frozenset({0, 429, 500, 502, 503, 504})
+RETRY_S = 0.2
 
 
 class StatusManager:
@@ -76,9 +79,11 @@ class StatusManager:
                     if err.code == 404:  # the pod is gone; nothing left to report
                         return
                     log.warning("status of pod %s/%s not written: %s", namespace, name, err.problem)
-                    await asyncio.sleep(0.2)
-                    continue
-                if uid in self._wanted:
+                    if err.code in TRANSIENT_CODES:
+                        await asyncio.sleep(RETRY_S)
+                        continue
+                    # refused as it is: retrying the same status would fail again, a newer one may not
+                if uid in self._wanted:  # not forgotten meanwhile
                     self._written[uid] = status
         finally:
             self._syncing.pop(uid, None)
