@@ -168,7 +168,8 @@ def _locked(paths: dict[str, Path]) -> Iterator[None]:
 def ensure_running(nodes: int | None = None, timeout: float = 60.0, home: Path | None = None) -> SandboxInfo:
     """Start the sandbox unless it runs (idempotent); with *nodes*, make exactly that many nodes exist.
 
-    Node processes that are missing (a node that was killed) start again; returns once every node is Ready.
+    Node processes that are missing (a node that was killed) start again; returns once every node's kubelet
+    has started and posted its status (Ready, or NotReady when containerd rejects the node's config).
     """
     if nodes is not None and nodes < 1:
         raise SandboxError(f"a sandbox needs at least one node, not {nodes}", "use --nodes 1 or more")

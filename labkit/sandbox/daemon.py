@@ -60,8 +60,8 @@ CONTROLLERS = (
 #: ... and the node lifecycle controller, which watches the kubelet processes' Leases.
 DAEMON_CONTROLLERS = (*CONTROLLERS, run_node_lifecycle_controller)
 NODES = RESOURCES.served("", "nodes")
-#: How long ``POST /labkit/nodes`` waits for the nodes' kubelets to post Ready.
-NODES_READY_TIMEOUT_S = 30.0
+#: How long ``POST /labkit/nodes`` waits for the nodes' kubelets to start (and post their status).
+KUBELET_START_TIMEOUT_S = 30.0
 
 
 def _private_file(path: Path, make: bytes) -> bytes:
@@ -296,7 +296,7 @@ class NodesDoor:
     """The daemon's admin API for nodes (admin token only).
 
     - ``POST /labkit/nodes {"count": N}``: register N nodes (keep the count when absent), start the kubelet
-      processes that are missing, and answer once their nodes are Ready;
+      processes that are missing, and answer once every kubelet has started and posted its node's status;
     - ``POST /labkit/nodes/{name}/restart``: restart that node's k3s (containerd config re-rendered and re-read);
     - ``GET /labkit/processes``: the API server's PID and each node's PID and state (Ready, NotReady, missing).
     """
@@ -347,13 +347,12 @@ class NodesDoor:
         count = int(body.get("count") or 0) or len(sandbox_nodes(self.core)) or 1
         names = ensure_nodes(self.core, count)
         started = self.start_kubelets(names)
-        deadline = time.monotonic() + NODES_READY_TIMEOUT_S
+        deadline = time.monotonic() + KUBELET_START_TIMEOUT_S
+        # a kubelet has started once it reported its runtime (after posting its node's status); one that exited
+        # at once is answered as missing, and its log says why
         while self.run_kubelets and time.monotonic() < deadline:
-            states = {name: self.node_state(name) for name in names}
-            if all(state == "Ready" for state in states.values()):
+            if all(self.kubelets.pid(name) is None or self.kubelets.report(name) for name in names):
                 break
-            if started and any(state == "missing" for state in states.values()):
-                break  # a kubelet that exited at once: the answer says so, its log says why
             await asyncio.sleep(0.05)
         return web.json_response({"nodes": names, "started": started, **self._processes(names)})
 

@@ -155,6 +155,9 @@ def test_restarting_a_node_process_rereads_containerd_and_reports_a_config_it_re
     kubectl = kubectl_for(home)
     ready = wait_for(lambda: (c := ready_condition(kubectl, node))["status"] == "False" and c, "the runtime down")
     assert ready["reason"] == "KubeletNotReady"
+    started = time.monotonic()
+    again = daemon.ensure_running(home=home)  # labkit.connect() meanwhile: answered at once, the node as it is
+    assert time.monotonic() - started < 5 and [p.state for p in again.node_processes] == ["NotReady"]
     paths.template_v3.unlink()
     assert "wasmedge" in daemon.restart_node(node, home=home)["runtimes"]
     wait_for(lambda: ready_condition(kubectl, node)["status"] == "True", "Ready again")
