@@ -161,3 +161,23 @@ def test_restarting_a_node_process_rereads_containerd_and_reports_a_config_it_re
     paths.template_v3.unlink()
     assert "wasmedge" in daemon.restart_node(node, home=home)["runtimes"]
     wait_for(lambda: ready_condition(kubectl, node)["status"] == "True", "Ready again")
+
+
+def test_a_node_that_was_only_stalled_comes_back_by_itself_with_its_pods_ready(home: Path) -> None:
+    info = daemon.ensure_running(nodes=2, home=home)
+    kubectl = kubectl_for(home)
+    kubectl("apply", "-f", "-", input=RUNNING_POD)
+    ready = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+    wait_for(lambda: kubectl("get", "pod", "steady", "-o", ready).stdout == "True", "steady Ready")
+    pid = node_pid(info, AGENT)
+    os.kill(pid, signal.SIGSTOP)  # a node that stops answering without dying (a hung machine, a paused VM)
+    try:
+        wait_for(lambda: ready_condition(kubectl, AGENT)["status"] == "Unknown", "NotReady")
+        wait_for(lambda: kubectl("get", "pod", "steady", "-o", ready).stdout == "False", "the pod marked not Ready")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # its kubelet renews the Lease, posts Ready again and writes its pod's status again: no restart needed
+    wait_for(lambda: ready_condition(kubectl, AGENT)["status"] == "True", "Ready again")
+    wait_for(lambda: kubectl("get", "pod", "steady", "-o", ready).stdout == "True", "the pod Ready again")
+    wait_for(lambda: not kubectl("get", "node", AGENT, "-o", "jsonpath={.spec.taints}").stdout, "the taints to go")
+    assert kubectl("get", "pod", "steady", "-o", "jsonpath={.status.containerStatuses[0].restartCount}").stdout == "0"

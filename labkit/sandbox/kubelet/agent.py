@@ -273,6 +273,7 @@ class Kubelet:
             worker.task = asyncio.ensure_future(self._run_worker(worker))
         else:
             worker.pod = pod
+            self.status.reconcile(uid, pod.get("status") or {})
         if meta.get("deletionTimestamp"):
             worker.terminate()
 

@@ -30,6 +30,10 @@ TRANSIENT_CODES = frozenset({0, 429, 500, 502, 503, 504})
 RETRY_S = 0.2
 
 
+def _ready(status: dict[str, Any]) -> str | None:
+    return next((c.get("status") for c in status.get("conditions") or () if c.get("type") == "Ready"), None)
+
+
 class StatusManager:
     """Writes pod statuses for one node."""
 
@@ -56,6 +60,16 @@ class StatusManager:
         task = self._syncing.get(uid)
         if task is not None:
             await asyncio.shield(task)
+
+    def reconcile(self, uid: str, live: dict[str, Any]) -> None:
+        """Someone else changed the pod's Ready condition (the node lifecycle controller marks pods of a node
+        it lost): write the kubelet's status again, as the status manager's periodic sync does upstream."""
+        written = self._written.get(uid)
+        if written is None or uid in self._syncing or _ready(live) == _ready(written):
+            return
+        del self._written[uid]
+        namespace, name, status = self._wanted[uid]
+        self.set_status(namespace, name, uid, status)
 
     def forget(self, uid: str) -> None:
         """The pod is gone from the node: drop its cached status."""
