@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import copy
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from labkit import config
 from labkit.fsutil import write_atomic
 from labkit.sandbox import client, pki
 from labkit.sandbox.api.apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
-from labkit.sandbox.api.auth import TokenAuthority
+from labkit.sandbox.api.auth import NODE_RULES, NODES_GROUP, TokenAuthority
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.server import VERSION_INFO, ApiServer, ServerThread
 from labkit.sandbox.api.status import StatusError
@@ -169,21 +170,8 @@ def bootstrap(core: ApiCore) -> None:
             }
         ],
         "view": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"], "verbs": read}],
-        # what a kubelet does with its node credentials (upstream's Node authorizer narrows it per node)
-        "system:node": [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
-            {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get", "patch", "update"]},
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "update"]},
-            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "create", "patch", "update"]},
-            {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["get", "patch", "update"]},
-            {"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "endpoints"], "verbs": read},
-            {"apiGroups": ["node.k8s.io"], "resources": ["runtimeclasses"], "verbs": [*read, "create"]},
-            {
-                "apiGroups": ["coordination.k8s.io"],
-                "resources": ["leases"],
-                "verbs": ["get", "create", "update", "patch", "delete"],
-            },
-        ],
+        # the kubelet's rights as RBAC shows them (kubectl auth can-i --as=system:node:<name>)
+        "system:node": copy.deepcopy(NODE_RULES),
         # every authenticated user may ask what it may do (kubectl auth can-i)
         "system:basic-user": [
             {
@@ -204,7 +192,7 @@ def bootstrap(core: ApiCore) -> None:
                 },
             )
     bindings = RESOURCES.served("rbac.authorization.k8s.io", "clusterrolebindings")
-    for name, group in (("system:basic-user", "system:authenticated"), ("system:node", "system:nodes")):
+    for name, group in (("system:basic-user", "system:authenticated"), ("system:node", NODES_GROUP)):
         if _find(core, bindings, None, name) is None:
             core.create(
                 bindings,

@@ -47,9 +47,26 @@ def service_account_user(namespace: str, name: str) -> User:
     )
 
 
+NODES_GROUP = "system:nodes"
+_READ = ["get", "list", "watch"]
+#: What a kubelet may do with its node credentials, granted first and without RBAC lookups, as
+#: ``--authorization-mode=Node,RBAC`` does (upstream's Node authorizer narrows it further, to the objects
+#: of the node's own pods). The daemon also binds them as the ClusterRole ``system:node``, so RBAC shows them.
+NODE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": [*_READ, "delete"]},
+    {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get", "patch", "update"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": [*_READ, "create", "patch", "update"]},
+    {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["get", "patch", "update"]},
+    {"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "endpoints"], "verbs": _READ},
+    {"apiGroups": ["node.k8s.io"], "resources": ["runtimeclasses"], "verbs": [*_READ, "create"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update", "patch"]},
+]
+
+
 def node_user(name: str) -> User:
     """A kubelet's identity, as the Node authorizer expects it."""
-    return User(f"system:node:{name}", ("system:nodes", "system:authenticated"))
+    return User(f"system:node:{name}", (NODES_GROUP, "system:authenticated"))
 
 
 class TokenAuthority:
@@ -157,6 +174,8 @@ class Authorizer:
     ) -> bool:
         """True when some rule grants *verb* on *resource* (``pods`` or ``pods/log``)."""
         if user.is_admin:
+            return True
+        if NODES_GROUP in user.groups and any(_rule_allows(rule, verb, group, resource, name) for rule in NODE_RULES):
             return True
         return any(_rule_allows(rule, verb, group, resource, name) for rule in self._rules(user, namespace))
 
