@@ -12,15 +12,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from labkit.wasm import build_apps, build_image, inspect, module_path
 
+T = TypeVar("T")
 
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
-    """Median wall time of *repeat* calls, and the last result."""
-    times, result = [], None
-    for _ in range(repeat):
+
+def timed(fn: Callable[[], T], repeat: int) -> tuple[float, T]:
+    """Median wall time of *repeat* calls (at least one), and the last result."""
+    started = time.perf_counter()
+    result = fn()
+    times = [time.perf_counter() - started]
+    for _ in range(repeat - 1):
         started = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - started)
@@ -87,11 +93,10 @@ def main() -> None:
 
         demo = module_path("wasi-demo")
         for layout in ("runwasi", "compat"):
-            seconds, img = timed(
-                lambda layout=layout: build_image(demo, "wasi-demo", "latest", layout, out / f"{layout}.tar"), 10
-            )
+            seconds, img = timed(partial(build_image, demo, "wasi-demo", "latest", layout, out / f"{layout}.tar"), 10)
             print(
-                f"image build {layout:<7}: {seconds * 1000:.1f} ms median of 10, archive {img.size:,} B (module {demo.stat().st_size:,} B)"
+                f"image build {layout:<7}: {seconds * 1000:.1f} ms median of 10, archive {img.size:,} B "
+                f"(module {demo.stat().st_size:,} B)"
             )
 
         module = big_module()

@@ -1,10 +1,18 @@
 """labkit: WebAssembly on Kubernetes, one notebook at a time.
 
-The public face; everything else is private machinery.
+The public face; everything else is private machinery. The errors, the preflight, the profiles and the
+runner load at once; the names that need the ``kubernetes`` client (which takes seconds to import) load on
+first use, so ``import labkit`` and ``labkit --help`` stay fast. Type checkers and editors see them all.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from labkit.errors import (
     ApiError,
+    CheckFailed,
     ClusterUnreachable,
     ContextNotAllowed,
     ImageError,
@@ -16,53 +24,64 @@ from labkit.errors import (
     UnknownBackend,
     WaitFailed,
     WasmError,
+    require,
 )
-
-__version__ = "0.1.0"
-
-# After the errors and __version__: the modules below import them.
-from labkit.doctor import Check, DoctorReport, doctor
+from labkit.preflight import Check, DoctorReport, doctor, lab_checks
 from labkit.profiles import Profile, profile_for
 from labkit.runner import run_notebooks
 
-#: Names served from their modules on first use: those modules import the kubernetes client,
-#: which takes seconds, and `labkit --help` or `import labkit` should not pay for it.
+if TYPE_CHECKING:  # the lazy names below, with their real types
+    from labkit import host as host
+    from labkit import manifests as manifests
+    from labkit import wasm as wasm
+    from labkit.cluster import Cluster, api_call, connect
+    from labkit.diagnosis import Diagnosis, diagnose
+    from labkit.evidence import events, logs
+    from labkit.host import host_for_backend
+    from labkit.host.runtimes import runtime_table, wait_for_containerd_config
+    from labkit.operations import Description, Lab, apply, delete, describe, lab, open_lab, show, wait_for
+
+__version__ = "0.1.0"
+
+#: Lazy name → the module that defines it (``""``: the name is a subpackage of labkit).
 _LAZY = {
-    "Cluster": "cluster",
-    "api_call": "cluster",
-    "connect": "cluster",
-    "lab": "operations",
-    "apply": "operations",
-    "wait_for": "operations",
-    "logs": "operations",
-    "events": "operations",
-    "describe": "operations",
-    "delete": "operations",
-    "show": "operations",
-    "diagnose": "diagnosis",
-    "host_for_backend": "host",
-    "manifests": None,
+    "Cluster": "labkit.cluster",
+    "api_call": "labkit.cluster",
+    "connect": "labkit.cluster",
+    "Diagnosis": "labkit.diagnosis",
+    "diagnose": "labkit.diagnosis",
+    "events": "labkit.evidence",
+    "logs": "labkit.evidence",
+    "host_for_backend": "labkit.host",
+    "runtime_table": "labkit.host.runtimes",
+    "wait_for_containerd_config": "labkit.host.runtimes",
+    "Description": "labkit.operations",
+    "Lab": "labkit.operations",
+    "apply": "labkit.operations",
+    "delete": "labkit.operations",
+    "describe": "labkit.operations",
+    "lab": "labkit.operations",
+    "open_lab": "labkit.operations",
+    "show": "labkit.operations",
+    "wait_for": "labkit.operations",
+    "host": "",
+    "manifests": "",
+    "wasm": "",
 }
-
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'labkit' has no attribute {name!r}")
-    import importlib
-
-    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
-    return module if _LAZY[name] is None else getattr(module, name)
-
 
 __all__ = [
     "ApiError",
     "Check",
+    "CheckFailed",
     "Cluster",
     "ClusterUnreachable",
     "ContextNotAllowed",
+    "Description",
+    "Diagnosis",
     "DoctorReport",
     "ImageError",
     "InvalidManifest",
+    "Lab",
     "LabkitError",
     "NotebookFailed",
     "PrerequisiteMissing",
@@ -79,12 +98,34 @@ __all__ = [
     "diagnose",
     "doctor",
     "events",
+    "host",
     "host_for_backend",
     "lab",
+    "lab_checks",
     "logs",
     "manifests",
+    "open_lab",
     "profile_for",
+    "require",
     "run_notebooks",
+    "runtime_table",
     "show",
     "wait_for",
+    "wait_for_containerd_config",
+    "wasm",
 ]
+
+if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt name stays an error there
+
+    def __getattr__(name: str) -> Any:
+        """Import a lazy name on first use and keep it, so the next access is a plain global."""
+        if name not in _LAZY:
+            raise AttributeError(f"module 'labkit' has no attribute {name!r}")
+        module = importlib.import_module(_LAZY[name] or f"labkit.{name}")
+        value = getattr(module, name) if _LAZY[name] else module
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kubernetes.client
 import urllib3
@@ -137,7 +137,7 @@ class Cluster:
     @property
     def server(self) -> str:
         """The API server URL, e.g. ``https://127.0.0.1:6443``."""
-        return self.api_client.configuration.host
+        return str(self.api_client.configuration.host)
 
     @cached_property
     def core(self) -> kubernetes.client.CoreV1Api:
@@ -173,7 +173,8 @@ class Cluster:
             info = api_call(kubernetes.client.VersionApi(self.api_client).get_code, _request_timeout=PING_TIMEOUT_S)
         except ClusterUnreachable as e:  # same problem, with the fix for this backend
             raise ClusterUnreachable(e.problem, self._unreachable_fix()) from e
-        return {k: v for k, v in self.api_client.sanitize_for_serialization(info).items() if v}
+        version: dict[str, str] = self.api_client.sanitize_for_serialization(info)  # type: ignore[no-untyped-call]
+        return {k: v for k, v in version.items() if v}
 
     def ping(self) -> str:
         """Raise :class:`ClusterUnreachable` unless the API server answers within 5 s; return its version."""
@@ -225,8 +226,9 @@ class Cluster:
 
         def send() -> dict[str, Any]:
             response = self.api_client.call_api(*request, _request_timeout=30)
-            response.read()
-            return self.api_client.response_deserialize(response, {"2XX": "object"}).data
+            response.read()  # type: ignore[no-untyped-call]
+            # the client annotates .data by the first type it might be; the "object" type makes it a dict
+            return cast("dict[str, Any]", self.api_client.response_deserialize(response, {"2XX": "object"}).data)
 
         return api_call(send)
 
@@ -253,7 +255,9 @@ class Cluster:
             raise PrerequisiteMissing("kubectl is not installed (not found on PATH)", KUBECTL_INSTALL_FIX)
         cmd = [exe, "--context", self.context, *args]
         try:
-            done = subprocess.run(cmd, env=self.kubectl_env(), capture_output=True, text=True, timeout=timeout)
+            done = subprocess.run(
+                cmd, check=False, env=self.kubectl_env(), capture_output=True, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired as e:
             raise LabkitError(
                 f"`kubectl {' '.join(args)}` did not finish within {timeout:g} s",
@@ -306,7 +310,7 @@ def connect(
         path, context = _checked_kubeconfig(context, allowed_contexts, kubeconfig)
     configuration = kubernetes.client.Configuration()
     try:
-        kube_config.load_kube_config(
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=str(path), context=context, client_configuration=configuration, persist_config=False
         )
     except ConfigException as e:  # e.g. a context naming a cluster or user the file does not define

@@ -64,7 +64,7 @@ def resolve_backend(backend: str | None = None) -> str:
 
 
 def allowed_contexts(extra: list[str] | tuple[str, ...] | None = None) -> tuple[str, ...]:
-    """The kubeconfig contexts labkit may touch: the sandbox, ``LABKIT_ALLOWED_CONTEXTS`` (comma separated) and *extra*."""
+    """The kubeconfig contexts labkit may touch: the sandbox, ``LABKIT_ALLOWED_CONTEXTS`` (comma-separated), *extra*."""
     from_env = [c.strip() for c in os.environ.get("LABKIT_ALLOWED_CONTEXTS", "").split(",") if c.strip()]
     return tuple(dict.fromkeys([*DEFAULT_ALLOWED_CONTEXTS, *from_env, *(extra or ())]))
 

@@ -1,7 +1,7 @@
 """k3s-style containerd configuration: base config, templates, runtime read-back.
 
 The same code serves a real k3s node (node root ``/``) and a sandbox node,
-whose root directory mirrors a k3s node's paths (DESIGN.md §4). What k3s does
+whose root directory mirrors a k3s node's paths (docs/architecture.md, "The two doors"). What k3s does
 at each start is reproduced in :func:`render_node_config`:
 
 1. pick the template for the containerd version (``config-v3.toml.tmpl`` for
@@ -425,9 +425,9 @@ def _parse(config_text: str) -> dict[str, Any]:
             table = _dotted(ast.literal_eval(twice.group(1)))
             problem = f"containerd config line {line_no}: table {table} is declared twice ({line})"
             fix = (
-                'add only new tables after the base include {{ template "base" . }}; the base already declares this one '
-                "(a runtime k3s auto-detected, or the containerd table: set the default runtime with k3s's "
-                "default-runtime instead)"
+                'add only new tables after the base include {{ template "base" . }}; '
+                "the base already declares this one (a runtime k3s auto-detected, or the containerd table: "
+                "set the default runtime with k3s's default-runtime instead)"
             )
         else:
             problem = f"containerd config line {line_no}: {message} ({line})"

@@ -15,7 +15,12 @@ import html
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from labkit import evidence
+
+if TYPE_CHECKING:
+    from labkit.cluster import Cluster
 
 #: The log lines a diagnosis quotes when it has nothing sharper to show.
 TAIL_LINES = 8
@@ -75,7 +80,7 @@ class _Facts:
 
     @property
     def name(self) -> str:
-        return (self.pod.get("metadata") or {}).get("name", "<pod>")
+        return str((self.pod.get("metadata") or {}).get("name", "<pod>"))
 
     @property
     def statuses(self) -> list[dict[str, Any]]:
@@ -130,7 +135,7 @@ class _Facts:
         for c in self.containers:
             argv = c.get("command") or c.get("args") or []
             if argv:
-                return argv[0]
+                return str(argv[0])
         return None
 
 
@@ -240,7 +245,10 @@ def _image_not_imported(f: _Facts) -> Diagnosis | None:
         )
     else:
         summary = f"image {image} cannot be pulled ({reason})"
-        cause = "the registry does not have that name/tag, or the node cannot reach it; wasm images built locally exist only where imported"
+        cause = (
+            "the registry does not have that name/tag, or the node cannot reach it; "
+            "wasm images built locally exist only where imported"
+        )
         fix = (
             "check the image name and tag; for a locally built image import it into the node "
             "(`k3s ctr images import --all-platforms`) and set imagePullPolicy: Never"
@@ -296,8 +304,9 @@ def _unknown_import(f: _Facts) -> Diagnosis | None:
             f"the module imports WASI-NN ({module}::{function}) but the WasmEdge WASI-NN plugin is not in the pod",
             "the shim loads plugins from the container's rootfs, not the host; without the plugin the import cannot "
             f"be linked{exited}",
-            "mount the plugin and everything `ldd` lists for it read-only at the same paths (labkit.manifests.host_path), "
-            "set WASMEDGE_PLUGIN_PATH to the plugin directory and WASMEDGE_WASINN_PRELOAD=default:GGML:CPU:<model path>; "
+            "mount the plugin and everything `ldd` lists for it read-only at the same paths "
+            "(labkit.manifests.host_path), set WASMEDGE_PLUGIN_PATH to the plugin directory and "
+            "WASMEDGE_WASINN_PRELOAD=default:GGML:CPU:<model path>; "
             "the shim must be a gnu build with the plugin feature",
             evidence,
             "unknown-import-wasi-nn",
@@ -407,7 +416,8 @@ def _unschedulable(f: _Facts) -> Diagnosis | None:
         "the pod is Pending: no node can take it (FailedScheduling)",
         message or "the scheduler found no node that fits",
         "compare the pod's nodeSelector, tolerations and resource requests with the nodes "
-        "(`kubectl get nodes --show-labels`, `kubectl describe node`): remove or fix the selector, or add a node that matches",
+        "(`kubectl get nodes --show-labels`, `kubectl describe node`): remove or fix the selector, "
+        "or add a node that matches",
         hits[-3:] or [message],
         "unschedulable",
     )
@@ -458,7 +468,7 @@ def _no_known_failure(f: _Facts) -> Diagnosis:
     )
 
 
-def diagnose(cluster: Any, pod_or_name: str | dict[str, Any], *, namespace: str) -> Diagnosis:
+def diagnose(cluster: Cluster, pod_or_name: str | dict[str, Any], *, namespace: str) -> Diagnosis:
     """Diagnose a pod, or a Deployment/Job (``"deployment/web"``) by its first unhealthy pod.
 
     Fetches the pod, its events (plus its owners' events: a rejected pod only shows there) and its logs.
@@ -466,7 +476,5 @@ def diagnose(cluster: Any, pod_or_name: str | dict[str, Any], *, namespace: str)
     >>> print(labkit.diagnose(cluster, "deployment/wasi-demo", namespace="lab-01"))   # doctest: +SKIP
     the node's containerd has no runtime named 'wasm' (FailedCreatePodSandBox) ...
     """
-    from labkit.operations import diagnosis_inputs
-
-    pod, events, logs = diagnosis_inputs(cluster, pod_or_name, namespace=namespace)
+    pod, events, logs = evidence.diagnosis_inputs(cluster, pod_or_name, namespace=namespace)
     return diagnose_pod(pod, events, logs)

@@ -9,7 +9,10 @@ labkit.errors.ContextNotAllowed: kubeconfig context 'prod' is not on labkit's al
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from labkit.diagnosis import Diagnosis
 
 
 class LabkitError(Exception):
@@ -59,6 +62,24 @@ class NotebookFailed(LabkitError):
         self.notebook, self.cell, self.error, self.output = notebook, cell, error, output
 
 
+class CheckFailed(LabkitError):
+    """A notebook's Checks cell found that the lab did not reach what it should."""
+
+
+def require(ok: bool, problem: str, fix: str) -> None:
+    """Raise :class:`CheckFailed` with *problem* and *fix* unless *ok*: one line per check in a Checks cell.
+
+    >>> require(2 + 2 == 4, "arithmetic broke", "file a bug")
+    >>> require(False, "the demo Deployment was not Available", "read the diagnosis the wait printed")
+    Traceback (most recent call last):
+      ...
+    labkit.errors.CheckFailed: the demo Deployment was not Available
+      fix: read the diagnosis the wait printed
+    """
+    if not ok:
+        raise CheckFailed(problem, fix)
+
+
 class SandboxError(LabkitError):
     """The embedded sandbox cluster could not start, stop or answer."""
 
@@ -81,7 +102,7 @@ class WaitFailed(LabkitError):
     ``diagnosis`` is the :class:`labkit.diagnosis.Diagnosis` of what was waited for (or ``None``).
     """
 
-    def __init__(self, problem: str, fix: str | None = None, diagnosis: Any = None) -> None:
+    def __init__(self, problem: str, fix: str | None = None, diagnosis: Diagnosis | None = None) -> None:
         super().__init__(problem, fix)
         self.diagnosis = diagnosis
 

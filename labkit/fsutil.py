@@ -38,9 +38,25 @@ def write_atomic(
     path = Path(path)
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True)
+    staged = stage(path, data, mode=mode, uid=uid, gid=gid)
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+
+
+def stage(
+    path: Path, data: bytes | str, *, mode: int = READABLE, uid: int | None = None, gid: int | None = None
+) -> Path:
+    """Write *data* to a new temporary file beside *path*, ready to be renamed over it; returns its path.
+
+    This is the first half of :func:`write_atomic`, for changes that must switch several
+    files only once all of them are written (stage every file, then rename each).
+    """
     payload = data.encode() if isinstance(data, str) else data
     # A unique name (mkstemp, mode 0600): two threads writing the same path never share a temporary file.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".labkit-tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".labkit-tmp")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -51,7 +67,7 @@ def write_atomic(
             if (uid is not None and uid != st.st_uid) or (gid is not None and gid != st.st_gid):
                 os.fchown(f.fileno(), st.st_uid if uid is None else uid, st.st_gid if gid is None else gid)
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return tmp

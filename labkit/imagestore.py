@@ -13,12 +13,14 @@ so images built by labkit or by runwasi's ``oci-tar-builder`` import alike.
 
 from __future__ import annotations
 
+import builtins
 import json
 import platform as host_platform
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from labkit.errors import ImageError
 from labkit.fsutil import write_atomic
@@ -139,21 +141,24 @@ class ImageStore:
 
     # ---------------------------------------------------------------- queries
 
-    def list(self) -> list[ImageRecord]:
+    def list(self) -> builtins.list[ImageRecord]:
         """All images, sorted by ref."""
         with closing(self._connect()) as db:
             rows = db.execute("SELECT ref, digest, platform, size, layout FROM images ORDER BY ref").fetchall()
         return [ImageRecord(*row) for row in rows]
 
-    def _row(self, ref: str, columns: str) -> tuple | None:
+    def _row(self, ref: str, columns: str) -> tuple[Any, ...] | None:
         try:
             key = normalize_ref(ref)
         except ImageError:
             return None  # not a valid reference, so not in the store
         with closing(self._connect()) as db:
-            return db.execute(f"SELECT {columns} FROM images WHERE ref = ?", (key,)).fetchone()
+            # *columns* is one of this class's own literals, never user input; the ref is a bound parameter.
+            query = f"SELECT {columns} FROM images WHERE ref = ?"  # noqa: S608
+            row: tuple[Any, ...] | None = db.execute(query, (key,)).fetchone()
+            return row
 
-    def _require(self, ref: str, columns: str) -> tuple:
+    def _require(self, ref: str, columns: str) -> tuple[Any, ...]:
         row = self._row(ref, columns)
         if row is None:
             known = ", ".join(r.ref for r in self.list()) or "none"
@@ -178,20 +183,20 @@ class ImageStore:
             )
         return self._blob_path(digest).read_bytes()
 
-    def entrypoint(self, ref: str) -> list[str]:
+    def entrypoint(self, ref: str) -> builtins.list[str]:
         """The image's configured entrypoint."""
         (entry,) = self._require(ref, "entrypoint")
-        return json.loads(entry)
+        return [str(part) for part in json.loads(entry)]
 
-    def env(self, ref: str) -> list[str]:
+    def env(self, ref: str) -> builtins.list[str]:
         """The image's configured environment (``K=V`` strings)."""
         (env,) = self._require(ref, "env")
-        return json.loads(env)
+        return [str(item) for item in json.loads(env)]
 
     def annotations(self, ref: str) -> dict[str, str]:
         """The image manifest's annotations (e.g. ``module.wasm.image/variant``)."""
         (annotations,) = self._require(ref, "annotations")
-        return json.loads(annotations)
+        return {str(k): str(v) for k, v in json.loads(annotations).items()}
 
     def remove(self, ref: str) -> None:
         """Delete image *ref* and the blobs no other image uses."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from labkit import config
 from labkit.errors import LabkitError
@@ -57,7 +58,17 @@ class Profile:
         return self.node_root / Path(path).relative_to("/")
 
 
-_SHARED = {
+class _SharedFields(TypedDict):
+    """The fields every backend's profile has in common."""
+
+    runtime_class: str
+    runtime_handler: str
+    containerd_dir: Path
+    model_dir: Path
+    plugin_dir: Path
+
+
+_SHARED: _SharedFields = {
     "runtime_class": "wasmedge",
     "runtime_handler": "wasmedge",
     "containerd_dir": K3S_CONTAINERD_DIR,

@@ -20,7 +20,7 @@ def has_frontend() -> bool:
     if forced in ("plain", "widget"):
         return forced == "widget"
     shell = sys.modules.get("IPython")
-    ip = shell.get_ipython() if shell is not None else None  # type: ignore[attr-defined]
+    ip = shell.get_ipython() if shell is not None else None
     if ip is None or type(ip).__name__ != "ZMQInteractiveShell":
         return False
     # jupyter_server names each kernel's session (JPY_SESSION_NAME); VS Code marks its kernels with VSCODE_PID.
@@ -83,7 +83,7 @@ class WidgetProgress:
         self.line = ipywidgets.HTML()
         self.board = ipywidgets.HTML()
         self.box = ipywidgets.VBox([self.line, self.board])
-        display(self.box)
+        display(self.box)  # type: ignore[no-untyped-call]
 
     def update(self, line: str, pods: list[dict[str, Any]] | None = None) -> None:
         elapsed = time.monotonic() - self.start

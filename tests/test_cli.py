@@ -14,7 +14,7 @@ def labkit(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if k not in ("LABKIT_BACKEND", "LABKIT_ALLOWED_CONTEXTS")}
     env.update(env_extra or {})
     return subprocess.run(
-        [sys.executable, "-m", "labkit.cli", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "labkit.cli", *args], check=False, capture_output=True, text=True, env=env, timeout=120
     )
 
 

@@ -7,6 +7,7 @@ import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -55,7 +56,7 @@ def test_missing_kubeconfig_names_path_and_fix(clean_env, tmp_path):
     missing = tmp_path / "nope.yaml"
     with pytest.raises(PrerequisiteMissing) as e:
         connect("kubeconfig", "lab", allowed_contexts=["lab"], kubeconfig=missing)
-    assert str(missing) in e.value.problem and "KUBECONFIG" in e.value.fix
+    assert str(missing) in e.value.problem and "KUBECONFIG" in str(e.value.fix)
 
 
 def test_context_naming_a_missing_cluster_is_a_labkit_error(clean_env, tmp_path):
@@ -72,7 +73,7 @@ def test_context_naming_a_missing_cluster_is_a_labkit_error(clean_env, tmp_path)
         )
     )
     clean_env.setenv("LABKIT_ALLOWED_CONTEXTS", "lab")
-    with pytest.raises(LabkitError, match="context 'lab', cannot be used: .*gone") as err:
+    with pytest.raises(LabkitError, match=r"context 'lab', cannot be used: .*gone") as err:
         connect("kubeconfig", "lab", kubeconfig=path)
     assert "kubectl config view" in str(err.value)
 
@@ -96,7 +97,7 @@ def test_closed_port_is_unreachable_fast(clean_env, write_kubeconfig, closed_por
     with pytest.raises(ClusterUnreachable) as e:
         cluster.ping()
     assert time.monotonic() - started < 5
-    assert f"https://127.0.0.1:{closed_port}" in e.value.problem and "k3s" in e.value.fix
+    assert f"https://127.0.0.1:{closed_port}" in e.value.problem and "k3s" in str(e.value.fix)
 
 
 def test_sandbox_start_failure_is_unreachable(clean_env, monkeypatch):
@@ -142,8 +143,8 @@ NOT_READY = {"metadata": {"name": "n2"}, "status": {"conditions": [{"type": "Rea
 
 
 class FakeApi(BaseHTTPRequestHandler):
-    routes: dict[tuple[str, str], tuple[int, dict]] = {}
-    seen: list[tuple[str, str]] = []
+    routes: ClassVar[dict[tuple[str, str], tuple[int, dict[str, Any]]]] = {}
+    seen: ClassVar[list[tuple[str, str]]] = []
 
     def _answer(self) -> None:
         self.seen.append((self.command, self.path))
@@ -270,6 +271,6 @@ def test_kubectl_that_hangs_is_a_labkit_error(fake_api, monkeypatch, tmp_path):
     hanging.write_text(f"#!/bin/sh\nexec {shutil.which('sleep')} 30\n")
     hanging.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(LabkitError, match="did not finish within 0.5 s") as err:
+    with pytest.raises(LabkitError, match=r"did not finish within 0\.5 s") as err:
         fake_api.kubectl("get", "nodes", timeout=0.5)
     assert "labkit doctor" in str(err.value)

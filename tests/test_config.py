@@ -29,7 +29,7 @@ def test_backend_name_is_normalised(clean_env):
 def test_unknown_backend_names_the_choices(clean_env):
     with pytest.raises(UnknownBackend) as e:
         config.resolve_backend("docker")
-    assert "docker" in e.value.problem and "sandbox, kubeconfig" in e.value.fix
+    assert "docker" in e.value.problem and "sandbox, kubeconfig" in str(e.value.fix)
 
 
 def test_allow_list_is_only_the_sandbox_by_default(clean_env):

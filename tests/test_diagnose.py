@@ -161,7 +161,10 @@ def test_unknown_import_wasi_logging_variant():
 
 
 def test_unknown_import_of_another_module_names_it():
-    log = '[error] instantiation failed: unknown import, Code: 0x62\n[error]  When linking module: "env" , function name: "host_add"\n'
+    log = (
+        "[error] instantiation failed: unknown import, Code: 0x62\n"
+        '[error]  When linking module: "env" , function name: "host_add"\n'
+    )
     d = diagnose_pod(pod(**crash(1)), [], log)
     assert d.signature == "unknown-import" and "env::host_add" in d.summary
 
@@ -282,6 +285,7 @@ def test_diagnose_a_deployment_whose_runtime_class_is_missing(cluster, namespace
     # the ReplicaSet's FailedCreate event is what tells; wait_for sees it and stops early with the diagnosis
     with pytest.raises(WaitFailed) as failed:
         wait_for(cluster, "Deployment", "norc", namespace=namespace, timeout=20)
+    assert failed.value.diagnosis is not None
     assert failed.value.diagnosis.signature == "runtimeclass-not-found"
     assert 'RuntimeClass "no-such-class" not found' in str(failed.value)
     d = diagnose(cluster, "deployment/norc", namespace=namespace)
@@ -347,21 +351,25 @@ def test_docstring_examples():
     [
         (
             (
-                'failed to create containerd task: failed to start shim: failed to resolve runtime path: runtime "io.containerd.'
-                'wasmedge.v1" binary not installed "containerd-shim-wasmedge-v1": file does not exist: unknown'
+                "failed to create containerd task: failed to start shim: failed to resolve runtime path: "
+                'runtime "io.containerd.wasmedge.v1" binary not installed "containerd-shim-wasmedge-v1": '
+                "file does not exist: unknown"
             ),
             "shim-not-installed",
             "/usr/local/bin",
         ),
         (
-            "failed to create containerd task: failed to stop unit cri-containerd-4f3a.scope: dbus error: Connection refused",
+            (
+                "failed to create containerd task: failed to stop unit cri-containerd-4f3a.scope: "
+                "dbus error: Connection refused"
+            ),
             "systemd-cgroup-dbus",
             "dbus",
         ),
         (
             (
-                'failed to pull and unpack image "ghcr.io/containerd/runwasi/wasi-demo-app:latest": mismatched image rootfs and '
-                "manifest layers"
+                'failed to pull and unpack image "ghcr.io/containerd/runwasi/wasi-demo-app:latest": '
+                "mismatched image rootfs and manifest layers"
             ),
             "containerd-too-old",
             "1.6.25",

@@ -24,7 +24,9 @@ def normalise(name: str) -> str:
 
 def split(spec: str) -> tuple[str, str]:
     """``"aiohttp>=3.9"`` -> ``("aiohttp", ">=3.9")``."""
-    name, version = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(.*)", spec).groups()
+    parsed = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(.*)", spec)
+    assert parsed is not None, spec
+    name, version = parsed.groups()
     return normalise(name), version.replace(" ", "")
 
 

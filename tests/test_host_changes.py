@@ -110,7 +110,7 @@ def test_damaged_second_copy_leaves_the_first_file_unrestored(root: Path) -> Non
     second.write_bytes(b"second\n")
     backup = apply_files(root, {first: "x: 1\n", second: "y: 2\n"}, "t")
     (backup.dir / "files/etc/second.conf").write_bytes(b"tampered\n")
-    with pytest.raises(HostChangeError, match="second.conf .* damaged"):
+    with pytest.raises(HostChangeError, match=r"second\.conf .* damaged"):
         restore_backup(backup)
     assert (first.read_text(), second.read_text()) == ("x: 1\n", "y: 2\n"), "checked before anything is written"
 
@@ -231,3 +231,91 @@ def test_unreadable_node_path_is_a_labkit_error(tmp_path):
     with pytest.raises(HostChangeError, match="cannot read") as err:
         host.read_node_files([tmp_path / "node" / "etc"])  # a directory, not a file
     assert err.value.fix
+
+
+# --- a hostile or broken backup changes nothing outside (or inside) the node ---
+
+
+def test_a_manifest_path_climbing_out_of_the_node_is_refused(root: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "outside.txt"
+    victim.write_text("precious\n")
+    conf = root / "etc/rancher/k3s/config.yaml"
+    backup = apply_files(root, {conf: "x: 1\n"}, "change")
+    edited = backup.to_json()
+    edited["files"][0]["path"] = "/../../outside.txt"
+    with pytest.raises(HostChangeError, match=r"not an absolute path inside the node"):
+        restore_backup(type(backup).from_json(edited))
+    assert victim.read_text() == "precious\n" and conf.read_text() == "x: 1\n", "nothing was written"
+
+
+def test_a_backup_directory_outside_the_node_is_refused(root: Path, tmp_path: Path) -> None:
+    conf = root / "etc/rancher/k3s/config.yaml"
+    backup = apply_files(root, {conf: "x: 1\n"}, "change")
+    elsewhere = tmp_path / "planted" / backup.dir.name
+    elsewhere.parent.mkdir()
+    os.rename(backup.dir, elsewhere)  # a planted copy, e.g. made by someone who can write /tmp
+    edited = {**backup.to_json(), "dir": str(elsewhere)}
+    with pytest.raises(HostChangeError, match=r"is not a labkit backup of the node"):
+        restore_backup(type(backup).from_json(edited))
+    assert conf.read_text() == "x: 1\n"
+
+
+def test_a_corrupt_manifest_is_an_error_naming_the_file(root: Path) -> None:
+    conf = root / "etc/rancher/k3s/config.yaml"
+    backup = apply_files(root, {conf: "x: 1\n"}, "change")
+    (backup.dir / "manifest.json").write_text('{"dir": ')
+    with pytest.raises(HostChangeError, match=r"manifest\.json is corrupt") as err:
+        list_backups(root)
+    assert str(backup.dir) in err.value.problem
+
+
+def test_a_failed_apply_leaves_no_backup_and_no_change(root: Path) -> None:
+    conf = root / "etc/rancher/k3s/config.yaml"
+    before = tree(root)
+    blocked = root / "etc/rancher/k3s/registries.yaml"
+    blocked.mkdir()  # a directory where the change writes a file: the write fails
+    with pytest.raises(IsADirectoryError):
+        apply_files(root, {conf: "x: 1\n", blocked: "mirrors: {}\n"}, "change")
+    blocked.rmdir()
+    assert tree(root) == before, "the first file was rolled back"
+    assert list(root.joinpath(BACKUP_DIR).iterdir()) == [], "the half-made backup is gone"
+
+
+def test_restore_is_all_or_nothing_when_staging_fails(root: Path) -> None:
+    conf = root / "etc/rancher/k3s/config.yaml"
+    other = root / "etc/rancher/k3s/config.yaml.d/10-labkit.yaml"
+    other.parent.mkdir()
+    other.write_text("old: 1\n")
+    backup = apply_files(root, {conf: "new: 1\n", other: "new: 2\n"}, "two files")
+    # the second file's directory is replaced by a file: its original cannot be staged
+    other.unlink()
+    other.parent.rmdir()
+    other.parent.write_text("not a directory\n")
+    with pytest.raises(FileExistsError):  # mkdir of the parent meets the file
+        restore_backup(backup)
+    assert conf.read_text() == "new: 1\n", "the first file was not switched back alone"
+    assert not [p for p in conf.parent.iterdir() if p.name.endswith(".labkit-tmp")], "no staged file is left"
+
+
+def test_restart_refuses_a_config_that_would_not_load(tmp_path: Path) -> None:
+    """A hand-edited template that containerd would reject is named before k3s is restarted on it."""
+    from labkit.containerd import ContainerdConfigError
+    from labkit.host.sandbox import SandboxHost
+    from labkit.imagestore import ImageStore
+
+    host = SandboxHost(tmp_path / "node", ImageStore(tmp_path / "images"))
+    template = host.containerd_paths().template_v3
+    template.parent.mkdir(parents=True)
+    template.write_text("{{ template \"base\" . }}\n[plugins.'io.containerd.cri.v1.runtime'.containerd\n")
+    with pytest.raises(ContainerdConfigError):
+        host.restart()  # no daemon runs here: the refusal comes before any restart is attempted
+
+
+def test_a_backup_of_another_node_is_refused(root: Path, tmp_path: Path) -> None:
+    from labkit.host.sandbox import SandboxHost
+    from labkit.imagestore import ImageStore
+
+    backup = apply_files(root, {root / "etc/rancher/k3s/config.yaml": "x: 1\n"}, "change")
+    other = SandboxHost(tmp_path / "other-node", ImageStore(tmp_path / "images"))
+    with pytest.raises(HostChangeError, match="belongs to the node root"):
+        other.restore(backup)

@@ -37,7 +37,7 @@ def test_runtime_class_defaults_and_handler():
     assert runtime_class("wasm", handler="wasmedge")["handler"] == "wasmedge"
     with pytest.raises(InvalidManifest, match="'Wasm_Edge' is not a valid RuntimeClass name") as e:
         runtime_class("Wasm_Edge")
-    assert "'wasm-edge'" in e.value.fix
+    assert "'wasm-edge'" in str(e.value.fix)
 
 
 def test_wasm_deployment_is_the_yaml_a_learner_writes():
@@ -116,21 +116,21 @@ def test_mounts_are_read_only_unless_asked_and_same_path_by_default():
 @pytest.mark.parametrize(
     ("call", "message", "fix"),
     [
-        (lambda: wasm_deployment("demo", IMAGE, env={"PORT": 8080}), "has the int value 8080", "'8080'"),
+        (lambda: wasm_deployment("demo", IMAGE, env={"PORT": 8080}), "has the int value 8080", "'8080'"),  # type: ignore[dict-item]
         (
             lambda: wasm_deployment("demo", IMAGE, env={"1BAD": "x"}),
             "name '1BAD' is not valid",
             "not starting with a digit",
         ),
-        (lambda: wasm_deployment("demo", IMAGE, command="/app.wasm"), "command must be a list", "['/app.wasm']"),
-        (lambda: wasm_deployment("demo", IMAGE, args=["--port", 8080]), "only strings", "'8080'"),
+        (lambda: wasm_deployment("demo", IMAGE, command="/app.wasm"), "command must be a list", "['/app.wasm']"),  # type: ignore[arg-type]
+        (lambda: wasm_deployment("demo", IMAGE, args=["--port", 8080]), "only strings", "'8080'"),  # type: ignore[list-item]
         (lambda: wasm_deployment("Demo", IMAGE), "'Demo' is not a valid name", "'demo'"),
         (lambda: wasm_deployment("demo", "my image"), "is not an image reference", "wasi-demo-app"),
         (lambda: wasm_deployment("demo", IMAGE, replicas=-1), "replicas must be", "replicas=2"),
         (lambda: wasm_deployment("demo", IMAGE, image_pull_policy="never"), "imagePullPolicy 'never'", "Never"),
         (lambda: wasm_deployment("demo", IMAGE, ports=[70000]), "70000 is not a port", "1 to 65535"),
-        (lambda: wasm_deployment("demo", IMAGE, labels={"tier": 1}), "map strings to strings", "'1'"),
-        (lambda: wasm_deployment("demo", IMAGE, volumes=["/models"]), "must be Mount objects", "host_path"),
+        (lambda: wasm_deployment("demo", IMAGE, labels={"tier": 1}), "map strings to strings", "'1'"),  # type: ignore[dict-item]
+        (lambda: wasm_deployment("demo", IMAGE, volumes=["/models"]), "must be Mount objects", "host_path"),  # type: ignore[list-item]
         (
             lambda: wasm_deployment("demo", IMAGE, volumes=[host_path("/a/b"), host_path("/a-b")]),
             "share the volume name",
@@ -145,7 +145,7 @@ def test_mounts_are_read_only_unless_asked_and_same_path_by_default():
 def test_bad_input_is_refused_with_a_fix(call, message, fix):
     with pytest.raises(InvalidManifest) as e:
         call()
-    assert message in e.value.problem and fix in e.value.fix
+    assert message in e.value.problem and fix in str(e.value.fix)
     assert isinstance(e.value, LabkitError)
 
 

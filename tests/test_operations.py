@@ -6,6 +6,8 @@ node's kubelet through the status subresource; the rest run for real on the sand
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from labkit.errors import ApiError, InvalidManifest, LabkitError, WaitFailed
 from labkit.manifests import runtime_class, service, wasm_deployment, wasm_job
 from labkit.operations import (
+    Lab,
     apply,
     cleanup,
     delete,
@@ -22,6 +25,7 @@ from labkit.operations import (
     events,
     lab,
     logs,
+    open_lab,
     show,
     wait_for,
 )
@@ -150,7 +154,7 @@ def test_apply_refuses_bad_input_and_applies_nothing_when_one_document_is_reject
     assert "line" in str(bad_yaml.value)
     with pytest.raises(InvalidManifest, match="no kind 'Deploymnet'"):
         apply(cluster, {"apiVersion": "apps/v1", "kind": "Deploymnet", "metadata": {"name": "x"}}, namespace=ns)
-    with pytest.raises(InvalidManifest, match="lacks metadata.name"):
+    with pytest.raises(InvalidManifest, match=r"lacks metadata\.name"):
         apply(cluster, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}, namespace=ns)
     good = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "first-of-two"}}
     bad = wasm_deployment("second-of-two", IMAGE)
@@ -163,12 +167,15 @@ def test_apply_refuses_bad_input_and_applies_nothing_when_one_document_is_reject
 
 
 def test_lab_cleans_up_after_a_failed_step_and_keep_leaves_it(cluster):
-    with pytest.raises(RuntimeError, match="a step failed"), lab(cluster, "ops-fail") as the_lab:
+    def failing_step(the_lab: Lab) -> None:
         the_lab.apply(
             [runtime_class("ops-fail-rc"), {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]
         )
         assert namespace_exists(cluster, "lab-ops-fail")
         raise RuntimeError("a step failed")
+
+    with pytest.raises(RuntimeError, match="a step failed"), lab(cluster, "ops-fail") as the_lab:
+        failing_step(the_lab)
     assert not namespace_exists(cluster, "lab-ops-fail")
     assert "ops-fail-rc" not in {rc.metadata.name for rc in cluster.node.list_runtime_class().items}
 
@@ -177,6 +184,46 @@ def test_lab_cleans_up_after_a_failed_step_and_keep_leaves_it(cluster):
     assert namespace_exists(cluster, "ops-kept")
     assert cleanup(cluster, "ops-keep") == ["namespace/ops-kept"]
     assert not namespace_exists(cluster, "ops-kept")
+
+
+def test_an_open_lab_runs_its_undo_steps_newest_first_then_deletes_its_objects(cluster):
+    the_lab = open_lab(cluster, "ops-open", timeout=60)
+    assert namespace_exists(cluster, "lab-ops-open")
+    scratch = the_lab.workdir
+    (scratch / "image.tar").write_bytes(b"x")
+    steps: list[object] = []
+    the_lab.on_close(lambda: steps.append(("late", namespace_exists(cluster, "lab-ops-open"))))
+    early = the_lab.on_close(steps.append, "early")
+    early()  # run by hand, so closing does not run it again
+    assert steps == ["early"]
+    the_lab.close()
+    assert steps == ["early", ("late", True)]  # the undo steps ran while the namespace was still there
+    assert not namespace_exists(cluster, "lab-ops-open") and not scratch.exists()
+    the_lab.close()  # closing again does nothing
+    assert steps == ["early", ("late", True)]
+
+
+def test_undo_on_failure_closes_the_lab_and_lets_the_error_through(cluster):
+    the_lab = open_lab(cluster, "ops-undo", timeout=60)
+    undone: list[str] = []
+    the_lab.on_close(undone.append, "node restored")
+    with the_lab.undo_on_failure():
+        the_lab.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fine"}})
+    assert namespace_exists(cluster, "lab-ops-undo") and undone == []
+    with pytest.raises(LabkitError, match="a step failed"), the_lab.undo_on_failure():
+        raise LabkitError("a step failed")
+    assert undone == ["node restored"] and not namespace_exists(cluster, "lab-ops-undo")
+
+
+def test_an_open_lab_closes_when_the_interpreter_exits(cluster):
+    """A notebook that stops at a failing cell still leaves nothing: the kernel's exit closes the lab."""
+    code = (
+        "import labkit; cluster = labkit.connect('sandbox'); "
+        "labkit.open_lab(cluster, 'ops-atexit', timeout=60); print('opened')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and "opened" in done.stdout, done.stderr
+    assert not namespace_exists(cluster, "lab-ops-atexit")
 
 
 def test_apply_never_labels_what_labkit_did_not_create(cluster):
@@ -235,6 +282,7 @@ def test_wait_for_stops_at_crash_loop_with_the_diagnosis(cluster, ns):
         wait_for(cluster, "Pod", "crashes", namespace=ns, timeout=60)
     node.join()
     assert time.monotonic() - start < 30  # it stopped at the failure, not at the timeout
+    assert failed.value.diagnosis is not None
     assert failed.value.diagnosis.signature == "crash-loop"
     assert "pod/crashes will not become Ready" in str(failed.value) and "exit code 2" in str(failed.value)
 
@@ -250,7 +298,12 @@ def test_wait_for_a_phase_of_every_selected_pod(cluster, ns):
     for name in ("batch-a", "batch-b"):
         played_pod(cluster, ns, name, labels={"batch": "one"})
     done = {"terminated": {"reason": "Completed", "exitCode": 0}}
-    node = later(0.3, lambda: [set_status(cluster, ns, n, "Succeeded", done) for n in ("batch-a", "batch-b")])
+
+    def both_succeed() -> None:
+        for name in ("batch-a", "batch-b"):
+            set_status(cluster, ns, name, "Succeeded", done)
+
+    node = later(0.3, both_succeed)
     finals = wait_for(cluster, "Pod", "batch=one", namespace=ns, phase="Succeeded", timeout=30)
     node.join()
     assert sorted(p["metadata"]["name"] for p in finals) == ["batch-a", "batch-b"]
@@ -300,11 +353,12 @@ def test_jobs_complete_or_fail_with_their_exit_code(cluster, ns):
     with pytest.raises(WaitFailed) as failed:
         wait_for(cluster, "Job", "exit3", namespace=ns, timeout=60)
     assert "job 'exit3' ended Failed" in str(failed.value)
+    assert failed.value.diagnosis is not None
     assert failed.value.diagnosis.signature == "exit-nonzero" and "code 3" in failed.value.diagnosis.summary
     wait_for(cluster, "Job", "exit3", namespace=ns, condition="Failed", timeout=10)
 
 
-# -------------------------------------------------------------------------------------------------- logs, events, describe, show
+# ---------------------------------------------------------------------------------- logs, events, describe, show
 def test_logs_errors_say_what_to_do(cluster, ns):
     with pytest.raises(ApiError) as missing:
         logs(cluster, "no-such-pod", namespace=ns)
@@ -312,10 +366,10 @@ def test_logs_errors_say_what_to_do(cluster, ns):
     played_pod(cluster, ns, "not-started")
     with pytest.raises(ApiError) as waiting:
         logs(cluster, "not-started", namespace=ns)
-    assert waiting.value.code == 400 and "wait_for" in waiting.value.fix
+    assert waiting.value.code == 400 and "wait_for" in str(waiting.value.fix)
     with pytest.raises(ApiError) as previous:
         logs(cluster, "not-started", namespace=ns, previous=True)
-    assert "drop previous=True" in previous.value.fix
+    assert "drop previous=True" in str(previous.value.fix)
     with pytest.raises(LabkitError, match="no pod matches 'app=nobody'"):
         logs(cluster, "app=nobody", namespace=ns)
 
@@ -419,9 +473,9 @@ def test_progress_is_plain_outside_a_frontend_and_widgets_on_request(monkeypatch
 def test_docstring_examples():
     import doctest
 
-    import labkit.operations
+    import labkit.operations.describing
 
-    result = doctest.testmod(labkit.operations, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(labkit.operations.describing, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
 
 
@@ -440,7 +494,9 @@ def test_the_same_operations_through_a_kubeconfig_context(cluster, ns):
     # a running pod goes only once its node confirms the containers stopped: play that node too
     def node_confirms():
         deadline = time.monotonic() + 20
-        while other.core.read_namespaced_pod("via-kubeconfig", ns).metadata.deletion_timestamp is None:
+        while (
+            getattr(other.core.read_namespaced_pod("via-kubeconfig", ns).metadata, "deletion_timestamp", None) is None
+        ):
             assert time.monotonic() < deadline, "the pod was never deleted"
             time.sleep(0.1)
         other.core.delete_namespaced_pod("via-kubeconfig", ns, grace_period_seconds=0)
@@ -448,7 +504,7 @@ def test_the_same_operations_through_a_kubeconfig_context(cluster, ns):
     confirm = later(0, node_confirms)
     assert delete(other, "pod", "via-kubeconfig", namespace=ns, timeout=30) is True
     confirm.join()
-    assert "via-kubeconfig" not in {p.metadata.name for p in other.core.list_namespaced_pod(ns).items}
+    assert "via-kubeconfig" not in {p.metadata.name for p in other.core.list_namespaced_pod(ns).items if p.metadata}
 
 
 def test_delete_reports_an_object_that_does_not_go(cluster, ns):
@@ -456,4 +512,4 @@ def test_delete_reports_an_object_that_does_not_go(cluster, ns):
     set_status(cluster, ns, "never-confirmed", "Running", {"running": {}}, ready=True)
     with pytest.raises(WaitFailed, match="pod/never-confirmed was still there 2 s after deletion") as stuck:
         delete(cluster, "Pod", "never-confirmed", namespace=ns, timeout=2)
-    assert "a node that is down cannot confirm" in stuck.value.fix
+    assert "a node that is down cannot confirm" in str(stuck.value.fix)

@@ -110,4 +110,4 @@ def test_a_dying_kernel_is_a_failed_notebook_not_a_traceback(labs, tmp_path, cle
     summary = run_notebooks(["03"], output_dir=tmp_path / "out", root=labs, echo=lambda _: None)
     result = summary.results[0]
     assert (result.notebook, result.status) == ("03-dies", "failed")
-    assert result.error.startswith("DeadKernelError")
+    assert (result.error or "").startswith("DeadKernelError")

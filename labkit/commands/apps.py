@@ -8,7 +8,7 @@ from pathlib import Path
 from labkit.wasm.apps import build_apps
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     apps = subparsers.add_parser("apps", help="the kit's own wasm apps")
     sub = apps.add_subparsers(dest="apps_command", required=True)
     cmd = sub.add_parser("build", help="compile every app under wasm-apps/ for wasm32-wasi")

@@ -9,7 +9,7 @@ from labkit.commands import add_backend_args
 from labkit.config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "clean",
         help=f"delete objects labelled {PART_OF_LABEL}={PART_OF_VALUE}",

@@ -6,10 +6,10 @@ import argparse
 import json
 
 from labkit.commands import add_backend_args
-from labkit.doctor import doctor
+from labkit.preflight import doctor
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "doctor",
         help="check packages, cluster, nodes, runtimes, shim, plugin and tools",

@@ -11,7 +11,7 @@ from labkit.host import host_for_backend
 from labkit.wasm.oci import LAYOUTS, build_image
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     image = subparsers.add_parser("image", help="build, import and list wasm OCI images")
     sub = image.add_subparsers(dest="image_command", required=True)
 

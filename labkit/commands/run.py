@@ -9,7 +9,7 @@ from labkit.commands import add_backend_args
 from labkit.runner import DEFAULT_OUTPUT_DIR, parse_value, run_notebooks
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "run",
         help="execute notebooks with papermill (all, in order, by default)",

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from labkit.wasm.inspect import ModuleInfo, inspect
+from labkit.wasm.inspection import ModuleInfo, inspect
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     wasm = subparsers.add_parser("wasm", help="inspect wasm modules")
     sub = wasm.add_subparsers(dest="wasm_command", required=True)
     cmd = sub.add_parser("inspect", help="list a module's imports, exports, memories and custom sections")

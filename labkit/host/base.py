@@ -1,4 +1,4 @@
-"""The host door (DESIGN.md §4): actions on a node's machine rather than through the API.
+"""The host door (docs/architecture.md, "The two doors"): actions on a node's machine rather than through the API.
 
 Cluster actions go through the Kubernetes API; host actions (importing images
 into the node's containerd, containerd config templates, restarting k3s) go
@@ -174,7 +174,7 @@ class Host(abc.ABC):
     def plan_crun_swap(
         self, binary: str = "/usr/local/bin/crun", default: bool = True, name: str | None = None
     ) -> HostChange:
-        """Plan the runc→crun swap: a template adding a crun runtime table and, with *default*, k3s's ``default-runtime``.
+        """Plan the runc→crun swap: a template adding a crun runtime table, and k3s's ``default-runtime`` (*default*).
 
         *name* defaults to ``crun``, or to ``crun-wasm`` when k3s already auto-detects a
         ``crun`` binary (its own table would clash with ours, and lacks the
@@ -233,8 +233,8 @@ class Host(abc.ABC):
             )
         if info.default_runtime not in info.runtimes:
             raise ContainerdConfigError(
-                f"the default runtime {info.default_runtime!r} has no runtime table (declared: {', '.join(sorted(info.runtimes))}); "
-                "containerd would refuse to start",
+                f"the default runtime {info.default_runtime!r} has no runtime table "
+                f"(declared: {', '.join(sorted(info.runtimes))}); containerd would refuse to start",
                 f"declare runtimes.{info.default_runtime!r} in the template, or set default-runtime to a declared one",
             )
         return info
@@ -276,9 +276,25 @@ class Host(abc.ABC):
 
     def restore(self, backup: Backup, cluster: Cluster | None = None, timeout: float = 180.0) -> None:
         """Put the node's files back as *backup* holds them (byte-identical), restart k3s and wait for the node."""
+        if backup.node_root != self.node_root:
+            raise changes.HostChangeError(
+                f"{backup} belongs to the node root {backup.node_root}, not to this host's {self.node_root}",
+                "restore it with the host of that node (host.backups() lists this node's); nothing was written",
+            )
         self.require_privileges()
         self._execute("restore", {"backup": backup.to_json()})
         self._restart_and_wait(cluster, timeout)
+
+    def restart(self, cluster: Cluster | None = None, timeout: float = 180.0) -> RuntimeInfo:
+        """Restart k3s on the node and wait for it, after checking that its current config would load.
+
+        A template edited by hand that containerd would reject raises :class:`ContainerdConfigError`
+        before the restart, so a restart never reports success on a config that does not load.
+        """
+        self.require_privileges()
+        info = self.validate(HostChange(self.node_root, {}, "restart", self.containerd_version()))
+        self._restart_and_wait(cluster, timeout)
+        return info
 
     def backups(self) -> list[Backup]:
         """The node's labkit backups, oldest first."""
@@ -359,7 +375,7 @@ def wait_node_ready(cluster: Cluster, node: str | None, since: datetime, timeout
             state = {n.metadata.name: n for n in listed.items if target in (None, n.metadata.name)}
             if state and all(_ready(n, since if target else None) for n in state.values()):
                 return
-            stream = watch.Watch().stream(
+            stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
                 cluster.core.list_node,
                 resource_version=listed.metadata.resource_version,
                 timeout_seconds=max(1, int(deadline - time.monotonic())),

@@ -1,6 +1,6 @@
 """Reversible host changes: preview as a diff, back up, write atomically, restore.
 
-This module is the file half of every host change (DESIGN.md §6): it knows
+This module is the file half of every host change (docs/architecture.md, "Safety"): it knows
 nothing about k3s. A :class:`~labkit.host.base.Host` plans a
 :class:`HostChange` (node files and their new text), validates it, and hands it
 to :func:`execute` — in-process, or as root through
@@ -33,23 +33,28 @@ Guarantees of :func:`apply_files`:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
 import os
+import re
+import shutil
 import stat
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from labkit.errors import LabkitError
-from labkit.fsutil import write_atomic
+from labkit.fsutil import stage, write_atomic
 
 #: Where backups live, relative to the node root.
 BACKUP_DIR = Path("var/lib/labkit/backups")
 MANIFEST = "manifest.json"
+#: A backup directory's name: the UTC time it was made (``_timestamp``).
+_TIMESTAMP = re.compile(r"\d{8}T\d{12}Z")
 #: Mode of files a change creates: owner-only, since k3s config files may hold secrets.
 NEW_FILE_MODE = 0o600
 NEW_DIR_MODE = 0o755
@@ -130,7 +135,27 @@ def node_path(node_root: Path, local: Path) -> str:
 
 
 def _local(node_root: Path, path: str) -> Path:
+    """*path* (a node path from a manifest) under *node_root*; refuses one that climbs out with ``..``."""
+    parts = PurePosixPath(path).parts
+    if ".." in parts or not path.startswith("/"):
+        raise HostChangeError(
+            f"the backup names the path {path!r}, which is not an absolute path inside the node",
+            "restore from a backup labkit made (labkit never records such a path); nothing was written",
+        )
     return node_root / path.lstrip("/")
+
+
+def _check_confined(backup: Backup) -> None:
+    """Refuse a backup (perhaps an edited manifest) that would read or write outside its node root."""
+    expected_parent = backup.node_root / BACKUP_DIR
+    if backup.dir.parent != expected_parent or not _TIMESTAMP.fullmatch(backup.dir.name):
+        raise HostChangeError(
+            f"the backup directory {backup.dir} is not a labkit backup of the node {backup.node_root} "
+            f"(backups live in {expected_parent}/<timestamp>)",
+            "pick a backup from host.backups(); nothing was written",
+        )
+    for path in [*(f.path for f in backup.files), *backup.created_dirs]:
+        _local(backup.node_root, path)
 
 
 def unified_diff(path: str, old: str | None, new: str) -> str:
@@ -201,6 +226,28 @@ def apply_files(node_root: Path, files: dict[Path, str], description: str) -> Ba
             "plan changes with the host's containerd_paths(); nothing was written",
         )
     backup_dir, created = _new_backup_dir(node_root)
+    try:
+        backup = _back_up(node_root, backup_dir, created, files, description)
+    except BaseException:
+        shutil.rmtree(backup_dir, ignore_errors=True)  # a half-made backup restores nothing: remove it
+        raise
+    created_dirs: list[str] = []
+    try:
+        for record, local in zip(backup.files, files, strict=True):
+            created_dirs += _make_parents(node_root, Path(local))
+            mode = record.mode if record.mode is not None else NEW_FILE_MODE
+            write_atomic(Path(local), files[local].encode(), mode=mode, uid=record.uid, gid=record.gid)
+    except BaseException:
+        restore_backup(replace(backup, created_dirs=created_dirs))  # nothing half-applied
+        shutil.rmtree(backup_dir, ignore_errors=True)  # and no backup of a change that never happened
+        raise
+    backup = replace(backup, created_dirs=created_dirs)
+    _write_manifest(backup)
+    return backup
+
+
+def _back_up(node_root: Path, backup_dir: Path, created: str, files: dict[Path, str], description: str) -> Backup:
+    """Copy the current version of every file of *files* into *backup_dir* and write its manifest."""
     records: list[BackedUpFile] = []
     for local in files:
         rel = node_path(node_root, Path(local))
@@ -218,17 +265,6 @@ def apply_files(node_root: Path, files: dict[Path, str], description: str) -> Ba
         )
     backup = Backup(backup_dir, node_root, created, description, records)
     _write_manifest(backup)
-    created_dirs: list[str] = []
-    try:
-        for record, (local, text) in zip(records, files.items(), strict=False):
-            created_dirs += _make_parents(node_root, Path(local))
-            mode = record.mode if record.mode is not None else NEW_FILE_MODE
-            write_atomic(Path(local), text.encode(), mode=mode, uid=record.uid, gid=record.gid)
-    except BaseException:
-        restore_backup(replace(backup, created_dirs=created_dirs))  # nothing half-applied
-        raise
-    backup = replace(backup, created_dirs=created_dirs)
-    _write_manifest(backup)
     return backup
 
 
@@ -239,8 +275,12 @@ def _write_manifest(backup: Backup) -> None:
 def restore_backup(backup: Backup) -> None:
     """Put every file of *backup* back byte-identical (mode, owner); delete files and directories it created.
 
-    Every backup copy is checked before any file is touched, so a damaged backup changes nothing.
+    All or nothing: every backup copy is checked, then every original is staged beside its
+    file, and only then are they switched in (one rename each). A damaged backup or a failed
+    staging changes nothing; a rename that fails midway (rare: the disk went away) raises an
+    error that names which files are restored and which are not.
     """
+    _check_confined(backup)
     originals: dict[str, bytes] = {}
     for record in backup.files:
         if not record.existed:
@@ -252,19 +292,48 @@ def restore_backup(backup: Backup) -> None:
                 f"restore {record.path} by hand from another backup; nothing was written",
             )
         originals[record.path] = data
-    for record in backup.files:
-        local = _local(backup.node_root, record.path)
-        if not record.existed:
-            local.unlink(missing_ok=True)
-            continue
-        local.parent.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
-        mode = record.mode if record.mode is not None else NEW_FILE_MODE  # 0o000 is a mode: never widen it
-        write_atomic(local, originals[record.path], mode=mode, uid=record.uid, gid=record.gid)
+    staged: list[tuple[str, Path]] = []
+    try:
+        for record in backup.files:
+            if record.existed:
+                local = _local(backup.node_root, record.path)
+                local.parent.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
+                mode = record.mode if record.mode is not None else NEW_FILE_MODE  # 0o000 is a mode: never widen it
+                staged.append(
+                    (record.path, stage(local, originals[record.path], mode=mode, uid=record.uid, gid=record.gid))
+                )
+    except BaseException:
+        for _, tmp in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    _switch(backup, staged)
     for directory in reversed(backup.created_dirs):
-        try:
+        with contextlib.suppress(OSError):  # not empty (someone added a file since) or already gone: leave it
             _local(backup.node_root, directory).rmdir()
-        except OSError:  # not empty (someone added a file since) or already gone: leave it
-            pass
+
+
+def _switch(backup: Backup, staged: list[tuple[str, Path]]) -> None:
+    """Rename every staged original over its file and delete the files the change created."""
+    done: list[str] = []
+    pending = [path for path, _ in staged] + [f.path for f in backup.files if not f.existed]
+    try:
+        for path, tmp in staged:
+            os.replace(tmp, _local(backup.node_root, path))
+            done.append(path)
+            pending.remove(path)
+        for record in backup.files:
+            if not record.existed:
+                _local(backup.node_root, record.path).unlink(missing_ok=True)
+                done.append(record.path)
+                pending.remove(record.path)
+    except OSError as err:
+        for _, tmp in staged:
+            tmp.unlink(missing_ok=True)
+        raise HostChangeError(
+            f"the restore from {backup.dir} stopped at {pending[0]} ({err.strerror or err}): "
+            f"restored {', '.join(done) or 'nothing'}; not restored {', '.join(pending)}",
+            "fix the cause (disk full? read-only?) and run the restore again: it is safe to repeat",
+        ) from err
 
 
 def list_backups(node_root: Path) -> list[Backup]:
@@ -274,7 +343,15 @@ def list_backups(node_root: Path) -> list[Backup]:
         return []
     found = []
     for manifest in sorted(parent.glob(f"*/{MANIFEST}")):
-        found.append(Backup.from_json(json.loads(manifest.read_text())))
+        try:
+            backup = Backup.from_json(json.loads(manifest.read_text()))
+        except (ValueError, KeyError, TypeError) as err:
+            raise HostChangeError(
+                f"the backup manifest {manifest} is corrupt ({type(err).__name__}: {err})",
+                f"move that backup directory aside ({manifest.parent}) or repair the file; other backups are intact",
+            ) from err
+        _check_confined(backup)
+        found.append(backup)
     return found
 
 

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import yaml
 
 from labkit.containerd import RuntimeInfo, RuntimeSpec
 from labkit.errors import ImageError, PrerequisiteMissing
+from labkit.host import commands
 from labkit.host.base import CRUN_FIX, Host
 from labkit.host.changes import HostChangeError
 from labkit.imagestore import ImageRecord
@@ -34,7 +34,9 @@ _LS_ROW = re.compile(r"^(\S+)\s+(\S+)\s+(sha256:[0-9a-f]{64})\s+([\d.]+)\s+([KMG
 _UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 #: Known ``ctr import`` failures → the fix to print.
 _IMPORT_FIXES = {
-    "image might be filtered out": "wasm images are platform wasip1/wasm: import with --all-platforms (labkit does; check your command)",
+    "image might be filtered out": (
+        "wasm images are platform wasip1/wasm: import with --all-platforms (labkit does; check your command)"
+    ),
     "mismatched image rootfs and manifest layers": (
         "this containerd is older than 1.6.25 / 1.7.7 and cannot unpack runwasi wasm layers: "
         "upgrade k3s/containerd, or build the image with --layout compat"
@@ -43,7 +45,7 @@ _IMPORT_FIXES = {
 
 
 class LocalHost(Host):
-    """This machine, a k3s node: ``k3s ctr``/``crictl``, ``systemctl`` and the node's files, as root or through ``sudo -n``.
+    """This machine, a k3s node: ``k3s ctr``/``crictl``, ``systemctl`` and its files, as root or with ``sudo -n``.
 
     *root* is where the node's filesystem starts (``/``; tests pass a temporary
     directory laid out like k3s). *service* is the k3s systemd unit (runwasi's
@@ -64,7 +66,8 @@ class LocalHost(Host):
         if exe is None:
             raise PrerequisiteMissing(
                 f"{self.k3s} is not on PATH, so this machine is not a k3s node labkit can act on",
-                "install k3s (curl -sfL https://get.k3s.io | sh -), or use the sandbox backend (LABKIT_BACKEND=sandbox)",
+                "install k3s (curl -sfL https://get.k3s.io | sh -), "
+                "or use the sandbox backend (LABKIT_BACKEND=sandbox)",
             )
         return exe
 
@@ -74,7 +77,7 @@ class LocalHost(Host):
             return []
         sudo = shutil.which("sudo")
         # -n: never prompt for a password inside a notebook; fail instead.
-        if sudo and subprocess.run([sudo, "-n", "true"], capture_output=True, check=False).returncode == 0:
+        if sudo and commands.run([sudo, "-n", "true"]).ok:
             return [sudo, "-n"]
         raise PrerequisiteMissing(
             f"{what} needs root, and sudo cannot run without a password here",
@@ -96,25 +99,19 @@ class LocalHost(Host):
         if not prefix:
             return super()._execute(op, payload)
         # not root: the same module does the work, as root, in a child process
-        proc = subprocess.run(
-            [*prefix, sys.executable, "-m", "labkit.host.changes", op],
-            input=json.dumps(payload),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        proc = commands.run([*prefix, sys.executable, "-m", "labkit.host.changes", op], stdin=json.dumps(payload))
         try:
             answer = json.loads(proc.stdout)
         except json.JSONDecodeError:
             raise HostChangeError(
-                f"the privileged helper for {op} failed: {(proc.stderr or proc.stdout).strip()}",
+                f"the privileged helper for {op} failed: {proc.message}",
                 "check that sudo may run this Python (sudo -n python3 -V)",
             ) from None
         if "error" in answer:
             raise HostChangeError(answer["error"]["problem"], answer["error"]["fix"])
         return answer["result"]
 
-    def _systemctl(self, *args: str, root: bool = False) -> subprocess.CompletedProcess[str]:
+    def _systemctl(self, *args: str, root: bool = False) -> commands.CommandResult:
         exe = shutil.which("systemctl")
         if exe is None:
             raise PrerequisiteMissing(
@@ -122,14 +119,14 @@ class LocalHost(Host):
                 "run k3s as the systemd service its installer creates",
             )
         prefix = self._as_root("restarting k3s") if root else []
-        return subprocess.run([*prefix, exe, *args], capture_output=True, text=True, check=False)
+        return commands.run([*prefix, exe, *args])
 
     def restart_k3s(self) -> str:
         """``systemctl restart <service>``, then wait until systemd reports it active; returns that state."""
         proc = self._systemctl("restart", self.service, root=True)
-        if proc.returncode != 0:
+        if not proc.ok:
             raise HostChangeError(
-                f"systemctl restart {self.service} failed: {(proc.stderr or proc.stdout).strip()}",
+                f"systemctl restart {self.service} failed: {proc.message}",
                 f"read journalctl -u {self.service}",
             )
         deadline = time.monotonic() + self.restart_timeout
@@ -158,14 +155,11 @@ class LocalHost(Host):
         """3 for containerd 2.x, 2 for 1.7: from ``k3s ctr version`` (the server), else from ``k3s --version``."""
         exe = self._k3s_path()
         if self._can_be_root():
-            proc = subprocess.run(
-                [*self._as_root("k3s ctr"), exe, "ctr", "version"], capture_output=True, text=True, check=False
-            )
-            version = parse_ctr_version(proc.stdout) if proc.returncode == 0 else None
+            proc = commands.run([*self._as_root("k3s ctr"), exe, "ctr", "version"])
+            version = parse_ctr_version(proc.stdout) if proc.ok else None
             if version:
                 return config_version_for_containerd(version)
-        proc = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
-        return config_version_for_k3s(proc.stdout)
+        return config_version_for_k3s(commands.run([exe, "--version"]).stdout)
 
     def _can_be_root(self) -> bool:
         try:
@@ -182,9 +176,9 @@ class LocalHost(Host):
         except PrerequisiteMissing as err:
             self._live_error = err.problem
             return None
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            self._live_error = f"k3s crictl info failed: {(proc.stderr or proc.stdout).strip()}"
+        proc = commands.run(cmd)
+        if not proc.ok:
+            self._live_error = f"k3s crictl info failed: {proc.message}"
             return None
         return "k3s crictl info", parse_crictl_info(proc.stdout)
 
@@ -196,12 +190,11 @@ class LocalHost(Host):
         exe = shutil.which(binary)
         if exe is None:
             raise PrerequisiteMissing(f"{binary} is not installed (not on PATH)", CRUN_FIX)
-        proc = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
-        info = parse_crun_version(exe, proc.stdout)
+        info = parse_crun_version(exe, commands.run([exe, "--version"]).stdout)
         if wasm and "wasmedge" not in info.wasm_handlers:
             raise PrerequisiteMissing(
-                f"{exe} (crun {info.version_text}) has no WasmEdge handler: its features are {' '.join(info.features) or 'none'}, "
-                "without +WASM:wasmedge",
+                f"{exe} (crun {info.version_text}) has no WasmEdge handler: "
+                f"its features are {' '.join(info.features) or 'none'}, without +WASM:wasmedge",
                 CRUN_FIX,
             )
         if wasi_nn and info.version < WASI_NN_CRUN:
@@ -212,14 +205,13 @@ class LocalHost(Host):
         return info
 
     def _run(self, cmd: list[str], what: str) -> str:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            err = (proc.stderr or proc.stdout).strip()
+        proc = commands.run(cmd)
+        if not proc.ok:
             fix = next(
-                (f for sig, f in _IMPORT_FIXES.items() if sig in err),
+                (f for sig, f in _IMPORT_FIXES.items() if sig in proc.message),
                 "read the ctr error above; check that k3s is running",
             )
-            raise ImageError(f"{what} failed: {err or f'exit status {proc.returncode}'}", fix)
+            raise ImageError(f"{what} failed: {proc.message}", fix)
         return proc.stdout
 
     def import_image(self, archive: Path) -> list[str]:
@@ -276,7 +268,8 @@ class CrunInfo:
 def parse_crun_version(path: str, text: str) -> CrunInfo:
     """Parse ``crun --version``.
 
-    >>> info = parse_crun_version("/usr/local/bin/crun", "crun version 1.15\\ncommit: abc\\n+SYSTEMD +SECCOMP +WASM:wasmedge +YAJL\\n")
+    >>> text = "crun version 1.15\\ncommit: abc\\n+SYSTEMD +SECCOMP +WASM:wasmedge +YAJL\\n"
+    >>> info = parse_crun_version("/usr/local/bin/crun", text)
     >>> info.version, info.wasm_handlers
     ((1, 15), ['wasmedge'])
     """
@@ -313,8 +306,10 @@ def config_version_for_containerd(version: str) -> int:
 def config_version_for_k3s(version_text: str) -> int:
     """The config version of the containerd a k3s release ships (containerd 2 since v1.31.6 / v1.32.2).
 
-    >>> config_version_for_k3s("k3s version v1.32.2+k3s1 (381620ef)"), config_version_for_k3s("k3s version v1.31.5+k3s1")
-    (3, 2)
+    >>> config_version_for_k3s("k3s version v1.32.2+k3s1 (381620ef)")
+    3
+    >>> config_version_for_k3s("k3s version v1.31.5+k3s1")
+    2
     """
     found = re.search(r"v1\.(\d+)\.(\d+)", version_text)
     if not found:

@@ -68,7 +68,7 @@ def host_path(
     path: str,
     mount_path: str | None = None,
     *,
-    type: str | None = None,
+    type: str | None = None,  # noqa: A002 - named as the hostPath field it sets
     read_only: bool = True,
     name: str | None = None,
 ) -> Mount:

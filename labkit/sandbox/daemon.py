@@ -37,28 +37,14 @@ from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.server import VERSION_INFO, ApiServer, ServerThread
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import Store
-from labkit.sandbox.controllers.endpoints import run_endpoints_controller
+from labkit.sandbox.controllers import CONTROLLERS
 from labkit.sandbox.controllers.nodelifecycle import run_node_lifecycle_controller
-from labkit.sandbox.controllers.scheduler import run_scheduler
-from labkit.sandbox.controllers.workloads import (
-    run_deployment_controller,
-    run_job_controller,
-    run_replicaset_controller,
-)
 from labkit.sandbox.nodes import SANDBOX_NODE_LABEL, node_name, node_object
 from labkit.sandbox.supervisor import KubeletProcesses
 
 log = logging.getLogger("labkit.sandbox.daemon")
 
-#: The control loops the daemon runs on the API server's event loop, each ``async def loop(core)``.
-CONTROLLERS = (
-    run_scheduler,
-    run_deployment_controller,
-    run_replicaset_controller,
-    run_job_controller,
-    run_endpoints_controller,
-)
-#: ... and the node lifecycle controller, which watches the kubelet processes' Leases.
+#: The controller-manager's loops and the node lifecycle controller, which watches the kubelets' Leases.
 DAEMON_CONTROLLERS = (*CONTROLLERS, run_node_lifecycle_controller)
 NODES = RESOURCES.served("", "nodes")
 #: How long ``POST /labkit/nodes`` waits for the nodes' kubelets to start (and post their status).

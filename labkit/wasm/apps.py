@@ -23,7 +23,7 @@ from pathlib import Path
 
 from labkit.config import project_root
 from labkit.errors import PrerequisiteMissing, WasmError
-from labkit.wasm.inspect import inspect
+from labkit.wasm.inspection import inspect
 
 MODULES_DIR = Path(__file__).resolve().parent / "modules"
 MANIFEST = "SOURCES.json"
@@ -89,7 +89,8 @@ def find_clang() -> str:
     if exe is None:
         raise PrerequisiteMissing(
             f"{clang} (C compiler) is not installed, so the wasm apps cannot be built",
-            f"sudo apt-get install -y {TOOLCHAIN_PACKAGES} (the shipped modules in labkit/wasm/modules still work without it)",
+            f"sudo apt-get install -y {TOOLCHAIN_PACKAGES} "
+            "(the shipped modules in labkit/wasm/modules still work without it)",
         )
     return exe
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.errors import ImageError
-from labkit.wasm.inspect import MAGIC, check_header, load_bytes
+from labkit.wasm.inspection import MAGIC, check_header, load_bytes
 
 WASM_LAYER_MEDIA_TYPE = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"
 WASM_ARTIFACT_CONFIG_MEDIA_TYPE = "application/vnd.wasm.config.v0+json"
@@ -230,7 +230,7 @@ def deterministic_gzip(data: bytes) -> bytes:
 
 def _layer_and_config(
     layout: str, module: bytes, file_name: str, entrypoint: list[str], env: list[str], created: str
-) -> tuple[dict, bytes, dict]:
+) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
     """The layer descriptor, layer bytes and image config for *layout*."""
     config: dict[str, Any] = {
         "created": created,  # umoci stat panics without it
@@ -289,7 +289,7 @@ def build_image(
     manifest_annotations = {**names, **(annotations or {})}
     if layout == "compat":
         manifest_annotations.setdefault(ANNOTATION_VARIANT, "compat-smart")
-    manifest = {
+    manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": descriptor(OCI_CONFIG, config_bytes),
@@ -394,9 +394,10 @@ class _Archive:
 
     def json(self, data: bytes, what: str) -> dict[str, Any]:
         try:
-            return json.loads(data)
+            parsed: dict[str, Any] = json.loads(data)
         except ValueError:
             raise ImageError(f"{what} in {self.path} is not valid JSON", "rebuild the archive") from None
+        return parsed
 
 
 def _layer_files(data: bytes, media_type: str) -> tarfile.TarFile:
@@ -409,7 +410,9 @@ def _layer_files(data: bytes, media_type: str) -> tarfile.TarFile:
     return tarfile.open(fileobj=io.BytesIO(data), mode="r:")
 
 
-def _module_from_layers(archive: _Archive, layers: list[dict], entrypoint: list[str]) -> tuple[str, bytes | None]:
+def _module_from_layers(
+    archive: _Archive, layers: list[dict[str, Any]], entrypoint: list[str]
+) -> tuple[str, bytes | None]:
     """Find the wasm module: a wasm layer (runwasi/artifact) or the entrypoint file in tar layers (compat)."""
     for desc in layers:
         if desc.get("mediaType") in (WASM_LAYER_MEDIA_TYPE, "application/wasm"):

@@ -7,11 +7,13 @@ substitutions in ``sanitize.cfg`` (pod names, timestamps, IPs, ports, durations,
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
+import nbformat
 import pytest
 
 from labkit import config
@@ -51,9 +53,27 @@ def check_stable(result: NotebookResult, cwd: Path) -> None:
     """nbval re-executes the executed copy and compares the marked outputs, sanitized."""
     # A separate pytest process: nbval is a collection plugin and needs its own session.
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--nbval-lax",
-         "--nbval-current-env", f"--nbval-sanitize-with={SANITIZE}", "--nbval-cell-timeout=600", result.output],
-        cwd=cwd, capture_output=True, text=True, timeout=1800)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-o",
+            "addopts=",
+            "--nbval-lax",
+            "--nbval-current-env",
+            f"--nbval-sanitize-with={SANITIZE}",
+            "--nbval-cell-timeout=600",
+            result.output,
+        ],
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert done.returncode == 0, f"nbval found unstable outputs in {result.notebook}:\n{done.stdout[-6000:]}"
 
 
@@ -63,8 +83,11 @@ def test_there_are_notebooks():
 
 # One parameter list, so each notebook's nbval check runs right after its own execution (before the
 # next notebook changes the cluster).
-@pytest.mark.parametrize("notebook, phase", [(nb, phase) for nb in NOTEBOOKS for phase in ("executes", "outputs-stable")],
-                         ids=lambda v: v.stem if isinstance(v, Path) else v)
+@pytest.mark.parametrize(
+    ("notebook", "phase"),
+    [(nb, phase) for nb in NOTEBOOKS for phase in ("executes", "outputs-stable")],
+    ids=lambda v: v.stem if isinstance(v, Path) else v,
+)
 def test_notebook(notebook: Path, phase: str, executed_dir: Path):
     result = execute(notebook, executed_dir)
     if phase == "executes":
@@ -73,3 +96,22 @@ def test_notebook(notebook: Path, phase: str, executed_dir: Path):
         pytest.fail(f"{notebook.stem} did not execute, so its outputs cannot be compared (see its 'executes' test)")
     else:
         check_stable(result, executed_dir)
+
+
+#: What a notebook may import from labkit: the package's face and its public subpackages.
+PUBLIC_MODULES = {"labkit", "labkit.host", "labkit.manifests", "labkit.wasm"}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_import_only_the_public_face(notebook: Path):
+    imported = set()
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    labkit_modules = {m for m in imported if m.split(".")[0] == "labkit"}
+    assert labkit_modules and labkit_modules <= PUBLIC_MODULES, labkit_modules - PUBLIC_MODULES

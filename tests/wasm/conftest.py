@@ -81,7 +81,9 @@ def run_wasm(
         timer.start()
     code: int | None = 0
     try:
-        instance.exports(store)["_start"](store)
+        start = instance.exports(store)["_start"]
+        assert isinstance(start, wasmtime.Func), "a WASI command exports _start as a function"
+        start(store)
     except wasmtime.ExitTrap as exc:
         code = exc.code
     except wasmtime.Trap as exc:

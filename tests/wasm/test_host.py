@@ -25,7 +25,8 @@ def fake_tool(bin_dir: Path, name: str, body: str) -> Path:
     tool = bin_dir / name
     tool.write_text(
         "#!/bin/sh\n"
-        f'{shutil.which("python3")} -c \'import json,sys; print(json.dumps(sys.argv[1:]))\' "$0" "$@" >> {bin_dir}/argv.log\n'
+        f"{shutil.which('python3')} -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "
+        f'"$0" "$@" >> {bin_dir}/argv.log\n'
         f"{body}\n"
     )
     tool.chmod(0o755)

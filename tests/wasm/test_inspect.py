@@ -40,7 +40,9 @@ def objdump_imports(path: Path) -> list[tuple[str, str, str]]:
         assert m, f"unparsed wasm-objdump line: {line!r}"
         kind, middle, full_name = m.groups()
         if kind == "func":
-            what = types[int(re.match(r"sig=(\d+)", middle)[1])]
+            signature = re.match(r"sig=(\d+)", middle)
+            assert signature is not None, middle
+            what = types[int(signature[1])]
         else:
             what = " ".join(re.sub(r"<[^>]*>", "", middle).replace("pages: ", "").replace("type=", "").split())
             what = what.replace("initial=", "min=")

@@ -20,10 +20,10 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from labkit import config
-from labkit.errors import LabkitError
+from labkit.errors import LabkitError, PrerequisiteMissing
 
 if TYPE_CHECKING:
     from labkit.cluster import Cluster
@@ -82,6 +82,14 @@ class DoctorReport:
             raise KeyError(f"no check named {name!r}; the report has: {', '.join(c.name for c in self.checks)}")
         return found
 
+    def require(self) -> DoctorReport:
+        """This report, if no required check failed; else :class:`~labkit.errors.PrerequisiteMissing`
+        with the first failed check's detail and fix."""
+        failed = self.failures()
+        if failed:
+            raise PrerequisiteMissing(f"{failed[0].name}: {failed[0].detail}", failed[0].fix or None)
+        return self
+
     def table(self) -> str:
         """A plain-text table: check, status, detail (and the fix under a row that is not ok)."""
         width = max(len(c.name) for c in self.checks)
@@ -96,7 +104,7 @@ class DoctorReport:
         )
         return "\n".join(lines)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
             "ok": self.ok,
@@ -109,7 +117,8 @@ class DoctorReport:
         colour = {"ok": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e", "skip": "#6e7781"}
         rows = "".join(
             f"<tr><td>{html.escape(c.name)}</td><td style='color:{colour[c.status]};font-weight:bold'>{c.status}</td>"
-            f"<td>{html.escape(c.detail)}</td><td>{html.escape(c.fix if c.status in ('fail', 'warn') else '')}</td></tr>"
+            f"<td>{html.escape(c.detail)}</td>"
+            f"<td>{html.escape(c.fix if c.status in ('fail', 'warn') else '')}</td></tr>"
             for c in self.checks
         )
         banner = f"<p><em>{html.escape(self.banner)}</em></p>" if self.banner else ""
@@ -125,7 +134,7 @@ def _run(*cmd: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str] |
     if shutil.which(cmd[0]) is None:
         return None
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return None
 
@@ -133,7 +142,8 @@ def _run(*cmd: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str] |
 def required_distributions() -> list[str]:
     """The runtime requirements of the installed labkit (its metadata, i.e. pyproject.toml)."""
     requirements = importlib.metadata.requires("labkit") or []
-    return [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requirements if "extra ==" not in r]
+    names = (re.match(r"[A-Za-z0-9_.-]+", r) for r in requirements if "extra ==" not in r)
+    return [m.group(0) for m in names if m is not None]
 
 
 def check_packages() -> Check:
@@ -204,7 +214,8 @@ def check_cluster(cluster_or_error: Cluster | LabkitError) -> list[Check]:
     try:
         nodes = cluster.nodes()
         classes = {
-            rc.metadata.name: rc.handler for rc in api_call(cluster.node.list_runtime_class, _request_timeout=10).items
+            rc.metadata.name if rc.metadata else "": rc.handler
+            for rc in api_call(cluster.node.list_runtime_class, _request_timeout=10).items
         }
     except LabkitError as e:  # answered the version call, then failed: show it, do not crash the report
         return [*checks, Check("nodes ready", "fail", e.problem, e.fix or "")]
@@ -385,7 +396,7 @@ def check_tools() -> list[Check]:
                 required=False,
             )
             if missing
-            else Check(tools[0], "ok", ", ".join(shutil.which(t) for t in tools), required=False)
+            else Check(tools[0], "ok", ", ".join(shutil.which(t) or t for t in tools), required=False)
         )
     checks.append(check_wasi_clang())
     return checks
@@ -430,3 +441,13 @@ def doctor(
     return DoctorReport(
         name, checks, banner=SANDBOX_BANNER if name == "sandbox" else "", server=getattr(cluster, "server", "")
     )
+
+
+def lab_checks(cluster: Cluster, backend: str | None = None) -> DoctorReport:
+    """The rows of :func:`doctor` a lab needs of a connected *cluster*: the cluster, its nodes and runtimes,
+    and the host. ``lab_checks(cluster).require()`` stops a notebook at the first failed one, with its fix.
+
+    >>> print(lab_checks(cluster, "sandbox").require().table())          # doctest: +SKIP
+    """
+    name = config.resolve_backend(backend)
+    return DoctorReport(name, [*check_cluster(cluster), *check_host(name)], server=cluster.server)

@@ -42,7 +42,8 @@ def test_notebook_follows_the_kit_conventions():
     # every cell acting on the changed node or the cluster undoes the change when it fails
     sources = [c.source for c in cells]
     applied = next(i for i, s in enumerate(sources) if "host.apply(" in s)
-    restored = max(i for i, s in enumerate(sources) if "host.restore(" in s)  # the step, not the safety net
+    assert "lab.on_close(host.restore, backup" in sources[applied]  # the safety net, as soon as there is a backup
+    restored = max(i for i, s in enumerate(sources) if "restore_node()" in s)  # the step
     acting = [s for s in sources[applied + 1 : restored + 1] if re.search(r"\b(lab|host)\.", s)]
     assert applied < restored and len(acting) >= 6
     assert [s for s in acting if "undo_on_failure()" not in s] == []
@@ -83,5 +84,5 @@ def test_run_leaves_the_node_byte_identical_and_no_lab(tmp_path: Path, private_s
     ]
     cluster = connect("sandbox")
     assert cluster.labelled_objects(lab=LAB) == []
-    assert "lab-02" not in {n.metadata.name for n in cluster.core.list_namespace().items}
+    assert "lab-02" not in {n.metadata.name for n in cluster.core.list_namespace().items if n.metadata}
     assert host.runtime_info().default_runtime == "runc"

@@ -1,8 +1,7 @@
-"""The doctor's checks and report (labkit.doctor)."""
+"""The preflight checks and report behind `labkit doctor` (labkit.preflight)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -10,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit import doctor as doctor_fn
-from labkit.doctor import (
+from labkit import preflight
+from labkit.errors import SandboxError
+from labkit.preflight import (
     SANDBOX_SKIP,
     Check,
     DoctorReport,
@@ -23,10 +23,6 @@ from labkit.doctor import (
     containerd_runtimes,
     find_wasi_nn_plugin,
 )
-from labkit.errors import SandboxError
-
-# `labkit.doctor` is the function; the module (whose paths we patch) is this:
-doctor_module = importlib.import_module("labkit.doctor")
 
 K3S_V3 = """version = 3
 [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -37,16 +33,19 @@ K3S_V3 = """version = 3
 
 
 def test_runtimes_are_read_from_v2_and_v3_configs():
-    v2 = '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes."crun"]\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun.options]'
+    v2 = (
+        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes."crun"]\n'
+        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun.options]'
+    )
     assert containerd_runtimes(K3S_V3) == {"runc", "wasmedge"}
     assert containerd_runtimes(v2) == {"crun"}
 
 
 @pytest.fixture
-def k3s_config(tmp_path, monkeypatch) -> Path:
+def k3s_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "agent/etc/containerd/config.toml"
     path.parent.mkdir(parents=True)
-    monkeypatch.setattr(doctor_module, "K3S_CONTAINERD_CONFIG", path)
+    monkeypatch.setattr(preflight, "K3S_CONTAINERD_CONFIG", path)
     return path
 
 
@@ -103,7 +102,7 @@ def test_packages_are_listed_with_versions():
 
 
 def test_a_missing_requirement_fails(monkeypatch):
-    monkeypatch.setattr(doctor_module, "required_distributions", lambda: ["pyyaml", "no-such-distribution-x"])
+    monkeypatch.setattr(preflight, "required_distributions", lambda: ["pyyaml", "no-such-distribution-x"])
     check = check_packages()
     assert (
         check.failed
@@ -145,7 +144,7 @@ def test_report_ok_table_json_and_html():
 
 
 def test_doctor_on_an_unreachable_cluster(clean_env, write_kubeconfig, closed_port):
-    report = doctor_fn(
+    report = preflight.doctor(
         "kubeconfig", "lab", allowed_contexts=["lab"], kubeconfig=write_kubeconfig(f"https://127.0.0.1:{closed_port}")
     )
     assert [c.name for c in report.failures()] == ["cluster"]
@@ -158,7 +157,7 @@ def test_doctor_on_a_missing_sandbox_says_what_it_simulates(clean_env, monkeypat
         raise SandboxError("the sandbox daemon exited at start (code 1)", "labkit sandbox logs")
 
     monkeypatch.setattr("labkit.sandbox.client.ensure_running", ensure_running)
-    report = doctor_fn("sandbox")
+    report = preflight.doctor("sandbox")
     assert report.failures()[0].name == "cluster" and "simulated nodes" in report.banner
     assert report["wasmedge shim"].detail == SANDBOX_SKIP
 
@@ -166,5 +165,5 @@ def test_doctor_on_a_missing_sandbox_says_what_it_simulates(clean_env, monkeypat
 def test_docstring_examples_run():
     import doctest
 
-    result = doctest.testmod(importlib.import_module("labkit.doctor"), optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(preflight, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
