@@ -30,7 +30,7 @@ from labkit.sandbox.kubeclient.events import EventRecorder
 from labkit.sandbox.kubeclient.https import ApiError, KubeClient, resource_path
 from labkit.sandbox.kubeclient.informer import Informer
 from labkit.sandbox.kubelet.images import NodeImages
-from labkit.sandbox.kubelet.lease import run_lease
+from labkit.sandbox.kubelet.lease import renew_once, run_lease
 from labkit.sandbox.kubelet.node_status import NodeStatusReporter
 from labkit.sandbox.kubelet.noderoot import prepare_node_root, runtime_class_objects, start_containerd
 from labkit.sandbox.kubelet.pod_workers import PodWorker
@@ -203,7 +203,10 @@ class Kubelet:
         info = await self.blocking(self.start_runtime)
         await self.ensure_runtime_classes()
         self.node_status.runtime_error = None if info is not None else self.runtime_error
-        await self.node_status.post()
+        node = await self.node_status.fetch()
+        # the Lease first: the node lifecycle controller must not see a fresh Ready next to a stale Lease
+        await renew_once(self.client, self.name, self.node_status.node_uid)
+        await self.node_status.post(node)
         self.restarts += 1
         if self.report_file is not None:
             await self.blocking(self._report, info)

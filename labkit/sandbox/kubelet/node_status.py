@@ -46,9 +46,15 @@ class NodeStatusReporter:
         self.runtime_error: str | None = None
         self.node_uid: str | None = None
 
-    async def post(self, only_if_changed: bool = False) -> None:
+    async def fetch(self) -> dict[str, Any]:
+        """The Node as stored (and its uid, which the Lease's owner reference names)."""
         node = await self.client.get(resource_path("v1", "nodes", None, self.name))
         self.node_uid = node["metadata"].get("uid")
+        return node
+
+    async def post(self, node: dict[str, Any] | None = None, only_if_changed: bool = False) -> None:
+        """Post the status (against *node* as just fetched, or as fetched now)."""
+        node = node if node is not None else await self.fetch()
         posted = node.get("status") or {}
         wanted = desired_status(self.index, self.runtime_error, posted)
         if only_if_changed and not _differs(posted, wanted):
