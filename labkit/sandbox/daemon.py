@@ -39,14 +39,13 @@ from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import Store
 from labkit.sandbox.controllers import CONTROLLERS
 from labkit.sandbox.controllers.nodelifecycle import run_node_lifecycle_controller
-from labkit.sandbox.nodes import SANDBOX_NODE_LABEL, node_name, node_object
+from labkit.sandbox.nodes import NODES, ensure_nodes, sandbox_nodes
 from labkit.sandbox.supervisor import KubeletProcesses
 
 log = logging.getLogger("labkit.sandbox.daemon")
 
 #: The controller-manager's loops and the node lifecycle controller, which watches the kubelets' Leases.
 DAEMON_CONTROLLERS = (*CONTROLLERS, run_node_lifecycle_controller)
-NODES = RESOURCES.served("", "nodes")
 #: How long ``POST /labkit/nodes`` waits for the nodes' kubelets to start (and post their status).
 KUBELET_START_TIMEOUT_S = 30.0
 
@@ -191,24 +190,6 @@ def bootstrap(core: ApiCore) -> None:
             )
 
 
-def sandbox_nodes(core: ApiCore) -> list[str]:
-    """The names of the sandbox's Nodes, in order."""
-    listed = core.list(NODES, None, label_selector=f"{SANDBOX_NODE_LABEL}=true")["items"]
-    return sorted((n["metadata"]["name"] for n in listed), key=lambda n: (n != node_name(0), n))
-
-
-def ensure_nodes(core: ApiCore, count: int) -> list[str]:
-    """Register exactly *count* sandbox Nodes (their kubelets post their status); returns their names."""
-    existing = set(sandbox_nodes(core))
-    wanted = [node_name(i) for i in range(count)]
-    for i, name in enumerate(wanted):
-        if name not in existing:
-            core.create(NODES, None, node_object(i))
-    for name in existing - set(wanted):
-        core.delete(NODES, None, name)
-    return wanted
-
-
 def _free_port(preferred: int | None) -> int:
     """The previous port when it is still free (so an old kubeconfig keeps working), else any."""
     if preferred:
@@ -230,7 +211,7 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
     store = Store(paths["state"])
     core = ApiCore(store)
     bootstrap(core)
-    ensure_nodes(core, nodes or max(len(sandbox_nodes(core)), 1))
+    ensure_nodes(core, nodes or max(len(sandbox_nodes(core)), 1), ready=False)
     previous = client._read_info(paths) or {}
     tokens = TokenAuthority(secret, token)
     _, crt, key = pki.ensure_certificates(paths["root"])
@@ -319,7 +300,7 @@ class NodesDoor:
     async def ensure(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}
         count = int(body.get("count") or 0) or len(sandbox_nodes(self.core)) or 1
-        names = ensure_nodes(self.core, count)
+        names = ensure_nodes(self.core, count, ready=False)
         started = self.start_kubelets(names)
         deadline = time.monotonic() + KUBELET_START_TIMEOUT_S
         # a kubelet has started once it reported its runtime (after posting its node's status); one that exited

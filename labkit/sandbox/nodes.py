@@ -9,15 +9,22 @@ objects and three processes. This module is shared by both sides and imports nei
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labkit import config
 from labkit.config import SANDBOX_DEFAULT_NODE
+from labkit.sandbox.api.registry import RESOURCES
 from labkit.timefmt import format_rfc3339
+
+if TYPE_CHECKING:
+    from labkit.sandbox.api.apicore import ApiCore
+
+NODES = RESOURCES.served("", "nodes")
 
 SANDBOX_NODE_LABEL = config.SANDBOX_NODE_LABEL
 KUBELET_VERSION = "v1.32.5+labkit.sandbox"
@@ -111,6 +118,31 @@ def ready_status(index: int) -> dict[str, Any]:
             "architecture": "amd64",
         },
     }
+
+
+def sandbox_nodes(core: ApiCore) -> list[str]:
+    """The names of the sandbox's Nodes, the server node first."""
+    listed = core.list(NODES, None, label_selector=f"{SANDBOX_NODE_LABEL}=true")["items"]
+    return sorted((n["metadata"]["name"] for n in listed), key=lambda n: (n != node_name(0), n))
+
+
+def ensure_nodes(core: ApiCore, count: int, *, ready: bool = True) -> list[str]:
+    """Register exactly *count* sandbox Nodes; returns their names.
+
+    The daemon registers them with ``ready=False``: each node's kubelet posts its own status. Tests that run
+    no kubelet (the scheduler's, in process) take the default and get Ready nodes, as a kubelet would post.
+    """
+    existing = set(sandbox_nodes(core))
+    wanted = [node_name(i) for i in range(count)]
+    for i, name in enumerate(wanted):
+        if name not in existing:
+            core.create(NODES, None, node_object(i))
+        if ready:
+            body = json.dumps({"status": ready_status(i)}).encode()
+            core.patch(NODES, None, name, "application/merge-patch+json", body, subresource="status")
+    for name in existing - set(wanted):
+        core.delete(NODES, None, name)
+    return wanted
 
 
 @dataclass(frozen=True)

@@ -158,14 +158,14 @@ class Cluster:
         return dict(statuses[0])
 
     def wait_phase(self, name: str, *phases: str, timeout: float = 10.0) -> dict[str, Any]:
-        return self.wait_for(  # type: ignore[no-any-return]
+        return self.wait_for(
             lambda: (p := self.pod(name)) and p.get("status", {}).get("phase") in phases and p,
             f"pod {name} in {phases}",
             timeout,
         )
 
     def wait_waiting(self, name: str, reason: str, timeout: float = 10.0) -> dict[str, Any]:
-        return self.wait_for(  # type: ignore[no-any-return]
+        return self.wait_for(
             lambda: (
                 self.container(name).get("state", {}).get("waiting", {}).get("reason") == reason
                 and self.container(name)
@@ -183,7 +183,7 @@ class Cluster:
         ]
 
     def wait_event(self, name: str, reason: str, timeout: float = 10.0) -> str:
-        return self.wait_for(  # type: ignore[no-any-return]
+        return self.wait_for(
             lambda: next((m for _, r, m in self.events(name) if r == reason), None),
             f"event {reason} for {name}",
             timeout,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
@@ -10,7 +9,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KUBECTL, kubectl_runner
 
 from labkit.containerd import ContainerdPaths, RuntimeSpec, runtime_tables
 from labkit.host import SandboxHost
@@ -26,12 +24,10 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def kubectl(home: Path) -> Iterator[Kubectl]:
+def kubectl(home: Path, kubectl_for: Callable[[Path], Kubectl]) -> Iterator[Kubectl]:
     """kubectl against a 3-node sandbox of its own (the session sandbox has 2 nodes)."""
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed (apt-get install kubectl)")
-    info = daemon.ensure_running(nodes=3, home=home)
-    yield kubectl_runner({**os.environ, "KUBECONFIG": str(info.kubeconfig), "HOME": str(home.parent)})
+    daemon.ensure_running(nodes=3, home=home)
+    yield kubectl_for(home)
     daemon.stop(home=home)
 
 

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KUBECTL, kubectl_runner
 
 from labkit.containerd import ContainerdPaths, RuntimeSpec, runtime_tables
 from labkit.errors import SandboxError
 from labkit.sandbox import client as daemon
 
 pytestmark = pytest.mark.slow
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+KubectlFor = Callable[[Path], Kubectl]
 
 AGENT = "labkit-agent-0"
 RUNNING_POD = f"""
@@ -53,24 +54,20 @@ def home(tmp_path: Path) -> Iterator[Path]:
     daemon.stop(home=home)
 
 
-def kubectl_for(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed (apt-get install kubectl)")
-    return kubectl_runner({**os.environ, "KUBECONFIG": str(home / "kubeconfig"), "HOME": str(home.parent)})
-
-
 def node_pid(info: daemon.SandboxInfo, name: str) -> int:
     pid = next(p.pid for p in info.node_processes if p.name == name)
     assert pid is not None
     return pid
 
 
-def ready_condition(kubectl: Callable[..., subprocess.CompletedProcess[str]], node: str) -> dict[str, Any]:
+def ready_condition(kubectl: Kubectl, node: str) -> dict[str, Any]:
     conditions = json.loads(kubectl("get", "node", node, "-o", "json").stdout)["status"]["conditions"]
     return dict(next(c for c in conditions if c["type"] == "Ready"))
 
 
-def test_a_killed_node_goes_not_ready_alone_and_sandbox_up_brings_it_back_with_its_pods(home: Path) -> None:
+def test_a_killed_node_goes_not_ready_alone_and_sandbox_up_brings_it_back_with_its_pods(
+    home: Path, kubectl_for: KubectlFor
+) -> None:
     info = daemon.ensure_running(nodes=2, home=home)
     kubectl = kubectl_for(home)
     assert [(p.name, p.state) for p in info.node_processes] == [("labkit-server-0", "Ready"), (AGENT, "Ready")]
@@ -143,7 +140,9 @@ def _proc_state(pid: int) -> str:
         return "Z"
 
 
-def test_restarting_a_node_process_rereads_containerd_and_reports_a_config_it_rejects(home: Path) -> None:
+def test_restarting_a_node_process_rereads_containerd_and_reports_a_config_it_rejects(
+    home: Path, kubectl_for: KubectlFor
+) -> None:
     daemon.ensure_running(nodes=1, home=home)
     node = "labkit-server-0"
     paths = ContainerdPaths(home / "nodes" / node)
@@ -163,7 +162,9 @@ def test_restarting_a_node_process_rereads_containerd_and_reports_a_config_it_re
     wait_for(lambda: ready_condition(kubectl, node)["status"] == "True", "Ready again")
 
 
-def test_a_node_that_was_only_stalled_comes_back_by_itself_with_its_pods_ready(home: Path) -> None:
+def test_a_node_that_was_only_stalled_comes_back_by_itself_with_its_pods_ready(
+    home: Path, kubectl_for: KubectlFor
+) -> None:
     info = daemon.ensure_running(nodes=2, home=home)
     kubectl = kubectl_for(home)
     kubectl("apply", "-f", "-", input=RUNNING_POD)

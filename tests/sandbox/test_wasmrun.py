@@ -104,7 +104,7 @@ class Run:
             self.out.append(line)
             self.first_line.set()
 
-        self.container = WasmContainer(spec, on_stdout=on_out, on_stderr=self.err.append, **kwargs)  # type: ignore[arg-type]
+        self.container = WasmContainer(spec, on_stdout=on_out, on_stderr=self.err.append, **kwargs)
         self.container.start()
 
     def wait(self, timeout: float = 10) -> int | None:
@@ -112,7 +112,7 @@ class Run:
 
 
 def run(module: bytes, *args: str, **spec: object) -> Run:
-    r = Run(ContainerSpec(module, ["/probe.wasm", *args], **spec))  # type: ignore[arg-type]
+    r = Run(ContainerSpec(module, ["/probe.wasm", *args], **spec))
     assert r.wait() is not None, "container did not finish"
     return r
 
@@ -263,7 +263,7 @@ def test_extension_linked_only_when_it_applies(tmp_path: Path) -> None:
 
 def test_registry_rejects_non_extensions() -> None:
     with pytest.raises(LabkitError, match="not a host extension"):
-        ExtensionRegistry().register(object())  # type: ignore[arg-type]
+        ExtensionRegistry().register(object())
 
 
 def test_module_cache_compiles_once(tmp_path: Path, probe: bytes) -> None:
