@@ -86,7 +86,8 @@ def pct(values: list[float], q: float) -> float:
 def report(label: str, seconds: list[float]) -> None:
     ms = [s * 1000 for s in seconds]
     print(
-        f"  {label:<34} n={len(ms):<4} p50={statistics.median(ms):8.3f} ms  p99={pct(ms, 99):8.3f} ms  max={max(ms):8.3f} ms"
+        f"  {label:<34} n={len(ms):<4} p50={statistics.median(ms):8.3f} ms  "
+        f"p99={pct(ms, 99):8.3f} ms  max={max(ms):8.3f} ms"
     )
 
 
@@ -136,7 +137,7 @@ def main() -> None:
     print(f"wasmtime-py {WASMTIME_VERSION}: runner benchmark, {runs} runs per warm case")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bench_start("tiny WAT module", wasmtime.wat2wasm(TINY_WAT), runs, work / "tiny")
+        bench_start("tiny WAT module", bytes(wasmtime.wat2wasm(TINY_WAT)), runs, work / "tiny")
         clang = shutil.which("clang")
         probe: bytes | None = None
         if clang:
@@ -156,7 +157,7 @@ def main() -> None:
         else:
             print("clang not found: skipping the C program")
         print("kill -> exit code 137 reported by wait()")
-        bench_kill("busy loop (epoch interruption)", wasmtime.wat2wasm(SPIN_WAT), ["/spin.wasm"], 20, work, 0.05)
+        bench_kill("busy loop (epoch interruption)", bytes(wasmtime.wat2wasm(SPIN_WAT)), ["/spin.wasm"], 20, work, 0.05)
         if probe is not None:
             bench_kill("daemon asleep in poll_oneoff (1 s)", probe, ["/d.wasm", "daemon"], 20, work, 0.3)
 

@@ -9,7 +9,7 @@ from labkit import config
 from labkit.sandbox import client
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "sandbox",
         help="start, stop and inspect the embedded sandbox cluster",
@@ -24,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the API server")
     up.set_defaults(func=run_up)
     actions.add_parser("down", help="stop the sandbox; objects are kept").set_defaults(func=run_down)
-    st = actions.add_parser("status", help="is it running, where, how many nodes")
-    st.add_argument("--json", action="store_true")
+    st = actions.add_parser("status", help="is it running, where, its processes (API server, one kubelet per node)")
+    st.add_argument("--json", action="store_true", help="the same as -o json")
+    st.add_argument("-o", "--output", choices=["json"], default=None, help="print JSON")
     st.set_defaults(func=run_status)
     actions.add_parser(
         "env", help='print `export KUBECONFIG=…` for your shell: eval "$(labkit sandbox env)"'
@@ -38,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_up(args: argparse.Namespace) -> int:
     info = client.ensure_running(nodes=args.nodes, timeout=args.timeout)
     print(f"sandbox running at {info.server} (pid {info.pid}, {info.nodes} node(s), {info.version})")
+    for node in info.node_processes:
+        print(f"  node {node.name}: kubelet pid {node.pid or '-'}, {node.state}")
     print("simulated: k3s nodes with the runwasi WasmEdge shim; wasm modules run for real in wasmtime")
     print(f'use it from a shell: eval "$(labkit sandbox env)"   # KUBECONFIG={info.kubeconfig}')
     return 0
@@ -50,10 +53,14 @@ def run_down(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     info = client.status()
-    if args.json:
-        print(json.dumps(info.to_json() if info else {"running": False}))
+    if args.json or args.output == "json":
+        print(json.dumps({"running": True, **info.to_json()} if info else {"running": False}))
     elif info:
-        print(f"running at {info.server}, pid {info.pid}, {info.nodes} node(s), kubeconfig {info.kubeconfig}")
+        print(f"running at {info.server}, {info.nodes} node(s), kubeconfig {info.kubeconfig}")
+        print(f"  {'PROCESS':<28} {'PID':>8}  STATE")
+        print(f"  {'api server (daemon)':<28} {info.pid:>8}  serving")
+        for node in info.node_processes:
+            print(f"  {'kubelet ' + node.name:<28} {node.pid or '-':>8}  {node.state}")
     else:
         print(f"not running (state in {config.sandbox_dir()}); start it with: labkit sandbox up")
     return 0 if info else 3

@@ -24,13 +24,22 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labkit import config
 from labkit.errors import SandboxError
 from labkit.sandbox import pki
+
+
+@dataclass
+class NodeProcess:
+    """One node's kubelet process as the daemon sees it; ``pid`` is None when it is not running."""
+
+    name: str
+    pid: int | None
+    state: str  # Ready, NotReady or missing
 
 
 @dataclass
@@ -41,9 +50,11 @@ class SandboxInfo:
     pid: int
     nodes: int
     version: str
+    #: the kubelet processes, one per node (the API server is ``pid``)
+    node_processes: list[NodeProcess] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "kubeconfig": str(self.kubeconfig)}
+        return {**asdict(self), "kubeconfig": str(self.kubeconfig), "apiServerPid": self.pid}
 
 
 def sandbox_paths(home: Path | None = None) -> dict[str, Path]:
@@ -60,6 +71,7 @@ def sandbox_paths(home: Path | None = None) -> dict[str, Path]:
         "pod_logs": root / "pod-logs",
         "ca": root / "ca.crt",
         "nodes": root / "nodes",
+        "kubelets": root / "kubelets",
         "images": root / "images",
         "module_cache": root / "module-cache",
     }
@@ -68,9 +80,10 @@ def sandbox_paths(home: Path | None = None) -> dict[str, Path]:
 # ---------------------------------------------------------------- client side
 def _read_info(paths: dict[str, Path]) -> dict[str, Any] | None:
     try:
-        return json.loads(paths["info"].read_text())
+        info = json.loads(paths["info"].read_text())
     except (OSError, ValueError):
         return None
+    return info if isinstance(info, dict) else None
 
 
 def _alive(pid: int) -> bool:
@@ -90,9 +103,12 @@ def _alive(pid: int) -> bool:
 
 
 def _ready(url: str, paths: dict[str, Path], timeout: float = 2.0) -> bool:
+    # the URL is the daemon's own https address from server.json (S310: no file: or custom scheme reaches here)
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout, context=pki.client_context(paths["ca"])) as r:
-            return r.status == 200
+        with urllib.request.urlopen(  # noqa: S310
+            f"{url}/readyz", timeout=timeout, context=pki.client_context(paths["ca"])
+        ) as r:
+            return bool(r.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
@@ -103,34 +119,38 @@ def status(home: Path | None = None) -> SandboxInfo | None:
     info = _read_info(paths)
     if not info or not _alive(info["pid"]) or not _ready(info["server"], paths):
         return None
+    processes = _node_processes(info["server"], paths)
     return SandboxInfo(
         paths["kubeconfig"],
         config.SANDBOX_CONTEXT,
         info["server"],
         info["pid"],
-        _node_count(info["server"], paths),
+        len(processes),
         info.get("version", ""),
+        processes,
     )
 
 
-def _api(url: str, paths: dict[str, Path], method: str, path: str, body: Any = None) -> Any:
+def _api(url: str, paths: dict[str, Path], method: str, path: str, body: Any = None, timeout: float = 10) -> Any:
     token = paths["token"].read_text().strip()
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 - the daemon's https address, as in _ready
         f"{url}{path}",
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10, context=pki.client_context(paths["ca"])) as r:
+    with urllib.request.urlopen(request, timeout=timeout, context=pki.client_context(paths["ca"])) as r:  # noqa: S310
         return json.loads(r.read())
 
 
-def _node_count(url: str, paths: dict[str, Path]) -> int:
-    try:
-        nodes = _api(url, paths, "GET", f"/api/v1/nodes?labelSelector={config.SANDBOX_NODE_LABEL}%3Dtrue")
-    except (urllib.error.URLError, OSError, ValueError):
-        return 0
-    return len(nodes.get("items", []))
+def _node_processes(url: str, paths: dict[str, Path], answer: dict[str, Any] | None = None) -> list[NodeProcess]:
+    """The nodes' kubelet processes, from *answer* or the daemon's ``GET /labkit/processes``."""
+    if answer is None:
+        try:
+            answer = _api(url, paths, "GET", "/labkit/processes")
+        except (urllib.error.URLError, OSError, ValueError):
+            return []
+    return [NodeProcess(n["name"], n.get("pid"), n.get("state", "missing")) for n in answer.get("nodes", [])]
 
 
 @contextmanager
@@ -146,7 +166,11 @@ def _locked(paths: dict[str, Path]) -> Iterator[None]:
 
 
 def ensure_running(nodes: int | None = None, timeout: float = 60.0, home: Path | None = None) -> SandboxInfo:
-    """Start the sandbox unless it runs (idempotent); with *nodes*, make exactly that many nodes exist."""
+    """Start the sandbox unless it runs (idempotent); with *nodes*, make exactly that many nodes exist.
+
+    Node processes that are missing (a node that was killed) start again; returns once every node's kubelet
+    has started and posted its status (Ready, or NotReady when containerd rejects the node's config).
+    """
     if nodes is not None and nodes < 1:
         raise SandboxError(f"a sandbox needs at least one node, not {nodes}", "use --nodes 1 or more")
     paths = sandbox_paths(home)
@@ -157,9 +181,19 @@ def ensure_running(nodes: int | None = None, timeout: float = 60.0, home: Path |
             info = status(home)
             if info is None:
                 raise SandboxError("the sandbox daemon started but does not answer", _log_hint(paths))
-        elif nodes is not None and info.nodes != nodes:
-            _api(info.server, paths, "POST", "/labkit/nodes", {"count": nodes})
-            info.nodes = _node_count(info.server, paths)
+        # starts the node processes that are missing (a killed node comes back) and waits for them to be Ready;
+        # a daemon that lists no processes predates them and is left as it is
+        count = nodes or len(info.node_processes)
+        if count:
+            answer = _api(info.server, paths, "POST", "/labkit/nodes", {"count": count}, timeout=timeout)
+            info.node_processes = _node_processes(info.server, paths, answer)
+            info.nodes = len(info.node_processes)
+    missing = [p.name for p in info.node_processes if p.state == "missing"]
+    if missing:
+        raise SandboxError(
+            f"the kubelet process of node(s) {', '.join(missing)} exited at start",
+            f"read its log: {paths['kubelets'] / missing[0] / 'kubelet.log'}",
+        )
     return info
 
 
@@ -222,7 +256,8 @@ def restart_node(name: str, home: Path | None = None) -> dict[str, Any]:
     if not info or not _alive(info["pid"]):
         raise SandboxError("the sandbox is not running", "start it: labkit sandbox up")
     try:
-        return _api(info["server"], paths, "POST", f"/labkit/nodes/{name}/restart", {})
+        report: dict[str, Any] = _api(info["server"], paths, "POST", f"/labkit/nodes/{name}/restart", {}, timeout=30)
+        return report
     except urllib.error.HTTPError as err:
         message = json.loads(err.read() or b"{}").get("message", str(err))
         raise SandboxError(

@@ -3,6 +3,8 @@
 Run as ``python -m labkit.sandbox.daemon``; clients start and reach it through :mod:`labkit.sandbox.client`.
 
 State lives in SQLite (``state.db``), so ``down``/``up`` and even a killed daemon lose nothing.
+The daemon runs the API server and the controllers; each node's kubelet is a process of its own
+(:mod:`labkit.sandbox.supervisor`), started by argv and speaking to the API server over HTTPS.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import copy
 import json
 import logging
 import os
@@ -18,7 +21,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 from aiohttp import web
@@ -27,15 +32,22 @@ from labkit import config
 from labkit.fsutil import write_atomic
 from labkit.sandbox import client, pki
 from labkit.sandbox.api.apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
-from labkit.sandbox.api.auth import TokenAuthority
-from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.auth import NODE_RULES, NODES_GROUP, TokenAuthority
+from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.server import VERSION_INFO, ApiServer, ServerThread
+from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import Store
 from labkit.sandbox.controllers import CONTROLLERS
-from labkit.sandbox.kubelet.agent import NodeAgents
-from labkit.sandbox.nodes import NODES, SANDBOX_NODE_LABEL, ensure_nodes
+from labkit.sandbox.controllers.nodelifecycle import run_node_lifecycle_controller
+from labkit.sandbox.nodes import NODES, ensure_nodes, sandbox_nodes
+from labkit.sandbox.supervisor import KubeletProcesses
 
 log = logging.getLogger("labkit.sandbox.daemon")
+
+#: The controller-manager's loops and the node lifecycle controller, which watches the kubelets' Leases.
+DAEMON_CONTROLLERS = (*CONTROLLERS, run_node_lifecycle_controller)
+#: How long ``POST /labkit/nodes`` waits for the nodes' kubelets to start (and post their status).
+KUBELET_START_TIMEOUT_S = 30.0
 
 
 def _private_file(path: Path, make: bytes) -> bytes:
@@ -72,14 +84,23 @@ def write_kubeconfig(path: Path, server: str, token: str, ca: Path) -> None:
 
 # ---------------------------------------------------------------- client side
 # ---------------------------------------------------------------- daemon side
+def _find(core: ApiCore, res: Resource, ns: str | None, name: str) -> dict[str, Any] | None:
+    try:
+        return core.get(res, ns, name)
+    except StatusError as err:
+        if err.code == 404:
+            return None
+        raise
+
+
 def bootstrap(core: ApiCore) -> None:
     """The objects a fresh k3s cluster has before anyone applies anything."""
-    ns_res = RESOURCES.by_plural("", "namespaces")
+    ns_res = RESOURCES.served("", "namespaces")
     for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
-        if core.store.get(ns_res, None, name) is None:
+        if _find(core, ns_res, None, name) is None:
             core.create(ns_res, None, {"metadata": {"name": name}})
-    services = RESOURCES.by_plural("", "services")
-    if core.store.get(services, "default", "kubernetes") is None:
+    services = RESOURCES.served("", "services")
+    if _find(core, services, "default", "kubernetes") is None:
         core.create(
             services,
             "default",
@@ -91,7 +112,7 @@ def bootstrap(core: ApiCore) -> None:
                 },
             },
         )
-    if core.store.get(services, "kube-system", "kube-dns") is None:
+    if _find(core, services, "kube-system", "kube-dns") is None:
         core.create(
             services,
             "kube-system",
@@ -114,7 +135,7 @@ def bootstrap(core: ApiCore) -> None:
                 },
             },
         )
-    roles = RESOURCES.by_plural("rbac.authorization.k8s.io", "clusterroles")
+    roles = RESOURCES.served("rbac.authorization.k8s.io", "clusterroles")
     everything = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]
     read = ["get", "list", "watch"]
     defaults = {
@@ -134,6 +155,8 @@ def bootstrap(core: ApiCore) -> None:
             }
         ],
         "view": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"], "verbs": read}],
+        # the kubelet's rights as RBAC shows them (kubectl auth can-i --as=system:node:<name>)
+        "system:node": copy.deepcopy(NODE_RULES),
         # every authenticated user may ask what it may do (kubectl auth can-i)
         "system:basic-user": [
             {
@@ -144,7 +167,7 @@ def bootstrap(core: ApiCore) -> None:
         ],
     }
     for name, rules in defaults.items():
-        if core.store.get(roles, None, name) is None:
+        if _find(core, roles, None, name) is None:
             core.create(
                 roles,
                 None,
@@ -153,23 +176,18 @@ def bootstrap(core: ApiCore) -> None:
                     "rules": rules,
                 },
             )
-    bindings = RESOURCES.by_plural("rbac.authorization.k8s.io", "clusterrolebindings")
-    if core.store.get(bindings, None, "system:basic-user") is None:
-        core.create(
-            bindings,
-            None,
-            {
-                "metadata": {"name": "system:basic-user", "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "system:basic-user",
+    bindings = RESOURCES.served("rbac.authorization.k8s.io", "clusterrolebindings")
+    for name, group in (("system:basic-user", "system:authenticated"), ("system:node", NODES_GROUP)):
+        if _find(core, bindings, None, name) is None:
+            core.create(
+                bindings,
+                None,
+                {
+                    "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                    "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
                 },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}
-                ],
-            },
-        )
+            )
 
 
 def _free_port(preferred: int | None) -> int:
@@ -185,7 +203,7 @@ def _free_port(preferred: int | None) -> int:
     return 0
 
 
-def serve(home: Path, nodes: int | None) -> None:
+def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
     paths = client.sandbox_paths(home)
     paths["root"].mkdir(parents=True, exist_ok=True)
     secret = _private_file(paths["secret"], secrets.token_bytes(32))
@@ -193,21 +211,19 @@ def serve(home: Path, nodes: int | None) -> None:
     store = Store(paths["state"])
     core = ApiCore(store)
     bootstrap(core)
-    existing = [n for n in store.list(NODES)[0] if n["metadata"].get("labels", {}).get(SANDBOX_NODE_LABEL) == "true"]
-    ensure_nodes(core, nodes or max(len(existing), 1))
+    ensure_nodes(core, nodes or max(len(sandbox_nodes(core)), 1), ready=False)
     previous = client._read_info(paths) or {}
-    agents = NodeAgents.for_sandbox(core, paths["root"])  # the kubelets, and their node restarts
-    server = ApiServer(core, TokenAuthority(secret, token), paths["pod_logs"], extra_routes=_admin_routes(core, agents))
+    tokens = TokenAuthority(secret, token)
     _, crt, key = pki.ensure_certificates(paths["root"])
+    kubelets = KubeletProcesses(paths["root"], paths["ca"])
+    nodes_door = NodesDoor(core, tokens, kubelets, run_kubelets)
+    server = ApiServer(core, tokens, paths["pod_logs"], extra_routes=nodes_door.routes())
     thread = ServerThread(
         server, port=_free_port(previous.get("port")), ssl_context=pki.server_context(crt, key)
     ).start()
-    tasks = thread.call(
-        lambda: (
-            [asyncio.ensure_future(controller(core)) for controller in CONTROLLERS]
-            + [asyncio.ensure_future(agents.run())]
-        )
-    )
+    kubelets.server = thread.url
+    nodes_door.start_kubelets(sandbox_nodes(core))
+    tasks = thread.call(lambda: [asyncio.ensure_future(controller(core)) for controller in DAEMON_CONTROLLERS])
     write_kubeconfig(paths["kubeconfig"], thread.url, token, paths["ca"])
     info = {
         "pid": os.getpid(),
@@ -223,6 +239,7 @@ def serve(home: Path, nodes: int | None) -> None:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     stopping.wait()
     log.info("stopping")
+    kubelets.stop_all()  # first, so no node writes to an API server that is going away
     thread.call(lambda: [t.cancel() for t in tasks])
     thread.stop()
     store.close()
@@ -230,43 +247,92 @@ def serve(home: Path, nodes: int | None) -> None:
         paths["info"].unlink(missing_ok=True)
 
 
-def _admin_routes(core: ApiCore, agents: NodeAgents) -> list[web.RouteDef]:
-    """Admin token only: ``POST /labkit/nodes {"count": N}`` resizes the sandbox;
-    ``POST /labkit/nodes/{name}/restart`` restarts that node's k3s (containerd config re-rendered and re-read)."""
+class NodesDoor:
+    """The daemon's admin API for nodes (admin token only).
 
-    def forbidden(request: web.Request) -> web.Response | None:
-        user = request.get("user")
-        if user is None or not user.is_admin:
-            return web.json_response({"message": "forbidden"}, status=403)
-        return None
+    - ``POST /labkit/nodes {"count": N}``: register N nodes (keep the count when absent), start the kubelet
+      processes that are missing, and answer once every kubelet has started and posted its node's status;
+    - ``POST /labkit/nodes/{name}/restart``: restart that node's k3s (containerd config re-rendered and re-read);
+    - ``GET /labkit/processes``: the API server's PID and each node's PID and state (Ready, NotReady, missing).
+    """
 
-    async def resize(request: web.Request) -> web.Response:
-        if (denied := forbidden(request)) is not None:
-            return denied
-        count = int((await request.json()).get("count", 1))
-        return web.json_response({"nodes": ensure_nodes(core, count)})
+    def __init__(self, core: ApiCore, tokens: TokenAuthority, kubelets: KubeletProcesses, run_kubelets: bool) -> None:
+        self.core, self.tokens, self.kubelets, self.run_kubelets = core, tokens, kubelets, run_kubelets
 
-    async def restart(request: web.Request) -> web.Response:
-        if (denied := forbidden(request)) is not None:
-            return denied
+    def start_kubelets(self, names: list[str]) -> list[str]:
+        """Start the nodes' missing kubelet processes (with ``--no-kubelets``, only write their credentials)."""
+        if not self.run_kubelets:
+            for name in names:
+                self.kubelets.write_credentials(name, self.tokens.issue_node(name))
+            return []
+        return self.kubelets.ensure({name: self.tokens.issue_node(name) for name in names})
+
+    def node_state(self, name: str) -> str:
+        if self.run_kubelets and self.kubelets.pid(name) is None:
+            return "missing"
+        try:
+            node = self.core.get(NODES, None, name)
+        except StatusError:
+            return "missing"
+        conditions = (node.get("status") or {}).get("conditions") or ()
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        return "Ready" if ready else "NotReady"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/labkit/nodes", self._admin(self.ensure)),
+            web.post("/labkit/nodes/{name}/restart", self._admin(self.restart)),
+            web.get("/labkit/processes", self._admin(self.processes)),
+        ]
+
+    @staticmethod
+    def _admin(
+        handler: Callable[[web.Request], Awaitable[web.Response]],
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def guarded(request: web.Request) -> web.Response:
+            user = request.get("user")
+            if user is None or not user.is_admin:
+                return web.json_response({"message": "forbidden"}, status=403)
+            return await handler(request)
+
+        return guarded
+
+    async def ensure(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else {}
+        count = int(body.get("count") or 0) or len(sandbox_nodes(self.core)) or 1
+        names = ensure_nodes(self.core, count, ready=False)
+        started = self.start_kubelets(names)
+        deadline = time.monotonic() + KUBELET_START_TIMEOUT_S
+        # a kubelet has started once it reported its runtime (after posting its node's status); one that exited
+        # at once is answered as missing, and its log says why
+        while self.run_kubelets and time.monotonic() < deadline:
+            if all(self.kubelets.pid(name) is None or self.kubelets.report(name) for name in names):
+                break
+            await asyncio.sleep(0.05)
+        return web.json_response({"nodes": names, "started": started, **self._processes(names)})
+
+    async def restart(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         try:
-            info = await agents.restart(name)
+            report = await self.kubelets.restart_runtime(name)
         except KeyError:
             return web.json_response({"message": f'node "{name}" is not a running sandbox node'}, status=404)
-        if info is None:
-            error = agents.kubelets[name].runtime_error
-            return web.json_response({"node": name, "message": f"containerd did not start: {error}"}, status=422)
-        return web.json_response(
-            {
-                "node": name,
-                "defaultRuntime": info.default_runtime,
-                "runtimes": sorted(info.runtimes),
-                "ignoredKeys": info.ignored_keys,
-            }
-        )
+        except TimeoutError as err:
+            return web.json_response({"node": name, "message": str(err)}, status=504)
+        if "error" in report:
+            return web.json_response(
+                {"node": name, "message": f"containerd did not start: {report['error']}"}, status=422
+            )
+        return web.json_response({k: report[k] for k in ("node", "defaultRuntime", "runtimes", "ignoredKeys")})
 
-    return [web.post("/labkit/nodes", resize), web.post("/labkit/nodes/{name}/restart", restart)]
+    async def processes(self, request: web.Request) -> web.Response:
+        return web.json_response(self._processes(sandbox_nodes(self.core)))
+
+    def _processes(self, names: list[str]) -> dict[str, Any]:
+        return {
+            "apiServer": {"pid": os.getpid()},
+            "nodes": [{"name": name, "pid": self.kubelets.pid(name), "state": self.node_state(name)} for name in names],
+        }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -275,9 +341,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--home", type=Path, default=config.sandbox_dir())
     parser.add_argument("--nodes", type=int, default=None)
+    parser.add_argument(
+        "--no-kubelets",
+        action="store_true",
+        help="register the nodes and write their credentials but start no kubelet processes (tests run their own)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    serve(args.home, args.nodes)
+    serve(args.home, args.nodes, run_kubelets=not args.no_kubelets)
 
 
 if __name__ == "__main__":

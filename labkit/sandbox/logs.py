@@ -1,15 +1,13 @@
 """Container logs on disk, in the CRI format kubelet uses, and their reading rules.
 
 A node writes ``<dir>/<namespace>_<pod>_<uid>/<container>/<restartCount>.log``
-with lines ``<RFC3339Nano> <stdout|stderr> F <text>``, exactly the layout of
-``/var/log/pods`` on k3s. The API server reads them back for ``kubectl logs``
-with the same options and the same errors.
+(:mod:`labkit.sandbox.logfiles`, the layout of ``/var/log/pods`` on k3s); the API
+server reads them back for ``kubectl logs`` with the same options and the same errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -18,14 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from labkit.sandbox.api.status import bad_request
+from labkit.sandbox.logfiles import LogDirectory
 from labkit.timefmt import parse_rfc3339
 
 _FOLLOW_POLL_S = 0.05
-
-
-def _timestamp(now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
 @dataclass
@@ -78,7 +72,7 @@ def _containers(pod: dict[str, Any]) -> list[str]:
 def _status_of(pod: dict[str, Any], container: str) -> dict[str, Any] | None:
     for status in pod.get("status", {}).get("containerStatuses") or ():
         if status.get("name") == container:
-            return status
+            return dict(status)
     return None
 
 
@@ -87,20 +81,8 @@ def container_running(pod: dict[str, Any], container: str) -> bool:
     return bool(status and "running" in (status.get("state") or {}))
 
 
-class PodLogs:
-    """Reads and writes pod logs under one directory (a node's ``/var/log/pods``)."""
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-
-    def directory(self, pod: dict[str, Any], container: str) -> Path:
-        meta = pod["metadata"]
-        return self.root / f"{meta.get('namespace')}_{meta['name']}_{meta['uid']}" / container
-
-    def writer(self, pod: dict[str, Any], container: str, restart_count: int) -> LogWriter:
-        path = self.directory(pod, container) / f"{restart_count}.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return LogWriter(path)
+class PodLogs(LogDirectory):
+    """Reads and writes pod logs under one directory (a node's ``/var/log/pods``), with ``kubectl logs``' rules."""
 
     def locate(self, pod: dict[str, Any], options: LogOptions) -> tuple[str, Path]:
         """The container and log file ``kubectl logs`` means, or the API server's 400 explaining why there is none."""
@@ -185,21 +167,3 @@ class PodLogs:
                 if not still_running():
                     return
                 await asyncio.sleep(_FOLLOW_POLL_S)
-
-
-class LogWriter:
-    """Appends CRI-format lines to one container log file; thread-safe."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._file = path.open("a", encoding="utf-8")
-
-    def write(self, stream: str, text: str) -> None:
-        with self._lock:
-            self._file.write(f"{_timestamp()} {stream} F {text}\n")
-            self._file.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            self._file.close()

@@ -1,37 +1,49 @@
-"""Sandbox nodes: their names, addresses and the Node objects k3s would register.
+"""Sandbox nodes: their names, addresses, the Node objects k3s would register, and how their kubelets start.
 
-Nodes are ordinary Node objects labelled ``labkit.io/sandbox-node=true``; the
-daemon runs an agent for each, so ``labkit sandbox up --nodes 3`` is just three
-Node objects. The scheduler binds pending pods through the same ``binding``
-subresource kube-scheduler uses, honouring nodeSelector and taints.
+Nodes are ordinary Node objects labelled ``labkit.io/sandbox-node=true``; the daemon
+registers them and starts one kubelet process per node (``python -m labkit.sandbox.kubelet``
+with the argv of a :class:`KubeletConfig`), so ``labkit sandbox up --nodes 3`` is three Node
+objects and three processes. This module is shared by both sides and imports neither.
 """
 
 from __future__ import annotations
 
-import logging
+import argparse
+import json
 import platform
-from typing import Any
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from labkit import config
 from labkit.config import SANDBOX_DEFAULT_NODE
-from labkit.sandbox.api.apicore import ApiCore, now_rfc3339
 from labkit.sandbox.api.registry import RESOURCES
-from labkit.sandbox.api.selectors import parse_field_selector
+from labkit.timefmt import format_rfc3339
 
-log = logging.getLogger("labkit.sandbox.nodes")
+if TYPE_CHECKING:
+    from labkit.sandbox.api.apicore import ApiCore
 
 NODES = RESOURCES.served("", "nodes")
-PODS = RESOURCES.served("", "pods")
+
 SANDBOX_NODE_LABEL = config.SANDBOX_NODE_LABEL
-_UNSCHEDULED = parse_field_selector("spec.nodeName=")
 KUBELET_VERSION = "v1.32.5+labkit.sandbox"
 #: Honesty: every place a learner reads the runtime says it is simulated.
 RUNTIME_VERSION = "labkit-sandbox://0.1.0 (simulated containerd + runwasi wasmedge shim)"
+#: The kubelet module the daemon starts by argv (it never imports it).
+KUBELET_MODULE = "labkit.sandbox.kubelet"
 
 
 def node_name(index: int) -> str:
     """``labkit-server-0`` for the first node (control plane, as k3s' server), then ``labkit-agent-N``."""
     return SANDBOX_DEFAULT_NODE if index == 0 else f"labkit-agent-{index - 1}"
+
+
+def node_index(name: str) -> int:
+    """``labkit-server-0`` → 0, ``labkit-agent-N`` → N + 1 (the inverse of :func:`node_name`)."""
+    if name.startswith("labkit-agent-"):
+        return int(name.rsplit("-", 1)[1]) + 1
+    return 0
 
 
 def node_ip(index: int) -> str:
@@ -65,7 +77,7 @@ def node_object(index: int) -> dict[str, Any]:
 
 
 def ready_status(index: int) -> dict[str, Any]:
-    now = now_rfc3339()
+    now = format_rfc3339()
 
     def condition(type_: str, status: str, reason: str, message: str) -> dict[str, str]:
         return {
@@ -108,20 +120,73 @@ def ready_status(index: int) -> dict[str, Any]:
     }
 
 
-def ensure_nodes(core: ApiCore, count: int) -> list[str]:
-    """Make exactly *count* sandbox nodes exist (Ready); returns their names."""
-    existing = {
-        n["metadata"]["name"]: n
-        for n in core.store.list(NODES)[0]
-        if n["metadata"].get("labels", {}).get(SANDBOX_NODE_LABEL) == "true"
-    }
+def sandbox_nodes(core: ApiCore) -> list[str]:
+    """The names of the sandbox's Nodes, the server node first."""
+    listed = core.list(NODES, None, label_selector=f"{SANDBOX_NODE_LABEL}=true")["items"]
+    return sorted((n["metadata"]["name"] for n in listed), key=lambda n: (n != node_name(0), n))
+
+
+def ensure_nodes(core: ApiCore, count: int, *, ready: bool = True) -> list[str]:
+    """Register exactly *count* sandbox Nodes; returns their names.
+
+    The daemon registers them with ``ready=False``: each node's kubelet posts its own status. Tests that run
+    no kubelet (the scheduler's, in process) take the default and get Ready nodes, as a kubelet would post.
+    """
+    existing = set(sandbox_nodes(core))
     wanted = [node_name(i) for i in range(count)]
     for i, name in enumerate(wanted):
-        node = existing.get(name)
-        if node is None:
-            node = core.store.create(NODES, node_object(i))
-        node["status"] = ready_status(i)
-        core.store.update(NODES, node, check_rv=False)
-    for name in set(existing) - set(wanted):
+        if name not in existing:
+            core.create(NODES, None, node_object(i))
+        if ready:
+            body = json.dumps({"status": ready_status(i)}).encode()
+            core.patch(NODES, None, name, "application/merge-patch+json", body, subresource="status")
+    for name in existing - set(wanted):
         core.delete(NODES, None, name)
     return wanted
+
+
+@dataclass(frozen=True)
+class KubeletConfig:
+    """What one node's kubelet process needs: its name, the sandbox home, the API server and its credentials."""
+
+    node_name: str
+    home: Path
+    server: str
+    token_file: Path
+    ca_file: Path
+    #: where the kubelet reports each (re)start of its container runtime (JSON), for the daemon's node restart
+    report_file: Path
+
+    def argv(self) -> list[str]:
+        """The command line that starts this kubelet."""
+        return [
+            sys.executable,
+            "-m",
+            KUBELET_MODULE,
+            "--node-name",
+            self.node_name,
+            "--home",
+            str(self.home),
+            "--server",
+            self.server,
+            "--token-file",
+            str(self.token_file),
+            "--ca-file",
+            str(self.ca_file),
+            "--report-file",
+            str(self.report_file),
+        ]
+
+    @classmethod
+    def parse(cls, argv: list[str] | None = None) -> KubeletConfig:
+        parser = argparse.ArgumentParser(
+            prog=f"python -m {KUBELET_MODULE}", description="run one labkit sandbox node's kubelet"
+        )
+        parser.add_argument("--node-name", required=True)
+        parser.add_argument("--home", type=Path, required=True)
+        parser.add_argument("--server", required=True)
+        parser.add_argument("--token-file", type=Path, required=True)
+        parser.add_argument("--ca-file", type=Path, required=True)
+        parser.add_argument("--report-file", type=Path, required=True)
+        args = parser.parse_args(argv)
+        return cls(args.node_name, args.home, args.server, args.token_file, args.ca_file, args.report_file)

@@ -73,3 +73,15 @@ def namespace(kubectl, request):
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def kubectl_for() -> Callable[[Path], Callable[..., subprocess.CompletedProcess[str]]]:
+    """``kubectl_for(home)``: kubectl against the sandbox in *home* (tests that run a sandbox of their own)."""
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed (apt-get install kubectl)")
+
+    def for_home(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+        return kubectl_runner({**os.environ, "KUBECONFIG": str(home / "kubeconfig"), "HOME": str(home.parent)})
+
+    return for_home

@@ -1,16 +1,22 @@
-"""The sandbox kubelet in-process: real ApiCore, real scheduler, real wasm (wasmtime), real node roots on disk.
+"""The sandbox kubelet over HTTPS: a real daemon (API server, scheduler, controllers), a real Kubelet, real wasm.
 
-Each test runs a small cluster (scheduler + node agents) on an event loop in a
-background thread and drives it through ApiCore, as the API server would.
+Each test starts a daemon that registers the nodes but runs no kubelet process
+(``--no-kubelets``), then runs the node's :class:`Kubelet` on an event loop in a
+background thread, with the node credentials the daemon wrote, so a test can reach
+into it (restart its runtime, drop its connection). It speaks to the API server
+only over HTTPS, as in its own process; tests/sandbox/test_node_processes.py runs
+kubelets as processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,70 +30,73 @@ from labkit.containerd import (
     runtime_tables,
 )
 from labkit.imagestore import ImageStore
-from labkit.sandbox.api.apicore import ApiCore
-from labkit.sandbox.api.events import EVENTS
-from labkit.sandbox.api.registry import RESOURCES
-from labkit.sandbox.api.status import StatusError
-from labkit.sandbox.api.store import Store
-from labkit.sandbox.controllers.scheduler import run_scheduler
-from labkit.sandbox.daemon import bootstrap
-from labkit.sandbox.kubelet.agent import (
-    RUNTIMECLASSES,
-    ContainerFailure,
-    ImageContent,
-    NodeAgents,
-    PodWorker,
-    container_env,
-    go_duration,
-    plan_launch,
-    pod_phase,
-    prepare_volumes,
-)
-from labkit.sandbox.nodes import NODES, PODS, ensure_nodes
+from labkit.sandbox import client as daemon
+from labkit.sandbox.kubeclient import https
+from labkit.sandbox.kubeclient.https import ApiError, KubeClient, resource_path
+from labkit.sandbox.kubelet.agent import Kubelet
+from labkit.sandbox.kubelet.images import ImageContent
+from labkit.sandbox.kubelet.pod_workers import PodWorker
+from labkit.sandbox.kubelet.podstate import ContainerFailure, go_duration, pod_phase
+from labkit.sandbox.kubelet.runtime import plan_launch
+from labkit.sandbox.kubelet.volumes import ProjectedSources, container_env, prepare_volumes
 from labkit.wasm.oci import build_image
 
-CONFIGMAPS = RESOURCES.by_plural("", "configmaps")
 DEMO = "labkit/wasi-demo:latest"  # served by the simulated registry (runwasi layout)
 COMPAT = "labkit/wasi-demo:compat"  # crun's compat layout: /wasi-demo.wasm in the rootfs
+NODE = "labkit-server-0"
+PODS = resource_path("v1", "pods", "default")
+RUNTIMECLASSES = resource_path("node.k8s.io/v1", "runtimeclasses")
 
 
 class Cluster:
-    """Scheduler + kubelets on a loop thread, over one ApiCore and one sandbox directory."""
+    """A sandbox daemon without kubelet processes, and node *NODE*'s kubelet on a loop thread, over HTTPS."""
 
-    def __init__(self, root: Path, nodes: int = 1, core: ApiCore | None = None) -> None:
-        self.root = root
-        self.core = core or ApiCore(Store(":memory:"))
-        if core is None:
-            bootstrap(self.core)
-            ensure_nodes(self.core, nodes)
+    def __init__(self, home: Path, nodes: int = 1) -> None:
+        self.root = home
+        args = [sys.executable, "-m", "labkit.sandbox.daemon", "--home", str(home), "--nodes", str(nodes)]
+        home.mkdir(parents=True, exist_ok=True)
+        with open(home / "daemon.log", "ab") as out:
+            self.daemon = subprocess.Popen([*args, "--no-kubelets"], stdout=out, stderr=subprocess.STDOUT)
+        self.info = self.wait_for(lambda: daemon.status(home), "the daemon to answer", timeout=30)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.agents = NodeAgents.for_sandbox(self.core, root)
-        self.tasks = [
-            self.call(lambda: asyncio.ensure_future(run_scheduler(self.core))),
-            self.call(lambda: asyncio.ensure_future(self.agents.run())),
-        ]
-        self.wait_for(lambda: self.core.store.get(RUNTIMECLASSES, None, "wasmedge"), "the kubelet's start")
+        self.admin = KubeClient(self.info.server, (home / "admin-token").read_text().strip(), home / "ca.crt")
+        self.kubelet: Kubelet
+        self.task: Any = None
+        self.start_kubelet()
 
-    def call(self, fn: Callable[[], Any]) -> Any:
-        async def run() -> Any:
-            return fn()
+    def start_kubelet(self) -> None:
+        token = (self.root / "kubelets" / NODE / "token").read_text().strip()
 
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+        async def start() -> None:
+            client = KubeClient(self.info.server, token, self.root / "ca.crt", user_agent=f"kubelet ({NODE})")
+            self.kubelet = Kubelet(client, NODE, self.root)
+            self.task = asyncio.ensure_future(self.kubelet.run())
+
+        self.run(start())
+        self.wait_for(lambda: self.get(f"{RUNTIMECLASSES}/wasmedge"), "the kubelet's start")
+
+    def stop_kubelet(self) -> None:
+        async def stop() -> None:
+            self.task.cancel()
+            await asyncio.wait([self.task], timeout=5)
+            await asyncio.sleep(0.05)  # the pod workers' own cancellations
+            await self.kubelet.client.close()
+
+        self.run(stop())
+
+    def run(self, work: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        """Run *work* on the cluster's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(work, self.loop).result(timeout)
 
     def close(self) -> None:
-        async def cancel_all() -> None:
-            pending = set(self.tasks)
-            while pending:  # Python 3.11's wait_for can swallow a cancel that races a watch event: cancel again
-                for task in pending:
-                    task.cancel()
-                _, pending = await asyncio.wait(pending, timeout=0.5)
-            await asyncio.sleep(0.05)  # the pod workers' own cancellations
-
-        asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(10)
+        self.stop_kubelet()
+        self.run(self.admin.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        daemon.stop(home=self.root)
+        self.daemon.wait(10)
 
     def wait_for(self, predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
         deadline = time.monotonic() + timeout
@@ -98,10 +107,29 @@ class Cluster:
             time.sleep(0.02)
         raise AssertionError(f"timed out waiting for {what}")
 
+    # ---------------------------------------------------------------- the API, as the admin
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.run(self.admin.get(path))
+        except ApiError as err:
+            if err.code == 404:
+                return None
+            raise
+        return found
+
+    def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = self.run(self.admin.create(path, obj))
+        return created
+
+    def delete_pod(self, name: str) -> dict[str, Any]:
+        deleted: dict[str, Any] = self.run(self.admin.delete(f"{PODS}/{name}"))
+        return deleted
+
     def run_pod(self, name: str, image: str = DEMO, args: list[str] | None = None, **spec: Any) -> dict[str, Any]:
         container = {"name": "demo", "image": image, **({"args": args} if args else {}), **spec.pop("container", {})}
         meta = {"name": name, **({"annotations": spec.pop("annotations")} if "annotations" in spec else {})}
-        pod = {
+        pod: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": meta,
@@ -109,14 +137,25 @@ class Cluster:
         }
         if pod["spec"]["runtimeClassName"] is None:
             del pod["spec"]["runtimeClassName"]
-        return self.core.create(PODS, "default", pod)[0]
+        return self.create(PODS, pod)
 
     def pod(self, name: str) -> dict[str, Any] | None:
-        return self.core.store.get(PODS, "default", name)
+        return self.get(f"{PODS}/{name}")
+
+    def live(self, name: str) -> dict[str, Any]:
+        """Pod *name*, which must exist."""
+        pod = self.pod(name)
+        assert pod is not None, f"pod {name} is gone"
+        return pod
+
+    def node(self, name: str = NODE) -> dict[str, Any]:
+        node = self.get(resource_path("v1", "nodes", None, name))
+        assert node is not None
+        return node
 
     def container(self, name: str) -> dict[str, Any]:
         statuses = (self.pod(name) or {}).get("status", {}).get("containerStatuses") or [{}]
-        return statuses[0]
+        return dict(statuses[0])
 
     def wait_phase(self, name: str, *phases: str, timeout: float = 10.0) -> dict[str, Any]:
         return self.wait_for(
@@ -136,9 +175,10 @@ class Cluster:
         )
 
     def events(self, name: str) -> list[tuple[str, str, str]]:
+        listed = self.get(resource_path("v1", "events", "default")) or {}
         return [
             (e["type"], e["reason"], e["message"])
-            for e in self.core.store.list(EVENTS, "default")[0]
+            for e in listed.get("items") or ()
             if e["involvedObject"]["name"] == name
         ]
 
@@ -156,11 +196,11 @@ class Cluster:
         path = self.root / "pod-logs" / f"default_{name}_{meta['uid']}" / "demo" / f"{restart}.log"
         return path.read_text() if path.exists() else ""
 
-    def node_root(self, node: str = "labkit-server-0") -> Path:
+    def node_root(self, node: str = NODE) -> Path:
         return self.root / "nodes" / node
 
-    def restart_node(self, node: str = "labkit-server-0") -> Any:
-        return asyncio.run_coroutine_threadsafe(self.agents.restart(node), self.loop).result(10)
+    def restart_node(self) -> Any:
+        return self.run(self.kubelet.restart())
 
     def import_module(self, wasm: bytes, name: str, layout: str = "runwasi") -> str:
         built = build_image(wasm, name, "v1", layout, self.root / f"{name}.tar")
@@ -169,7 +209,7 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path)
     yield c
     c.close()
@@ -181,7 +221,7 @@ def test_node_root_mirrors_a_k3s_node_with_the_wasmedge_shim(cluster: Cluster) -
     assert "sandbox stand-in" in shim.read_text() and shim.stat().st_mode & 0o111
     config = ContainerdPaths(root).config.read_text()
     assert "io.containerd.wasmedge.v1" in config and "version = 3" in config
-    handlers = {rc["metadata"]["name"]: rc["handler"] for rc in cluster.core.store.list(RUNTIMECLASSES)[0]}
+    handlers = {rc["metadata"]["name"]: rc["handler"] for rc in (cluster.get(RUNTIMECLASSES) or {})["items"]}
     assert handlers == {"crun": "crun", "wasmedge": "wasmedge"}
 
 
@@ -226,7 +266,7 @@ def test_running_pod_is_ready_then_killed_promptly_on_delete(cluster: Cluster) -
     assert pod["status"]["phase"] == "Running" and "running" in pod["status"]["containerStatuses"][0]["state"]
     cluster.wait_for(lambda: "heartbeat 1" in cluster.log("daemon"), "a heartbeat in the log")
     started = time.monotonic()
-    deleted = cluster.core.delete(PODS, "default", "daemon")
+    deleted = cluster.delete_pod("daemon")
     assert deleted["metadata"]["deletionGracePeriodSeconds"] == 30
     cluster.wait_for(lambda: cluster.pod("daemon") is None, "the pod to go", timeout=5)
     assert time.monotonic() - started < 3
@@ -246,14 +286,13 @@ def test_a_kubelet_bug_in_one_pod_is_reported_and_the_pod_can_still_be_deleted(
     cluster.run_pod("buggy")
     message = cluster.wait_event("buggy", "FailedSync")
     assert "simulated kubelet bug" in message and "kubectl delete pod buggy" in message
-    cluster.core.delete(PODS, "default", "buggy")
+    cluster.delete_pod("buggy")
     cluster.wait_for(lambda: cluster.pod("buggy") is None, "the pod to go", timeout=3)
 
 
 def test_runtime_class_handler_missing_then_fixed_by_template_and_restart(cluster: Cluster) -> None:
-    cluster.core.create(
+    cluster.create(
         RUNTIMECLASSES,
-        None,
         {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass", "metadata": {"name": "wasm"}, "handler": "wasm"},
     )
     cluster.run_pod("mismatch", runtimeClassName="wasm", args=["echo", "ok"])
@@ -262,7 +301,7 @@ def test_runtime_class_handler_missing_then_fixed_by_template_and_restart(cluste
         "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: "
         'no runtime for "wasm" is configured'
     )
-    assert cluster.pod("mismatch")["status"]["phase"] == "Pending"
+    assert cluster.live("mismatch")["status"]["phase"] == "Pending"
     assert cluster.container("mismatch")["state"]["waiting"]["reason"] == "ContainerCreating"
     paths = ContainerdPaths(cluster.node_root())
     paths.template_v3.write_text(
@@ -313,7 +352,7 @@ def test_image_never_pull_and_pull_failures(cluster: Cluster) -> None:
     )
     cluster.wait_waiting("nopull", "ImagePullBackOff", timeout=3)
     assert ("Normal", "BackOff", 'Back-off pulling image "nosuch/app:v1"') in cluster.events("nopull")
-    cluster.core.delete(PODS, "default", "nopull")  # a pod waiting out its back-off goes at once
+    cluster.delete_pod("nopull")  # a pod waiting out its back-off goes at once
     cluster.wait_for(lambda: cluster.pod("nopull") is None, "the backed-off pod to go", timeout=2)
 
 
@@ -337,7 +376,7 @@ def test_unknown_import_exits_137_with_wasmedge_wording_then_crash_loop(cluster:
     assert "[error] instantiation failed: unknown import, Code: 0x302" in log
     assert '"wasi_ephemeral_nn" , function name: "compute"' in log
     assert cluster.log("nn", 1), "the restart writes 1.log, which kubectl logs --previous reads next"
-    uid = cluster.pod("nn")["metadata"]["uid"]
+    uid = cluster.live("nn")["metadata"]["uid"]
     assert (
         "Warning",
         "BackOff",
@@ -367,9 +406,8 @@ def test_crun_runs_wasm_only_with_the_annotation_passed_through(cluster: Cluster
     paths = ContainerdPaths(cluster.node_root())
     paths.template_v3.write_text(crun_runtime_template(3, name="crun-wasm"))
     cluster.restart_node()
-    cluster.core.create(
+    cluster.create(
         RUNTIMECLASSES,
-        None,
         {
             "apiVersion": "node.k8s.io/v1",
             "kind": "RuntimeClass",
@@ -395,9 +433,8 @@ def test_crun_runs_wasm_only_with_the_annotation_passed_through(cluster: Cluster
 
 
 def test_volumes_env_and_read_only_mounts(cluster: Cluster) -> None:
-    cluster.core.create(
-        CONFIGMAPS,
-        "default",
+    cluster.create(
+        resource_path("v1", "configmaps", "default"),
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"greeting": "hi"}},
     )
     (cluster.node_root() / "srv/ro").mkdir(parents=True)
@@ -422,14 +459,14 @@ def test_volumes_env_and_read_only_mounts(cluster: Cluster) -> None:
     cluster.run_pod("ro", args=["write", "/ro/out.txt", "nope"], volumes=volumes, container={"volumeMounts": mounts})
     cluster.wait_phase("writer", "Succeeded")
     assert (cluster.node_root() / "srv/data/out.txt").read_text().strip() == "written by wasm"
-    uid = cluster.pod("writer")["metadata"]["uid"]
+    uid = cluster.live("writer")["metadata"]["uid"]
     projected = cluster.node_root() / "var/lib/kubelet/pods" / uid / "volumes/kubernetes.io~configmap/cfg/greeting"
     assert projected.read_text() == "hi"
     cluster.run_pod(
         "scratch", args=["write", "/scratch/note", "temp"], volumes=volumes, container={"volumeMounts": mounts}
     )
     cluster.wait_phase("scratch", "Succeeded")
-    scratch_uid = cluster.pod("scratch")["metadata"]["uid"]
+    scratch_uid = cluster.live("scratch")["metadata"]["uid"]
     scratch = (
         cluster.node_root() / "var/lib/kubelet/pods" / scratch_uid / "volumes/kubernetes.io~empty-dir/scratch/note"
     )
@@ -455,11 +492,11 @@ def test_pod_ips_are_unique_and_released(cluster: Cluster) -> None:
     for name in ("a", "b", "c"):
         cluster.run_pod(name, restartPolicy="Always")
     ips = {
-        n: cluster.wait_for(lambda n=n: (cluster.pod(n) or {}).get("status", {}).get("podIP"), f"{n}'s IP")
+        n: cluster.wait_for(lambda n=n: (cluster.pod(n) or {}).get("status", {}).get("podIP"), f"{n}'s IP")  # type: ignore[misc]
         for n in ("a", "b", "c")
     }
     assert len(set(ips.values())) == 3
-    cluster.core.delete(PODS, "default", "a")
+    cluster.delete_pod("a")
     cluster.wait_for(lambda: cluster.pod("a") is None, "a to go")
     cluster.run_pod("d", restartPolicy="Always")
     assert cluster.wait_for(lambda: (cluster.pod("d") or {}).get("status", {}).get("podIP"), "d's IP") == ips["a"]
@@ -470,23 +507,23 @@ def test_pods_are_recovered_after_a_daemon_restart(tmp_path: Path) -> None:
     first.run_pod("survivor", restartPolicy="Always")
     first.wait_phase("survivor", "Running")
     first.wait_for(lambda: "running" in first.container("survivor").get("state", {}), "running")
-    ip = first.pod("survivor")["status"]["podIP"]
+    ip = first.live("survivor")["status"]["podIP"]
     first.close()
-    second = Cluster(tmp_path, core=first.core)
+    second = Cluster(tmp_path)  # the same state.db: a daemon and node restart
     try:
         status = second.wait_for(
             lambda: (c := second.container("survivor")).get("restartCount") == 1 and "running" in c["state"] and c,
             "the restarted container",
         )
         assert status["lastState"]["terminated"]["reason"] == "Unknown"
-        assert second.pod("survivor")["status"]["podIP"] == ip
+        assert second.live("survivor")["status"]["podIP"] == ip
         assert second.wait_event("survivor", "SandboxChanged")
     finally:
         second.close()
 
 
 def test_pod_phase_rules() -> None:
-    running = {"state": {"running": {}}}
+    running: dict[str, Any] = {"state": {"running": {}}}
     failed = {"state": {"terminated": {"exitCode": 1}}}
     ok = {"state": {"terminated": {"exitCode": 0}}}
     crashlooping = {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1}}}
@@ -500,7 +537,7 @@ def test_pod_phase_rules() -> None:
 
 
 def test_rejected_runtime_class_reference_is_an_admission_error(cluster: Cluster) -> None:
-    with pytest.raises(StatusError, match='RuntimeClass "nope" not found'):
+    with pytest.raises(ApiError, match='RuntimeClass "nope" not found'):
         cluster.run_pod("nope", runtimeClassName="nope")
 
 
@@ -509,23 +546,15 @@ def test_a_template_containerd_rejects_leaves_the_node_without_a_runtime(cluster
         '{{ template "base" . }}\n' + runtime_tables(3, "wasmedge", RuntimeSpec("io.containerd.wasmedge.v1"))
     )
     assert cluster.restart_node() is None  # the wasmedge table is declared twice: containerd would not start
-    assert "declared twice" in cluster.agents.kubelets["labkit-server-0"].runtime_error
-    ready = next(
-        c
-        for c in cluster.core.store.get(NODES, None, "labkit-server-0")["status"]["conditions"]
-        if c["type"] == "Ready"
-    )
+    assert "declared twice" in cluster.kubelet.runtime_error
+    ready = next(c for c in cluster.node()["status"]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "KubeletNotReady")
     assert ready["message"].startswith("container runtime is down: containerd config line")
     cluster.run_pod("stuck", args=["echo", "x"])  # a NotReady node gets no new pods
     assert cluster.wait_event("stuck", "FailedScheduling").startswith("0/1 nodes are available")
     ContainerdPaths(cluster.node_root()).template_v3.unlink()
     assert cluster.restart_node() is not None
-    ready = next(
-        c
-        for c in cluster.core.store.get(NODES, None, "labkit-server-0")["status"]["conditions"]
-        if c["type"] == "Ready"
-    )
+    ready = next(c for c in cluster.node()["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
     cluster.wait_phase("stuck", "Succeeded", timeout=5)
 
@@ -553,7 +582,7 @@ def test_containers_of_one_pod_run_side_by_side(cluster: Cluster) -> None:
             "containers": [{"name": "demo", "image": DEMO, "args": ["echo", "first"]}, second],
         },
     }
-    cluster.core.create(PODS, "default", pod)
+    cluster.create(PODS, pod)
     statuses = cluster.wait_phase("pair", "Failed")["status"]["containerStatuses"]
     codes = {s["name"]: s["state"]["terminated"]["exitCode"] for s in statuses}
     assert codes == {"demo": 0, "second": 2}
@@ -561,9 +590,8 @@ def test_containers_of_one_pod_run_side_by_side(cluster: Cluster) -> None:
 
 
 def test_container_env_resolves_values_fields_and_config(cluster: Cluster) -> None:
-    cluster.core.create(
-        CONFIGMAPS,
-        "default",
+    cluster.create(
+        resource_path("v1", "configmaps", "default"),
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "env"}, "data": {"level": "debug"}},
     )
     pod = cluster.run_pod("envy", args=["echo"])
@@ -576,21 +604,20 @@ def test_container_env_resolves_values_fields_and_config(cluster: Cluster) -> No
             {"name": "LEVEL", "valueFrom": {"configMapKeyRef": {"name": "env", "key": "level"}}},
         ],
     }
+    sources = ProjectedSources({("configmap", "env"): cluster.get(resource_path("v1", "configmaps", "default", "env"))})
     env = container_env(
-        cluster.core, pod, container, ["PATH=/bin", "WASMEDGE_PLUGIN_PATH=/old"], "127.42.0.9", "127.0.100.1"
+        sources, pod, container, ["PATH=/bin", "WASMEDGE_PLUGIN_PATH=/old"], "127.42.0.9", "127.0.100.1"
     )
     assert env["WASMEDGE_PLUGIN_PATH"] == "/plugins" and env["GREETING"] == "at /plugins"
     assert (env["POD_NAME"], env["LEVEL"], env["PATH"], env["HOSTNAME"]) == ("envy", "debug", "/bin", "envy")
     missing = {"name": "demo", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "env", "key": "nope"}}}]}
     with pytest.raises(ContainerFailure, match="couldn't find key nope in ConfigMap default/env"):
-        container_env(cluster.core, pod, missing, [], "", "")
+        container_env(sources, pod, missing, [], "", "")
 
 
 def test_secret_volume_projects_decoded_items(cluster: Cluster) -> None:
-    secrets = RESOURCES.by_plural("", "secrets")
-    cluster.core.create(
-        secrets,
-        "default",
+    cluster.create(
+        resource_path("v1", "secrets", "default"),
         {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -604,7 +631,8 @@ def test_secret_volume_projects_decoded_items(cluster: Cluster) -> None:
             {"name": "creds", "secret": {"secretName": "creds", "items": [{"key": "token", "path": "auth/token"}]}}
         ],
     )
-    paths = prepare_volumes(cluster.core, pod, cluster.node_root())
+    sources = cluster.run(ProjectedSources.fetch(cluster.kubelet.client, pod))
+    paths = prepare_volumes(sources, pod, cluster.node_root())
     assert (paths["creds"] / "auth/token").read_bytes() == b"s3cret"
     assert not (paths["creds"] / "other").exists()  # items select keys
 
@@ -612,7 +640,7 @@ def test_secret_volume_projects_decoded_items(cluster: Cluster) -> None:
 def test_init_containers_are_not_run_and_say_so(cluster: Cluster) -> None:
     cluster.run_pod("init", initContainers=[{"name": "setup", "image": DEMO, "args": ["echo", "init"]}])
     assert "does not run initContainers yet (setup)" in cluster.wait_event("init", "Failed")
-    pod = cluster.pod("init")
+    pod = cluster.live("init")
     initialized = next(c for c in pod["status"]["conditions"] if c["type"] == "Initialized")
     assert (initialized["status"], initialized["message"]) == ("False", "containers with incomplete status: [setup]")
     assert (
@@ -621,44 +649,21 @@ def test_init_containers_are_not_run_and_say_so(cluster: Cluster) -> None:
     )
 
 
-def test_node_agents_watch_again_when_the_store_ends_their_watch(tmp_path: Path, monkeypatch) -> None:
-    """The store ends a watch whose reader fell behind; the agents re-list instead of spinning on it."""
-    node_watches: list[Any] = []
-    real_watch = Store.watch
-
-    def recording(self: Store, resource: Any, *args: Any, **kwargs: Any) -> Any:
-        watcher = real_watch(self, resource, *args, **kwargs)
-        if resource.kind == "Node" and kwargs.get("label_selector") is not None:
-            node_watches.append(watcher)  # the agents' watch (the scheduler's has no selector)
-        return watcher
-
-    monkeypatch.setattr(Store, "watch", recording)
+def test_a_kubelet_watches_again_when_the_api_server_ends_its_pod_watch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API server ends watches (their timeout; the store ends one whose reader fell behind): the node watches
+    again from where it was, so pods keep running and new ones run."""
+    monkeypatch.setattr(https, "WATCH_TIMEOUT_S", 1)  # every watch of this kubelet ends after a second
     cluster = Cluster(tmp_path)
     try:
-        cluster.call(node_watches[-1].close)
-        ensure_nodes(cluster.core, 2)
-        cluster.wait_for(
-            ContainerdPaths(cluster.node_root("labkit-agent-0")).config.is_file,
-            "a kubelet for the node added after the watch ended",
-        )
-        # a node deleted while no watch is open sends the agents no DELETED: the fresh list must tell
-        cluster.call(lambda: (node_watches[-1].close(), ensure_nodes(cluster.core, 1)))
-        cluster.wait_for(lambda: "labkit-agent-0" not in cluster.agents.kubelets, "the deleted node's kubelet to stop")
-        assert len(node_watches) == 3 and not node_watches[-1].closed
+        cluster.run_pod("steady", restartPolicy="Always")
+        cluster.wait_for(lambda: "running" in cluster.container("steady").get("state", {}), "steady running")
+        time.sleep(2.5)  # two watches ended meanwhile
+        cluster.run_pod("later", args=["echo", "after the watch ended"])
+        cluster.wait_phase("later", "Succeeded")
+        assert "after the watch ended" in cluster.log("later")
+        assert "running" in cluster.container("steady")["state"]
+        assert cluster.container("steady")["restartCount"] == 0
     finally:
         cluster.close()
-
-
-def test_a_kubelet_watches_again_when_the_store_ends_its_pod_watch(cluster: Cluster) -> None:
-    """A pod watch the store ended (its reader fell behind) does not stop the node: pods keep running, new ones run."""
-    cluster.run_pod("steady", restartPolicy="Always")
-    cluster.wait_for(lambda: "running" in cluster.container("steady").get("state", {}), "steady running")
-    kubelet = cluster.agents.kubelets["labkit-server-0"]
-    ended = kubelet._watcher
-    assert ended is not None
-    cluster.call(ended.close)
-    cluster.run_pod("later", args=["echo", "after the watch ended"])
-    cluster.wait_phase("later", "Succeeded")
-    assert "after the watch ended" in cluster.log("later")
-    assert kubelet._watcher is not ended and "running" in cluster.container("steady")["state"]
-    assert cluster.container("steady")["restartCount"] == 0

@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import KUBECTL, kubectl_runner
 
 from labkit.containerd import ContainerdPaths, RuntimeSpec, runtime_tables
 from labkit.host import SandboxHost
 from labkit.imagestore import ImageStore
 from labkit.sandbox import client as daemon
 
-Kubectl = Callable[..., subprocess.CompletedProcess]
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kubelet-home") / "sandbox"
 
 
 @pytest.fixture(scope="module")
-def kubectl(home: Path) -> Kubectl:
+def kubectl(home: Path, kubectl_for: Callable[[Path], Kubectl]) -> Iterator[Kubectl]:
     """kubectl against a 3-node sandbox of its own (the session sandbox has 2 nodes)."""
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed (apt-get install kubectl)")
-    info = daemon.ensure_running(nodes=3, home=home)
-    yield kubectl_runner({**os.environ, "KUBECONFIG": str(info.kubeconfig), "HOME": str(home.parent)})
+    daemon.ensure_running(nodes=3, home=home)
+    yield kubectl_for(home)
     daemon.stop(home=home)
 
 

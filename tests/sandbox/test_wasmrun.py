@@ -104,7 +104,7 @@ class Run:
             self.out.append(line)
             self.first_line.set()
 
-        self.container = WasmContainer(spec, on_stdout=on_out, on_stderr=self.err.append, **kwargs)  # type: ignore[arg-type]
+        self.container = WasmContainer(spec, on_stdout=on_out, on_stderr=self.err.append, **kwargs)
         self.container.start()
 
     def wait(self, timeout: float = 10) -> int | None:
@@ -112,7 +112,7 @@ class Run:
 
 
 def run(module: bytes, *args: str, **spec: object) -> Run:
-    r = Run(ContainerSpec(module, ["/probe.wasm", *args], **spec))  # type: ignore[arg-type]
+    r = Run(ContainerSpec(module, ["/probe.wasm", *args], **spec))
     assert r.wait() is not None, "container did not finish"
     return r
 
@@ -135,7 +135,7 @@ def test_exit_codes(probe: bytes) -> None:
 
 
 def test_trap_is_137_with_message() -> None:
-    r = run(wasmtime.wat2wasm(TRAP_WAT))
+    r = run(bytes(wasmtime.wat2wasm(TRAP_WAT)))
     assert (r.container.exit_code, r.container.outcome) == (137, "trapped")
     assert any("unreachable" in line for line in r.err)
 
@@ -154,7 +154,8 @@ def test_line_buffer_splits_overlong_lines() -> None:
 
 def test_mounts_read_write_and_read_only(probe: bytes, tmp_path: Path) -> None:
     ro, rw = tmp_path / "ro", tmp_path / "rw"
-    ro.mkdir(), rw.mkdir()
+    ro.mkdir()
+    rw.mkdir()
     (ro / "hello.txt").write_text("from the host")
     mounts = [Mount(ro, "/config", True), (rw, "/data", False)]
     assert run(probe, "read", "/config/hello.txt", mounts=mounts).out == ["from the host"]
@@ -200,14 +201,14 @@ def test_kill_wakes_the_sleeping_daemon(probe: bytes) -> None:
 
 
 def test_kill_interrupts_a_busy_loop() -> None:
-    r = Run(ContainerSpec(wasmtime.wat2wasm(SPIN_WAT), ["/spin.wasm"]))
+    r = Run(ContainerSpec(bytes(wasmtime.wat2wasm(SPIN_WAT)), ["/spin.wasm"]))
     assert r.wait(0.2) is None  # really spinning
     r.container.kill()
     assert r.container.wait(5) == 137 and r.container.outcome == "killed"
 
 
 def test_kill_before_start_and_wait_before_start() -> None:
-    container = WasmContainer(ContainerSpec(wasmtime.wat2wasm(SPIN_WAT), ["/spin.wasm"]))
+    container = WasmContainer(ContainerSpec(bytes(wasmtime.wat2wasm(SPIN_WAT)), ["/spin.wasm"]))
     with pytest.raises(WasmError, match="never started"):
         container.wait(1)
     container.kill()
@@ -216,7 +217,7 @@ def test_kill_before_start_and_wait_before_start() -> None:
 
 
 def test_unknown_import_fails_with_wasmedge_wording() -> None:
-    r = run(wasmtime.wat2wasm(NN_WAT))
+    r = run(bytes(wasmtime.wat2wasm(NN_WAT)))
     assert (r.container.exit_code, r.container.outcome) == (137, "link-failed")
     assert r.err[:2] == [
         "[error] instantiation failed: unknown import, Code: 0x302",
@@ -248,19 +249,21 @@ class FakeNN:
 def test_extension_linked_only_when_it_applies(tmp_path: Path) -> None:
     registry, nn = ExtensionRegistry(), FakeNN()
     registry.register(nn)
-    spec = ContainerSpec(wasmtime.wat2wasm(NN_WAT), ["/llm.wasm"], mounts=[(tmp_path, "/plugin", True)], name="llm")
+    spec = ContainerSpec(
+        bytes(wasmtime.wat2wasm(NN_WAT)), ["/llm.wasm"], mounts=[(tmp_path, "/plugin", True)], name="llm"
+    )
     with_plugin = WasmContainer(spec)
     assert [e.name for e in registry.extensions_for(with_plugin.context)] == ["wasi-nn-test"]
     linked = Run(spec, extensions=registry.extensions_for(with_plugin.context))
     assert linked.wait() == 42 and nn.calls == [("llm", 7)]
-    bare = ContainerSpec(wasmtime.wat2wasm(NN_WAT), ["/llm.wasm"])
+    bare = ContainerSpec(bytes(wasmtime.wat2wasm(NN_WAT)), ["/llm.wasm"])
     assert registry.extensions_for(PodContext(name="llm")) == []
     assert Run(bare, extensions=registry.extensions_for(PodContext(name="llm"))).wait() == 137
 
 
 def test_registry_rejects_non_extensions() -> None:
     with pytest.raises(LabkitError, match="not a host extension"):
-        ExtensionRegistry().register(object())  # type: ignore[arg-type]
+        ExtensionRegistry().register(object())
 
 
 def test_module_cache_compiles_once(tmp_path: Path, probe: bytes) -> None:
@@ -276,7 +279,7 @@ def test_module_cache_compiles_once(tmp_path: Path, probe: bytes) -> None:
 
 
 def test_module_cache_recovers_from_a_corrupt_artifact(tmp_path: Path) -> None:
-    module = wasmtime.wat2wasm(TRAP_WAT)
+    module = bytes(wasmtime.wat2wasm(TRAP_WAT))
     (tmp_path / f"{ModuleCache.key(module)}.cwasm").write_bytes(b"not an artifact")
     cache = ModuleCache(tmp_path)
     assert isinstance(cache.get(module), wasmtime.Module)

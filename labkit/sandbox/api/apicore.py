@@ -382,8 +382,8 @@ class ApiCore:
                 '"Background", "Foreground"'
             )
         if meta.get("deletionTimestamp"):
-            if res.kind == "Pod" and grace_period == 0:
-                return self._remove(res, live)
+            if res.kind == "Pod" and grace_period == 0 and not meta.get("finalizers"):
+                return self._remove(res, live)  # the kubelet's last word on a terminated pod, as finish_pod_deletion
             return live  # already terminating: a second delete changes nothing
         new = patch.deep_copy(live)
         new_meta = new["metadata"]

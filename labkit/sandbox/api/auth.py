@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SA_TOKEN_PREFIX = "lksa"
+#: Node credentials (``system:node:<name>`` in ``system:nodes``), signed like ServiceAccount tokens.
+NODE_TOKEN_PREFIX = "lknode"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,28 @@ def service_account_user(namespace: str, name: str) -> User:
     )
 
 
+NODES_GROUP = "system:nodes"
+_READ = ["get", "list", "watch"]
+#: What a kubelet may do with its node credentials, granted first and without RBAC lookups, as
+#: ``--authorization-mode=Node,RBAC`` does (upstream's Node authorizer narrows it further, to the objects
+#: of the node's own pods). The daemon also binds them as the ClusterRole ``system:node``, so RBAC shows them.
+NODE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["pods"], "verbs": [*_READ, "delete"]},
+    {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["get", "patch", "update"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "update"]},
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": [*_READ, "create", "patch", "update"]},
+    {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["get", "patch", "update"]},
+    {"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "endpoints"], "verbs": _READ},
+    {"apiGroups": ["node.k8s.io"], "resources": ["runtimeclasses"], "verbs": [*_READ, "create"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update", "patch"]},
+]
+
+
+def node_user(name: str) -> User:
+    """A kubelet's identity, as the Node authorizer expects it."""
+    return User(f"system:node:{name}", (NODES_GROUP, "system:authenticated"))
+
+
 class TokenAuthority:
     """Issues and verifies tokens. ``secret`` is the daemon's signing key."""
 
@@ -64,6 +88,11 @@ class TokenAuthority:
         )
         return f"{SA_TOKEN_PREFIX}.{payload}.{self._sign(payload)}", exp
 
+    def issue_node(self, node: str) -> str:
+        """A node's kubelet credential: it names the node and never expires (the node's own file is mode 0600)."""
+        payload = base64.urlsafe_b64encode(json.dumps({"node": node}).encode()).decode().rstrip("=")
+        return f"{NODE_TOKEN_PREFIX}.{payload}.{self._sign(NODE_TOKEN_PREFIX + payload)}"
+
     def _sign(self, payload: str) -> str:
         return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()[:43]
 
@@ -72,6 +101,8 @@ class TokenAuthority:
         if hmac.compare_digest(token, self._admin_token):
             return ADMIN
         parts = token.split(".")
+        if len(parts) == 3 and parts[0] == NODE_TOKEN_PREFIX:
+            return self._node(parts[1], parts[2])
         if len(parts) != 3 or parts[0] != SA_TOKEN_PREFIX or not hmac.compare_digest(parts[2], self._sign(parts[1])):
             return None
         try:
@@ -81,6 +112,15 @@ class TokenAuthority:
         if claims.get("exp", 0) < time.time() or not sa_exists(claims["ns"], claims["sa"], claims.get("uid", "")):
             return None
         return service_account_user(claims["ns"], claims["sa"])
+
+    def _node(self, payload: str, signature: str) -> User | None:
+        if not hmac.compare_digest(signature, self._sign(NODE_TOKEN_PREFIX + payload)):
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except ValueError:
+            return None
+        return node_user(claims["node"]) if isinstance(claims, dict) and claims.get("node") else None
 
 
 def _subject_matches(subject: dict[str, Any], user: User) -> bool:
@@ -134,6 +174,8 @@ class Authorizer:
     ) -> bool:
         """True when some rule grants *verb* on *resource* (``pods`` or ``pods/log``)."""
         if user.is_admin:
+            return True
+        if NODES_GROUP in user.groups and any(_rule_allows(rule, verb, group, resource, name) for rule in NODE_RULES):
             return True
         return any(_rule_allows(rule, verb, group, resource, name) for rule in self._rules(user, namespace))
 

@@ -150,6 +150,7 @@ RESOURCES = Registry(
         _api("rbac.authorization.k8s.io", "rbac", "ClusterRole", "clusterroles", namespaced=False),
         _api("rbac.authorization.k8s.io", "rbac", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
         _api("discovery.k8s.io", "discovery", "EndpointSlice", "endpointslices"),
+        _api("coordination.k8s.io", "coordination", "Lease", "leases"),
         # a second view of the core Events (stored once); updates go through core/v1
         _api(
             "events.k8s.io",

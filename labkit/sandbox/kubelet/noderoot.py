@@ -40,7 +40,8 @@ echo "{name}: labkit sandbox stand-in, not the real binary" >&2
 exit 1
 """
 
-#: What a k3s node with the runwasi WasmEdge shim and a WasmEdge-enabled crun has in /usr/local/bin (runc ships with k3s).
+#: What a k3s node with the runwasi WasmEdge shim and a WasmEdge-enabled crun has in /usr/local/bin
+#: (runc ships with k3s).
 STAND_INS = {
     "containerd-shim-wasmedge-v1": "the runwasi WasmEdge shim (containerd-shim-wasmedge-v1)",
     "crun": "crun built with WasmEdge support (crun --version would list +WASM:wasmedge)",
@@ -58,7 +59,7 @@ def prepare_node_root(root: Path) -> Path:
         path = bin_dir / name
         if not path.exists():
             path.write_text(_STAND_IN.format(what=what, name=name))
-            os.chmod(path, 0o755)
+            os.chmod(path, 0o755)  # noqa: S103 - a binary on a k3s node is 0755; the node root mirrors it
     return root
 
 

@@ -71,7 +71,8 @@ class CantHandleSpec(WasmError):
     def __init__(self, arg0: str, reason: str, native: bool = False) -> None:
         super().__init__(
             f"{SHIM_CANT_HANDLE} ({reason}; Note: arg0 must be a path to a Wasm file)",
-            f"set the container's command to the module's path inside the image, e.g. '/{PurePosixPath(arg0).name or 'app'}.wasm'",
+            "set the container's command to the module's path inside the image, "
+            f"e.g. '/{PurePosixPath(arg0).name or 'app'}.wasm'",
         )
         self.arg0, self.native = arg0, native
 

@@ -1,0 +1,524 @@
+"""Pod workers: one per pod UID, taking the pod from sandbox creation to deletion with a real kubelet's steps.
+
+1. **sandbox**: the pod's RuntimeClass → handler → a runtime in the node's containerd config; volumes
+   are set up. A handler the node lacks fails with containerd's ``no runtime for "X" is configured``.
+2. **image**: resolved in the sandbox image store, honouring ``imagePullPolicy``; a "pull" only reaches
+   the simulated registry of :mod:`labkit.sandbox.kubelet.registry_mirror`.
+3. **container**: what the runtime would do with the image (:mod:`labkit.sandbox.kubelet.runtime`); wasm
+   modules run in wasmtime (:mod:`labkit.sandbox.kubelet.wasmrun`), in this node's process.
+4. **restarts** with the kubelet's back-off (10 s doubling to 300 s, reset after 10 min of running),
+   and **termination** on delete, ending with the DELETE (grace period 0) that removes the pod object.
+
+Status goes through the node's :class:`~labkit.sandbox.kubelet.status_manager.StatusManager`,
+events through its recorder. Not yet: init containers (such a pod stays initializing, and an event
+says so), probes (a running container is ready), Linux images (a clear StartError).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from labkit.errors import WasmError
+from labkit.sandbox.kubeclient.https import ApiError
+from labkit.sandbox.kubelet import registry_mirror
+from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
+from labkit.sandbox.kubelet.podstate import (
+    ContainerFailure,
+    ContainerRun,
+    SandboxFailure,
+    go_duration,
+    pod_key,
+    pod_phase,
+    qos_class,
+)
+from labkit.sandbox.kubelet.runtime import plan_launch, task_error
+from labkit.sandbox.kubelet.volumes import ProjectedSources, container_env, container_mounts, prepare_volumes
+from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer
+from labkit.timefmt import format_rfc3339
+
+if TYPE_CHECKING:
+    from labkit.containerd import RuntimeSpec
+    from labkit.sandbox.kubelet.agent import Kubelet
+    from labkit.sandbox.kubelet.images import ImageContent
+    from labkit.sandbox.logfiles import LogWriter
+
+log = logging.getLogger("labkit.sandbox.kubelet.pod_workers")
+
+#: kubelet's container restart back-off (pkg/kubelet/kubelet.go: backOffPeriod, MaxContainerBackOff).
+BACKOFF_INITIAL_S, BACKOFF_MAX_S, BACKOFF_RESET_S = 10.0, 300.0, 600.0
+#: Pod-sandbox and volume retries (the pod worker's sync back-off).
+SANDBOX_RETRY_INITIAL_S, SANDBOX_RETRY_MAX_S = 2.0, 60.0
+#: How long ErrImagePull shows before the pull back-off (ImagePullBackOff) takes over.
+ERR_IMAGE_PULL_SHOWN_S = 1.0
+EXIT_START_ERROR = 128
+
+
+class PodWorker:
+    """Runs one pod on its node from sandbox creation to deletion."""
+
+    def __init__(self, kubelet: Kubelet, pod: dict[str, Any]) -> None:
+        self.kubelet = kubelet
+        self.pod = pod
+        meta = pod["metadata"]
+        self.ns, self.name, self.uid = meta.get("namespace") or "default", meta["name"], meta["uid"]
+        self.containers = [ContainerRun(c) for c in pod["spec"].get("containers") or ()]
+        #: init containers are not run yet: such a pod stays initializing, and an event says why
+        self.init_names = [c["name"] for c in pod["spec"].get("initContainers") or ()]
+        if self.init_names:
+            for c in self.containers:
+                c.state = {"waiting": {"reason": "PodInitializing"}}
+        self.sandbox_ready = False
+        self.stopping = asyncio.Event()
+        self.wake = asyncio.Event()
+        self.runtime: RuntimeSpec | None = None
+        self.volumes: dict[str, Path] = {}
+        self.read_only_volumes = {
+            v["name"] for v in pod["spec"].get("volumes") or () if "configMap" in v or "secret" in v
+        }
+        self.transitions: dict[str, tuple[str, str]] = {}
+        status = pod.get("status") or {}
+        self.start_time = status.get("startTime") or format_rfc3339()
+        self.pod_ip = kubelet.ips.allocate(self.uid, status.get("podIP"))
+        self.finished = status.get("phase") in ("Succeeded", "Failed")
+        self._recover(status)
+        self.task: asyncio.Task[None] | None = None
+
+    def _recover(self, status: dict[str, Any]) -> None:
+        """After a daemon restart (a node reboot): keep counts; containers that had started start again."""
+        previous = {s["name"]: s for s in status.get("containerStatuses") or ()}
+        for c in self.containers:
+            old = previous.get(c.name)
+            if not old:
+                continue
+            c.image, c.image_id = old.get("image", ""), old.get("imageID", "")
+            if self.finished:
+                c.state, c.last_state = old.get("state") or {}, old.get("lastState") or {}
+                c.restart_count, c.container_id = int(old.get("restartCount", 0)), old.get("containerID", "")
+                continue
+            if old.get("containerID"):
+                c.restart_count = int(old.get("restartCount", 0)) + 1
+                state = old.get("state") or {}
+                c.last_state = (
+                    {"terminated": state["terminated"]}
+                    if "terminated" in state
+                    else {
+                        "terminated": {
+                            "exitCode": 255,
+                            "reason": "Unknown",
+                            "startedAt": (state.get("running") or {}).get("startedAt"),
+                            "finishedAt": format_rfc3339(),
+                            "containerID": old["containerID"],
+                        }
+                    }
+                )
+                c.container_id = old["containerID"]
+
+    # ---------------------------------------------------------------- plumbing
+
+    def event(self, type_: str, reason: str, message: str, container: ContainerRun | None = None) -> None:
+        field_path = f"spec.containers{{{container.name}}}" if container else None
+        self.kubelet.recorder.record(self.pod, type_, reason, message, field_path)
+
+    async def sleep(self, seconds: float) -> bool:
+        """Wait *seconds* unless woken; True when the pod is stopping."""
+        self.wake.clear()
+        waiters = [asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(self.wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        return self.stopping.is_set()
+
+    def _condition(self, type_: str, ok: bool, reason: str = "", message: str = "") -> dict[str, Any]:
+        status = "True" if ok else "False"
+        previous = self.transitions.get(type_)
+        if previous is None or previous[0] != status:
+            previous = self.transitions[type_] = (status, format_rfc3339())
+        cond: dict[str, Any] = {
+            "type": type_,
+            "status": status,
+            "lastProbeTime": None,
+            "lastTransitionTime": previous[1],
+        }
+        if not ok and reason:
+            cond.update(reason=reason, message=message)
+        return cond
+
+    def phase(self) -> str:
+        return pod_phase(self.pod["spec"].get("restartPolicy", "Always"), [c.status() for c in self.containers])
+
+    def status(self, live: dict[str, Any]) -> dict[str, Any]:
+        phase = self.phase()
+        statuses = [c.status() for c in self.containers]
+        if phase in ("Succeeded", "Failed"):
+            for s in statuses:
+                s["ready"] = s["started"] = False
+        unready = [s["name"] for s in statuses if not s["ready"]]
+        terminal = phase in ("Succeeded", "Failed")
+        reason = "PodCompleted" if terminal else "ContainersNotReady"
+        message = "" if terminal else f"containers with unready status: [{' '.join(unready)}]"
+        scheduled = next(
+            (c for c in (live.get("status") or {}).get("conditions") or () if c["type"] == "PodScheduled"),
+            {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": self.start_time},
+        )
+        host_ip = self.kubelet.host_ip
+        status: dict[str, Any] = {
+            "phase": phase,
+            "conditions": [
+                self._condition("PodReadyToStartContainers", self.sandbox_ready and not terminal),
+                self._condition(
+                    "Initialized",
+                    not self.init_names,
+                    "ContainersNotInitialized",
+                    f"containers with incomplete status: [{' '.join(self.init_names)}]",
+                ),
+                self._condition("Ready", not unready, reason, message),
+                self._condition("ContainersReady", not unready, reason, message),
+                scheduled,
+            ],
+            "hostIP": host_ip,
+            "hostIPs": [{"ip": host_ip}],
+            "startTime": self.start_time,
+            "containerStatuses": statuses,
+            "qosClass": qos_class(self.pod),
+        }
+        if self.sandbox_ready or self.finished:
+            status.update(podIP=self.pod_ip, podIPs=[{"ip": self.pod_ip}])
+        return status
+
+    def publish(self, settle: bool = False) -> None:
+        """Hand the pod's status to the status manager (the only writer of ``pods/status``); with *settle*,
+        while the pod is starting, a newer status may replace it before it is written."""
+        self.kubelet.status.set_status(self.ns, self.name, self.uid, self.status(self.pod), settle)
+
+    # ---------------------------------------------------------------- the pod's life
+
+    async def run(self) -> None:
+        try:
+            if not self.finished:
+                if any(c.container_id for c in self.containers):
+                    self.event("Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.")
+                self.publish(settle=not self.init_names)
+                if self.init_names:
+                    self.event(
+                        "Warning",
+                        "Failed",
+                        "the labkit sandbox does not run initContainers yet "
+                        f"({', '.join(self.init_names)}): do the init step in the main "
+                        "container, or use a real k3s cluster",
+                    )
+                elif await self.create_sandbox():
+                    self.publish(settle=True)
+                    await asyncio.gather(*(self.run_container(c) for c in self.containers))
+                self.finished = self.sandbox_ready and not self.stopping.is_set()
+                self.publish()
+            await self.stopping.wait()
+            await self.kill_all()
+        finally:
+            for c in self.containers:
+                if c.process is not None:
+                    c.process.kill()
+        self.publish()
+        await self.finish_deletion()
+
+    async def finish_deletion(self) -> None:
+        """Containers stopped: delete the pod object with grace period 0, as the kubelet ends a graceful deletion."""
+        await self.kubelet.status.flush(self.uid)
+        await self.kubelet.recorder.flush(self.uid)
+        if not self.pod["metadata"].get("deletionTimestamp"):
+            return  # the pod went away without a graceful deletion (or the node stops): nothing to finish
+        await self.kubelet.delete_terminated(self.pod)
+
+    def terminate(self) -> None:
+        """The pod was deleted gracefully: stop its containers, then the object goes."""
+        self.stopping.set()
+
+    async def kill_all(self) -> None:
+        """Stop running containers; the grace period bounds the wait (a wasm kill is prompt)."""
+        running = [c for c in self.containers if c.process is not None]
+        grace = float(self.pod["metadata"].get("deletionGracePeriodSeconds") or 30)
+        for c in running:
+            self.event("Normal", "Killing", f"Stopping container {c.name}", c)
+            assert c.process is not None
+            c.process.kill()
+        deadline = time.monotonic() + grace
+        for c in running:
+            assert c.process is not None
+            await self.kubelet.blocking(c.process.wait, max(deadline - time.monotonic(), 0.0))
+            self._terminated(c, c.process)
+            c.process = None
+
+    async def create_sandbox(self) -> bool:
+        delay = SANDBOX_RETRY_INITIAL_S
+        while not self.stopping.is_set():
+            try:
+                self.runtime = await self.kubelet.runtime_for(self.pod)
+                sources = await ProjectedSources.fetch(self.kubelet.client, self.pod)
+                if self.pod["spec"].get("volumes"):  # file work, off the loop; most wasm pods have none
+                    self.volumes = await self.kubelet.blocking(prepare_volumes, sources, self.pod, self.kubelet.root)
+            except (ApiError, SandboxFailure) as err:  # an API server that did not answer is retried alike
+                reason = err.event_reason if isinstance(err, SandboxFailure) else "FailedCreatePodSandBox"
+                message = err.problem if reason == "FailedMount" else f"Failed to create pod sandbox: {err.problem}"
+                self.publish()  # the starting status first, then the event that explains why it stays so
+                self.event("Warning", reason, message)
+                if await self.sleep(delay):
+                    return False
+                delay = min(delay * 2, SANDBOX_RETRY_MAX_S)
+                continue
+            self.sandbox_ready = True
+            return True
+        return False
+
+    async def ensure_image(self, c: ContainerRun) -> ImageContent | None:
+        """The container's image, present or pulled; None when the pod stops while it waits."""
+        ref = c.spec.get("image", "")
+        policy = c.spec.get("imagePullPolicy", "IfNotPresent")
+        images = self.kubelet.images
+        if not registry_mirror.valid_ref(ref):
+            message = (
+                f'Failed to apply default image tag "{ref}": '
+                f'couldn\'t parse image name "{ref}": invalid reference format'
+            )
+            self.event("Warning", "InspectFailed", message, c)
+            self.event("Warning", "Failed", "Error: InvalidImageName", c)
+            c.state = {"waiting": {"reason": "InvalidImageName", "message": message}}
+            self.publish()
+            await self.stopping.wait()  # nothing changes a pod's image but a new pod
+            return None
+        while not self.stopping.is_set():
+            image = await self.kubelet.blocking(images.present, ref)
+            wants_pull = policy == "Always" and registry_mirror.mirror_source(ref) is not None
+            if image is not None and not wants_pull:
+                self.event("Normal", "Pulled", f'Container image "{ref}" already present on machine', c)
+                return image
+            if policy == "Never":
+                message = f'Container image "{ref}" is not present with pull policy of Never'
+                self.event("Warning", "ErrImageNeverPull", message, c)
+                self.event("Warning", "Failed", "Error: ErrImageNeverPull", c)
+                c.state = {"waiting": {"reason": "ErrImageNeverPull", "message": message}}
+                self.publish()
+                if await self.sleep(self._pull_delay(c)):
+                    return None
+                continue
+            self.event("Normal", "Pulling", f'Pulling image "{ref}"', c)
+            try:
+                image, pulled = await self.kubelet.blocking(images.pull, ref)
+            except registry_mirror.PullFailed as err:
+                if await self._pull_failed(c, ref, err):
+                    return None
+                continue
+            took = go_duration(pulled.seconds)
+            self.event(
+                "Normal",
+                "Pulled",
+                f'Successfully pulled image "{ref}" in {took} ({took} including waiting). '
+                f"Image size: {pulled.size} bytes. ({registry_mirror.SIMULATED_NOTE})",
+                c,
+            )
+            c.pull_backoff_s = 0.0
+            return image
+        return None
+
+    def _pull_delay(self, c: ContainerRun) -> float:
+        c.pull_backoff_s = min(c.pull_backoff_s * 2, BACKOFF_MAX_S) if c.pull_backoff_s else BACKOFF_INITIAL_S
+        return c.pull_backoff_s
+
+    async def _pull_failed(self, c: ContainerRun, ref: str, err: registry_mirror.PullFailed) -> bool:
+        """ErrImagePull, then ImagePullBackOff until the next try; True when the pod stops meanwhile."""
+        message = err.containerd_message
+        self.event("Warning", "Failed", f'Failed to pull image "{ref}": {message} (hint: {err.fix})', c)
+        self.event("Warning", "Failed", "Error: ErrImagePull", c)
+        c.state = {"waiting": {"reason": "ErrImagePull", "message": message}}
+        self.publish()
+        delay = self._pull_delay(c)
+        if await self.sleep(ERR_IMAGE_PULL_SHOWN_S):
+            return True
+        # events first: whoever sees the new state finds its events already recorded
+        self.event("Normal", "BackOff", f'Back-off pulling image "{ref}"', c)
+        self.event("Warning", "Failed", "Error: ImagePullBackOff", c)
+        c.state = {
+            "waiting": {
+                "reason": "ImagePullBackOff",
+                "message": f'Back-off pulling image "{ref}": ErrImagePull: {message}',
+            }
+        }
+        self.publish()
+        return await self.sleep(max(delay - ERR_IMAGE_PULL_SHOWN_S, 0.0))
+
+    async def run_container(self, c: ContainerRun) -> None:
+        policy = self.pod["spec"].get("restartPolicy", "Always")
+        while not self.stopping.is_set():
+            image = await self.ensure_image(c)
+            if image is None:
+                return
+            c.image, c.image_id = image.ref, image.digest
+            ran_for = 0.0
+            exit_code: int | None
+            try:
+                sources = await ProjectedSources.fetch(self.kubelet.client, self.pod)
+                process = await self.kubelet.blocking(self._start, c, image, sources)
+            except ContainerFailure as err:
+                self._start_failed(c, err)
+                exit_code = EXIT_START_ERROR
+            else:
+                exit_code = await self._wait(process)
+                if exit_code is None:  # stopping: kill_all finishes it
+                    return
+                self._terminated(c, process)
+                c.process = None
+                ran_for = (process.finished_at or 0.0) - (process.started_at or 0.0)
+            stays_terminated = policy == "Never" or (policy == "OnFailure" and exit_code == 0)
+            if "terminated" in c.state and stays_terminated:
+                self.publish()
+                return
+            if await self.restart_after_backoff(c, ran_for):
+                return
+
+    def _start(self, c: ContainerRun, image: ImageContent, sources: ProjectedSources) -> WasmContainer:
+        """Create and start the container (in a thread): the runtime's decision, then wasmtime."""
+        kubelet = self.kubelet
+        spec = c.spec
+        env = container_env(sources, self.pod, spec, image.env, self.pod_ip, kubelet.host_ip)
+        argv = [*(spec.get("command") or image.entrypoint), *(spec.get("args") or ())]
+        working_dir = spec.get("workingDir") or "/"
+        mounts = container_mounts(spec, self.volumes, self.read_only_volumes)
+        # the CRI container exists from here on; what follows is the task start, where runtimes fail
+        c.container_id = f"containerd://{secrets.token_hex(32)}"
+        assert self.runtime is not None
+        launch = plan_launch(self.runtime, self.pod, image, argv, env, working_dir)
+        writer = kubelet.logs.writer(self.pod, c.name, c.restart_count)
+        context = PodContext(
+            name=self.name,
+            namespace=self.ns,
+            env=env,
+            mounts={m.guest_path: str(m.host_dir) for m in mounts},
+            annotations=self.pod["metadata"].get("annotations") or {},
+            pod_ip=self.pod_ip,
+        )
+        try:
+            process = WasmContainer(
+                ContainerSpec(launch.module, launch.argv, env, working_dir, mounts, launch.entry, c.name),
+                kubelet.cache,
+                _log_to(writer, "stdout"),
+                _log_to(writer, "stderr"),
+                extensions_for(context),
+                context,
+            )
+        except WasmError as err:
+            writer.close()
+            raise ContainerFailure(task_error(f"OCI runtime create failed: {err.problem}"), fix=err.fix) from None
+        process.start()
+        c.process = process
+        c.writer = writer
+        return process
+
+    async def _wait(self, process: WasmContainer) -> int | None:
+        """The started container's exit code, or None when the pod is stopping first."""
+        c = self._run_of(process)
+        self.event("Normal", "Created", f"Created container: {c.name}", c)
+        self.event("Normal", "Started", f"Started container {c.name}", c)
+        c.state = {"running": {"startedAt": format_rfc3339()}}
+        self.publish()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[int | None] = loop.create_future()
+
+        def settle(code: int | None) -> None:
+            if not done.done():
+                done.set_result(code)
+
+        writer = c.writer
+
+        def report() -> None:  # one thread per container waits for its end, then closes its log
+            code = process.wait()
+            if writer is not None:
+                writer.close()
+            loop.call_soon_threadsafe(settle, code)
+
+        threading.Thread(target=report, name=f"wait-{process.spec.name}", daemon=True).start()
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait([done, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        return done.result() if done.done() and not self.stopping.is_set() else None
+
+    def _run_of(self, process: WasmContainer) -> ContainerRun:
+        return next(c for c in self.containers if c.process is process)
+
+    def _terminated(self, c: ContainerRun, process: WasmContainer) -> None:
+        code = process.exit_code if process.exit_code is not None else 137
+        started = (c.state.get("running") or {}).get("startedAt") or format_rfc3339()
+        c.state = {
+            "terminated": {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": started,
+                "finishedAt": format_rfc3339(),
+                "containerID": c.container_id,
+            }
+        }
+
+    def _start_failed(self, c: ContainerRun, err: ContainerFailure) -> None:
+        message = err.problem + (f" (labkit: {err.fix})" if err.fix else "")
+        if err.reason == "CreateContainerConfigError":
+            self.event("Warning", "Failed", f"Error: {message}", c)
+            c.state = {"waiting": {"reason": err.reason, "message": message}}
+            return
+        self.event(
+            "Normal", "Created", f"Created container: {c.name}", c
+        )  # created, as the kubelet records it; the start failed
+        self.event("Warning", "Failed", f"Error: {message}", c)
+        now = format_rfc3339()
+        c.state = {
+            "terminated": {
+                "exitCode": EXIT_START_ERROR,
+                "reason": "StartError",
+                "message": message,
+                "startedAt": "1970-01-01T00:00:00Z",
+                "finishedAt": now,
+                "containerID": c.container_id,
+            }
+        }
+
+    async def restart_after_backoff(self, c: ContainerRun, ran_for: float) -> bool:
+        """The kubelet's restart back-off; True when the pod stops meanwhile."""
+        finished = c.state.get("terminated")
+        if finished:
+            c.last_state = {"terminated": finished}
+        if ran_for >= BACKOFF_RESET_S:
+            c.backoff_s = 0.0
+        delay = c.backoff_s
+        c.backoff_s = min(delay * 2, BACKOFF_MAX_S) if delay else BACKOFF_INITIAL_S
+        if finished and finished.get("reason") == "StartError":
+            c.state = {"waiting": {"reason": "RunContainerError", "message": finished.get("message", "")}}
+            self.publish()
+        if delay:
+            self.event(
+                "Warning", "BackOff", f"Back-off restarting failed container {c.name} in pod {pod_key(self.pod)}", c
+            )
+            c.state = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off {int(delay)}s restarting failed container={c.name} pod={pod_key(self.pod)}",
+                }
+            }
+            self.publish()
+            if await self.sleep(delay):
+                return True
+        elif "waiting" not in c.state:
+            c.state = {"waiting": {"reason": "ContainerCreating"}}
+        if finished:
+            c.restart_count += 1
+        return self.stopping.is_set()
+
+
+def _log_to(writer: LogWriter, stream: str) -> Callable[[str], None]:
+    return lambda line: writer.write(stream, line)
