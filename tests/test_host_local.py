@@ -51,8 +51,8 @@ elif args[:2] == ["crictl", "info"]:
         sys.exit('validate service connection: connect: connection refused')
     from labkit.containerd import ContainerdPaths, node_runtime_info
     info = node_runtime_info(ContainerdPaths(ROOT))
-    runtimes = {n: {"runtimeType": s.runtime_type, "options": dict(s.options), "PodAnnotations": list(s.pod_annotations)}
-                for n, s in info.runtimes.items()}
+    runtimes = {n: {"runtimeType": s.runtime_type, "options": dict(s.options),
+                    "PodAnnotations": list(s.pod_annotations)} for n, s in info.runtimes.items()}
     print(json.dumps({"status": {}, "config": {"containerd": {"defaultRuntimeName": info.default_runtime,
                                                               "runtimes": runtimes}}}, indent=2))
 else:
@@ -221,7 +221,7 @@ def test_apply_verify_restore(node: Node) -> None:
     h.restore(backup)
     assert node.snapshot() == before, "template removed, k3s config and the re-rendered config.toml byte-identical"
     assert [a for a in node.log if a[:2] == ["systemctl", "restart"]] == [["systemctl", "restart", "k3s"]] * 2
-    with pytest.raises(RuntimeVerificationError, match="not 'crun'.*reports default runtime 'runc'"):
+    with pytest.raises(RuntimeVerificationError, match=r"not 'crun'.*reports default runtime 'runc'"):
         h.verify_default_runtime("crun")
 
 
@@ -229,7 +229,11 @@ def test_a_toml_error_aborts_with_nothing_written(node: Node) -> None:
     before = node.snapshot()
     h = host(node)
     # re-declaring the table the base already emits: the classic TOML redefinition
-    bad = '{{ template "base" . }}\n[plugins.\'io.containerd.cri.v1.runtime\'.containerd]\n  default_runtime_name = "crun"\n'
+    bad = (
+        '{{ template "base" . }}\n'
+        "[plugins.'io.containerd.cri.v1.runtime'.containerd]\n"
+        '  default_runtime_name = "crun"\n'
+    )
     change = HostChange(node.root, {node.paths.template_v3: bad}, "bad", 3)
     with pytest.raises(ContainerdConfigError, match="declared twice"):
         h.apply(change)
@@ -238,7 +242,11 @@ def test_a_toml_error_aborts_with_nothing_written(node: Node) -> None:
 
 
 def test_v2_keys_in_a_v3_config_are_refused(node: Node) -> None:
-    v2 = '{{ template "base" . }}\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun]\n  runtime_type = "io.containerd.runc.v2"\n'
+    v2 = (
+        '{{ template "base" . }}\n'
+        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun]\n'
+        '  runtime_type = "io.containerd.runc.v2"\n'
+    )
     with pytest.raises(ContainerdConfigError, match="Ignoring unknown key in TOML for plugin"):
         host(node).apply(HostChange(node.root, {node.paths.template_v3: v2}, "v2 keys", 3))
     assert not node.paths.template_v3.exists()

@@ -122,7 +122,7 @@ def test_mounts_are_read_only_unless_asked_and_same_path_by_default():
             "name '1BAD' is not valid",
             "not starting with a digit",
         ),
-        (lambda: wasm_deployment("demo", IMAGE, command="/app.wasm"), "command must be a list", "['/app.wasm']"),  # type: ignore[arg-type]
+        (lambda: wasm_deployment("demo", IMAGE, command="/app.wasm"), "command must be a list", "['/app.wasm']"),
         (lambda: wasm_deployment("demo", IMAGE, args=["--port", 8080]), "only strings", "'8080'"),  # type: ignore[list-item]
         (lambda: wasm_deployment("Demo", IMAGE), "'Demo' is not a valid name", "'demo'"),
         (lambda: wasm_deployment("demo", "my image"), "is not an image reference", "wasi-demo-app"),

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -15,19 +16,31 @@ _VERSIONED = Path("/usr/lib/google-cloud-sdk/bin/kubectl.1.32")
 KUBECTL = str(_VERSIONED) if _VERSIONED.exists() else shutil.which("kubectl")
 
 
-def kubectl_runner(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess]:
-    """``kubectl(*args, check=True, input=None) -> CompletedProcess`` run with *env* (its KUBECONFIG and HOME)."""
-    assert KUBECTL is not None
+@dataclass(frozen=True)
+class Kubectl:
+    """``kubectl(*args, check=True, input=None) -> CompletedProcess`` run with *env* (its KUBECONFIG and HOME).
 
-    def run(*args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run([KUBECTL, *args], env=env, capture_output=True, text=True, input=input, timeout=60)
+    ``binary`` and ``env`` are there for tests that start kubectl themselves (watches).
+    """
+
+    env: dict[str, str]
+    binary: str = field(default_factory=lambda: KUBECTL or "kubectl")
+
+    def __call__(
+        self,
+        *args: str,
+        check: bool = True,
+        input: str | None = None,  # noqa: A002 (subprocess.run's name for it)
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [self.binary, *args]
+        result = subprocess.run(
+            argv, check=False, env=self.env, capture_output=True, text=True, input=input, timeout=60
+        )
         if check and result.returncode != 0:
             raise AssertionError(
                 f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
             )
         return result
-
-    return run
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +65,7 @@ def kubectl(sandbox, sandbox_home):
     if KUBECTL is None:
         pytest.skip("kubectl is not installed (apt-get install kubectl)")
     env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig), "HOME": str(sandbox_home)}
-    run = kubectl_runner(env)
-    run.env = env  # for tests that start kubectl themselves (watches)
-    run.binary = KUBECTL
-    return run
+    return Kubectl(env)
 
 
 @pytest.fixture(scope="session")
@@ -76,12 +86,12 @@ def namespace(kubectl, request):
 
 
 @pytest.fixture(scope="session")
-def kubectl_for() -> Callable[[Path], Callable[..., subprocess.CompletedProcess[str]]]:
+def kubectl_for() -> Callable[[Path], Kubectl]:
     """``kubectl_for(home)``: kubectl against the sandbox in *home* (tests that run a sandbox of their own)."""
     if KUBECTL is None:
         pytest.skip("kubectl is not installed (apt-get install kubectl)")
 
-    def for_home(home: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-        return kubectl_runner({**os.environ, "KUBECONFIG": str(home / "kubeconfig"), "HOME": str(home.parent)})
+    def for_home(home: Path) -> Kubectl:
+        return Kubectl({**os.environ, "KUBECONFIG": str(home / "kubeconfig"), "HOME": str(home.parent)})
 
     return for_home

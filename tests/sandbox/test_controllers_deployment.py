@@ -7,9 +7,16 @@ import copy
 import time
 from typing import TYPE_CHECKING, Any
 
-import controllers_harness as harness
 import pytest
-from controllers_harness import (
+
+import tests.sandbox.controllers_harness as harness
+from labkit.sandbox.api.store import NAME_ALPHABET
+from labkit.sandbox.controllers.conditions import condition, parse_time
+from labkit.sandbox.controllers.deployment import DEPLOYMENTS
+from labkit.sandbox.controllers.deploymentutil import pod_template_hash, scaled_value, surge_and_unavailable
+from labkit.sandbox.controllers.podutil import deletion_order
+from labkit.sandbox.controllers.replicaset import REPLICASETS
+from tests.sandbox.controllers_harness import (
     NS,
     deployment,
     events,
@@ -28,13 +35,6 @@ from controllers_harness import (
     update_template,
     with_condition,
 )
-
-from labkit.sandbox.api.store import NAME_ALPHABET
-from labkit.sandbox.controllers.conditions import condition, parse_time
-from labkit.sandbox.controllers.deployment import DEPLOYMENTS
-from labkit.sandbox.controllers.deploymentutil import pod_template_hash, scaled_value, surge_and_unavailable
-from labkit.sandbox.controllers.podutil import deletion_order
-from labkit.sandbox.controllers.replicaset import REPLICASETS
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore

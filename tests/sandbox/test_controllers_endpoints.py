@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import controllers_harness as harness
-from controllers_harness import NS, SERVICES, deployment, exactly, kubelet, pods, run, settle, until
-
+import tests.sandbox.controllers_harness as harness
 from labkit.sandbox.controllers.deployment import DEPLOYMENTS
 from labkit.sandbox.controllers.endpoints import ENDPOINTS, SLICES, slice_endpoint
 from labkit.sandbox.controllers.podutil import PODS
+from tests.sandbox.controllers_harness import NS, SERVICES, deployment, exactly, kubelet, pods, run, settle, until
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore

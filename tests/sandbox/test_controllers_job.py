@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import controllers_harness as harness
-from controllers_harness import NS, events, exactly, job, kubelet, must, pods, run, settle, until, with_condition
-
+import tests.sandbox.controllers_harness as harness
 from labkit.sandbox.controllers.conditions import condition
 from labkit.sandbox.controllers.job import JOBS
+from tests.sandbox.controllers_harness import (
+    NS,
+    events,
+    exactly,
+    job,
+    kubelet,
+    must,
+    pods,
+    run,
+    settle,
+    until,
+    with_condition,
+)
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import controllers_harness as harness
-from controllers_harness import NS, exactly, pods, run, settle, until
-
+import tests.sandbox.controllers_harness as harness
 from labkit.sandbox.controllers.podutil import PODS
 from labkit.sandbox.controllers.replicaset import REPLICASETS
+from tests.sandbox.controllers_harness import NS, exactly, pods, run, settle, until
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore

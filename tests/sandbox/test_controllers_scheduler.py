@@ -7,12 +7,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import controllers_harness as harness
-from controllers_harness import NS, must, until
-
+import tests.sandbox.controllers_harness as harness
 from labkit.sandbox.api.events import EVENTS
 from labkit.sandbox.controllers.scheduler import NODES, PODS, run_scheduler
 from labkit.sandbox.nodes import ensure_nodes
+from tests.sandbox.controllers_harness import NS, must, until
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore

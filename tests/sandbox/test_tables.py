@@ -420,7 +420,7 @@ def served(tmp_path_factory):
     """kubectl 1.32 against a real HTTP server that answers list requests with these Tables."""
     if not os.path.exists(KUBECTL):
         pytest.skip("kubectl 1.32 binary not installed")
-    from test_protobuf import Capture  # the same stub API server the protobuf tests use
+    from tests.sandbox.test_protobuf import Capture  # the same stub API server the protobuf tests use
 
     recent = datetime.now(UTC) - timedelta(minutes=15, seconds=30)  # "15m" for a whole minute
     stamp = recent.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -16,7 +16,7 @@ import pytest
 
 from labkit.cli import main
 from labkit.wasm.apps import module_path
-from wasm.test_inspect import objdump_imports
+from tests.wasm.test_inspect import objdump_imports
 
 
 @pytest.fixture

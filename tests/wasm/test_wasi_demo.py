@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wasm.conftest import run_wasm
+from tests.wasm.conftest import run_wasm
 
 
 def test_echo_prints_words_then_exiting(demo_module: bytes) -> None:
