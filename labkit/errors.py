@@ -23,6 +23,16 @@ class LabkitError(Exception):
         self.fix = fix
         super().__init__(problem if not fix else f"{problem}\n  fix: {fix}")
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for this error in a notebook cell: the problem and the fix, not a traceback.
+
+        IPython calls ``_render_traceback_`` on an exception that has one instead of formatting the stack
+        (``InteractiveShell.showtraceback``); the stack of labkit and kubernetes-client frames says nothing
+        a learner can act on, while ``problem``/``fix`` do. The CLI's ``--debug`` still shows the stack.
+        """
+        lines = [f"{type(self).__name__}: {self.problem}"]
+        return lines + ([f"  fix: {self.fix}"] if self.fix else [])
+
 
 class ClusterUnreachable(LabkitError):
     """No Kubernetes API server answered."""
