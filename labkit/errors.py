@@ -60,16 +60,28 @@ class PrerequisiteMissing(LabkitError):
     """A tool, package, file or cluster feature a lab needs is absent."""
 
 
+def cell_label(execution_count: int | None) -> str:
+    """A cell as JupyterLab labels it in an executed notebook (``[7]:``) and papermill's banner names it.
+
+    >>> cell_label(7)
+    'cell In [7]'
+    """
+    return f"cell In [{execution_count}]" if execution_count is not None else "an unknown cell"
+
+
 class NotebookFailed(LabkitError):
     """A notebook run by ``labkit run`` raised in one of its cells."""
 
     def __init__(self, notebook: str, cell: int | None, error: str, output: str | None = None) -> None:
-        where = f"cell {cell}" if cell is not None else "an unknown cell"
         super().__init__(
-            f"notebook {notebook} failed in {where}: {error}",
+            f"notebook {notebook} failed in {cell_label(cell)}: {error}",
             f"open the executed copy ({output}) to see the full output" if output else None,
         )
         self.notebook, self.cell, self.error, self.output = notebook, cell, error, output
+
+
+class RunInterrupted(LabkitError):
+    """Ctrl-C stopped ``labkit run``: the message says what was cleaned up and what is left."""
 
 
 class CheckFailed(LabkitError):
