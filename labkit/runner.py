@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from labkit import config
 from labkit.errors import LabkitError, NotebookFailed, PrerequisiteMissing, RunInterrupted, cell_label
+
+if TYPE_CHECKING:
+    from jupyter_client.manager import AsyncKernelManager
 
 DEFAULT_OUTPUT_DIR = Path("build/notebooks")
 KERNEL = "python3"
@@ -163,32 +168,46 @@ def ensure_kernel() -> None:
         ) from e
 
 
-def run_notebook(path: Path, output: Path, parameters: dict[str, Any]) -> NotebookResult:
-    """Execute one notebook with papermill into *output*; a failing cell becomes a ``failed`` result.
+@contextmanager
+def ipc_kernel() -> Iterator[AsyncKernelManager]:
+    """A kernel manager whose kernel talks over IPC sockets in a private temporary directory, not TCP.
 
-    The kernel talks over IPC sockets, not TCP: nothing listens on a port, and ipykernel has no reason to
-    print its "running over TCP without encryption" warning into every run. The kernel is shut down
-    here whatever happens, Ctrl-C included.
+    Nothing listens on a port, and ipykernel has no reason to print its "running over TCP without
+    encryption" warning into every run. The sockets live in a short path (a Unix socket path is limited
+    to about 107 bytes; Jupyter's runtime directory under a long home can exceed it). On leaving, the
+    kernel is shut down whatever happened, Ctrl-C included.
     """
-    import papermill
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
+
+    with tempfile.TemporaryDirectory(prefix="labkit-kernel-") as sockets:
+        kernel = AsyncKernelManager(kernel_name=KERNEL, transport="ipc", ip=f"{sockets}/ipc")
+        try:
+            yield kernel
+        finally:
+            if kernel.has_kernel:
+                run_sync(kernel.shutdown_kernel)(now=True)
+
+
+def run_notebook(path: Path, output: Path, parameters: dict[str, Any]) -> NotebookResult:
+    """Execute one notebook with papermill into *output*; a failing cell becomes a ``failed`` result."""
+    import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    kernel = AsyncKernelManager(kernel_name=KERNEL, transport="ipc")
     try:
-        papermill.execute_notebook(
-            str(path),
-            str(output),
-            parameters=parameters,
-            kernel_name=KERNEL,
-            cwd=str(path.parent),
-            progress_bar=False,
-            km=kernel,
-        )
+        with ipc_kernel() as kernel:
+            papermill.execute_notebook(
+                str(path),
+                str(output),
+                parameters=parameters,
+                kernel_name=KERNEL,
+                cwd=str(path.parent),
+                progress_bar=False,
+                km=kernel,
+            )
     except PapermillExecutionError as e:
         if e.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel's process group before ours
             raise KeyboardInterrupt from None
@@ -211,9 +230,6 @@ def run_notebook(path: Path, output: Path, parameters: dict[str, Any]) -> Notebo
             None,
             f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'kernel lost'}",
         )
-    finally:
-        if kernel.has_kernel:
-            run_sync(kernel.shutdown_kernel)(now=True)
     return NotebookResult(path.stem, "passed", time.monotonic() - start, str(output))
 
 
