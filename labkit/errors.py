@@ -9,6 +9,8 @@ labkit.errors.ContextNotAllowed: kubeconfig context 'prod' is not on labkit's al
 
 from __future__ import annotations
 
+import os
+import traceback
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,8 +30,11 @@ class LabkitError(Exception):
 
         IPython calls ``_render_traceback_`` on an exception that has one instead of formatting the stack
         (``InteractiveShell.showtraceback``); the stack of labkit and kubernetes-client frames says nothing
-        a learner can act on, while ``problem``/``fix`` do. The CLI's ``--debug`` still shows the stack.
+        a learner can act on, while ``problem``/``fix`` do. ``LABKIT_DEBUG=1`` in the kernel's environment
+        shows the stack again, as the CLI's ``--debug`` does.
         """
+        if os.environ.get("LABKIT_DEBUG"):
+            return "".join(traceback.format_exception(self)).splitlines()
         lines = [f"{type(self).__name__}: {self.problem}"]
         return lines + ([f"  fix: {self.fix}"] if self.fix else [])
 

@@ -63,12 +63,13 @@ def test_missing_kubeconfig_in_a_notebook_cell_shows_problem_and_fix_not_a_trace
     """A real IPython kernel: the cell's error output is the problem and the fix, no stack frames."""
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
     cell = f"import labkit\nlabkit.connect('kubeconfig', kubeconfig={str(tmp_path / 'nope.yaml')!r})"
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
-    with pytest.raises(CellExecutionError):
-        NotebookClient(nb, kernel_name="python3", timeout=60).execute()
+    debug = "import os\nos.environ['LABKIT_DEBUG'] = '1'\n" + cell
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell), nbformat.v4.new_code_cell(debug)])
+    NotebookClient(nb, kernel_name="python3", timeout=60, allow_errors=True).execute()
+    debug_error = nb.cells[1].outputs[-1]
+    assert debug_error["traceback"][0] == "Traceback (most recent call last):"  # LABKIT_DEBUG: the stack again
     error = nb.cells[0].outputs[-1]
     assert error["ename"] == "PrerequisiteMissing"
     problem, fix = error["traceback"]
