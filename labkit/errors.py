@@ -65,21 +65,24 @@ class PrerequisiteMissing(LabkitError):
     """A tool, package, file or cluster feature a lab needs is absent."""
 
 
-def cell_label(execution_count: int | None) -> str:
+def cell_label(execution_count: int | None, starts: str | None = None) -> str:
     """A cell as JupyterLab labels it in an executed notebook (``[7]:``) and papermill's banner names it.
 
-    >>> cell_label(7)
-    'cell In [7]'
+    >>> cell_label(7, "try:")
+    "cell In [7] (it starts with 'try:')"
     """
-    return f"cell In [{execution_count}]" if execution_count is not None else "an unknown cell"
+    where = f"cell In [{execution_count}]" if execution_count is not None else "an unknown cell"
+    return f"{where} (it starts with {starts!r})" if starts else where
 
 
 class NotebookFailed(LabkitError):
     """A notebook run by ``labkit run`` raised in one of its cells."""
 
-    def __init__(self, notebook: str, cell: int | None, error: str, output: str | None = None) -> None:
+    def __init__(
+        self, notebook: str, cell: int | None, error: str, output: str | None = None, cell_starts: str | None = None
+    ) -> None:
         super().__init__(
-            f"notebook {notebook} failed in {cell_label(cell)}: {error}",
+            f"notebook {notebook} failed in {cell_label(cell, cell_starts)}: {error}",
             f"open the executed copy ({output}) to see the full output" if output else None,
         )
         self.notebook, self.cell, self.error, self.output = notebook, cell, error, output

@@ -112,9 +112,10 @@ class NotebookResult:
     output: str
     cell: int | None = None
     error: str | None = None
+    cell_starts: str | None = None  # the failing cell's first non-blank line
 
     def failure(self) -> NotebookFailed:
-        return NotebookFailed(self.notebook, self.cell, self.error or "unknown error", self.output)
+        return NotebookFailed(self.notebook, self.cell, self.error or "unknown error", self.output, self.cell_starts)
 
 
 @dataclass
@@ -218,7 +219,8 @@ def run_notebook(path: Path, output: Path, parameters: dict[str, Any]) -> Notebo
             time.monotonic() - start,
             str(output),
             e.exec_count,
-            f"{e.ename}: {e.evalue} [cell starts: {first_line.strip()!r}]",
+            f"{e.ename}: {e.evalue}",
+            first_line.strip(),
         )
     except (DeadKernelError, CellTimeoutError) as e:
         # The kernel died (out of memory, a crash) or a cell hung: still a failed notebook, not a traceback.
@@ -272,7 +274,7 @@ def run_notebooks(
         summary.results.append(result)
         echo(
             f"[{i}/{len(chosen)}] {path.stem} {result.status} in {result.seconds:.1f} s"
-            + (f": {cell_label(result.cell)}: {result.error}" if result.error else "")
+            + (f": {cell_label(result.cell, result.cell_starts)}: {result.error}" if result.error else "")
         )
         if result.status == "failed" and not keep_going:
             break

@@ -94,9 +94,11 @@ def test_failing_cell_is_named_and_run_stops(labs, tmp_path, clean_env):
     executed = nbformat.read(tmp_path / "out/01-broken.ipynb", 4)
     raising = next(c for c in executed.cells if "raise ValueError" in c.source)
     assert result.cell == raising.execution_count == 4  # the [4] JupyterLab shows beside the cell
-    assert result.error == "ValueError: boom [cell starts: '# a comment line is skipped']"
+    assert (result.error, result.cell_starts) == ("ValueError: boom", "# a comment line is skipped")
     failure = result.failure()
-    assert "notebook 01-broken failed in cell In [4]: ValueError: boom" in str(failure)
+    assert failure.problem == (
+        "notebook 01-broken failed in cell In [4] (it starts with '# a comment line is skipped'): ValueError: boom"
+    )
     assert any("In [4]" in "".join(c.source) for c in executed.cells if c.cell_type == "markdown")  # papermill's
     assert json.loads((tmp_path / "out/summary.json").read_text())["ok"] is False
 
