@@ -8,6 +8,7 @@ Each test gets its own venv directory (``LABKIT_VENV``) whose ``bin/`` links to 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -105,6 +106,7 @@ def free_port() -> int:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="Jupyter's root refusal only happens as root (containers, Binder)")
+@pytest.mark.skipif(importlib.util.find_spec("jupyterlab") is None, reason="JupyterLab comes with the lab extra")
 def test_jupyter_opens_as_root(venv, tmp_path):
     stamp(venv, "lab,test")
     port = free_port()
