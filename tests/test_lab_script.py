@@ -85,6 +85,12 @@ def test_a_superset_install_satisfies_a_subset_and_switching_never_reinstalls(ve
     assert len(installs(venv)) == before  # run (test) after jupyter (lab,test) and back: nothing installed
 
 
+def test_a_stamp_in_the_old_order_still_counts(venv):
+    stamp(venv, "test,lab")  # what ./lab wrote before it sorted the extras
+    assert lab(venv, "jupyter", "--version").returncode == 0
+    assert installs(venv) == []
+
+
 def test_a_changed_pyproject_reinstalls_with_the_extras_asked_for(venv):
     (venv / ".labkit-installed").write_text("0000 lab,test\n")
     assert lab(venv, "run", "--help").returncode == 0
