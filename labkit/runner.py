@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import time
@@ -75,6 +76,11 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def command_name() -> str:
+    """How the learner runs labkit: ``./lab`` sets ``LABKIT_COMMAND`` (labkit is then not on PATH), else ``labkit``."""
+    return os.environ.get("LABKIT_COMMAND") or "labkit"
 
 
 def notebook_parameters(path: Path) -> list[str]:
@@ -284,11 +290,13 @@ def run_notebooks(
 
 def interrupted(path: Path, backend: str, output_dir: Path) -> RunInterrupted:
     """What Ctrl-C during *path* cleaned up and what it left behind."""
-    left = [f"the lab's namespace {lab_namespace(path)} and objects may remain (labkit clean --lab {path.stem} --yes)"]
+    labkit = command_name()
+    clean = f"{labkit} clean --lab {path.stem} --yes"
+    left = [f"the lab's namespace {lab_namespace(path)} and objects may remain ({clean})"]
     if backend == "sandbox":
-        left.append("the sandbox cluster keeps running (labkit sandbox down stops it)")
+        left.append(f"the sandbox cluster keeps running ({labkit} sandbox down stops it)")
     return RunInterrupted(
         f"interrupted during notebook {path.stem}; cleaned up: its kernel was shut down, and the executed copy "
         f"so far and the summary are in {output_dir}; left: " + "; ".join(left),
-        f"re-run it with `labkit run {path.stem}`",
+        f"re-run it with `{labkit} run {path.stem}`",
     )

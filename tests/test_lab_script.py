@@ -70,6 +70,8 @@ def test_other_commands_pass_through_to_the_venv_labkit(venv):
     assert doctor.returncode == 0 and doctor.stdout.startswith("usage: labkit doctor")
     sandbox = lab(venv, "sandbox", "--help")
     assert sandbox.returncode == 0 and sandbox.stdout.startswith("usage: labkit sandbox")
+    run_help = lab(venv, "run", "--help")  # no "executed notebooks" claim after a run that ran nothing
+    assert run_help.returncode == 0 and "executed notebooks and summary" not in run_help.stderr
     assert installs(venv) == []
 
 

@@ -157,6 +157,7 @@ def test_ctrl_c_says_what_was_cleaned_up_and_what_is_left(labs, tmp_path, clean_
         stdout=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
+        env={**os.environ, "LABKIT_COMMAND": "./lab"},  # as ./lab runs it: labkit itself is not on PATH
     )
     deadline = time.monotonic() + 90
     while not pid_file.exists() and time.monotonic() < deadline:  # the kernel is running the slow cell
@@ -166,7 +167,7 @@ def test_ctrl_c_says_what_was_cleaned_up_and_what_is_left(labs, tmp_path, clean_
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert err.startswith("error: interrupted during notebook 03-slow; cleaned up: its kernel was shut down")
-    assert "labkit clean --lab 03-slow --yes" in err and "labkit sandbox down" in err
+    assert "(./lab clean --lab 03-slow --yes)" in err and "(./lab sandbox down stops it)" in err
     assert "Traceback" not in err and "zmq" not in err.lower()
     assert json.loads((out / "summary.json").read_text())["results"][0]["status"] == "interrupted"
     with pytest.raises(ProcessLookupError):  # the kernel really is gone, as the message says
