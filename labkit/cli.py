@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from labkit import __version__
-from labkit.errors import LabkitError
+from labkit.errors import LabkitError, RunInterrupted
 
 #: Sub-command modules under labkit.commands, in help order. Each has ``register(subparsers)``.
 COMMANDS = ("doctor", "run", "clean", "sandbox", "wasm", "image", "apps")
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 130 if isinstance(e, RunInterrupted) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -9,6 +9,8 @@ labkit.errors.ContextNotAllowed: kubeconfig context 'prod' is not on labkit's al
 
 from __future__ import annotations
 
+import os
+import traceback
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,6 +24,19 @@ class LabkitError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(problem if not fix else f"{problem}\n  fix: {fix}")
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for this error in a notebook cell: the problem and the fix, not a traceback.
+
+        IPython calls ``_render_traceback_`` on an exception that has one instead of formatting the stack
+        (``InteractiveShell.showtraceback``); the stack of labkit and kubernetes-client frames says nothing
+        a learner can act on, while ``problem``/``fix`` do. ``LABKIT_DEBUG=1`` in the kernel's environment
+        shows the stack again, as the CLI's ``--debug`` does.
+        """
+        if os.environ.get("LABKIT_DEBUG"):
+            return "".join(traceback.format_exception(self)).splitlines()
+        lines = [f"{type(self).__name__}: {self.problem}"]
+        return lines + ([f"  fix: {self.fix}"] if self.fix else [])
 
 
 class ClusterUnreachable(LabkitError):
@@ -50,16 +65,31 @@ class PrerequisiteMissing(LabkitError):
     """A tool, package, file or cluster feature a lab needs is absent."""
 
 
+def cell_label(execution_count: int | None, starts: str | None = None) -> str:
+    """A cell as JupyterLab labels it in an executed notebook (``[7]:``) and papermill's banner names it.
+
+    >>> cell_label(7, "try:")
+    "cell In [7] (it starts with 'try:')"
+    """
+    where = f"cell In [{execution_count}]" if execution_count is not None else "an unknown cell"
+    return f"{where} (it starts with {starts!r})" if starts else where
+
+
 class NotebookFailed(LabkitError):
     """A notebook run by ``labkit run`` raised in one of its cells."""
 
-    def __init__(self, notebook: str, cell: int | None, error: str, output: str | None = None) -> None:
-        where = f"cell {cell}" if cell is not None else "an unknown cell"
+    def __init__(
+        self, notebook: str, cell: int | None, error: str, output: str | None = None, cell_starts: str | None = None
+    ) -> None:
         super().__init__(
-            f"notebook {notebook} failed in {where}: {error}",
+            f"notebook {notebook} failed in {cell_label(cell, cell_starts)}: {error}",
             f"open the executed copy ({output}) to see the full output" if output else None,
         )
         self.notebook, self.cell, self.error, self.output = notebook, cell, error, output
+
+
+class RunInterrupted(LabkitError):
+    """Ctrl-C stopped ``labkit run``: the message says what was cleaned up and what is left."""
 
 
 class CheckFailed(LabkitError):

@@ -7,15 +7,21 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from labkit import config
-from labkit.errors import LabkitError, NotebookFailed, PrerequisiteMissing
+from labkit.errors import LabkitError, NotebookFailed, PrerequisiteMissing, RunInterrupted, cell_label
+
+if TYPE_CHECKING:
+    from jupyter_client.manager import AsyncKernelManager
 
 DEFAULT_OUTPUT_DIR = Path("build/notebooks")
 KERNEL = "python3"
@@ -72,17 +78,50 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def command_name() -> str:
+    """How the learner runs labkit: ``./lab`` sets ``LABKIT_COMMAND`` (labkit is then not on PATH), else ``labkit``."""
+    return os.environ.get("LABKIT_COMMAND") or "labkit"
+
+
+def notebook_parameters(path: Path) -> list[str]:
+    """The names the notebook's ``parameters`` cell assigns (what ``-p NAME VALUE`` may set)."""
+    import papermill
+
+    return list(papermill.inspect_notebook(str(path)))
+
+
+def check_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> None:
+    """Refuse a ``-p`` name that a chosen notebook's ``parameters`` cell does not assign.
+
+    papermill injects any name without complaint, so a typo (``timeout`` for ``timeout_s``) would run the
+    notebook with its default and nobody would notice.
+    """
+    for path in notebooks:
+        known = notebook_parameters(path)
+        unknown = [name for name in parameters if name not in known]
+        if unknown:
+            raise LabkitError(
+                f"notebook {path.stem} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters cell sets: {', '.join(known) or 'nothing'}",
+                "spell the name as the notebook's parameters cell does (e.g. -p timeout_s 300)",
+            )
+
+
 @dataclass
 class NotebookResult:
+    """One executed notebook. ``cell`` is the failing cell's execution count: the ``[N]`` JupyterLab shows
+    beside it in the executed copy (papermill's ``In [N]`` banner), not its position in the file."""
+
     notebook: str
-    status: Literal["passed", "failed"]
+    status: Literal["passed", "failed", "interrupted"]
     seconds: float
     output: str
     cell: int | None = None
     error: str | None = None
+    cell_starts: str | None = None  # the failing cell's first non-blank line
 
     def failure(self) -> NotebookFailed:
-        return NotebookFailed(self.notebook, self.cell, self.error or "unknown error", self.output)
+        return NotebookFailed(self.notebook, self.cell, self.error or "unknown error", self.output, self.cell_starts)
 
 
 @dataclass
@@ -136,6 +175,27 @@ def ensure_kernel() -> None:
         ) from e
 
 
+@contextmanager
+def ipc_kernel() -> Iterator[AsyncKernelManager]:
+    """A kernel manager whose kernel talks over IPC sockets in a private temporary directory, not TCP.
+
+    Nothing listens on a port, and ipykernel has no reason to print its "running over TCP without
+    encryption" warning into every run. The sockets live in a short path (a Unix socket path is limited
+    to about 107 bytes; Jupyter's runtime directory under a long home can exceed it). On leaving, the
+    kernel is shut down whatever happened, Ctrl-C included.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    with tempfile.TemporaryDirectory(prefix="labkit-kernel-") as sockets:
+        kernel = AsyncKernelManager(kernel_name=KERNEL, transport="ipc", ip=f"{sockets}/ipc")
+        try:
+            yield kernel
+        finally:
+            if kernel.has_kernel:
+                run_sync(kernel.shutdown_kernel)(now=True)
+
+
 def run_notebook(path: Path, output: Path, parameters: dict[str, Any]) -> NotebookResult:
     """Execute one notebook with papermill into *output*; a failing cell becomes a ``failed`` result."""
     import papermill
@@ -145,18 +205,28 @@ def run_notebook(path: Path, output: Path, parameters: dict[str, Any]) -> Notebo
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     try:
-        papermill.execute_notebook(
-            str(path), str(output), parameters=parameters, kernel_name=KERNEL, cwd=str(path.parent), progress_bar=False
-        )
+        with ipc_kernel() as kernel:
+            papermill.execute_notebook(
+                str(path),
+                str(output),
+                parameters=parameters,
+                kernel_name=KERNEL,
+                cwd=str(path.parent),
+                progress_bar=False,
+                km=kernel,
+            )
     except PapermillExecutionError as e:
+        if e.ename == "KeyboardInterrupt":  # Ctrl-C reached the kernel's process group before ours
+            raise KeyboardInterrupt from None
         first_line = next((line for line in (e.source or "").splitlines() if line.strip()), "")
         return NotebookResult(
             path.stem,
             "failed",
             time.monotonic() - start,
             str(output),
-            e.cell_index,
-            f"{e.ename}: {e.evalue} [cell starts: {first_line.strip()!r}]",
+            e.exec_count,
+            f"{e.ename}: {e.evalue}",
+            first_line.strip(),
         )
     except (DeadKernelError, CellTimeoutError) as e:
         # The kernel died (out of memory, a crash) or a cell hung: still a failed notebook, not a traceback.
@@ -184,25 +254,49 @@ def run_notebooks(
     """Execute notebooks in order; return the summary (also written to *output_dir*).
 
     Injected parameters: ``backend``, ``namespace`` (``lab-NN``) and *parameters* (which win).
-    Stops at the first failure unless *keep_going*. Raises only for bad names or a missing kernel;
-    the caller decides what a failed summary means (``labkit run`` exits 1).
+    Stops at the first failure unless *keep_going*. Raises for bad names, an unknown parameter, a missing
+    kernel, and :class:`RunInterrupted` on Ctrl-C (after writing the summary); the caller decides what a
+    failed summary means (``labkit run`` exits 1).
     """
     chosen = select_notebooks(names, root)
+    check_parameters(chosen, parameters or {})
     ensure_kernel()
     name = config.resolve_backend(backend)
     output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(name)
     for i, path in enumerate(chosen, 1):
         echo(f"[{i}/{len(chosen)}] {path.stem} ...")
         params = {"backend": name, "namespace": lab_namespace(path), **(parameters or {})}
-        result = run_notebook(path, output_dir / path.name, params)
+        start = time.monotonic()
+        try:
+            result = run_notebook(path, output_dir / path.name, params)
+        except KeyboardInterrupt:
+            summary.results.append(
+                NotebookResult(path.stem, "interrupted", time.monotonic() - start, str(output_dir / path.name))
+            )
+            summary.write(output_dir)
+            raise interrupted(path, name, output_dir) from None
         summary.results.append(result)
         echo(
             f"[{i}/{len(chosen)}] {path.stem} {result.status} in {result.seconds:.1f} s"
-            + (f": cell {result.cell}: {result.error}" if result.error else "")
+            + (f": {cell_label(result.cell, result.cell_starts)}: {result.error}" if result.error else "")
         )
         if result.status == "failed" and not keep_going:
             break
-    output_dir.mkdir(parents=True, exist_ok=True)
     summary.write(output_dir)
     return summary
+
+
+def interrupted(path: Path, backend: str, output_dir: Path) -> RunInterrupted:
+    """What Ctrl-C during *path* cleaned up and what it left behind."""
+    labkit = command_name()
+    clean = f"{labkit} clean --lab {path.stem} --yes"
+    left = [f"the lab's namespace {lab_namespace(path)} and objects may remain ({clean})"]
+    if backend == "sandbox":
+        left.append(f"the sandbox cluster keeps running ({labkit} sandbox down stops it)")
+    return RunInterrupted(
+        f"interrupted during notebook {path.stem}; cleaned up: its kernel was shut down, and the executed copy "
+        f"so far and the summary are in {output_dir}; left: " + "; ".join(left),
+        f"re-run it with `{labkit} run {path.stem}`",
+    )

@@ -28,13 +28,25 @@ def has_frontend() -> bool:
     return bool(os.environ.get("JPY_SESSION_NAME") or os.environ.get("VSCODE_PID"))
 
 
+def elapsed_label(seconds: float) -> str:
+    """Elapsed time, seven characters wide: milliseconds under a second, else tenths of seconds.
+
+    The sandbox answers most waits within 100 ms; tenths alone would print ``0.0s`` on every line, as if the
+    clock had stopped.
+
+    >>> elapsed_label(0.042), elapsed_label(3.21), elapsed_label(125)
+    ('   42ms', '   3.2s', ' 125.0s')
+    """
+    return f"{seconds * 1000:5.0f}ms" if seconds < 0.9995 else f"{seconds:6.1f}s"
+
+
 class Progress(Protocol):
     def update(self, line: str, pods: list[dict[str, Any]] | None = None) -> None: ...
     def close(self, line: str) -> None: ...
 
 
 class PlainProgress:
-    """Prints ``[  3.2s] <title>: <line>`` whenever the line changes (never the same line twice)."""
+    """Prints ``[   3.2s] <title>: <line>`` whenever the line changes (never the same line twice)."""
 
     def __init__(self, title: str, stream: TextIO | None = None) -> None:
         self.title, self.stream = title, stream
@@ -43,7 +55,7 @@ class PlainProgress:
 
     def _print(self, line: str) -> None:
         stream = self.stream or sys.stdout  # looked up late: pytest/papermill swap sys.stdout
-        print(f"[{time.monotonic() - self.start:5.1f}s] {self.title}: {line}", file=stream, flush=True)
+        print(f"[{elapsed_label(time.monotonic() - self.start)}] {self.title}: {line}", file=stream, flush=True)
 
     def update(self, line: str, pods: list[dict[str, Any]] | None = None) -> None:
         if line != self.last:
@@ -87,7 +99,7 @@ class WidgetProgress:
 
     def update(self, line: str, pods: list[dict[str, Any]] | None = None) -> None:
         elapsed = time.monotonic() - self.start
-        self.line.value = f"<b>{html.escape(self.title)}</b> · {elapsed:.1f}s · {html.escape(line)}"
+        self.line.value = f"<b>{html.escape(self.title)}</b> · {elapsed_label(elapsed).strip()} · {html.escape(line)}"
         if pods is not None:
             cells = "".join(
                 f"<tr><td>{html.escape(n)}</td><td>{html.escape(p)}</td><td>{r}</td><td>{c}</td>"

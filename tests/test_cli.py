@@ -64,3 +64,14 @@ def test_clean_refuses_without_confirmation_when_not_a_terminal(tmp_path, write_
 def test_subcommand_help(args):
     done = labkit(*args)
     assert done.returncode == 0 and "--backend" in done.stdout
+
+
+def test_image_import_of_a_non_archive_names_the_file_and_what_an_oci_archive_is(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    done = labkit("image", "import", str(notes), env_extra={"LABKIT_HOME": str(tmp_path / "home")})
+    assert done.returncode == 1
+    problem, fix = done.stderr.splitlines()
+    assert problem.startswith(f"error: {notes} is not an OCI image archive: it is not even a tar file.")
+    assert "index.json" in problem and fix.startswith("  fix: pass one written by `labkit image build`")
+    assert "ReadError" not in done.stderr  # tarfile's list of failed decompressors stays out of sight

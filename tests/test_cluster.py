@@ -59,6 +59,24 @@ def test_missing_kubeconfig_names_path_and_fix(clean_env, tmp_path):
     assert str(missing) in e.value.problem and "KUBECONFIG" in str(e.value.fix)
 
 
+def test_missing_kubeconfig_in_a_notebook_cell_shows_problem_and_fix_not_a_traceback(clean_env, tmp_path):
+    """A real IPython kernel: the cell's error output is the problem and the fix, no stack frames."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    cell = f"import labkit\nlabkit.connect('kubeconfig', kubeconfig={str(tmp_path / 'nope.yaml')!r})"
+    debug = "import os\nos.environ['LABKIT_DEBUG'] = '1'\n" + cell
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell), nbformat.v4.new_code_cell(debug)])
+    NotebookClient(nb, kernel_name="python3", timeout=60, allow_errors=True).execute()
+    debug_error = nb.cells[1].outputs[-1]
+    assert debug_error["traceback"][0] == "Traceback (most recent call last):"  # LABKIT_DEBUG: the stack again
+    error = nb.cells[0].outputs[-1]
+    assert error["ename"] == "PrerequisiteMissing"
+    problem, fix = error["traceback"]
+    assert problem == f"PrerequisiteMissing: kubeconfig file {tmp_path / 'nope.yaml'} does not exist"
+    assert fix.startswith("  fix: pass kubeconfig=... or set KUBECONFIG")
+
+
 def test_context_naming_a_missing_cluster_is_a_labkit_error(clean_env, tmp_path):
     path = tmp_path / "kubeconfig.yaml"
     path.write_text(

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -85,11 +90,16 @@ def test_failing_cell_is_named_and_run_stops(labs, tmp_path, clean_env):
     summary = run_notebooks(["01", "02"], output_dir=tmp_path / "out", root=labs, echo=lambda _: None)
     assert not summary.ok and len(summary.results) == 1  # 02 never ran: no --keep-going
     result = summary.results[0]
-    # cell 0: parameters, 1: papermill's injected parameters, 2: x = 1, 3: the raise
-    assert result.cell == 3
-    assert result.error == "ValueError: boom [cell starts: '# a comment line is skipped']"
+    # Executed in order: [1] parameters, [2] papermill's injected parameters, [3] x = 1, [4] the raise.
+    executed = nbformat.read(tmp_path / "out/01-broken.ipynb", 4)
+    raising = next(c for c in executed.cells if "raise ValueError" in c.source)
+    assert result.cell == raising.execution_count == 4  # the [4] JupyterLab shows beside the cell
+    assert (result.error, result.cell_starts) == ("ValueError: boom", "# a comment line is skipped")
     failure = result.failure()
-    assert "notebook 01-broken failed in cell 3: ValueError: boom" in str(failure)
+    assert failure.problem == (
+        "notebook 01-broken failed in cell In [4] (it starts with '# a comment line is skipped'): ValueError: boom"
+    )
+    assert any("In [4]" in "".join(c.source) for c in executed.cells if c.cell_type == "markdown")  # papermill's
     assert json.loads((tmp_path / "out/summary.json").read_text())["ok"] is False
 
 
@@ -111,3 +121,54 @@ def test_a_dying_kernel_is_a_failed_notebook_not_a_traceback(labs, tmp_path, cle
     result = summary.results[0]
     assert (result.notebook, result.status) == ("03-dies", "failed")
     assert (result.error or "").startswith("DeadKernelError")
+
+
+def test_unknown_parameter_is_refused_naming_it_and_the_known_ones(labs, tmp_path, clean_env):
+    with pytest.raises(LabkitError) as e:
+        run_notebooks(["00"], parameters={"timeout": 300}, output_dir=tmp_path / "out", root=labs)
+    assert e.value.problem == (
+        "notebook 00-hello has no parameter 'timeout'; its parameters cell sets: backend, namespace, timeout_s"
+    )
+    assert not (tmp_path / "out").exists()  # refused before any kernel started
+
+
+def test_the_kernel_does_not_warn_about_tcp(labs, tmp_path, clean_env, capfd):
+    """The kernel inherits our stderr: ipykernel's plain-TCP warning would land in every run's output."""
+    summary = run_notebooks(["00"], output_dir=tmp_path / "out", root=labs, echo=lambda _: None)
+    assert summary.ok
+    assert "without encryption" not in capfd.readouterr().err
+
+
+def test_ctrl_c_says_what_was_cleaned_up_and_what_is_left(labs, tmp_path, clean_env):
+    pid_file = tmp_path / "kernel.pid"
+    slow_cell = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)"
+    write_notebook(labs / "03-slow.ipynb", slow_cell)
+    out = tmp_path / "out"
+    child = (
+        # A shell's background job starts with SIGINT ignored; a terminal's foreground `labkit run` does not.
+        "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "import sys\nfrom pathlib import Path\nimport labkit.runner\nfrom labkit.cli import main\n"
+        f"labkit.runner.notebooks_dir = lambda: Path({str(labs)!r})\n"
+        f"sys.exit(main(['run', '03', '--backend', 'sandbox', '--output-dir', {str(out)!r}]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", child],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "LABKIT_COMMAND": "./lab"},  # as ./lab runs it: labkit itself is not on PATH
+    )
+    deadline = time.monotonic() + 90
+    while not pid_file.exists() and time.monotonic() < deadline:  # the kernel is running the slow cell
+        time.sleep(0.2)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: SIGINT to the terminal's foreground process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.startswith("error: interrupted during notebook 03-slow; cleaned up: its kernel was shut down")
+    assert "(./lab clean --lab 03-slow --yes)" in err and "(./lab sandbox down stops it)" in err
+    assert "Traceback" not in err and "zmq" not in err.lower()
+    assert json.loads((out / "summary.json").read_text())["results"][0]["status"] == "interrupted"
+    with pytest.raises(ProcessLookupError):  # the kernel really is gone, as the message says
+        os.kill(int(pid_file.read_text()), 0)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from labkit.commands import add_backend_args
-from labkit.runner import DEFAULT_OUTPUT_DIR, parse_value, run_notebooks
+from labkit.runner import DEFAULT_OUTPUT_DIR, command_name, parse_value, run_notebooks
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(summary.table())
     print(f"executed notebooks and summary.md: {args.output_dir}")
+    if summary.backend == "sandbox":
+        print(f"the sandbox keeps running: {command_name()} sandbox down stops it")
     failed = [r for r in summary.results if r.status == "failed"]
     if failed:
         raise failed[0].failure()

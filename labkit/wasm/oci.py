@@ -362,10 +362,13 @@ class _Archive:
             raise ImageError(
                 f"image archive {path} does not exist", "check the path; build one with `labkit image build`"
             ) from None
-        except (tarfile.TarError, OSError) as exc:
+        except (tarfile.TarError, OSError):
+            # tarfile's own message lists every compression it tried as a Python list: nothing a learner can use.
             raise ImageError(
-                f"{path} is not a tar archive ({exc})",
-                "pass an OCI image archive, e.g. from `labkit image build` or oci-tar-builder",
+                f"{path} is not an OCI image archive: it is not even a tar file. An OCI image archive is a tar "
+                "of an OCI image layout (oci-layout, index.json and blobs/sha256/...)",
+                "pass one written by `labkit image build`, oci-tar-builder, `skopeo copy ... oci-archive:FILE` "
+                "or `ctr images export`",
             ) from None
         self.members = {m.name.removeprefix("./"): m for m in self.tar.getmembers() if m.isfile()}
 

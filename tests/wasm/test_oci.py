@@ -269,7 +269,7 @@ def test_read_image_rejects_corrupt_and_foreign_archives(tmp_path: Path) -> None
         read_image(bad)
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(ImageError, match="not a tar archive"):
+    with pytest.raises(ImageError, match="not an OCI image archive: it is not even a tar file"):
         read_image(text)
     with pytest.raises(ImageError, match="does not exist"):
         read_image(tmp_path / "missing.tar")
