@@ -213,7 +213,7 @@ def test_apply_verify_restore(node: Node) -> None:
     assert stat.S_IMODE(node.paths.k3s_config.stat().st_mode) == 0o640, "an existing file keeps its mode"
     info = h.verify_default_runtime("crun")
     assert info.source == "k3s crictl info" and info.rendered.default_runtime == "crun"
-    assert sorted(info.runtimes) == ["crun", "runc", "wasmedge"]
+    assert sorted(info.runtimes) == ["crun", "runc", "runhcs-wcow-process", "wasmedge"]
     assert h.backups() == [backup] and {f.path: f.existed for f in backup.files} == {
         "/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl": False,
         "/etc/rancher/k3s/config.yaml": True,
@@ -228,9 +228,11 @@ def test_apply_verify_restore(node: Node) -> None:
 def test_a_toml_error_aborts_with_nothing_written(node: Node) -> None:
     before = node.snapshot()
     h = host(node)
-    # re-declaring the table the base already emits: the classic TOML redefinition
-    bad = '{{ template "base" . }}\n[plugins.\'io.containerd.cri.v1.runtime\'.containerd]\n  default_runtime_name = "crun"\n'
-    change = HostChange(node.root, {node.paths.template_v3: bad}, "bad", 3)
+    # the default runtime named twice, in the template and in k3s's config: the base then emits the
+    # …containerd table too, and the template's second one is a TOML redefinition
+    bad = '{{ template "base" . }}\n[plugins.\'io.containerd.cri.v1.runtime\'.containerd]\n  default_runtime_name = "runc"\n'
+    files = {node.paths.template_v3: bad, node.paths.k3s_config: "default-runtime: runc\n"}
+    change = HostChange(node.root, files, "bad", 3)
     with pytest.raises(ContainerdConfigError, match="declared twice"):
         h.apply(change)
     assert node.snapshot() == before and h.backups() == []

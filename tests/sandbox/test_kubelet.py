@@ -17,12 +17,8 @@ from typing import Any
 import pytest
 import wasmtime
 
-from labkit.containerd import (
-    ContainerdPaths,
-    RuntimeSpec,
-    crun_runtime_template,
-    runtime_tables,
-)
+from labkit.containerd import ContainerdPaths, RuntimeSpec, runtime_tables
+from labkit.host.crun_swap import crun_runtime_template
 from labkit.imagestore import ImageStore
 from labkit.sandbox.api.apicore import ApiCore
 from labkit.sandbox.api.events import EVENTS
