@@ -31,26 +31,11 @@ from labkit.sandbox.api.auth import TokenAuthority
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.server import VERSION_INFO, ApiServer, ServerThread
 from labkit.sandbox.api.store import Store
-from labkit.sandbox.controllers.endpoints import run_endpoints_controller
-from labkit.sandbox.controllers.scheduler import run_scheduler
-from labkit.sandbox.controllers.workloads import (
-    run_deployment_controller,
-    run_job_controller,
-    run_replicaset_controller,
-)
+from labkit.sandbox.controllers import CONTROLLERS
 from labkit.sandbox.kubelet.agent import NodeAgents
 from labkit.sandbox.nodes import NODES, SANDBOX_NODE_LABEL, ensure_nodes
 
 log = logging.getLogger("labkit.sandbox.daemon")
-
-#: The control loops the daemon runs on the API server's event loop, each ``async def loop(core)``.
-CONTROLLERS = (
-    run_scheduler,
-    run_deployment_controller,
-    run_replicaset_controller,
-    run_job_controller,
-    run_endpoints_controller,
-)
 
 
 def _private_file(path: Path, make: bytes) -> bytes:

@@ -113,11 +113,14 @@ def create_unschedulable(kubectl: Any, ns: str, *generator: str) -> None:
     kubectl("create", "-n", ns, "-f", "-", input=json.dumps(obj))
 
 
-def rollout_status(kubectl: Any, ns: str, name: str = "web") -> subprocess.CompletedProcess:
-    return kubectl("rollout", "status", f"deployment/{name}", "-n", ns, "--timeout=20s", check=False)
+def rollout_status(kubectl: Any, ns: str, name: str = "web") -> subprocess.CompletedProcess[str]:
+    result: subprocess.CompletedProcess[str] = kubectl(
+        "rollout", "status", f"deployment/{name}", "-n", ns, "--timeout=20s", check=False
+    )
+    return result
 
 
-def test_deployment_rollout_scale_describe_restart_undo(kubectl, namespace, api_client):
+def test_deployment_rollout_scale_describe_restart_undo(kubectl: Any, namespace: str, api_client: Any) -> None:
     create_unschedulable(kubectl, namespace, "deployment", "web", "--image=demo:1", "--replicas=3")
     # rollout status waits (watching) until the pods are reported ready
     waiting = subprocess.Popen(
@@ -128,6 +131,7 @@ def test_deployment_rollout_scale_describe_restart_undo(kubectl, namespace, api_
         env=kubectl.env,
     )
     # not rolled out while no pod is ready (the first line comes before any pod is reported)
+    assert waiting.stdout is not None
     assert waiting.stdout.readline().startswith('Waiting for deployment "web" rollout to finish: ')
     wait_for("3 pods", lambda: len(_pods(api_client, namespace, "app=web")) == 3)
     with FakeKubelet(api_client, namespace):
@@ -169,7 +173,7 @@ def test_deployment_rollout_scale_describe_restart_undo(kubectl, namespace, api_
         assert back["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
 
 
-def test_job_completes_and_kubectl_wait_sees_it(kubectl, namespace, api_client):
+def test_job_completes_and_kubectl_wait_sees_it(kubectl: Any, namespace: str, api_client: Any) -> None:
     create_unschedulable(kubectl, namespace, "job", "ok", "--image=demo:1")
     (pod,) = wait_for("job pod", lambda: _pods(api_client, namespace, "job-name=ok"))
     assert pod.metadata.name.startswith("ok-")
@@ -182,7 +186,7 @@ def test_job_completes_and_kubectl_wait_sees_it(kubectl, namespace, api_client):
     assert f"Created pod: {pod.metadata.name}" in described and "Job completed" in described
 
 
-def test_job_fails_with_backoff_limit_exceeded(kubectl, namespace, api_client):
+def test_job_fails_with_backoff_limit_exceeded(kubectl: Any, namespace: str, api_client: Any) -> None:
     obj = json.loads(
         kubectl("create", "job", "bad", "--image=demo:1", "-n", namespace, "--dry-run=client", "-o", "json").stdout
     )
@@ -204,7 +208,7 @@ def test_job_fails_with_backoff_limit_exceeded(kubectl, namespace, api_client):
     assert "BackoffLimitExceeded" in events and "Job has reached the specified backoff limit" in events
 
 
-def test_endpoints_list_ready_pod_ips(kubectl, namespace, api_client):
+def test_endpoints_list_ready_pod_ips(kubectl: Any, namespace: str, api_client: Any) -> None:
     create_unschedulable(kubectl, namespace, "deployment", "web", "--image=demo:1", "--replicas=2", "--port=8080")
     kubectl("expose", "deployment", "web", "--port=80", "--target-port=8080", "-n", namespace)
     with FakeKubelet(api_client, namespace) as kubelet:

@@ -26,7 +26,7 @@ from labkit.sandbox.api.status import StatusError, already_exists, bad_request, 
 from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
-    from labkit.sandbox.api.store import Store
+    from labkit.sandbox.api.store import Store, Watcher
 
 #: Kinds whose spec changes bump ``metadata.generation`` (workload controllers read it).
 GENERATION_KINDS = {"Deployment", "ReplicaSet", "Job", "Pod"}
@@ -106,6 +106,27 @@ class ApiCore:
         if cont:
             meta["continue"] = cont
         return {"kind": f"{res.kind}List", "apiVersion": res.api_version, "metadata": meta, "items": items}
+
+    def watch(
+        self,
+        res: Resource,
+        ns: str | None = None,
+        *,
+        since_rv: int | None = None,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> Watcher:
+        """Watch *res* from the running event loop, as ``?watch=true`` does: ``since_rv=None`` first yields an
+        ADDED for every matching object; a resourceVersion from :meth:`list` replays only what came after it
+        (410 Gone when that is older than the history). The store ends a watcher that falls too far behind:
+        its ``next()`` then returns None and the caller watches again."""
+        return self.store.watch(
+            res,
+            ns,
+            since_rv=since_rv,
+            label_selector=parse_label_selector(label_selector) if label_selector else None,
+            field_selector=parse_field_selector(field_selector) if field_selector else None,
+        )
 
     # ---------------------------------------------------------------- helpers
     def _check_identity(self, res: Resource, ns: str | None, obj: dict[str, Any], name: str | None) -> None:

@@ -1,0 +1,23 @@
+"""The controller-manager: the control loops the daemon runs on the API server's event loop.
+
+Each loop is one module of one shape (:mod:`labkit.sandbox.controllers.base`); ``CONTROLLERS`` lists
+them as ``async def run_x(core)`` functions, in the order the daemon starts them.
+"""
+
+from __future__ import annotations
+
+from labkit.sandbox.controllers.deployment import run_deployment_controller
+from labkit.sandbox.controllers.endpoints import run_endpoints_controller
+from labkit.sandbox.controllers.job import run_job_controller
+from labkit.sandbox.controllers.replicaset import run_replicaset_controller
+from labkit.sandbox.controllers.scheduler import run_scheduler
+
+__all__ = ["CONTROLLERS"]
+
+CONTROLLERS = (
+    run_scheduler,
+    run_deployment_controller,
+    run_replicaset_controller,
+    run_job_controller,
+    run_endpoints_controller,
+)

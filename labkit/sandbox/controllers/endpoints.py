@@ -14,20 +14,23 @@ differently land in different subsets/slices, as upstream groups them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from labkit.sandbox.api.selectors import label_selector_from_match, parse_label_selector
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.selectors import label_selector_from_match
 from labkit.sandbox.api.status import StatusError
-from labkit.sandbox.controllers.workloads import PODS, Key, Source, owner_reference, pod_ready, run_controller, served
+from labkit.sandbox.controllers.base import Controller, Key, Source
+from labkit.sandbox.controllers.podutil import MANAGER, PODS, owner_reference, pod_ready, selected
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
     from labkit.sandbox.api.registry import Resource
+    from labkit.sandbox.api.store import WatchEvent
 
-SERVICES = served("", "services")
-ENDPOINTS = served("", "endpoints")
-SLICES = served("discovery.k8s.io", "endpointslices")
+SERVICES = RESOURCES.served("", "services")
+ENDPOINTS = RESOURCES.served("", "endpoints")
+SLICES = RESOURCES.served("discovery.k8s.io", "endpointslices")
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
@@ -83,7 +86,7 @@ def _address(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def _headless(service: dict[str, Any]) -> bool:
-    return service["spec"].get("clusterIP") == "None"
+    return bool(service["spec"].get("clusterIP") == "None")
 
 
 def _groups(service: dict[str, Any], pods: list[dict[str, Any]]) -> dict[PortSet, list[dict[str, Any]]]:
@@ -144,157 +147,165 @@ def _labels(service: dict[str, Any]) -> dict[str, str]:
     return labels
 
 
-def _sync_endpoints(core: ApiCore, service: dict[str, Any], pods: list[dict[str, Any]]) -> None:
-    ns, name = service["metadata"]["namespace"], service["metadata"]["name"]
-    wanted: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Endpoints",
-        "metadata": {"name": name, "namespace": ns, "labels": _labels(service)},
-    }
-    subsets = endpoints_subsets(service, pods)
-    if subsets:
-        wanted["subsets"] = subsets
-    live = core.store.get(ENDPOINTS, ns, name)
-    if live is None:
-        core.create(ENDPOINTS, ns, wanted, manager="kube-controller-manager")
-    elif (
-        live.get("subsets") != wanted.get("subsets")
-        or (live["metadata"].get("labels") or {}) != wanted["metadata"]["labels"]
-    ):
-        updated = {**live, "metadata": {**live["metadata"], "labels": wanted["metadata"]["labels"]}}
-        updated.pop("subsets", None)
-        updated.update({k: v for k, v in wanted.items() if k == "subsets"})
-        core.replace(ENDPOINTS, ns, name, updated, manager="kube-controller-manager")
+class EndpointsController(Controller):
+    """Keeps every selecting Service's Endpoints and EndpointSlices current (the endpoint and endpointslice
+    controllers in one loop)."""
 
+    name = "endpoint-controller"
+    primary = SERVICES
 
-def _sync_slices(core: ApiCore, service: dict[str, Any], pods: list[dict[str, Any]]) -> None:
-    ns, name = service["metadata"]["namespace"], service["metadata"]["name"]
-    publish = bool(service["spec"].get("publishNotReadyAddresses"))
-    labels = {**_labels(service), SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY}
-    wanted = [
-        (ports, [slice_endpoint(p, publish) for p in members]) for ports, members in _groups(service, pods).items()
-    ]
-    if not wanted:
-        wanted = [((), [])]  # a placeholder slice with no endpoints, as upstream keeps for an empty service
-    selector = parse_label_selector(f"{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}")
-    existing = [s for s in core.store.list(SLICES, ns, selector)[0] if not s["metadata"].get("deletionTimestamp")]
+    def sources(self) -> Sequence[Source]:
+        return [
+            Source(PODS, self.services_of_pod),
+            Source(ENDPOINTS, self.service_of_endpoints),
+            Source(SLICES, _service_of_slice),
+        ]
 
-    def ports_of(s: dict[str, Any]) -> PortSet:
-        return tuple((p.get("name", ""), p.get("port"), p.get("protocol", "TCP")) for p in s.get("ports") or ())
-
-    # Reuse a slice with the same ports first, then any left over; create the rest; delete the extra.
-    unused = list(existing)
-
-    def take(ports: PortSet) -> dict[str, Any] | None:
-        match = next((s for s in unused if ports_of(s) == ports), None)
-        if match is not None:
-            unused.remove(match)
-        return match
-
-    plan = [(take(ports), ports, endpoints) for ports, endpoints in wanted]
-    plan = [
-        (live if live is not None else (unused.pop(0) if unused else None), ports, endpoints)
-        for live, ports, endpoints in plan
-    ]
-    for live, ports, endpoints in plan:
-        body: dict[str, Any] = {"addressType": "IPv4", "endpoints": endpoints}
-        if ports:
-            body["ports"] = [{"name": n, "port": p, "protocol": proto} for n, p, proto in ports]
-        if live is None:
-            core.create(
-                SLICES,
-                ns,
-                {
-                    "apiVersion": "discovery.k8s.io/v1",
-                    "kind": "EndpointSlice",
-                    "metadata": {
-                        "generateName": f"{name}-",
-                        "namespace": ns,
-                        "labels": labels,
-                        "ownerReferences": [owner_reference(service)],
-                    },
-                    **body,
-                },
-                manager="kube-controller-manager",
-            )
-        elif (
-            any(live.get(k) != body.get(k) for k in ("addressType", "endpoints", "ports"))
-            or live["metadata"].get("labels") != labels
+    def sync(self, key: Key) -> float | None:
+        """Bring the Service's Endpoints and EndpointSlices in line with its pods (removes the Endpoints with it)."""
+        ns, name = key
+        service = self.get(SERVICES, ns, name)
+        if service is None:
+            # The slices go with the Service through their ownerReference; Endpoints have none.
+            self.delete_quietly(ENDPOINTS, ns, name)
+            return None
+        selector = service["spec"].get("selector")
+        if (
+            not selector
+            or service["metadata"].get("deletionTimestamp")
+            or service["spec"].get("type") == "ExternalName"
         ):
-            updated = {k: v for k, v in live.items() if k not in ("endpoints", "ports")}
-            updated["metadata"] = {**live["metadata"], "labels": labels}
-            core.replace(SLICES, ns, live["metadata"]["name"], {**updated, **body}, manager="kube-controller-manager")
-    for extra in unused:
-        _delete_quietly(core, SLICES, ns, extra["metadata"]["name"])
-
-
-def _delete_quietly(core: ApiCore, res: Resource, ns: str, name: str) -> None:
-    try:
-        core.delete(res, ns, name)
-    except StatusError as e:
-        if e.code != 404:
-            raise
-
-
-def reconcile_service(core: ApiCore, ns: str, name: str) -> float | None:
-    """Bring the Service's Endpoints and EndpointSlices in line with its pods (removes the Endpoints with it)."""
-    service = core.store.get(SERVICES, ns, name)
-    if service is None:
-        # The slices go with the Service through their ownerReference; Endpoints have none.
-        if core.store.get(ENDPOINTS, ns, name) is not None:
-            _delete_quietly(core, ENDPOINTS, ns, name)
+            return None  # without a selector the user manages the Endpoints
+        pods = [p for p in selected(self.core, PODS, ns, {"matchLabels": selector}) if _serving_candidate(p)]
+        self.sync_endpoints(service, pods)
+        self.sync_slices(service, pods)
         return None
-    selector = service["spec"].get("selector")
-    if not selector or service["metadata"].get("deletionTimestamp") or service["spec"].get("type") == "ExternalName":
-        return None  # without a selector the user manages the Endpoints
-    pods = [
-        p
-        for p in core.store.list(PODS, ns, label_selector_from_match({"matchLabels": selector}))[0]
-        if _serving_candidate(p)
-    ]
-    _sync_endpoints(core, service, pods)
-    _sync_slices(core, service, pods)
-    return None
+
+    def services_of_pod(self, event: WatchEvent) -> list[Key]:
+        """The Services selecting the pod now, and those whose slices still list it (its old labels matched:
+        upstream looks at old and new labels, which a stored event no longer has). Slices hold every address
+        the Endpoints do, so a relabelled pod leaves both; the other Services are not synced for it."""
+        meta = event.object["metadata"]
+        ns, labels = meta["namespace"], meta.get("labels") or {}
+        keys = {
+            (ns, s["metadata"]["name"])
+            for s in self.core.list(SERVICES, ns)["items"]
+            if s["spec"].get("selector")
+            and label_selector_from_match({"matchLabels": s["spec"]["selector"]}).matches(labels)
+        }
+        for slice_ in self.core.list(SLICES, ns, label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}")["items"]:
+            service = (slice_["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+            if service and any(
+                (e.get("targetRef") or {}).get("uid") == meta["uid"] for e in slice_.get("endpoints") or ()
+            ):
+                keys.add((ns, service))
+        return sorted(keys)
+
+    def service_of_endpoints(self, event: WatchEvent) -> list[Key]:
+        """Only an existing Service's: hand-made Endpoints of a Service not created yet stay untouched."""
+        ns, name = event.object["metadata"]["namespace"], event.object["metadata"]["name"]
+        return [(ns, name)] if self.get(SERVICES, ns, name) is not None else []
+
+    def delete_quietly(self, res: Resource, ns: str, name: str) -> None:
+        """Delete the object unless it is gone already."""
+        try:
+            self.core.delete(res, ns, name)
+        except StatusError as e:
+            if e.code != 404:
+                raise
+
+    def sync_endpoints(self, service: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        """Create or update the Service's Endpoints object of the same name."""
+        ns, name = service["metadata"]["namespace"], service["metadata"]["name"]
+        wanted: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": name, "namespace": ns, "labels": _labels(service)},
+        }
+        subsets = endpoints_subsets(service, pods)
+        if subsets:
+            wanted["subsets"] = subsets
+        live = self.get(ENDPOINTS, ns, name)
+        if live is None:
+            self.core.create(ENDPOINTS, ns, wanted, manager=MANAGER)
+        elif (
+            live.get("subsets") != wanted.get("subsets")
+            or (live["metadata"].get("labels") or {}) != wanted["metadata"]["labels"]
+        ):
+            updated = {**live, "metadata": {**live["metadata"], "labels": wanted["metadata"]["labels"]}}
+            updated.pop("subsets", None)
+            updated.update({k: v for k, v in wanted.items() if k == "subsets"})
+            self.core.replace(ENDPOINTS, ns, name, updated, manager=MANAGER)
+
+    def sync_slices(self, service: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        """Create, update or delete the Service's EndpointSlices, one per port set."""
+        ns, name = service["metadata"]["namespace"], service["metadata"]["name"]
+        publish = bool(service["spec"].get("publishNotReadyAddresses"))
+        labels = {**_labels(service), SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY}
+        wanted = [
+            (ports, [slice_endpoint(p, publish) for p in members]) for ports, members in _groups(service, pods).items()
+        ]
+        if not wanted:
+            wanted = [((), [])]  # a placeholder slice with no endpoints, as upstream keeps for an empty service
+        mine = self.core.list(SLICES, ns, label_selector=f"{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}")
+        existing = [s for s in mine["items"] if not s["metadata"].get("deletionTimestamp")]
+
+        def ports_of(s: dict[str, Any]) -> PortSet:
+            return tuple((p.get("name", ""), p.get("port"), p.get("protocol", "TCP")) for p in s.get("ports") or ())
+
+        # Reuse a slice with the same ports first, then any left over; create the rest; delete the extra.
+        unused = list(existing)
+
+        def take(ports: PortSet) -> dict[str, Any] | None:
+            match = next((s for s in unused if ports_of(s) == ports), None)
+            if match is not None:
+                unused.remove(match)
+            return match
+
+        plan = [(take(ports), ports, endpoints) for ports, endpoints in wanted]
+        plan = [
+            (live if live is not None else (unused.pop(0) if unused else None), ports, endpoints)
+            for live, ports, endpoints in plan
+        ]
+        for live, ports, endpoints in plan:
+            body: dict[str, Any] = {"addressType": "IPv4", "endpoints": endpoints}
+            if ports:
+                body["ports"] = [{"name": n, "port": p, "protocol": proto} for n, p, proto in ports]
+            if live is None:
+                self.core.create(
+                    SLICES,
+                    ns,
+                    {
+                        "apiVersion": "discovery.k8s.io/v1",
+                        "kind": "EndpointSlice",
+                        "metadata": {
+                            "generateName": f"{name}-",
+                            "namespace": ns,
+                            "labels": labels,
+                            "ownerReferences": [owner_reference(service)],
+                        },
+                        **body,
+                    },
+                    manager=MANAGER,
+                )
+            elif (
+                any(live.get(k) != body.get(k) for k in ("addressType", "endpoints", "ports"))
+                or live["metadata"].get("labels") != labels
+            ):
+                updated = {k: v for k, v in live.items() if k not in ("endpoints", "ports")}
+                updated["metadata"] = {**live["metadata"], "labels": labels}
+                self.core.replace(SLICES, ns, live["metadata"]["name"], {**updated, **body}, manager=MANAGER)
+        for extra in unused:
+            self.delete_quietly(SLICES, ns, extra["metadata"]["name"])
 
 
-def _services_of_pod(core: ApiCore, pod: dict[str, Any]) -> Iterable[Key]:
-    """The Services selecting the pod now, and those whose slices still list it (its old labels matched:
-    upstream looks at old and new labels, which a stored event no longer has). Slices hold every address
-    the Endpoints do, so a relabelled pod leaves both; the other Services are not synced for it."""
-    meta = pod["metadata"]
-    ns, labels = meta["namespace"], meta.get("labels") or {}
-    keys = {
-        (ns, s["metadata"]["name"])
-        for s in core.store.list(SERVICES, ns)[0]
-        if s["spec"].get("selector")
-        and label_selector_from_match({"matchLabels": s["spec"]["selector"]}).matches(labels)
-    }
-    for slice_ in core.store.list(SLICES, ns, parse_label_selector(f"{MANAGED_BY_LABEL}={MANAGED_BY}"))[0]:
-        service = (slice_["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
-        if service and any((e.get("targetRef") or {}).get("uid") == meta["uid"] for e in slice_.get("endpoints") or ()):
-            keys.add((ns, service))
-    return sorted(keys)
-
-
-def _service_of_endpoints(core: ApiCore, obj: dict[str, Any]) -> Iterable[Key]:
-    # Only for an existing Service: hand-made Endpoints of a Service not created yet stay untouched.
-    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    return [(ns, name)] if core.store.get(SERVICES, ns, name) is not None else []
-
-
-def _service_of_slice(core: ApiCore, obj: dict[str, Any]) -> Iterable[Key]:
-    labels = obj["metadata"].get("labels") or {}
+def _service_of_slice(event: WatchEvent) -> list[Key]:
+    labels = event.object["metadata"].get("labels") or {}
     if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or not labels.get(SERVICE_NAME_LABEL):
         return []
-    return [(obj["metadata"]["namespace"], labels[SERVICE_NAME_LABEL])]
+    return [(event.object["metadata"]["namespace"], labels[SERVICE_NAME_LABEL])]
 
 
 async def run_endpoints_controller(core: ApiCore) -> None:
-    """Keep every selecting Service's Endpoints and EndpointSlices current."""
-    await run_controller(
-        core,
-        "endpoint-controller",
-        SERVICES,
-        reconcile_service,
-        [Source(PODS, _services_of_pod), Source(ENDPOINTS, _service_of_endpoints), Source(SLICES, _service_of_slice)],
-    )
+    """The endpoints controller's loop, as the daemon starts it."""
+    await EndpointsController(core).run()
