@@ -12,7 +12,7 @@ let containerd read it back.
 >>> import tempfile
 >>> info = start_containerd(prepare_node_root(Path(tempfile.mkdtemp())))
 >>> info.default_runtime, sorted(info.runtimes)
-('runc', ['crun', 'runc', 'wasmedge'])
+('runc', ['crun', 'runc', 'runhcs-wcow-process', 'wasmedge'])
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ echo "{name}: labkit sandbox stand-in, not the real binary" >&2
 exit 1
 """
 
-#: What a k3s node with the runwasi WasmEdge shim and a WasmEdge-enabled crun has in /usr/local/bin (runc ships with k3s).
+#: What a k3s node with the runwasi WasmEdge shim and a WasmEdge-enabled crun has in /usr/local/bin (k3s ships runc).
 STAND_INS = {
     "containerd-shim-wasmedge-v1": "the runwasi WasmEdge shim (containerd-shim-wasmedge-v1)",
     "crun": "crun built with WasmEdge support (crun --version would list +WASM:wasmedge)",
