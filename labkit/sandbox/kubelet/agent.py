@@ -966,8 +966,12 @@ class PodWorker:
         # the CRI container exists from here on; what follows is the task start, where runtimes fail
         c.container_id = f"containerd://{secrets.token_hex(32)}"
         assert self.runtime is not None
-        launch = plan_launch(self.runtime, self.pod, image, argv, env, working_dir)
-        writer = kubelet.logs.writer(self.pod, c.name, c.restart_count)
+        writer = kubelet.logs.writer(self.pod, c.name, c.restart_count)  # containerd creates the log with the container
+        try:
+            launch = plan_launch(self.runtime, self.pod, image, argv, env, working_dir)
+        except ContainerFailure:
+            writer.close()
+            raise
         context = PodContext(
             name=self.name,
             namespace=self.ns,
