@@ -253,6 +253,24 @@ def test_lab_delete_refuses_what_the_lab_did_not_create(cluster):
     cleanup(cluster, "ops-other")
 
 
+def test_lab_kubectl_shows_the_command_and_the_real_answer(cluster, monkeypatch):
+    with lab(cluster, "ops-kubectl") as the_lab:
+        the_lab.apply(runtime_class("ops-kubectl-rc", handler="wasmedge"))
+        shown = the_lab.kubectl("get", "runtimeclass", "ops-kubectl-rc", "-o", "name", namespaced=False)
+        assert shown.splitlines() == [
+            "$ kubectl get runtimeclass ops-kubectl-rc -o name",
+            "runtimeclass.node.k8s.io/ops-kubectl-rc",
+        ]
+        missing = the_lab.kubectl("get", "pod", "nosuch")
+        assert missing.startswith("$ kubectl get pod nosuch -n lab-ops-kubectl\n")
+        assert 'pods "nosuch" not found' in missing  # kubectl's own error, as a learner would see it
+        monkeypatch.setenv("PATH", "/nonexistent")  # no kubectl: the command alone, and no error
+        assert the_lab.kubectl("get", "pods").splitlines() == [
+            "$ kubectl get pods -n lab-ops-kubectl",
+            "(kubectl is not installed here: on k3s this is the command to type)",
+        ]
+
+
 def test_lab_with_running_pods_is_gone_after_exit(cluster):
     with lab(cluster, "ops-running", timeout=30) as the_lab:
         the_lab.apply([runtime_class(), wasm_deployment("demo", IMAGE)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -89,6 +90,24 @@ class Lab:
                 "it (k3s ships some objects, such as its RuntimeClasses), so the lab will not delete it",
                 "leave it, or delete it yourself with kubectl if you are sure it is yours",
             )
+
+    def kubectl(self, *args: str, namespaced: bool = True) -> str:
+        """The kubectl command a learner on k3s types for this step, then what the real kubectl answers here.
+
+        ``-n <the lab's namespace>`` is added unless *namespaced* is false. Without kubectl on PATH the
+        command is shown alone, so a notebook runs the same either way.
+
+        >>> print(the_lab.kubectl("get", "jobs"))                              # doctest: +SKIP
+        $ kubectl get jobs -n lab-02
+        NAME           STATUS     COMPLETIONS   DURATION   AGE
+        compat-smart   Complete   1/1           2s         3s
+        """
+        full = [*args, "-n", self.namespace] if namespaced else list(args)
+        command = "$ " + shlex.join(["kubectl", *full])
+        if shutil.which("kubectl") is None:
+            return f"{command}\n(kubectl is not installed here: on k3s this is the command to type)"
+        done = self.cluster.kubectl(*full, check=False)
+        return "\n".join(part for part in (command, done.stdout.rstrip(), done.stderr.rstrip()) if part)
 
     def diagnose(self, pod_or_name: str | dict[str, Any]) -> Diagnosis:
         return diagnose(self.cluster, pod_or_name, namespace=self.namespace)
