@@ -907,8 +907,9 @@ class PodWorker:
 
     async def _pull_failed(self, c: ContainerRun, ref: str, err: registry_mirror.PullFailed) -> bool:
         """ErrImagePull, then ImagePullBackOff until the next try; True when the pod stops meanwhile."""
-        message = err.containerd_message
-        self.event("Warning", "Failed", f'Failed to pull image "{ref}": {message} (hint: {err.fix})', c)
+        message = err.containerd_message  # containerd's words only; labkit's hint goes to the kubelet log
+        log.info("%s: pull of %s failed (hint: %s)", pod_key(self.pod), ref, err.fix)
+        self.event("Warning", "Failed", f'Failed to pull image "{ref}": {message}', c)
         self.event("Warning", "Failed", "Error: ErrImagePull", c)
         c.state = {"waiting": {"reason": "ErrImagePull", "message": message}}
         self.publish()
