@@ -27,6 +27,7 @@ from labkit.containerd import (
     ContainerdConfigError,
     ContainerdPaths,
     NodeSettings,
+    default_runtime_table,
     detect_runtimes,
     read_runtime_info,
     render_base_config,
@@ -230,7 +231,7 @@ def test_a_toml_error_aborts_with_nothing_written(node: Node) -> None:
     h = host(node)
     # the default runtime named twice, in the template and in k3s's config: the base then emits the
     # …containerd table too, and the template's second one is a TOML redefinition
-    bad = '{{ template "base" . }}\n[plugins.\'io.containerd.cri.v1.runtime\'.containerd]\n  default_runtime_name = "runc"\n'
+    bad = '{{ template "base" . }}\n' + default_runtime_table(3, "runc")
     files = {node.paths.template_v3: bad, node.paths.k3s_config: "default-runtime: runc\n"}
     change = HostChange(node.root, files, "bad", 3)
     with pytest.raises(ContainerdConfigError, match="declared twice"):
@@ -244,6 +245,18 @@ def test_v2_keys_in_a_v3_config_are_refused(node: Node) -> None:
     with pytest.raises(ContainerdConfigError, match="Ignoring unknown key in TOML for plugin"):
         host(node).apply(HostChange(node.root, {node.paths.template_v3: v2}, "v2 keys", 3))
     assert not node.paths.template_v3.exists()
+
+
+def test_template_route_names_the_default_in_the_template_only(node: Node) -> None:
+    """The journey's route: k3s's v3 base has no …containerd table until default-runtime is set."""
+    h = host(node)
+    change = h.plan_crun_swap(binary=CRUN, route="template")
+    assert set(change.files) == {node.paths.template_v3} and change.default_runtime == "crun"
+    assert h.validate(change).default_runtime == "crun"
+    both = h.plan_crun_swap(binary=CRUN)  # default-runtime in config.yaml, plus the template's table
+    both.files[node.paths.template_v3] = change.files[node.paths.template_v3]
+    with pytest.raises(ContainerdConfigError, match="declared twice"):
+        h.validate(both)
 
 
 def test_default_runtime_without_a_table_is_refused(node: Node) -> None:

@@ -235,8 +235,8 @@ class Host(abc.ABC):
         info = read_runtime_info(rendered)
         if info.ignored_keys:
             raise ContainerdConfigError(
-                f"the rendered config is version {info.version}, but it has keys containerd ignores: "
-                + "; ".join(info.ignored_keys),
+                f"the rendered config is version {info.version}, but containerd would ignore tables in it "
+                "(and start without those runtimes); its log would say:\n" + "\n".join(info.ignored_keys),
                 f"write runtime tables under the version {info.version} prefix "
                 f"(plugins.'{CRI_RUNTIME_PLUGIN[info.version]}'.containerd.runtimes)",
             )
