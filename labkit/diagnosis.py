@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 TAIL_LINES = 8
 #: Container waiting reasons that mean "the image is not there".
 IMAGE_REASONS = ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName")
-#: Pod annotations crun reads to run a container as wasm (reference §4).
+#: Pod annotations crun reads to run a container as wasm (crun src/libcrun/handlers/handler-utils.c).
 CRUN_WASM_ANNOTATION = "module.wasm.image/variant"
 
 
