@@ -35,11 +35,13 @@ from labkit.sandbox.kubelet.agent import (
     NodeAgents,
     PodWorker,
     container_env,
+    crun_exec_failure,
     go_duration,
     plan_launch,
     pod_phase,
     prepare_volumes,
 )
+from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer
 from labkit.sandbox.nodes import NODES, PODS, ensure_nodes
 from labkit.wasm.oci import build_image
 
@@ -409,6 +411,17 @@ def test_crun_runs_wasm_only_with_the_annotation_passed_through(cluster: Cluster
     # crun's WasmEdge handler exits 0 after any run that did not trap: proc_exit(3) is lost
     cluster.wait_phase("exit3", "Succeeded")
     assert cluster.container("exit3")["state"]["terminated"]["exitCode"] == 0
+
+
+@pytest.mark.parametrize("arg0", ['/a "quoted" \\ path\n) (func $evil)', "/" + "x" * 70000 + ".wasm"])
+def test_crun_exec_failure_writes_any_arg0_as_data_only(arg0: str) -> None:
+    """arg0 comes from the manifest: whatever it holds, it ends up JSON-escaped in crun's log line, never as WAT."""
+    lines: list[str] = []
+    process = WasmContainer(ContainerSpec(crun_exec_failure(arg0), [arg0]), on_stderr=lines.append)
+    process.start()
+    assert process.wait(10) == 1
+    line = "".join(lines)  # a line over 16 KiB reaches the log in parts, as containerd splits it
+    assert json.loads(line)["msg"] == f"exec container process `{arg0}`: Exec format error"
 
 
 def test_volumes_env_and_read_only_mounts(cluster: Cluster) -> None:

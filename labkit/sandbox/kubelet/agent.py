@@ -571,7 +571,7 @@ def crun_exec_failure(arg0: str) -> bytes:
         wasmtime.wat2wasm(
             '(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))'
             ' (import "wasi_snapshot_preview1" "proc_exit" (func $x (param i32)))'
-            f' (memory (export "memory") 1) (data (i32.const 16) "{wat_bytes}")'
+            f' (memory (export "memory") {(16 + len(data)) // 65536 + 1}) (data (i32.const 16) "{wat_bytes}")'
             ' (func (export "_start") (i32.store (i32.const 0) (i32.const 16))'
             f" (i32.store (i32.const 4) (i32.const {len(data)}))"
             " (drop (call $w (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8))) (call $x (i32.const 1))))"
