@@ -180,10 +180,14 @@ def test_node_root_mirrors_a_k3s_node_with_the_wasmedge_shim(cluster: Cluster) -
     assert "sandbox stand-in" in shim.read_text() and shim.stat().st_mode & 0o111
     config = ContainerdPaths(root).config.read_text()
     assert "io.containerd.wasmedge.v1" in config and "version = 3" in config
-    handlers = {rc["metadata"]["name"]: rc["handler"] for rc in cluster.core.store.list(RUNTIMECLASSES)[0]}
     # the k3s server's list (k3s manifests/runtimes.yaml), whatever the node has installed
     shipped = ["nvidia", "nvidia-experimental", "crun", "lunatic", "slight", "spin", "wws", "wasmedge", "wasmer"]
-    assert handlers == {name: name for name in [*shipped, "wasmtime"]}
+    expected = {name: name for name in [*shipped, "wasmtime"]}
+
+    def handlers() -> dict[str, str]:
+        return {rc["metadata"]["name"]: rc["handler"] for rc in cluster.core.store.list(RUNTIMECLASSES)[0]}
+
+    cluster.wait_for(lambda: handlers() == expected, "the node to create k3s's RuntimeClasses", timeout=5)
 
 
 def test_wasm_pod_runs_to_completion_with_status_events_and_logs(cluster: Cluster) -> None:
