@@ -471,7 +471,12 @@ def _parse(config_text: str) -> dict[str, Any]:
         twice = re.search(r"Cannot declare (\(.*?\)) twice", message)
         if twice:
             table = ast.literal_eval(twice.group(1))
-            problem = f"containerd config line {line_no}: table {_dotted(table)} is declared twice ({line})"
+            # containerd 2 (go-toml v2's seen tracker) answers "toml: table <last key> already exists", wrapped in
+            # "failed to unmarshal TOML at row R column C" (cmd/containerd/server/config/config.go), and stops
+            problem = (
+                f"containerd config line {line_no}: table {_dotted(table)} is declared twice ({line}); "
+                f"containerd 2 would stop with: toml: table {table[-1]} already exists"
+            )
             fix = _redefinition_fix(table)
         else:
             problem = f"containerd config line {line_no}: {message} ({line})"

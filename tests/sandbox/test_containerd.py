@@ -214,6 +214,7 @@ def test_default_runtime_in_template_and_k3s_config_is_a_redefinition_error(node
         max(i for i, line in enumerate(lines) if line == "[plugins.'io.containerd.cri.v1.runtime'.containerd]") + 1
     )
     assert f"line {bad_line}" in str(err.value) and "declared twice" in str(err.value)
+    assert "toml: table containerd already exists" in str(err.value)  # go-toml v2's words, as containerd 2 logs them
     assert "drop default-runtime or drop this table" in err.value.fix
 
 
@@ -230,6 +231,7 @@ def test_crun_table_collides_with_auto_detected_crun(node: ContainerdPaths) -> N
     with pytest.raises(ContainerdConfigError, match=r"runtimes\.crun is declared twice") as err:
         read_runtime_info(render_node_config(node, 3, detect_runtimes(node.root)))
     assert "auto-detected a runtime named 'crun'" in err.value.fix
+    assert "toml: table crun already exists" in str(err.value)
     # a distinct name avoids the collision
     apply(crun_swap_plan(node, 3, name="crun-wasm"))
     info = read_runtime_info(render_node_config(node, 3, detect_runtimes(node.root)))
