@@ -525,13 +525,11 @@ def _logfmt(value: str) -> str:
 
 
 def _ignored(config_text: str, version: int) -> list[str]:
-    """containerd's warning for each table written under another config version's CRI prefix.
+    """A line per table under another config version's CRI prefix, from which containerd loads nothing.
 
-    containerd's ``Config.Decode`` decodes a plugin's section strictly and logs
-    one warning per unknown key, the key path joined by spaces (containerd
-    ``cmd/containerd/server/config/config.go``); an unknown table is one key.
-    The v2 grpc plugin id still exists in containerd 2 (streaming server), so
-    only its ``containerd`` subtree is unknown there.
+    Version 3: containerd 2's ``Config.Decode`` logs one warning per unknown key of a plugin, the key path
+    joined by spaces (``cmd/containerd/server/config/config.go``); the v2 grpc plugin still exists (streaming
+    server), so its ``containerd`` tables are those keys. [inf] Other mismatches are in labkit's words.
     """
     found: list[str] = []
     for header in _table_headers(config_text):
@@ -542,10 +540,16 @@ def _ignored(config_text: str, version: int) -> list[str]:
             plugin_id == CRI_RUNTIME_PLUGIN[2] and key[0] != "containerd"
         ):
             continue
-        found.append(
-            f'level=warning msg="{IGNORED_KEY_TEXT}" error="{STRICT_MODE_ERROR}" '
-            f"key={_logfmt(' '.join(key))} plugin={_logfmt(plugin_id)}"
-        )
+        if version == 3 and plugin_id == CRI_RUNTIME_PLUGIN[2]:
+            found.append(
+                f'level=warning msg="{IGNORED_KEY_TEXT}" error="{STRICT_MODE_ERROR}" '
+                f"key={_logfmt(' '.join(key))} plugin={_logfmt(plugin_id)}"
+            )
+        else:
+            found.append(
+                f"table {_dotted(header)} is under {plugin_id}, which a version {version} config does not read "
+                "for runtimes (labkit's words)"
+            )
     return found
 
 

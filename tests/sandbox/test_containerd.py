@@ -196,6 +196,21 @@ def test_v2_key_in_v3_template_is_ignored(node: ContainerdPaths) -> None:
     ]
 
 
+def test_v3_key_in_v2_config_is_reported_in_labkits_words(node: ContainerdPaths) -> None:
+    """What containerd logs for this one was not verified upstream, so labkit does not put words in its mouth."""
+    node.dir.mkdir(parents=True)
+    node.template_v2.write_text(
+        "{{ template \"base\" . }}\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.wasm]\n"
+        '  runtime_type = "io.containerd.wasmedge.v1"\n'
+    )
+    info = read_runtime_info(render_node_config(node, 2, {}))
+    assert "wasm" not in info.runtimes
+    assert info.ignored_keys == [
+        'table plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm is under io.containerd.cri.v1.runtime, '
+        "which a version 2 config does not read for runtimes (labkit's words)"
+    ]
+
+
 def test_default_runtime_table_in_a_v3_template_works_alone(node: ContainerdPaths) -> None:
     """The journey's route: the base has no …containerd table until k3s's default-runtime is set."""
     apply(crun_swap_plan(node, 3, route="template"))
