@@ -205,10 +205,9 @@ def test_v3_key_in_v2_config_is_reported_in_labkits_words(node: ContainerdPaths)
     )
     info = read_runtime_info(render_node_config(node, 2, {}))
     assert "wasm" not in info.runtimes
-    assert info.ignored_keys == [
-        'table plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm is under io.containerd.cri.v1.runtime, '
-        "which a version 2 config does not read for runtimes (labkit's words)"
-    ]
+    table = 'plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm'
+    said = f"table {table} is under io.containerd.cri.v1.runtime, which a version 2 config does not read for runtimes"
+    assert info.ignored_keys == [f"{said} (labkit's words)"]
 
 
 def test_default_runtime_table_in_a_v3_template_works_alone(node: ContainerdPaths) -> None:
