@@ -16,15 +16,24 @@ the file's ``version``; runtime tables under another version's prefix are
 reported the way containerd 2 logs them (``Ignoring unknown key in TOML for
 plugin``), and a table declared twice is a :class:`ContainerdConfigError`.
 
-**Making a runtime the default.** The base config already emits the
-``…containerd`` table that holds ``default_runtime_name``; declaring that
-table again after ``{{ template "base" . }}`` is a TOML redefinition error,
-and Go templates cannot change the data the base sees. So, as on k3s, the
-default runtime is k3s's ``--default-runtime`` flag (``default-runtime:`` in
-``/etc/rancher/k3s/config.yaml``), which the base honours. The crun swap is
-therefore two files: a template that *adds* the crun runtime table
-(:func:`crun_runtime_template`) and the k3s config key
-(:func:`set_default_runtime`); :func:`crun_swap_plan` returns both.
+**Making a runtime the default.** k3s's v3 base emits the
+``[plugins.'io.containerd.cri.v1.runtime'.containerd]`` table (holding
+``default_runtime_name``) only when k3s's ``--default-runtime`` is set
+(``default-runtime:`` in ``/etc/rancher/k3s/config.yaml``). So there are two
+routes, and either one alone works: a template that adds that table after
+``{{ template "base" . }}`` (the journey's route), or the k3s config key
+(:func:`set_default_runtime`). Both at once declare the table twice, which
+containerd refuses; so does redeclaring a runtime k3s auto-detected (a
+``crun`` on its PATH). In a version 2 config the base always emits
+``…grpc.v1.cri".containerd`` (it holds the snapshotter), so there only the
+k3s config key works. :func:`crun_swap_plan` builds either route.
+
+Sources: k3s ``pkg/agent/templates`` (``ContainerdConfigTemplateV3``, base
+include since k3s PR #7991) and ``pkg/agent/containerd/runtimes.go``; the
+rendered v3 base as k3s wrote it is quoted in the journey (seed) and in k3s
+issues #9192-#9194 (v2, detected ``crun`` with ``SystemdCgroup = true``).
+[inf] The stored copy of k3s's newest ``templates.go`` was not readable here;
+the position of the ``…containerd`` table inside the base is inferred.
 
 >>> paths = ContainerdPaths(Path("/"))
 >>> str(paths.config)
@@ -38,7 +47,7 @@ import json
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +65,8 @@ CRI_RUNTIME_PLUGIN = {1: "cri", 2: "io.containerd.grpc.v1.cri", 3: "io.container
 #: How k3s names the containerd table keys in each version's template.
 _QUOTE = {2: '"', 3: "'"}
 IGNORED_KEY_TEXT = "Ignoring unknown key in TOML for plugin"
-CRUN_POD_ANNOTATIONS = ("module.wasm.image/*",)
+#: The error containerd 2 attaches to each ignored key (go-toml's strict decoder, in containerd's ``Config.Decode``).
+STRICT_MODE_ERROR = "strict mode: fields in the document are missing in the target struct"
 
 
 class ContainerdConfigError(LabkitError):
@@ -141,6 +151,7 @@ class NodeSettings:
     pause_image: str = "rancher/mirrored-pause:3.6"
     snapshotter: str = "overlayfs"
     systemd_cgroup: bool = True
+    registry_config_dir: str = "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"
 
 
 #: k3s's alternative-runtime detection: runtime name -> (runtime_type, binary).
@@ -203,8 +214,11 @@ def _plugin(version: int, plugin_id: str) -> str:
     return f"plugins.{q}{plugin_id}{q}"
 
 
-def runtime_tables(version: int, name: str, spec: RuntimeSpec) -> str:
+def runtime_tables(version: int, name: str, spec: RuntimeSpec, quote_name: bool = True) -> str:
     """The TOML tables declaring runtime *name* under *version*'s key prefix.
+
+    k3s quotes the names of the runtimes it detected (``runtimes.'crun'``) and
+    not those it always writes (``runtimes.runc``): *quote_name*.
 
     >>> print(runtime_tables(3, "crun", RuntimeSpec("io.containerd.runc.v2", "/usr/local/bin/crun")))
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'crun']
@@ -214,7 +228,7 @@ def runtime_tables(version: int, name: str, spec: RuntimeSpec) -> str:
     <BLANKLINE>
     """
     _check_render_version(version)
-    q = _QUOTE[version]
+    q = _QUOTE[version] if quote_name else ""
     table = f"{_plugin(version, CRI_RUNTIME_PLUGIN[version])}.containerd.runtimes.{q}{name}{q}"
     lines = [f"[{table}]", f"  runtime_type = {_q(spec.runtime_type)}"]
     if spec.pod_annotations:
@@ -228,6 +242,12 @@ def runtime_tables(version: int, name: str, spec: RuntimeSpec) -> str:
         lines.append(f"[{table}.options]")
         lines += [f"  {key} = {_toml_value(value)}" for key, value in options.items()]
     return "\n".join(lines) + "\n"
+
+
+def default_runtime_table(version: int, runtime: str) -> str:
+    """The ``…containerd`` table that names the default runtime (what k3s's base writes for ``default-runtime``)."""
+    _check_render_version(version)
+    return f"[{_plugin(version, CRI_RUNTIME_PLUGIN[version])}.containerd]\n  default_runtime_name = {_q(runtime)}\n"
 
 
 def _base_head(version: int, s: NodeSettings) -> list[str]:
@@ -249,7 +269,9 @@ def _base_head(version: int, s: NodeSettings) -> list[str]:
     ]
 
 
-def _base_cri_v2(s: NodeSettings, default_runtime: str) -> list[str]:
+def _base_cri_v2(s: NodeSettings, default_runtime: str | None) -> list[str]:
+    # the containerd table always exists in v2 (it holds the snapshotter); k3s adds
+    # default_runtime_name to it when --default-runtime is set (k3s issue #9702 quotes that line)
     cri = _plugin(2, "io.containerd.grpc.v1.cri")
     return [
         f"[{cri}]",
@@ -263,7 +285,7 @@ def _base_cri_v2(s: NodeSettings, default_runtime: str) -> list[str]:
         f"[{cri}.containerd]",
         f"  snapshotter = {_q(s.snapshotter)}",
         "  disable_snapshot_annotations = true",
-        f"  default_runtime_name = {_q(default_runtime)}",
+        *([f"  default_runtime_name = {_q(default_runtime)}"] if default_runtime else []),
         "",
         f"[{cri}.cni]",
         f"  bin_dir = {_q(s.cni_bin_dir)}",
@@ -272,11 +294,16 @@ def _base_cri_v2(s: NodeSettings, default_runtime: str) -> list[str]:
     ]
 
 
-def _base_cri_v3(s: NodeSettings, default_runtime: str) -> list[str]:
+def _base_cri_v3(s: NodeSettings, default_runtime: str | None) -> list[str]:
     # containerd 2 split the CRI plugin: runtime and images are their own plugins,
-    # the grpc one keeps only the streaming server.
+    # the grpc one keeps only the streaming server. The order is the one of the
+    # v3 base quoted in the journey (seed).
     runtime, images = _plugin(3, "io.containerd.cri.v1.runtime"), _plugin(3, "io.containerd.cri.v1.images")
     return [
+        f"[{_plugin(3, 'io.containerd.grpc.v1.cri')}]",
+        '  stream_server_address = "127.0.0.1"',
+        '  stream_server_port = "10010"',
+        "",
         f"[{runtime}]",
         "  enable_selinux = false",
         "  enable_unprivileged_ports = true",
@@ -294,36 +321,57 @@ def _base_cri_v3(s: NodeSettings, default_runtime: str) -> list[str]:
         f"  bin_dir = {_q(s.cni_bin_dir)}",
         f"  conf_dir = {_q(s.cni_conf_dir)}",
         "",
-        f"[{runtime}.containerd]",
-        f"  default_runtime_name = {_q(default_runtime)}",
-        "",
-        f"[{_plugin(3, 'io.containerd.grpc.v1.cri')}]",
-        '  stream_server_address = "127.0.0.1"',
-        '  stream_server_port = "10010"',
-        "",
+        *([default_runtime_table(3, default_runtime)] if default_runtime else []),
     ]
+
+
+def _registry_table(version: int, s: NodeSettings) -> str:
+    plugin = "io.containerd.cri.v1.images" if version == 3 else "io.containerd.grpc.v1.cri"
+    return f"[{_plugin(version, plugin)}.registry]\n  config_path = {_q(s.registry_config_dir)}\n"
 
 
 def render_base_config(
     version: int,
     runtimes: Mapping[str, RuntimeSpec],
-    default_runtime: str = "runc",
+    default_runtime: str | None = None,
     settings: NodeSettings = NodeSettings(),
 ) -> str:
     """The config k3s renders when there is no template (its ``base``).
 
-    *runtimes* are the extra runtimes k3s detected (crun, the wasmedge shim…);
-    ``runc`` is always declared, as k3s does, unless *runtimes* overrides it.
-    *default_runtime* is k3s's ``--default-runtime``.
+    *runtimes* are the extra runtimes k3s detected (crun, the wasmedge shim…):
+    k3s gives each ``SystemdCgroup`` like runc's. ``runc`` (and, in version 3,
+    Windows's ``runhcs-wcow-process``) are always declared. *default_runtime* is
+    k3s's ``--default-runtime``; unset, a version 3 base has no ``…containerd``
+    table and containerd's own default, ``runc``, applies.
 
-    >>> text = render_base_config(3, {})
+    >>> text = render_base_config(3, {}, "crun")
     >>> tomllib.loads(text)["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["default_runtime_name"]
-    'runc'
+    'crun'
+    >>> "default_runtime_name" in render_base_config(3, {})
+    False
     """
     _check_render_version(version)
     body = _base_cri_v3(settings, default_runtime) if version == 3 else _base_cri_v2(settings, default_runtime)
-    all_runtimes = {"runc": RuntimeSpec("io.containerd.runc.v2", systemd_cgroup=settings.systemd_cgroup), **runtimes}
-    tables = [runtime_tables(version, name, spec) for name, spec in all_runtimes.items()]
+    always = [
+        runtime_tables(
+            version,
+            "runc",
+            RuntimeSpec("io.containerd.runc.v2", systemd_cgroup=settings.systemd_cgroup),
+            quote_name=False,
+        )
+    ]
+    if version == 3:
+        always.append(
+            runtime_tables(3, "runhcs-wcow-process", RuntimeSpec("io.containerd.runhcs.v1"), quote_name=False)
+        )
+    detected = [
+        runtime_tables(version, name, replace(spec, systemd_cgroup=settings.systemd_cgroup))
+        for name, spec in runtimes.items()
+    ]
+    # v2 writes the registry before the detected runtimes (k3s issues #9192-#9194 quote it);
+    # [inf] v3 after them
+    registry = [_registry_table(version, settings)]
+    tables = always + detected + registry if version == 3 else always + registry + detected
     return "\n".join(_base_head(version, settings) + body) + "\n" + "\n".join(tables)
 
 
@@ -392,12 +440,12 @@ def render_node_config(
     """Do what k3s does at start: render the template (or the base) into ``config.toml``.
 
     *version* is the config version the node's containerd prefers (3 for
-    containerd 2.x, 2 for 1.7). *default_runtime* defaults to the node's k3s
-    config ``default-runtime``, else ``runc``. Like k3s, the text is written
+    containerd 2.x, 2 for 1.7). *default_runtime* (k3s's ``--default-runtime``)
+    defaults to the node's k3s config ``default-runtime``, else none. Like k3s, the text is written
     without validation; containerd (:func:`read_runtime_info`) judges it.
     """
     template, effective = paths.select_template(version)
-    chosen = default_runtime or k3s_default_runtime(paths) or "runc"
+    chosen = default_runtime or k3s_default_runtime(paths)
     base = render_base_config(effective, detected_runtimes, chosen, settings)
     text = render_template(template.read_text(), base) if template else base
     write_atomic(paths.config, text, make_parents=True)
@@ -422,42 +470,86 @@ def _parse(config_text: str) -> dict[str, Any]:
         )
         twice = re.search(r"Cannot declare (\(.*?\)) twice", message)
         if twice:
-            table = _dotted(ast.literal_eval(twice.group(1)))
-            problem = f"containerd config line {line_no}: table {table} is declared twice ({line})"
-            fix = (
-                'add only new tables after the base include {{ template "base" . }}; '
-                "the base already declares this one (a runtime k3s auto-detected, or the containerd table: "
-                "set the default runtime with k3s's default-runtime instead)"
+            table = ast.literal_eval(twice.group(1))
+            # containerd 2 (go-toml v2's seen tracker) answers "toml: table <last key> already exists", wrapped in
+            # "failed to unmarshal TOML at row R column C" (cmd/containerd/server/config/config.go), and stops
+            problem = (
+                f"containerd config line {line_no}: table {_dotted(table)} is declared twice ({line}); "
+                f"containerd 2 would stop with: toml: table {table[-1]} already exists"
             )
+            fix = _redefinition_fix(table)
         else:
             problem = f"containerd config line {line_no}: {message} ({line})"
             fix = "fix the TOML syntax on that line; add only new tables after the base include"
         raise ContainerdConfigError(problem, fix) from None
 
 
-def _leaf_keys(table: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterable[tuple[str, ...]]:
-    for key, value in table.items():
-        if isinstance(value, Mapping):
-            yield from _leaf_keys(value, (*prefix, key))
-        else:
-            yield (*prefix, key)
+def _redefinition_fix(table: tuple[str, ...]) -> str:
+    """Why k3s's base already declared *table*, and what to write instead."""
+    if table[-1] == "containerd" and table[1] == CRI_RUNTIME_PLUGIN[3]:
+        return (
+            "k3s's base writes this table because its default-runtime is set (config.yaml or --default-runtime): "
+            "name the default runtime in one place, either drop default-runtime or drop this table from the template"
+        )
+    if table[-1] == "containerd":
+        return (
+            "in a version 2 config k3s's base always writes this table (it holds the snapshotter): "
+            "set the default runtime with default-runtime in /etc/rancher/k3s/config.yaml instead"
+        )
+    if len(table) >= 2 and table[-2] == "runtimes":
+        return (
+            f"k3s auto-detected a runtime named {table[-1]!r} and its base already declares it: "
+            f"give your runtime another name (e.g. '{table[-1]}-wasm') and use that name"
+        )
+    return 'add only new tables after the base include {{ template "base" . }}; the base already declares this one'
 
 
-def _ignored(plugins: Mapping[str, Any], version: int) -> list[str]:
-    """Runtime keys written under another config version's CRI prefix."""
+_HEADER = re.compile(r"^[ \t]*\[(?!\[)(.+?)\][ \t]*(?:#.*)?$", re.M)
+_KEY_PART = re.compile(r"""\s*(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([A-Za-z0-9_-]+))\s*(?:\.|$)""")
+
+
+def _table_headers(config_text: str) -> Iterable[tuple[str, ...]]:
+    """The key path of each ``[table]`` header (the text already parsed as TOML)."""
+    for header in _HEADER.finditer(config_text):
+        body, pos, parts = header.group(1), 0, []
+        while pos < len(body) and (part := _KEY_PART.match(body, pos)):
+            basic, literal, bare = part.groups()
+            parts.append(json.loads(f'"{basic}"') if basic is not None else literal if literal is not None else bare)
+            pos = part.end()
+        yield tuple(parts)
+
+
+def _logfmt(value: str) -> str:
+    """A logrus text-formatter field value: bare when it is safe, else quoted."""
+    return value if re.fullmatch(r"[A-Za-z0-9._/@^+-]+", value) else _q(value)
+
+
+def _ignored(config_text: str, version: int) -> list[str]:
+    """A line per table under another config version's CRI prefix, from which containerd loads nothing.
+
+    Version 3: containerd 2's ``Config.Decode`` logs one warning per unknown key of a plugin, the key path
+    joined by spaces (``cmd/containerd/server/config/config.go``); the v2 grpc plugin still exists (streaming
+    server), so its ``containerd`` tables are those keys. [inf] Other mismatches are in labkit's words.
+    """
     found: list[str] = []
-    for other_version, plugin_id in CRI_RUNTIME_PLUGIN.items():
-        section = plugins.get(plugin_id)
-        if other_version == version or not isinstance(section, Mapping):
+    for header in _table_headers(config_text):
+        if len(header) < 3 or header[0] != "plugins" or header[1] == CRI_RUNTIME_PLUGIN[version]:
             continue
-        # the v2 grpc plugin id still exists in containerd 2 (streaming server),
-        # so only its ``containerd`` subtree is unknown there
-        subtree = section.get("containerd") if plugin_id == CRI_RUNTIME_PLUGIN[2] else section
-        if not isinstance(subtree, Mapping):
+        plugin_id, key = header[1], header[2:]
+        if plugin_id not in CRI_RUNTIME_PLUGIN.values() or (
+            plugin_id == CRI_RUNTIME_PLUGIN[2] and key[0] != "containerd"
+        ):
             continue
-        base = ("containerd",) if plugin_id == CRI_RUNTIME_PLUGIN[2] else ()
-        for key in _leaf_keys(subtree, base):
-            found.append(f'{IGNORED_KEY_TEXT}: plugin="{plugin_id}" key="{_dotted(key)}"')
+        if version == 3 and plugin_id == CRI_RUNTIME_PLUGIN[2]:
+            found.append(
+                f'level=warning msg="{IGNORED_KEY_TEXT}" error="{STRICT_MODE_ERROR}" '
+                f"key={_logfmt(' '.join(key))} plugin={_logfmt(plugin_id)}"
+            )
+        else:
+            found.append(
+                f"table {_dotted(header)} is under {plugin_id}, which a version {version} config does not read "
+                "for runtimes (labkit's words)"
+            )
     return found
 
 
@@ -475,9 +567,9 @@ def _runtime_spec(table: Mapping[str, Any]) -> RuntimeSpec:
 def read_runtime_info(config_text: str) -> RuntimeInfo:
     """Read a containerd config as containerd would: version, default runtime, runtimes.
 
-    >>> info = read_runtime_info(render_base_config(3, {}, default_runtime="runc"))
+    >>> info = read_runtime_info(render_base_config(2, {}))
     >>> info.version, info.default_runtime, sorted(info.runtimes)
-    (3, 'runc', ['runc'])
+    (2, 'runc', ['runc'])
     """
     doc = _parse(config_text)
     version = int(doc.get("version", 1))
@@ -493,7 +585,7 @@ def read_runtime_info(config_text: str) -> RuntimeInfo:
         version=version,
         default_runtime=str(containerd.get("default_runtime_name", "runc")),
         runtimes=runtimes,
-        ignored_keys=_ignored(plugins, version),
+        ignored_keys=_ignored(config_text, version),
     )
 
 
@@ -505,65 +597,3 @@ def node_runtime_info(paths: ContainerdPaths) -> RuntimeInfo:
             "start (or restart) the node so k3s renders it from its template",
         )
     return read_runtime_info(paths.config.read_text())
-
-
-def crun_runtime_template(
-    version: int,
-    binary: str = "/usr/local/bin/crun",
-    pod_annotations: Iterable[str] = CRUN_POD_ANNOTATIONS,
-    name: str = "crun",
-    systemd_cgroup: bool = True,
-) -> str:
-    """The template notebook 02 writes: the k3s base plus a crun runtime table.
-
-    ``pod_annotations`` whitelists the annotations containerd passes to crun
-    (``module.wasm.image/variant`` selects crun's wasm handler). The default
-    runtime is *not* set here (see the module docstring): use
-    :func:`set_default_runtime` or :func:`crun_swap_plan`. If k3s auto-detects
-    a runtime with the same *name* (a ``crun`` binary on its PATH), the base
-    already declares that table and containerd rejects the file; pick another
-    *name* then.
-    """
-    spec = RuntimeSpec(
-        "io.containerd.runc.v2",
-        binary_name=binary,
-        systemd_cgroup=systemd_cgroup,
-        pod_annotations=tuple(pod_annotations),
-    )
-    return '{{ template "base" . }}\n\n' + runtime_tables(version, name, spec)
-
-
-def set_default_runtime(k3s_config_text: str, runtime: str | None) -> str:
-    """k3s config YAML with ``default-runtime`` set to *runtime* (removed when ``None``).
-
-    >>> set_default_runtime("write-kubeconfig-mode: '644'\\n", "crun")
-    "write-kubeconfig-mode: '644'\\ndefault-runtime: crun\\n"
-    """
-    data = yaml.safe_load(k3s_config_text) if k3s_config_text.strip() else {}
-    if not isinstance(data, dict):
-        raise ContainerdConfigError(
-            "the k3s config file is not a YAML mapping", "write k3s flags as 'flag-name: value' lines"
-        )
-    data.pop("default-runtime", None)
-    if runtime:
-        data["default-runtime"] = runtime
-    return yaml.safe_dump(data, sort_keys=False) if data else ""
-
-
-def crun_swap_plan(
-    paths: ContainerdPaths,
-    version: int,
-    binary: str = "/usr/local/bin/crun",
-    default: bool = True,
-    pod_annotations: Iterable[str] = CRUN_POD_ANNOTATIONS,
-    name: str = "crun",
-) -> dict[Path, str]:
-    """The files (path → new text) that add crun and, with *default*, make it the default runtime.
-
-    The caller (a ``Host``) previews, backs up and writes them, then restarts k3s.
-    """
-    plan = {paths.template_path(version): crun_runtime_template(version, binary, pod_annotations, name)}
-    if default:
-        current = paths.k3s_config.read_text() if paths.k3s_config.is_file() else ""
-        plan[paths.k3s_config] = set_default_runtime(current, name)
-    return plan

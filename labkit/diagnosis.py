@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 TAIL_LINES = 8
 #: Container waiting reasons that mean "the image is not there".
 IMAGE_REASONS = ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName")
-#: Pod annotations crun reads to run a container as wasm (reference §4).
+#: Pod annotations crun reads to run a container as wasm (crun src/libcrun/handlers/handler-utils.c).
 CRUN_WASM_ANNOTATION = "module.wasm.image/variant"
 
 
@@ -271,16 +271,16 @@ def _cant_handle_spec(f: _Facts) -> Diagnosis | None:
     if not hits:
         return None
     arg0 = f.arg0()
-    suggestion = (
-        f'e.g. command: ["{arg0}.wasm"] instead of ["{arg0}"]'
-        if arg0 and not arg0.endswith((".wasm", ".wat"))
-        else 'e.g. command: ["/wasi-demo-app.wasm"]'
-    )
+    # the pod does not say which module the image holds (only the image does), so the fix names
+    # where to look rather than guessing a path from arg0
     return Diagnosis(
         "the WasmEdge shim cannot run this container: wasmedge executor can't handle spec",
-        f"arg0 ({arg0 or 'the entrypoint'}) is not a .wasm/.wat file (no \\0asm magic) and the image has no wasm "
-        "layers, so neither the Linux nor the wasm executor accepts the spec",
-        f"make arg0 the path of the module inside the image, {suggestion}",
+        f"arg0 ({arg0 or 'the entrypoint'}) is not a wasm module file in the image (a .wasm with \\0asm magic, "
+        "or a .wat) and the image has no wasm layers, so neither the Linux nor the wasm executor accepts the spec; "
+        "the shim's log (containerd.log on k3s) adds: Note: arg0 must be a path to a Wasm file",
+        "make arg0 the path of the module the image holds: drop `command` so the image's entrypoint (its "
+        "module) is arg0, or write that path; the image's entrypoint names it (wasm.read_image(archive).entrypoint "
+        "for an archive, `skopeo inspect --config docker://<image>` for a registry image)",
         hits[:3],
         "cant-handle-spec",
     )

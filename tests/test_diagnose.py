@@ -109,16 +109,20 @@ def test_runtime_class_not_found_from_the_replicaset_event_without_any_pod():
     assert "runtime_class('wasmedge'" in d.fix
 
 
-def test_cant_handle_spec_suggests_the_wasm_path_for_arg0():
-    p = pod(command=["/wasi-demo-app"], **crash(137, 2))
-    message = (
-        "failed to create containerd task: failed to start shim: ... exec process failed with error error in "
-        "executing process : wasmedge executor can't handle spec"
+@pytest.mark.parametrize("arg0", ["/wasi-demo-app", "/wasi-demo.wasm"])
+def test_cant_handle_spec_points_at_the_module_the_image_holds_without_guessing(arg0):
+    """A compat image holding /wasi-compat.wasm, run with command ["/wasi-demo.wasm"]: appending .wasm to
+    arg0 would send the learner to /wasi-demo.wasm.wasm, so the fix names the image's entrypoint instead."""
+    p = pod(command=[arg0], **crash(128, 2))
+    message = (  # runwasi's words, as k3s's kubelet shows them (no labkit hint inside)
+        "failed to create containerd task: failed to create shim task: failed to create container: exec process "
+        "failed with error error in executing process : wasmedge executor can't handle spec"
     )
     p["status"]["containerStatuses"][0]["lastState"]["terminated"]["message"] = message
     d = diagnose_pod(p, [event("Failed", f"Error: {message}")], "")
-    assert d.signature == "cant-handle-spec"
-    assert '["/wasi-demo-app.wasm"]' in d.fix and "/wasi-demo-app" in d.cause
+    assert d.signature == "cant-handle-spec" and arg0 in d.cause
+    assert f"{arg0}.wasm" not in d.fix and "entrypoint" in d.fix
+    assert d.evidence and all(message in e for e in d.evidence)  # the evidence is k3s's words, unchanged
 
 
 @pytest.mark.parametrize(

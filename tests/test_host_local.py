@@ -27,6 +27,7 @@ from labkit.containerd import (
     ContainerdConfigError,
     ContainerdPaths,
     NodeSettings,
+    default_runtime_table,
     detect_runtimes,
     read_runtime_info,
     render_base_config,
@@ -213,7 +214,7 @@ def test_apply_verify_restore(node: Node) -> None:
     assert stat.S_IMODE(node.paths.k3s_config.stat().st_mode) == 0o640, "an existing file keeps its mode"
     info = h.verify_default_runtime("crun")
     assert info.source == "k3s crictl info" and info.rendered.default_runtime == "crun"
-    assert sorted(info.runtimes) == ["crun", "runc", "wasmedge"]
+    assert sorted(info.runtimes) == ["crun", "runc", "runhcs-wcow-process", "wasmedge"]
     assert h.backups() == [backup] and {f.path: f.existed for f in backup.files} == {
         "/var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl": False,
         "/etc/rancher/k3s/config.yaml": True,
@@ -228,13 +229,11 @@ def test_apply_verify_restore(node: Node) -> None:
 def test_a_toml_error_aborts_with_nothing_written(node: Node) -> None:
     before = node.snapshot()
     h = host(node)
-    # re-declaring the table the base already emits: the classic TOML redefinition
-    bad = (
-        '{{ template "base" . }}\n'
-        "[plugins.'io.containerd.cri.v1.runtime'.containerd]\n"
-        '  default_runtime_name = "crun"\n'
-    )
-    change = HostChange(node.root, {node.paths.template_v3: bad}, "bad", 3)
+    # the default runtime named twice, in the template and in k3s's config: the base then emits the
+    # …containerd table too, and the template's second one is a TOML redefinition
+    bad = '{{ template "base" . }}\n' + default_runtime_table(3, "runc")
+    files = {node.paths.template_v3: bad, node.paths.k3s_config: "default-runtime: runc\n"}
+    change = HostChange(node.root, files, "bad", 3)
     with pytest.raises(ContainerdConfigError, match="declared twice"):
         h.apply(change)
     assert node.snapshot() == before and h.backups() == []
@@ -250,6 +249,18 @@ def test_v2_keys_in_a_v3_config_are_refused(node: Node) -> None:
     with pytest.raises(ContainerdConfigError, match="Ignoring unknown key in TOML for plugin"):
         host(node).apply(HostChange(node.root, {node.paths.template_v3: v2}, "v2 keys", 3))
     assert not node.paths.template_v3.exists()
+
+
+def test_template_route_names_the_default_in_the_template_only(node: Node) -> None:
+    """The journey's route: k3s's v3 base has no …containerd table until default-runtime is set."""
+    h = host(node)
+    change = h.plan_crun_swap(binary=CRUN, route="template")
+    assert set(change.files) == {node.paths.template_v3} and change.default_runtime == "crun"
+    assert h.validate(change).default_runtime == "crun"
+    both = h.plan_crun_swap(binary=CRUN)  # default-runtime in config.yaml, plus the template's table
+    both.files[node.paths.template_v3] = change.files[node.paths.template_v3]
+    with pytest.raises(ContainerdConfigError, match="declared twice"):
+        h.validate(both)
 
 
 def test_default_runtime_without_a_table_is_refused(node: Node) -> None:

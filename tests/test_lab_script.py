@@ -132,7 +132,9 @@ def test_jupyter_opens_as_root(venv, tmp_path):
             except OSError:
                 time.sleep(0.5)
         exited = server.poll()
-        assert exited is None, f"jupyter lab exited {exited}: {server.stderr.read() if server.stderr else ''}"
+        assert exited is None, (
+            f"jupyter lab exited {exited}: {server.stderr.read().decode(errors='replace') if server.stderr else ''}"
+        )
         assert answer is not None and "version" in answer
     finally:
         if server.poll() is None:

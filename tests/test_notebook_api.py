@@ -74,5 +74,5 @@ def test_runtime_table_lists_every_runtime_with_its_binary(host: SandboxHost):
     config.write_text(render_base_config(3, {"crun": RuntimeSpec(runtime_type, binary_name=binary)}, "crun"))
     lines = labkit.runtime_table(host.runtime_info()).splitlines()
     assert lines[0] == "config version 3; default runtime: crun (read from config.toml)"
-    assert [line.split()[0] for line in lines[1:]] == ["crun", "runc"]
+    assert [line.split()[0] for line in lines[1:]] == ["crun", "runc", "runhcs-wcow-process"]
     assert "(runc on PATH)" in lines[2] and binary in lines[1]

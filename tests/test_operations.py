@@ -235,6 +235,42 @@ def test_apply_never_labels_what_labkit_did_not_create(cluster):
     assert cluster.node.read_runtime_class("preexisting").handler == "wasmedge"
 
 
+def test_lab_delete_refuses_what_the_lab_did_not_create(cluster):
+    """The sandbox ships k3s's RuntimeClasses (k3s manifests/runtimes.yaml), installed or not; a lab keeps off them."""
+    shipped = {rc.metadata.name: rc.handler for rc in cluster.node.list_runtime_class().items}
+    k3s_list = ["nvidia", "nvidia-experimental", "crun", "lunatic", "slight", "spin", "wws", "wasmedge", "wasmer"]
+    assert all(shipped.get(name) == name for name in [*k3s_list, "wasmtime"]), shipped
+    other_lab = runtime_class("other-labs-rc", handler="wasmedge")
+    apply(cluster, other_lab, lab="ops-other")  # labelled for another lab
+    with lab(cluster, "ops-refuse") as the_lab:
+        for name in ("wasmtime", "other-labs-rc"):
+            with pytest.raises(LabkitError, match=f"runtimeclass/{name} is not labelled labkit.io/lab=ops-refuse"):
+                the_lab.delete("RuntimeClass", name)
+        the_lab.apply(runtime_class("own-rc", handler="wasm"))
+        assert the_lab.delete("RuntimeClass", "own-rc") is True  # what the lab made, it may delete
+    assert cluster.node.read_runtime_class("wasmtime").handler == "wasmtime"
+    assert cluster.node.read_runtime_class("other-labs-rc").handler == "wasmedge"
+    cleanup(cluster, "ops-other")
+
+
+def test_lab_kubectl_shows_the_command_and_the_real_answer(cluster, monkeypatch):
+    with lab(cluster, "ops-kubectl") as the_lab:
+        the_lab.apply(runtime_class("ops-kubectl-rc", handler="wasmedge"))
+        shown = the_lab.kubectl("get", "runtimeclass", "ops-kubectl-rc", "-o", "name", namespaced=False)
+        assert shown.splitlines() == [
+            "$ kubectl get runtimeclass ops-kubectl-rc -o name",
+            "runtimeclass.node.k8s.io/ops-kubectl-rc",
+        ]
+        missing = the_lab.kubectl("get", "pod", "nosuch")
+        assert missing.startswith("$ kubectl get pod nosuch -n lab-ops-kubectl\n")
+        assert 'pods "nosuch" not found' in missing  # kubectl's own error, as a learner would see it
+        monkeypatch.setenv("PATH", "/nonexistent")  # no kubectl: the command alone, and no error
+        assert the_lab.kubectl("get", "pods").splitlines() == [
+            "$ kubectl get pods -n lab-ops-kubectl",
+            "(kubectl is not installed here: on k3s this is the command to type)",
+        ]
+
+
 def test_lab_with_running_pods_is_gone_after_exit(cluster):
     with lab(cluster, "ops-running", timeout=30) as the_lab:
         the_lab.apply([runtime_class(), wasm_deployment("demo", IMAGE)])

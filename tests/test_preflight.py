@@ -50,10 +50,16 @@ def k3s_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_handler_missing_from_containerd_config_fails(k3s_config):
+    k3s_config.write_text(K3S_V3.replace("wasmedge", "wasmtime"))
+    check = check_containerd_runtimes("kubeconfig", {"wasmedge"})
+    assert check.status == "fail" and 'no runtime for "wasmedge" is configured' in check.detail
+
+
+def test_runtime_classes_k3s_ships_without_a_runtime_are_not_a_failure(k3s_config):
+    """k3s creates RuntimeClasses for every runtime it knows (manifests/runtimes.yaml), installed or not."""
     k3s_config.write_text(K3S_V3)
-    check = check_containerd_runtimes("kubeconfig", {"wasmedge", "crun"})
-    assert check.status == "fail" and 'no runtime for "crun" is configured' in check.detail
-    assert check_containerd_runtimes("kubeconfig", {"wasmedge"}).status == "ok"
+    check = check_containerd_runtimes("kubeconfig", {"wasmedge", "crun", "nvidia", "wasmtime"})
+    assert check.status == "ok" and "crun, nvidia, wasmtime" in check.detail
 
 
 def test_containerd_config_absent_means_not_a_k3s_host(k3s_config):

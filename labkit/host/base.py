@@ -25,18 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.containerd import (
+    CRI_RUNTIME_PLUGIN,
     ContainerdConfigError,
     ContainerdPaths,
     RuntimeInfo,
-    crun_swap_plan,
     detect_runtimes,
     read_runtime_info,
     render_node_config,
-    set_default_runtime,
 )
 from labkit.errors import LabkitError, PrerequisiteMissing
 from labkit.host import changes
 from labkit.host.changes import Backup, HostChange, HostChangeError
+from labkit.host.crun_swap import crun_swap_plan, set_default_runtime
 
 if TYPE_CHECKING:
     from labkit.cluster import Cluster
@@ -172,13 +172,19 @@ class Host(abc.ABC):
     # ------------------------------------------------------------------ planning and checking a change
 
     def plan_crun_swap(
-        self, binary: str = "/usr/local/bin/crun", default: bool = True, name: str | None = None
+        self,
+        binary: str = "/usr/local/bin/crun",
+        default: bool = True,
+        name: str | None = None,
+        route: str = "config",
     ) -> HostChange:
-        """Plan the runc→crun swap: a template adding a crun runtime table, and k3s's ``default-runtime`` (*default*).
+        """Plan the runc→crun swap: a template adding a crun runtime table and, with *default*, the default runtime.
 
-        *name* defaults to ``crun``, or to ``crun-wasm`` when k3s already auto-detects a
-        ``crun`` binary (its own table would clash with ours, and lacks the
-        ``pod_annotations`` crun's wasm handler needs).
+        *route* names where the default goes: ``config`` (k3s's ``default-runtime`` in
+        ``/etc/rancher/k3s/config.yaml``) or ``template`` (the template's ``…containerd``
+        table, the journey's route). *name* defaults to ``crun``, or to ``crun-wasm``
+        when k3s already auto-detects a ``crun`` binary (its own table would clash
+        with ours, and lacks the ``pod_annotations`` crun's wasm handler needs).
         """
         if not (self.node_root / binary.lstrip("/")).is_file():
             raise PrerequisiteMissing(f"{binary} does not exist on the node, so it cannot be its runtime", CRUN_FIX)
@@ -191,8 +197,10 @@ class Host(abc.ABC):
             )
         version = self.containerd_version()
         paths = self.containerd_paths()
-        files = crun_swap_plan(paths, version, binary, default=False, name=name)
-        if default:  # read k3s's config with the privileges it needs (it may hold the join token, mode 0600)
+        files = crun_swap_plan(paths, version, binary, default=default and route == "template", name=name, route=route)
+        if (
+            default and route == "config"
+        ):  # read k3s's config with the privileges it needs (it may hold the join token, mode 0600)
             files[paths.k3s_config] = set_default_runtime(
                 self.read_node_files([paths.k3s_config])[paths.k3s_config] or "", name
             )
@@ -227,9 +235,10 @@ class Host(abc.ABC):
         info = read_runtime_info(rendered)
         if info.ignored_keys:
             raise ContainerdConfigError(
-                f"the rendered config is version {info.version}, but it has keys containerd ignores: "
-                + "; ".join(info.ignored_keys),
-                f"write runtime tables under the version {info.version} prefix (reference §5.2)",
+                f"the rendered config is version {info.version}, but containerd would ignore tables in it "
+                "(and start without those runtimes); its log would say:\n" + "\n".join(info.ignored_keys),
+                f"write runtime tables under the version {info.version} prefix "
+                f"(plugins.'{CRI_RUNTIME_PLUGIN[info.version]}'.containerd.runtimes)",
             )
         if info.default_runtime not in info.runtimes:
             raise ContainerdConfigError(

@@ -1,6 +1,6 @@
 """hostPath mounts for wasm pods: one helper gives both the pod ``volumes`` entry and the container ``volumeMounts``.
 
-Read-only by default (DESIGN §6): a lab mounts plugins, libraries and models, it never writes to the node.
+Read-only by default: a lab mounts plugins, libraries and models, it never writes to the node.
 
 >>> m = host_path("/home/runner/models/llama.gguf", type="File")
 >>> m.volume()["hostPath"], m.mount()["readOnly"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit import evidence, resources
-from labkit.config import PART_OF_LABEL, PART_OF_VALUE
+from labkit.config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
 from labkit.diagnosis import Diagnosis, diagnose
 from labkit.errors import LabkitError
 from labkit.manifests.checks import dns_label
@@ -69,7 +70,44 @@ class Lab:
         return describe(self.cluster, kind, name, namespace=self.namespace)
 
     def delete(self, kind: str, name: str, **kw: Any) -> bool:
-        return delete(self.cluster, kind, name, namespace=kw.pop("namespace", self.namespace), **kw)
+        """:func:`~labkit.operations.delete`, for what this lab made: anything in its namespace, and outside it
+        only objects labelled ``labkit.io/lab=<this lab>``; anything else raises and stays."""
+        namespace = kw.pop("namespace", self.namespace)
+        self._refuse_foreign(kind, name, namespace)
+        return delete(self.cluster, kind, name, namespace=namespace, **kw)
+
+    def _refuse_foreign(self, kind: str, name: str, namespace: str | None) -> None:
+        """Raise for an object outside the lab's namespace that lacks the lab's label (k3s's RuntimeClasses...)."""
+        res = resources.resource(self.cluster, kind)
+        ns = namespace if res.namespaced else None
+        if ns == self.namespace:  # the lab's namespace, and everything in it, goes when the lab closes anyway
+            return
+        live = resources.get_object(self.cluster, res.kind, name, ns)
+        if live is not None and ((live.get("metadata") or {}).get("labels") or {}).get(LAB_LABEL) != self.name:
+            where = f" in namespace {ns}" if ns else ""
+            raise LabkitError(
+                f"{res.kind.lower()}/{name}{where} is not labelled {LAB_LABEL}={self.name}: this lab did not create "
+                "it (k3s ships some objects, such as its RuntimeClasses), so the lab will not delete it",
+                "leave it, or delete it yourself with kubectl if you are sure it is yours",
+            )
+
+    def kubectl(self, *args: str, namespaced: bool = True) -> str:
+        """The kubectl command a learner on k3s types for this step, then what the real kubectl answers here.
+
+        ``-n <the lab's namespace>`` is added unless *namespaced* is false. Without kubectl on PATH the
+        command is shown alone, so a notebook runs the same either way.
+
+        >>> print(the_lab.kubectl("get", "jobs"))                              # doctest: +SKIP
+        $ kubectl get jobs -n lab-02
+        NAME           STATUS     COMPLETIONS   DURATION   AGE
+        compat-smart   Complete   1/1           2s         3s
+        """
+        full = [*args, "-n", self.namespace] if namespaced else list(args)
+        command = "$ " + shlex.join(["kubectl", *full])
+        if shutil.which("kubectl") is None:
+            return f"{command}\n(kubectl is not installed here: on k3s this is the command to type)"
+        done = self.cluster.kubectl(*full, check=False)
+        return "\n".join(part for part in (command, done.stdout.rstrip(), done.stderr.rstrip()) if part)
 
     def diagnose(self, pod_or_name: str | dict[str, Any]) -> Diagnosis:
         return diagnose(self.cluster, pod_or_name, namespace=self.namespace)
@@ -130,6 +168,9 @@ class Lab:
 
 def cleanup(cluster: Cluster, name: str, *, timeout: float = 120.0) -> list[str]:
     """Delete every object labelled for lab *name* (its namespace and cluster-wide objects) and wait until gone.
+
+    Only what the label selector ``labkit.io/lab=<name>`` lists is deleted, so objects labkit did not create
+    (k3s's RuntimeClasses, which ``apply`` never labels) are never touched.
 
     Returns what was removed, e.g. ``["namespace/lab-01", "runtimeclass/wasmedge"]``.
     """

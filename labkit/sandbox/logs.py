@@ -106,14 +106,18 @@ class PodLogs(LogDirectory):
             return container, path
         path = self.directory(pod, container) / f"{restarts}.log"
         if not path.exists():
+            # the kubelet's validateContainerLogStatus: a container that was ever created has a log (a
+            # StartError one an empty log); else the last terminated one's; else what it is waiting for
+            last = self.directory(pod, container) / f"{restarts - 1}.log"
+            if restarts >= 1 and last.exists():
+                return container, last
             waiting = ((status or {}).get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason") or "ContainerCreating"
-            if reason in ("ContainerCreating", "PodInitializing"):
-                raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: {reason}')
             raise bad_request(
-                f'container "{container}" in pod "{name}" is waiting to start: trying and failing to pull image'
-                if reason in ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull")
-                else f'container "{container}" in pod "{name}" is waiting to start: {reason}'
+                f'container "{container}" in pod "{name}" is waiting to start: '
+                + {"ErrImagePull": "image can't be pulled", "ImagePullBackOff": "trying and failing to pull image"}.get(
+                    reason, reason
+                )
             )
         return container, path
 

@@ -47,12 +47,22 @@ def test_crun_has_the_wasmedge_handler(host: LocalHost) -> None:
     assert crun.wasm_handlers == ["wasmedge"]
 
 
-def test_crun_swap_apply_verify_restore(host: LocalHost, cluster: Cluster) -> None:
+def test_k3s_renders_what_labkits_model_renders(host: LocalHost) -> None:
+    """The facts labkit/containerd.py models, on the real node (the workflow sets no default-runtime)."""
+    text = host.read_containerd_config()
+    assert "[plugins.'io.containerd.cri.v1.runtime'.containerd]\n" not in text, "only with default-runtime"
+    assert "runtimes.runhcs-wcow-process]" in text and "config_path = " in text
+    rendered = host.runtime_info().rendered
+    assert rendered.runtimes["crun"].systemd_cgroup is True and rendered.runtimes["wasmedge"].systemd_cgroup is True
+
+
+@pytest.mark.parametrize("route", ["config", "template"])
+def test_crun_swap_apply_verify_restore(host: LocalHost, cluster: Cluster, route: str) -> None:
     paths = host.containerd_paths()
     watched: list[Path] = [paths.config, paths.template_v2, paths.template_v3, paths.k3s_config]
     before = host.read_node_files(watched)
     default_before = host.runtime_info().default_runtime
-    change = host.plan_crun_swap()
+    change = host.plan_crun_swap(route=route)
     print(host.preview(change))
     backup = host.apply(change, cluster=cluster)
     try:

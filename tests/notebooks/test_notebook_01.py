@@ -69,7 +69,9 @@ def test_run_leaves_no_lab_and_keeps_what_k3s_made(tmp_path: Path, private_sandb
     assert "lab-01" not in {n.metadata.name for n in cluster.core.list_namespace().items if n.metadata}
     kept = cluster.node.read_runtime_class("wasmedge")  # made by the node at start, only applied to by the lab
     assert kept.handler == "wasmedge" and "labkit.io/lab" not in ((kept.metadata and kept.metadata.labels) or {})
-    assert "wasmtime" not in {rc.metadata.name for rc in cluster.node.list_runtime_class().items if rc.metadata}
+    classes = {rc.metadata.name for rc in cluster.node.list_runtime_class().items if rc.metadata}
+    assert "wasm" not in classes, "the lab's own broken RuntimeClass is gone"
+    assert {"wasmtime", "crun", "nvidia"} <= classes, "the RuntimeClasses k3s ships are untouched"
     images = {r.ref: r.platform for r in host_for_backend("sandbox").list_images()}
     assert images.get("docker.io/library/wasi-demo-own:v1") == "wasip1/wasm"
     assert images.get("docker.io/library/wasi-demo-app:plain") == "wasip1/wasm"

@@ -16,17 +16,15 @@ from labkit.containerd import (
     ContainerdPaths,
     NodeSettings,
     RuntimeSpec,
-    crun_runtime_template,
-    crun_swap_plan,
     detect_runtimes,
     node_runtime_info,
     read_runtime_info,
     render_base_config,
     render_node_config,
     render_template,
-    set_default_runtime,
 )
 from labkit.errors import LabkitError
+from labkit.host.crun_swap import crun_runtime_template, crun_swap_plan, set_default_runtime
 
 WASMEDGE = RuntimeSpec("io.containerd.wasmedge.v1", binary_name="/usr/local/bin/containerd-shim-wasmedge-v1")
 
@@ -78,13 +76,34 @@ def test_base_config_is_valid_toml_with_runtimes(version: int) -> None:
     assert info.runtimes["runc"].runtime_type == "io.containerd.runc.v2"
     assert info.runtimes["runc"].systemd_cgroup is True
     assert info.runtimes["wasmedge"].binary_name == "/usr/local/bin/containerd-shim-wasmedge-v1"
+    # k3s gives detected runtimes runc's SystemdCgroup (k3s issues #9192-#9194 quote a rendered crun table)
+    assert info.runtimes["wasmedge"].systemd_cgroup is True
+    registry = doc["plugins"]["io.containerd.cri.v1.images" if version == 3 else "io.containerd.grpc.v1.cri"]
+    assert registry["registry"]["config_path"] == "/var/lib/rancher/k3s/agent/etc/containerd/certs.d"
+
+
+def test_v3_base_matches_what_k3s_renders() -> None:
+    """The v3 base as the journey's author copied it from a k3s node (seed): Windows's runhcs table, no default."""
+    text = render_base_config(3, {})
+    assert "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runhcs-wcow-process]" in text
+    assert "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]" in text
+    assert "[plugins.'io.containerd.cri.v1.runtime'.containerd]" not in text  # only with --default-runtime
+    info = read_runtime_info(text)
+    assert info.default_runtime == "runc"  # containerd's own default
+    assert info.runtimes["runhcs-wcow-process"].runtime_type == "io.containerd.runhcs.v1"
+    with_default = render_base_config(3, {}, "crun")
+    assert with_default.count("[plugins.'io.containerd.cri.v1.runtime'.containerd]") == 1
 
 
 def test_no_template_renders_base(node: ContainerdPaths) -> None:
     text = render_node_config(node, 3, detect_runtimes(node.root))
     assert node.config.read_text() == text
     info = read_runtime_info(text)
-    assert (info.version, info.default_runtime, sorted(info.runtimes)) == (3, "runc", ["runc", "wasmedge"])
+    assert (info.version, info.default_runtime, sorted(info.runtimes)) == (
+        3,
+        "runc",
+        ["runc", "runhcs-wcow-process", "wasmedge"],
+    )
 
 
 def test_node_runtime_info_reads_the_rendered_file(node: ContainerdPaths) -> None:
@@ -146,7 +165,10 @@ def test_crun_template_text() -> None:
     assert "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.'crun']" in text
     assert 'pod_annotations = ["*.wasm.*", "module.wasm.image/*"]' in text
     assert 'BinaryName = "/opt/crun/bin/crun"' in text and "SystemdCgroup = true" in text
-    assert "default_runtime_name" not in text  # that table belongs to the base
+    assert "default_runtime_name" not in text  # the default is k3s's config, unless asked for
+    assert crun_runtime_template(3, default=True).endswith(
+        "[plugins.'io.containerd.cri.v1.runtime'.containerd]\n  default_runtime_name = \"crun\"\n"
+    )
 
 
 def test_restore_default_runtime(node: ContainerdPaths) -> None:
@@ -158,43 +180,81 @@ def test_v2_key_in_v3_template_is_ignored(node: ContainerdPaths) -> None:
     node.dir.mkdir(parents=True)
     node.template_v3.write_text(
         '{{ template "base" . }}\n'
-        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasm]\n'
-        '  runtime_type = "io.containerd.wasmedge.v1"\n'
+        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun-wasm]\n'
+        '  runtime_type = "io.containerd.runc.v2"\n'
+        '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.crun-wasm.options]\n'
+        '  BinaryName = "/usr/local/bin/crun"\n'
     )
     info = read_runtime_info(render_node_config(node, 3, {}))
-    assert "wasm" not in info.runtimes
+    assert "crun-wasm" not in info.runtimes
+    # one line per table, the key path joined by spaces, as containerd's Config.Decode logs it
+    error = "strict mode: fields in the document are missing in the target struct"
+    prefix = f'level=warning msg="{IGNORED_KEY_TEXT}" error="{error}"'
     assert info.ignored_keys == [
-        f'{IGNORED_KEY_TEXT}: plugin="io.containerd.grpc.v1.cri" key="containerd.runtimes.wasm.runtime_type"'
+        f'{prefix} key="containerd runtimes crun-wasm" plugin=io.containerd.grpc.v1.cri',
+        f'{prefix} key="containerd runtimes crun-wasm options" plugin=io.containerd.grpc.v1.cri',
     ]
 
 
-def test_redeclaring_the_containerd_table_is_a_redefinition_error(node: ContainerdPaths) -> None:
+def test_v3_key_in_v2_config_is_reported_in_labkits_words(node: ContainerdPaths) -> None:
+    """What containerd logs for this one was not verified upstream, so labkit does not put words in its mouth."""
     node.dir.mkdir(parents=True)
-    node.template_v3.write_text(
-        '{{ template "base" . }}\n'
-        "[plugins.'io.containerd.cri.v1.runtime'.containerd]\n"
-        '  default_runtime_name = "crun"\n'
+    node.template_v2.write_text(
+        "{{ template \"base\" . }}\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.wasm]\n"
+        '  runtime_type = "io.containerd.wasmedge.v1"\n'
     )
-    text = render_node_config(node, 3, {})  # k3s writes it; containerd rejects it
+    info = read_runtime_info(render_node_config(node, 2, {}))
+    assert "wasm" not in info.runtimes
+    table = 'plugins."io.containerd.cri.v1.runtime".containerd.runtimes.wasm'
+    said = f"table {table} is under io.containerd.cri.v1.runtime, which a version 2 config does not read for runtimes"
+    assert info.ignored_keys == [f"{said} (labkit's words)"]
+
+
+def test_default_runtime_table_in_a_v3_template_works_alone(node: ContainerdPaths) -> None:
+    """The journey's route: the base has no …containerd table until k3s's default-runtime is set."""
+    apply(crun_swap_plan(node, 3, route="template"))
+    assert not node.k3s_config.exists()  # this route leaves k3s's config alone
+    info = read_runtime_info(render_node_config(node, 3, detect_runtimes(node.root)))
+    assert info.default_runtime == "crun" and info.runtimes["crun"].pod_annotations == ("module.wasm.image/*",)
+
+
+def test_default_runtime_in_template_and_k3s_config_is_a_redefinition_error(node: ContainerdPaths) -> None:
+    apply(crun_swap_plan(node, 3, route="template"))
+    text = render_node_config(node, 3, {}, default_runtime="crun")  # k3s writes it; containerd rejects it
     with pytest.raises(ContainerdConfigError) as err:
         read_runtime_info(text)
     lines = text.splitlines()
     bad_line = (
         max(i for i, line in enumerate(lines) if line == "[plugins.'io.containerd.cri.v1.runtime'.containerd]") + 1
     )
-    assert f"line {bad_line}" in str(err.value)
-    assert "declared twice" in str(err.value) and "add only new tables after the base include" in str(err.value)
+    assert f"line {bad_line}" in str(err.value) and "declared twice" in str(err.value)
+    assert "toml: table containerd already exists" in str(err.value)  # go-toml v2's words, as containerd 2 logs them
+    assert "drop default-runtime or drop this table" in err.value.fix
+
+
+def test_v2_base_always_has_the_containerd_table(node: ContainerdPaths) -> None:
+    apply(crun_swap_plan(node, 2, route="template"))
+    with pytest.raises(ContainerdConfigError, match="declared twice") as err:
+        read_runtime_info(render_node_config(node, 2, {}))
+    assert "holds the snapshotter" in err.value.fix
 
 
 def test_crun_table_collides_with_auto_detected_crun(node: ContainerdPaths) -> None:
     (node.root / "usr/local/bin/crun").write_bytes(b"\x7fELF")
     apply(crun_swap_plan(node, 3))
-    with pytest.raises(ContainerdConfigError, match=r"runtimes\.crun is declared twice"):
+    with pytest.raises(ContainerdConfigError, match=r"runtimes\.crun is declared twice") as err:
         read_runtime_info(render_node_config(node, 3, detect_runtimes(node.root)))
+    assert "auto-detected a runtime named 'crun'" in err.value.fix
+    assert "toml: table crun already exists" in str(err.value)
     # a distinct name avoids the collision
     apply(crun_swap_plan(node, 3, name="crun-wasm"))
     info = read_runtime_info(render_node_config(node, 3, detect_runtimes(node.root)))
     assert info.default_runtime == "crun-wasm" and info.runtimes["crun-wasm"].pod_annotations
+
+
+def test_unknown_route_is_refused(node: ContainerdPaths) -> None:
+    with pytest.raises(ContainerdConfigError, match="unknown route"):
+        crun_swap_plan(node, 3, route="systemd")
 
 
 def test_template_comments_and_trim_markers() -> None:
@@ -225,10 +285,10 @@ def test_real_containerd_accepts_rendered_v2_config(node: ContainerdPaths, tmp_p
     text = render_node_config(node, 2, detect_runtimes(node.root), settings=settings)
     dump = subprocess.run(
         [containerd, "--config", str(node.config), "config", "dump"],
-        check=False,
         capture_output=True,
         text=True,
         timeout=30,
+        check=False,
     )
     assert dump.returncode == 0, dump.stderr
     # containerd's own view of the file, read back through our reader
@@ -246,7 +306,7 @@ def test_real_containerd_rejects_what_we_reject(node: ContainerdPaths, tmp_path:
     path = tmp_path / "bad.toml"
     path.write_text(bad)
     dump = subprocess.run(
-        [containerd, "--config", str(path), "config", "dump"], check=False, capture_output=True, text=True, timeout=30
+        [containerd, "--config", str(path), "config", "dump"], capture_output=True, text=True, timeout=30, check=False
     )
     assert dump.returncode != 0
     with pytest.raises(ContainerdConfigError):

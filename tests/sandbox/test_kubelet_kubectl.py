@@ -138,6 +138,10 @@ def test_describe_shows_the_k3s_wording_for_handler_and_arg0_failures(kubectl: K
     )
     described = eventually(lambda: kubectl("describe", "pod", "arg0").stdout, "CrashLoopBackOff")
     assert "wasmedge executor can't handle spec" in described and "StartError" in described
+    # the shim's note stays in the shim's log, and labkit's hints stay out of what the node reports
+    assert "arg0 must be" not in described and "(labkit: " not in described
+    # a container whose start failed was created: its log exists and is empty, as on k3s
+    assert kubectl("logs", "arg0").stdout == ""
 
     # the fix, as on k3s: a runtime table named like the handler, then restart k3s on that node
     host = SandboxHost(home / "nodes" / "labkit-server-0", ImageStore(home / "images"), sandbox_home=home)
@@ -153,6 +157,10 @@ def test_describe_shows_the_k3s_wording_for_handler_and_arg0_failures(kubectl: K
 def test_image_errors_and_previous_logs(kubectl: Kubectl) -> None:
     kubectl("run", "never", "--image=wasi-demo:latest", "--image-pull-policy=Never", "--restart=Never")
     eventually(lambda: kubectl("get", "pod", "never").stdout, "ErrImageNeverPull")
+    # the kubelet's validateContainerLogStatus: a container that never started is waiting for its reason
+    never = kubectl("logs", "never", check=False)
+    assert never.returncode != 0
+    assert 'container "never" in pod "never" is waiting to start: ErrImageNeverPull' in never.stderr
     kubectl(
         "apply",
         "-f",

@@ -150,9 +150,9 @@ class Kubelet:
         return self.runtime_info
 
     async def ensure_runtime_classes(self) -> list[str]:
-        """Create the RuntimeClasses k3s creates for the runtimes it detected (existing ones are kept)."""
+        """Create the RuntimeClasses the k3s server ships, installed or not (existing ones are kept)."""
         created = []
-        for obj in runtime_class_objects(self.root):
+        for obj in runtime_class_objects():
             try:
                 await self.client.create(resource_path(RUNTIMECLASSES_API, "runtimeclasses"), obj)
                 created.append(obj["metadata"]["name"])

@@ -333,8 +333,9 @@ class PodWorker:
 
     async def _pull_failed(self, c: ContainerRun, ref: str, err: registry_mirror.PullFailed) -> bool:
         """ErrImagePull, then ImagePullBackOff until the next try; True when the pod stops meanwhile."""
-        message = err.containerd_message
-        self.event("Warning", "Failed", f'Failed to pull image "{ref}": {message} (hint: {err.fix})', c)
+        message = err.containerd_message  # containerd's words only; labkit's hint goes to the kubelet log
+        log.info("%s: pull of %s failed (hint: %s)", pod_key(self.pod), ref, err.fix)
+        self.event("Warning", "Failed", f'Failed to pull image "{ref}": {message}', c)
         self.event("Warning", "Failed", "Error: ErrImagePull", c)
         c.state = {"waiting": {"reason": "ErrImagePull", "message": message}}
         self.publish()
@@ -393,8 +394,12 @@ class PodWorker:
         # the CRI container exists from here on; what follows is the task start, where runtimes fail
         c.container_id = f"containerd://{secrets.token_hex(32)}"
         assert self.runtime is not None
-        launch = plan_launch(self.runtime, self.pod, image, argv, env, working_dir)
-        writer = kubelet.logs.writer(self.pod, c.name, c.restart_count)
+        writer = kubelet.logs.writer(self.pod, c.name, c.restart_count)  # containerd creates the log with the container
+        try:
+            launch = plan_launch(self.runtime, self.pod, image, argv, env, working_dir)
+        except ContainerFailure:
+            writer.close()
+            raise
         context = PodContext(
             name=self.name,
             namespace=self.ns,
@@ -405,7 +410,9 @@ class PodWorker:
         )
         try:
             process = WasmContainer(
-                ContainerSpec(launch.module, launch.argv, env, working_dir, mounts, launch.entry, c.name),
+                ContainerSpec(
+                    launch.module, launch.argv, env, working_dir, mounts, launch.entry, c.name, launch.crun_exit_status
+                ),
                 kubelet.cache,
                 _log_to(writer, "stdout"),
                 _log_to(writer, "stderr"),
@@ -467,7 +474,9 @@ class PodWorker:
         }
 
     def _start_failed(self, c: ContainerRun, err: ContainerFailure) -> None:
-        message = err.problem + (f" (labkit: {err.fix})" if err.fix else "")
+        message = err.problem  # the runtime's words only; labkit's hint goes to the kubelet log
+        if err.fix:
+            log.info("%s/%s: %s (hint: %s)", pod_key(self.pod), c.name, err.problem, err.fix)
         if err.reason == "CreateContainerConfigError":
             self.event("Warning", "Failed", f"Error: {message}", c)
             c.state = {"waiting": {"reason": err.reason, "message": message}}

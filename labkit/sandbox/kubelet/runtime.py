@@ -8,12 +8,17 @@ it through the runtime's ``pod_annotations``.
 from __future__ import annotations
 
 import fnmatch
+import json
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+import wasmtime
+
 from labkit.sandbox.kubelet.podstate import ContainerFailure
-from labkit.sandbox.kubelet.wasmrun import CantHandleSpec, check_arg0
+from labkit.sandbox.kubelet.wasmrun import SHIM_CANT_HANDLE, CantHandleSpec, check_arg0
 
 if TYPE_CHECKING:
     from labkit.containerd import RuntimeSpec
@@ -22,6 +27,8 @@ if TYPE_CHECKING:
 WASMEDGE_TYPE = "io.containerd.wasmedge.v1"
 RUNC_TYPE = "io.containerd.runc.v2"
 VARIANT_ANNOTATION = "module.wasm.image/variant"
+
+log = logging.getLogger("labkit.sandbox.kubelet.runtime")
 
 
 def _glob_passes(annotation: str, patterns: tuple[str, ...]) -> bool:
@@ -66,6 +73,7 @@ class Launch:
     module: bytes
     argv: list[str]
     entry: str
+    crun_exit_status: bool = False
 
 
 def plan_launch(
@@ -93,8 +101,12 @@ def plan_launch(
         try:
             entry = check_arg0(argv, image.files(), image.wasm_layers(), env, working_dir)
         except CantHandleSpec as err:
+            # the shim logs why (with "Note: arg0 must be a path to a Wasm file", runwasi executor.rs)
+            # to containerd's log; the task error names only the executor
+            log.error("error checking if wasm container: %s", err.problem)
             raise ContainerFailure(
-                task_error(f'Others("exec process failed with error error in executing process : {err.problem}")'),
+                "failed to create containerd task: failed to create shim task: failed to create container: "
+                f"exec process failed with error error in executing process : {SHIM_CANT_HANDLE}",
                 fix=err.fix,
             ) from None
         return Launch(entry.module, [arg0.split("#", 1)[0], *argv[1:]], entry.func)
@@ -108,18 +120,47 @@ def plan_launch(
         path = str(PurePosixPath("/") / arg0) if not arg0.startswith("/") else arg0
         if path not in files:
             raise ContainerFailure(not_found_error(binary, arg0))
-        return Launch(files[path], argv, "_start")
+        return Launch(files[path], argv, "_start", crun_exit_status=True)
     if not image.files() and image.wasm_layers():
         # a runwasi-layout image has no rootfs files: a runc-style runtime finds nothing to exec
         raise ContainerFailure(
             not_found_error(binary, arg0),
             fix="wasm-layer images need the wasmedge runtime: set runtimeClassName: wasmedge",
         )
+    if binary == "crun":
+        return Launch(crun_exec_failure(arg0), argv, "_start")
     raise ContainerFailure(
         exec_format_error(binary, arg0),
         fix="a wasm module needs a wasm runtime: set runtimeClassName: wasmedge, or (crun built with "
         "WasmEdge) annotate the pod module.wasm.image/variant=compat-smart and let the runtime "
         "pass it (pod_annotations)",
+    )
+
+
+def crun_exec_failure(arg0: str) -> bytes:
+    """What crun does when ``execv`` of *arg0* fails: a module writing crun's error, then exiting 1.
+
+    crun execs the process only after ``crun start`` (container.c: container_init, after the exec
+    fifo), with its log handler switched to stderr, so the error goes to the container's log as one
+    JSON line (``--log-format json``, which containerd passes) and the container exits EXIT_FAILURE
+    (linux.c: libcrun_fail_with_error). Seen on k8s: WasmEdge issues #1844, #2638.
+    """
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    line = json.dumps(
+        {"msg": f"exec container process `{arg0}`: Exec format error", "level": "error", "time": stamp},
+        separators=(",", ":"),
+    )
+    data = (line + "\n").encode()
+    wat_bytes = "".join(f"\\{b:02x}" for b in data)
+    return bytes(
+        wasmtime.wat2wasm(
+            '(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))'
+            ' (import "wasi_snapshot_preview1" "proc_exit" (func $x (param i32)))'
+            f' (memory (export "memory") {(16 + len(data)) // 65536 + 1}) (data (i32.const 16) "{wat_bytes}")'
+            ' (func (export "_start") (i32.store (i32.const 0) (i32.const 16))'
+            f" (i32.store (i32.const 4) (i32.const {len(data)}))"
+            " (drop (call $w (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8))) (call $x (i32.const 1))))"
+        )
     )
 
 

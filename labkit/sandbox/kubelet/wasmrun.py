@@ -68,11 +68,12 @@ class CantHandleSpec(WasmError):
     real shim would run as an ordinary Linux container instead.
     """
 
-    def __init__(self, arg0: str, reason: str, native: bool = False) -> None:
+    def __init__(self, arg0: str, reason: str, native: bool = False, modules: Sequence[str] = ()) -> None:
         super().__init__(
             f"{SHIM_CANT_HANDLE} ({reason}; Note: arg0 must be a path to a Wasm file)",
-            "set the container's command to the module's path inside the image, "
-            f"e.g. '/{PurePosixPath(arg0).name or 'app'}.wasm'",
+            f"set the container's command to the module the image holds: {', '.join(modules)}"
+            if modules
+            else "the image holds no wasm module: build it with one (labkit image build)",
         )
         self.arg0, self.native = arg0, native
 
@@ -129,8 +130,9 @@ def check_arg0(
             raise CantHandleSpec(arg0, f"the image has {len(wasm_layers)} wasm layers and arg0 names none of them")
         return Entrypoint(arg0, matches[0], func)
     path = _resolve(arg0, image_files, env or {}, working_dir)
+    modules = sorted(p for p, data in image_files.items() if data.startswith(WASM_MAGIC))
     if path is None:
-        raise CantHandleSpec(arg0, f"{arg0!r} is not a file in the image")
+        raise CantHandleSpec(arg0, f"{arg0!r} is not a file in the image", modules=modules)
     data = image_files[path]
     if data.startswith(WASM_MAGIC):
         return Entrypoint(path, data, func)
@@ -140,7 +142,7 @@ def check_arg0(
         except (UnicodeDecodeError, wasmtime.WasmtimeError) as err:
             raise CantHandleSpec(arg0, f"{path} is not valid WebAssembly text: {err}") from None
     native = data.startswith((b"\x7fELF", b"#!"))
-    raise CantHandleSpec(arg0, f"{path} is not a wasm module (no \\0asm magic)", native=native)
+    raise CantHandleSpec(arg0, f"{path} is not a wasm module (no \\0asm magic)", native=native, modules=modules)
 
 
 _UNKNOWN_IMPORT = re.compile(r"unknown import: `([^`]*)::([^`]*)` has not been defined")
@@ -341,6 +343,9 @@ class ContainerSpec:
     mounts: Sequence[Mount | tuple[Path, str, bool]] = ()
     entry: str = "_start"
     name: str = "container"
+    #: crun's WasmEdge handler exits 0 whenever the run ends without a trap, proc_exit(n) included, and 1
+    #: otherwise (crun src/libcrun/handlers/wasmedge.c: exit (EXIT_SUCCESS)): the WASI exit code is lost.
+    crun_exit_status: bool = False
 
 
 class _Killed(Exception):
@@ -486,6 +491,8 @@ class WasmContainer:
             if not self._killed.is_set():
                 self._stderr.line(f"[error] {type(err).__name__}: {err}")
             self.exit_code, self.outcome = EXIT_FAILED, "killed" if self._killed.is_set() else "trapped"
+        if self.spec.crun_exit_status and self.outcome != "killed":
+            self.exit_code = 0 if self.outcome == "exited" else 1
         for pipe in pipes:  # the store is closed: wasmtime's write ends are too
             pipe.close()
         self._stdout.close()
