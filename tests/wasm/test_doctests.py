@@ -7,7 +7,13 @@ import importlib
 
 import pytest
 
-MODULES = ["labkit.wasm.inspection", "labkit.wasm.oci", "labkit.host.local", "labkit.sandbox.eventbody"]
+MODULES = [
+    "labkit.wasm.inspection",
+    "labkit.wasm.oci",
+    "labkit.host.local",
+    "labkit.sandbox.eventbody",
+    "labkit.sandbox.api.status",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
