@@ -267,6 +267,15 @@ def _duplicate(field: str, value: Any) -> Cause:
     return {"reason": "FieldValueDuplicate", "message": f"Duplicate value: {_go_value(value)}", "field": field}
 
 
+def _unique_name(field: str, name: str | None, seen: set[str]) -> list[Cause]:
+    """A required DNS-label name, unique among *seen* (which it joins): volumes, containers."""
+    if not name:
+        return [required(field)]
+    causes = dns_label(field, name) + ([_duplicate(field, name)] if name in seen else [])
+    seen.add(name)
+    return causes
+
+
 def _not_found(field: str, value: Any) -> Cause:
     return {"reason": "FieldValueNotFound", "message": f"Not found: {_go_value(value)}", "field": field}
 
@@ -377,13 +386,7 @@ def _pod_spec(
     volumes: set[str] = set()
     for i, volume in enumerate(spec.get("volumes") or []):
         vfield = f"{field}.volumes[{i}]"
-        name = volume.get("name")
-        if not name:
-            causes.append(required(f"{vfield}.name"))
-        else:
-            causes += dns_label(f"{vfield}.name", name)
-            causes += [_duplicate(f"{vfield}.name", name)] if name in volumes else []
-            volumes.add(name)
+        causes += _unique_name(f"{vfield}.name", volume.get("name"), volumes)
         if not set(volume) - {"name"}:
             causes.append(required(vfield, "must specify a volume type"))
     if not spec.get("containers"):
@@ -392,13 +395,7 @@ def _pod_spec(
     for list_name in ("initContainers", "containers"):
         for i, container in enumerate(spec.get(list_name) or []):
             cfield = f"{field}.{list_name}[{i}]"
-            name = container.get("name")
-            if not name:
-                causes.append(required(f"{cfield}.name"))
-            else:
-                causes += dns_label(f"{cfield}.name", name)
-                causes += [_duplicate(f"{cfield}.name", name)] if name in seen else []
-                seen.add(name)
+            causes += _unique_name(f"{cfield}.name", container.get("name"), seen)
             causes += _container(cfield, container, volumes)
     policy = spec.get("restartPolicy")
     if policy is not None and policy not in restart_policies:
