@@ -113,24 +113,20 @@ def _flatten(value: Any, node: Node | None, path: FieldPath, out: dict[FieldPath
 
 
 def fields_v1(paths: Iterable[FieldPath]) -> dict[str, Any]:
-    """A set of field paths as the nested ``fieldsV1`` trie (``"."`` marks a member with children)."""
+    """A set of field paths as the nested ``fieldsV1`` trie (``"."`` marks a member with children), keys sorted.
+
+    Built from the sorted paths, so every node's keys arrive in order ("." sorts before "f:", "i:", "k:", "v:")
+    and a path's descendants come right after it: no second pass to mark members, none to sort.
+    """
     root: dict[str, Any] = {}
-    members = list(paths)
-    for path in members:
+    ordered = sorted(set(paths))
+    for i, path in enumerate(ordered):
         node = root
         for element in path:
             node = node.setdefault(element, {})
-    for path in members:
-        node = root
-        for element in path:
-            node = node[element]
-        if node:
+        if i + 1 < len(ordered) and ordered[i + 1][: len(path)] == path:
             node["."] = {}
-    return _sorted(root)
-
-
-def _sorted(trie: dict[str, Any]) -> dict[str, Any]:
-    return {k: _sorted(trie[k]) for k in sorted(trie)}
+    return root
 
 
 def parse_fields_v1(trie: dict[str, Any], prefix: FieldPath = ()) -> set[FieldPath]:
