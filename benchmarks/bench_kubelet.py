@@ -48,6 +48,7 @@ class ReadyWatch:
 
     def __init__(self, info: daemon.SandboxInfo) -> None:
         self.ready: dict[str, float] = {}
+        self.changed = threading.Condition()
         conn = Connection(info)
         conn.conn.request(
             "GET",
@@ -62,15 +63,17 @@ class ReadyWatch:
             pod = json.loads(line)["object"]
             conditions = pod.get("status", {}).get("conditions") or ()
             if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-                self.ready.setdefault(pod["metadata"]["name"], time.perf_counter())
+                seen = time.perf_counter()
+                with self.changed:
+                    self.ready.setdefault(pod["metadata"]["name"], seen)
+                    self.changed.notify_all()
 
     def wait(self, names: list[str], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while any(n not in self.ready for n in names):
-            if time.monotonic() > deadline:
+        """Block until every pod in *names* is Ready (woken by the reader, not polling: the CPUs are the nodes')."""
+        with self.changed:
+            if not self.changed.wait_for(lambda: all(n in self.ready for n in names), timeout):
                 missing = [n for n in names if n not in self.ready]
                 raise SystemExit(f"pods not Ready after {timeout:.0f} s: {missing[:5]} ...")
-            time.sleep(0.001)
 
 
 def distinct_images(home: Path, count: int) -> list[str]:
