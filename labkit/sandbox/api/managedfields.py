@@ -63,8 +63,8 @@ def flatten_fields(obj: dict[str, Any], node: Node | None, status: bool = False)
 
     Server-set metadata (uid, resourceVersion, managedFields…), ``apiVersion`` and ``kind``
     are not tracked, nor is ``status``. With ``status`` (a write to the status subresource) only
-    ``status`` is: that write cannot change the rest (kube-apiserver resets ``spec`` and the
-    object's metadata on it, ``GetResetFields`` in ``pkg/registry/core/pod/strategy.go``).
+    ``status`` is: that write changes nothing else (kube-apiserver resets ``spec`` on it,
+    ``GetResetFields`` in ``pkg/registry/core/pod/strategy.go``; the sandbox also keeps the metadata).
     List-map items get their own ``k:`` element. What is not tracked is never walked: a pod's
     status is most of it, and every write flattens the object twice.
     """
