@@ -12,11 +12,14 @@ import ipaddress
 import os
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# cryptography (~15 MB of RSS) is imported only where certificates are made, once per LABKIT_HOME in the daemon:
+# the kubelet processes and notebook kernels only need an ssl context trusting the CA.
 
 _VALID_DAYS = 3650
 
@@ -28,6 +31,8 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -41,6 +46,10 @@ def _certificate(
     *,
     ca: bool,
 ) -> x509.Certificate:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
     now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     builder = (
@@ -75,6 +84,9 @@ def ensure_certificates(directory: Path) -> tuple[Path, Path, Path]:
     ca_crt, crt, key_path = directory / "ca.crt", directory / "server.crt", directory / "server.key"
     if ca_crt.exists() and crt.exists() and key_path.exists():
         return ca_crt, crt, key_path
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = _certificate("labkit-sandbox-ca", None, ca_key, ca_key, ca=True)
     server_key = ec.generate_private_key(ec.SECP256R1())

@@ -299,3 +299,24 @@ def test_no_new_content_in_a_terminating_namespace(raw, namespace):
         ),
     )
     raw("PATCH", f"{base}/held", {"metadata": {"finalizers": None}}, content_type="application/merge-patch+json")
+
+
+def test_status_patch_records_its_writer_for_the_status_only(raw, namespace):
+    """A pods/status PATCH gives its manager the status fields it wrote (subresource "status"), as
+    ``kubectl get pod --show-managed-fields`` shows the kubelet's entry; the spec it also sent is reset, so
+    the writer owns none of it (GetResetFields in kubernetes' pkg/registry/core/pod/strategy.go)."""
+    base = f"/api/v1/namespaces/{namespace}/pods"
+    pod = {**_pod("owned"), "spec": {**_pod("owned")["spec"], "nodeName": "no-kubelet-runs-here"}}
+    assert raw("POST", f"{base}?fieldManager=creator", pod)[0] == 201
+    patch = {"spec": {"activeDeadlineSeconds": 5}, "status": {"phase": "Running", "hostIP": "10.0.0.1"}}
+    code, patched = raw(
+        "PATCH", f"{base}/owned/status?fieldManager=node-agent", patch, content_type="application/merge-patch+json"
+    )
+    assert code == 200, patched
+    assert patched["status"]["phase"] == "Running" and "activeDeadlineSeconds" not in patched["spec"]
+    entries = {e["manager"]: e for e in patched["metadata"]["managedFields"]}
+    assert entries["node-agent"]["subresource"] == "status"
+    assert entries["node-agent"]["fieldsV1"] == {"f:status": {"f:hostIP": {}, "f:phase": {}}}
+    assert "f:status" not in entries["creator"]["fieldsV1"] and "f:spec" in entries["creator"]["fieldsV1"]
+    stored = raw("GET", f"{base}/owned")[1]
+    assert stored["metadata"]["managedFields"] == patched["metadata"]["managedFields"]

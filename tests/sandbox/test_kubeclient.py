@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from labkit.sandbox.api.auth import TokenAuthority, node_user
 from labkit.sandbox.kubeclient.events import EventRecorder
 from labkit.sandbox.kubeclient.https import ApiError, KubeClient, resource_path
 from labkit.sandbox.kubeclient.informer import Informer
@@ -135,3 +136,24 @@ def test_a_forged_node_token_is_refused(sandbox: daemon.SandboxInfo, tmp_path: P
             await api.close()
 
     run(scenario())
+
+
+def test_a_remembered_node_token_lets_in_that_token_only() -> None:
+    """The API server remembers verified node tokens; forgeries next to a remembered one still fail."""
+    authority = TokenAuthority(b"k" * 32, "admin-token")
+    token = authority.issue_node("labkit-agent-0")
+
+    def no_accounts(ns: str, name: str, uid: str) -> bool:
+        return False
+
+    assert authority.authenticate(token, no_accounts) == node_user("labkit-agent-0")
+    assert authority.authenticate(token, no_accounts) == node_user("labkit-agent-0")  # now from memory
+    prefix, payload, signature = token.split(".")
+    other_node = TokenAuthority(b"k" * 32, "x").issue_node("labkit-server-0").split(".")[1]
+    for forged in (
+        f"{prefix}.{payload}.{signature[:-1]}0" if signature[-1] != "0" else f"{prefix}.{payload}.{signature[:-1]}1",
+        f"{prefix}.{other_node}.{signature}",  # another node's name under this node's signature
+        TokenAuthority(b"j" * 32, "x").issue_node("labkit-agent-0"),  # signed with another key
+        token + " ",
+    ):
+        assert authority.authenticate(forged, no_accounts) is None, forged

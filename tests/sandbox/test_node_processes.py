@@ -182,3 +182,10 @@ def test_a_node_that_was_only_stalled_comes_back_by_itself_with_its_pods_ready(
     wait_for(lambda: kubectl("get", "pod", "steady", "-o", ready).stdout == "True", "the pod Ready again")
     wait_for(lambda: not kubectl("get", "node", AGENT, "-o", "jsonpath={.spec.taints}").stdout, "the taints to go")
     assert kubectl("get", "pod", "steady", "-o", "jsonpath={.status.containerStatuses[0].restartCount}").stdout == "0"
+
+
+def test_a_node_process_leaves_certificate_making_to_the_daemon() -> None:
+    """cryptography (~15 MB of RSS) makes the CA once, in the daemon; a kubelet only trusts it (an ssl context)."""
+    code = "import sys, labkit.sandbox.kubelet.__main__; print(sorted(m for m in sys.modules if 'cryptography' in m))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert loaded.stdout.strip() == "[]"

@@ -529,3 +529,30 @@ def test_bookmarks(store: Store) -> None:
     early, late = asyncio.run(run())
     assert early is None
     assert late == WatchEvent("BOOKMARK", {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "2"}}, 2)
+
+
+def test_shared_watch_events_are_the_stored_objects_and_plain_ones_are_copies(store: Store) -> None:
+    """Controllers read the store's own parse (no parse per watcher); every other reader gets its own copy."""
+    store.create(PODS, pod("before"))
+
+    async def run() -> tuple[list[WatchEvent], list[WatchEvent]]:
+        shared, plain = store.watch(PODS, since_rv=None), store.watch(PODS, since_rv=None)
+        store.create(PODS, pod("live"))
+        store.delete(PODS, "lab", "before")
+        seen: tuple[list[WatchEvent], list[WatchEvent]] = ([], [])
+        for _ in range(3):
+            seen[0].append(await shared.next_shared(1.0))
+            seen[1].append(await plain.next(1.0))
+        return seen
+
+    shared, plain = asyncio.run(run())
+    assert [(e.type, e.object["metadata"]["name"]) for e in shared] == [
+        ("ADDED", "before"),
+        ("ADDED", "live"),
+        ("DELETED", "before"),
+    ]
+    assert [(e.type, e.object) for e in plain] == [(e.type, e.object) for e in shared]
+    assert shared[1].object is store.peek(PODS, "lab", "live")  # no copy, no parse
+    assert plain[1].object is not shared[1].object
+    plain[1].object["metadata"]["labels"]["changed"] = "by a reader"
+    assert "changed" not in store.peek(PODS, "lab", "live")["metadata"]["labels"]

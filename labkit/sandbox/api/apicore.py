@@ -249,9 +249,12 @@ class ApiCore:
     ) -> dict[str, Any]:
         """The object as stored after an update: the status split, immutable and server-owned fields."""
         if subresource == "status":
-            new: dict[str, Any] = patch.deep_copy(live)
-            new["status"] = incoming.get("status", {})
-            # metadata changes through /status are limited to labels/annotations in Kubernetes; keep it simple: ignore
+            # metadata changes through /status are limited to labels/annotations in Kubernetes; keep it simple:
+            # ignore them, but keep the ownership record_update gave the status's writer. Nothing below changes
+            # the parts shared with live (a copy of the store's object) but metadata, which is copied.
+            new: dict[str, Any] = {**live, "metadata": dict(live["metadata"]), "status": incoming.get("status", {})}
+            if "managedFields" in _meta(incoming):
+                new["metadata"]["managedFields"] = incoming["metadata"]["managedFields"]
             return new
         new = incoming
         meta, live_meta = _meta(new), live["metadata"]

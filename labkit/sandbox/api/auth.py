@@ -75,6 +75,9 @@ class TokenAuthority:
     def __init__(self, secret: bytes, admin_token: str) -> None:
         self._secret = secret
         self._admin_token = admin_token
+        #: node tokens already verified (they never expire and the key never changes while the daemon runs), so
+        #: a kubelet's every request costs no HMAC and JSON decode; only genuine tokens get in, one per node
+        self._nodes: dict[str, User] = {}
 
     def issue(self, namespace: str, name: str, uid: str, expires_in: int = 3600 * 24 * 365) -> tuple[str, int]:
         """A ServiceAccount token and its expiry (unix seconds)."""
@@ -100,9 +103,15 @@ class TokenAuthority:
         """The user behind *token*, or None. ``sa_exists(ns, name, uid)`` rejects tokens of deleted accounts."""
         if hmac.compare_digest(token, self._admin_token):
             return ADMIN
+        known = self._nodes.get(token)
+        if known is not None:
+            return known
         parts = token.split(".")
         if len(parts) == 3 and parts[0] == NODE_TOKEN_PREFIX:
-            return self._node(parts[1], parts[2])
+            user = self._node(parts[1], parts[2])
+            if user is not None:
+                self._nodes[token] = user
+            return user
         if len(parts) != 3 or parts[0] != SA_TOKEN_PREFIX or not hmac.compare_digest(parts[2], self._sign(parts[1])):
             return None
         try:

@@ -4,7 +4,8 @@
 - :func:`server_side_apply` (``application/apply-patch+yaml``) merges an apply configuration and
   raises the conflicts a real cluster raises when another manager owns a changed field.
 
-Like :mod:`labkit.sandbox.api.patch`, every function returns a new object and never mutates its inputs.
+Like :mod:`labkit.sandbox.api.patch`, every function returns a new object and never mutates its inputs
+(:func:`record_update`'s result shares all but its top level and metadata with its input).
 
 >>> format_field_path(("f:spec", "f:containers", 'k:{"name":"web"}', "f:image"))
 '.spec.containers[name="web"].image'
@@ -28,9 +29,9 @@ FieldPath = tuple[str, ...]
 """A managed-field path in FieldsV1 notation: ``("f:spec", "f:containers", 'k:{"name":"c"}', "f:image")``."""
 
 _ITEM = object()  # the "." membership of a list-map item in a flattened field set
-_SERVER_FIELDS = {("f:apiVersion",), ("f:kind",)} | {
-    ("f:metadata", f"f:{name}")
-    for name in (
+_UNTRACKED_TOP = frozenset({"apiVersion", "kind"})
+_SERVER_METADATA = frozenset(
+    {
         "name",
         "namespace",
         "uid",
@@ -41,8 +42,13 @@ _SERVER_FIELDS = {("f:apiVersion",), ("f:kind",)} | {
         "selfLink",
         "deletionTimestamp",
         "deletionGracePeriodSeconds",
-    )
-}
+    }
+)
+#: the keys of a managedFields entry as :meth:`_Entry.to_dict` writes it, without and with a subresource
+_ENTRY_KEYS = (
+    frozenset({"manager", "operation", "apiVersion", "time", "fieldsType", "fieldsV1"}),
+    frozenset({"manager", "operation", "apiVersion", "time", "fieldsType", "fieldsV1", "subresource"}),
+)
 # list-map keys the server defaults before computing ownership (ports without a protocol are TCP)
 _KEY_DEFAULTS = {"protocol": "TCP"}
 
@@ -56,13 +62,23 @@ def flatten_fields(obj: dict[str, Any], node: Node | None, status: bool = False)
     """The leaf fields of ``obj`` with their values, keyed by FieldsV1 path.
 
     Server-set metadata (uid, resourceVersion, managedFields…), ``apiVersion`` and ``kind``
-    are not tracked, nor is ``status`` unless ``status`` is true (writes to the status
-    subresource). List-map items get their own ``k:`` element.
+    are not tracked, nor is ``status``. With ``status`` (a write to the status subresource) only
+    ``status`` is: that write changes nothing else (kube-apiserver resets ``spec`` on it,
+    ``GetResetFields`` in ``pkg/registry/core/pod/strategy.go``; the sandbox also keeps the metadata).
+    List-map items get their own ``k:`` element. What is not tracked is never walked: a pod's
+    status is most of it, and every write flattens the object twice.
     """
     out: dict[FieldPath, Any] = {}
-    _flatten(obj, node, (), out)
-    skip = _SERVER_FIELDS if status else _SERVER_FIELDS | {("f:status",)}
-    return {p: v for p, v in out.items() if p[:1] not in skip and p[:2] not in skip}
+    for key, value in obj.items():
+        if (key == "status") != status or key in _UNTRACKED_TOP:
+            continue
+        tracked = value
+        if key == "metadata" and isinstance(value, dict) and value:
+            tracked = {k: v for k, v in value.items() if k not in _SERVER_METADATA}
+            if not tracked:
+                continue
+        _flatten(tracked, child_of(node, key), (f"f:{key}",), out)
+    return out
 
 
 def _flatten(value: Any, node: Node | None, path: FieldPath, out: dict[FieldPath, Any]) -> None:
@@ -97,24 +113,20 @@ def _flatten(value: Any, node: Node | None, path: FieldPath, out: dict[FieldPath
 
 
 def fields_v1(paths: Iterable[FieldPath]) -> dict[str, Any]:
-    """A set of field paths as the nested ``fieldsV1`` trie (``"."`` marks a member with children)."""
+    """A set of field paths as the nested ``fieldsV1`` trie (``"."`` marks a member with children), keys sorted.
+
+    Built from the sorted paths, so every node's keys arrive in order ("." sorts before "f:", "i:", "k:", "v:")
+    and a path's descendants come right after it: no second pass to mark members, none to sort.
+    """
     root: dict[str, Any] = {}
-    members = list(paths)
-    for path in members:
+    ordered = sorted(set(paths))
+    for i, path in enumerate(ordered):
         node = root
         for element in path:
             node = node.setdefault(element, {})
-    for path in members:
-        node = root
-        for element in path:
-            node = node[element]
-        if node:
+        if i + 1 < len(ordered) and ordered[i + 1][: len(path)] == path:
             node["."] = {}
-    return _sorted(root)
-
-
-def _sorted(trie: dict[str, Any]) -> dict[str, Any]:
-    return {k: _sorted(trie[k]) for k in sorted(trie)}
+    return root
 
 
 def parse_fields_v1(trie: dict[str, Any], prefix: FieldPath = ()) -> set[FieldPath]:
@@ -154,6 +166,11 @@ class _Entry:
         self.subresource: str = raw.get("subresource", "")
         self.time: str = raw.get("time", "")
         self.fields = parse_fields_v1(raw.get("fieldsV1") or {})
+        #: the entry as it came, written back as it is while nothing in it changed: rebuilding every manager's
+        #: trie on each write was most of a write's cost
+        canonical = raw.keys() == _ENTRY_KEYS[bool(self.subresource)] and raw["fieldsType"] == "FieldsV1"
+        self._raw = raw if canonical else None
+        self._parsed = frozenset(self.fields)
 
     def same_manager(self, manager: str, operation: str, subresource: str = "") -> bool:
         return (self.manager, self.operation, self.subresource) == (manager, operation, subresource)
@@ -166,6 +183,11 @@ class _Entry:
         return f"{text} using {self.api_version}" if self.operation == "Update" else text
 
     def to_dict(self) -> dict[str, Any]:
+        raw = self._raw
+        unchanged = raw is not None and (raw["time"], raw["apiVersion"]) == (self.time, self.api_version)
+        if unchanged and self.fields == self._parsed:
+            kept: dict[str, Any] = deep_copy(raw)
+            return kept
         out = {
             "manager": self.manager,
             "operation": self.operation,
@@ -217,7 +239,8 @@ def record_update(
     The manager takes ownership of every field it changed (from whoever owned it, without
     conflict, as on a real server); removed fields leave every manager's set.
     """
-    result = deep_copy(new)
+    # a new top level and metadata: _store writes only metadata.managedFields, so the rest may be shared
+    result = {**new, "metadata": dict(new.get("metadata") or {})}
     node = schemas().node(resource.schema)
     entries = _entries(old)
     status = subresource == "status"

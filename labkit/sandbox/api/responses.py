@@ -100,8 +100,8 @@ async def stream_watch(
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            event = await watcher.next(min(left, max(next_bookmark - time.monotonic(), 0.01)))
-            if event is None:
+            item = await watcher.next_item(min(left, max(next_bookmark - time.monotonic(), 0.01)))
+            if item is None:
                 if watcher.closed:  # overflowed (a too-slow client) or the store closed
                     break
                 if bookmarks and time.monotonic() >= next_bookmark:
@@ -112,14 +112,19 @@ async def stream_watch(
                         await response.write(dumps({"type": "BOOKMARK", "object": marker}) + b"\n")
                     next_bookmark = time.monotonic() + BOOKMARK_EVERY
                 continue
-            obj = event.object
+            kind, text, _, shared = item
+            if shared is not None and not (present or as_table) and "apiVersion" in shared and "kind" in shared:
+                # the stored text is already the object's compact JSON: no parse and no re-encoding per watcher
+                await response.write(f'{{"type":"{kind}","object":{text}}}\n'.encode())
+                continue
+            obj = json.loads(text)
             obj.setdefault("apiVersion", stored.api_version)
             obj.setdefault("kind", stored.kind)
             if present:
                 obj = present(obj)
             if as_table:
-                obj = tables.table_event(view, event.type, obj)
-            await response.write(dumps({"type": event.type, "object": obj}) + b"\n")
+                obj = tables.table_event(view, kind, obj)
+            await response.write(dumps({"type": kind, "object": obj}) + b"\n")
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.errors import SandboxError
 from labkit.sandbox.api.status import already_exists, bad_request, conflict, gone, invalid, not_found
-from labkit.sandbox.api.watch import ADDED, DELETED, MODIFIED, Change, Key, changes_after, selected
+from labkit.sandbox.api.watch import ADDED, DELETED, MODIFIED, Change, Key, Pending, changes_after, selected
 from labkit.sandbox.api.watch import Watcher as Watcher  # re-exported: kubelets import it from here
 from labkit.sandbox.api.watch import WatchEvent as WatchEvent  # re-exported: controllers import it from here
 
@@ -325,8 +325,8 @@ class Store:
         with self._lock:
             if not since_rv:
                 table = self._objects.get(resource.key, {})
-                initial = [
-                    (ADDED, table[k].text, _rv_of(table[k].obj))
+                initial: list[Pending] = [
+                    (ADDED, table[k].text, _rv_of(table[k].obj), table[k].obj)
                     for k in sorted(table)
                     if watcher.selects(k, table[k].obj)
                 ]

@@ -42,13 +42,15 @@ class WatchSource(Protocol):
     def unregister(self, watcher: Watcher) -> None: ...
 
 
-#: What a watcher queues: (event type, the object's JSON text, resourceVersion).
-Pending = tuple[str, str, int]
+#: What a watcher queues: (event type, the object's JSON text, resourceVersion, the object parsed when the store
+#: has it at hand: shared with the store and every other watcher, so never to be changed).
+Pending = tuple[str, str, int, dict[str, Any] | None]
 
 
 @dataclass(frozen=True)
 class WatchEvent:
-    """One watch event: ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK; ``object`` is the caller's own copy."""
+    """One watch event: ``type`` is ADDED, MODIFIED, DELETED or BOOKMARK; ``object`` is the caller's own copy
+    (from :meth:`Watcher.next_shared`: the store's, read only)."""
 
     type: str
     object: dict[str, Any]
@@ -131,6 +133,24 @@ class Watcher:
 
     async def next(self, timeout: float | None) -> WatchEvent | None:  # noqa: ASYNC109 (None on timeout is the API)
         """The next event, or ``None`` when ``timeout`` seconds pass first or the watcher is closed."""
+        item = await self.next_item(timeout)
+        if item is None:
+            return None
+        kind, text, rv, _ = item
+        return WatchEvent(kind, json.loads(text), rv)
+
+    async def next_shared(self, timeout: float | None) -> WatchEvent | None:  # noqa: ASYNC109
+        """:meth:`next`, but the object is the store's own parse, shared with other watchers: read it, never
+        change it (as with :meth:`Store.peek`). Each in-process controller watching pods would otherwise
+        parse every pod write again."""
+        item = await self.next_item(timeout)
+        if item is None:
+            return None
+        kind, text, rv, obj = item
+        return WatchEvent(kind, obj if obj is not None else json.loads(text), rv)
+
+    async def next_item(self, timeout: float | None) -> Pending | None:  # noqa: ASYNC109
+        """The next event as queued (its text, and its shared parse when there is one), or ``None``."""
         with self._lock:
             item = self._pending.popleft() if self._pending else None
             waiter = None
@@ -151,10 +171,7 @@ class Watcher:
                         self._waiter = None
             with self._lock:
                 item = self._pending.popleft() if self._pending else None
-        if item is None:
-            return None
-        kind, text, rv = item
-        return WatchEvent(kind, json.loads(text), rv)
+        return item
 
     def bookmark(self) -> WatchEvent | None:
         """A BOOKMARK event at the store's current resourceVersion, or ``None`` while events are still
@@ -208,14 +225,14 @@ class Watcher:
             old = old if old is not None else json.loads(change.old)
             old_passes = self.selects(change.key, old)
         if new_passes:
-            return (MODIFIED if old_passes else ADDED), change.new, change.rv
+            return (MODIFIED if old_passes else ADDED), change.new, change.rv, new
         if not old_passes:
             return None
         if change.type == DELETED:
-            return DELETED, change.new, change.rv
+            return DELETED, change.new, change.rv, new
         assert old is not None
         gone_obj = {**old, "metadata": {**old["metadata"], "resourceVersion": str(change.rv)}}
-        return DELETED, json.dumps(gone_obj, separators=(",", ":")), change.rv
+        return DELETED, json.dumps(gone_obj, separators=(",", ":")), change.rv, gone_obj
 
     def prime(self, items: Iterable[Pending]) -> None:
         """Queue the initial events (the synthetic ADDEDs or the replayed history) before live ones."""

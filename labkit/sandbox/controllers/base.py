@@ -253,7 +253,8 @@ class Controller(abc.ABC):
                 continue
             listed.set()
             try:
-                while (event := await watcher.next(None)) is not None:
+                # the store's own parse, read only: keys() and the scheduler's caches only read it
+                while (event := await watcher.next_shared(None)) is not None:
                     self._enqueue(source, event)
             finally:
                 watcher.close()

@@ -20,6 +20,11 @@ JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 #: a watch stays open this long before the client re-watches from its last resourceVersion
 WATCH_TIMEOUT_S = 300
+#: Connections for ordinary requests (watches have their own). The API server answers on one event loop, so more
+#: connections add no throughput, only TLS handshakes: a burst of pods used to open ~30 per kubelet, each a
+#: handshake on both ends. client-go multiplexes everything over one HTTP/2 connection; with HTTP/1.1 a small
+#: pool is the nearest thing (our choice, not a Kubernetes number).
+REQUEST_CONNECTIONS = 6
 
 
 class ApiError(LabkitError):
@@ -54,23 +59,36 @@ def resource_path(
 
 
 class KubeClient:
-    """Requests over one aiohttp session (created lazily on the running loop), authenticated by a bearer token."""
+    """Requests over a small pool of keep-alive connections, watches over connections of their own (aiohttp
+    sessions created lazily on the running loop), authenticated by a bearer token."""
 
     def __init__(self, server: str, token: str, ca: Path, user_agent: str = "labkit-sandbox") -> None:
         self.server = server.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}", "User-Agent": user_agent, "Accept": JSON}
         self._ssl = pki.client_context(ca)
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
+        """The session for requests: at most :data:`REQUEST_CONNECTIONS` connections, the rest wait their turn."""
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=32, keepalive_timeout=60)
-            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
+            self._session = self._new_session(REQUEST_CONNECTIONS)
         return self._session
 
+    def watch_session(self) -> aiohttp.ClientSession:
+        """The session for watches: each holds its connection for minutes, so they must not starve requests."""
+        if self._watch_session is None or self._watch_session.closed:
+            self._watch_session = self._new_session(0)  # 0: no limit
+        return self._watch_session
+
+    def _new_session(self, limit: int) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(ssl=self._ssl, limit=limit, keepalive_timeout=60)
+        return aiohttp.ClientSession(connector=connector, headers=self._headers)
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()
 
     async def request(
         self,
@@ -116,7 +134,7 @@ class KubeClient:
         query = {**params, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_TIMEOUT_S)}
         timeout = aiohttp.ClientTimeout(total=None, sock_read=WATCH_TIMEOUT_S + 30)
         try:
-            async with self.session().get(self.server + path, params=query, timeout=timeout) as response:
+            async with self.watch_session().get(self.server + path, params=query, timeout=timeout) as response:
                 if response.status >= 400:
                     raise ApiError(response.status, _decode(await response.read()))
                 async for line in response.content:
