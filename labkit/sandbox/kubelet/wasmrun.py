@@ -366,9 +366,11 @@ _I32, _I64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
 
 
 def _directory_mounts(mounts: Sequence[Mount | tuple[Path, str, bool]]) -> list[Mount]:
+    """The mounts with their sources resolved: wasmtime preopens the real directory, never a symlink that could be
+    swapped after the kubelet confined it to the node (kubelet/volumes.py)."""
     checked = []
     for raw in mounts:
-        mount = Mount(Path(raw[0]), str(raw[1]), bool(raw[2]) if len(raw) > 2 else True)
+        mount = Mount(Path(os.path.realpath(raw[0])), str(raw[1]), bool(raw[2]) if len(raw) > 2 else True)
         if not mount.host_dir.exists():
             raise WasmError(
                 f"mount source {mount.host_dir} does not exist", "create it on the node or fix the volume's path"
