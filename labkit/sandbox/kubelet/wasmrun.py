@@ -50,6 +50,7 @@ import wasmtime
 
 from labkit.errors import WasmError
 from labkit.sandbox.kubelet.extensions import HostExtension, PodContext
+from labkit.sandbox.kubelet.limits import Limits, StoreGuard
 
 WASM_MAGIC = b"\0asm"
 SHIM_CANT_HANDLE = "wasmedge executor can't handle spec"
@@ -244,8 +245,8 @@ def engine_config() -> wasmtime.Config:
     return config
 
 
-def new_engine() -> wasmtime.Engine:
-    return wasmtime.Engine(engine_config())
+def new_engine(guard: StoreGuard | None = None) -> wasmtime.Engine:
+    return wasmtime.Engine(guard.engine_config(engine_config()) if guard else engine_config())
 
 
 class ModuleCache:
@@ -346,6 +347,7 @@ class ContainerSpec:
     #: crun's WasmEdge handler exits 0 whenever the run ends without a trap, proc_exit(n) included, and 1
     #: otherwise (crun src/libcrun/handlers/wasmedge.c: exit (EXIT_SUCCESS)): the WASI exit code is lost.
     crun_exit_status: bool = False
+    limits: Limits = field(default_factory=Limits)
 
 
 class _Killed(Exception):
@@ -404,13 +406,14 @@ class WasmContainer:
         self.context = context or PodContext(
             name=spec.name, env=dict(spec.env), mounts={m.guest_path: str(m.host_dir) for m in self.mounts}
         )
-        self.engine = new_engine()
+        self._killed = threading.Event()
+        self.guard = StoreGuard(spec.limits, self._killed, self.kill)
+        self.engine = new_engine(self.guard)
         self.exit_code: int | None = None
-        #: how the run ended: "exited", "trapped", "link-failed" or "killed"
+        #: how the run ended: "exited", "trapped", "link-failed", "killed" or "oom-killed"
         self.outcome: str | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
-        self._killed = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"wasm-{spec.name}", daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -495,6 +498,8 @@ class WasmContainer:
             self.exit_code, self.outcome = EXIT_FAILED, "killed" if self._killed.is_set() else "trapped"
         if self.spec.crun_exit_status and self.outcome != "killed":
             self.exit_code = 0 if self.outcome == "exited" else 1
+        if self.guard.oom_killed:  # killed past its memory limit, however the guest ended meanwhile
+            self.exit_code, self.outcome = EXIT_FAILED, "oom-killed"
         for pipe in pipes:  # the store is closed: wasmtime's write ends are too
             pipe.close()
         self._stdout.close()
@@ -505,7 +510,11 @@ class WasmContainer:
         # closing the store drops its WASI context, whose stdout/stderr ends give the pipes EOF;
         # waiting for garbage collection instead could take forever (traps hold reference cycles)
         with wasmtime.Store(self.engine) as store:
-            return self._run_in(store, stdout, stderr)
+            self.guard.attach(store, self.engine)
+            try:
+                return self._run_in(store, stdout, stderr)
+            finally:
+                self.guard.detach()
 
     def _run_in(self, store: wasmtime.Store, stdout: OutputPipe, stderr: OutputPipe) -> tuple[int, str]:
         store.set_wasi(self._wasi(stdout, stderr))
@@ -522,7 +531,6 @@ class WasmContainer:
         if not isinstance(entry, wasmtime.Func):
             self._stderr.line(f'[error] wasm function "{self.spec.entry}" not found in the module exports')
             return EXIT_FAILED, "link-failed"
-        store.set_epoch_deadline(1)
         if self._killed.is_set():
             return EXIT_FAILED, "killed"
         try:
