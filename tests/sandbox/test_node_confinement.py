@@ -20,7 +20,9 @@ from labkit.sandbox.kubelet.volumes import ProjectedSources, container_mounts, p
 from labkit.sandbox.kubelet.wasmrun import ContainerSpec, Mount, WasmContainer
 from tests.sandbox.test_kubelet import Cluster
 
-ESCAPE = "../../../../../../../../.."  # deep enough to climb out of any tmp_path
+# Every escape climbs exactly to the test's tmp_path (never further), so a broken kubelet harms nothing else.
+# The node root is tmp_path/nodes/n0: three steps up from a directory one level below it.
+UP3 = "../../.."
 
 
 def wasi_module(call: str, *strings: str) -> bytes:
@@ -97,7 +99,7 @@ def mount_failure(node: Path, volumes: list[dict[str, Any]]) -> str:
 def test_host_path_through_dotdot_is_refused_and_nothing_is_created_outside(node: Path) -> None:
     outside = node.parent.parent / "made-by-pod"
     for kind in ("DirectoryOrCreate", "", "FileOrCreate"):
-        problem = mount_failure(node, [{"name": "h", "hostPath": {"path": f"/a/{ESCAPE}/made-by-pod", "type": kind}}])
+        problem = mount_failure(node, [{"name": "h", "hostPath": {"path": f"/a/{UP3}/made-by-pod", "type": kind}}])
         assert problem.startswith('MountVolume.SetUp failed for volume "h" : hostPath /a/')
         assert "resolves outside the node's root" in problem
         assert not outside.exists() and not (node / "a").exists()
@@ -105,7 +107,7 @@ def test_host_path_through_dotdot_is_refused_and_nothing_is_created_outside(node
 
 def test_a_symlink_out_of_the_node_is_not_followed(node: Path) -> None:
     (node / "etc-link").symlink_to("/etc")  # absolute: the node's "/etc" would be the host's
-    (node / "up").symlink_to(ESCAPE)  # relative, climbing out
+    (node / "up").symlink_to("../..")  # relative, climbing out to tmp_path
     (node / "srv").mkdir()
     (node / "srv/inner").symlink_to("../srv")  # a symlink inside the node is fine
     for path in ("/etc-link", "/up/host-secret", "/up"):
@@ -117,7 +119,7 @@ def test_a_symlink_out_of_the_node_is_not_followed(node: Path) -> None:
 def test_directory_or_create_does_not_create_through_a_symlink(node: Path) -> None:
     (node / "var").symlink_to(node.parent.parent)  # a learner's (or a pod's) link from the node to the host
     assert "resolves outside" in mount_failure(node, [{"name": "h", "hostPath": {"path": "/var/new/dir"}}])
-    assert not (node.parent.parent / "new").exists()
+    assert not (node.parent.parent / "outside/new").exists()
 
 
 # -- emptyDir and projections --------------------------------------------------------------------
@@ -135,7 +137,9 @@ def test_empty_dir_under_a_planted_pod_directory_is_refused(node: Path, tmp_path
 
 def test_projected_item_paths_stay_in_their_volume(node: Path) -> None:
     sources = ProjectedSources({("configmap", "cfg"): {"data": {"k": "stolen"}}})
-    volume = {"name": "cfg", "configMap": {"name": "cfg", "items": [{"key": "k", "path": f"{ESCAPE}/host-secret"}]}}
+    # the staging directory is tmp_path/nodes/n0/var/lib/kubelet/pods/u-1/volumes/kubernetes.io~configmap/.cfg.X
+    climb = "/".join([".."] * 10)
+    volume = {"name": "cfg", "configMap": {"name": "cfg", "items": [{"key": "k", "path": f"{climb}/host-secret"}]}}
     with pytest.raises(SandboxFailure, match=r"invalid path: must not contain '\.\.'"):
         prepare_volumes(sources, pod([volume]), node)
     assert (node.parent.parent / "host-secret").read_text() == "outside the node"
@@ -156,12 +160,13 @@ def test_projected_item_paths_stay_in_their_volume(node: Path) -> None:
 def test_sub_path_stays_in_its_volume(node: Path, sub_path: str, plant: str | None, message: str) -> None:
     volumes = prepare_volumes(ProjectedSources({}), pod([{"name": "h", "hostPath": {"path": "/srv"}}]), node)
     if plant:
-        (node / "srv/link").symlink_to(ESCAPE)
+        (node.parent.parent / "outside").mkdir()
+        (node / "srv/link").symlink_to(f"{UP3}/outside")
     container = pod([], [{"name": "h", "mountPath": "/m", "subPath": sub_path}])["spec"]["containers"][0]
     with pytest.raises(ContainerFailure) as caught:
         container_mounts(container, volumes, set())
     assert (caught.value.problem, caught.value.reason) == (message, "CreateContainerConfigError")
-    assert not (node.parent.parent / "new").exists()
+    assert not (node.parent.parent / "outside/new").exists()
 
 
 # -- what the module itself can do ---------------------------------------------------------------
@@ -187,7 +192,8 @@ def test_a_symlink_one_pod_makes_cannot_lead_another_pod_off_the_node(tmp_path: 
     cluster = Cluster(tmp_path / "home")
     try:
         shared = {"name": "shared", "hostPath": {"path": "/srv/shared", "type": "DirectoryOrCreate"}}
-        maker = cluster.import_module(wasi_module("symlink", ESCAPE, "escape"), "maker")
+        # from <home>/nodes/<node>/srv/shared up to <home>: the test's own directory
+        maker = cluster.import_module(wasi_module("symlink", "../../../..", "escape"), "maker")
         cluster.run_pod(
             "maker",
             image=maker,
@@ -195,7 +201,7 @@ def test_a_symlink_one_pod_makes_cannot_lead_another_pod_off_the_node(tmp_path: 
             container={"volumeMounts": [{"name": "shared", "mountPath": "/shared"}]},
         )
         cluster.wait_phase("maker", "Succeeded", timeout=20)  # WASI lets it make the link: it is only data
-        assert os.readlink(cluster.node_root() / "srv/shared/escape") == ESCAPE
+        assert os.readlink(cluster.node_root() / "srv/shared/escape") == "../../../.."
         stolen = {"name": "host", "hostPath": {"path": "/srv/shared/escape"}}
         cluster.run_pod("thief", volumes=[stolen], container={"volumeMounts": [{"name": "host", "mountPath": "/h"}]})
         message = cluster.wait_event("thief", "FailedMount", timeout=20)
