@@ -13,7 +13,7 @@ import pytest
 import wasmtime
 
 from labkit.sandbox.kubelet.limits import Limits, quantity
-from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer
+from labkit.sandbox.kubelet.wasmrun import ContainerSpec, ModuleCache, WasmContainer
 from tests.sandbox.test_kubelet import Cluster
 
 MiB = 2**20
@@ -73,6 +73,24 @@ def test_limits_of_a_container_round_up() -> None:
 
 def test_memory_within_the_limit_runs() -> None:
     assert start(grow_module(256), Limits(memory_bytes=512 * MiB)).wait(20) == 0
+
+
+def test_a_limited_module_with_data_segments_runs(tmp_path: Path) -> None:
+    # data segments are what C and Rust modules have (wasi-demo): they must not need copy-on-write images
+    module = bytes(
+        wasmtime.wat2wasm(
+            """(module
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1) (data (i32.const 100) "*")
+      (func (export "_start") (call $exit (i32.load8_u (i32.const 100)))))"""
+        )
+    )
+    cache = ModuleCache(tmp_path)
+    for limits in (Limits(memory_bytes=64 * MiB), Limits(), Limits(memory_bytes=64 * MiB)):
+        container = WasmContainer(ContainerSpec(module, ["/m.wasm"], limits=limits), cache=cache)
+        container.start()
+        assert container.wait(10) == 42, limits
+    assert cache.stats["compiles"] == 1  # one artifact serves limited and unlimited engines
 
 
 @pytest.mark.parametrize("ignore_failure", [False, True])

@@ -279,7 +279,7 @@ class StoreGuard:
         return self.memory is not None and self.memory.oom_killed
 
     def engine_config(self, config: wasmtime.Config) -> wasmtime.Config:
-        if self.memory is not None:
+        if self.memory is not None:  # wasmrun.engine_config turned copy-on-write memory images off for this
             self.memory.install(config)
         return config
 

@@ -242,6 +242,10 @@ def engine_config() -> wasmtime.Config:
     """The engine settings every cached artifact is compiled for."""
     config = wasmtime.Config()
     config.epoch_interruption = True
+    # copy-on-write memory images need wasmtime's own mmap memories: with the memory creator of a memory-limited
+    # container (kubelet/limits.py) instantiating a module with data segments panics (wasmtime 50: "memory_image
+    # is Some only for mmap-based memories"), and the setting is part of an artifact, so it is off for all
+    config.memory_init_cow = False
     return config
 
 
@@ -273,7 +277,7 @@ class ModuleCache:
 
     @staticmethod
     def key(module_bytes: bytes) -> str:
-        return f"{hashlib.sha256(module_bytes).hexdigest()}-wasmtime{WASMTIME_VERSION}-epoch"
+        return f"{hashlib.sha256(module_bytes).hexdigest()}-wasmtime{WASMTIME_VERSION}-epoch-nocow"
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.cwasm"
