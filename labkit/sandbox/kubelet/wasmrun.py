@@ -11,8 +11,9 @@ What a sandbox node's wasm handler needs (DESIGN.md §5):
 **Kill.** Every container has its own :class:`wasmtime.Engine` (creating one
 costs ~30 µs and a cached module deserialises into it in ~0.2 ms), so a kill
 can bump *its* epoch without interrupting its neighbours; the store's epoch
-deadline is one tick, so running wasm traps at the next function entry or
-loop back-edge. A guest blocked in a host call is only interrupted when that
+deadline is one tick, and its epoch callback (:mod:`~labkit.sandbox.kubelet.limits`,
+which also enforces ``resources.limits``) ends a killed guest at the next function
+entry or loop back-edge. A guest blocked in a host call is only interrupted when that
 call returns, and WASI's sleep (``poll_oneoff`` on a clock) would keep the
 wasi-demo daemon asleep for up to a second. So the runner replaces
 ``poll_oneoff`` (and ``clock_time_get``, to keep absolute deadlines on the same
