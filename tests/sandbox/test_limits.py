@@ -65,8 +65,8 @@ def test_quantities(text: str, value: Decimal) -> None:
 
 def test_limits_of_a_container_round_up() -> None:
     limits = Limits.of({"resources": {"limits": {"memory": "1000.5", "cpu": "0.0001"}, "requests": {"cpu": "1"}}})
-    assert limits == Limits(1001, 1)
-    assert Limits.of({}) == Limits()
+    assert limits == Limits(1001, 10)  # a quota is at least MinQuotaPeriod: 1 ms per 100 ms
+    assert Limits.of({}) == Limits() == Limits.of({"resources": {"limits": {"memory": "0", "cpu": "0"}}})
     with pytest.raises(ValueError, match="must match the regular expression"):
         Limits.of({"resources": {"limits": {"memory": "lots"}}})
 

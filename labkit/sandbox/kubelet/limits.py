@@ -36,6 +36,7 @@ from wasmtime import _ffi as ffi
 
 #: CFS period the kubelet sets (cpu.cfs_period_us), and how often a CPU-limited guest is looked at.
 CPU_PERIOD_S, TICK_S = 0.1, 0.01
+MIN_CPU_MILLIS = 10
 OOM_MESSAGE = "labkit: the container's memory limit was reached (OOMKilled)"
 
 _SUFFIX = {
@@ -72,11 +73,15 @@ class Limits:
 
     @classmethod
     def of(cls, container: dict[str, Any]) -> Limits:
-        """The container's ``resources.limits`` (rounded up, as Quantity.Value and MilliValue round)."""
+        """The container's ``resources.limits`` (rounded up, as Quantity.Value and MilliValue round).
+
+        0 is no limit, as a 0 memory limit or CPU quota is in the CRI; a CPU quota is at least 1 ms per period
+        (10m), as MilliCPUToQuota raises it to MinQuotaPeriod.
+        """
         limits = (container.get("resources") or {}).get("limits") or {}
-        memory = math.ceil(quantity(limits["memory"])) if "memory" in limits else None
-        cpu = math.ceil(quantity(limits["cpu"]) * 1000) if "cpu" in limits else None
-        return cls(memory, cpu)
+        memory = math.ceil(quantity(limits["memory"])) if "memory" in limits else 0
+        cpu = math.ceil(quantity(limits["cpu"]) * 1000) if "cpu" in limits else 0
+        return cls(memory if memory > 0 else None, max(cpu, MIN_CPU_MILLIS) if cpu > 0 else None)
 
 
 # -- the registry the C callbacks look their Python state up in ---------------------------------------------
