@@ -116,6 +116,18 @@ def forbidden(user: str, verb: str, resource: Resource, namespace: str | None, n
     )
 
 
+def forbidden_because(
+    resource: Resource, name: str, why: str, causes: list[dict[str, str]] | None = None
+) -> StatusError:
+    """403 from admission or a registry rule, worded as apimachinery's ``NewForbidden``.
+
+    >>> forbidden_because(RESOURCES.served("", "pods"), "p", 'pod rejected: RuntimeClass "x" not found').message
+    'pods "p" is forbidden: pod rejected: RuntimeClass "x" not found'
+    """
+    details = _details(resource, name, **({"causes": causes} if causes else {}))
+    return StatusError(403, "Forbidden", f"{resource.describe(name)} is forbidden: {why}", details)
+
+
 def unauthorized() -> StatusError:
     return StatusError(401, "Unauthorized", "Unauthorized")
 
