@@ -211,3 +211,24 @@ def test_a_symlink_one_pod_makes_cannot_lead_another_pod_off_the_node(tmp_path: 
         assert thief is not None and thief["status"]["phase"] == "Pending"
     finally:
         cluster.close()
+
+
+def test_kubectl_is_told_as_upstream_tells_it(kubectl: Any) -> None:
+    manifest = """
+apiVersion: v1
+kind: Pod
+metadata: {name: escape}
+spec:
+  runtimeClassName: wasmedge
+  volumes: [{name: host, hostPath: {path: /var/../../etc}}]
+  containers:
+  - {name: c, image: labkit/wasi-demo:latest, volumeMounts: [{name: host, mountPath: /h, subPath: /etc}]}
+"""
+    refused = kubectl("apply", "-f", "-", input=manifest, check=False)
+    assert refused.returncode == 1
+    assert 'The Pod "escape" is invalid' in refused.stderr
+    assert "spec.volumes[0].hostPath.path: Invalid value: \"/var/../../etc\": must not contain '..'" in refused.stderr
+    assert (
+        'spec.containers[0].volumeMounts[0].subPath: Invalid value: "/etc": must be a relative path' in refused.stderr
+    )
+    assert kubectl("get", "pod", "escape", check=False).returncode == 1  # nothing was stored
