@@ -101,6 +101,24 @@ def test_growing_past_the_memory_limit_is_an_oom_kill(ignore_failure: bool) -> N
     assert container.guard.memory is not None and container.guard.memory.used <= 64 * MiB
 
 
+@pytest.mark.parametrize("address", ["65536", "0x7ffffff0", "0xfffffff0"])
+def test_a_limited_module_reading_outside_its_memory_traps_and_the_node_lives_on(address: str) -> None:
+    # the memory creator reserves what wasmtime asks (4 GiB and the guard, inaccessible): every out-of-bounds
+    # access must be wasmtime's trap, not a fault in the node's process
+    module = bytes(
+        wasmtime.wat2wasm(
+            f'(module (memory (export "memory") 1) (func (export "_start") (drop (i32.load (i32.const {address})))))'
+        )
+    )
+    errors: list[str] = []
+    container = WasmContainer(
+        ContainerSpec(module, ["/m.wasm"], limits=Limits(memory_bytes=64 * MiB)), on_stderr=errors.append
+    )
+    container.start()
+    assert container.wait(10) == 137 and container.outcome == "trapped"
+    assert any("out of bounds memory access" in line for line in errors)
+
+
 def test_a_module_whose_initial_memory_exceeds_the_limit_is_oom_killed() -> None:
     big = bytes(wasmtime.wat2wasm('(module (memory 2048) (func (export "_start")))'))  # 128 MiB at start
     container = start(big, Limits(memory_bytes=64 * MiB))
