@@ -188,6 +188,22 @@ def test_read_only_mounts_are_immutable_to_the_module(tmp_path: Path) -> None:
     assert run_module(wasi_module("create", "new.txt"), rw) == 0  # the same call succeeds read-write
 
 
+def test_a_working_dir_through_a_planted_symlink_is_not_preopened(tmp_path: Path) -> None:
+    volume = tmp_path / "node/srv/shared"
+    volume.mkdir(parents=True)
+    (tmp_path / "host-dir").mkdir()
+    (volume / "escape").symlink_to("../../../host-dir")  # what a pod with this volume can make
+    container = WasmContainer(
+        ContainerSpec(
+            wasi_module("create", "x"), ["/a.wasm"], working_dir="/data/escape", mounts=[Mount(volume, "/data", False)]
+        )
+    )
+    assert container._working_dir_mount() is None  # the one decision under test
+    container.start()
+    assert container.wait(10) == 0  # fd 3 is /data itself: the file lands in the volume, not on the host
+    assert (volume / "x").exists() and not (tmp_path / "host-dir/x").exists()
+
+
 def test_a_symlink_one_pod_makes_cannot_lead_another_pod_off_the_node(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path / "home")
     try:

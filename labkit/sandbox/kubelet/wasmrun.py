@@ -477,8 +477,10 @@ class WasmContainer:
                 best = mount
         if best is None:
             return None
-        host = best.host_dir / wd.relative_to(best.guest_path)
-        return (host, best.read_only) if host.is_dir() else None
+        # resolved, and only inside its mount: a symlink a pod planted there must not make "." the host's
+        host = Path(os.path.realpath(best.host_dir / wd.relative_to(best.guest_path)))
+        inside = host == best.host_dir or best.host_dir in host.parents
+        return (host, best.read_only) if inside and host.is_dir() else None
 
     def _linker(self, store: wasmtime.Store) -> wasmtime.Linker:
         linker = wasmtime.Linker(self.engine)
