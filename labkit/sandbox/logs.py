@@ -8,18 +8,20 @@ server reads them back for ``kubectl logs`` with the same options and the same e
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+import os
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from labkit.sandbox.api.status import bad_request
 from labkit.sandbox.logfiles import LogDirectory
 from labkit.timefmt import parse_rfc3339
 
 _FOLLOW_POLL_S = 0.05
+_CHUNK = 64 * 1024
+_MAX_PENDING = 1024 * 1024
 
 
 @dataclass
@@ -121,53 +123,132 @@ class PodLogs(LogDirectory):
             )
         return container, path
 
-    @staticmethod
-    def _render(line: str, options: LogOptions, cutoff: datetime | None) -> str | None:
-        stamp, _, rest = line.partition(" ")
-        _stream, _, rest = rest.partition(" ")
-        _tag, _, text = rest.partition(" ")
-        if cutoff is not None and parse_rfc3339(stamp) < cutoff:
-            return None
-        return f"{stamp} {text}" if options.timestamps else text
-
     def read(self, path: Path, options: LogOptions) -> bytes:
-        cutoff = options.cutoff()
-        lines: deque[str] | list[str]
-        with path.open("r", encoding="utf-8", errors="replace") as f:
-            rendered = (self._render(line.rstrip("\n"), options, cutoff) for line in f)
-            kept = (r for r in rendered if r is not None)
-            lines = deque(kept, maxlen=options.tail_lines) if options.tail_lines is not None else list(kept)
-        data = "".join(f"{line}\n" for line in lines).encode()
-        return data[: options.limit_bytes] if options.limit_bytes is not None else data
+        """The whole answer at once (for small logs and tests; the API server streams :meth:`stream`)."""
+        reader = LogReader(path, options)
+        try:
+            return b"".join(reader.present())
+        finally:
+            reader.close()
 
-    async def follow(self, path: Path, options: LogOptions, still_running: Callable[[], bool]) -> AsyncIterator[bytes]:
-        """What is there (honouring tail/since), then new lines as they arrive, until the container stops."""
-        initial = self.read(path, options)
-        if initial:
-            yield initial
-        sent = len(initial) if options.limit_bytes is not None else 0
-        cutoff = options.cutoff()
-        with path.open("r", encoding="utf-8", errors="replace") as f:
-            f.seek(0, 2)
-            pending = ""
-            while True:
-                chunk = f.read()
-                if chunk:
-                    pending += chunk
-                    *complete, pending = pending.split("\n")
-                    out = "".join(
-                        f"{r}\n" for r in (self._render(line, options, cutoff) for line in complete) if r is not None
-                    )
-                    if out:
-                        data = out.encode()
-                        if options.limit_bytes is not None:
-                            data = data[: max(options.limit_bytes - sent, 0)]
-                            sent += len(data)
-                        if data:
-                            yield data
-                        if options.limit_bytes is not None and sent >= options.limit_bytes:
-                            return
-                    continue
-                if not still_running():
+    async def stream(
+        self, path: Path, options: LogOptions, still_running: Callable[[], bool] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The log as chunks, each read in a worker thread; with *still_running*, new lines follow until the
+        container stops (or ``limitBytes`` is reached)."""
+        reader = LogReader(path, options)
+        try:
+            present = reader.present()
+            while (chunk := await asyncio.to_thread(next, present, None)) is not None:
+                yield chunk
+            while still_running is not None and not reader.done:
+                new = await asyncio.to_thread(lambda: b"".join(reader.more()))
+                if new:
+                    yield new
+                elif not still_running():
                     return
-                await asyncio.sleep(_FOLLOW_POLL_S)
+                else:
+                    await asyncio.sleep(_FOLLOW_POLL_S)
+        finally:
+            reader.close()
+
+
+class LogReader:
+    """One ``GET …/log``: reads a CRI log in blocks, never all of it into memory.
+
+    As the kubelet's ReadLogs (pkg/kubelet/kuberuntime/logs/logs.go): ``tailLines`` finds its start by reading
+    backwards from the end; lines before ``sinceSeconds``/``sinceTime`` are skipped after that; ``limitBytes``
+    stops the output, mid-line if need be. Following continues from where the first read ended and reopens the
+    file when the kubelet rotated it.
+    """
+
+    def __init__(self, path: Path, options: LogOptions) -> None:
+        self.path, self.options = path, options
+        self.cutoff = options.cutoff()
+        self.remaining = options.limit_bytes
+        self._file = path.open("rb")
+        self._pos = _tail_start(self._file, options.tail_lines) if options.tail_lines is not None else 0
+
+    @property
+    def done(self) -> bool:
+        return self.remaining is not None and self.remaining <= 0
+
+    def close(self) -> None:
+        self._file.close()
+
+    def present(self) -> Iterator[bytes]:
+        """What the file holds now, as chunks of about :data:`_CHUNK` bytes."""
+        out = bytearray()
+        for line in self._lines():
+            out += line
+            if len(out) >= _CHUNK:
+                yield bytes(out)
+                out.clear()
+        if out:
+            yield bytes(out)
+
+    def more(self) -> Iterator[bytes]:
+        """Lines written since the last read; after a rotation, the new file from its start."""
+        yield from self._lines()
+        if self._rotated():
+            self._file.close()
+            self._file, self._pos = self.path.open("rb"), 0
+            yield from self._lines()
+
+    def _rotated(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self._file.fileno()).st_ino
+        except FileNotFoundError:
+            return False  # renamed and not reopened yet: the next poll looks again
+
+    def _lines(self) -> Iterator[bytes]:
+        """Rendered complete lines from the current position, limitBytes applied."""
+        f = self._file
+        f.seek(self._pos)
+        pending = b""
+        while not self.done and (block := f.read(_CHUNK)):
+            pending += block
+            *lines, pending = pending.split(b"\n")
+            if len(pending) > _MAX_PENDING:  # no newline for that long: not a log the kubelet wrote
+                lines.append(pending)
+                self._pos += len(pending)
+                pending = b""
+            for line in lines:
+                self._pos += len(line) + 1
+                rendered = self._render(line)
+                if rendered is None:
+                    continue
+                if self.remaining is not None:
+                    rendered = rendered[: self.remaining]
+                    self.remaining -= len(rendered)
+                yield rendered
+                if self.remaining == 0:
+                    return
+
+    def _render(self, line: bytes) -> bytes | None:
+        stamp, _, rest = line.partition(b" ")
+        _stream, _, rest = rest.partition(b" ")
+        _tag, _, text = rest.partition(b" ")
+        if self.cutoff is not None and parse_rfc3339(stamp.decode("ascii", "replace")) < self.cutoff:
+            return None
+        return (stamp + b" " + text if self.options.timestamps else text) + b"\n"
+
+
+def _tail_start(f: BinaryIO, lines: int) -> int:
+    """The offset where the last *lines* complete lines begin, found by reading backwards block by block."""
+    end = f.seek(0, os.SEEK_END)
+    if lines <= 0:
+        return end
+    pos, found = end, 0
+    limit = end - 1  # the newline that ends the last line does not start one
+    while pos > 0:
+        size = min(_CHUNK, pos)
+        pos -= size
+        f.seek(pos)
+        block = f.read(size)
+        at = min(len(block), limit - pos)
+        while (at := block.rfind(b"\n", 0, at)) >= 0:
+            found += 1
+            if found == lines:
+                return pos + at + 1
+    return 0

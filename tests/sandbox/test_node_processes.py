@@ -109,6 +109,18 @@ def test_a_killed_node_goes_not_ready_alone_and_sandbox_up_brings_it_back_with_i
     assert restarted["restartCount"] == 1 and "running" in restarted["state"]
 
 
+def test_the_oom_killer_takes_a_node_process_before_the_daemon(home: Path) -> None:
+    # a node out of memory dies alone: the kernel picks the highest oom_score_adj, and a SIGKILLed node leaves
+    # the API server serving (the test above)
+    info = daemon.ensure_running(nodes=1, home=home)
+
+    def score(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+
+    node = node_pid(info, "labkit-server-0")
+    assert score(node) == 1000 and score(info.pid) < 1000
+
+
 def test_status_lists_the_processes_and_resizing_starts_and_stops_node_processes(home: Path) -> None:
     daemon.ensure_running(nodes=1, home=home)
     two = daemon.ensure_running(nodes=2, home=home)

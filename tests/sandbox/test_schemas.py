@@ -255,6 +255,37 @@ def test_duplicate_container_names_and_missing_volume():
     )
 
 
+def test_paths_that_would_leave_the_node_are_invalid_with_upstreams_wording():
+    # pkg/apis/core/validation/validation.go: validateHostPathVolumeSource (validatePathNoBacksteps),
+    # validateVolumeMounts (validateLocalDescendingPath) and validateKeyToPath (validateLocalNonReservedPath)
+    mounts = [
+        {"name": "host", "mountPath": "/a", "subPath": "/etc"},
+        {"name": "host", "mountPath": "/b", "subPath": "x/../../.."},
+        {"name": "host", "mountPath": "/c", "subPath": "fine/sub"},
+    ]
+    causes = causes_of(
+        PODS,
+        pod(
+            containers=[{"name": "c", "image": "a", "volumeMounts": mounts}],
+            volumes=[
+                {"name": "host", "hostPath": {"path": "/var/../../etc"}},
+                {"name": "cm", "configMap": {"name": "x", "items": [{"key": "k", "path": "..data"}]}},
+                {"name": "s", "secret": {"secretName": "x", "items": [{"key": "k", "path": "../k"}]}},
+            ],
+        ),
+    )
+    assert {c["field"]: c["message"] for c in causes} == {
+        "spec.volumes[0].hostPath.path": "Invalid value: \"/var/../../etc\": must not contain '..'",
+        "spec.volumes[1].configMap.items[0].path": "Invalid value: \"..data\": must not start with '..'",
+        "spec.volumes[2].secret.items[0].path": "Invalid value: \"../k\": must not contain '..'",
+        "spec.containers[0].volumeMounts[0].subPath": 'Invalid value: "/etc": must be a relative path',
+        "spec.containers[0].volumeMounts[1].subPath": "Invalid value: \"x/../../..\": must not contain '..'",
+    }
+    # ".." inside a name is not a backstep, as upstream splits on "/"
+    ok = pod(containers=[{"name": "c", "image": "a"}], volumes=[{"name": "h", "hostPath": {"path": "/srv/a..b"}}])
+    assert validate(PODS, ok, "Strict") == []
+
+
 def test_selector_must_match_template_labels():
     obj = deployment()
     obj["spec"]["template"]["metadata"]["labels"] = {"app": "other", "tier": "web"}

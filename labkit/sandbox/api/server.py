@@ -513,19 +513,18 @@ class ApiServer:
         q = request.query
         options = logs.LogOptions.from_query(q)
         container, path = self.logs.locate(pod, options)
-        if not options.follow:
-            return web.Response(body=self.logs.read(path, options), content_type="text/plain")
-        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
         pods = t.resource
 
         def still_running() -> bool:
             live = self.core.store.get(pods, t.namespace, t.object_name)
             return live is not None and logs.container_running(live, container)
 
+        # streamed in blocks read off the event loop, so a 10 MiB log costs neither memory nor the loop
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
         try:
-            async for chunk in self.logs.follow(path, options, still_running):
+            async for chunk in self.logs.stream(path, options, still_running if options.follow else None):
                 await response.write(chunk)
         except ConnectionResetError:
             pass

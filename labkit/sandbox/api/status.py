@@ -89,9 +89,9 @@ def invalid(resource: Resource, name: str, causes: list[dict[str, str]]) -> Stat
     summary = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
     if len(causes) > 1:
         summary = f"[{summary}]"
-    return StatusError(
-        422, "Invalid", f'{kind} "{name}" is invalid: {summary}', _details(resource, name, causes=causes)
-    )
+    details = _details(resource, name, causes=causes)
+    details["kind"] = resource.kind  # apimachinery's NewInvalid names the Kind (so kubectl says "The Pod …")
+    return StatusError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', details)
 
 
 def bad_request(message: str, causes: list[dict[str, str]] | None = None) -> StatusError:

@@ -359,6 +359,41 @@ def _protocol(field: str, value: Any) -> list[Cause]:
     return [] if value in (None, *_PROTOCOLS) else [not_supported(field, value, _PROTOCOLS)]
 
 
+def _no_backsteps(field: str, path: str) -> list[Cause]:
+    """validatePathNoBacksteps (pkg/apis/core/validation/validation.go): no ``..`` element; one cause is enough."""
+    return [invalid_value(field, path, "must not contain '..'")] if ".." in path.split("/") else []
+
+
+def _descending(field: str, path: str) -> list[Cause]:
+    """validateLocalDescendingPath: a relative path without ``..`` (volumeMount subPath)."""
+    causes = [invalid_value(field, path, "must be a relative path")] if path.startswith("/") else []
+    return causes + _no_backsteps(field, path)
+
+
+def _non_reserved(field: str, path: str) -> list[Cause]:
+    """validateLocalNonReservedPath: also not starting with ``..`` (configMap/secret item paths)."""
+    causes = _descending(field, path)
+    if path.startswith("..") and not path.startswith("../"):
+        causes.append(invalid_value(field, path, "must not start with '..'"))
+    return causes
+
+
+def _volume_source(field: str, volume: dict[str, Any]) -> list[Cause]:
+    """The path rules of validateHostPathVolumeSource and validateKeyToPath, which keep a pod on its node."""
+    host_path = volume.get("hostPath")
+    if isinstance(host_path, dict):
+        path = host_path.get("path") or ""
+        return _no_backsteps(f"{field}.hostPath.path", path) if path else [required(f"{field}.hostPath.path")]
+    causes: list[Cause] = []
+    for kind in ("configMap", "secret"):
+        for i, item in enumerate((volume.get(kind) or {}).get("items") or []):
+            if not item.get("path"):
+                causes.append(required(f"{field}.{kind}.items[{i}].path"))
+            else:
+                causes += _non_reserved(f"{field}.{kind}.items[{i}].path", item["path"])
+    return causes
+
+
 def _container(field: str, c: dict[str, Any], volumes: set[str]) -> list[Cause]:
     causes = [] if c.get("image") else [required(f"{field}.image")]
     for i, port in enumerate(c.get("ports") or []):
@@ -376,6 +411,8 @@ def _container(field: str, c: dict[str, Any], volumes: set[str]) -> list[Cause]:
             causes.append(_not_found(f"{field}.volumeMounts[{i}].name", mount["name"]))
         if not mount.get("mountPath"):
             causes.append(required(f"{field}.volumeMounts[{i}].mountPath"))
+        if mount.get("subPath"):
+            causes += _descending(f"{field}.volumeMounts[{i}].subPath", mount["subPath"])
     return causes
 
 
@@ -389,6 +426,7 @@ def _pod_spec(
         causes += _unique_name(f"{vfield}.name", volume.get("name"), volumes)
         if not set(volume) - {"name"}:
             causes.append(required(vfield, "must specify a volume type"))
+        causes += _volume_source(vfield, volume)
     if not spec.get("containers"):
         causes.append(required(f"{field}.containers"))
     seen: set[str] = set()

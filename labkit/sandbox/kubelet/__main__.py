@@ -62,8 +62,23 @@ async def serve(config: KubeletConfig) -> None:
         await client.close()
 
 
+#: The kernel's OOM killer takes the process with the highest score first. A node process holds its pods, so it
+#: takes the score the kubelet gives BestEffort containers (pkg/kubelet/qos/policy.go besteffortOOMScoreAdj):
+#: a node that runs the machine out of memory dies alone, and the daemon with the API server (score 0) serves on.
+OOM_SCORE_ADJ = 1000
+
+
+def _first_for_the_oom_killer() -> None:
+    try:  # raising one's own score needs no privilege; /proc may be missing (not Linux) or read-only
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(OOM_SCORE_ADJ))
+    except OSError as err:
+        log.warning("could not set oom_score_adj (%s): under memory pressure the kernel may pick another process", err)
+
+
 def main(argv: list[str] | None = None) -> None:
     config = KubeletConfig.parse(argv)
+    _first_for_the_oom_killer()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {config.node_name} %(name)s %(levelname)s %(message)s")
     asyncio.run(serve(config))
 

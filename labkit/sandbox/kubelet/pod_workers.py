@@ -29,6 +29,7 @@ from labkit.errors import WasmError
 from labkit.sandbox.kubeclient.https import ApiError
 from labkit.sandbox.kubelet import registry_mirror
 from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
+from labkit.sandbox.kubelet.limits import Limits
 from labkit.sandbox.kubelet.podstate import (
     ContainerFailure,
     ContainerRun,
@@ -422,6 +423,10 @@ class PodWorker:
         argv = [*(spec.get("command") or image.entrypoint), *(spec.get("args") or ())]
         working_dir = spec.get("workingDir") or "/"
         mounts = container_mounts(spec, self.volumes, self.read_only_volumes)
+        try:
+            limits = Limits.of(spec)
+        except ValueError as err:  # the API server refuses these; an object stored before it did gets this
+            raise ContainerFailure(f"invalid resources.limits: {err}", "CreateContainerConfigError") from None
         # the CRI container exists from here on; what follows is the task start, where runtimes fail
         c.container_id = f"containerd://{secrets.token_hex(32)}"
         assert self.runtime is not None
@@ -442,7 +447,15 @@ class PodWorker:
         try:
             process = WasmContainer(
                 ContainerSpec(
-                    launch.module, launch.argv, env, working_dir, mounts, launch.entry, c.name, launch.crun_exit_status
+                    launch.module,
+                    launch.argv,
+                    env,
+                    working_dir,
+                    mounts,
+                    launch.entry,
+                    c.name,
+                    launch.crun_exit_status,
+                    limits,
                 ),
                 kubelet.cache,
                 _log_to(writer, "stdout"),
@@ -494,10 +507,11 @@ class PodWorker:
     def _terminated(self, c: ContainerRun, process: WasmContainer) -> None:
         code = process.exit_code if process.exit_code is not None else 137
         started = (c.state.get("running") or {}).get("startedAt") or format_rfc3339()
+        reason = "OOMKilled" if process.outcome == "oom-killed" else "Completed" if code == 0 else "Error"
         c.state = {
             "terminated": {
                 "exitCode": code,
-                "reason": "Completed" if code == 0 else "Error",
+                "reason": reason,
                 "startedAt": started,
                 "finishedAt": format_rfc3339(),
                 "containerID": c.container_id,

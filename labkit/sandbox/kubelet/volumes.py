@@ -85,6 +85,28 @@ class ProjectedSources:
         return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
 
 
+class PathEscape(ValueError):
+    """A path that, once ``..`` and symlinks are resolved, leaves the directory it must stay in."""
+
+
+def confined(root: Path, path: Path, create: bool = False) -> Path:
+    """*path* with every symlink and ``..`` resolved, refused unless it stays inside *root* (itself resolved).
+
+    The node's root is the node's ``/``: a symlink there (made by the learner, or by a pod through a hostPath
+    or emptyDir it can write) must not lead a later mount out of it. With *create*, the resolved path is made a
+    directory and checked again, so a symlink swapped in while the parents are created is caught too (inferred
+    hardening: the kubelet's SafeMakeDir opens each component with O_NOFOLLOW instead).
+    """
+    top = Path(os.path.realpath(root))
+    real = Path(os.path.realpath(path))
+    if real != top and top not in real.parents:
+        raise PathEscape(str(path))
+    if create:
+        real.mkdir(parents=True, exist_ok=True)
+        return confined(root, real)
+    return real
+
+
 def _write_projection(target: Path, data: dict[str, bytes], items: list[dict[str, Any]] | None) -> None:
     """configMap/secret keys as files (``items`` maps keys to paths), replacing what was there.
 
@@ -96,7 +118,15 @@ def _write_projection(target: Path, data: dict[str, bytes], items: list[dict[str
     chosen = [(i["key"], i["path"]) for i in items] if items else [(k, k) for k in data]
     for key, rel in chosen:
         if key in data:
-            path = staging / rel
+            try:  # validation refuses these paths; an object stored before it did must not write outside either
+                path = confined(staging, staging / rel)
+            except PathEscape:
+                shutil.rmtree(staging, ignore_errors=True)
+                # the kubelet's atomic writer (pkg/volume/util/atomic_writer.go validatePath)
+                raise SandboxFailure(
+                    f"MountVolume.SetUp failed for volume \"{{volume}}\" : invalid path: must not contain '..': {rel}",
+                    "FailedMount",
+                ) from None
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data[key])
     while True:
@@ -126,14 +156,14 @@ def prepare_volumes(sources: ProjectedSources, pod: dict[str, Any], node_root: P
             if "hostPath" in volume:
                 paths[name] = _host_path(node_root, volume["hostPath"])
             elif "emptyDir" in volume:
-                paths[name] = pod_dir / "kubernetes.io~empty-dir" / name
-                paths[name].mkdir(parents=True, exist_ok=True)
+                paths[name] = _pod_volume_dir(node_root, pod_dir / "kubernetes.io~empty-dir" / name)
             elif "configMap" in volume or "secret" in volume:
                 kind = "configmap" if "configMap" in volume else "secret"
                 source = volume.get("configMap") or volume.get("secret") or {}
                 ref = source.get("name") if kind == "configmap" else source.get("secretName")
                 data = sources.data(kind, ref or "", bool(source.get("optional")))
-                paths[name] = pod_dir / f"kubernetes.io~{kind}" / name
+                parent = _pod_volume_dir(node_root, pod_dir / f"kubernetes.io~{kind}")
+                paths[name] = parent / name
                 _write_projection(paths[name], data or {}, source.get("items"))
             else:
                 kinds = sorted(k for k in volume if k != "name")
@@ -148,16 +178,37 @@ def prepare_volumes(sources: ProjectedSources, pod: dict[str, Any], node_root: P
     return paths
 
 
+def _outside(what: str) -> SandboxFailure:
+    # labkit's words: on a real node a hostPath may name any host path; a sandbox node's host is its root directory
+    return SandboxFailure(
+        f'MountVolume.SetUp failed for volume "{{volume}}" : {what} resolves outside the node\'s root '
+        "(a sandbox node's / is its own directory; '..' and symlinks may not leave it)",
+        "FailedMount",
+    )
+
+
+def _pod_volume_dir(node_root: Path, path: Path) -> Path:
+    """A directory of the pod under ``var/lib/kubelet/pods``, which a hostPath pod could have replaced by a symlink."""
+    try:
+        return confined(node_root, path, create=True)
+    except PathEscape:
+        raise _outside(f"the pod volume directory {path.relative_to(node_root)}") from None
+
+
 def _host_path(node_root: Path, source: dict[str, Any]) -> Path:
     guest = source.get("path") or "/"
-    host = node_root / guest.lstrip("/")
     kind = source.get("type") or ""
-    if kind in ("", "DirectoryOrCreate") and not host.exists():
-        host.mkdir(parents=True, exist_ok=True)  # kubelet (or runc) creates a missing hostPath as a directory
-    elif kind == "FileOrCreate" and not host.exists():
-        host.parent.mkdir(parents=True, exist_ok=True)
-        host.touch()
-    elif kind == "Directory" and not host.is_dir():
+    try:
+        host = confined(node_root, node_root / guest.lstrip("/"))
+        if kind in ("", "DirectoryOrCreate") and not host.exists():
+            host = confined(node_root, host, create=True)  # the kubelet (or runc) creates it as a directory
+        elif kind == "FileOrCreate" and not host.exists():
+            confined(node_root, host.parent, create=True)
+            host.touch()
+            host = confined(node_root, host)
+    except PathEscape:
+        raise _outside(f"hostPath {guest}") from None
+    if kind == "Directory" and not host.is_dir():
         raise SandboxFailure(
             f'MountVolume.SetUp failed for volume "{{volume}}" : hostPath type check failed: '
             f"{guest} is not a directory",
@@ -182,10 +233,31 @@ def container_mounts(container: dict[str, Any], volumes: dict[str, Path], read_o
                 "CreateContainerConfigError",
             )
         if vm.get("subPath"):
-            host = host / vm["subPath"]
-            host.mkdir(parents=True, exist_ok=True)
+            host = _sub_path(host, vm["subPath"], vm["name"], container["name"])
         mounts.append(Mount(host, vm["mountPath"], bool(vm.get("readOnly")) or vm["name"] in read_only_volumes))
     return mounts
+
+
+def _sub_path(volume: Path, sub_path: str, mount: str, container: str) -> Path:
+    """The subPath inside its volume, made a directory when missing, as the kubelet's makeMounts does
+    (pkg/kubelet/kubelet_pods.go): the same checks and error words, a symlink out of the volume included."""
+    if sub_path.startswith("/"):
+        raise ContainerFailure(f"error SubPath `{sub_path}` must not be an absolute path", "CreateContainerConfigError")
+    if ".." in sub_path.split("/"):
+        raise ContainerFailure(
+            f"unable to provision SubPath `{sub_path}`: must not contain '..'", "CreateContainerConfigError"
+        )
+    target = volume / sub_path
+    exists = os.path.lexists(target)
+    try:
+        return confined(volume, target, create=not exists)
+    except PathEscape:
+        step = "prepare" if exists else "create"  # PrepareSafeSubpath or SafeMakeDir refused it
+        what = "subPath" if exists else "subPath directory"
+        raise ContainerFailure(
+            f'failed to {step} {what} for volumeMount "{mount}" of container "{container}"',
+            "CreateContainerConfigError",
+        ) from None
 
 
 def _field_value(pod: dict[str, Any], path: str, pod_ip: str, host_ip: str) -> str:

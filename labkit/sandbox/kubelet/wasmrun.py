@@ -11,8 +11,9 @@ What a sandbox node's wasm handler needs (docs/architecture.md, §2):
 **Kill.** Every container has its own :class:`wasmtime.Engine` (creating one
 costs ~30 µs and a cached module deserialises into it in ~0.2 ms), so a kill
 can bump *its* epoch without interrupting its neighbours; the store's epoch
-deadline is one tick, so running wasm traps at the next function entry or
-loop back-edge. A guest blocked in a host call is only interrupted when that
+deadline is one tick, and its epoch callback (:mod:`~labkit.sandbox.kubelet.limits`,
+which also enforces ``resources.limits``) ends a killed guest at the next function
+entry or loop back-edge. A guest blocked in a host call is only interrupted when that
 call returns, and WASI's sleep (``poll_oneoff`` on a clock) would keep the
 wasi-demo daemon asleep for up to a second. So the runner replaces
 ``poll_oneoff`` (and ``clock_time_get``, to keep absolute deadlines on the same
@@ -50,6 +51,7 @@ import wasmtime
 
 from labkit.errors import WasmError
 from labkit.sandbox.kubelet.extensions import HostExtension, PodContext
+from labkit.sandbox.kubelet.limits import Limits, StoreGuard
 
 WASM_MAGIC = b"\0asm"
 SHIM_CANT_HANDLE = "wasmedge executor can't handle spec"
@@ -241,11 +243,15 @@ def engine_config() -> wasmtime.Config:
     """The engine settings every cached artifact is compiled for."""
     config = wasmtime.Config()
     config.epoch_interruption = True
+    # copy-on-write memory images need wasmtime's own mmap memories: with the memory creator of a memory-limited
+    # container (kubelet/limits.py) instantiating a module with data segments panics (wasmtime 50: "memory_image
+    # is Some only for mmap-based memories"), and the setting is part of an artifact, so it is off for all
+    config.memory_init_cow = False
     return config
 
 
-def new_engine() -> wasmtime.Engine:
-    return wasmtime.Engine(engine_config())
+def new_engine(guard: StoreGuard | None = None) -> wasmtime.Engine:
+    return wasmtime.Engine(guard.engine_config(engine_config()) if guard else engine_config())
 
 
 class ModuleCache:
@@ -272,7 +278,7 @@ class ModuleCache:
 
     @staticmethod
     def key(module_bytes: bytes) -> str:
-        return f"{hashlib.sha256(module_bytes).hexdigest()}-wasmtime{WASMTIME_VERSION}-epoch"
+        return f"{hashlib.sha256(module_bytes).hexdigest()}-wasmtime{WASMTIME_VERSION}-epoch-nocow"
 
     def _path(self, key: str) -> Path:
         return self.directory / f"{key}.cwasm"
@@ -346,6 +352,7 @@ class ContainerSpec:
     #: crun's WasmEdge handler exits 0 whenever the run ends without a trap, proc_exit(n) included, and 1
     #: otherwise (crun src/libcrun/handlers/wasmedge.c: exit (EXIT_SUCCESS)): the WASI exit code is lost.
     crun_exit_status: bool = False
+    limits: Limits = field(default_factory=Limits)
 
 
 class _Killed(Exception):
@@ -366,9 +373,11 @@ _I32, _I64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
 
 
 def _directory_mounts(mounts: Sequence[Mount | tuple[Path, str, bool]]) -> list[Mount]:
+    """The mounts with their sources resolved: wasmtime preopens the real directory, never a symlink that could be
+    swapped after the kubelet confined it to the node (kubelet/volumes.py)."""
     checked = []
     for raw in mounts:
-        mount = Mount(Path(raw[0]), str(raw[1]), bool(raw[2]) if len(raw) > 2 else True)
+        mount = Mount(Path(os.path.realpath(raw[0])), str(raw[1]), bool(raw[2]) if len(raw) > 2 else True)
         if not mount.host_dir.exists():
             raise WasmError(
                 f"mount source {mount.host_dir} does not exist", "create it on the node or fix the volume's path"
@@ -402,13 +411,14 @@ class WasmContainer:
         self.context = context or PodContext(
             name=spec.name, env=dict(spec.env), mounts={m.guest_path: str(m.host_dir) for m in self.mounts}
         )
-        self.engine = new_engine()
+        self._killed = threading.Event()
+        self.guard = StoreGuard(spec.limits, self._killed, self.kill)
+        self.engine = new_engine(self.guard)
         self.exit_code: int | None = None
-        #: how the run ended: "exited", "trapped", "link-failed" or "killed"
+        #: how the run ended: "exited", "trapped", "link-failed", "killed" or "oom-killed"
         self.outcome: str | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
-        self._killed = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"wasm-{spec.name}", daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -467,8 +477,10 @@ class WasmContainer:
                 best = mount
         if best is None:
             return None
-        host = best.host_dir / wd.relative_to(best.guest_path)
-        return (host, best.read_only) if host.is_dir() else None
+        # resolved, and only inside its mount: a symlink a pod planted there must not make "." the host's
+        host = Path(os.path.realpath(best.host_dir / wd.relative_to(best.guest_path)))
+        inside = host == best.host_dir or best.host_dir in host.parents
+        return (host, best.read_only) if inside and host.is_dir() else None
 
     def _linker(self, store: wasmtime.Store) -> wasmtime.Linker:
         linker = wasmtime.Linker(self.engine)
@@ -493,6 +505,8 @@ class WasmContainer:
             self.exit_code, self.outcome = EXIT_FAILED, "killed" if self._killed.is_set() else "trapped"
         if self.spec.crun_exit_status and self.outcome != "killed":
             self.exit_code = 0 if self.outcome == "exited" else 1
+        if self.guard.oom_killed:  # killed past its memory limit, however the guest ended meanwhile
+            self.exit_code, self.outcome = EXIT_FAILED, "oom-killed"
         for pipe in pipes:  # the store is closed: wasmtime's write ends are too
             pipe.close()
         self._stdout.close()
@@ -503,7 +517,11 @@ class WasmContainer:
         # closing the store drops its WASI context, whose stdout/stderr ends give the pipes EOF;
         # waiting for garbage collection instead could take forever (traps hold reference cycles)
         with wasmtime.Store(self.engine) as store:
-            return self._run_in(store, stdout, stderr)
+            self.guard.attach(store, self.engine)
+            try:
+                return self._run_in(store, stdout, stderr)
+            finally:
+                self.guard.detach()
 
     def _run_in(self, store: wasmtime.Store, stdout: OutputPipe, stderr: OutputPipe) -> tuple[int, str]:
         store.set_wasi(self._wasi(stdout, stderr))
@@ -520,7 +538,6 @@ class WasmContainer:
         if not isinstance(entry, wasmtime.Func):
             self._stderr.line(f'[error] wasm function "{self.spec.entry}" not found in the module exports')
             return EXIT_FAILED, "link-failed"
-        store.set_epoch_deadline(1)
         if self._killed.is_set():
             return EXIT_FAILED, "killed"
         try:
