@@ -23,7 +23,7 @@ from labkit.sandbox.api.ipallocator import KUBERNETES_SERVICE_IP as KUBERNETES_S
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.selectors import label_selector_from_match, parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import StatusError, already_exists, bad_request, conflict, invalid, not_found
-from labkit.sandbox.api.validation import validate
+from labkit.sandbox.api.validation import check_shape, validate
 from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
@@ -121,12 +121,8 @@ class ApiCore:
         )
 
     # ---------------------------------------------------------------- helpers
-    def _check_identity(self, res: Resource, ns: str | None, obj: object, name: str | None) -> None:
-        if not isinstance(obj, dict):
-            raise bad_request(
-                f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
-                "the object must be a JSON/YAML map"
-            )
+    def _check_identity(self, res: Resource, ns: str | None, obj: dict[str, Any], name: str | None) -> None:
+        check_shape(res, obj)
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if api_version and api_version != res.api_version:
             raise bad_request(
@@ -295,7 +291,7 @@ class ApiCore:
         ns: str | None,
         name: str,
         content_type: str,
-        body: bytes,
+        body: bytes | tuple[str, Any],
         *,
         subresource: str = "",
         manager: str = "",
@@ -303,8 +299,8 @@ class ApiCore:
         validation: str = "Strict",
         dry_run: bool = False,
     ) -> tuple[dict[str, Any], builtins.list[str], bool]:
-        """Apply a patch; returns (object, warnings, created). Server-side apply may create."""
-        kind, document = patch.decode(content_type, body)
+        """Apply a patch (its raw body, or what ``patch.decode`` made of it); returns (object, warnings, created)."""
+        kind, document = body if isinstance(body, tuple) else patch.decode(content_type, body)
         live = self.store.get(res, ns, name)
         if kind == "apply":
             if not manager:

@@ -12,11 +12,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from aiohttp import web
 
-from labkit.sandbox.api import protobuf, tables
-from labkit.sandbox.api.status import StatusError, bad_request, unsupported_media_type
+from labkit.sandbox.api import limits, params, protobuf, tables
+from labkit.sandbox.api.status import StatusError, unsupported_media_type
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
@@ -28,25 +27,33 @@ BOOKMARK_EVERY = 30.0
 
 
 def read_body(raw: bytes, content_type: str, resource: Resource) -> Any:
-    """A request body in JSON, YAML or Kubernetes protobuf, decoded; 400 when it does not parse, 415 for
-    another media type."""
+    """A request body in JSON, YAML or Kubernetes protobuf, decoded within :mod:`limits` (an empty body is
+    ``{}``); 400 when it does not parse or breaks a limit, 415 for another media type."""
     media_type = content_type.split(";")[0].strip()
     if protobuf.is_protobuf(media_type):
         return protobuf.decode(raw)
-    try:
-        if media_type in (JSON, ""):
-            return json.loads(raw or b"{}")
-        if media_type in ("application/yaml", "application/apply-patch+yaml"):
-            return yaml.safe_load(raw) or {}
-    except (ValueError, yaml.YAMLError) as e:
-        kind = resource.kind
-        raise bad_request(f'{kind} in version "{resource.version}" cannot be handled as a {kind}: {e}') from e
-    raise unsupported_media_type(media_type)
+    if media_type not in (JSON, "", "application/yaml", "application/apply-patch+yaml"):
+        raise unsupported_media_type(media_type)
+    return limits.decode_document(raw, media_type, resource.kind) if raw.strip() else {}
 
 
 def dumps(obj: Any) -> bytes:
     """Compact JSON, as the real server writes it."""
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def dumps_chunked(obj: dict[str, Any], key: str) -> bytes:
+    """``dumps(obj)`` one element of ``obj[key]`` (a list's items, a table's rows) at a time: run in a worker
+    thread, each element's encoding is short, so the event loop's thread gets the GIL between them."""
+    rest = dumps({k: v for k, v in obj.items() if k != key})
+    head = rest[:-1] + (b"," if len(rest) > 2 else b"") + f'"{key}":['.encode()
+    return head + b",".join(dumps(item) for item in obj[key]) + b"]}"
+
+
+async def json_response_off_loop(obj: dict[str, Any], key: str) -> web.Response:
+    """:func:`json_response` for a big list or table, encoded in a worker thread (see :func:`dumps_chunked`)."""
+    body = await asyncio.to_thread(dumps_chunked, obj, key)
+    return web.Response(body=body, content_type=JSON)
 
 
 def json_response(obj: Any, status: int = 200, content_type: str = JSON, warnings: Sequence[str] = ()) -> web.Response:
@@ -69,6 +76,12 @@ def flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("1", "true")
 
 
+def deleted_status(resource: Resource, name: str, uid: str | None) -> dict[str, Any]:
+    """The Success Status a DELETE answers once an object without finalizers is gone."""
+    details = {"name": name, "group": resource.group, "kind": resource.plural, "uid": uid}
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+
 def not_found_path() -> StatusError:
     """The 404 for a path the server does not serve (not for a missing object)."""
     return StatusError(404, "NotFound", "the server could not find the requested resource", None)
@@ -87,7 +100,7 @@ async def stream_watch(
     """
     q = request.query
     stored = watcher.resource
-    timeout = float(q.get("timeoutSeconds") or WATCH_DEFAULT_TIMEOUT)
+    timeout = params.int64_param(q, "timeoutSeconds") or WATCH_DEFAULT_TIMEOUT
     bookmarks = flag(request, "allowWatchBookmarks")
     as_table = wants_table(request)
     response = web.StreamResponse(headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"})

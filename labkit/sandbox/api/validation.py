@@ -150,6 +150,30 @@ class _Walk:
             del obj[key]
 
 
+def check_shape(resource: Resource, obj: object) -> None:
+    """400 unless ``obj`` is a map whose ``metadata`` (when set) is a map, before anything reads its metadata.
+
+    >>> from labkit.sandbox.api.registry import RESOURCES
+    >>> check_shape(RESOURCES.served("", "pods"), {"metadata": "x"})
+    Traceback (most recent call last):
+    ...
+    labkit.sandbox.api.status.StatusError: Pod in version "v1" cannot be handled as a Pod: \
+json: cannot unmarshal string into Go struct field Pod.metadata of type v1.ObjectMeta
+    """
+    prefix = f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
+    if not isinstance(obj, dict):
+        go_type = schemas.schemas().node(resource.schema).go_type
+        raise bad_request(prefix + f"json: cannot unmarshal {_json_type(obj)} into Go value of type {go_type}")
+    meta = obj.get("metadata")
+    if meta is None:
+        obj.pop("metadata", None)  # Go decodes null to the zero ObjectMeta
+    elif not isinstance(meta, dict):
+        raise bad_request(
+            prefix + f"json: cannot unmarshal {_json_type(meta)} into Go struct field "
+            f"{resource.kind}.metadata of type v1.ObjectMeta"
+        )
+
+
 def validate(resource: Resource, obj: object, mode: str = "Warn") -> list[str]:
     """Validate ``obj`` in place like the API server; return the warnings to send.
 

@@ -28,6 +28,9 @@ ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
 Key = tuple[str, str]  # (namespace or "", name)
 #: What a watcher queues: (event type, the object's JSON text, resourceVersion).
 Pending = tuple[str, str, int]
+#: A watcher whose undelivered events hold more text than this is ended like one with too many of them: twice
+#: the store's history bound, so a watch replaying the whole history still takes live events.
+MAX_PENDING_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,11 @@ class Change:
     type: str
     new: str  # the object the event carries (for DELETED: the last state with the deletion's rv)
     old: str | None  # the state before the write; None for ADDED
+
+    @property
+    def size(self) -> int:
+        """The characters of text this change keeps alive (what bounds the history's memory)."""
+        return len(self.new) + len(self.old or "")
 
 
 def changes_after(history: collections.deque[Change], rv: int) -> list[Change]:
@@ -105,6 +113,7 @@ class Watcher:
         self._thread = threading.get_ident()
         self._lock = threading.Lock()
         self._pending: collections.deque[Pending] = collections.deque()
+        self._pending_size = 0  # characters of object text queued
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -116,7 +125,7 @@ class Watcher:
     async def next(self, timeout: float | None) -> WatchEvent | None:  # noqa: ASYNC109 (None on timeout is the API)
         """The next event, or ``None`` when ``timeout`` seconds pass first or the watcher is closed."""
         with self._lock:
-            item = self._pending.popleft() if self._pending else None
+            item = self._pop()
             waiter = None
             if item is None and not self._closed:
                 waiter = self._waiter = self._loop.create_future()
@@ -134,11 +143,19 @@ class Watcher:
                     if self._waiter is waiter:
                         self._waiter = None
             with self._lock:
-                item = self._pending.popleft() if self._pending else None
+                item = self._pop()
         if item is None:
             return None
         kind, text, rv = item
         return WatchEvent(kind, json.loads(text), rv)
+
+    def _pop(self) -> Pending | None:
+        """The oldest queued event, or ``None``; caller holds the lock."""
+        if not self._pending:
+            return None
+        item = self._pending.popleft()
+        self._pending_size -= len(item[1])
+        return item
 
     def bookmark(self) -> WatchEvent | None:
         """A BOOKMARK event at the store's current resourceVersion, or ``None`` while events are still
@@ -157,6 +174,7 @@ class Watcher:
                 return
             self._closed = True
             self._pending.clear()
+            self._pending_size = 0
             waiter, self._waiter = self._waiter, None
         self._store.unregister(self)
         if waiter is not None:
@@ -204,7 +222,9 @@ class Watcher:
     def prime(self, items: Iterable[Pending]) -> None:
         """Queue the initial events (the synthetic ADDEDs or the replayed history) before live ones."""
         with self._lock:
-            self._pending.extend(items)
+            for item in items:
+                self._pending.append(item)
+                self._pending_size += len(item[1])
 
     def push(self, item: Pending) -> None:
         """Queue one live event and wake the reader; a reader too far behind is ended instead."""
@@ -212,9 +232,10 @@ class Watcher:
         with self._lock:
             if self._closed:
                 return
-            overflow = len(self._pending) >= self._max_pending
+            overflow = len(self._pending) >= self._max_pending or self._pending_size > MAX_PENDING_BYTES
             if not overflow:
                 self._pending.append(item)
+                self._pending_size += len(item[1])
                 waiter, self._waiter = self._waiter, None
         if overflow:
             self.close()
