@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -16,6 +17,7 @@ from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import Store
 from labkit.sandbox.logs import PodLogs
 from tests.sandbox import apiserver_harness as harness
+from tests.sandbox.conftest import KUBECTL, Kubectl
 
 live_api = harness.live_api
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
@@ -288,3 +290,34 @@ def test_a_big_log_and_a_big_list_are_served_off_the_loop(live_api):
     assert listed.status == 200 and listed.json()["kind"] == "PodList" and len(listed.json()["items"]) <= 2
     table = live_api.call("GET", PODS, headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
     assert table.json()["kind"] == "Table" and any(r["cells"][0] == "logger" for r in table.json()["rows"])
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+@pytest.mark.parametrize("how", [(), ("--disable-eviction",)], ids=["eviction", "protobuf-delete"])
+def test_kubectl_drain_empties_a_node(live_api, tmp_path, how):
+    """kubectl drain POSTs a policy/v1 Eviction; with --disable-eviction it DELETEs with a protobuf DeleteOptions."""
+    nodes = live_api.call("GET", "/api/v1/nodes").json()["items"]
+    node = nodes[0]["metadata"]["name"]
+    for i in range(2):
+        bound = pod(f"drain-{len(how)}-{i}")
+        bound["spec"]["nodeName"] = node
+        assert live_api.call("POST", PODS, bound).status == 201
+    kubectl = Kubectl({**os.environ, "KUBECONFIG": str(live_api.kubeconfig), "HOME": str(tmp_path)})
+    drained = kubectl("drain", node, "--force", "--grace-period=0", "--timeout=20s", *how)
+    assert f"node/{node} drained" in drained.stdout
+    if not how:
+        assert "evicted" in drained.stdout
+    left = live_api.call("GET", f"{PODS}?fieldSelector=spec.nodeName%3D{node}").json()["items"]
+    assert [p["metadata"]["name"] for p in left if p["metadata"]["name"].startswith(f"drain-{len(how)}")] == []
+    kubectl("uncordon", node)
+
+
+def test_a_malformed_eviction_is_a_400(live_api):
+    assert live_api.call("POST", PODS, pod("evictee")).status == 201
+    eviction = f"{PODS}/evictee/eviction"
+    refused(live_api, 400, "POST", eviction, [1])
+    refused(live_api, 400, "POST", eviction, {"kind": "Eviction", "metadata": {"name": "other"}})
+    refused(live_api, 400, "POST", eviction, {"kind": "Eviction", "deleteOptions": {"gracePeriodSeconds": "x"}})
+    done = live_api.call("POST", eviction, {"kind": "Eviction", "deleteOptions": {"gracePeriodSeconds": 0}})
+    assert done.status == 201 and done.json()["status"] == "Success"
+    assert live_api.call("GET", f"{PODS}/evictee").status == 404

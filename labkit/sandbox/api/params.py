@@ -147,6 +147,11 @@ class DeleteOptions:
                 body = protobuf.decode(raw)
             else:
                 body = limits.decode_document(raw, content_type.split(";")[0].strip(), "DeleteOptions")
+        return cls.from_body(body, query)
+
+    @classmethod
+    def from_body(cls, body: Any, query: Mapping[str, str]) -> DeleteOptions:
+        """The options of a decoded DeleteOptions ``body`` (a DELETE's, or an Eviction's ``deleteOptions``)."""
         if not isinstance(body, dict):
             raise bad_request(f"json: cannot unmarshal {json_type(body)} into Go value of type v1.DeleteOptions")
         if body.get("kind") not in (None, "", "DeleteOptions"):
@@ -177,3 +182,14 @@ def scale_replicas(body: Any) -> tuple[Any, str | None]:
         raise bad_request('Scale in version "v1" cannot be handled as a Scale: spec and metadata must be maps')
     rv = meta.get("resourceVersion")
     return spec.get("replicas"), rv if isinstance(rv, str) else None
+
+
+def eviction_options(body: Any, name: str) -> DeleteOptions:
+    """The DeleteOptions a ``policy/v1`` Eviction of pod ``name`` carries (pkg/registry/core/pod/storage/eviction.go
+    checks the name the same way)."""
+    if not isinstance(body, dict) or body.get("kind") not in (None, "", "Eviction"):
+        raise bad_request("the body of an eviction must be a policy/v1 Eviction object (a JSON map)")
+    meta = body.get("metadata") or {}
+    if not isinstance(meta, dict) or meta.get("name", name) != name:
+        raise bad_request("name in URL does not match name in Eviction object")
+    return DeleteOptions.from_body(body.get("deleteOptions") or {}, {})

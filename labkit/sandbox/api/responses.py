@@ -76,6 +76,11 @@ def flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("1", "true")
 
 
+def created_status() -> dict[str, Any]:
+    """The Success Status a create that makes no object answers (a binding, an eviction), with code 201."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+
 def deleted_status(resource: Resource, name: str, uid: str | None) -> dict[str, Any]:
     """The Success Status a DELETE answers once an object without finalizers is gone."""
     details = {"name": name, "group": resource.group, "kind": resource.plural, "uid": uid}

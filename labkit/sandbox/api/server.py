@@ -23,11 +23,19 @@ from aiohttp import web
 from labkit.sandbox import logs
 from labkit.sandbox.api import authapis, discovery, limits, patch, schemas, tables
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
+from labkit.sandbox.api.discovery import VERSION_INFO
 from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
-from labkit.sandbox.api.params import DeleteOptions, ListOptions, scale_replicas, too_large_resource_version
+from labkit.sandbox.api.params import (
+    DeleteOptions,
+    ListOptions,
+    eviction_options,
+    scale_replicas,
+    too_large_resource_version,
+)
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.responses import (
     JSON,
+    created_status,
     deleted_status,
     flag,
     json_response,
@@ -44,19 +52,6 @@ if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
 
 log = logging.getLogger("labkit.sandbox.api.server")
-
-#: What /version says: a k3s-shaped version string, marked as labkit's sandbox.
-VERSION_INFO = {
-    "major": "1",
-    "minor": "32",
-    "gitVersion": "v1.32.5+labkit.sandbox",
-    "gitCommit": "labkit-sandbox",
-    "gitTreeState": "clean",
-    "buildDate": "2026-01-01T00:00:00Z",
-    "goVersion": "n/a (python)",
-    "compiler": "labkit",
-    "platform": "linux/amd64",
-}
 
 SERVICE_ACCOUNTS = RESOURCES.served("", "serviceaccounts")
 #: How long a watch from a resourceVersion the store has not reached waits for it (the watch cache's
@@ -469,9 +464,19 @@ class ApiServer:
                 )
         if sub == "binding" and method == "POST":
             core.bind(t.namespace, t.object_name, await self._body(request, t))
-            return json_response(
-                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
+            return json_response(created_status(), 201)
+        if sub == "eviction" and method == "POST":  # as kubectl drain asks (no PodDisruptionBudgets here)
+            options = eviction_options(await self._body(request, t), t.object_name)
+            core.delete(
+                t.resource,
+                t.namespace,
+                t.object_name,
+                grace_period=options.grace_period,
+                preconditions=options.preconditions,
+                propagation=options.propagation,
+                dry_run=dry_run or options.dry_run,
             )
+            return json_response(created_status(), 201)
         if sub == "token" and method == "POST":
             sa = core.get(t.resource, t.namespace, t.object_name)
             return json_response(authapis.token_request(self.tokens, sa, await self._body(request, t)), 201)
