@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from labkit.sandbox.api import server as server_module
+from labkit.sandbox.api import responses
 from labkit.sandbox.api import watch as watch_module
 from labkit.sandbox.api.limits import MAX_OBJECT_BYTES, MAX_REQUEST_BODY
 from labkit.sandbox.api.registry import RESOURCES
@@ -210,13 +210,14 @@ def test_malformed_scale_bodies_are_400s(live_api):
     refused(live_api, 400, "PUT", scale, {"spec": "three"})
     refused(live_api, 400, "PATCH", scale, b"{", content_type="application/merge-patch+json")
     refused(live_api, 400, "PATCH", scale, {"metadata": 5}, content_type="application/merge-patch+json")
-    refused(live_api, 422, "PATCH", scale, {"spec": {"replicas": "3"}}, content_type="application/merge-patch+json")
+    refused(live_api, 400, "PATCH", scale, {"spec": {"replicas": "3"}}, content_type="application/merge-patch+json")
+    refused(live_api, 422, "PATCH", scale, {"spec": {"replicas": -1}}, content_type="application/merge-patch+json")
     ok = live_api.call("PATCH", scale, {"spec": {"replicas": 3}}, content_type="application/merge-patch+json")
     assert ok.status == 200 and ok.json()["spec"]["replicas"] == 3
 
 
 def test_a_watch_from_a_future_resource_version_times_out_as_upstream(live_api, monkeypatch):
-    monkeypatch.setattr(server_module, "FUTURE_RV_WAIT", 0.3)
+    monkeypatch.setattr(responses, "FUTURE_RV_WAIT", 0.3)
     future = live_api.core.store.rv + 1000
     status = refused(live_api, 504, "GET", f"{CONFIGMAPS}?watch=1&resourceVersion={future}")
     assert status["reason"] == "Timeout"
@@ -321,3 +322,36 @@ def test_a_malformed_eviction_is_a_400(live_api):
     done = live_api.call("POST", eviction, {"kind": "Eviction", "deleteOptions": {"gracePeriodSeconds": 0}})
     assert done.status == 201 and done.json()["status"] == "Success"
     assert live_api.call("GET", f"{PODS}/evictee").status == 404
+
+
+JSON_PATCH = "application/json-patch+json"
+APPLY = "application/apply-patch+yaml"
+SA_TOKEN = "/api/v1/namespaces/default/serviceaccounts/default/token"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type"),
+    [
+        ("POST", SA_TOKEN, [1], "application/json"),
+        ("POST", SA_TOKEN, {"spec": 5}, "application/json"),
+        ("POST", SA_TOKEN, {"spec": {"expirationSeconds": "x"}}, "application/json"),
+        ("POST", SA_TOKEN, {"spec": {"audiences": 5}}, "application/json"),
+        ("POST", f"{PODS}/typed/binding", {"target": 5}, "application/json"),
+        ("POST", f"{PODS}/typed/binding", {"target": {"name": 5}}, "application/json"),
+        ("PUT", f"{PODS}/typed/status", {"metadata": {"name": "typed"}, "status": 5}, "application/json"),
+        ("PUT", f"{PODS}/typed/status", {"metadata": {"name": "typed"}, "status": {"phase": 5}}, "application/json"),
+        ("PATCH", f"{PODS}/typed/status", [{"op": "replace", "path": "/status", "value": 5}], JSON_PATCH),
+        ("PATCH", f"{PODS}/typed/status?fieldManager=m", {"metadata": {"name": "typed"}, "status": {"conditions": 5}},
+         APPLY),
+        ("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", {"spec": True}, "application/json"),
+        ("POST", "/apis/events.k8s.io/v1/namespaces/default/events", None, "application/json"),
+        ("DELETE", f"{PODS}/typed", {"preconditions": {"uid": 5}}, "application/json"),
+    ],
+)  # fmt: skip
+def test_subresource_and_status_bodies_are_typed(live_api, method, path, body, content_type):
+    """Found by the fuzzer: these gave 500 or stored a wrongly typed value."""
+    if live_api.call("GET", f"{PODS}/typed").status == 404:
+        assert live_api.call("POST", PODS, pod("typed")).status == 201
+    data = b"null" if body is None else body
+    status = refused(live_api, 400, method, path, data, content_type=content_type)
+    assert "cannot unmarshal" in status["message"]

@@ -23,7 +23,7 @@ from labkit.sandbox.api.ipallocator import KUBERNETES_SERVICE_IP as KUBERNETES_S
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.selectors import label_selector_from_match, parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import StatusError, already_exists, bad_request, conflict, invalid, not_found
-from labkit.sandbox.api.validation import check_shape, validate
+from labkit.sandbox.api.validation import check_shape, check_types, validate
 from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class ApiCore:
         incoming_rv = obj["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
-        warnings = self._prepare(res, obj, validation) if not subresource else []
+        warnings = self._prepare(res, obj, validation) if not subresource else check_types(res, obj)
         new = self._merge_update(res, live, obj, subresource)
         if manager:
             new = managedfields.record_update(res, live, new, manager, "Update", subresource=subresource)
@@ -337,7 +337,7 @@ class ApiCore:
         incoming_rv = new["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
-        warnings = self._prepare(res, new, validation) if not subresource else []
+        warnings = self._prepare(res, new, validation) if not subresource else check_types(res, new)
         merged = self._merge_update(res, live, new, subresource)
         return self._write(res, live, merged, dry_run), warnings, False
 

@@ -86,6 +86,15 @@ def too_large_resource_version(wanted: int, current: int) -> StatusError:
     )
 
 
+#: The schema definitions of the bodies subresources take (the Go type each decodes into).
+SUBRESOURCE_SCHEMAS = {
+    "binding": "io.k8s.api.core.v1.Binding",
+    "eviction": "io.k8s.api.policy.v1.Eviction",
+    "token": "io.k8s.api.authentication.v1.TokenRequest",
+    "scale": "io.k8s.api.autoscaling.v1.Scale",
+}
+
+
 @dataclass(frozen=True)
 class ListOptions:
     """A list, watch or deletecollection's query: selectors checked (syntax and, for fields, the labels the
@@ -163,6 +172,10 @@ class DeleteOptions:
                 raise bad_request(
                     f"json: cannot unmarshal {json_type(value)} into Go struct field {field} of type {go_type}"
                 )
+        for key, value in (body.get("preconditions") or {}).items():
+            if not isinstance(value, str):
+                field = f"Go struct field Preconditions.preconditions.{key} of type string"
+                raise bad_request(f"json: cannot unmarshal {json_type(value)} into {field}")
         propagation = body.get("propagationPolicy") or query.get("propagationPolicy")
         if body.get("orphanDependents") is True or query.get("orphanDependents") == "true":
             propagation = "Orphan"

@@ -19,9 +19,13 @@ from labkit.sandbox.api.status import StatusError, unsupported_media_type
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
+    from labkit.sandbox.api.store import Store
     from labkit.sandbox.api.watch import Watcher
 
 JSON = "application/json"
+#: How long a watch from a resourceVersion the store has not reached waits for it (the watch cache's
+#: blockTimeout, k8s.io/apiserver pkg/storage/cacher) before answering 504 "Too large resource version".
+FUTURE_RV_WAIT = 3.0
 WATCH_DEFAULT_TIMEOUT = 1800
 BOOKMARK_EVERY = 30.0
 
@@ -90,6 +94,16 @@ def deleted_status(resource: Resource, name: str, uid: str | None) -> dict[str, 
 def not_found_path() -> StatusError:
     """The 404 for a path the server does not serve (not for a missing object)."""
     return StatusError(404, "NotFound", "the server could not find the requested resource", None)
+
+
+async def wait_for_resource_version(store: Store, wanted: int) -> None:
+    """Return once the store reached ``wanted``, as the watch cache's ``waitUntilFreshAndBlock``; after
+    :data:`FUTURE_RV_WAIT` seconds raise 504 with ``NewTooLargeResourceVersionError``."""
+    deadline = time.monotonic() + FUTURE_RV_WAIT
+    while store.rv < wanted and time.monotonic() < deadline:  # noqa: ASYNC110 (the store has no "rv reached" event)
+        await asyncio.sleep(0.05)
+    if store.rv < wanted:
+        raise params.too_large_resource_version(wanted, store.rv)
 
 
 async def stream_watch(

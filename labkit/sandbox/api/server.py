@@ -11,7 +11,6 @@ import asyncio
 import logging
 import ssl
 import threading
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,11 @@ from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
 from labkit.sandbox.api.discovery import VERSION_INFO
 from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
 from labkit.sandbox.api.params import (
+    SUBRESOURCE_SCHEMAS,
     DeleteOptions,
     ListOptions,
     eviction_options,
     scale_replicas,
-    too_large_resource_version,
 )
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.responses import (
@@ -43,10 +42,12 @@ from labkit.sandbox.api.responses import (
     not_found_path,
     read_body,
     stream_watch,
+    wait_for_resource_version,
     wants_table,
 )
 from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
-from labkit.sandbox.api.status import StatusError, forbidden, method_not_allowed, unauthorized
+from labkit.sandbox.api.status import StatusError, forbidden, http_status, method_not_allowed, unauthorized
+from labkit.sandbox.api.validation import check_shape, check_types, validate
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
@@ -54,10 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("labkit.sandbox.api.server")
 
 SERVICE_ACCOUNTS = RESOURCES.served("", "serviceaccounts")
-#: How long a watch from a resourceVersion the store has not reached waits for it (the watch cache's
-#: blockTimeout, k8s.io/apiserver pkg/storage/cacher) before answering 504 "Too large resource version".
-FUTURE_RV_WAIT = 3.0
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -97,7 +94,7 @@ class ApiServer:
             middlewares=[self._errors, self._authenticate], client_max_size=limits.MAX_REQUEST_BODY
         )
         self.app.add_routes(extra_routes)  # before the catch-all, which would shadow them
-        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self.app.router.add_route("*", r"/{tail:[\s\S]*}", self._dispatch)  # any path, even with a %0A in it
 
     def _rbac_objects(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
         """The roles or bindings the authorizer reads, copied once per change of their type, not per request."""
@@ -117,8 +114,10 @@ class ApiServer:
             return await handler(request)
         except StatusError as e:
             return json_response(e.to_status(), status=e.code)
-        except web.HTTPException:
-            raise
+        except web.HTTPException as e:  # aiohttp's own refusals (a malformed request line...) as a Status too
+            if e.status < 400:
+                raise
+            return json_response(http_status(e.status, e.reason).to_status(), status=e.status)
         except Exception as e:  # an internal error is still answered as a Status, never a traceback page
             log.exception("internal error on %s %s", request.method, request.path)
             return json_response(
@@ -223,7 +222,10 @@ class ApiServer:
     async def _body(self, request: web.Request, t: Target) -> Any:
         """The request body, read within the size limit and decoded in a worker thread (a big YAML takes a while)."""
         raw = await limits.read_body(request)
-        return await asyncio.to_thread(read_body, raw, request.headers.get("Content-Type", JSON), t.resource)
+        body = await asyncio.to_thread(read_body, raw, request.headers.get("Content-Type", JSON), t.resource)
+        if t.subresource in SUBRESOURCE_SCHEMAS:  # a Binding, Eviction, TokenRequest or Scale: typed before use
+            check_types(t.resource, body, SUBRESOURCE_SCHEMAS[t.subresource])
+        return body
 
     def _answer(
         self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200, warnings: Sequence[str] = ()
@@ -263,6 +265,7 @@ class ApiServer:
             self._authorize(request, "create", t)
             body = await self._body(request, t)
             if t.resource.group == "authorization.k8s.io":
+                validate(t.resource, body, validation)  # the review reads a well-typed spec only
                 return json_response(authapis.access_review(self.authorizer, request["user"], body), 201)
             obj, warnings = core.create(
                 t.resource, t.namespace, body, manager=manager, validation=validation, dry_run=dry_run
@@ -335,7 +338,9 @@ class ApiServer:
             return self._answer(request, t, to_events_v1(core.get(EVENTS, t.namespace, t.object_name)))
         if request.method == "POST" and t.name is None:
             self._authorize(request, "create", t)
-            body = from_events_v1(await self._body(request, t))
+            body = await self._body(request, t)
+            check_shape(t.resource, body)  # before the view is converted
+            body = from_events_v1(body)
             obj, warnings = core.create(EVENTS, t.namespace, body, manager=manager, validation="Ignore")
             return self._answer(request, t, to_events_v1(obj), 201, warnings)
         if request.method == "DELETE" and t.name:
@@ -450,6 +455,7 @@ class ApiServer:
                         if kind == "json"
                         else patch.json_merge_patch(current, document)
                     )
+                check_types(t.resource, body, SUBRESOURCE_SCHEMAS["scale"])
                 replicas, rv = scale_replicas(body)
                 return json_response(
                     core.set_scale(
@@ -497,13 +503,8 @@ class ApiServer:
         options = ListOptions.parse(request.query, t.resource)
         since = options.resource_version
         store = self.core.store
-        if since is not None and since > store.rv:
-            # the watch cache's waitUntilFreshAndBlock: wait up to 3 s for the version, then 504 Timeout
-            deadline = time.monotonic() + FUTURE_RV_WAIT
-            while store.rv < since and time.monotonic() < deadline:  # noqa: ASYNC110 (no event for "rv reached")
-                await asyncio.sleep(0.05)
-            if store.rv < since:
-                raise too_large_resource_version(since, store.rv)
+        if since is not None:
+            await wait_for_resource_version(store, since)
         label, field = options.label_selector, options.field_selector
         watcher = store.watch(
             t.resource,

@@ -174,6 +174,32 @@ json: cannot unmarshal string into Go struct field Pod.metadata of type v1.Objec
         )
 
 
+def check_types(resource: Resource, obj: object, schema: str = "") -> list[str]:
+    """400 when ``obj`` (by default one of ``resource``'s objects, else the body a subresource takes, named by
+    its ``schema`` definition) holds a value of the wrong JSON type, as decoding into the Go type fails.
+
+    Unlike :func:`validate` it prunes nothing and applies no semantic rule: for status writes and subresource
+    bodies. Returns no warnings (a list, to stand where :func:`validate`'s would).
+
+    >>> check_types(None, {"spec": {"audiences": 5}}, "io.k8s.api.authentication.v1.TokenRequest")
+    Traceback (most recent call last):
+    ...
+    labkit.sandbox.api.status.StatusError: TokenRequest in version "v1" cannot be handled as a TokenRequest: \
+json: cannot unmarshal number into Go struct field TokenRequestSpec.spec.audiences of type []string
+    """
+    schema = schema or resource.schema
+    kind, version = schema.rsplit(".", 2)[2], schema.rsplit(".", 2)[1]
+    prefix = f'{kind} in version "{version}" cannot be handled as a {kind}: '
+    root = schemas.schemas().node(schema)
+    if not isinstance(obj, dict):
+        raise bad_request(prefix + f"json: cannot unmarshal {_json_type(obj)} into Go value of type {root.go_type}")
+    walk = _Walk()
+    walk.fields(root, json.loads(json.dumps(obj)))  # on a copy: the walk prunes, this check must not
+    if walk.type_error:
+        raise bad_request(prefix + walk.type_error)
+    return []
+
+
 def validate(resource: Resource, obj: object, mode: str = "Warn") -> list[str]:
     """Validate ``obj`` in place like the API server; return the warnings to send.
 
