@@ -65,6 +65,13 @@ JSON_VALUES = st.recursive(
 )  # fmt: skip
 
 
+def laughs(levels: int = 9, fanout: int = 9) -> bytes:
+    """The "billion laughs" YAML of CVE-2019-11253: each anchor repeats the previous one ``fanout`` times."""
+    lines = ['apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\ndata:\n  a0: &a0 "lol"']
+    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * fanout)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines).encode() + b"\n"
+
+
 @dataclass(frozen=True)
 class Request:
     method: str

@@ -12,7 +12,7 @@ import http.client
 import json
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,13 +42,10 @@ class Reply:
 
 
 @dataclass
-class LiveApi:
-    """``call(method, path, body, content_type=…)`` over one keep-alive connection, as the admin."""
+class Client:
+    """``call(method, path, body, content_type=…)`` over one keep-alive HTTPS connection, as the admin."""
 
-    core: ApiCore
     url: str
-    log_dir: Path
-    kubeconfig: Path
     tls: ssl.SSLContext
     _conn: http.client.HTTPConnection | None = field(default=None, repr=False)
 
@@ -89,6 +86,15 @@ class LiveApi:
             return Reply(response.status, payload, time.perf_counter() - started)
         raise AssertionError("unreachable")
 
+
+@dataclass
+class LiveApi(Client):
+    """A :class:`Client` of a server in this process, with its store at hand."""
+
+    core: ApiCore = field(kw_only=True)
+    log_dir: Path = field(kw_only=True)
+    kubeconfig: Path = field(kw_only=True)
+
     def state(self) -> list[tuple[str, str, str, str]]:
         """Every stored object's identity and resourceVersion: what a refused request must leave alone."""
         with self.core.store.lock:
@@ -99,9 +105,8 @@ class LiveApi:
             )
 
 
-@pytest.fixture(scope="module")
-def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
-    root = tmp_path_factory.mktemp("apiserver")
+def serve(root: Path) -> tuple[LiveApi, Callable[[], None]]:
+    """Start a server with its state under ``root``; returns it and the function that stops it."""
     core = ApiCore(Store(root / "state.db"))
     bootstrap(core)
     ensure_nodes(core, 1, ready=True)
@@ -109,9 +114,19 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     server = ApiServer(core, TokenAuthority(b"harness-secret", TOKEN), root / "pods")
     thread = ServerThread(server, ssl_context=pki.server_context(crt, key)).start()
     write_kubeconfig(root / "kubeconfig", thread.url, TOKEN, ca)
-    api = LiveApi(core, thread.url, root / "pods", root / "kubeconfig", pki.client_context(ca))
+    api = LiveApi(thread.url, pki.client_context(ca), core=core, log_dir=root / "pods", kubeconfig=root / "kubeconfig")
+
+    def stop() -> None:
+        if api._conn is not None:
+            api._conn.close()
+        thread.stop()
+        core.store.close()
+
+    return api, stop
+
+
+@pytest.fixture(scope="module")
+def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
+    api, stop = serve(tmp_path_factory.mktemp("apiserver"))
     yield api
-    if api._conn is not None:
-        api._conn.close()
-    thread.stop()
-    core.store.close()
+    stop()

@@ -16,19 +16,13 @@ from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import Store
 from labkit.sandbox.logs import PodLogs
+from tests.sandbox import apifuzz
 from tests.sandbox import apiserver_harness as harness
 from tests.sandbox.conftest import KUBECTL, Kubectl
 
 live_api = harness.live_api
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 PODS = "/api/v1/namespaces/default/pods"
-
-
-def laughs(levels: int = 9, fanout: int = 9) -> bytes:
-    """The "billion laughs" YAML of CVE-2019-11253: each anchor repeats the previous one ``fanout`` times."""
-    lines = ['apiVersion: v1\nkind: ConfigMap\nmetadata: {name: lol}\ndata:\n  a0: &a0 "lol"']
-    lines += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * fanout)}]" for i in range(1, levels + 1)]
-    return "\n".join(lines).encode() + b"\n"
 
 
 def refused(api: harness.LiveApi, code: int, method: str, path: str, body=None, **kw) -> dict:
@@ -43,17 +37,17 @@ def refused(api: harness.LiveApi, code: int, method: str, path: str, body=None, 
 
 
 def test_a_billion_laughs_is_refused_within_a_second(live_api):
-    status = refused(live_api, 400, "POST", CONFIGMAPS, laughs(), content_type="application/yaml")
+    status = refused(live_api, 400, "POST", CONFIGMAPS, apifuzz.laughs(), content_type="application/yaml")
     assert "yaml: document contains excessive aliasing" in status["message"]
     assert status["message"].startswith("the object provided is unrecognized (must be of type ConfigMap): ")
     assert live_api.call("GET", "/readyz").status == 200
-    reply = live_api.call("POST", CONFIGMAPS, laughs(), content_type="application/yaml")
+    reply = live_api.call("POST", CONFIGMAPS, apifuzz.laughs(), content_type="application/yaml")
     assert reply.seconds < 1.0
 
 
 def test_a_few_aliases_still_work(live_api):
     # go-yaml allows aliasing below its ratio: kubectl users write anchors for repeated env blocks
-    body = laughs(levels=2, fanout=3).replace(b"name: lol", b"name: few-aliases")
+    body = apifuzz.laughs(levels=2, fanout=3).replace(b"name: lol", b"name: few-aliases")
     reply = live_api.call("POST", CONFIGMAPS, body, content_type="application/yaml")
     # the aliases expand into lists, which a ConfigMap's string data does not take: a 400 from validation,
     # not from the alias guard

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from labkit.sandbox.api.watch import Watcher
 
 JSON = "application/json"
+SEND_CHUNK = 256 * 1024
 #: How long a watch from a resourceVersion the store has not reached waits for it (the watch cache's
 #: blockTimeout, k8s.io/apiserver pkg/storage/cacher) before answering 504 "Too large resource version".
 FUTURE_RV_WAIT = 3.0
@@ -54,10 +55,24 @@ def dumps_chunked(obj: dict[str, Any], key: str) -> bytes:
     return head + b",".join(dumps(item) for item in obj[key]) + b"]}"
 
 
-async def json_response_off_loop(obj: dict[str, Any], key: str) -> web.Response:
-    """:func:`json_response` for a big list or table, encoded in a worker thread (see :func:`dumps_chunked`)."""
-    body = await asyncio.to_thread(dumps_chunked, obj, key)
-    return web.Response(body=body, content_type=JSON)
+async def send_large(request: web.Request, body: bytes, content_type: str) -> web.StreamResponse:
+    """Send a big ``body`` in 256 KiB writes, each encrypted and queued on its own with the loop free in
+    between, so other requests (``/readyz``) are served while it goes out."""
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.content_length = len(body)
+    await response.prepare(request)
+    view = memoryview(body)
+    for start in range(0, len(body), SEND_CHUNK):
+        await response.write(view[start : start + SEND_CHUNK])
+        await asyncio.sleep(0)  # write() awaits only a full socket buffer: on loopback it rarely is
+    await response.write_eof()
+    return response
+
+
+async def json_response_off_loop(request: web.Request, obj: dict[str, Any], key: str) -> web.StreamResponse:
+    """:func:`json_response` for a big list or table: encoded in a worker thread (see :func:`dumps_chunked`) and
+    sent in pieces (:func:`send_large`)."""
+    return await send_large(request, await asyncio.to_thread(dumps_chunked, obj, key), JSON)
 
 
 def json_response(obj: Any, status: int = 200, content_type: str = JSON, warnings: Sequence[str] = ()) -> web.Response:

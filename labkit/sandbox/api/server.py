@@ -8,6 +8,7 @@ ipykernel owns the main thread's loop.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import ssl
 import threading
@@ -41,6 +42,7 @@ from labkit.sandbox.api.responses import (
     json_response_off_loop,
     not_found_path,
     read_body,
+    send_large,
     stream_watch,
     wait_for_resource_version,
     wants_table,
@@ -284,7 +286,7 @@ class ApiServer:
             return await self._delete(request, t, dry_run)
         raise method_not_allowed()
 
-    async def _list(self, request: web.Request, t: Target) -> web.Response:
+    async def _list(self, request: web.Request, t: Target) -> web.StreamResponse:
         """A LIST, read and turned into a table in a worker thread and encoded item by item there, so a
         5,000-item answer does not hold the event loop."""
         options = ListOptions.parse(request.query, t.resource)
@@ -312,7 +314,7 @@ class ApiServer:
             )
 
         answer = await asyncio.to_thread(build)
-        return await json_response_off_loop(answer, "rows" if as_table else "items")
+        return await json_response_off_loop(request, answer, "rows" if as_table else "items")
 
     async def _events_v1(self, request: web.Request, t: Target, manager: str) -> web.StreamResponse:
         """``events.k8s.io/v1`` is a second view of the core Events, stored once (as in Kubernetes)."""
@@ -523,7 +525,7 @@ class ApiServer:
         container, path = self.logs.locate(pod, options)
         if not options.follow:
             body = await asyncio.to_thread(self.logs.read, path, options)  # a 10 MB log takes a while
-            return web.Response(body=body, content_type="text/plain")
+            return await send_large(request, body, "text/plain")
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         response.enable_chunked_encoding()
         await response.prepare(request)
@@ -579,6 +581,11 @@ class ServerThread:
         self._ready.wait(30)
         if self._error:
             raise self._error
+        # What is loaded by now (modules, the official schemas, the store's objects) lives as long as the server:
+        # frozen, the full collections that big LISTs trigger no longer walk it (bench_safety.py: /readyz stalls).
+        schemas.schemas()
+        gc.collect()
+        gc.freeze()
         return self
 
     def call(self, fn: Callable[[], Any]) -> Any:
