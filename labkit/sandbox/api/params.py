@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
 
 _INT64 = re.compile(r"[+-]?[0-9]+")
-_UINT64 = re.compile(r"\+?[0-9]+")
+_UINT64 = re.compile(r"[0-9]+")  # ParseUint takes no sign
 
 
 def _parse_int(text: str, pattern: re.Pattern[str], bits: int, func: str) -> int:
