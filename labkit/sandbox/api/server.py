@@ -290,8 +290,7 @@ class ApiServer:
         """A LIST, read and turned into a table in a worker thread and encoded item by item there, so a
         5,000-item answer does not hold the event loop."""
         options = ListOptions.parse(request.query, t.resource)
-        include = request.query.get("includeObject", "Metadata")
-        as_table = wants_table(request)
+        include, as_table = request.query.get("includeObject", "Metadata"), wants_table(request)
 
         def build() -> dict[str, Any]:
             listing = self.core.list(
@@ -304,13 +303,9 @@ class ApiServer:
             )
             if not as_table:
                 return listing
-            meta = listing["metadata"]
+            rv, cont = listing["metadata"]["resourceVersion"], listing["metadata"].get("continue")
             return tables.to_table(
-                t.resource,
-                listing["items"],
-                list_rv=meta["resourceVersion"],
-                continue_token=meta.get("continue"),
-                include_object=include,
+                t.resource, listing["items"], list_rv=rv, continue_token=cont, include_object=include
             )
 
         answer = await asyncio.to_thread(build)
