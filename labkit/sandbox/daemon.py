@@ -33,8 +33,9 @@ from labkit.fsutil import write_atomic
 from labkit.sandbox import client, pki
 from labkit.sandbox.api.apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
 from labkit.sandbox.api.auth import NODE_RULES, NODES_GROUP, TokenAuthority
+from labkit.sandbox.api.discovery import VERSION_INFO
 from labkit.sandbox.api.registry import RESOURCES, Resource
-from labkit.sandbox.api.server import VERSION_INFO, ApiServer, ServerThread
+from labkit.sandbox.api.server import ApiServer, ServerThread
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import Store
 from labkit.sandbox.controllers import CONTROLLERS

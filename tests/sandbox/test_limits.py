@@ -126,7 +126,7 @@ def test_a_module_whose_initial_memory_exceeds_the_limit_is_oom_killed() -> None
 
 
 def test_a_cpu_limit_throttles_a_spinning_module_and_a_kill_is_still_prompt() -> None:
-    # not a timing benchmark (benchmarks/bench_safety.py measures the share): the throttle engages, and however
+    # not a timing benchmark (benchmarks/bench_limits.py measures the share): the throttle engages, and however
     # loaded the machine, the limited guest never used more than its share plus one period's quota and a tick
     limited, free = start(SPIN, Limits(cpu_millis=100)), start(SPIN, Limits())
     deadline = time.monotonic() + 15

@@ -31,7 +31,7 @@ from labkit.sandbox.api.status import (
     invalid,
     not_found,
 )
-from labkit.sandbox.api.validation import validate
+from labkit.sandbox.api.validation import check_shape, check_types, validate
 from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
@@ -125,12 +125,8 @@ class ApiCore:
         )
 
     # ---------------------------------------------------------------- helpers
-    def _check_identity(self, res: Resource, ns: str | None, obj: object, name: str | None) -> None:
-        if not isinstance(obj, dict):
-            raise bad_request(
-                f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
-                "the object must be a JSON/YAML map"
-            )
+    def _check_identity(self, res: Resource, ns: str | None, obj: dict[str, Any], name: str | None) -> None:
+        check_shape(res, obj)
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if api_version and api_version != res.api_version:
             raise bad_request(
@@ -238,7 +234,7 @@ class ApiCore:
         incoming_rv = obj["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
-        warnings = self._prepare(res, obj, validation) if not subresource else []
+        warnings = self._prepare(res, obj, validation) if not subresource else check_types(res, obj)
         new = self._merge_update(res, live, obj, subresource)
         if manager:
             new = managedfields.record_update(res, live, new, manager, "Update", subresource=subresource)
@@ -302,7 +298,7 @@ class ApiCore:
         ns: str | None,
         name: str,
         content_type: str,
-        body: bytes,
+        body: bytes | tuple[str, Any],
         *,
         subresource: str = "",
         manager: str = "",
@@ -310,8 +306,8 @@ class ApiCore:
         validation: str = "Strict",
         dry_run: bool = False,
     ) -> tuple[dict[str, Any], builtins.list[str], bool]:
-        """Apply a patch; returns (object, warnings, created). Server-side apply may create."""
-        kind, document = patch.decode(content_type, body)
+        """Apply a patch (its raw body, or what ``patch.decode`` made of it); returns (object, warnings, created)."""
+        kind, document = body if isinstance(body, tuple) else patch.decode(content_type, body)
         live = self.store.get(res, ns, name)
         if kind == "apply":
             if not manager:
@@ -348,7 +344,7 @@ class ApiCore:
         incoming_rv = new["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
-        warnings = self._prepare(res, new, validation) if not subresource else []
+        warnings = self._prepare(res, new, validation) if not subresource else check_types(res, new)
         merged = self._merge_update(res, live, new, subresource)
         return self._write(res, live, merged, dry_run), warnings, False
 

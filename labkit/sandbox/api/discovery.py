@@ -13,6 +13,19 @@ from labkit.sandbox.api.registry import RESOURCES, Resource
 
 AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 
+#: What /version says: a k3s-shaped version string, marked as labkit's sandbox.
+VERSION_INFO = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.5+labkit.sandbox",
+    "gitCommit": "labkit-sandbox",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "n/a (python)",
+    "compiler": "labkit",
+    "platform": "linux/amd64",
+}
+
 #: Subresources answer with their own verbs and kinds.
 _SUBRESOURCE_VERBS = {
     "status": ("get", "patch", "update"),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from labkit.sandbox.api import limits
 from labkit.sandbox.api.schemas import Node, child_of, schemas
 from labkit.sandbox.api.status import StatusError, bad_request
 
@@ -60,7 +61,7 @@ def decode(content_type: str, body: bytes) -> tuple[str, Any]:
             f"{', '.join(k for k, v in PATCH_TYPES.items() if v != 'unsupported')}",
         )
     try:
-        document = yaml.safe_load(body) if kind == "apply" else json.loads(body or b"null")
+        document = limits.load_yaml(body) if kind == "apply" else limits.load_json(body or b"null")
     except (ValueError, yaml.YAMLError) as e:
         raise bad_request(f"error decoding patch: {e}") from e
     return kind, document

@@ -127,6 +127,10 @@ SubjectRulesReviewStatus: 1 resourceRules {}*!, 2 nonResourceRules {}*!, 3 incom
 SelfSubjectReview: 1 metadata ObjectMeta, 2 status {}
 TokenRequest: 1 metadata ObjectMeta, 2 spec TokenRequestSpec!, 3 status TokenRequestStatus
 ResourceQuota: 1 metadata ObjectMeta, 2 spec ResourceQuotaSpec, 3 status {}
+DeleteOptions: 1 gracePeriodSeconds i!, 2 preconditions Preconditions, 3 orphanDependents b!,
+    4 propagationPolicy s, 5 dryRun s*
+Preconditions: 1 uid s, 2 resourceVersion s
+Eviction: 1 metadata ObjectMeta, 2 deleteOptions DeleteOptions
 Pod: 1 metadata ObjectMeta, 2 spec PodSpec, 3 status {}
 ReplicaSet: 1 metadata ObjectMeta, 2 spec ReplicaSetSpec, 3 status {}
 ObjectMeta: 1 name s, 2 generateName s, 3 namespace s, 4 selfLink s, 5 uid s, 6 resourceVersion s,
@@ -276,7 +280,7 @@ MESSAGES = _parse_table(_TABLE)
 KINDS = (
     "Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service", "Deployment", "ReplicaSet", "Pod", "Job",
     "CronJob", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "SelfSubjectAccessReview",
-    "SelfSubjectRulesReview", "SelfSubjectReview", "TokenRequest", "ResourceQuota",
+    "SelfSubjectRulesReview", "SelfSubjectReview", "TokenRequest", "ResourceQuota", "DeleteOptions", "Eviction",
 )  # fmt: skip
 
 

@@ -12,41 +12,67 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from aiohttp import web
 
-from labkit.sandbox.api import protobuf, tables
-from labkit.sandbox.api.status import StatusError, bad_request, unsupported_media_type
+from labkit.sandbox.api import limits, params, protobuf, tables
+from labkit.sandbox.api.status import StatusError, unsupported_media_type
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
+    from labkit.sandbox.api.store import Store
     from labkit.sandbox.api.watch import Watcher
 
 JSON = "application/json"
+SEND_CHUNK = 256 * 1024
+#: How long a watch from a resourceVersion the store has not reached waits for it (the watch cache's
+#: blockTimeout, k8s.io/apiserver pkg/storage/cacher) before answering 504 "Too large resource version".
+FUTURE_RV_WAIT = 3.0
 WATCH_DEFAULT_TIMEOUT = 1800
 BOOKMARK_EVERY = 30.0
 
 
 def read_body(raw: bytes, content_type: str, resource: Resource) -> Any:
-    """A request body in JSON, YAML or Kubernetes protobuf, decoded; 400 when it does not parse, 415 for
-    another media type."""
+    """A request body in JSON, YAML or Kubernetes protobuf, decoded within :mod:`limits` (an empty body is
+    ``{}``); 400 when it does not parse or breaks a limit, 415 for another media type."""
     media_type = content_type.split(";")[0].strip()
     if protobuf.is_protobuf(media_type):
         return protobuf.decode(raw)
-    try:
-        if media_type in (JSON, ""):
-            return json.loads(raw or b"{}")
-        if media_type in ("application/yaml", "application/apply-patch+yaml"):
-            return yaml.safe_load(raw) or {}
-    except (ValueError, yaml.YAMLError) as e:
-        kind = resource.kind
-        raise bad_request(f'{kind} in version "{resource.version}" cannot be handled as a {kind}: {e}') from e
-    raise unsupported_media_type(media_type)
+    if media_type not in (JSON, "", "application/yaml", "application/apply-patch+yaml"):
+        raise unsupported_media_type(media_type)
+    return limits.decode_document(raw, media_type, resource.kind) if raw.strip() else {}
 
 
 def dumps(obj: Any) -> bytes:
     """Compact JSON, as the real server writes it."""
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def dumps_chunked(obj: dict[str, Any], key: str) -> bytes:
+    """``dumps(obj)`` one element of ``obj[key]`` (a list's items, a table's rows) at a time: run in a worker
+    thread, each element's encoding is short, so the event loop's thread gets the GIL between them."""
+    rest = dumps({k: v for k, v in obj.items() if k != key})
+    head = rest[:-1] + (b"," if len(rest) > 2 else b"") + f'"{key}":['.encode()
+    return head + b",".join(dumps(item) for item in obj[key]) + b"]}"
+
+
+async def send_large(request: web.Request, body: bytes, content_type: str) -> web.StreamResponse:
+    """Send a big ``body`` in 256 KiB writes, each encrypted and queued on its own with the loop free in
+    between, so other requests (``/readyz``) are served while it goes out."""
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.content_length = len(body)
+    await response.prepare(request)
+    view = memoryview(body)
+    for start in range(0, len(body), SEND_CHUNK):
+        await response.write(view[start : start + SEND_CHUNK])
+        await asyncio.sleep(0)  # write() awaits only a full socket buffer: on loopback it rarely is
+    await response.write_eof()
+    return response
+
+
+async def json_response_off_loop(request: web.Request, obj: dict[str, Any], key: str) -> web.StreamResponse:
+    """:func:`json_response` for a big list or table: encoded in a worker thread (see :func:`dumps_chunked`) and
+    sent in pieces (:func:`send_large`)."""
+    return await send_large(request, await asyncio.to_thread(dumps_chunked, obj, key), JSON)
 
 
 def json_response(obj: Any, status: int = 200, content_type: str = JSON, warnings: Sequence[str] = ()) -> web.Response:
@@ -69,9 +95,30 @@ def flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("1", "true")
 
 
+def created_status() -> dict[str, Any]:
+    """The Success Status a create that makes no object answers (a binding, an eviction), with code 201."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+
+
+def deleted_status(resource: Resource, name: str, uid: str | None) -> dict[str, Any]:
+    """The Success Status a DELETE answers once an object without finalizers is gone."""
+    details = {"name": name, "group": resource.group, "kind": resource.plural, "uid": uid}
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+
 def not_found_path() -> StatusError:
     """The 404 for a path the server does not serve (not for a missing object)."""
     return StatusError(404, "NotFound", "the server could not find the requested resource", None)
+
+
+async def wait_for_resource_version(store: Store, wanted: int) -> None:
+    """Return once the store reached ``wanted``, as the watch cache's ``waitUntilFreshAndBlock``; after
+    :data:`FUTURE_RV_WAIT` seconds raise 504 with ``NewTooLargeResourceVersionError``."""
+    deadline = time.monotonic() + FUTURE_RV_WAIT
+    while store.rv < wanted and time.monotonic() < deadline:  # noqa: ASYNC110 (the store has no "rv reached" event)
+        await asyncio.sleep(0.05)
+    if store.rv < wanted:
+        raise params.too_large_resource_version(wanted, store.rv)
 
 
 async def stream_watch(
@@ -87,7 +134,7 @@ async def stream_watch(
     """
     q = request.query
     stored = watcher.resource
-    timeout = float(q.get("timeoutSeconds") or WATCH_DEFAULT_TIMEOUT)
+    timeout = params.int64_param(q, "timeoutSeconds") or WATCH_DEFAULT_TIMEOUT
     bookmarks = flag(request, "allowWatchBookmarks")
     as_table = wants_table(request)
     response = web.StreamResponse(headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"})

@@ -473,3 +473,53 @@ def parse_field_selector(text: str) -> FieldSelector:
         field, op, raw = split
         terms.append(FieldTerm(field.strip(), op, _unescape_field_value(raw)))
     return FieldSelector(tuple(terms))
+
+
+# --- the field labels each kind supports -----------------------------------------------------------------------------
+# The field labels kube-apiserver 1.32 accepts, by (API group, kind): the AddFieldLabelConversionFunc tables of
+# pkg/apis/core/v1/conversion.go and pkg/apis/batch/v1/conversion.go. Every other kind has apimachinery's
+# DefaultMetaV1FieldSelectorConversion: metadata.name and metadata.namespace only, with its own wording.
+_POD_FIELDS = (
+    "metadata.name", "metadata.namespace", "spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+    "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs",
+    "status.nominatedNodeName",
+)  # fmt: skip
+_EVENT_FIELDS = (
+    "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+    "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason",
+    "reportingComponent", "source", "type", "metadata.namespace", "metadata.name",
+)  # fmt: skip
+FIELD_LABELS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "Pod"): _POD_FIELDS,
+    ("", "Node"): ("metadata.name", "spec.unschedulable"),
+    ("", "ReplicationController"): ("metadata.name", "metadata.namespace", "status.replicas"),
+    ("", "Event"): _EVENT_FIELDS,
+    ("", "Namespace"): ("status.phase", "metadata.name"),
+    ("", "Secret"): ("type", "metadata.namespace", "metadata.name"),
+    ("", "Service"): ("metadata.namespace", "metadata.name", "spec.clusterIP", "spec.type"),
+    ("batch", "Job"): ("metadata.name", "metadata.namespace", "status.successful"),
+}
+
+
+def check_field_labels(group: str, kind: str, selector: FieldSelector) -> None:
+    """400 with upstream's wording when ``selector`` names a field label the kind does not support. (The Pod
+    conversion also accepts the pre-1.0 ``spec.host`` as ``spec.nodeName``; the sandbox does not.)
+
+    >>> check_field_labels("", "ConfigMap", parse_field_selector("spec.x=1"))
+    Traceback (most recent call last):
+    ...
+    labkit.sandbox.api.status.StatusError: "spec.x" is not a known field selector: only "metadata.name", \
+"metadata.namespace"
+    >>> check_field_labels("", "Pod", parse_field_selector("spec.nodeName=n1,status.phase!=Failed"))
+    """
+    supported = FIELD_LABELS.get((group, kind))
+    for term in selector.terms:
+        label = term.field
+        if supported is None and label not in ("metadata.name", "metadata.namespace"):
+            raise bad_request(f'"{label}" is not a known field selector: only "metadata.name", "metadata.namespace"')
+        if supported is not None and label not in supported:
+            raise bad_request(
+                f'field label "{label}" not supported for Job'
+                if kind == "Job"
+                else f"field label not supported: {label}"
+            )

@@ -8,7 +8,7 @@ ipykernel owns the main thread's loop.
 from __future__ import annotations
 
 import asyncio
-import json
+import gc
 import logging
 import ssl
 import threading
@@ -21,48 +21,41 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from labkit.sandbox import logs
-from labkit.sandbox.api import authapis, discovery, patch, schemas, tables
+from labkit.sandbox.api import authapis, discovery, limits, patch, schemas, tables
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
+from labkit.sandbox.api.discovery import VERSION_INFO
 from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
+from labkit.sandbox.api.params import (
+    SUBRESOURCE_SCHEMAS,
+    DeleteOptions,
+    ListOptions,
+    eviction_options,
+    scale_replicas,
+)
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.responses import (
     JSON,
+    created_status,
+    deleted_status,
     flag,
     json_response,
+    json_response_off_loop,
     not_found_path,
     read_body,
     stream_watch,
+    wait_for_resource_version,
     wants_table,
 )
 from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
-from labkit.sandbox.api.status import (
-    StatusError,
-    bad_request,
-    forbidden,
-    method_not_allowed,
-    unauthorized,
-)
+from labkit.sandbox.api.status import StatusError, forbidden, http_status, method_not_allowed, unauthorized
+from labkit.sandbox.api.validation import check_shape, check_types, validate
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
 
 log = logging.getLogger("labkit.sandbox.api.server")
 
-#: What /version says: a k3s-shaped version string, marked as labkit's sandbox.
-VERSION_INFO = {
-    "major": "1",
-    "minor": "32",
-    "gitVersion": "v1.32.5+labkit.sandbox",
-    "gitCommit": "labkit-sandbox",
-    "gitTreeState": "clean",
-    "buildDate": "2026-01-01T00:00:00Z",
-    "goVersion": "n/a (python)",
-    "compiler": "labkit",
-    "platform": "linux/amd64",
-}
-
 SERVICE_ACCOUNTS = RESOURCES.served("", "serviceaccounts")
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -98,9 +91,11 @@ class ApiServer:
         self.server_address = server_address
         self._rbac: dict[tuple[str, str | None], tuple[int, list[dict[str, Any]]]] = {}
         self.authorizer = Authorizer(self._rbac_objects)
-        self.app = web.Application(middlewares=[self._errors, self._authenticate], client_max_size=64 * 1024 * 1024)
+        self.app = web.Application(
+            middlewares=[self._errors, self._authenticate], client_max_size=limits.MAX_REQUEST_BODY
+        )
         self.app.add_routes(extra_routes)  # before the catch-all, which would shadow them
-        self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        self.app.router.add_route("*", r"/{tail:[\s\S]*}", self._dispatch)  # any path, even with a %0A in it
 
     def _rbac_objects(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
         """The roles or bindings the authorizer reads, copied once per change of their type, not per request."""
@@ -120,8 +115,10 @@ class ApiServer:
             return await handler(request)
         except StatusError as e:
             return json_response(e.to_status(), status=e.code)
-        except web.HTTPException:
-            raise
+        except web.HTTPException as e:  # aiohttp's own refusals (a malformed request line...) as a Status too
+            if e.status < 400:
+                raise
+            return json_response(http_status(e.status, e.reason).to_status(), status=e.status)
         except Exception as e:  # an internal error is still answered as a Status, never a traceback page
             log.exception("internal error on %s %s", request.method, request.path)
             return json_response(
@@ -224,7 +221,12 @@ class ApiServer:
             raise forbidden(user.name, verb, t.resource, t.namespace, t.name)
 
     async def _body(self, request: web.Request, t: Target) -> Any:
-        return read_body(await request.read(), request.headers.get("Content-Type", JSON), t.resource)
+        """The request body, read within the size limit and decoded in a worker thread (a big YAML takes a while)."""
+        raw = await limits.read_body(request)
+        body = await asyncio.to_thread(read_body, raw, request.headers.get("Content-Type", JSON), t.resource)
+        if t.subresource in SUBRESOURCE_SCHEMAS:  # a Binding, Eviction, TokenRequest or Scale: typed before use
+            check_types(t.resource, body, SUBRESOURCE_SCHEMAS[t.subresource])
+        return body
 
     def _answer(
         self, request: web.Request, t: Target, obj: dict[str, Any], status: int = 200, warnings: Sequence[str] = ()
@@ -256,25 +258,7 @@ class ApiServer:
             self._authorize(request, verb, t)
             if verb == "watch":
                 return await self._watch(request, t)
-            listing = core.list(
-                t.resource,
-                t.namespace,
-                label_selector=q.get("labelSelector", ""),
-                field_selector=q.get("fieldSelector", ""),
-                limit=int(q["limit"]) if q.get("limit") else None,
-                continue_token=q.get("continue"),
-            )
-            if wants_table(request):
-                return json_response(
-                    tables.to_table(
-                        t.resource,
-                        listing["items"],
-                        list_rv=listing["metadata"]["resourceVersion"],
-                        continue_token=listing["metadata"].get("continue"),
-                        include_object=q.get("includeObject", "Metadata"),
-                    )
-                )
-            return json_response(listing)
+            return await self._list(request, t)
         if method == "GET":
             self._authorize(request, "get", t)
             return self._answer(request, t, core.get(t.resource, t.namespace, t.object_name))
@@ -282,6 +266,7 @@ class ApiServer:
             self._authorize(request, "create", t)
             body = await self._body(request, t)
             if t.resource.group == "authorization.k8s.io":
+                validate(t.resource, body, validation)  # the review reads a well-typed spec only
                 return json_response(authapis.access_review(self.authorizer, request["user"], body), 201)
             obj, warnings = core.create(
                 t.resource, t.namespace, body, manager=manager, validation=validation, dry_run=dry_run
@@ -299,6 +284,31 @@ class ApiServer:
         if method == "DELETE":
             return await self._delete(request, t, dry_run)
         raise method_not_allowed()
+
+    async def _list(self, request: web.Request, t: Target) -> web.StreamResponse:
+        """A LIST, read and turned into a table in a worker thread and encoded item by item there, so a
+        5,000-item answer does not hold the event loop."""
+        options = ListOptions.parse(request.query, t.resource)
+        include, as_table = request.query.get("includeObject", "Metadata"), wants_table(request)
+
+        def build() -> dict[str, Any]:
+            listing = self.core.list(
+                t.resource,
+                t.namespace,
+                label_selector=options.label_selector,
+                field_selector=options.field_selector,
+                limit=options.limit,
+                continue_token=options.continue_token,
+            )
+            if not as_table:
+                return listing
+            rv, cont = listing["metadata"]["resourceVersion"], listing["metadata"].get("continue")
+            return tables.to_table(
+                t.resource, listing["items"], list_rv=rv, continue_token=cont, include_object=include
+            )
+
+        answer = await asyncio.to_thread(build)
+        return await json_response_off_loop(request, answer, "rows" if as_table else "items")
 
     async def _events_v1(self, request: web.Request, t: Target, manager: str) -> web.StreamResponse:
         """``events.k8s.io/v1`` is a second view of the core Events, stored once (as in Kubernetes)."""
@@ -324,7 +334,9 @@ class ApiServer:
             return self._answer(request, t, to_events_v1(core.get(EVENTS, t.namespace, t.object_name)))
         if request.method == "POST" and t.name is None:
             self._authorize(request, "create", t)
-            body = from_events_v1(await self._body(request, t))
+            body = await self._body(request, t)
+            check_shape(t.resource, body)  # before the view is converted
+            body = from_events_v1(body)
             obj, warnings = core.create(EVENTS, t.namespace, body, manager=manager, validation="Ignore")
             return self._answer(request, t, to_events_v1(obj), 201, warnings)
         if request.method == "DELETE" and t.name:
@@ -344,12 +356,14 @@ class ApiServer:
             and request.headers.get("Content-Type", "").startswith("application/apply-patch")
         ):
             self._authorize(request, "create", t)
+        raw = await limits.read_body(request)
+        decoded = await asyncio.to_thread(patch.decode, request.headers.get("Content-Type", ""), raw)
         obj, warnings, created = self.core.patch(
             t.resource,
             t.namespace,
             t.object_name,
             request.headers.get("Content-Type", ""),
-            await request.read(),
+            decoded,
             subresource=subresource,
             manager=manager,
             force=flag(request, "force"),
@@ -359,35 +373,26 @@ class ApiServer:
         return self._answer(request, t, obj, 201 if created else 200, warnings)
 
     async def _delete(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
-        q = request.query
-        options: dict[str, Any] = {}
-        raw = await request.read()
-        if raw:
-            try:
-                options = json.loads(raw)
-            except ValueError as e:
-                raise bad_request(f"error decoding DeleteOptions: {e}") from e
-        propagation = options.get("propagationPolicy") or q.get("propagationPolicy")
-        if options.get("orphanDependents") is True or q.get("orphanDependents") == "true":
-            propagation = "Orphan"
-        grace = options.get("gracePeriodSeconds", q.get("gracePeriodSeconds"))
-        grace = int(grace) if grace is not None else None
-        dry_run = dry_run or "All" in (options.get("dryRun") or [])
+        raw = await limits.read_body(request)
+        content_type = request.headers.get("Content-Type", JSON)
+        options = await asyncio.to_thread(DeleteOptions.parse, raw, content_type, request.query)
+        dry_run = dry_run or options.dry_run
         if t.name is None:
             self._authorize(request, "deletecollection", t)
+            selectors = ListOptions.parse(request.query, t.resource)
             listing = self.core.list(
                 t.resource,
                 t.namespace,
-                label_selector=q.get("labelSelector", ""),
-                field_selector=q.get("fieldSelector", ""),
+                label_selector=selectors.label_selector,
+                field_selector=selectors.field_selector,
             )
             for item in listing["items"]:
                 self.core.delete(
                     t.resource,
                     item["metadata"].get("namespace"),
                     item["metadata"]["name"],
-                    propagation=propagation,
-                    grace_period=grace,
+                    propagation=options.propagation,
+                    grace_period=options.grace_period,
                     dry_run=dry_run,
                 )
             return json_response(listing)
@@ -396,29 +401,16 @@ class ApiServer:
             t.resource,
             t.namespace,
             t.object_name,
-            propagation=propagation,
-            grace_period=grace,
-            preconditions=options.get("preconditions"),
+            propagation=options.propagation,
+            grace_period=options.grace_period,
+            preconditions=options.preconditions,
             dry_run=dry_run,
         )
         if obj["metadata"].get("deletionTimestamp"):
             return self._answer(request, t, obj, 200)
         if t.resource.kind in ("Pod", "Namespace", "Service") or obj.get("kind") != t.resource.kind:
             return self._answer(request, t, obj, 200)
-        return json_response(
-            {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "details": {
-                    "name": t.name,
-                    "group": t.resource.group,
-                    "kind": t.resource.plural,
-                    "uid": obj["metadata"].get("uid"),
-                },
-            }
-        )
+        return json_response(deleted_status(t.resource, t.object_name, obj["metadata"].get("uid")))
 
     async def _subresource(self, request: web.Request, t: Target, manager: str, dry_run: bool) -> web.StreamResponse:
         method, sub, core = request.method, t.subresource, self.core
@@ -452,31 +444,41 @@ class ApiServer:
                 if method == "PUT":
                     body = await self._body(request, t)
                 else:
-                    raw = await request.read()
-                    content_type = request.headers.get("Content-Type", "").split(";")[0]
-                    document = json.loads(raw or b"null")
+                    raw = await limits.read_body(request)
+                    kind, document = patch.decode(request.headers.get("Content-Type", ""), raw)
                     body = (
                         patch.json_patch(current, document)
-                        if content_type == "application/json-patch+json"
+                        if kind == "json"
                         else patch.json_merge_patch(current, document)
                     )
-                replicas = (body.get("spec") or {}).get("replicas")
+                check_types(t.resource, body, SUBRESOURCE_SCHEMAS["scale"])
+                replicas, rv = scale_replicas(body)
                 return json_response(
                     core.set_scale(
                         t.resource,
                         t.namespace,
                         t.object_name,
                         replicas,
-                        (body.get("metadata") or {}).get("resourceVersion") if method == "PUT" else None,
+                        rv if method == "PUT" else None,
                         manager=manager,
                         dry_run=dry_run,
                     )
                 )
         if sub == "binding" and method == "POST":
             core.bind(t.namespace, t.object_name, await self._body(request, t))
-            return json_response(
-                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
+            return json_response(created_status(), 201)
+        if sub == "eviction" and method == "POST":  # as kubectl drain asks (no PodDisruptionBudgets here)
+            options = eviction_options(await self._body(request, t), t.object_name)
+            core.delete(
+                t.resource,
+                t.namespace,
+                t.object_name,
+                grace_period=options.grace_period,
+                preconditions=options.preconditions,
+                propagation=options.propagation,
+                dry_run=dry_run or options.dry_run,
             )
+            return json_response(created_status(), 201)
         if sub == "token" and method == "POST":
             sa = core.get(t.resource, t.namespace, t.object_name)
             return json_response(authapis.token_request(self.tokens, sa, await self._body(request, t)), 201)
@@ -494,14 +496,16 @@ class ApiServer:
         present: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> web.StreamResponse:
         """Stream watch events; *view*/*present* show stored objects as another API group does."""
-        q = request.query
-        rv_text = q.get("resourceVersion", "")
-        label = q.get("labelSelector", "")
-        field = q.get("fieldSelector", "")
-        watcher = self.core.store.watch(
+        options = ListOptions.parse(request.query, t.resource)
+        since = options.resource_version
+        store = self.core.store
+        if since is not None:
+            await wait_for_resource_version(store, since)
+        label, field = options.label_selector, options.field_selector
+        watcher = store.watch(
             t.resource,
             t.namespace,
-            since_rv=int(rv_text) if rv_text not in ("", "0") else None,
+            since_rv=since,
             label_selector=parse_label_selector(label) if label else None,
             field_selector=parse_field_selector(field) if field else None,
         )
@@ -569,6 +573,11 @@ class ServerThread:
         self._ready.wait(30)
         if self._error:
             raise self._error
+        # What is loaded by now (modules, the official schemas, the store's objects) lives as long as the server:
+        # frozen, the full collections that big LISTs trigger no longer walk it (bench_safety.py: /readyz stalls).
+        schemas.schemas()
+        gc.collect()
+        gc.freeze()
         return self
 
     def call(self, fn: Callable[[], Any]) -> Any:

@@ -145,3 +145,16 @@ def unsupported_media_type(content_type: str, hint: str = "") -> StatusError:
         f"application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type!r})"
         + (f"; {hint}" if hint else ""),
     )
+
+
+#: The Status reason of an HTTP failure code, as apimachinery's ``NewGenericServerResponse`` picks it.
+_REASONS = {
+    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+    406: "NotAcceptable", 409: "Conflict", 410: "Expired", 413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests", 504: "Timeout",
+}  # fmt: skip
+
+
+def http_status(code: int, message: str) -> StatusError:
+    """A failure the HTTP layer produced before any API code ran, with the reason that goes with its code."""
+    return StatusError(code, _REASONS.get(code, "BadRequest" if code < 500 else "InternalError"), message)

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkit.errors import SandboxError
+from labkit.sandbox.api.limits import check_object_size
 from labkit.sandbox.api.status import already_exists, bad_request, conflict, gone, invalid, not_found
 from labkit.sandbox.api.watch import ADDED, DELETED, MODIFIED, Change, Key, Pending, changes_after, selected
 from labkit.sandbox.api.watch import Watcher as Watcher  # re-exported: kubelets import it from here
@@ -64,6 +65,9 @@ _MAX_NAME = 63
 #: A watcher whose consumer falls this far behind is ended, as the API server ends slow watchers; the client
 #: then re-lists. Keeps one stuck connection from holding memory forever.
 MAX_PENDING = 10_000
+#: The replay history keeps at most this many bytes of object text (and at most ``history`` changes): large
+#: objects shorten it, and a watch or continue from before it gets 410 Expired, as after an etcd compaction.
+MAX_HISTORY_BYTES = 64 * 1024 * 1024
 
 _CONTINUE_EXPIRED = (
     "The provided continue parameter is too old to display a consistent list result. You can start a new list "
@@ -121,13 +125,15 @@ class Store:
     Thread-safe: the API server's loop and node threads may call it concurrently.
     """
 
-    def __init__(self, path: str | Path, *, history: int = 20_000) -> None:
+    def __init__(self, path: str | Path, *, history: int = 20_000, history_bytes: int = MAX_HISTORY_BYTES) -> None:
         if history < 1:
             raise SandboxError(f"watch history size must be at least 1, got {history}", "pass history=20_000 or more")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._history: collections.deque[Change] = collections.deque(maxlen=history)
+        self._history: collections.deque[Change] = collections.deque()
+        self._history_limits = (history, history_bytes)
+        self._history_size = 0  # bytes of text the history holds
         self._watchers: dict[str, set[Watcher]] = {}
         self._objects: dict[str, dict[Key, _Version]] = {}
         self._written: dict[str, int] = {}  # resource key -> rv of its latest write
@@ -413,6 +419,8 @@ class Store:
         deletion, which takes its body away, writes the row: one page per create or update instead of two.
         """
         rv = self._rv + 1
+        if kind != DELETED:
+            check_object_size(new.text)  # before anything is written: a refused write changes nothing
         if kind == DELETED:
             with self._db:  # one transaction: the row goes, the rv stays
                 self._db.execute("BEGIN")
@@ -432,11 +440,24 @@ class Store:
             table[key] = new
         self._rv = self._written[resource.key] = rv
         change = Change(rv, resource.key, key, kind, new.text, old.text if old else None)
-        self._history.append(change)
+        self._remember(change)
         for watcher in list(self._watchers.get(resource.key, ())):
             view = watcher.view(change, new.obj, old.obj if old else None)
             if view:
                 watcher.push(view)
+
+    def _remember(self, change: Change) -> None:
+        """Append to the replay history, dropping its oldest changes beyond its count and byte limits."""
+        count, size = self._history_limits
+        self._history.append(change)
+        self._history_size += change.size
+        while len(self._history) > count or (self._history_size > size and len(self._history) > 1):
+            self._history_size -= self._history.popleft().size
+
+    @property
+    def history_size(self) -> int:
+        """Bytes of object text the replay history holds (bounded by ``history_bytes``)."""
+        return self._history_size
 
     def _floor(self) -> int:
         """The oldest resourceVersion a watch or a continued list can start from."""

@@ -150,6 +150,56 @@ class _Walk:
             del obj[key]
 
 
+def check_shape(resource: Resource, obj: object) -> None:
+    """400 unless ``obj`` is a map whose ``metadata`` (when set) is a map, before anything reads its metadata.
+
+    >>> from labkit.sandbox.api.registry import RESOURCES
+    >>> check_shape(RESOURCES.served("", "pods"), {"metadata": "x"})
+    Traceback (most recent call last):
+    ...
+    labkit.sandbox.api.status.StatusError: Pod in version "v1" cannot be handled as a Pod: \
+json: cannot unmarshal string into Go struct field Pod.metadata of type v1.ObjectMeta
+    """
+    prefix = f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
+    if not isinstance(obj, dict):
+        go_type = schemas.schemas().node(resource.schema).go_type
+        raise bad_request(prefix + f"json: cannot unmarshal {_json_type(obj)} into Go value of type {go_type}")
+    meta = obj.get("metadata")
+    if meta is None:
+        obj.pop("metadata", None)  # Go decodes null to the zero ObjectMeta
+    elif not isinstance(meta, dict):
+        raise bad_request(
+            prefix + f"json: cannot unmarshal {_json_type(meta)} into Go struct field "
+            f"{resource.kind}.metadata of type v1.ObjectMeta"
+        )
+
+
+def check_types(resource: Resource, obj: object, schema: str = "") -> list[str]:
+    """400 when ``obj`` (by default one of ``resource``'s objects, else the body a subresource takes, named by
+    its ``schema`` definition) holds a value of the wrong JSON type, as decoding into the Go type fails.
+
+    Unlike :func:`validate` it prunes nothing and applies no semantic rule: for status writes and subresource
+    bodies. Returns no warnings (a list, to stand where :func:`validate`'s would).
+
+    >>> check_types(None, {"spec": {"audiences": 5}}, "io.k8s.api.authentication.v1.TokenRequest")
+    Traceback (most recent call last):
+    ...
+    labkit.sandbox.api.status.StatusError: TokenRequest in version "v1" cannot be handled as a TokenRequest: \
+json: cannot unmarshal number into Go struct field TokenRequestSpec.spec.audiences of type []string
+    """
+    schema = schema or resource.schema
+    kind, version = schema.rsplit(".", 2)[2], schema.rsplit(".", 2)[1]
+    prefix = f'{kind} in version "{version}" cannot be handled as a {kind}: '
+    root = schemas.schemas().node(schema)
+    if not isinstance(obj, dict):
+        raise bad_request(prefix + f"json: cannot unmarshal {_json_type(obj)} into Go value of type {root.go_type}")
+    walk = _Walk()
+    walk.fields(root, json.loads(json.dumps(obj)))  # on a copy: the walk prunes, this check must not
+    if walk.type_error:
+        raise bad_request(prefix + walk.type_error)
+    return []
+
+
 def validate(resource: Resource, obj: object, mode: str = "Warn") -> list[str]:
     """Validate ``obj`` in place like the API server; return the warnings to send.
 

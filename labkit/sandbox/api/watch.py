@@ -45,6 +45,9 @@ class WatchSource(Protocol):
 #: What a watcher queues: (event type, the object's JSON text, resourceVersion, the object parsed when the store
 #: has it at hand: shared with the store and every other watcher, so never to be changed).
 Pending = tuple[str, str, int, dict[str, Any] | None]
+#: A watcher whose undelivered events hold more text than this is ended like one with too many of them: twice
+#: the store's history bound, so a watch replaying the whole history still takes live events.
+MAX_PENDING_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,11 @@ class Change:
     type: str
     new: str  # the object the event carries (for DELETED: the last state with the deletion's rv)
     old: str | None  # the state before the write; None for ADDED
+
+    @property
+    def size(self) -> int:
+        """The characters of text this change keeps alive (what bounds the history's memory)."""
+        return len(self.new) + len(self.old or "")
 
 
 def changes_after(history: collections.deque[Change], rv: int) -> list[Change]:
@@ -123,6 +131,7 @@ class Watcher:
         self._thread = threading.get_ident()
         self._lock = threading.Lock()
         self._pending: collections.deque[Pending] = collections.deque()
+        self._pending_size = 0  # characters of object text queued
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -152,7 +161,7 @@ class Watcher:
     async def next_item(self, timeout: float | None) -> Pending | None:  # noqa: ASYNC109
         """The next event as queued (its text, and its shared parse when there is one), or ``None``."""
         with self._lock:
-            item = self._pending.popleft() if self._pending else None
+            item = self._pop()
             waiter = None
             if item is None and not self._closed:
                 waiter = self._waiter = self._loop.create_future()
@@ -170,7 +179,15 @@ class Watcher:
                     if self._waiter is waiter:
                         self._waiter = None
             with self._lock:
-                item = self._pending.popleft() if self._pending else None
+                item = self._pop()
+        return item
+
+    def _pop(self) -> Pending | None:
+        """The oldest queued event, or ``None``; caller holds the lock."""
+        if not self._pending:
+            return None
+        item = self._pending.popleft()
+        self._pending_size -= len(item[1])
         return item
 
     def bookmark(self) -> WatchEvent | None:
@@ -190,6 +207,7 @@ class Watcher:
                 return
             self._closed = True
             self._pending.clear()
+            self._pending_size = 0
             waiter, self._waiter = self._waiter, None
         self._store.unregister(self)
         if waiter is not None:
@@ -237,7 +255,9 @@ class Watcher:
     def prime(self, items: Iterable[Pending]) -> None:
         """Queue the initial events (the synthetic ADDEDs or the replayed history) before live ones."""
         with self._lock:
-            self._pending.extend(items)
+            for item in items:
+                self._pending.append(item)
+                self._pending_size += len(item[1])
 
     def push(self, item: Pending) -> None:
         """Queue one live event and wake the reader; a reader too far behind is ended instead."""
@@ -245,9 +265,10 @@ class Watcher:
         with self._lock:
             if self._closed:
                 return
-            overflow = len(self._pending) >= self._max_pending
+            overflow = len(self._pending) >= self._max_pending or self._pending_size > MAX_PENDING_BYTES
             if not overflow:
                 self._pending.append(item)
+                self._pending_size += len(item[1])
                 waiter, self._waiter = self._waiter, None
         if overflow:
             self.close()
