@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_up(args: argparse.Namespace) -> int:
     info = client.ensure_running(nodes=args.nodes, timeout=args.timeout)
     print(f"sandbox running at {info.server} (pid {info.pid}, {info.nodes} node(s), {info.version})")
+    if info.notice:
+        print(f"note: {info.notice}")
     for node in info.node_processes:
         print(f"  node {node.name}: kubelet pid {node.pid or '-'}, {node.state}")
     print("simulated: k3s nodes with the runwasi WasmEdge shim; wasm modules run for real in wasmtime")

@@ -21,6 +21,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import yaml
 from aiohttp import web
 
 from labkit import config
+from labkit.errors import LabkitError
 from labkit.fsutil import write_atomic
 from labkit.sandbox import client, pki
 from labkit.sandbox.api.apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
@@ -190,37 +192,54 @@ def bootstrap(core: ApiCore) -> None:
             )
 
 
-def _free_port(preferred: int | None) -> int:
-    """The previous port when it is still free (so an old kubeconfig keeps working), else any."""
-    if preferred:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is fine
-            try:
-                s.bind(("127.0.0.1", preferred))
-                return preferred
-            except OSError:
-                pass
-    return 0
+def _previous_port(paths: dict[str, Path]) -> int | None:
+    """The port the last daemon served on: from server.json while it runs, else from the kubeconfig it wrote."""
+    port = (client._read_info(paths) or {}).get("port")
+    if isinstance(port, int):
+        return port
+    try:
+        document = yaml.safe_load(paths["kubeconfig"].read_text())
+        server = str(document["clusters"][0]["cluster"]["server"])
+        return urllib.parse.urlsplit(server).port
+    except (OSError, yaml.YAMLError, LookupError, TypeError, ValueError):
+        return None
+
+
+def choose_port(preferred: int | None, kubeconfig: Path) -> tuple[int, str]:
+    """(port, notice): *preferred* when it is free, so a copied kubeconfig keeps working; else 0 (any) and why."""
+    if not preferred:
+        return 0, ""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is fine
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred, ""
+        except OSError as err:
+            return 0, (
+                f"port {preferred} is taken ({err.strerror}), so the sandbox API server listens on another port; "
+                f"{kubeconfig} is rewritten with it, and a copy of the old kubeconfig needs the new address"
+            )
 
 
 def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
     paths = client.sandbox_paths(home)
-    paths["root"].mkdir(parents=True, exist_ok=True)
+    config.private_dir(paths["root"])  # refuses a state directory other users can write
     secret = _private_file(paths["secret"], secrets.token_bytes(32))
     token = _private_file(paths["token"], secrets.token_urlsafe(32).encode()).decode().strip()
     store = Store(paths["state"])
     core = ApiCore(store)
     bootstrap(core)
     ensure_nodes(core, nodes or max(len(sandbox_nodes(core)), 1), ready=False)
-    previous = client._read_info(paths) or {}
     tokens = TokenAuthority(secret, token)
     _, crt, key = pki.ensure_certificates(paths["root"])
     kubelets = KubeletProcesses(paths["root"], paths["ca"])
     nodes_door = NodesDoor(core, tokens, kubelets, run_kubelets)
     server = ApiServer(core, tokens, paths["pod_logs"], extra_routes=nodes_door.routes())
-    thread = ServerThread(
-        server, port=_free_port(previous.get("port")), ssl_context=pki.server_context(crt, key)
-    ).start()
+    port, notice = choose_port(_previous_port(paths), paths["kubeconfig"])
+    thread = ServerThread(server, port=port, ssl_context=pki.server_context(crt, key)).start()
+    if notice:
+        notice += f" ({thread.url})"
+        log.warning("%s", notice)
     kubelets.server = thread.url
     nodes_door.start_kubelets(sandbox_nodes(core))
     tasks = thread.call(lambda: [asyncio.ensure_future(controller(core)) for controller in DAEMON_CONTROLLERS])
@@ -231,6 +250,7 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
         "port": thread.port,
         "version": VERSION_INFO["gitVersion"],
         "started": time.time(),
+        **({"notice": notice} if notice else {}),
     }
     write_atomic(paths["info"], json.dumps(info), mode=0o600)
     log.info("labkit sandbox serving on %s (state %s)", thread.url, paths["state"])
@@ -348,7 +368,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    serve(args.home, args.nodes, run_kubelets=not args.no_kubelets)
+    try:
+        serve(args.home, args.nodes, run_kubelets=not args.no_kubelets)
+    except LabkitError as err:
+        log.error("%s", err)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

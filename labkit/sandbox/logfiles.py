@@ -7,6 +7,7 @@ them (:mod:`labkit.sandbox.logs`), the shared disk standing in for the kubelet's
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,7 @@ class LogDirectory:
 
     def writer(self, pod: dict[str, Any], container: str, restart_count: int) -> LogWriter:
         path = self.directory(pod, container) / f"{restart_count}.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return LogWriter(path)
 
 
@@ -40,7 +41,8 @@ class LogWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._file = path.open("a", encoding="utf-8")
+        # 0600 whatever the umask: a container's output may carry its secrets
+        self._file = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a", encoding="utf-8")
 
     def write(self, stream: str, text: str) -> None:
         with self._lock:
