@@ -35,6 +35,7 @@ from labkit.fsutil import write_atomic
 from labkit.sandbox import client, pki
 from labkit.sandbox.api.apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
 from labkit.sandbox.api.auth import NODE_RULES, NODES_GROUP, TokenAuthority
+from labkit.sandbox.api.escalation import missing_rules
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.server import VERSION_INFO, ApiServer, ServerThread
 from labkit.sandbox.api.status import StatusError
@@ -95,6 +96,12 @@ def _find(core: ApiCore, res: Resource, ns: str | None, name: str) -> dict[str, 
         raise
 
 
+def _auto_update(role: dict[str, Any]) -> bool:
+    """Whether the bootstrap may reconcile *role* (``rbac.authorization.kubernetes.io/autoupdate`` is not "false")."""
+    annotations = role["metadata"].get("annotations") or {}
+    return bool(annotations.get("rbac.authorization.kubernetes.io/autoupdate") != "false")
+
+
 def bootstrap(core: ApiCore) -> None:
     """The objects a fresh k3s cluster has before anyone applies anything."""
     ns_res = RESOURCES.served("", "namespaces")
@@ -143,11 +150,13 @@ def bootstrap(core: ApiCore) -> None:
     defaults = {
         "cluster-admin": everything,
         "admin": [
+            {"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"], "verbs": ["*"]},
+            # upstream's admin writes roles and bindings but may not bind or escalate: what it grants, it must hold
             {
-                "apiGroups": ["", "apps", "batch", "rbac.authorization.k8s.io", "discovery.k8s.io"],
-                "resources": ["*"],
-                "verbs": ["*"],
-            }
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["roles", "rolebindings"],
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            },
         ],
         "edit": [
             {
@@ -159,17 +168,19 @@ def bootstrap(core: ApiCore) -> None:
         "view": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"], "verbs": read}],
         # the kubelet's rights as RBAC shows them (kubectl auth can-i --as=system:node:<name>)
         "system:node": copy.deepcopy(NODE_RULES),
-        # every authenticated user may ask what it may do (kubectl auth can-i)
+        # every authenticated user may ask who it is and what it may do (kubectl auth whoami, auth can-i)
         "system:basic-user": [
             {
                 "apiGroups": ["authorization.k8s.io"],
                 "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
                 "verbs": ["create"],
-            }
+            },
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
         ],
     }
     for name, rules in defaults.items():
-        if _find(core, roles, None, name) is None:
+        found = _find(core, roles, None, name)
+        if found is None:
             core.create(
                 roles,
                 None,
@@ -178,8 +189,16 @@ def bootstrap(core: ApiCore) -> None:
                     "rules": rules,
                 },
             )
+        elif (missing := missing_rules(found.get("rules") or [], rules)) and _auto_update(found):
+            # as the API server reconciles its bootstrap roles at start: the missing rules are added
+            # (computeReconciledRole in pkg/registry/rbac/reconciliation/reconcile_role.go)
+            core.replace(roles, None, name, {**found, "rules": [*(found.get("rules") or []), *missing]})
     bindings = RESOURCES.served("rbac.authorization.k8s.io", "clusterrolebindings")
-    for name, group in (("system:basic-user", "system:authenticated"), ("system:node", NODES_GROUP)):
+    for name, group in (
+        ("cluster-admin", "system:masters"),  # upstream's bootstrap binding: what `auth can-i --list` shows admins
+        ("system:basic-user", "system:authenticated"),
+        ("system:node", NODES_GROUP),
+    ):
         if _find(core, bindings, None, name) is None:
             core.create(
                 bindings,

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from labkit.sandbox import logs
-from labkit.sandbox.api import authapis, discovery, patch, schemas, tables
+from labkit.sandbox.api import authapis, discovery, escalation, impersonation, patch, schemas, tables
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
 from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
 from labkit.sandbox.api.registry import RESOURCES, Resource
@@ -143,7 +143,7 @@ class ApiServer:
         user = self.tokens.authenticate(token, sa_exists) if token else None
         if user is None:
             raise unauthorized()
-        request["user"] = user
+        request["user"] = impersonation.impersonate(user, request.headers, self.authorizer)
         return await handler(request)
 
     # -------------------------------------------------------------- routing
@@ -223,6 +223,10 @@ class ApiServer:
         if not self.authorizer.allowed(user, verb, t.resource.group, resource, t.namespace, t.name):
             raise forbidden(user.name, verb, t.resource, t.namespace, t.name)
 
+    def _guard(self, request: web.Request, t: Target) -> escalation.Guard | None:
+        """RBAC's escalation check for a write of a role or binding (None for other kinds)."""
+        return escalation.guard(self.authorizer, request["user"], t.resource, t.namespace)
+
     async def _body(self, request: web.Request, t: Target) -> Any:
         return read_body(await request.read(), request.headers.get("Content-Type", JSON), t.resource)
 
@@ -281,17 +285,30 @@ class ApiServer:
         if method == "POST" and t.name is None:
             self._authorize(request, "create", t)
             body = await self._body(request, t)
-            if t.resource.group == "authorization.k8s.io":
-                return json_response(authapis.access_review(self.authorizer, request["user"], body), 201)
+            if t.resource.group in ("authorization.k8s.io", "authentication.k8s.io"):
+                return json_response(authapis.review(self.authorizer, request["user"], t.resource.kind, body), 201)
             obj, warnings = core.create(
-                t.resource, t.namespace, body, manager=manager, validation=validation, dry_run=dry_run
+                t.resource,
+                t.namespace,
+                body,
+                manager=manager,
+                validation=validation,
+                dry_run=dry_run,
+                guard=self._guard(request, t),
             )
             return self._answer(request, t, obj, 201, warnings)
         if method == "PUT" and t.name:
             self._authorize(request, "update", t)
             body = await self._body(request, t)
             obj, warnings = core.replace(
-                t.resource, t.namespace, t.object_name, body, manager=manager, validation=validation, dry_run=dry_run
+                t.resource,
+                t.namespace,
+                t.object_name,
+                body,
+                manager=manager,
+                validation=validation,
+                dry_run=dry_run,
+                guard=self._guard(request, t),
             )
             return self._answer(request, t, obj, 200, warnings)
         if method == "PATCH" and t.name:
@@ -355,6 +372,7 @@ class ApiServer:
             force=flag(request, "force"),
             validation=validation,
             dry_run=dry_run,
+            guard=self._guard(request, t),
         )
         return self._answer(request, t, obj, 201 if created else 200, warnings)
 

@@ -104,16 +104,33 @@ def gone(message: str) -> StatusError:
 
 
 def forbidden(user: str, verb: str, resource: Resource, namespace: str | None, name: str | None = None) -> StatusError:
-    what = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+    return forbidden_request(user, verb, resource.group, resource.plural, namespace, name)
+
+
+def forbidden_request(
+    user: str, verb: str, group: str, resource: str, namespace: str | None, name: str | None = None
+) -> StatusError:
+    """The authorizer's 403 (``responsewriters.Forbidden``); *resource* may name a subresource (``pods/log``)."""
+    plural = resource.split("/", 1)[0]
+    what = f"{plural}.{group}" if group else plural
     named = f' "{name}"' if name else ""
     scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+    details: dict[str, Any] = {"name": name} if name else {}
+    details.update({"group": group} if group else {})
+    details["kind"] = plural
     return StatusError(
         403,
         "Forbidden",
-        f'{what}{named} is forbidden: User "{user}" cannot {verb} resource "{resource.plural}" '
-        f'in API group "{resource.group}"{scope}',
-        _details(resource, name),
+        f'{what}{named} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group "{group}"{scope}',
+        details,
     )
+
+
+def forbidden_because(resource: Resource, name: str, reason: str) -> StatusError:
+    """``errors.NewForbidden(groupResource, name, err)``: a 403 whose reason is not the authorizer's."""
+    what = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+    named = f' "{name}"' if name else ""
+    return StatusError(403, "Forbidden", f"{what}{named} is forbidden: {reason}", _details(resource, name))
 
 
 def unauthorized() -> StatusError:
