@@ -37,7 +37,7 @@ def private_dir(path: Path) -> Path:
     """Make *path* a directory only its owner can enter (0700), creating it and missing parents so; returns it.
 
     An existing directory that is only readable by others is tightened to 0700 (it is labkit's own). One that
-    another user can write, or whose parent another user can write (without the sticky bit of ``/tmp``), is
+    another user can write, or whose parent everyone can write (without the sticky bit of ``/tmp``), is
     refused: someone may already have swapped a file in it, so the owner must look and fix it.
     """
     path = Path(path)
@@ -58,8 +58,10 @@ def private_dir(path: Path) -> Path:
             "so they could change the sandbox's state or read its secrets",
             f"make it yours alone: chmod 700 {path}",
         )
+    # A group-writable parent is common (container images make $HOME group-writable for their one user), so
+    # only a world-writable one without the sticky bit of /tmp is refused.
     parent = path.parent.stat()
-    if parent.st_mode & _SHARED_WRITE and not parent.st_mode & stat.S_ISVTX:
+    if parent.st_mode & stat.S_IWOTH and not parent.st_mode & stat.S_ISVTX:
         raise LabkitError(
             f"{path.parent} can be written by other users (mode {stat.S_IMODE(parent.st_mode):o}), "
             f"so they could replace {path}",

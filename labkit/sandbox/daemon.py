@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import base64
 import copy
+import errno
 import json
 import logging
 import os
@@ -226,7 +227,7 @@ def _previous_port(paths: dict[str, Path]) -> int | None:
 
 def choose_port(preferred: int | None, kubeconfig: Path) -> tuple[int, str]:
     """(port, notice): *preferred* when it is free, so a copied kubeconfig keeps working; else 0 (any) and why."""
-    if not preferred:
+    if not preferred or not 0 < preferred < 65536:
         return 0, ""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is fine
@@ -234,8 +235,9 @@ def choose_port(preferred: int | None, kubeconfig: Path) -> tuple[int, str]:
             s.bind(("127.0.0.1", preferred))
             return preferred, ""
         except OSError as err:
+            why = "is taken" if err.errno == errno.EADDRINUSE else "cannot be used"
             return 0, (
-                f"port {preferred} is taken ({err.strerror}), so the sandbox API server listens on another port; "
+                f"port {preferred} {why} ({err.strerror}), so the sandbox API server listens on another port; "
                 f"{kubeconfig} is rewritten with it, and a copy of the old kubeconfig needs the new address"
             )
 

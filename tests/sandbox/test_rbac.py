@@ -257,3 +257,12 @@ def test_whoami_and_can_i_list_for_the_admin_and_discovery_lists_the_reviews(kub
     assert resources == ["selfsubjectreviews.authentication.k8s.io"]
     reviews = kubectl("api-resources", "--api-group=authorization.k8s.io", "-o", "name").stdout.split()
     assert "selfsubjectrulesreviews.authorization.k8s.io" in reviews
+
+
+def test_a_refused_subresource_is_named_with_its_subresource_as_upstream(raw, namespace, author) -> None:
+    code, status = raw("GET", f"/api/v1/namespaces/{namespace}/pods/anything/log", auth=author)
+    assert (code, status["details"]) == (403, {"name": "anything", "kind": "pods"})
+    assert status["message"] == (
+        f'pods "anything" is forbidden: User "system:serviceaccount:{namespace}:author" cannot get resource '
+        f'"pods/log" in API group "" in the namespace "{namespace}"'
+    )

@@ -160,14 +160,17 @@ class Authorizer:
         self._lookup = lookup
 
     def _rules(self, user: User, namespace: str | None) -> Iterable[dict[str, Any]]:
+        roles = {r["metadata"]["name"]: r for r in self._lookup("clusterroles", None)}
         for binding in self._lookup("clusterrolebindings", None):
             if any(_subject_matches(s, user) for s in binding.get("subjects") or ()):
-                yield from self.role_rules("ClusterRole", binding["roleRef"]["name"], None) or ()
+                yield from (roles.get(binding["roleRef"]["name"]) or {}).get("rules") or ()
         if namespace:
+            local = {r["metadata"]["name"]: r for r in self._lookup("roles", namespace)}
             for binding in self._lookup("rolebindings", namespace):
                 if any(_subject_matches(s, user, namespace) for s in binding.get("subjects") or ()):
                     ref = binding["roleRef"]
-                    yield from self.role_rules(ref.get("kind", ""), ref["name"], namespace) or ()
+                    role = (roles if ref.get("kind") == "ClusterRole" else local).get(ref["name"]) or {}
+                    yield from role.get("rules") or ()
 
     def rules_for(self, user: User, namespace: str | None) -> list[dict[str, Any]]:
         """Every RBAC rule that applies to *user* in *namespace* (``RulesFor``): cluster-wide ones, then local ones."""

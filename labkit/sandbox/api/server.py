@@ -38,7 +38,7 @@ from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selec
 from labkit.sandbox.api.status import (
     StatusError,
     bad_request,
-    forbidden,
+    forbidden_request,
     method_not_allowed,
     unauthorized,
 )
@@ -221,7 +221,7 @@ class ApiServer:
         user: User = request["user"]
         resource = f"{t.resource.plural}/{t.subresource}" if t.subresource else t.resource.plural
         if not self.authorizer.allowed(user, verb, t.resource.group, resource, t.namespace, t.name):
-            raise forbidden(user.name, verb, t.resource, t.namespace, t.name)
+            raise forbidden_request(user.name, verb, t.resource.group, resource, t.namespace, t.name)
 
     def _guard(self, request: web.Request, t: Target) -> escalation.Guard | None:
         """RBAC's escalation check for a write of a role or binding (None for other kinds)."""

@@ -103,10 +103,6 @@ def gone(message: str) -> StatusError:
     return StatusError(410, "Expired", message)
 
 
-def forbidden(user: str, verb: str, resource: Resource, namespace: str | None, name: str | None = None) -> StatusError:
-    return forbidden_request(user, verb, resource.group, resource.plural, namespace, name)
-
-
 def forbidden_request(
     user: str, verb: str, group: str, resource: str, namespace: str | None, name: str | None = None
 ) -> StatusError:
