@@ -11,12 +11,14 @@ for the impersonated account.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
-
-from multidict import MultiMapping
 
 from labkit.sandbox.api.auth import Authorizer, User
 from labkit.sandbox.api.status import bad_request, forbidden_request
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 USER_HEADER = "Impersonate-User"
 GROUP_HEADER = "Impersonate-Group"
@@ -24,8 +26,6 @@ UID_HEADER = "Impersonate-Uid"
 EXTRA_PREFIX = "impersonate-extra-"
 AUTHENTICATED, UNAUTHENTICATED, ANONYMOUS = "system:authenticated", "system:unauthenticated", "system:anonymous"
 SA_PREFIX = "system:serviceaccount:"
-#: The request's headers (aiohttp's case-insensitive multi-dict).
-Headers = MultiMapping[str]
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ def _split_service_account(username: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
-def _requests(headers: Headers) -> list[_Wanted]:
+def _requests(request: web.Request) -> list[_Wanted]:
+    headers = request.headers  # case-insensitive, every value of a repeated header
     wanted: list[_Wanted] = []
     user = headers.get(USER_HEADER, "")
     if user:
@@ -76,12 +77,12 @@ def _requests(headers: Headers) -> list[_Wanted]:
     return wanted
 
 
-def impersonate(requester: User, headers: Headers, authorizer: Authorizer) -> User:
-    """The user the request acts as: *requester*, or whom its headers name once each is authorized (403 if not)."""
-    wanted = _requests(headers)
+def impersonate(requester: User, request: web.Request, authorizer: Authorizer) -> User:
+    """The user *request* acts as: *requester*, or whom its headers name once each is authorized (403 if not)."""
+    wanted = _requests(request)
     if not wanted:
         return requester
-    groups_given = bool(headers.getall(GROUP_HEADER, []))
+    groups_given = bool(request.headers.getall(GROUP_HEADER, []))
     username, uid, account = "", "", None
     groups: list[str] = []
     extra: dict[str, list[str]] = {}

@@ -143,7 +143,7 @@ class ApiServer:
         user = self.tokens.authenticate(token, sa_exists) if token else None
         if user is None:
             raise unauthorized()
-        request["user"] = impersonation.impersonate(user, request.headers, self.authorizer)
+        request["user"] = impersonation.impersonate(user, request, self.authorizer)
         return await handler(request)
 
     # -------------------------------------------------------------- routing
