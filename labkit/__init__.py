@@ -15,6 +15,7 @@ from labkit.errors import (
     CheckFailed,
     ClusterUnreachable,
     ContextNotAllowed,
+    Diagnosis,
     ImageError,
     InvalidManifest,
     LabkitError,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:  # the lazy names below, with their real types
     from labkit import manifests as manifests
     from labkit import wasm as wasm
     from labkit.cluster import Cluster, api_call, connect
-    from labkit.diagnosis import Diagnosis, diagnose
+    from labkit.diagnosis import diagnose
     from labkit.evidence import events, logs
     from labkit.host import host_for_backend
     from labkit.host.runtimes import runtime_table, wait_for_containerd_config
@@ -48,7 +49,6 @@ _LAZY = {
     "Cluster": "labkit.cluster",
     "api_call": "labkit.cluster",
     "connect": "labkit.cluster",
-    "Diagnosis": "labkit.diagnosis",
     "diagnose": "labkit.diagnosis",
     "events": "labkit.evidence",
     "logs": "labkit.evidence",

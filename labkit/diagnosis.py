@@ -11,13 +11,13 @@ pure (a pod, its events, its logs); :func:`diagnose` fetches those through the A
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from labkit import evidence
+from labkit.errors import Diagnosis
 
 if TYPE_CHECKING:
     from labkit.cluster import Cluster
@@ -28,46 +28,6 @@ TAIL_LINES = 8
 IMAGE_REASONS = ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName")
 #: Pod annotations crun reads to run a container as wasm (crun src/libcrun/handlers/handler-utils.c).
 CRUN_WASM_ANNOTATION = "module.wasm.image/variant"
-
-
-@dataclass
-class Diagnosis:
-    """What is wrong (``summary``), why (``cause``), what to change (``fix``), and the lines that show it."""
-
-    summary: str
-    cause: str = ""
-    fix: str = ""
-    evidence: list[str] = field(default_factory=list)
-    #: The known failure matched (e.g. ``"runtime-handler-missing"``), ``None`` when no known failure was found.
-    signature: str | None = None
-
-    def __str__(self) -> str:
-        lines = [self.summary]
-        if self.cause:
-            lines.append(f"  cause: {self.cause}")
-        if self.fix:
-            lines.append(f"  fix:   {self.fix}")
-        if self.evidence:
-            lines.append("  evidence:")
-            lines += [f"    {e}" for e in self.evidence]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        ok = self.signature is None
-        colour = "#2e7d32" if ok else "#c62828"
-        rows = "".join(
-            f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{html.escape(v)}</td></tr>"
-            for k, v in (("cause", self.cause), ("fix", self.fix))
-            if v
-        )
-        evidence = "".join(f"<li><code>{html.escape(e)}</code></li>" for e in self.evidence)
-        tag = f" <small>[{html.escape(self.signature)}]</small>" if self.signature else ""
-        return (
-            f"<div style='border-left:4px solid {colour};padding:4px 8px'>"
-            f"<b style='color:{colour}'>{html.escape(self.summary)}</b>{tag}<table>{rows}</table>"
-            + (f"<details><summary>evidence</summary><ul>{evidence}</ul></details>" if evidence else "")
-            + "</div>"
-        )
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """One exception hierarchy for everything labkit raises at a learner.
 
 Every message names the problem *and* the fix, so a notebook cell that fails
-shows one readable paragraph instead of a traceback soup.
+shows one readable paragraph instead of a traceback soup. A :class:`WaitFailed` carries the
+:class:`Diagnosis` of what it waited for: the explanation is part of the error, as a Status is of an ApiError.
 
 >>> raise ContextNotAllowed("prod")          # doctest: +SKIP
 labkit.errors.ContextNotAllowed: kubeconfig context 'prod' is not on labkit's allow-list ...
@@ -9,12 +10,11 @@ labkit.errors.ContextNotAllowed: kubeconfig context 'prod' is not on labkit's al
 
 from __future__ import annotations
 
+import html
 import os
 import traceback
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from labkit.diagnosis import Diagnosis
+from dataclasses import dataclass, field
+from typing import Any
 
 
 class LabkitError(Exception):
@@ -126,10 +126,50 @@ class InvalidManifest(LabkitError):
     """A manifest (built, loaded from YAML or about to be applied) that cannot be right."""
 
 
+@dataclass
+class Diagnosis:
+    """What is wrong (``summary``), why (``cause``), what to change (``fix``), and the lines that show it."""
+
+    summary: str
+    cause: str = ""
+    fix: str = ""
+    evidence: list[str] = field(default_factory=list)
+    #: The known failure matched (e.g. ``"runtime-handler-missing"``), ``None`` when no known failure was found.
+    signature: str | None = None
+
+    def __str__(self) -> str:
+        lines = [self.summary]
+        if self.cause:
+            lines.append(f"  cause: {self.cause}")
+        if self.fix:
+            lines.append(f"  fix:   {self.fix}")
+        if self.evidence:
+            lines.append("  evidence:")
+            lines += [f"    {e}" for e in self.evidence]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        ok = self.signature is None
+        colour = "#2e7d32" if ok else "#c62828"
+        rows = "".join(
+            f"<tr><th style='text-align:left;padding-right:1em'>{k}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in (("cause", self.cause), ("fix", self.fix))
+            if v
+        )
+        evidence = "".join(f"<li><code>{html.escape(e)}</code></li>" for e in self.evidence)
+        tag = f" <small>[{html.escape(self.signature)}]</small>" if self.signature else ""
+        return (
+            f"<div style='border-left:4px solid {colour};padding:4px 8px'>"
+            f"<b style='color:{colour}'>{html.escape(self.summary)}</b>{tag}<table>{rows}</table>"
+            + (f"<details><summary>evidence</summary><ul>{evidence}</ul></details>" if evidence else "")
+            + "</div>"
+        )
+
+
 class WaitFailed(LabkitError):
     """A wait for a cluster state timed out or met a failure it cannot recover from.
 
-    ``diagnosis`` is the :class:`labkit.diagnosis.Diagnosis` of what was waited for (or ``None``).
+    ``diagnosis`` is the :class:`Diagnosis` of what was waited for (or ``None``).
     """
 
     def __init__(self, problem: str, fix: str | None = None, diagnosis: Diagnosis | None = None) -> None:

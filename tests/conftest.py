@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.sandboxes import sandbox_daemon
+
 #: Variables that steer labkit; tests that read them start from a clean slate.
 LABKIT_ENV = ("LABKIT_BACKEND", "LABKIT_ALLOWED_CONTEXTS", "KUBECONFIG", "WASMEDGE_PLUGIN_PATH")
 
@@ -53,28 +55,21 @@ def write_kubeconfig(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="module")
 def sandbox_cluster(tmp_path_factory):
     """A ``labkit.connect("sandbox")`` Cluster on a private 1-node sandbox daemon, for one test module."""
-    from labkit.sandbox import client as daemon
+    from labkit.cluster import connect
 
     home = tmp_path_factory.mktemp("labkit-home")
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, sandbox_daemon(home, nodes=1):
         mp.setenv("LABKIT_HOME", str(home))
         mp.setenv("LABKIT_PROGRESS", "plain")
         mp.delenv("LABKIT_BACKEND", raising=False)
-        daemon.ensure_running(nodes=1, home=home / "sandbox")
-        from labkit.cluster import connect
-
         yield connect("sandbox")
-        daemon.stop(home=home / "sandbox")
 
 
 @pytest.fixture
 def private_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A 1-node sandbox daemon under ``tmp_path/home`` (LABKIT_HOME, which notebook kernels inherit), stopped after."""
-    from labkit.sandbox import client as daemon
-
     home = tmp_path / "home"
     monkeypatch.setenv("LABKIT_HOME", str(home))
     monkeypatch.delenv("LABKIT_BACKEND", raising=False)
-    daemon.ensure_running(nodes=1, home=home / "sandbox")
-    yield home
-    daemon.stop(home=home / "sandbox")
+    with sandbox_daemon(home, nodes=1):
+        yield home

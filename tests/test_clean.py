@@ -40,6 +40,7 @@ def labkit(home, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_clean_removes_exactly_the_labelled_objects(home):
     cluster = connect("sandbox")
 

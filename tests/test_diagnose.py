@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from labkit.diagnosis import Diagnosis, diagnose, diagnose_pod
+from labkit.diagnosis import diagnose, diagnose_pod
+from labkit.errors import Diagnosis
 
 IMAGE = "ghcr.io/containerd/runwasi/wasi-demo-app:latest"
 

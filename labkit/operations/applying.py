@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import yaml
 
@@ -11,9 +11,6 @@ from labkit import resources
 from labkit.cluster import Cluster, api_call
 from labkit.config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
 from labkit.errors import ApiError, InvalidManifest
-
-if TYPE_CHECKING:
-    from labkit.operations.namespaces import Lab
 
 #: labkit's field manager for server-side apply: re-running a cell re-applies as the same owner.
 FIELD_MANAGER = "labkit"
@@ -52,12 +49,25 @@ def _documents(objects_or_yaml: Any) -> list[dict[str, Any]]:
     return docs
 
 
+class LabRef(Protocol):
+    """What :func:`apply` reads of a lab: its name (the ``labkit.io/lab`` label) and its namespace.
+
+    :class:`labkit.operations.namespaces.Lab` is one; so is anything with these two attributes.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+
 def _describe_obj(body: dict[str, Any]) -> str:
     return f"{body['kind']}/{body['metadata']['name']}"
 
 
 def apply(
-    cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = None, lab: Lab | str | None = None
+    cluster: Cluster, objects_or_yaml: Any, *, namespace: str | None = None, lab: LabRef | str | None = None
 ) -> list[dict[str, Any]]:
     """Server-side apply (field manager ``labkit``, forced) of dicts or YAML text; returns the applied objects.
 

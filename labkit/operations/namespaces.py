@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from labkit import evidence, resources
 from labkit.config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
-from labkit.diagnosis import Diagnosis, diagnose
-from labkit.errors import LabkitError
+from labkit.diagnosis import diagnose
+from labkit.errors import Diagnosis, LabkitError
 from labkit.manifests.checks import dns_label
 from labkit.operations.applying import apply
 from labkit.operations.deleting import delete, wait_gone

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from kubernetes import watch
 
 from labkit import evidence, resources
-from labkit.diagnosis import Diagnosis, diagnose_pod
-from labkit.errors import ApiError, LabkitError, WaitFailed
+from labkit.diagnosis import diagnose_pod
+from labkit.errors import ApiError, Diagnosis, LabkitError, WaitFailed
 from labkit.widgets import Progress, progress
 
 if TYPE_CHECKING:

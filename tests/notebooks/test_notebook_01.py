@@ -18,7 +18,7 @@ from labkit import config
 from labkit.host import host_for_backend
 from labkit.runner import run_notebook
 
-pytestmark = pytest.mark.notebooks
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]  # each runs notebooks in kernels: 10-30 s
 
 NOTEBOOK = config.project_root() / "notebooks" / "01-wasi-demo-app.ipynb"
 LAB = "01-wasi-demo-app"
@@ -54,7 +54,6 @@ def test_notebook_follows_the_kit_conventions():
         assert heading in markdown
 
 
-@pytest.mark.slow
 def test_run_leaves_no_lab_and_keeps_what_k3s_made(tmp_path: Path, private_sandbox: Path):
     from labkit.cluster import connect
 

@@ -21,7 +21,7 @@ from labkit.host import host_for_backend
 from labkit.host.changes import BACKUP_DIR
 from labkit.runner import run_notebook
 
-pytestmark = pytest.mark.notebooks
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]  # each runs notebooks in kernels: 10-30 s
 
 NOTEBOOK = config.project_root() / "notebooks" / "02-crun-swap.ipynb"
 LAB = "02-crun-swap"
@@ -62,7 +62,6 @@ def fingerprint(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.mark.slow
 def test_run_leaves_the_node_byte_identical_and_no_lab(tmp_path: Path, private_sandbox: Path):
     from labkit.cluster import connect
 

@@ -19,7 +19,7 @@ import pytest
 from labkit import config
 from labkit.runner import NotebookResult, available_notebooks, lab_namespace, run_notebook
 
-pytestmark = pytest.mark.notebooks
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]  # each runs notebooks in kernels: 10-30 s
 
 SANITIZE = Path(__file__).with_name("sanitize.cfg")
 NOTEBOOKS = available_notebooks()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sandboxes import sandbox_daemon
+
 #: A plain kubectl 1.32 binary when the machine has the Google Cloud SDK dispatcher; else whatever is on PATH.
 _VERSIONED = Path("/usr/lib/google-cloud-sdk/bin/kubectl.1.32")
 KUBECTL = str(_VERSIONED) if _VERSIONED.exists() else shutil.which("kubectl")
@@ -55,12 +57,8 @@ def sandbox_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sandbox(sandbox_home):
     """A running 2-node sandbox daemon (a separate process), stopped at the end of the session."""
-    from labkit.sandbox import client as daemon
-
-    home = sandbox_home / "sandbox"
-    info = daemon.ensure_running(nodes=2, home=home)
-    yield info
-    daemon.stop(home=home)
+    with sandbox_daemon(sandbox_home, nodes=2) as info:
+        yield info
 
 
 @pytest.fixture(scope="session")

@@ -173,6 +173,7 @@ def test_deletion_semantics(raw, namespace):
     assert code == 200 and "ownerReferences" not in kept["metadata"]
 
 
+@pytest.mark.slow  # restarts a real daemon
 def test_objects_survive_daemon_restart(sandbox_home, tmp_path):
     """down/up keeps every object: state lives in SQLite, not in the process."""
     from labkit.sandbox import client as daemon

@@ -535,6 +535,7 @@ def test_pod_ips_are_unique_and_released(cluster: Cluster) -> None:
     assert cluster.wait_for(lambda: (cluster.pod("d") or {}).get("status", {}).get("podIP"), "d's IP") == ips["a"]
 
 
+@pytest.mark.slow  # restarts a real daemon
 def test_pods_are_recovered_after_a_daemon_restart(tmp_path: Path) -> None:
     first = Cluster(tmp_path)
     first.run_pod("survivor", restartPolicy="Always")

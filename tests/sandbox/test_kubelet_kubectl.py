@@ -14,6 +14,7 @@ from labkit.containerd import ContainerdPaths, RuntimeSpec, runtime_tables
 from labkit.host import SandboxHost
 from labkit.imagestore import ImageStore
 from labkit.sandbox import client as daemon
+from tests.sandboxes import sandbox_daemon
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -26,9 +27,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def kubectl(home: Path, kubectl_for: Callable[[Path], Kubectl]) -> Iterator[Kubectl]:
     """kubectl against a 3-node sandbox of its own (the session sandbox has 2 nodes)."""
-    daemon.ensure_running(nodes=3, home=home)
-    yield kubectl_for(home)
-    daemon.stop(home=home)
+    with sandbox_daemon(home.parent, nodes=3):
+        yield kubectl_for(home)
 
 
 def eventually(check: Callable[[], str], expected: str, timeout: float = 15.0) -> str:
@@ -197,6 +197,7 @@ def test_logs_follow_ends_with_the_container(kubectl: Kubectl) -> None:
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.slow  # restarts a real daemon
 def test_running_pods_come_back_after_a_daemon_restart(kubectl: Kubectl, home: Path) -> None:
     kubectl(
         "apply",

@@ -1,4 +1,4 @@
-"""The examples in the wasm/image/host docstrings run and hold."""
+"""The examples in the docstrings (wasm, image, host, sandbox event bodies) run and hold."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import importlib
 
 import pytest
 
-MODULES = ["labkit.wasm.inspection", "labkit.wasm.oci", "labkit.host.local"]
+MODULES = [
+    "labkit.wasm.inspection",
+    "labkit.wasm.oci",
+    "labkit.host.local",
+    "labkit.sandbox.eventbody",
+    "labkit.sandbox.api.status",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

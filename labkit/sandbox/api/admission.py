@@ -17,13 +17,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from labkit.sandbox.api.registry import RESOURCES, Resource
-from labkit.sandbox.api.status import StatusError, not_found
+from labkit.sandbox.api.status import forbidden_because, not_found
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.store import Store
 
 NAMESPACES = RESOURCES.served("", "namespaces")
 RUNTIME_CLASSES = RESOURCES.served("node.k8s.io", "runtimeclasses")
+PODS = RESOURCES.served("", "pods")
 
 _DEFAULT_TOLERATIONS = [
     {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
@@ -191,13 +192,8 @@ def require_namespace(store: Store, resource: Resource, namespace: str | None, n
             "message": f"namespace {namespace} is being terminated",
             "field": "metadata.namespace",
         }
-        raise StatusError(
-            403,
-            "Forbidden",
-            f"{resource.describe(name)} is forbidden: unable to create new content in namespace "
-            f"{namespace} because it is being terminated",
-            {"name": name, "kind": resource.plural, "causes": [cause]},
-        )
+        why = f"unable to create new content in namespace {namespace} because it is being terminated"
+        raise forbidden_because(resource, name, why, [cause])
 
 
 def admit_runtime_class(store: Store, pod: dict[str, Any]) -> None:
@@ -208,12 +204,7 @@ def admit_runtime_class(store: Store, pod: dict[str, Any]) -> None:
     runtime_class = store.get(RUNTIME_CLASSES, None, name)
     pod_name = pod["metadata"].get("name") or pod["metadata"].get("generateName", "")
     if runtime_class is None:
-        raise StatusError(
-            403,
-            "Forbidden",
-            f'pods "{pod_name}" is forbidden: pod rejected: RuntimeClass "{name}" not found',
-            {"name": pod_name, "kind": "pods"},
-        )
+        raise forbidden_because(PODS, pod_name, f'pod rejected: RuntimeClass "{name}" not found')
     if runtime_class.get("overhead", {}).get("podFixed"):
         pod["spec"]["overhead"] = runtime_class["overhead"]["podFixed"]
     scheduling = runtime_class.get("scheduling") or {}

@@ -22,7 +22,15 @@ from labkit.sandbox.api.ipallocator import CLUSTER_DNS_IP as CLUSTER_DNS_IP
 from labkit.sandbox.api.ipallocator import KUBERNETES_SERVICE_IP as KUBERNETES_SERVICE_IP
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.selectors import label_selector_from_match, parse_field_selector, parse_label_selector
-from labkit.sandbox.api.status import StatusError, already_exists, bad_request, conflict, invalid, not_found
+from labkit.sandbox.api.status import (
+    StatusError,
+    already_exists,
+    bad_request,
+    conflict,
+    forbidden_because,
+    invalid,
+    not_found,
+)
 from labkit.sandbox.api.validation import validate
 from labkit.timefmt import format_rfc3339
 
@@ -40,10 +48,6 @@ GENERATION_KINDS = {"Deployment", "ReplicaSet", "Job", "Pod"}
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 
 Hook = Callable[[str, Resource, dict[str, Any]], None]
-
-
-def now_rfc3339() -> str:
-    return format_rfc3339()
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -394,19 +398,14 @@ class ApiCore:
             )
         if meta.get("deletionTimestamp"):
             if res.kind == "Pod" and grace_period == 0 and not meta.get("finalizers"):
-                return self._remove(res, live)  # the kubelet's last word on a terminated pod, as finish_pod_deletion
+                return self._remove(res, live)  # the kubelet's last word on a terminated pod
             return live  # already terminating: a second delete changes nothing
         new = patch.deep_copy(live)
         new_meta = new["metadata"]
         if res.kind == "Namespace":
             if name in PROTECTED_NAMESPACES:
-                raise StatusError(
-                    403,
-                    "Forbidden",
-                    f'namespaces "{name}" is forbidden: this namespace may not be deleted',
-                    {"name": name, "kind": "namespaces"},
-                )
-            new_meta["deletionTimestamp"] = now_rfc3339()
+                raise forbidden_because(NAMESPACES, name, "this namespace may not be deleted")
+            new_meta["deletionTimestamp"] = format_rfc3339()
             new["status"] = {**new.get("status", {}), "phase": "Terminating"}
             updated = self.store.update(res, new)
             self._terminate_namespace(name)
@@ -418,7 +417,7 @@ class ApiCore:
         grace = self._grace(res, live, grace_period)
         if grace or new_meta.get("finalizers"):
             new_meta["deletionTimestamp"] = (
-                now_rfc3339()
+                format_rfc3339()
                 if not grace
                 else (datetime.now(UTC) + timedelta(seconds=grace)).strftime("%Y-%m-%dT%H:%M:%SZ")
             )
@@ -454,12 +453,6 @@ class ApiCore:
         if res.namespaced:
             self._maybe_finish_namespace(meta.get("namespace"))
         return removed
-
-    def finish_pod_deletion(self, ns: str, name: str) -> None:
-        """Called by a node once the pod's containers stopped: the pod object goes away."""
-        live = self.store.get(PODS, ns, name)
-        if live is not None and live["metadata"].get("deletionTimestamp") and not live["metadata"].get("finalizers"):
-            self._remove(PODS, live)
 
     def _namespaced_resources(self) -> builtins.list[Resource]:
         # events.k8s.io events are a view of core events, never stored twice
@@ -602,7 +595,7 @@ class ApiCore:
         conditions = live.setdefault("status", {}).setdefault("conditions", [])
         conditions[:] = [c for c in conditions if c.get("type") != "PodScheduled"]
         conditions.append(
-            {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}
+            {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": format_rfc3339()}
         )
         self.store.update(PODS, live, check_rv=False)
 

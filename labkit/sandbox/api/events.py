@@ -8,12 +8,14 @@ memory of recent events is in-process (an LRU), so recording stays O(1).
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from labkit.sandbox.api.apicore import ApiCore, now_rfc3339
 from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.eventbody import new_event
+
+if TYPE_CHECKING:
+    from labkit.sandbox.api.apicore import ApiCore
 
 EVENTS = RESOURCES.served("", "events")
 NAMESPACES = RESOURCES.served("", "namespaces")
@@ -35,21 +37,9 @@ def record_event(
     field_path: str | None = None,
 ) -> dict[str, Any]:
     """Record (or bump) an Event about *obj*; returns the stored Event."""
-    meta = obj["metadata"]
-    namespace = meta.get("namespace") or "default"
-    involved = {
-        "kind": obj.get("kind"),
-        "namespace": meta.get("namespace"),
-        "name": meta["name"],
-        "uid": meta.get("uid"),
-        "apiVersion": obj.get("apiVersion"),
-        "resourceVersion": meta.get("resourceVersion"),
-    }
-    if field_path:
-        involved["fieldPath"] = field_path
-    involved = {k: v for k, v in involved.items() if v}
-    now = now_rfc3339()
-    key = (involved.get("uid"), type_, reason, message, field_path)
+    event = new_event(obj, type_, reason, message, component, host or "", field_path)
+    namespace = event["metadata"]["namespace"]
+    key = (event["involvedObject"].get("uid"), type_, reason, message, field_path)
     with _recent_lock:
         known = _recent.get(key)
         if known:
@@ -57,26 +47,8 @@ def record_event(
     existing = core.store.get(EVENTS, *known) if known else None
     if existing is not None:
         existing["count"] = int(existing.get("count", 1)) + 1
-        existing["lastTimestamp"] = now
+        existing["lastTimestamp"] = event["lastTimestamp"]
         return core.store.update(EVENTS, existing, check_rv=False)
-    source = {"component": component, **({"host": host} if host else {})}
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        # named <object>.<hex unix nanoseconds> like client-go, so names sort in recording order
-        "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": namespace},
-        "involvedObject": involved,
-        "reason": reason,
-        "message": message,
-        "type": type_,
-        "source": source,
-        "count": 1,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "eventTime": None,
-        "reportingComponent": component,
-        "reportingInstance": host or "",
-    }
     if _terminating(core, namespace):
         # The API server refuses new content in a terminating namespace and recorders drop the event (client-go);
         # storing it would leave the namespace with content it can never finish deleting.

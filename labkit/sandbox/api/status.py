@@ -122,11 +122,16 @@ def forbidden_request(
     )
 
 
-def forbidden_because(resource: Resource, name: str, reason: str) -> StatusError:
-    """``errors.NewForbidden(groupResource, name, err)``: a 403 whose reason is not the authorizer's."""
-    what = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
-    named = f' "{name}"' if name else ""
-    return StatusError(403, "Forbidden", f"{what}{named} is forbidden: {reason}", _details(resource, name))
+def forbidden_because(
+    resource: Resource, name: str, why: str, causes: list[dict[str, str]] | None = None
+) -> StatusError:
+    """403 from admission or a registry rule, worded as apimachinery's ``NewForbidden``.
+
+    >>> forbidden_because(RESOURCES.served("", "pods"), "p", 'pod rejected: RuntimeClass "x" not found').message
+    'pods "p" is forbidden: pod rejected: RuntimeClass "x" not found'
+    """
+    details = _details(resource, name, **({"causes": causes} if causes else {}))
+    return StatusError(403, "Forbidden", f"{resource.describe(name)} is forbidden: {why}", details)
 
 
 def unauthorized() -> StatusError:

@@ -1,6 +1,7 @@
 """Watch streams over the store: the events one watcher sees, and the history they replay from.
 
-A :class:`Watcher` is what :meth:`labkit.sandbox.api.store.Store.watch` hands out. Writers on any
+A :class:`Watcher` is what :meth:`labkit.sandbox.api.store.Store.watch` hands out; it knows the store
+only as a :class:`WatchSource`, so this module does not import the store. Writers on any
 thread push the changes it selects; the event loop it was made on reads them with
 ``await watcher.next(timeout)``. Filtering follows the real API server: an object that starts
 matching a selector is ADDED, one that stops matching is DELETED.
@@ -14,18 +15,33 @@ import json
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from labkit.errors import SandboxError
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
     from labkit.sandbox.api.selectors import FieldSelector, LabelSelector
-    from labkit.sandbox.api.store import Store
 
 ADDED, MODIFIED, DELETED, BOOKMARK = "ADDED", "MODIFIED", "DELETED", "BOOKMARK"
 
 Key = tuple[str, str]  # (namespace or "", name)
+
+
+class WatchSource(Protocol):
+    """What a :class:`Watcher` needs of the store that feeds it (:class:`labkit.sandbox.api.store.Store`)."""
+
+    @property
+    def lock(self) -> threading.RLock: ...
+
+    @property
+    def rv(self) -> int: ...
+
+    def bookmark(self, resource: Resource, rv: int | None = None) -> dict[str, Any]: ...
+
+    def unregister(self, watcher: Watcher) -> None: ...
+
+
 #: What a watcher queues: (event type, the object's JSON text, resourceVersion).
 Pending = tuple[str, str, int]
 
@@ -83,7 +99,7 @@ class Watcher:
 
     def __init__(
         self,
-        store: Store,
+        store: WatchSource,
         resource: Resource,
         namespace: str | None,
         labels: LabelSelector | None,

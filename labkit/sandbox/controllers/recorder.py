@@ -9,12 +9,12 @@ events is the recorder's own LRU. Recording never fails the caller: an Event the
 from __future__ import annotations
 
 import logging
-import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.status import StatusError
+from labkit.sandbox.eventbody import new_event
 from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
@@ -45,32 +45,8 @@ class EventRecorder:
             self._recent.move_to_end(correlation)
             if self._bump(*known):
                 return
-        namespace = meta.get("namespace") or "default"
-        stamp = format_rfc3339()
-        involved = {
-            "kind": obj.get("kind"),
-            "namespace": meta.get("namespace"),
-            "name": meta["name"],
-            "uid": meta.get("uid"),
-            "apiVersion": obj.get("apiVersion"),
-            "resourceVersion": meta.get("resourceVersion"),
-        }
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            # named <object>.<hex unix nanoseconds> like client-go, so names sort in recording order
-            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": namespace},
-            "involvedObject": {k: v for k, v in involved.items() if v},
-            "reason": reason,
-            "message": message,
-            "type": type_,
-            "source": {"component": self.component},
-            "count": 1,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "reportingComponent": self.component,
-            "reportingInstance": "",
-        }
+        event = new_event(obj, type_, reason, message, self.component)
+        namespace = event["metadata"]["namespace"]
         try:
             created, _ = self.core.create(EVENTS, namespace, event)
         except StatusError as e:

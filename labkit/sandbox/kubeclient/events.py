@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import OrderedDict
 from typing import Any
 
+from labkit.sandbox.eventbody import new_event
 from labkit.sandbox.kubeclient.https import ApiError, KubeClient, resource_path
-from labkit.timefmt import format_rfc3339
 
 log = logging.getLogger("labkit.sandbox.kubeclient.events")
 
@@ -78,19 +77,8 @@ class EventRecorder:
     async def _write(
         self, key: tuple[Any, ...], obj: dict[str, Any], type_: str, reason: str, message: str, field_path: str | None
     ) -> None:
-        meta = obj["metadata"]
-        namespace = meta.get("namespace") or "default"
-        involved = {
-            "kind": obj.get("kind"),
-            "namespace": meta.get("namespace"),
-            "name": meta["name"],
-            "uid": meta.get("uid"),
-            "apiVersion": obj.get("apiVersion"),
-            "resourceVersion": meta.get("resourceVersion"),
-            "fieldPath": field_path,
-        }
-        involved = {k: v for k, v in involved.items() if v}
-        now = format_rfc3339()
+        event = new_event(obj, type_, reason, message, self.component, self.host, field_path)
+        namespace, now = event["metadata"]["namespace"], event["lastTimestamp"]
         known = self._recent.get(key)
         if known is not None:
             self._recent.move_to_end(key)
@@ -104,23 +92,6 @@ class EventRecorder:
             except ApiError as err:
                 if err.code != 404:
                     raise
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            # named <object>.<hex unix nanoseconds> like client-go, so names sort in recording order
-            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": namespace},
-            "involvedObject": involved,
-            "reason": reason,
-            "message": message,
-            "type": type_,
-            "source": {"component": self.component, "host": self.host},
-            "count": 1,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "eventTime": None,
-            "reportingComponent": self.component,
-            "reportingInstance": self.host,
-        }
         created = await self.client.create(resource_path("v1", "events", namespace), event)
         self._recent[key] = (namespace, created["metadata"]["name"], 1)
         while len(self._recent) > RECENT_LIMIT:

@@ -31,6 +31,7 @@ from labkit.sandbox.kubeclient.https import ApiError, KubeClient, resource_path
 from labkit.sandbox.kubeclient.informer import Informer
 from labkit.sandbox.kubelet.images import NodeImages
 from labkit.sandbox.kubelet.lease import renew_once, run_lease
+from labkit.sandbox.kubelet.network import PodIPs
 from labkit.sandbox.kubelet.node_status import NodeStatusReporter
 from labkit.sandbox.kubelet.noderoot import prepare_node_root, runtime_class_objects, start_containerd
 from labkit.sandbox.kubelet.pod_workers import PodWorker
@@ -44,42 +45,11 @@ from labkit.sandbox.nodes import node_index, node_ip
 log = logging.getLogger("labkit.sandbox.kubelet.agent")
 
 COMPONENT = "kubelet"
-POD_IP_PREFIX = "127.42"
 #: How many ended pods the kubelet remembers, so late watch events of a finished pod start nothing.
 ENDED_MEMORY = 4096
 RUNTIMECLASSES_API = "node.k8s.io/v1"
 
 T = TypeVar("T")
-
-
-class PodIPs:
-    """Per-pod loopback addresses ``127.42.<node index>.<n>``: unique on the node, released on delete.
-
-    Loopback, so a pod can really listen there later; .1 is left out like k3s's cni0 gateway.
-    """
-
-    def __init__(self, index: int) -> None:
-        self.prefix = f"{POD_IP_PREFIX}.{index}."
-        self.by_uid: dict[str, str] = {}
-
-    def allocate(self, uid: str, previous: str | None = None) -> str:
-        if uid in self.by_uid:
-            return self.by_uid[uid]
-        used = set(self.by_uid.values())
-        if previous and previous.startswith(self.prefix) and previous not in used:
-            self.by_uid[uid] = previous
-            return previous
-        for n in range(2, 255):
-            ip = f"{self.prefix}{n}"
-            if ip not in used:
-                self.by_uid[uid] = ip
-                return ip
-        raise SandboxFailure(
-            f"failed to allocate for range 0: no IP addresses available in range set: {self.prefix}2-{self.prefix}254"
-        )
-
-    def release(self, uid: str) -> None:
-        self.by_uid.pop(uid, None)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Host extensions: wasm import modules a sandbox node provides beyond WASI (DESIGN.md §5).
+"""Host extensions: wasm import modules a sandbox node provides beyond WASI (docs/architecture.md, §2).
 
 WasmEdge gives guests more than WASI: its socket functions, and
 ``wasi_ephemeral_nn`` when the WASI-NN plugin is loaded. In the sandbox each

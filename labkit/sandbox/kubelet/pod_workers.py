@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from labkit.errors import WasmError
 from labkit.sandbox.kubeclient.https import ApiError
@@ -45,9 +45,40 @@ from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
     from labkit.containerd import RuntimeSpec
-    from labkit.sandbox.kubelet.agent import Kubelet
-    from labkit.sandbox.kubelet.images import ImageContent
-    from labkit.sandbox.logfiles import LogWriter
+    from labkit.sandbox.kubeclient.events import EventRecorder
+    from labkit.sandbox.kubeclient.https import KubeClient
+    from labkit.sandbox.kubelet.images import ImageContent, NodeImages
+    from labkit.sandbox.kubelet.network import PodIPs
+    from labkit.sandbox.kubelet.status_manager import StatusManager
+    from labkit.sandbox.kubelet.wasmrun import ModuleCache
+    from labkit.sandbox.logfiles import LogDirectory, LogWriter
+
+T = TypeVar("T")
+
+
+class NodeServices(Protocol):
+    """What a pod worker uses of its node (the :class:`~labkit.sandbox.kubelet.agent.Kubelet`).
+
+    Upstream's pod workers likewise see the kubelet only through an interface (pkg/kubelet/pod_workers.go:
+    ``podSyncer``), so this module does not import the agent that owns the workers.
+    """
+
+    client: KubeClient
+    root: Path
+    host_ip: str
+    ips: PodIPs
+    images: NodeImages
+    logs: LogDirectory
+    cache: ModuleCache
+    recorder: EventRecorder
+    status: StatusManager
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def runtime_for(self, pod: dict[str, Any]) -> RuntimeSpec: ...
+
+    async def delete_terminated(self, pod: dict[str, Any]) -> None: ...
+
 
 log = logging.getLogger("labkit.sandbox.kubelet.pod_workers")
 
@@ -63,7 +94,7 @@ EXIT_START_ERROR = 128
 class PodWorker:
     """Runs one pod on its node from sandbox creation to deletion."""
 
-    def __init__(self, kubelet: Kubelet, pod: dict[str, Any]) -> None:
+    def __init__(self, kubelet: NodeServices, pod: dict[str, Any]) -> None:
         self.kubelet = kubelet
         self.pod = pod
         meta = pod["metadata"]

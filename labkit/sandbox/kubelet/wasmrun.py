@@ -1,6 +1,6 @@
 """Run a container's wasm module the way the runwasi WasmEdge shim would, with wasmtime.
 
-What a sandbox node's wasm handler needs (DESIGN.md §5):
+What a sandbox node's wasm handler needs (docs/architecture.md, §2):
 
 - :func:`check_arg0`: the shim's arg0 rules (``wasmedge executor can't handle spec``);
 - :class:`ModuleCache`: compile once, keep ``Module.serialize()`` artifacts on disk;
