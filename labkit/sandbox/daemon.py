@@ -245,6 +245,8 @@ def choose_port(preferred: int | None, kubeconfig: Path) -> tuple[int, str]:
 def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
     paths = client.sandbox_paths(home)
     config.private_dir(paths["root"])  # refuses a state directory other users can write
+    for room in ("pod_logs", "nodes", "kubelets", "images", "module_cache"):  # the sandbox's own directories
+        config.private_dir(paths[room])
     secret = _private_file(paths["secret"], secrets.token_bytes(32))
     token = _private_file(paths["token"], secrets.token_urlsafe(32).encode()).decode().strip()
     store = Store(paths["state"])

@@ -64,7 +64,8 @@ def test_the_state_directory_its_database_secrets_and_pod_logs_are_the_owners_al
     finally:
         os.umask(old_umask)
     assert logs, "the pod wrote no log"
-    assert mode(home) == 0o700
+    for directory in (home, *(home / d for d in ("pod-logs", "nodes", "kubelets", "images", "module-cache"))):
+        assert mode(directory) == 0o700, directory
     assert {p.name: mode(p) for p in logs} == {p.name: 0o600 for p in logs}
     for name in ("state.db", "state.db-wal", "state.db-shm", "secret", "admin-token", "kubeconfig", "server.key"):
         assert mode(home / name) == 0o600, name
