@@ -59,6 +59,8 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps({"running": True, **info.to_json()} if info else {"running": False}))
     elif info:
         print(f"running at {info.server}, {info.nodes} node(s), kubeconfig {info.kubeconfig}")
+        if info.notice:
+            print(f"  note: {info.notice}")
         print(f"  {'PROCESS':<28} {'PID':>8}  STATE")
         print(f"  {'api server (daemon)':<28} {info.pid:>8}  serving")
         for node in info.node_processes:

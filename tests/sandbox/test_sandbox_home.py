@@ -128,3 +128,5 @@ def test_down_and_up_and_a_killed_daemon_keep_the_port_and_a_taken_port_is_repla
     monkeypatch.setenv("LABKIT_HOME", str(home.parent))
     assert cli.main(["sandbox", "up"]) == 0  # what the learner sees
     assert f"note: {moved.notice}" in capsys.readouterr().out
+    assert cli.main(["sandbox", "status"]) == 0
+    assert f"  note: {moved.notice}" in capsys.readouterr().out
