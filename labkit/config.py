@@ -7,9 +7,10 @@ notebook can ``os.environ[...] = ...`` and connect again.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
-from labkit.errors import UnknownBackend
+from labkit.errors import LabkitError, UnknownBackend
 
 BACKENDS = ("sandbox", "kubeconfig")
 SANDBOX_CONTEXT = "labkit-sandbox"
@@ -26,6 +27,49 @@ def labkit_home() -> Path:
 
 def sandbox_dir() -> Path:
     return labkit_home() / "sandbox"
+
+
+#: Group and others may write: the bits that let another user plant or swap a file.
+_SHARED_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+
+def private_dir(path: Path) -> Path:
+    """Make *path* a directory only its owner can enter (0700), creating it and missing parents so; returns it.
+
+    An existing directory that is only readable by others is tightened to 0700 (it is labkit's own). One that
+    another user can write, or whose parent everyone can write (without the sticky bit of ``/tmp``), is
+    refused: someone may already have swapped a file in it, so the owner must look and fix it.
+    """
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    info = path.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise LabkitError(f"{path} is not a directory", f"move it away: mv {path} {path}.old")
+    if info.st_uid != os.getuid():
+        raise LabkitError(
+            f"{path} belongs to another user (uid {info.st_uid}), so labkit does not keep secrets in it",
+            "set LABKIT_HOME to a directory of your own",
+        )
+    if info.st_mode & _SHARED_WRITE:
+        raise LabkitError(
+            f"{path} can be written by other users (mode {stat.S_IMODE(info.st_mode):o}), "
+            "so they could change the sandbox's state or read its secrets",
+            f"make it yours alone: chmod 700 {path}",
+        )
+    # A group-writable parent is common (container images make $HOME group-writable for their one user), so
+    # only a world-writable one without the sticky bit of /tmp is refused.
+    parent = path.parent.stat()
+    if parent.st_mode & stat.S_IWOTH and not parent.st_mode & stat.S_ISVTX:
+        raise LabkitError(
+            f"{path.parent} can be written by other users (mode {stat.S_IMODE(parent.st_mode):o}), "
+            f"so they could replace {path}",
+            f"chmod go-w {path.parent}, or set LABKIT_HOME to a directory of your own",
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        path.chmod(0o700)
+    return path
 
 
 #: The sandbox node the host door acts on by default: the first one, k3s' server node.

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from labkit import config
 from labkit.errors import LabkitError, NotebookFailed, PrerequisiteMissing, RunInterrupted, cell_label
+from labkit.fsutil import write_atomic
+from labkit.runlock import namespace_locks
 
 if TYPE_CHECKING:
     from jupyter_client.manager import AsyncKernelManager
@@ -124,10 +126,16 @@ class NotebookResult:
         return NotebookFailed(self.notebook, self.cell, self.error or "unknown error", self.output, self.cell_starts)
 
 
+def _run_id() -> str:
+    """This run's name for its own summary files: UTC start time and pid (``20261203T010800Z-4242``)."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{os.getpid()}"
+
+
 @dataclass
 class RunSummary:
     backend: str
     results: list[NotebookResult] = field(default_factory=list)
+    run_id: str = field(default_factory=_run_id)
 
     @property
     def ok(self) -> bool:
@@ -154,12 +162,15 @@ class RunSummary:
         )
 
     def write(self, output_dir: Path) -> None:
-        """Write ``summary.json`` and ``summary.md`` next to the executed notebooks."""
-        (output_dir / "summary.json").write_text(
-            json.dumps({"backend": self.backend, "ok": self.ok, "results": [asdict(r) for r in self.results]}, indent=2)
-            + "\n"
-        )
-        (output_dir / "summary.md").write_text(self.markdown())
+        """Write ``summary.json``/``.md`` (the latest run) and ``summary-<run>.json``/``.md`` (this run's own).
+
+        Each file is replaced atomically, so runs finishing together never leave a mixed or half-written one.
+        """
+        document = {"backend": self.backend, "ok": self.ok, "run": self.run_id}
+        text = json.dumps({**document, "results": [asdict(r) for r in self.results]}, indent=2) + "\n"
+        for stem in ("summary", f"summary-{self.run_id}"):
+            write_atomic(output_dir / f"{stem}.json", text)
+            write_atomic(output_dir / f"{stem}.md", self.markdown())
 
 
 def ensure_kernel() -> None:
@@ -255,8 +266,9 @@ def run_notebooks(
 
     Injected parameters: ``backend``, ``namespace`` (``lab-NN``) and *parameters* (which win).
     Stops at the first failure unless *keep_going*. Raises for bad names, an unknown parameter, a missing
-    kernel, and :class:`RunInterrupted` on Ctrl-C (after writing the summary); the caller decides what a
-    failed summary means (``labkit run`` exits 1).
+    kernel, :class:`~labkit.runlock.LabBusy` when another process runs in one of the lab namespaces (before
+    anything runs), and :class:`RunInterrupted` on Ctrl-C (after writing the summary); the caller decides
+    what a failed summary means (``labkit run`` exits 1).
     """
     chosen = select_notebooks(names, root)
     check_parameters(chosen, parameters or {})
@@ -265,27 +277,39 @@ def run_notebooks(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(name)
-    for i, path in enumerate(chosen, 1):
-        echo(f"[{i}/{len(chosen)}] {path.stem} ...")
-        params = {"backend": name, "namespace": lab_namespace(path), **(parameters or {})}
-        start = time.monotonic()
-        try:
-            result = run_notebook(path, output_dir / path.name, params)
-        except KeyboardInterrupt:
-            summary.results.append(
-                NotebookResult(path.stem, "interrupted", time.monotonic() - start, str(output_dir / path.name))
+    plans = [(path, {"backend": name, "namespace": lab_namespace(path), **(parameters or {})}) for path in chosen]
+    # every lab namespace this run uses is locked before the first notebook starts, so a clash fails at once
+    with namespace_locks([(path.stem, str(params["namespace"])) for path, params in plans], name):
+        for i, (path, params) in enumerate(plans, 1):
+            echo(f"[{i}/{len(chosen)}] {path.stem} ...")
+            output = output_dir / executed_name(path, str(params["namespace"]))
+            start = time.monotonic()
+            try:
+                result = run_notebook(path, output, params)
+            except KeyboardInterrupt:
+                summary.results.append(NotebookResult(path.stem, "interrupted", time.monotonic() - start, str(output)))
+                summary.write(output_dir)
+                raise interrupted(path, name, output_dir) from None
+            summary.results.append(result)
+            echo(
+                f"[{i}/{len(chosen)}] {path.stem} {result.status} in {result.seconds:.1f} s"
+                + (f": {cell_label(result.cell, result.cell_starts)}: {result.error}" if result.error else "")
             )
-            summary.write(output_dir)
-            raise interrupted(path, name, output_dir) from None
-        summary.results.append(result)
-        echo(
-            f"[{i}/{len(chosen)}] {path.stem} {result.status} in {result.seconds:.1f} s"
-            + (f": {cell_label(result.cell, result.cell_starts)}: {result.error}" if result.error else "")
-        )
-        if result.status == "failed" and not keep_going:
-            break
+            if result.status == "failed" and not keep_going:
+                break
     summary.write(output_dir)
     return summary
+
+
+def executed_name(path: Path, namespace: str) -> str:
+    """The executed copy's file name: the notebook's, or ``<stem>.<namespace>.ipynb`` in a namespace of its own.
+
+    Two runs of one notebook in different namespaces (``-p namespace``) then never write the same file.
+
+    >>> executed_name(Path("01-wasi-demo-app.ipynb"), "lab-01"), executed_name(Path("01-x.ipynb"), "mine")
+    ('01-wasi-demo-app.ipynb', '01-x.mine.ipynb')
+    """
+    return path.name if namespace == lab_namespace(path) else f"{path.stem}.{namespace}.ipynb"
 
 
 def interrupted(path: Path, backend: str, output_dir: Path) -> RunInterrupted:

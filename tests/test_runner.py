@@ -172,3 +172,65 @@ def test_ctrl_c_says_what_was_cleaned_up_and_what_is_left(labs, tmp_path, clean_
     assert json.loads((out / "summary.json").read_text())["results"][0]["status"] == "interrupted"
     with pytest.raises(ProcessLookupError):  # the kernel really is gone, as the message says
         os.kill(int(pid_file.read_text()), 0)
+
+
+@pytest.fixture(autouse=True)
+def own_home(tmp_path, monkeypatch):
+    """The runs' locks live under LABKIT_HOME: a private one per test, never the user's."""
+    monkeypatch.setenv("LABKIT_HOME", str(tmp_path / "home"))
+
+
+def start_run(labs: Path, out: Path, *args: str) -> subprocess.Popen[str]:
+    """``labkit run`` as its own process, with *labs* as the notebooks folder."""
+    child = (
+        "import sys\nfrom pathlib import Path\nimport labkit.runner\nfrom labkit.cli import main\n"
+        f"labkit.runner.notebooks_dir = lambda: Path({str(labs)!r})\n"
+        f"sys.exit(main(['run', *{list(args)!r}, '--backend', 'kubeconfig', '--output-dir', {str(out)!r}]))"
+    )
+    return subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_runs_in_one_lab_namespace_are_refused_with_the_holder_and_another_namespace_runs_alongside(
+    labs, tmp_path, clean_env
+):
+    started, release = tmp_path / "started", tmp_path / "release"
+    write_notebook(
+        labs / "04-waits.ipynb",
+        "import pathlib, time\n"
+        f"pathlib.Path({str(started)!r}).touch()\n"
+        f"while not pathlib.Path({str(release)!r}).exists():\n    time.sleep(0.05)",
+    )
+    out = tmp_path / "out"
+    first = start_run(labs, out, "04")
+    deadline = time.monotonic() + 90
+    while not started.exists() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.1)
+    assert started.exists(), first.communicate()
+    second = start_run(labs, out, "04")
+    _, err = second.communicate(timeout=90)
+    assert second.returncode == 1
+    assert f"notebook 04 is running in another process (pid {first.pid}) in namespace lab-04" in err
+    assert "wait for it to finish, or pass -p namespace lab-04-2 to run notebook 04 in a namespace of its own" in err
+    alongside = start_run(labs, out, "04", "-p", "namespace", "lab-04-2")  # as the message suggests
+    time.sleep(1.0)
+    release.touch()
+    first_out, _ = first.communicate(timeout=90)
+    alongside_out, _ = alongside.communicate(timeout=90)
+    assert (first.returncode, alongside.returncode) == (0, 0)
+    runs = sorted(out.glob("summary-*.json"))
+    assert len(runs) == 2 and len(list(out.glob("summary-*.md"))) == 2
+    summaries = [json.loads(p.read_text()) for p in runs]
+    assert {s["results"][0]["output"] for s in summaries} == {
+        str(out / "04-waits.ipynb"),
+        str(out / "04-waits.lab-04-2.ipynb"),
+    }
+    assert all(s["ok"] and f"summary-{s['run']}.md" in first_out + alongside_out for s in summaries)
+    assert json.loads((out / "summary.json").read_text()) in summaries  # the latest, whole
+    assert (tmp_path / "home" / "locks").stat().st_mode & 0o777 == 0o700
+    assert not list(out.glob(".*labkit-tmp"))  # no half-written summary left behind
+
+
+def test_a_namespace_that_is_no_namespace_name_is_refused_before_anything_runs(labs, tmp_path, clean_env):
+    with pytest.raises(LabkitError, match=r"'\.\./\.\./x' is not a valid namespace name"):
+        run_notebooks(["00"], parameters={"namespace": "../../x"}, output_dir=tmp_path / "out", root=labs)
+    assert not (tmp_path / "out" / "summary.json").exists()

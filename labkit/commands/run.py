@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print(summary.table())
-    print(f"executed notebooks and summary.md: {args.output_dir}")
+    print(f"executed notebooks and summary.md (this run's own: summary-{summary.run_id}.md): {args.output_dir}")
     if summary.backend == "sandbox":
         print(f"the sandbox keeps running: {command_name()} sandbox down stops it")
     failed = [r for r in summary.results if r.status == "failed"]

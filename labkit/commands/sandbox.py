@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_up(args: argparse.Namespace) -> int:
     info = client.ensure_running(nodes=args.nodes, timeout=args.timeout)
     print(f"sandbox running at {info.server} (pid {info.pid}, {info.nodes} node(s), {info.version})")
+    if info.notice:
+        print(f"note: {info.notice}")
     for node in info.node_processes:
         print(f"  node {node.name}: kubelet pid {node.pid or '-'}, {node.state}")
     print("simulated: k3s nodes with the runwasi WasmEdge shim; wasm modules run for real in wasmtime")
@@ -57,6 +59,8 @@ def run_status(args: argparse.Namespace) -> int:
         print(json.dumps({"running": True, **info.to_json()} if info else {"running": False}))
     elif info:
         print(f"running at {info.server}, {info.nodes} node(s), kubeconfig {info.kubeconfig}")
+        if info.notice:
+            print(f"  note: {info.notice}")
         print(f"  {'PROCESS':<28} {'PID':>8}  STATE")
         print(f"  {'api server (daemon)':<28} {info.pid:>8}  serving")
         for node in info.node_processes:

@@ -52,6 +52,8 @@ class SandboxInfo:
     version: str
     #: the kubelet processes, one per node (the API server is ``pid``)
     node_processes: list[NodeProcess] = field(default_factory=list)
+    #: what the daemon wants the user to know about this start (its port changed)
+    notice: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "kubeconfig": str(self.kubeconfig), "apiServerPid": self.pid}
@@ -128,6 +130,7 @@ def status(home: Path | None = None) -> SandboxInfo | None:
         len(processes),
         info.get("version", ""),
         processes,
+        str(info.get("notice", "")),
     )
 
 
@@ -153,10 +156,17 @@ def _node_processes(url: str, paths: dict[str, Path], answer: dict[str, Any] | N
     return [NodeProcess(n["name"], n.get("pid"), n.get("state", "missing")) for n in answer.get("nodes", [])]
 
 
+def _private_root(paths: dict[str, Path]) -> None:
+    """The state directory (and ``LABKIT_HOME`` around it) made 0700; refused when other users can write it."""
+    if paths["root"].parent == config.labkit_home():
+        config.private_dir(paths["root"].parent)
+    config.private_dir(paths["root"])
+
+
 @contextmanager
 def _locked(paths: dict[str, Path]) -> Iterator[None]:
     """Serialise up/down across processes (two kernels starting at once share one daemon)."""
-    paths["root"].mkdir(parents=True, exist_ok=True)
+    paths["root"].mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(paths["lock"], "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -174,6 +184,7 @@ def ensure_running(nodes: int | None = None, timeout: float = 60.0, home: Path |
     if nodes is not None and nodes < 1:
         raise SandboxError(f"a sandbox needs at least one node, not {nodes}", "use --nodes 1 or more")
     paths = sandbox_paths(home)
+    _private_root(paths)
     with _locked(paths):
         info = status(home)
         if info is None:
@@ -207,12 +218,11 @@ def _log_hint(paths: dict[str, Path]) -> str:
 
 
 def _spawn(paths: dict[str, Path], nodes: int | None, timeout: float) -> None:
-    paths["root"].mkdir(parents=True, exist_ok=True)
     paths["info"].unlink(missing_ok=True)
     args = [sys.executable, "-m", "labkit.sandbox.daemon", "--home", str(paths["root"])]
     if nodes is not None:
         args += ["--nodes", str(nodes)]
-    with open(paths["log"], "ab") as out:
+    with os.fdopen(os.open(paths["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
         process = subprocess.Popen(
             args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True
         )

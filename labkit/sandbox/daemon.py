@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import base64
 import copy
+import errno
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,13 @@ import yaml
 from aiohttp import web
 
 from labkit import config
+from labkit.errors import LabkitError
 from labkit.fsutil import write_atomic
 from labkit.sandbox import client, pki
 from labkit.sandbox.api.apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
 from labkit.sandbox.api.auth import NODE_RULES, NODES_GROUP, TokenAuthority
 from labkit.sandbox.api.discovery import VERSION_INFO
+from labkit.sandbox.api.escalation import missing_rules
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.server import ApiServer, ServerThread
 from labkit.sandbox.api.status import StatusError
@@ -94,6 +98,12 @@ def _find(core: ApiCore, res: Resource, ns: str | None, name: str) -> dict[str, 
         raise
 
 
+def _auto_update(role: dict[str, Any]) -> bool:
+    """Whether the bootstrap may reconcile *role* (``rbac.authorization.kubernetes.io/autoupdate`` is not "false")."""
+    annotations = role["metadata"].get("annotations") or {}
+    return bool(annotations.get("rbac.authorization.kubernetes.io/autoupdate") != "false")
+
+
 def bootstrap(core: ApiCore) -> None:
     """The objects a fresh k3s cluster has before anyone applies anything."""
     ns_res = RESOURCES.served("", "namespaces")
@@ -142,11 +152,13 @@ def bootstrap(core: ApiCore) -> None:
     defaults = {
         "cluster-admin": everything,
         "admin": [
+            {"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"], "verbs": ["*"]},
+            # upstream's admin writes roles and bindings but may not bind or escalate: what it grants, it must hold
             {
-                "apiGroups": ["", "apps", "batch", "rbac.authorization.k8s.io", "discovery.k8s.io"],
-                "resources": ["*"],
-                "verbs": ["*"],
-            }
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["roles", "rolebindings"],
+                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            },
         ],
         "edit": [
             {
@@ -158,17 +170,19 @@ def bootstrap(core: ApiCore) -> None:
         "view": [{"apiGroups": ["", "apps", "batch", "discovery.k8s.io"], "resources": ["*"], "verbs": read}],
         # the kubelet's rights as RBAC shows them (kubectl auth can-i --as=system:node:<name>)
         "system:node": copy.deepcopy(NODE_RULES),
-        # every authenticated user may ask what it may do (kubectl auth can-i)
+        # every authenticated user may ask who it is and what it may do (kubectl auth whoami, auth can-i)
         "system:basic-user": [
             {
                 "apiGroups": ["authorization.k8s.io"],
                 "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
                 "verbs": ["create"],
-            }
+            },
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"], "verbs": ["create"]},
         ],
     }
     for name, rules in defaults.items():
-        if _find(core, roles, None, name) is None:
+        found = _find(core, roles, None, name)
+        if found is None:
             core.create(
                 roles,
                 None,
@@ -177,8 +191,16 @@ def bootstrap(core: ApiCore) -> None:
                     "rules": rules,
                 },
             )
+        elif (missing := missing_rules(found.get("rules") or [], rules)) and _auto_update(found):
+            # as the API server reconciles its bootstrap roles at start: the missing rules are added
+            # (computeReconciledRole in pkg/registry/rbac/reconciliation/reconcile_role.go)
+            core.replace(roles, None, name, {**found, "rules": [*(found.get("rules") or []), *missing]})
     bindings = RESOURCES.served("rbac.authorization.k8s.io", "clusterrolebindings")
-    for name, group in (("system:basic-user", "system:authenticated"), ("system:node", NODES_GROUP)):
+    for name, group in (
+        ("cluster-admin", "system:masters"),  # upstream's bootstrap binding: what `auth can-i --list` shows admins
+        ("system:basic-user", "system:authenticated"),
+        ("system:node", NODES_GROUP),
+    ):
         if _find(core, bindings, None, name) is None:
             core.create(
                 bindings,
@@ -191,37 +213,57 @@ def bootstrap(core: ApiCore) -> None:
             )
 
 
-def _free_port(preferred: int | None) -> int:
-    """The previous port when it is still free (so an old kubeconfig keeps working), else any."""
-    if preferred:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is fine
-            try:
-                s.bind(("127.0.0.1", preferred))
-                return preferred
-            except OSError:
-                pass
-    return 0
+def _previous_port(paths: dict[str, Path]) -> int | None:
+    """The port the last daemon served on: from server.json while it runs, else from the kubeconfig it wrote."""
+    port = (client._read_info(paths) or {}).get("port")
+    if isinstance(port, int):
+        return port
+    try:
+        document = yaml.safe_load(paths["kubeconfig"].read_text())
+        server = str(document["clusters"][0]["cluster"]["server"])
+        return urllib.parse.urlsplit(server).port
+    except (OSError, yaml.YAMLError, LookupError, TypeError, ValueError):
+        return None
+
+
+def choose_port(preferred: int | None, kubeconfig: Path) -> tuple[int, str]:
+    """(port, notice): *preferred* when it is free, so a copied kubeconfig keeps working; else 0 (any) and why."""
+    if not preferred or not 0 < preferred < 65536:
+        return 0, ""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is fine
+        try:
+            s.bind(("127.0.0.1", preferred))
+            return preferred, ""
+        except OSError as err:
+            why = "is taken" if err.errno == errno.EADDRINUSE else "cannot be used"
+            return 0, (
+                f"port {preferred} {why} ({err.strerror}), so the sandbox API server listens on another port; "
+                f"{kubeconfig} is rewritten with it, and a copy of the old kubeconfig needs the new address"
+            )
 
 
 def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
     paths = client.sandbox_paths(home)
-    paths["root"].mkdir(parents=True, exist_ok=True)
+    config.private_dir(paths["root"])  # refuses a state directory other users can write
+    for room in ("pod_logs", "nodes", "kubelets", "images", "module_cache"):  # the sandbox's own directories
+        config.private_dir(paths[room])
     secret = _private_file(paths["secret"], secrets.token_bytes(32))
     token = _private_file(paths["token"], secrets.token_urlsafe(32).encode()).decode().strip()
     store = Store(paths["state"])
     core = ApiCore(store)
     bootstrap(core)
     ensure_nodes(core, nodes or max(len(sandbox_nodes(core)), 1), ready=False)
-    previous = client._read_info(paths) or {}
     tokens = TokenAuthority(secret, token)
     _, crt, key = pki.ensure_certificates(paths["root"])
     kubelets = KubeletProcesses(paths["root"], paths["ca"])
     nodes_door = NodesDoor(core, tokens, kubelets, run_kubelets)
     server = ApiServer(core, tokens, paths["pod_logs"], extra_routes=nodes_door.routes())
-    thread = ServerThread(
-        server, port=_free_port(previous.get("port")), ssl_context=pki.server_context(crt, key)
-    ).start()
+    port, notice = choose_port(_previous_port(paths), paths["kubeconfig"])
+    thread = ServerThread(server, port=port, ssl_context=pki.server_context(crt, key)).start()
+    if notice:
+        notice += f" ({thread.url})"
+        log.warning("%s", notice)
     kubelets.server = thread.url
     nodes_door.start_kubelets(sandbox_nodes(core))
     tasks = thread.call(lambda: [asyncio.ensure_future(controller(core)) for controller in DAEMON_CONTROLLERS])
@@ -232,6 +274,7 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
         "port": thread.port,
         "version": VERSION_INFO["gitVersion"],
         "started": time.time(),
+        **({"notice": notice} if notice else {}),
     }
     write_atomic(paths["info"], json.dumps(info), mode=0o600)
     log.info("labkit sandbox serving on %s (state %s)", thread.url, paths["state"])
@@ -349,7 +392,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    serve(args.home, args.nodes, run_kubelets=not args.no_kubelets)
+    try:
+        serve(args.home, args.nodes, run_kubelets=not args.no_kubelets)
+    except LabkitError as err:
+        log.error("%s", err)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import shutil
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def _timestamp(now: datetime | None = None) -> str:
@@ -33,7 +33,7 @@ class LogDirectory:
 
     def writer(self, pod: dict[str, Any], container: str, restart_count: int) -> LogWriter:
         path = self.directory(pod, container) / f"{restart_count}.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return LogWriter(path)
 
 
@@ -55,7 +55,7 @@ class LogWriter:
     def __init__(self, path: Path, max_size: int = MAX_SIZE, max_files: int = MAX_FILES) -> None:
         self.path, self.max_size, self.max_files = path, max_size, max_files
         self._lock = threading.Lock()
-        self._file = path.open("ab")
+        self._file = _open_private(path)
         self._size = self._file.tell()
 
     def write(self, stream: str, text: str) -> None:
@@ -85,7 +85,7 @@ class LogWriter:
                 _compress(old)
         os.rename(self.path, rotated)
         self._file.close()
-        self._file = self.path.open("ab")
+        self._file = _open_private(self.path)
         self._size = 0
 
     def close(self) -> None:
@@ -93,10 +93,15 @@ class LogWriter:
             self._file.close()
 
 
+def _open_private(path: Path) -> BinaryIO:
+    """*path* opened to append, created 0600 whatever the umask: a container's output may carry its secrets."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+
+
 def _compress(log: Path) -> None:
     """gzip *log* next to itself, then remove it (written aside and renamed, as the kubelet's compressLog)."""
     tmp = log.with_name(log.name + ".tmp")
-    with log.open("rb") as src, gzip.open(tmp, "wb") as dst:
+    with log.open("rb") as src, _open_private(tmp) as raw, gzip.GzipFile(fileobj=raw, mode="wb") as dst:
         shutil.copyfileobj(src, dst)
     os.rename(tmp, log.with_name(log.name + _COMPRESSED))
     log.unlink()

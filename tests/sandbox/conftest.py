@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +85,41 @@ def namespace(kubectl, request):
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def raw(sandbox):
+    """``raw(method, path, body=None, auth=<admin token>, content_type=json, headers=None) -> (status, dict)``.
+
+    One request over real HTTPS, for the status codes and headers kubectl does not show.
+    """
+    token = (sandbox.kubeconfig.parent / "admin-token").read_text().strip()
+    context = ssl.create_default_context(cafile=str(sandbox.kubeconfig.parent / "ca.crt"))
+
+    def call(
+        method: str,
+        path: str,
+        body=None,
+        *,
+        auth: str | None = token,
+        content_type="application/json",
+        headers: dict[str, str] | None = None,
+    ):
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        request = urllib.request.Request(sandbox.server + path, data=data, method=method)  # noqa: S310 (https)
+        if auth:
+            request.add_header("Authorization", f"Bearer {auth}")
+        if data is not None:
+            request.add_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=15) as r:  # noqa: S310 (https)
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    return call
 
 
 @pytest.fixture(scope="session")

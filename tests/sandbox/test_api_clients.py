@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from kubernetes import client, watch
@@ -21,28 +18,6 @@ def _pod(name: str, labels: dict[str, str] | None = None) -> dict:
         "metadata": {"name": name, "labels": labels or {}},
         "spec": {"containers": [{"name": "demo", "image": "docker.io/labkit/wasi-demo:latest"}]},
     }
-
-
-@pytest.fixture
-def raw(sandbox):
-    """``raw(method, path, body=None, token=<admin>, content_type=json) -> (status, dict)`` over real HTTPS."""
-    token = (sandbox.kubeconfig.parent / "admin-token").read_text().strip()
-    context = ssl.create_default_context(cafile=str(sandbox.kubeconfig.parent / "ca.crt"))
-
-    def call(method: str, path: str, body=None, *, auth: str | None = token, content_type="application/json"):
-        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        request = urllib.request.Request(sandbox.server + path, data=data, method=method)  # noqa: S310 (https)
-        if auth:
-            request.add_header("Authorization", f"Bearer {auth}")
-        if data is not None:
-            request.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(request, context=context, timeout=15) as r:  # noqa: S310 (https)
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-
-    return call
 
 
 def test_python_client_crud_and_conflict(api_client, namespace):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selec
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import NAME_ALPHABET, Store
 from labkit.sandbox.api.watch import Watcher, WatchEvent
+from labkit.sandbox.logfiles import LogDirectory
 
 PODS = RESOURCES.served("", "pods")
 NAMESPACES = RESOURCES.served("", "namespaces")
@@ -556,3 +558,34 @@ def test_shared_watch_events_are_the_stored_objects_and_plain_ones_are_copies(st
     assert plain[1].object is not shared[1].object
     plain[1].object["metadata"]["labels"]["changed"] = "by a reader"
     assert "changed" not in store.peek(PODS, "lab", "live")["metadata"]["labels"]
+
+
+def test_the_database_and_its_wal_and_shm_are_0600_whatever_the_umask_and_an_old_one_is_tightened(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    old_umask = os.umask(0)
+    try:
+        with Store(path) as fresh:
+            fresh.create(PODS, pod("p"))
+            parts = [path, path.with_name("state.db-wal"), path.with_name("state.db-shm")]
+            assert [oct(p.stat().st_mode & 0o777) for p in parts] == ["0o600"] * 3
+        for part in parts:
+            if part.exists():
+                part.chmod(0o644)  # written by a labkit before this rule
+        with Store(path) as reopened:
+            assert [o["metadata"]["name"] for o in reopened.list(PODS)[0]] == ["p"]
+            assert [oct(p.stat().st_mode & 0o777) for p in parts if p.exists()] == ["0o600"] * 3
+    finally:
+        os.umask(old_umask)
+
+
+def test_a_container_log_is_0600_whatever_the_umask(tmp_path: Path) -> None:
+    old_umask = os.umask(0)
+    try:
+        writer = LogDirectory(tmp_path).writer({"metadata": {"namespace": "n", "name": "p", "uid": "u"}}, "c", 0)
+        writer.write("stdout", "a secret")
+        writer.close()
+    finally:
+        os.umask(old_umask)
+    assert writer.path.stat().st_mode & 0o777 == 0o600

@@ -35,6 +35,7 @@ from labkit.sandbox.api.validation import check_shape, check_types, validate
 from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
+    from labkit.sandbox.api.escalation import Guard
     from labkit.sandbox.api.store import Store, Watcher
 
 NAMESPACES = RESOURCES.served("", "namespaces")
@@ -168,8 +169,9 @@ class ApiCore:
         validation: str = "Strict",
         dry_run: bool = False,
         managed_fields: builtins.list[dict[str, Any]] | None = None,
+        guard: Guard | None = None,
     ) -> tuple[dict[str, Any], builtins.list[str]]:
-        """Create *obj*; *managed_fields* carries server-side apply's ownership (clients' own are dropped)."""
+        """Create *obj*; *managed_fields*: server-side apply's ownership; *guard* may refuse the object as stored."""
         obj = patch.deep_copy(obj)
         self._check_identity(res, ns, obj, None)
         meta = _meta(obj)
@@ -194,6 +196,8 @@ class ApiCore:
             ipallocator.allocate_cluster_ip(self.store, obj)
         if res.kind in GENERATION_KINDS:
             meta["generation"] = 1
+        if guard is not None:
+            guard(obj, None)
         if managed_fields is not None:
             meta["managedFields"] = managed_fields
         elif manager:
@@ -227,6 +231,7 @@ class ApiCore:
         manager: str = "",
         validation: str = "Strict",
         dry_run: bool = False,
+        guard: Guard | None = None,
     ) -> tuple[dict[str, Any], builtins.list[str]]:
         obj = patch.deep_copy(obj)
         self._check_identity(res, ns, obj, name)
@@ -236,6 +241,8 @@ class ApiCore:
             raise conflict(res, name)
         warnings = self._prepare(res, obj, validation) if not subresource else check_types(res, obj)
         new = self._merge_update(res, live, obj, subresource)
+        if guard is not None:
+            guard(new, live)
         if manager:
             new = managedfields.record_update(res, live, new, manager, "Update", subresource=subresource)
         return self._write(res, live, new, dry_run), warnings
@@ -305,6 +312,7 @@ class ApiCore:
         force: bool = False,
         validation: str = "Strict",
         dry_run: bool = False,
+        guard: Guard | None = None,
     ) -> tuple[dict[str, Any], builtins.list[str], bool]:
         """Apply a patch (its raw body, or what ``patch.decode`` made of it); returns (object, warnings, created)."""
         kind, document = body if isinstance(body, tuple) else patch.decode(content_type, body)
@@ -326,6 +334,7 @@ class ApiCore:
                     validation=validation,
                     dry_run=dry_run,
                     managed_fields=applied["metadata"].get("managedFields"),
+                    guard=guard,
                 )
                 return obj, warnings, True
             new = managedfields.server_side_apply(res, live, document, manager, force)
@@ -346,6 +355,8 @@ class ApiCore:
             raise conflict(res, name)
         warnings = self._prepare(res, new, validation) if not subresource else check_types(res, new)
         merged = self._merge_update(res, live, new, subresource)
+        if guard is not None:
+            guard(merged, live)
         return self._write(res, live, merged, dry_run), warnings, False
 
     # -------------------------------------------------------------- deletion

@@ -29,7 +29,8 @@ class User:
     groups: tuple[str, ...] = ()
     #: (namespace, name) for service accounts
     service_account: tuple[str, str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    extra: dict[str, list[str]] = field(default_factory=dict, hash=False, compare=False)
+    uid: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -132,14 +133,17 @@ class TokenAuthority:
         return node_user(claims["node"]) if isinstance(claims, dict) and claims.get("node") else None
 
 
-def _subject_matches(subject: dict[str, Any], user: User) -> bool:
+def _subject_matches(subject: dict[str, Any], user: User, binding_namespace: str = "") -> bool:
     kind = subject.get("kind")
     if kind == "User":
         return subject.get("name") == user.name
     if kind == "Group":
         return subject.get("name") in user.groups
     if kind == "ServiceAccount":
-        return user.service_account == (subject.get("namespace", ""), subject.get("name"))
+        # a RoleBinding's ServiceAccount without a namespace is one of its own namespace (appliesToUser in
+        # pkg/registry/rbac/validation/rule.go)
+        namespace = subject.get("namespace") or binding_namespace
+        return bool(namespace) and user.name == f"system:serviceaccount:{namespace}:{subject.get('name')}"
     return False
 
 
@@ -172,11 +176,25 @@ class Authorizer:
         if namespace:
             local = {r["metadata"]["name"]: r for r in self._lookup("roles", namespace)}
             for binding in self._lookup("rolebindings", namespace):
-                if not any(_subject_matches(s, user) for s in binding.get("subjects") or ()):
-                    continue
-                ref = binding["roleRef"]
-                role = (roles if ref.get("kind") == "ClusterRole" else local).get(ref["name"]) or {}
-                yield from role.get("rules") or ()
+                if any(_subject_matches(s, user, namespace) for s in binding.get("subjects") or ()):
+                    ref = binding["roleRef"]
+                    role = (roles if ref.get("kind") == "ClusterRole" else local).get(ref["name"]) or {}
+                    yield from role.get("rules") or ()
+
+    def rules_for(self, user: User, namespace: str | None) -> list[dict[str, Any]]:
+        """Every RBAC rule that applies to *user* in *namespace* (``RulesFor``): cluster-wide ones, then local ones."""
+        return list(self._rules(user, namespace))
+
+    def role_rules(self, kind: str, name: str, namespace: str | None) -> list[dict[str, Any]] | None:
+        """The rules of the Role (in *namespace*) or ClusterRole a roleRef names; None when it does not exist."""
+        if kind == "ClusterRole":
+            roles = self._lookup("clusterroles", None)
+        elif kind == "Role" and namespace:
+            roles = self._lookup("roles", namespace)
+        else:
+            return None
+        role = next((r for r in roles if r["metadata"]["name"] == name), None)
+        return None if role is None else list(role.get("rules") or ())
 
     def allowed(
         self, user: User, verb: str, group: str, resource: str, namespace: str | None, name: str | None = None

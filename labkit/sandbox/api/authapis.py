@@ -2,7 +2,9 @@
 
 ``POST …/serviceaccounts/<name>/token`` (a TokenRequest) issues a ServiceAccount token;
 ``SelfSubjectAccessReview`` and ``SubjectAccessReview`` (what ``kubectl auth can-i`` sends) ask the
-RBAC authorizer whether a user may do something.
+RBAC authorizer whether a user may do something; ``SelfSubjectRulesReview`` (``kubectl auth can-i --list``)
+lists what the caller may do in a namespace, and ``SelfSubjectReview`` (``kubectl auth whoami``) says who
+the caller is.
 """
 
 from __future__ import annotations
@@ -10,14 +12,45 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from labkit.sandbox.api.auth import ADMIN, Authorizer, TokenAuthority, User, review_attributes
+from labkit.sandbox.api.auth import ADMIN, NODES_GROUP, Authorizer, TokenAuthority, User, review_attributes
+from labkit.sandbox.api.status import StatusError, bad_request
+
+#: TokenRequest's bounds (``ValidateTokenRequest`` in pkg/apis/authentication/validation/validation.go).
+MIN_TOKEN_SECONDS = 10 * 60
+MAX_TOKEN_SECONDS = 1 << 32
+
+
+def _token_seconds(spec: dict[str, Any]) -> int:
+    """``spec.expirationSeconds``, defaulted to an hour, refused outside upstream's bounds (422, its wording)."""
+    seconds = spec.get("expirationSeconds")
+    seconds = 3600 if seconds is None else seconds
+    if not isinstance(seconds, int) or isinstance(seconds, bool):
+        raise bad_request(f"spec.expirationSeconds must be an integer, not {seconds!r}")
+    problem = ""
+    if seconds < MIN_TOKEN_SECONDS:
+        problem = "may not specify a duration less than 10 minutes"
+    elif seconds > MAX_TOKEN_SECONDS:
+        problem = "may not specify a duration larger than 2^32 seconds"
+    if problem:
+        message = f"Invalid value: {seconds}: {problem}"
+        raise StatusError(
+            422,
+            "Invalid",
+            f'TokenRequest.authentication.k8s.io "" is invalid: spec.expirationSeconds: {message}',
+            {
+                "group": "authentication.k8s.io",
+                "kind": "TokenRequest",
+                "causes": [{"reason": "FieldValueInvalid", "message": message, "field": "spec.expirationSeconds"}],
+            },
+        )
+    return seconds
 
 
 def token_request(tokens: TokenAuthority, service_account: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """The TokenRequest answer: a token for ``service_account`` valid ``spec.expirationSeconds`` (1 h)."""
+    """The TokenRequest answer: a token for ``service_account`` valid ``spec.expirationSeconds`` (1 h, >= 10 min)."""
     meta = service_account["metadata"]
     spec = body.get("spec") or {}
-    seconds = int(spec.get("expirationSeconds") or 3600)
+    seconds = _token_seconds(spec)
     token, exp = tokens.issue(meta["namespace"], meta["name"], meta["uid"], seconds)
     return {
         "kind": "TokenRequest",
@@ -48,3 +81,64 @@ def access_review(authorizer: Authorizer, requester: User, body: dict[str, Any])
     if allowed and user is not ADMIN and not user.is_admin:
         status["reason"] = "RBAC: allowed by a RoleBinding or ClusterRoleBinding"
     return {**body, "metadata": body.get("metadata") or {"creationTimestamp": None}, "status": status}
+
+
+def self_subject_review(user: User) -> dict[str, Any]:
+    """``kubectl auth whoami``: the caller as the API server sees it (after impersonation)."""
+    info: dict[str, Any] = {"username": user.name}
+    if user.uid:
+        info["uid"] = user.uid
+    info["groups"] = list(user.groups)
+    if user.extra:
+        info["extra"] = user.extra
+    return {
+        "kind": "SelfSubjectReview",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"creationTimestamp": None},
+        "status": {"userInfo": info},
+    }
+
+
+def rules_review(authorizer: Authorizer, user: User, body: dict[str, Any]) -> dict[str, Any]:
+    """``kubectl auth can-i --list``: the caller's RBAC rules in ``spec.namespace`` (selfsubjectrulesreview/rest.go).
+
+    Rules are listed as RBAC's ``RulesFor`` gives them, one entry per rule; a node's list is marked incomplete
+    with the Node authorizer's error, as the union of ``Node,RBAC`` answers it.
+    """
+    namespace = (body.get("spec") or {}).get("namespace") or ""
+    if not namespace:
+        raise bad_request("no namespace on request")
+    resource_rules: list[dict[str, Any]] = []
+    non_resource_rules: list[dict[str, Any]] = []
+    for rule in authorizer.rules_for(user, namespace):
+        verbs = list(rule.get("verbs") or [])
+        if rule.get("resources"):
+            entry = {"verbs": verbs}
+            entry.update({k: list(rule[k]) for k in ("apiGroups", "resources", "resourceNames") if rule.get(k)})
+            resource_rules.append(entry)
+        if rule.get("nonResourceURLs"):
+            non_resource_rules.append({"verbs": verbs, "nonResourceURLs": list(rule["nonResourceURLs"])})
+    status: dict[str, Any] = {
+        "resourceRules": resource_rules,
+        "nonResourceRules": non_resource_rules,
+        "incomplete": False,
+    }
+    if NODES_GROUP in user.groups and user.name.startswith("system:node:"):
+        status["incomplete"] = True
+        status["evaluationError"] = "node authorizer does not support user rule resolution"
+    return {
+        "kind": "SelfSubjectRulesReview",
+        "apiVersion": "authorization.k8s.io/v1",
+        "metadata": {"creationTimestamp": None},
+        "spec": {"namespace": namespace},
+        "status": status,
+    }
+
+
+def review(authorizer: Authorizer, requester: User, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a POST of one of the review kinds (they are answered, never stored)."""
+    if kind == "SelfSubjectReview":
+        return self_subject_review(requester)
+    if kind == "SelfSubjectRulesReview":
+        return rules_review(authorizer, requester, body)
+    return access_review(authorizer, requester, body)

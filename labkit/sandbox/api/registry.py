@@ -176,5 +176,21 @@ RESOURCES = Registry(
             namespaced=False,
             verbs=("create",),
         ),
+        _api(
+            "authorization.k8s.io",
+            "authorization",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            namespaced=False,
+            verbs=("create",),
+        ),
+        _api(
+            "authentication.k8s.io",
+            "authentication",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            namespaced=False,
+            verbs=("create",),
+        ),
     ]
 )

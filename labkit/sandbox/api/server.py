@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from labkit.sandbox import logs
-from labkit.sandbox.api import authapis, discovery, limits, patch, schemas, tables
+from labkit.sandbox.api import authapis, discovery, escalation, impersonation, limits, patch, schemas, tables
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
 from labkit.sandbox.api.discovery import VERSION_INFO
 from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
@@ -47,7 +47,7 @@ from labkit.sandbox.api.responses import (
     wants_table,
 )
 from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
-from labkit.sandbox.api.status import StatusError, forbidden, http_status, method_not_allowed, unauthorized
+from labkit.sandbox.api.status import StatusError, forbidden_request, http_status, method_not_allowed, unauthorized
 from labkit.sandbox.api.validation import check_shape, check_types, validate
 
 if TYPE_CHECKING:
@@ -140,7 +140,7 @@ class ApiServer:
         user = self.tokens.authenticate(token, sa_exists) if token else None
         if user is None:
             raise unauthorized()
-        request["user"] = user
+        request["user"] = impersonation.impersonate(user, request, self.authorizer)
         return await handler(request)
 
     # -------------------------------------------------------------- routing
@@ -218,7 +218,11 @@ class ApiServer:
         user: User = request["user"]
         resource = f"{t.resource.plural}/{t.subresource}" if t.subresource else t.resource.plural
         if not self.authorizer.allowed(user, verb, t.resource.group, resource, t.namespace, t.name):
-            raise forbidden(user.name, verb, t.resource, t.namespace, t.name)
+            raise forbidden_request(user.name, verb, t.resource.group, resource, t.namespace, t.name)
+
+    def _guard(self, request: web.Request, t: Target) -> escalation.Guard | None:
+        """RBAC's escalation check for a write of a role or binding (None for other kinds)."""
+        return escalation.guard(self.authorizer, request["user"], t.resource, t.namespace)
 
     async def _body(self, request: web.Request, t: Target) -> Any:
         """The request body, read within the size limit and decoded in a worker thread (a big YAML takes a while)."""
@@ -265,18 +269,32 @@ class ApiServer:
         if method == "POST" and t.name is None:
             self._authorize(request, "create", t)
             body = await self._body(request, t)
-            if t.resource.group == "authorization.k8s.io":
-                validate(t.resource, body, validation)  # the review reads a well-typed spec only
-                return json_response(authapis.access_review(self.authorizer, request["user"], body), 201)
+            if t.resource.group in ("authorization.k8s.io", "authentication.k8s.io"):
+                if t.resource.group == "authorization.k8s.io":
+                    validate(t.resource, body, validation)  # the review reads a well-typed spec only
+                return json_response(authapis.review(self.authorizer, request["user"], t.resource.kind, body), 201)
             obj, warnings = core.create(
-                t.resource, t.namespace, body, manager=manager, validation=validation, dry_run=dry_run
+                t.resource,
+                t.namespace,
+                body,
+                manager=manager,
+                validation=validation,
+                dry_run=dry_run,
+                guard=self._guard(request, t),
             )
             return self._answer(request, t, obj, 201, warnings)
         if method == "PUT" and t.name:
             self._authorize(request, "update", t)
             body = await self._body(request, t)
             obj, warnings = core.replace(
-                t.resource, t.namespace, t.object_name, body, manager=manager, validation=validation, dry_run=dry_run
+                t.resource,
+                t.namespace,
+                t.object_name,
+                body,
+                manager=manager,
+                validation=validation,
+                dry_run=dry_run,
+                guard=self._guard(request, t),
             )
             return self._answer(request, t, obj, 200, warnings)
         if method == "PATCH" and t.name:
@@ -369,6 +387,7 @@ class ApiServer:
             force=flag(request, "force"),
             validation=validation,
             dry_run=dry_run,
+            guard=self._guard(request, t),
         )
         return self._answer(request, t, obj, 201 if created else 200, warnings)
 

@@ -103,16 +103,22 @@ def gone(message: str) -> StatusError:
     return StatusError(410, "Expired", message)
 
 
-def forbidden(user: str, verb: str, resource: Resource, namespace: str | None, name: str | None = None) -> StatusError:
-    what = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+def forbidden_request(
+    user: str, verb: str, group: str, resource: str, namespace: str | None, name: str | None = None
+) -> StatusError:
+    """The authorizer's 403 (``responsewriters.Forbidden``); *resource* may name a subresource (``pods/log``)."""
+    plural = resource.split("/", 1)[0]
+    what = f"{plural}.{group}" if group else plural
     named = f' "{name}"' if name else ""
     scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+    details: dict[str, Any] = {"name": name} if name else {}
+    details.update({"group": group} if group else {})
+    details["kind"] = plural
     return StatusError(
         403,
         "Forbidden",
-        f'{what}{named} is forbidden: User "{user}" cannot {verb} resource "{resource.plural}" '
-        f'in API group "{resource.group}"{scope}',
-        _details(resource, name),
+        f'{what}{named} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group "{group}"{scope}',
+        details,
     )
 
 

@@ -36,6 +36,7 @@ import binascii
 import builtins
 import collections
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -115,6 +116,21 @@ def _with_own_metadata(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return {**obj, "metadata": meta}, meta
 
 
+def _private_database(path: Path) -> None:
+    """Create *path* 0600 before SQLite opens it, and tighten an older one and its -wal/-shm to 0600.
+
+    SQLite creates the -wal and -shm files with the database file's permissions (``robust_open`` in
+    os_unix.c takes them from the database: ``findCreateFileMode``), so a 0600 database keeps its journal
+    private as well.
+    """
+    if str(path) == ":memory:":
+        return
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if part.exists() and part.stat().st_mode & 0o077:
+            part.chmod(0o600)
+
+
 def _rv_of(obj: dict[str, Any]) -> int:
     return int(obj["metadata"]["resourceVersion"])
 
@@ -130,6 +146,7 @@ class Store:
             raise SandboxError(f"watch history size must be at least 1, got {history}", "pass history=20_000 or more")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_database(self.path)
         self._lock = threading.RLock()
         self._history: collections.deque[Change] = collections.deque()
         self._history_limits = (history, history_bytes)
