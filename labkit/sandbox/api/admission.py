@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from labkit.sandbox.api import crds
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.status import forbidden_because, not_found
 
@@ -157,7 +159,14 @@ def _namespace(obj: dict[str, Any]) -> None:
 
 
 def _secret(obj: dict[str, Any]) -> None:
+    """``stringData`` entries override ``data`` (base64-encoded) and are never stored, as the v1 to
+    internal conversion does (kubernetes ``pkg/apis/core/v1/conversion.go``, Convert_v1_Secret_To_core_Secret)."""
     obj.setdefault("type", "Opaque")
+    string_data = obj.pop("stringData", None)
+    if string_data:
+        data = obj.get("data") or {}
+        data.update({k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()})
+        obj["data"] = data
 
 
 _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -168,6 +177,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Service": _service,
     "Namespace": _namespace,
     "Secret": _secret,
+    "CustomResourceDefinition": crds.default_crd,
 }
 
 

@@ -18,6 +18,7 @@ _SUBRESOURCE_VERBS = {
     "status": ("get", "patch", "update"),
     "scale": ("get", "patch", "update"),
     "log": ("get",),
+    "exec": ("create", "get"),
     "binding": ("create",),
     "eviction": ("create",),
     "token": ("create",),

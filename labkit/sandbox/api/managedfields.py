@@ -218,7 +218,7 @@ def record_update(
     conflict, as on a real server); removed fields leave every manager's set.
     """
     result = deep_copy(new)
-    node = schemas().node(resource.schema)
+    node = schemas().root(resource)
     entries = _entries(old)
     status = subresource == "status"
     before = flatten_fields(old, node, status) if old is not None else {}
@@ -307,7 +307,7 @@ def server_side_apply(
     """
     applied = deep_copy(applied)
     (applied.get("metadata") or {}).pop("managedFields", None)
-    node = schemas().node(resource.schema)
+    node = schemas().root(resource)
     wanted = flatten_fields(applied, node)
     entries = _entries(live)
     mine = _own(entries, resource, manager, "Apply")

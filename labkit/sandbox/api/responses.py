@@ -70,8 +70,11 @@ def flag(request: web.Request, name: str) -> bool:
 
 
 def not_found_path() -> StatusError:
-    """The 404 for a path the server does not serve (not for a missing object)."""
-    return StatusError(404, "NotFound", "the server could not find the requested resource", None)
+    """The 404 for a path the server does not serve (not for a missing object).
+
+    Its ``details`` are empty but present, as the real server's: kubectl debug reads ``details.name`` of
+    a 404 to tell a missing subresource from a missing pod and would crash on a Status without details."""
+    return StatusError(404, "NotFound", "the server could not find the requested resource", {})
 
 
 async def stream_watch(

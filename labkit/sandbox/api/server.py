@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from labkit.sandbox import logs
-from labkit.sandbox.api import authapis, discovery, patch, schemas, tables
+from labkit.sandbox.api import authapis, crds, discovery, patch, schemas, tables, unsupported
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
 from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
 from labkit.sandbox.api.registry import RESOURCES, Resource
@@ -94,6 +94,7 @@ class ApiServer:
     ) -> None:
         self.core = core
         self.tokens = tokens
+        self.custom = crds.CustomResources(core.store)
         self.logs = logs.PodLogs(log_dir)
         self.server_address = server_address
         self._rbac: dict[tuple[str, str | None], tuple[int, list[dict[str, Any]]]] = {}
@@ -148,6 +149,7 @@ class ApiServer:
 
     # -------------------------------------------------------------- routing
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.custom.refresh()  # serve the kinds of the CRDs stored now (cheap when none changed)
         parts = [unquote(p) for p in request.path.strip("/").split("/") if p]
         if not parts:
             return json_response(
@@ -187,8 +189,8 @@ class ApiServer:
         namespace = None
         if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
             namespace, rest = rest[1], rest[2:]
-        resource = RESOURCES.by_plural(group, rest[0])
-        if resource is None or resource.version != version:
+        resource = RESOURCES.by_path(group, version, rest[0])
+        if resource is None:
             raise not_found_path()
         if resource.namespaced != (namespace is not None) and len(rest) > 1:
             raise not_found_path()
@@ -428,6 +430,8 @@ class ApiServer:
         self._authorize(request, verb, t)
         if sub == "log" and method == "GET":
             return await self._log(request, t)
+        if sub == "exec":
+            raise unsupported.exec_refused(core.get(t.resource, t.namespace, t.object_name))
         if sub == "status":
             if method == "GET":
                 return self._answer(request, t, core.get(t.resource, t.namespace, t.object_name))

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from labkit.sandbox.api import schemas
+from labkit.sandbox.api import crds, schemas
 from labkit.sandbox.api.status import bad_request, invalid
 
 if TYPE_CHECKING:
@@ -163,6 +163,8 @@ def validate(resource: Resource, obj: object, mode: str = "Warn") -> list[str]:
             f'fieldValidation parameter "{mode}" is not supported: use one of "Ignore", "Warn" or "Strict"'
         )
     decode_prefix = f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
+    if resource.custom is not None:
+        return _validate_custom(resource, obj, mode, decode_prefix)
     root = schemas.schemas().node(resource.schema)
     if not isinstance(obj, dict):
         raise bad_request(
@@ -172,14 +174,29 @@ def validate(resource: Resource, obj: object, mode: str = "Warn") -> list[str]:
     walk.fields(root, obj)
     if walk.type_error:
         raise bad_request(decode_prefix + walk.type_error)
-    if walk.unknown and mode == "Strict":
+    return _finish(resource, obj, mode, decode_prefix, walk.unknown, [])
+
+
+def _validate_custom(resource: Resource, obj: object, mode: str, decode_prefix: str) -> list[str]:
+    """A custom resource: its CRD's structural schema decides (apiextensions-apiserver's validation)."""
+    if not isinstance(obj, dict):
+        raise bad_request(decode_prefix + f"json: cannot unmarshal {_json_type(obj)} into Go value of type map")
+    unknown: list[str] = []
+    causes = crds.structural_causes(resource, obj, unknown)
+    return _finish(resource, obj, mode, decode_prefix, unknown, causes)
+
+
+def _finish(
+    resource: Resource, obj: dict[str, Any], mode: str, decode_prefix: str, unknown: list[str], causes: list[Cause]
+) -> list[str]:
+    if unknown and mode == "Strict":
         raise bad_request(
-            decode_prefix + "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in walk.unknown)
+            decode_prefix + "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in unknown)
         )
-    causes = semantic_causes(resource, obj)
+    causes = semantic_causes(resource, obj) + causes
     if causes:
         raise invalid(resource, (obj.get("metadata") or {}).get("name") or "", causes)
-    return [f'unknown field "{p}"' for p in walk.unknown] if mode == "Warn" else []
+    return [f'unknown field "{p}"' for p in unknown] if mode == "Warn" else []
 
 
 # -- semantic rules ---------------------------------------------------------------------------
@@ -529,6 +546,7 @@ _KIND_RULES: dict[str, Callable[[dict[str, Any]], list[Cause]]] = {
     "Job": _job,
     "Service": _service,
     "RuntimeClass": _runtime_class,
+    "CustomResourceDefinition": crds.crd_causes,
 }
 
 
