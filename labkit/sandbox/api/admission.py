@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 NAMESPACES = RESOURCES.served("", "namespaces")
 RUNTIME_CLASSES = RESOURCES.served("node.k8s.io", "runtimeclasses")
 PODS = RESOURCES.served("", "pods")
+STORAGE_CLASSES = RESOURCES.served("storage.k8s.io", "storageclasses")
 
 _DEFAULT_TOLERATIONS = [
     {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
@@ -169,6 +170,20 @@ def _secret(obj: dict[str, Any]) -> None:
         obj["data"] = data
 
 
+def _claim(obj: dict[str, Any]) -> None:
+    """SetDefaults_PersistentVolumeClaim(Spec): a new claim is Pending, a Filesystem volume."""
+    obj.setdefault("spec", {}).setdefault("volumeMode", "Filesystem")
+    obj.setdefault("status", {}).setdefault("phase", "Pending")
+
+
+def _volume(obj: dict[str, Any]) -> None:
+    """SetDefaults_PersistentVolume: Pending, Retain, Filesystem."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
+    spec.setdefault("volumeMode", "Filesystem")
+    obj.setdefault("status", {}).setdefault("phase", "Pending")
+
+
 _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Pod": _pod,
     "Deployment": _deployment,
@@ -178,6 +193,8 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Namespace": _namespace,
     "Secret": _secret,
     "CustomResourceDefinition": crds.default_crd,
+    "PersistentVolumeClaim": _claim,
+    "PersistentVolume": _volume,
 }
 
 
@@ -204,6 +221,34 @@ def require_namespace(store: Store, resource: Resource, namespace: str | None, n
         }
         why = f"unable to create new content in namespace {namespace} because it is being terminated"
         raise forbidden_because(resource, name, why, [cause])
+
+
+def admit(store: Store, resource: Resource, obj: dict[str, Any]) -> None:
+    """The mutating admission plugins of a create that read other objects: RuntimeClass, DefaultStorageClass."""
+    if resource.custom is not None:
+        return
+    if resource.kind == "Pod":
+        admit_runtime_class(store, obj)
+    elif resource.kind == "PersistentVolumeClaim":
+        _default_storage_class(store, obj)
+
+
+def _default_storage_class(store: Store, claim: dict[str, Any]) -> None:
+    """DefaultStorageClass (plugin/pkg/admission/storage/storageclass/setdefault): a claim that names no class
+    (``storageClassName`` absent, not ``""``) gets the default one, the newest if several are marked."""
+    spec = claim.setdefault("spec", {})
+    annotations = claim.get("metadata", {}).get("annotations") or {}
+    if "storageClassName" in spec or "volume.beta.kubernetes.io/storage-class" in annotations:
+        return
+    defaults = [
+        sc
+        for sc in store.list(STORAGE_CLASSES, None)[0]
+        if (sc["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true"
+        or (sc["metadata"].get("annotations") or {}).get("storageclass.beta.kubernetes.io/is-default-class") == "true"
+    ]
+    if defaults:
+        newest = max(defaults, key=lambda sc: (sc["metadata"].get("creationTimestamp", ""), sc["metadata"]["name"]))
+        spec["storageClassName"] = newest["metadata"]["name"]
 
 
 def admit_runtime_class(store: Store, pod: dict[str, Any]) -> None:

@@ -192,8 +192,7 @@ class ApiCore:
         if res.kind not in ("Namespace",):
             obj.pop("status", None)
         warnings = self._prepare(res, obj, validation)
-        if res.kind == "Pod":
-            admission.admit_runtime_class(self.store, obj)
+        admission.admit(self.store, res, obj)
         if res.kind == "Service" and obj["spec"].get("type") != "ExternalName":
             ipallocator.allocate_cluster_ip(self.store, obj)
         if res.kind in GENERATION_KINDS:
