@@ -88,11 +88,35 @@ def to_events_v1(event: dict[str, Any]) -> dict[str, Any]:
         "deprecatedLastTimestamp": event.get("lastTimestamp"),
         "deprecatedCount": count,
     }
-    if count > 1:
-        out["series"] = {"count": count, "lastObservedTime": event.get("lastTimestamp")}
+    if event.get("series"):
+        out["series"] = event["series"]  # a core Event's own series only: count alone stays deprecatedCount
     if event.get("action"):
         out["action"] = event["action"]
     return {k: v for k, v in out.items() if v is not None or k == "eventTime"}
+
+
+def v1_create_causes(event: dict[str, Any]) -> list[dict[str, str]]:
+    """The strict checks of a create through ``events.k8s.io/v1`` (``ValidateEventCreate`` in kubernetes
+    ``pkg/apis/core/validation/events.go``): core/v1 keeps its loose legacy rules, the new API does not."""
+    causes = []
+
+    def required(field: str) -> None:
+        causes.append({"reason": "FieldValueRequired", "message": "Required value", "field": field})
+
+    if not event.get("eventTime"):
+        required("eventTime")
+    if event.get("type") not in ("Normal", "Warning"):
+        causes.append({"reason": "FieldValueInvalid", "field": "type",
+                       "message": f'Invalid value: "": has invalid value: {event.get("type") or ""}'})  # fmt: skip
+    for field in ("deprecatedFirstTimestamp", "deprecatedLastTimestamp", "deprecatedCount", "deprecatedSource"):
+        if event.get(field):
+            causes.append(
+                {"reason": "FieldValueInvalid", "field": field, "message": 'Invalid value: "": needs to be unset'}
+            )
+    for field in ("reportingController", "reportingInstance", "action", "reason"):
+        if not event.get(field):
+            required(field)
+    return causes
 
 
 def from_events_v1(event: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from aiohttp import web
 from labkit.sandbox import logs
 from labkit.sandbox.api import authapis, crds, discovery, patch, schemas, tables, unsupported
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
-from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
+from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1, v1_create_causes
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.responses import (
     JSON,
@@ -39,6 +39,7 @@ from labkit.sandbox.api.status import (
     StatusError,
     bad_request,
     forbidden,
+    invalid,
     method_not_allowed,
     unauthorized,
 )
@@ -316,17 +317,30 @@ class ApiServer:
                 t.namespace,
                 label_selector=q.get("labelSelector", ""),
                 field_selector=q.get("fieldSelector", ""),
+                limit=int(q["limit"]) if q.get("limit") else None,
+                continue_token=q.get("continue"),
             )
             items = [to_events_v1(e) for e in listing["items"]]
             if wants_table(request):
-                return json_response(tables.to_table(EVENTS_V1, items, list_rv=listing["metadata"]["resourceVersion"]))
+                return json_response(
+                    tables.to_table(
+                        EVENTS_V1,
+                        items,
+                        list_rv=listing["metadata"]["resourceVersion"],
+                        continue_token=listing["metadata"].get("continue"),
+                    )
+                )
             return json_response({**listing, "kind": "EventList", "apiVersion": EVENTS_V1.api_version, "items": items})
         if request.method == "GET":
             self._authorize(request, "get", t)
             return self._answer(request, t, to_events_v1(core.get(EVENTS, t.namespace, t.object_name)))
         if request.method == "POST" and t.name is None:
             self._authorize(request, "create", t)
-            body = from_events_v1(await self._body(request, t))
+            event = await self._body(request, t)
+            causes = v1_create_causes(event) if isinstance(event, dict) else []
+            if causes:
+                raise invalid(EVENTS_V1, (event.get("metadata") or {}).get("name", ""), causes)
+            body = from_events_v1(event)
             obj, warnings = core.create(EVENTS, t.namespace, body, manager=manager, validation="Ignore")
             return self._answer(request, t, to_events_v1(obj), 201, warnings)
         if request.method == "DELETE" and t.name:

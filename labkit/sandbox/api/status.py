@@ -89,9 +89,10 @@ def invalid(resource: Resource, name: str, causes: list[dict[str, str]]) -> Stat
     summary = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
     if len(causes) > 1:
         summary = f"[{summary}]"
-    return StatusError(
-        422, "Invalid", f'{kind} "{name}" is invalid: {summary}', _details(resource, name, causes=causes)
-    )
+    # apimachinery's NewInvalid names the Kind in details (kubectl prints 'The Pod "p" is invalid'),
+    # where the other builders name the resource
+    details = {**_details(resource, name, causes=causes), "kind": resource.kind}
+    return StatusError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', details)
 
 
 def bad_request(message: str, causes: list[dict[str, str]] | None = None) -> StatusError:
