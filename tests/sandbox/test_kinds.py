@@ -127,6 +127,17 @@ def test_a_crd_cannot_take_a_built_in_group_or_kind(change: dict[str, Any], fiel
     assert e.value.code == 422
 
 
+@pytest.mark.parametrize("plural", ["../pods", "pods/status", "Widgets", ""])
+def test_a_crds_plural_is_one_lowercase_path_segment(plural: str) -> None:
+    """The plural becomes a URL path segment: one that could climb or split a path is refused."""
+    crd = _crd(names={"plural": plural, "kind": "Widget"})
+    crd["metadata"]["name"] = "widgets.example.com"
+    with pytest.raises(StatusError) as e:
+        validate(RESOURCES.served("apiextensions.k8s.io", "customresourcedefinitions"), crd, "Warn")
+    assert e.value.code == 422
+    assert any(c["field"] == "spec.names.plural" for c in (e.value.details or {})["causes"])
+
+
 def test_a_crds_name_must_be_plural_dot_group() -> None:
     crd = _crd()
     crd["metadata"]["name"] = "gadgets.example.com"

@@ -539,6 +539,21 @@ def _runtime_class(obj: dict[str, Any]) -> list[Cause]:
     return dns_label("handler", handler) if handler else [required("handler")]
 
 
+def _crd_names(crd: dict[str, Any]) -> list[Cause]:
+    """ValidateCustomResourceDefinitionNames: the names become URL path segments and JSON kinds, so each is a
+    DNS-1035 label (the kinds lowercased), and the group a DNS subdomain."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    causes = dns_subdomain("spec.group", spec["group"]) if spec.get("group") else []
+    for field in ("plural", "singular", "kind", "listKind"):
+        value = names.get(field)
+        if isinstance(value, str) and value:
+            causes += _dns1035(f"spec.names.{field}", value.lower() if "ind" in field else value)
+    for i, short in enumerate(names.get("shortNames") or ()):
+        causes += _dns1035(f"spec.names.shortNames[{i}]", short)
+    return causes
+
+
 _KIND_RULES: dict[str, Callable[[dict[str, Any]], list[Cause]]] = {
     "Pod": lambda obj: _pod_spec("spec", obj.get("spec") or {}),
     "Deployment": lambda obj: _replicated(obj, ("Always",)),
@@ -546,7 +561,7 @@ _KIND_RULES: dict[str, Callable[[dict[str, Any]], list[Cause]]] = {
     "Job": _job,
     "Service": _service,
     "RuntimeClass": _runtime_class,
-    "CustomResourceDefinition": crds.crd_causes,
+    "CustomResourceDefinition": lambda obj: crds.crd_causes(obj) + _crd_names(obj),
 }
 
 
