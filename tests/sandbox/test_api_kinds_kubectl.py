@@ -323,3 +323,53 @@ def test_kubectl_debug_and_exec_fail_cleanly(kubectl, namespace) -> None:
     exec_ = kubectl("exec", "p1", "-n", namespace, "--", "ls", check=False)
     assert exec_.returncode == 1 and "error executing command in container" in exec_.stderr
     assert "exec is not simulated" in exec_.stderr
+
+
+def test_an_autoscaling_v1_hpa_is_stored_as_v2_and_read_in_both(kubectl, namespace) -> None:
+    """Older manifests use autoscaling/v1; kubectl and the v2 API see the same object (upstream's conversion)."""
+    hpa = """
+apiVersion: autoscaling/v1
+kind: HorizontalPodAutoscaler
+metadata: {name: old}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  maxReplicas: 4
+  targetCPUUtilizationPercentage: 70
+"""
+    assert "created" in kubectl("apply", "-n", namespace, "-f", "-", input=hpa).stdout
+    as_v1 = json.loads(
+        kubectl("get", "--raw", f"/apis/autoscaling/v1/namespaces/{namespace}/horizontalpodautoscalers/old").stdout
+    )
+    assert as_v1["apiVersion"] == "autoscaling/v1"
+    assert as_v1["spec"]["targetCPUUtilizationPercentage"] == 70 and as_v1["spec"]["minReplicas"] == 1
+    as_v2 = json.loads(kubectl("get", "hpa", "old", "-n", namespace, "-o", "json").stdout)
+    assert as_v2["spec"]["metrics"] == [
+        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+    ]
+    assert "configured" in kubectl("apply", "-n", namespace, "-f", "-", input=hpa.replace("70", "75")).stdout
+    assert "cpu: <unknown>/75%" in kubectl("get", "hpa", "old", "-n", namespace).stdout
+    assert "targetCPUUtilizationPercentage" in kubectl("explain", "hpa.spec", "--api-version=autoscaling/v1").stdout
+
+
+def test_a_crd_serves_its_other_versions_too(kubectl, namespace) -> None:
+    two = CRD.replace("widgets.kinds.example.com", "gadgets.kinds.example.com").replace(
+        "plural: widgets, kind: Widget, shortNames: [wg]", "plural: gadgets, kind: Gadget"
+    )
+    two = two.replace("  - name: v1\n    served: true\n    storage: true\n",
+                      "  - name: v1beta1\n    served: true\n    storage: false\n    schema:\n      openAPIV3Schema:"
+                      "\n        type: object\n        x-kubernetes-preserve-unknown-fields: true\n"
+                      "  - name: v1\n    served: true\n    storage: true\n")  # fmt: skip
+    kubectl("apply", "-f", "-", input=two)
+    try:
+        kubectl("wait", "--for", "condition=established", "crd/gadgets.kinds.example.com", "--timeout=20s")
+        old = {"apiVersion": "kinds.example.com/v1beta1", "kind": "Gadget", "metadata": {"name": "g"},
+               "spec": {"size": 1}}  # fmt: skip
+        kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(old))
+        path = f"/apis/kinds.example.com/{{}}/namespaces/{namespace}/gadgets/g"
+        for version in ("v1", "v1beta1"):
+            got = json.loads(kubectl("get", "--raw", path.format(version)).stdout)
+            assert got["apiVersion"] == f"kinds.example.com/{version}" and got["spec"] == {"size": 1}
+        versions = kubectl("api-versions").stdout.split()
+        assert "kinds.example.com/v1" in versions and "kinds.example.com/v1beta1" in versions
+    finally:
+        kubectl("delete", "crd", "gadgets.kinds.example.com", check=False)

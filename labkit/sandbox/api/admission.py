@@ -184,6 +184,16 @@ def _volume(obj: dict[str, Any]) -> None:
     obj.setdefault("status", {}).setdefault("phase", "Pending")
 
 
+def _autoscaler(obj: dict[str, Any]) -> None:
+    """autoscaling/v2 SetDefaults_HorizontalPodAutoscaler: one replica at least, 80% cpu when no metric is set
+    (an autoscaling/v1 object without a target, stored as v2, gets it too: the 80% its controller would use)."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("minReplicas", 1)
+    if not spec.get("metrics"):
+        target = {"type": "Utilization", "averageUtilization": 80}
+        spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": target}}]
+
+
 _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Pod": _pod,
     "Deployment": _deployment,
@@ -195,6 +205,7 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "CustomResourceDefinition": crds.default_crd,
     "PersistentVolumeClaim": _claim,
     "PersistentVolume": _volume,
+    "HorizontalPodAutoscaler": _autoscaler,
 }
 
 

@@ -127,8 +127,11 @@ def resources_of(crd: dict[str, Any]) -> list[Resource]:
     spec = crd.get("spec") or {}
     names = spec.get("names") or {}
     kind = names.get("kind", "")
+    versions = spec.get("versions") or []
+    storage = next((v.get("name", "") for v in versions if v.get("storage")), "")
     out = []
-    for version in spec.get("versions") or ():
+    # the stored version first: the registry's by_plural and discovery's preferred version are the first
+    for version in sorted(versions, key=lambda v: not v.get("storage")):
         if not version.get("served"):
             continue
         subresources = version.get("subresources") or {}
@@ -147,6 +150,7 @@ def resources_of(crd: dict[str, Any]) -> list[Resource]:
                 verbs=ALL_VERBS,
                 subresources=subs,
                 custom=version,
+                storage_version="" if version.get("name") == storage else storage,
             )
         )
     return out
@@ -256,7 +260,7 @@ class CustomResources:
         self._seen = self.store.last_write(CRDS)
 
     def _remove_objects(self, owner: str) -> None:
-        for resource in {r.key: r for r in RESOURCES if r.custom is not None and _owner(r) == owner}.values():
+        for resource in [r for r in RESOURCES if r.custom is not None and _owner(r) == owner]:
             for obj in self.store.list(resource, None)[0]:
                 self.store.delete(resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
 

@@ -99,7 +99,7 @@ def api_group_list() -> dict[str, Any]:
 
 def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
     """The legacy ``APIResourceList`` for one group-version, or None if it is not served."""
-    resources = [r for r in RESOURCES if r.group == group and r.version == version]
+    resources = [r for r in RESOURCES.every_version() if r.group == group and r.version == version]
     if not resources:
         return None
     entries: list[dict[str, Any]] = []

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.status import bad_request, invalid
 from labkit.sandbox.eventbody import new_event
 
 if TYPE_CHECKING:
@@ -117,6 +118,16 @@ def v1_create_causes(event: dict[str, Any]) -> list[dict[str, str]]:
         if not event.get(field):
             required(field)
     return causes
+
+
+def checked_v1_create(event: Any) -> dict[str, Any]:
+    """*event*, the body of a create through ``events.k8s.io/v1``, once :func:`v1_create_causes` passes it."""
+    if not isinstance(event, dict):
+        raise bad_request("the body of an events.k8s.io/v1 Event must be a JSON object")
+    causes = v1_create_causes(event)
+    if causes:
+        raise invalid(EVENTS_V1, (event.get("metadata") or {}).get("name", ""), causes)
+    return event
 
 
 def from_events_v1(event: dict[str, Any]) -> dict[str, Any]:

@@ -12,13 +12,12 @@ not say (plural, scope, short names, categories, extra subresources) follows ups
   ``ShortNames()``, ``Categories()`` in ``pkg/registry/*/*/storage/storage.go``), listed below;
 - a ``status`` subresource for every stored kind whose schema has ``status``.
 
->>> sorted(s.version for s in builtin_kinds() if s.group == "autoscaling")
-['v2']
+>>> [(s.version, s.storage_version) for s in builtin_kinds() if s.group == "autoscaling"]
+[('v2', ''), ('v1', 'v2')]
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -101,9 +100,9 @@ def definitions_path() -> Path:
     return root / "kubernetes-json-schema" / SCHEMA_VERSION / "_definitions.json"
 
 
-@functools.cache
 def definitions() -> dict[str, Any]:
-    """The ``$defs`` of the 1.32 schemas, parsed once per process."""
+    """The ``$defs`` of the 1.32 schemas, parsed anew: the registry reads them once at import and lets them
+    go (a kubelet process keeps no 8 MB of schemas); the API server's :class:`~.schemas.Schemas` keeps its own."""
     defs: dict[str, Any] = json.loads(definitions_path().read_bytes())["$defs"]
     return defs
 
@@ -128,23 +127,28 @@ def _is_ga(version: str) -> bool:
     return "alpha" not in version and "beta" not in version
 
 
+#: Kinds served in an older GA version too, converted from the stored one (:mod:`labkit.sandbox.api.versions`).
+CONVERTED_VERSIONS: dict[tuple[str, str], tuple[str, ...]] = {("autoscaling", "HorizontalPodAutoscaler"): ("v1",)}
+
+
 class KindSpec(NamedTuple):
-    """One served built-in kind, as the registry needs it."""
+    """One served version of a built-in kind, as the registry needs it."""
 
     definition: str
     group: str
     version: str
     kind: str
     has_status: bool
+    #: the version objects are stored in, when this one is served by conversion; "" for the stored one
+    storage_version: str = ""
 
 
 def builtin_kinds() -> list[KindSpec]:
-    """Every served built-in kind: the core group first, then by schema package.
-
-    A kind served in two GA versions (HorizontalPodAutoscaler: autoscaling/v1 and v2) is served in
-    its newest one only, since the sandbox stores one version and converts none.
-    """
+    """Every served built-in kind: the core group first, then by schema package; the versions served by
+    conversion last. A kind with two GA versions (HorizontalPodAutoscaler: autoscaling/v1 and v2) is stored
+    in the newest, as upstream stores it."""
     found: dict[tuple[str, str], KindSpec] = {}
+    older: list[KindSpec] = []
     for def_name, schema in definitions().items():
         gvks: list[dict[str, str]] = schema.get("x-kubernetes-group-version-kind") or []
         properties = schema.get("properties", {})
@@ -152,6 +156,11 @@ def builtin_kinds() -> list[KindSpec]:
             continue  # not a kind of its own, or a List of one
         group, version, kind = gvks[0]["group"], gvks[0]["version"], gvks[0]["kind"]
         if _is_ga(version) and kind not in NOT_SERVED:
-            found[(group, kind)] = KindSpec(def_name, group, version, kind, "status" in schema["properties"])
+            spec = KindSpec(def_name, group, version, kind, "status" in properties)
+            previous = found.get((group, kind))
+            if previous is not None and previous.version in CONVERTED_VERSIONS.get((group, kind), ()):
+                older.append(previous)
+            found[(group, kind)] = spec
     specs = list(found.values())
-    return [s for s in specs if not s.group] + [s for s in specs if s.group]
+    views = [s._replace(storage_version=found[(s.group, s.kind)].version) for s in older]
+    return [s for s in specs if not s.group] + [s for s in specs if s.group] + views

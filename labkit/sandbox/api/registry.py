@@ -39,6 +39,8 @@ class Resource:
     schema: str = ""
     #: a custom resource's version of its CustomResourceDefinition (schema, printer columns); None if built in
     custom: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    #: the version objects are stored in when this one is served by conversion (:mod:`.versions`); "" if itself
+    storage_version: str = ""
 
     @property
     def api_version(self) -> str:
@@ -73,10 +75,11 @@ class Registry:
         self._index()
 
     def _index(self) -> None:
-        self._all = self._builtin + [r for rs in self._custom.values() for r in rs]
+        self._versions = self._builtin + [r for rs in self._custom.values() for r in rs]
+        self._all = [r for r in self._versions if not r.storage_version]
         self._by_plural = {(r.group, r.plural): r for r in self._all}
-        self._by_path = {(r.group, r.version, r.plural): r for r in self._all}
-        self._by_kind = {(r.group, r.version, r.kind): r for r in self._all}
+        self._by_path = {(r.group, r.version, r.plural): r for r in self._versions}
+        self._by_kind = {(r.group, r.version, r.kind): r for r in self._versions}
 
     def set_custom(self, owner: str, resources: list[Resource]) -> None:
         """Serve *resources* for the CustomResourceDefinition *owner* (none: stop serving its kinds)."""
@@ -91,7 +94,12 @@ class Registry:
         return list(self._custom)
 
     def __iter__(self) -> Iterator[Resource]:
+        """Each resource once, in the version it is stored in."""
         return iter(self._all)
+
+    def every_version(self) -> list[Resource]:
+        """Every served group-version of every resource (discovery, OpenAPI)."""
+        return list(self._versions)
 
     def by_plural(self, group: str, plural: str) -> Resource | None:
         return self._by_plural.get((group, plural))
@@ -115,9 +123,9 @@ class Registry:
         return self.by_kind(group, version, kind)
 
     def groups(self) -> dict[str, list[Resource]]:
-        """Resources by group, core first, in registration order."""
+        """Every served version of the resources, by group, core first, in registration order."""
         out: dict[str, list[Resource]] = {}
-        for r in self._all:
+        for r in self._versions:
             out.setdefault(r.group, []).append(r)
         return out
 
@@ -140,6 +148,7 @@ def _builtin() -> list[Resource]:
                 verbs=kinds.VERBS.get((spec.group, spec.kind), ALL_VERBS if stored else ("create",)),
                 subresources=subresources,
                 schema=spec.definition,
+                storage_version=spec.storage_version,
             )
         )
     return resources

@@ -454,7 +454,7 @@ def _custom_list(r: Resource, item: str) -> dict[str, Any]:
 
 def _group_versions() -> dict[str, list[Resource]]:
     out: dict[str, list[Resource]] = {}
-    for r in RESOURCES:
+    for r in RESOURCES.every_version():
         if r.schema or r.custom is not None:
             out.setdefault(r.group_version_path, []).append(r)
     return out

@@ -21,9 +21,9 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from labkit.sandbox import logs
-from labkit.sandbox.api import authapis, crds, discovery, patch, schemas, tables, unsupported
+from labkit.sandbox.api import authapis, crds, discovery, patch, schemas, tables, unsupported, versions
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
-from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1, v1_create_causes
+from labkit.sandbox.api.events import EVENTS, EVENTS_V1, checked_v1_create, from_events_v1, to_events_v1
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.responses import (
     JSON,
@@ -39,7 +39,6 @@ from labkit.sandbox.api.status import (
     StatusError,
     bad_request,
     forbidden,
-    invalid,
     method_not_allowed,
     unauthorized,
 )
@@ -252,6 +251,11 @@ class ApiServer:
         dry_run = q.get("dryRun") == "All"
         if t.resource is EVENTS_V1:
             return await self._events_v1(request, t, manager)
+        if t.resource.storage_version:  # served by conversion from the version it is stored in
+            stored = RESOURCES.by_path(t.resource.group, t.resource.storage_version, t.resource.plural)
+            assert stored is not None
+            stored_target = Target(stored, t.namespace, t.name, t.subresource)
+            return await versions.serve(self, request, t, stored_target, manager, validation, dry_run)
         if t.subresource:
             return await self._subresource(request, t, manager, dry_run)
         if method == "GET" and t.name is None:
@@ -320,27 +324,19 @@ class ApiServer:
                 limit=int(q["limit"]) if q.get("limit") else None,
                 continue_token=q.get("continue"),
             )
-            items = [to_events_v1(e) for e in listing["items"]]
+            items, meta = [to_events_v1(e) for e in listing["items"]], listing["metadata"]
             if wants_table(request):
-                return json_response(
-                    tables.to_table(
-                        EVENTS_V1,
-                        items,
-                        list_rv=listing["metadata"]["resourceVersion"],
-                        continue_token=listing["metadata"].get("continue"),
-                    )
+                table = tables.to_table(
+                    EVENTS_V1, items, list_rv=meta["resourceVersion"], continue_token=meta.get("continue")
                 )
+                return json_response(table)
             return json_response({**listing, "kind": "EventList", "apiVersion": EVENTS_V1.api_version, "items": items})
         if request.method == "GET":
             self._authorize(request, "get", t)
             return self._answer(request, t, to_events_v1(core.get(EVENTS, t.namespace, t.object_name)))
         if request.method == "POST" and t.name is None:
             self._authorize(request, "create", t)
-            event = await self._body(request, t)
-            causes = v1_create_causes(event) if isinstance(event, dict) else []
-            if causes:
-                raise invalid(EVENTS_V1, (event.get("metadata") or {}).get("name", ""), causes)
-            body = from_events_v1(event)
+            body = from_events_v1(checked_v1_create(await self._body(request, t)))
             obj, warnings = core.create(EVENTS, t.namespace, body, manager=manager, validation="Ignore")
             return self._answer(request, t, to_events_v1(obj), 201, warnings)
         if request.method == "DELETE" and t.name:
