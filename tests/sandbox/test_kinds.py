@@ -280,3 +280,40 @@ def test_quota_ingress_and_priority_class_rows() -> None:
         "x", "<none>", "h0,h1,h2 + 2 more...", "10.0.0.2,lb", "80, 443", "60s"]  # fmt: skip
     assert _row("scheduling.k8s.io", "priorityclasses", {"value": 7, "preemptionPolicy": "Never"}) == [
         "x", 7, False, "60s", "Never"]  # fmt: skip
+
+
+# -- versions served by conversion ------------------------------------------------------------------
+
+
+def test_a_v1_write_keeps_what_only_v2_can_say() -> None:
+    """An autoscaling/v1 update must not erase the v2 metrics and behavior it cannot show (no silent loss)."""
+    from labkit.sandbox.api.versions import hpa_to_v1, hpa_to_v2
+
+    memory = {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue",
+                                                                             "averageValue": "1Gi"}}}  # fmt: skip
+    cpu = {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}
+    current = {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 9}}}
+    live = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web"},
+            "spec": {"maxReplicas": 5, "metrics": [cpu, memory], "behavior": {"scaleDown": {"selectPolicy": "Min"}}},
+            "status": {"currentReplicas": 2, "conditions": [{"type": "AbleToScale", "status": "True"}],
+                       "currentMetrics": [current]}}  # fmt: skip
+    v1 = hpa_to_v1(live)
+    assert v1["spec"] == {"maxReplicas": 5, "targetCPUUtilizationPercentage": 50}
+    assert v1["status"] == {"currentReplicas": 2, "currentCPUUtilizationPercentage": 9}
+    v1["spec"]["targetCPUUtilizationPercentage"] = 60
+    back = hpa_to_v2(v1, live)
+    assert back["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    assert back["spec"]["metrics"][1] == memory and back["spec"]["behavior"] == live["spec"]["behavior"]
+    assert back["status"]["conditions"] == live["status"]["conditions"]
+    del v1["spec"]["targetCPUUtilizationPercentage"]  # a v1 object without a target drops the cpu metric only
+    assert hpa_to_v2(v1, live)["spec"]["metrics"] == [memory]
+
+
+def test_hpa_v1_is_served_by_conversion_and_listed_in_discovery() -> None:
+    from labkit.sandbox.api.discovery import api_group_list
+
+    v1 = RESOURCES.by_path("autoscaling", "v1", "horizontalpodautoscalers")
+    assert v1 is not None and v1.storage_version == "v2" and v1 not in list(RESOURCES)
+    (autoscaling,) = [g for g in api_group_list()["groups"] if g["name"] == "autoscaling"]
+    assert [v["version"] for v in autoscaling["versions"]] == ["v2", "v1"]
+    assert autoscaling["preferredVersion"]["version"] == "v2"
