@@ -259,6 +259,9 @@ class Schemas:
         custom = resources[0].custom is not None
         key = f"{gv_path}#{RESOURCES.generation}" if custom else gv_path
         if key not in self._documents:
+            if custom:  # documents of earlier CRD generations are never asked for again
+                for stale in [k for k in self._documents if k.startswith(f"{gv_path}#")]:
+                    del self._documents[stale]
             document = self._render(gv_path, resources)
             self._documents[key] = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
         return self._documents[key]
