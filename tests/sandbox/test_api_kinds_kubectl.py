@@ -373,3 +373,32 @@ def test_a_crd_serves_its_other_versions_too(kubectl, namespace) -> None:
         assert "kinds.example.com/v1" in versions and "kinds.example.com/v1beta1" in versions
     finally:
         kubectl("delete", "crd", "gadgets.kinds.example.com", check=False)
+
+
+def test_the_python_client_reads_the_new_kinds_and_custom_objects(kubectl, api_client, namespace) -> None:
+    """The official client's typed APIs and CustomObjectsApi work on what kubectl applied."""
+    from kubernetes import client
+
+    kubectl("apply", "-n", namespace, "-f", "-", input=MANIFEST)
+    claim = client.CoreV1Api(api_client).read_namespaced_persistent_volume_claim("data", namespace)
+    assert claim.status.phase == "Pending" and claim.spec.storage_class_name == "local-path"
+    ingress = client.NetworkingV1Api(api_client).read_namespaced_ingress("web", namespace)
+    assert ingress.spec.rules[0].host == "demo.local"
+    budgets = client.PolicyV1Api(api_client).list_namespaced_pod_disruption_budget(namespace)
+    assert [b.metadata.name for b in budgets.items] == ["web"]
+    kubectl("apply", "-f", "-", input=CRD)
+    try:
+        kubectl("wait", "--for", "condition=established", "crd/widgets.kinds.example.com", "--timeout=20s")
+        custom = client.CustomObjectsApi(api_client)
+        body = {"apiVersion": "kinds.example.com/v1", "kind": "Widget", "metadata": {"name": "py"}, "spec": {"size": 2}}
+        custom.create_namespaced_custom_object("kinds.example.com", "v1", namespace, "widgets", body)
+        listed = custom.list_namespaced_custom_object("kinds.example.com", "v1", namespace, "widgets")
+        assert [w["spec"]["size"] for w in listed["items"]] == [2]
+        # the CRD's schema has no status: a status write is pruned to nothing, as apiextensions prunes it
+        custom.patch_namespaced_custom_object_status(
+            "kinds.example.com", "v1", namespace, "widgets", "py", {"status": {"ready": True}}
+        )
+        got = custom.get_namespaced_custom_object("kinds.example.com", "v1", namespace, "widgets", "py")
+        assert not got.get("status") and got["spec"] == {"size": 2}
+    finally:
+        kubectl("delete", "crd", "widgets.kinds.example.com", check=False)

@@ -237,7 +237,7 @@ class ApiCore:
         incoming_rv = obj["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
-        warnings = self._prepare(res, obj, validation) if not subresource else []
+        warnings = self._prepare(res, obj, validation) if not subresource or res.custom else []  # CRs: pruned
         new = self._merge_update(res, live, obj, subresource)
         if manager:
             new = managedfields.record_update(res, live, new, manager, "Update", subresource=subresource)
@@ -344,7 +344,7 @@ class ApiCore:
         incoming_rv = new["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
-        warnings = self._prepare(res, new, validation) if not subresource else []
+        warnings = self._prepare(res, new, validation) if not subresource or res.custom else []
         merged = self._merge_update(res, live, new, subresource)
         return self._write(res, live, merged, dry_run), warnings, False
 
