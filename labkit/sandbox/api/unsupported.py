@@ -3,10 +3,13 @@
 They fail as a Status kubectl prints cleanly, never as a missing path or a hang.
 
 - ``pods/exec``: a real API server proxies the stream to the node's kubelet, which asks the
-  runtime through CRI; the kubelet reports a runtime's failure as a 500 whose message starts
-  ``error executing command in container:`` (kubelet ``pkg/kubelet/server/remotecommand``). What
-  runwasi's shim would answer for a wasm container could not be checked here [inferred], so the
-  reason after that prefix is labkit's own and says so.
+  runtime through CRI; the kubelet's streaming server reports a runtime's failure as an
+  InternalError Status ``error executing command in container: ...`` on the stream's error channel
+  (``k8s.io/kubelet/pkg/cri/streaming/remotecommand/exec.go``), which kubectl prints as
+  ``error: Internal error occurred: error executing command in container: ...``. The sandbox answers
+  the same Status before any upgrade, so kubectl prefixes it ``Error from server (InternalError)``.
+  What runwasi's shim would answer for a wasm container could not be checked here [inferred], so
+  the reason after that prefix is labkit's own and says so.
 - ``pods/ephemeralcontainers`` is not served: the 404 for a path the server does not serve makes
   ``kubectl debug`` say "ephemeral containers are disabled for this cluster", as on a cluster
   without the feature.
