@@ -399,6 +399,6 @@ def test_the_python_client_reads_the_new_kinds_and_custom_objects(kubectl, api_c
             "kinds.example.com", "v1", namespace, "widgets", "py", {"status": {"ready": True}}
         )
         got = custom.get_namespaced_custom_object("kinds.example.com", "v1", namespace, "widgets", "py")
-        assert not got.get("status") and got["spec"] == {"size": 2}
+        assert isinstance(got, dict) and not got.get("status") and got["spec"] == {"size": 2}
     finally:
         kubectl("delete", "crd", "widgets.kinds.example.com", check=False)
