@@ -104,6 +104,14 @@ def _auto_update(role: dict[str, Any]) -> bool:
     return bool(annotations.get("rbac.authorization.kubernetes.io/autoupdate") != "false")
 
 
+LOCAL_PATH_CLASS = {
+    "metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "rancher.io/local-path",
+    "volumeBindingMode": "WaitForFirstConsumer",
+    "reclaimPolicy": "Delete",
+}
+
+
 def bootstrap(core: ApiCore) -> None:
     """The objects a fresh k3s cluster has before anyone applies anything."""
     ns_res = RESOURCES.served("", "namespaces")
@@ -146,6 +154,10 @@ def bootstrap(core: ApiCore) -> None:
                 },
             },
         )
+    storage_classes = RESOURCES.served("storage.k8s.io", "storageclasses")
+    if _find(core, storage_classes, None, "local-path") is None:
+        # k3s's manifests/local-storage.yaml: the default class, served by the local-path provisioner
+        core.create(storage_classes, None, LOCAL_PATH_CLASS)
     roles = RESOURCES.served("rbac.authorization.k8s.io", "clusterroles")
     everything = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}, {"nonResourceURLs": ["*"], "verbs": ["*"]}]
     read = ["get", "list", "watch"]

@@ -365,11 +365,12 @@ def test_rbac_columns() -> None:
     assert cells("rbac.authorization.k8s.io", "clusterroles", role)[1] == "2025-05-30T08:00:00Z"
 
 
-def test_other_kinds_get_name_and_age() -> None:
-    review = res("authorization.k8s.io", "selfsubjectaccessreviews")
-    assert [c["name"] for c in to_table(review, [])["columnDefinitions"]] == ["Name", "Age"]
-    assert to_table(review, [{"metadata": {"name": "r", "creationTimestamp": ago(1)}}], now=NOW)["rows"][0]["cells"] \
-        == ["r", "1s"]  # fmt: skip
+def test_built_in_kinds_without_a_printer_get_the_default_convertors_columns() -> None:
+    """printers.go has no printer for LimitRange: the API server's default convertor answers NAME, CREATED AT."""
+    limits = res("", "limitranges")
+    table = to_table(limits, [{"metadata": {"name": "l", "creationTimestamp": "2025-05-30T08:00:00Z"}}], now=NOW)
+    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Created At"]
+    assert table["rows"][0]["cells"] == ["l", "2025-05-30T08:00:00Z"]
 
 
 # --------------------------------------------------------------------------- the Table envelope

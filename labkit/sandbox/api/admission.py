@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from labkit.sandbox.api import crds
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.status import forbidden_because, not_found
 
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 NAMESPACES = RESOURCES.served("", "namespaces")
 RUNTIME_CLASSES = RESOURCES.served("node.k8s.io", "runtimeclasses")
 PODS = RESOURCES.served("", "pods")
+STORAGE_CLASSES = RESOURCES.served("storage.k8s.io", "storageclasses")
 
 _DEFAULT_TOLERATIONS = [
     {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
@@ -157,7 +160,38 @@ def _namespace(obj: dict[str, Any]) -> None:
 
 
 def _secret(obj: dict[str, Any]) -> None:
+    """``stringData`` entries override ``data`` (base64-encoded) and are never stored, as the v1 to
+    internal conversion does (kubernetes ``pkg/apis/core/v1/conversion.go``, Convert_v1_Secret_To_core_Secret)."""
     obj.setdefault("type", "Opaque")
+    string_data = obj.pop("stringData", None)
+    if string_data:
+        data = obj.get("data") or {}
+        data.update({k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()})
+        obj["data"] = data
+
+
+def _claim(obj: dict[str, Any]) -> None:
+    """SetDefaults_PersistentVolumeClaim(Spec): a new claim is Pending, a Filesystem volume."""
+    obj.setdefault("spec", {}).setdefault("volumeMode", "Filesystem")
+    obj.setdefault("status", {}).setdefault("phase", "Pending")
+
+
+def _volume(obj: dict[str, Any]) -> None:
+    """SetDefaults_PersistentVolume: Pending, Retain, Filesystem."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("persistentVolumeReclaimPolicy", "Retain")
+    spec.setdefault("volumeMode", "Filesystem")
+    obj.setdefault("status", {}).setdefault("phase", "Pending")
+
+
+def _autoscaler(obj: dict[str, Any]) -> None:
+    """autoscaling/v2 SetDefaults_HorizontalPodAutoscaler: one replica at least, 80% cpu when no metric is set
+    (an autoscaling/v1 object without a target, stored as v2, gets it too: the 80% its controller would use)."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("minReplicas", 1)
+    if not spec.get("metrics"):
+        target = {"type": "Utilization", "averageUtilization": 80}
+        spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": target}}]
 
 
 _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -168,6 +202,10 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Service": _service,
     "Namespace": _namespace,
     "Secret": _secret,
+    "CustomResourceDefinition": crds.default_crd,
+    "PersistentVolumeClaim": _claim,
+    "PersistentVolume": _volume,
+    "HorizontalPodAutoscaler": _autoscaler,
 }
 
 
@@ -194,6 +232,34 @@ def require_namespace(store: Store, resource: Resource, namespace: str | None, n
         }
         why = f"unable to create new content in namespace {namespace} because it is being terminated"
         raise forbidden_because(resource, name, why, [cause])
+
+
+def admit(store: Store, resource: Resource, obj: dict[str, Any]) -> None:
+    """The mutating admission plugins of a create that read other objects: RuntimeClass, DefaultStorageClass."""
+    if resource.custom is not None:
+        return
+    if resource.kind == "Pod":
+        admit_runtime_class(store, obj)
+    elif resource.kind == "PersistentVolumeClaim":
+        _default_storage_class(store, obj)
+
+
+def _default_storage_class(store: Store, claim: dict[str, Any]) -> None:
+    """DefaultStorageClass (plugin/pkg/admission/storage/storageclass/setdefault): a claim that names no class
+    (``storageClassName`` absent, not ``""``) gets the default one, the newest if several are marked."""
+    spec = claim.setdefault("spec", {})
+    annotations = claim.get("metadata", {}).get("annotations") or {}
+    if "storageClassName" in spec or "volume.beta.kubernetes.io/storage-class" in annotations:
+        return
+    defaults = [
+        sc
+        for sc in store.list(STORAGE_CLASSES, None)[0]
+        if (sc["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true"
+        or (sc["metadata"].get("annotations") or {}).get("storageclass.beta.kubernetes.io/is-default-class") == "true"
+    ]
+    if defaults:
+        newest = max(defaults, key=lambda sc: (sc["metadata"].get("creationTimestamp", ""), sc["metadata"]["name"]))
+        spec["storageClassName"] = newest["metadata"]["name"]
 
 
 def admit_runtime_class(store: Store, pod: dict[str, Any]) -> None:

@@ -190,8 +190,7 @@ class ApiCore:
         if res.kind not in ("Namespace",):
             obj.pop("status", None)
         warnings = self._prepare(res, obj, validation)
-        if res.kind == "Pod":
-            admission.admit_runtime_class(self.store, obj)
+        admission.admit(self.store, res, obj)
         if res.kind == "Service" and obj["spec"].get("type") != "ExternalName":
             ipallocator.allocate_cluster_ip(self.store, obj)
         if res.kind in GENERATION_KINDS:
@@ -239,7 +238,7 @@ class ApiCore:
         incoming_rv = obj["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
-        warnings = self._prepare(res, obj, validation) if not subresource else check_types(res, obj)
+        warnings = self._prepare(res, obj, validation) if not subresource or res.custom else check_types(res, obj)
         new = self._merge_update(res, live, obj, subresource)
         if guard is not None:
             guard(new, live)
@@ -353,7 +352,7 @@ class ApiCore:
         incoming_rv = new["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
-        warnings = self._prepare(res, new, validation) if not subresource else check_types(res, new)
+        warnings = self._prepare(res, new, validation) if not subresource or res.custom else check_types(res, new)
         merged = self._merge_update(res, live, new, subresource)
         if guard is not None:
             guard(merged, live)

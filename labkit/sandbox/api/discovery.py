@@ -31,6 +31,7 @@ _SUBRESOURCE_VERBS = {
     "status": ("get", "patch", "update"),
     "scale": ("get", "patch", "update"),
     "log": ("get",),
+    "exec": ("create", "get"),
     "binding": ("create",),
     "eviction": ("create",),
     "token": ("create",),
@@ -111,7 +112,7 @@ def api_group_list() -> dict[str, Any]:
 
 def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
     """The legacy ``APIResourceList`` for one group-version, or None if it is not served."""
-    resources = [r for r in RESOURCES if r.group == group and r.version == version]
+    resources = [r for r in RESOURCES.every_version() if r.group == group and r.version == version]
     if not resources:
         return None
     entries: list[dict[str, Any]] = []

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.api.status import bad_request, invalid
 from labkit.sandbox.eventbody import new_event
 
 if TYPE_CHECKING:
@@ -88,11 +89,45 @@ def to_events_v1(event: dict[str, Any]) -> dict[str, Any]:
         "deprecatedLastTimestamp": event.get("lastTimestamp"),
         "deprecatedCount": count,
     }
-    if count > 1:
-        out["series"] = {"count": count, "lastObservedTime": event.get("lastTimestamp")}
+    if event.get("series"):
+        out["series"] = event["series"]  # a core Event's own series only: count alone stays deprecatedCount
     if event.get("action"):
         out["action"] = event["action"]
     return {k: v for k, v in out.items() if v is not None or k == "eventTime"}
+
+
+def v1_create_causes(event: dict[str, Any]) -> list[dict[str, str]]:
+    """The strict checks of a create through ``events.k8s.io/v1`` (``ValidateEventCreate`` in kubernetes
+    ``pkg/apis/core/validation/events.go``): core/v1 keeps its loose legacy rules, the new API does not."""
+    causes = []
+
+    def required(field: str) -> None:
+        causes.append({"reason": "FieldValueRequired", "message": "Required value", "field": field})
+
+    if not event.get("eventTime"):
+        required("eventTime")
+    if event.get("type") not in ("Normal", "Warning"):
+        causes.append({"reason": "FieldValueInvalid", "field": "type",
+                       "message": f'Invalid value: "": has invalid value: {event.get("type") or ""}'})  # fmt: skip
+    for field in ("deprecatedFirstTimestamp", "deprecatedLastTimestamp", "deprecatedCount", "deprecatedSource"):
+        if event.get(field):
+            causes.append(
+                {"reason": "FieldValueInvalid", "field": field, "message": 'Invalid value: "": needs to be unset'}
+            )
+    for field in ("reportingController", "reportingInstance", "action", "reason"):
+        if not event.get(field):
+            required(field)
+    return causes
+
+
+def checked_v1_create(event: Any) -> dict[str, Any]:
+    """*event*, the body of a create through ``events.k8s.io/v1``, once :func:`v1_create_causes` passes it."""
+    if not isinstance(event, dict):
+        raise bad_request("the body of an events.k8s.io/v1 Event must be a JSON object")
+    causes = v1_create_causes(event)
+    if causes:
+        raise invalid(EVENTS_V1, (event.get("metadata") or {}).get("name", ""), causes)
+    return event
 
 
 def from_events_v1(event: dict[str, Any]) -> dict[str, Any]:

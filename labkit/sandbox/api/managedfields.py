@@ -241,7 +241,7 @@ def record_update(
     """
     # a new top level and metadata: _store writes only metadata.managedFields, so the rest may be shared
     result = {**new, "metadata": dict(new.get("metadata") or {})}
-    node = schemas().node(resource.schema)
+    node = schemas().root(resource)
     entries = _entries(old)
     status = subresource == "status"
     before = flatten_fields(old, node, status) if old is not None else {}
@@ -330,7 +330,7 @@ def server_side_apply(
     """
     applied = deep_copy(applied)
     (applied.get("metadata") or {}).pop("managedFields", None)
-    node = schemas().node(resource.schema)
+    node = schemas().root(resource)
     wanted = flatten_fields(applied, node)
     entries = _entries(live)
     mine = _own(entries, resource, manager, "Apply")

@@ -223,9 +223,17 @@ def strategic_merge_patch(resource: Resource, target: dict[str, Any], patch: Any
     ``null`` deletes; the directives ``$patch: replace|delete|merge``, ``$retainKeys``,
     ``$setElementOrder/<list>`` and ``$deleteFromPrimitiveList/<list>`` are honoured.
     """
+    if resource.custom is not None:
+        # apiextensions-apiserver serves no strategic merge patch: custom resources have no Go struct tags
+        raise StatusError(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: "
+            "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        )
     if not isinstance(patch, dict):
         raise bad_request("the body of a strategic merge patch must be a JSON object")
-    result = _smp_map(deep_copy(target), patch, schemas().node(resource.schema))
+    result = _smp_map(deep_copy(target), patch, schemas().root(resource))
     return {} if result is _DELETE else result
 
 

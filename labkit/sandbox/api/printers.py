@@ -8,7 +8,7 @@ STATUS, RESTARTS ``N (Xs ago)``, a job's STATUS/DURATION, ...) and the same
 >>> from datetime import datetime, timezone
 >>> from labkit.sandbox.api.registry import RESOURCES
 >>> cm = {"metadata": {"name": "cfg", "creationTimestamp": "2025-01-01T00:00:00Z"}, "data": {"a": "1"}}
->>> printer = printer_for(RESOURCES.served("", "configmaps"))
+>>> printer = PRINTERS[("", "configmaps")]
 >>> printer.row(cm, datetime(2025, 1, 1, 0, 3, 2, tzinfo=timezone.utc))
 ['cfg', 1, '3m2s']
 """
@@ -18,12 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labkit.timefmt import parse_optional
-
-if TYPE_CHECKING:
-    from labkit.sandbox.api.registry import Resource
 
 Obj = dict[str, Any]
 
@@ -556,7 +553,3 @@ PRINTERS.update({
 
 #: any other kind (custom resources): NAME and AGE
 DEFAULT = Printer((NAME, AGE), _simple())
-
-
-def printer_for(resource: Resource) -> Printer:
-    return PRINTERS.get((resource.group, resource.plural), DEFAULT)

@@ -1,7 +1,9 @@
 """The resource types the sandbox API server serves.
 
 One table drives discovery, routing, validation, Table output, protobuf
-decoding and storage, so adding a kind is one line here.
+decoding and storage. The built-in kinds are generated from the official 1.32
+schemas (:mod:`labkit.sandbox.api.kinds`); a CustomResourceDefinition adds its
+kinds while it exists (:mod:`labkit.sandbox.api.crds`).
 
 >>> RESOURCES.by_plural("apps", "deployments").kind
 'Deployment'
@@ -14,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from labkit.sandbox.api import kinds
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 READ_VERBS = ("get", "list", "watch")
@@ -33,6 +37,10 @@ class Resource:
     subresources: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
     #: definition name in the official schemas (kubernetes-validate's _definitions.json)
     schema: str = ""
+    #: a custom resource's version of its CustomResourceDefinition (schema, printer columns); None if built in
+    custom: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    #: the version objects are stored in when this one is served by conversion (:mod:`.versions`); "" if itself
+    storage_version: str = ""
 
     @property
     def api_version(self) -> str:
@@ -58,27 +66,47 @@ class Resource:
         return f'{prefix} "{name}"'
 
 
-def _core(kind: str, plural: str, namespaced: bool = True, **kw: Any) -> Resource:
-    return Resource("", "v1", kind, plural, namespaced, schema=f"io.k8s.api.core.v1.{kind}", **kw)
-
-
-def _api(
-    group: str, package: str, kind: str, plural: str, namespaced: bool = True, version: str = "v1", **kw: Any
-) -> Resource:
-    return Resource(group, version, kind, plural, namespaced, schema=f"io.k8s.api.{package}.{version}.{kind}", **kw)
-
-
 class Registry:
     def __init__(self, resources: list[Resource]) -> None:
-        self._all = list(resources)
-        self._by_plural = {(r.group, r.plural): r for r in resources}
-        self._by_kind = {(r.group, r.version, r.kind): r for r in resources}
+        self._builtin = list(resources)
+        self._custom: dict[str, list[Resource]] = {}
+        #: bumped on every change of the custom resources, so caches (discovery, OpenAPI) know when to renew
+        self.generation = 0
+        self._index()
+
+    def _index(self) -> None:
+        self._versions = self._builtin + [r for rs in self._custom.values() for r in rs]
+        self._all = [r for r in self._versions if not r.storage_version]
+        self._by_plural = {(r.group, r.plural): r for r in self._all}
+        self._by_path = {(r.group, r.version, r.plural): r for r in self._versions}
+        self._by_kind = {(r.group, r.version, r.kind): r for r in self._versions}
+
+    def set_custom(self, owner: str, resources: list[Resource]) -> None:
+        """Serve *resources* for the CustomResourceDefinition *owner* (none: stop serving its kinds)."""
+        if resources:
+            self._custom[owner] = list(resources)
+        elif self._custom.pop(owner, None) is None:
+            return
+        self.generation += 1
+        self._index()
+
+    def custom_owners(self) -> list[str]:
+        return list(self._custom)
 
     def __iter__(self) -> Iterator[Resource]:
+        """Each resource once, in the version it is stored in."""
         return iter(self._all)
+
+    def every_version(self) -> list[Resource]:
+        """Every served group-version of every resource (discovery, OpenAPI)."""
+        return list(self._versions)
 
     def by_plural(self, group: str, plural: str) -> Resource | None:
         return self._by_plural.get((group, plural))
+
+    def by_path(self, group: str, version: str, plural: str) -> Resource | None:
+        """The resource a REST path names: a custom resource may be served in several versions."""
+        return self._by_path.get((group, version, plural))
 
     def served(self, group: str, plural: str) -> Resource:
         """A resource type the sandbox serves, for module constants: a typo fails at import, not later."""
@@ -95,102 +123,35 @@ class Registry:
         return self.by_kind(group, version, kind)
 
     def groups(self) -> dict[str, list[Resource]]:
-        """Resources by group, core first, in registration order."""
+        """Every served version of the resources, by group, core first, in registration order."""
         out: dict[str, list[Resource]] = {}
-        for r in self._all:
+        for r in self._versions:
             out.setdefault(r.group, []).append(r)
         return out
 
 
-RESOURCES = Registry(
-    [
-        _core(
-            "Namespace",
-            "namespaces",
-            namespaced=False,
-            short_names=("ns",),
-            subresources={"status": "Namespace", "finalize": "Namespace"},
-        ),
-        _core("Node", "nodes", namespaced=False, short_names=("no",), subresources={"status": "Node"}),
-        _core(
-            "Pod",
-            "pods",
-            short_names=("po",),
-            categories=("all",),
-            subresources={"status": "Pod", "log": "", "binding": "Binding", "eviction": "Eviction"},
-        ),
-        _core("Service", "services", short_names=("svc",), categories=("all",), subresources={"status": "Service"}),
-        _core("Endpoints", "endpoints", short_names=("ep",)),
-        _core("ConfigMap", "configmaps", short_names=("cm",)),
-        _core("Secret", "secrets"),
-        _core("ServiceAccount", "serviceaccounts", short_names=("sa",), subresources={"token": "TokenRequest"}),
-        _core("Event", "events", short_names=("ev",)),
-        _api(
-            "apps",
-            "apps",
-            "Deployment",
-            "deployments",
-            short_names=("deploy",),
-            categories=("all",),
-            subresources={"status": "Deployment", "scale": "Scale"},
-        ),
-        _api(
-            "apps",
-            "apps",
-            "ReplicaSet",
-            "replicasets",
-            short_names=("rs",),
-            categories=("all",),
-            subresources={"status": "ReplicaSet", "scale": "Scale"},
-        ),
-        _api("batch", "batch", "Job", "jobs", categories=("all",), subresources={"status": "Job"}),
-        _api("node.k8s.io", "node", "RuntimeClass", "runtimeclasses", namespaced=False),
-        _api("rbac.authorization.k8s.io", "rbac", "Role", "roles"),
-        _api("rbac.authorization.k8s.io", "rbac", "RoleBinding", "rolebindings"),
-        _api("rbac.authorization.k8s.io", "rbac", "ClusterRole", "clusterroles", namespaced=False),
-        _api("rbac.authorization.k8s.io", "rbac", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
-        _api("discovery.k8s.io", "discovery", "EndpointSlice", "endpointslices"),
-        _api("coordination.k8s.io", "coordination", "Lease", "leases"),
-        # a second view of the core Events (stored once); updates go through core/v1
-        _api(
-            "events.k8s.io",
-            "events",
-            "Event",
-            "events",
-            short_names=("ev",),
-            verbs=("create", "delete", "get", "list", "watch"),
-        ),
-        _api(
-            "authorization.k8s.io",
-            "authorization",
-            "SelfSubjectAccessReview",
-            "selfsubjectaccessreviews",
-            namespaced=False,
-            verbs=("create",),
-        ),
-        _api(
-            "authorization.k8s.io",
-            "authorization",
-            "SubjectAccessReview",
-            "subjectaccessreviews",
-            namespaced=False,
-            verbs=("create",),
-        ),
-        _api(
-            "authorization.k8s.io",
-            "authorization",
-            "SelfSubjectRulesReview",
-            "selfsubjectrulesreviews",
-            namespaced=False,
-            verbs=("create",),
-        ),
-        _api(
-            "authentication.k8s.io",
-            "authentication",
-            "SelfSubjectReview",
-            "selfsubjectreviews",
-            namespaced=False,
-            verbs=("create",),
-        ),
-    ]
-)
+def _builtin() -> list[Resource]:
+    resources = []
+    for spec in kinds.builtin_kinds():
+        stored = spec.kind not in kinds.CREATE_ONLY
+        subresources = {"status": spec.kind} if stored and spec.has_status else {}
+        subresources.update(kinds.EXTRA_SUBRESOURCES.get(spec.kind, {}))
+        resources.append(
+            Resource(
+                spec.group,
+                spec.version,
+                spec.kind,
+                kinds.guess_plural(spec.kind),
+                spec.kind not in kinds.CLUSTER_SCOPED,
+                short_names=kinds.SHORT_NAMES.get(spec.kind, ()),
+                categories=kinds.CATEGORIES.get(spec.kind, ()),
+                verbs=kinds.VERBS.get((spec.group, spec.kind), ALL_VERBS if stored else ("create",)),
+                subresources=subresources,
+                schema=spec.definition,
+                storage_version=spec.storage_version,
+            )
+        )
+    return resources
+
+
+RESOURCES = Registry(_builtin())

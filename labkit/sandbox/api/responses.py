@@ -107,8 +107,11 @@ def deleted_status(resource: Resource, name: str, uid: str | None) -> dict[str, 
 
 
 def not_found_path() -> StatusError:
-    """The 404 for a path the server does not serve (not for a missing object)."""
-    return StatusError(404, "NotFound", "the server could not find the requested resource", None)
+    """The 404 for a path the server does not serve (not for a missing object).
+
+    Its ``details`` are empty but present, as the real server's: kubectl debug reads ``details.name`` of
+    a 404 to tell a missing subresource from a missing pod and would crash on a Status without details."""
+    return StatusError(404, "NotFound", "the server could not find the requested resource", {})
 
 
 async def wait_for_resource_version(store: Store, wanted: int) -> None:

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from labkit.errors import PrerequisiteMissing
+from labkit.sandbox.api import crds
+from labkit.sandbox.api.kinds import SCHEMA_VERSION, definitions
 from labkit.sandbox.api.registry import RESOURCES, Resource
-
-SCHEMA_VERSION = "v1.32.0-local-strict"
 
 _REF_PREFIX = "#/$defs/"
 _INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
@@ -34,19 +32,6 @@ _PATCH_KEYS = (
     "x-kubernetes-list-map-keys",
     "x-kubernetes-map-type",
 )
-
-
-def _definitions_path() -> Path:
-    # find_spec locates the package data without importing kubernetes_validate (and its
-    # jsonschema stack), which alone costs about two seconds
-    spec = importlib.util.find_spec("kubernetes_validate")
-    if spec is None or not spec.submodule_search_locations:
-        raise PrerequisiteMissing(
-            "the official Kubernetes schemas (package kubernetes-validate) are not installed",
-            "pip install 'kubernetes-validate>=1.32'",
-        )
-    root = Path(next(iter(spec.submodule_search_locations)))
-    return root / "kubernetes-json-schema" / SCHEMA_VERSION / "_definitions.json"
 
 
 class MergeInfo(NamedTuple):
@@ -183,17 +168,18 @@ class Schemas:
     """The v1.32 definitions, compiled lazily, with the OpenAPI v3 documents rendered once."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self._path = path or _definitions_path()
+        self._path = path
         self._raw: dict[str, Any] | None = None
         self._by_def: dict[str, Node] = {}
         self._documents: dict[str, bytes] = {}
         self._index: dict[str, Any] | None = None
+        self._index_generation = -1
 
     @property
     def definitions(self) -> dict[str, Any]:
         """The raw ``$defs`` mapping (definition name -> JSON schema)."""
         if self._raw is None:
-            self._raw = json.loads(self._path.read_bytes())["$defs"]
+            self._raw = json.loads(self._path.read_bytes())["$defs"] if self._path else definitions()
         return self._raw
 
     def compile(self, schema: dict[str, Any]) -> Node:
@@ -219,9 +205,15 @@ class Schemas:
 
     # -- patch metadata ---------------------------------------------------------------------
 
+    def root(self, resource: Resource) -> Node:
+        """The Node of a resource's objects: its definition, or a custom resource's CRD schema."""
+        if resource.custom is None:
+            return self.node(resource.schema)
+        return self.compile(crds.schema_of(resource))
+
     def field_node(self, resource: Resource, path: tuple[str, ...]) -> Node | None:
         """The Node at a JSON field path (list indices and map keys are skipped through)."""
-        node: Node | None = self.node(resource.schema)
+        node: Node | None = self.root(resource)
         for name in path:
             while node is not None and node.kind == "array":
                 node = node.items
@@ -246,14 +238,14 @@ class Schemas:
     def openapi_index(self) -> dict[str, Any]:
         """``GET /openapi/v3``: each served group-version with its hashed document URL.
 
-        Built once (kubectl fetches it on every apply); callers must not modify it.
+        Built once per set of served kinds (kubectl fetches it on every apply); callers must not modify it.
         """
-        if self._index is None:
+        if self._index is None or self._index_generation != RESOURCES.generation:
             paths = {}
             for gv in _group_versions():
                 digest = hashlib.sha512(self.openapi_document(gv)).hexdigest().upper()
                 paths[gv] = {"serverRelativeURL": f"/openapi/v3/{gv}?hash={digest}"}
-            self._index = {"paths": paths}
+            self._index, self._index_generation = {"paths": paths}, RESOURCES.generation
         return self._index
 
     def openapi_document(self, gv_path: str) -> bytes:
@@ -261,19 +253,31 @@ class Schemas:
 
         Raises KeyError for a group-version the sandbox does not serve.
         """
-        try:
-            return self._documents[gv_path]
-        except KeyError:
-            resources = _group_versions().get(gv_path)
-            if not resources:
-                raise KeyError(f"no group-version {gv_path!r} is served") from None
+        resources = _group_versions().get(gv_path)
+        if not resources:
+            raise KeyError(f"no group-version {gv_path!r} is served")
+        custom = resources[0].custom is not None
+        key = f"{gv_path}#{RESOURCES.generation}" if custom else gv_path
+        if key not in self._documents:
+            if custom:  # documents of earlier CRD generations are never asked for again
+                for stale in [k for k in self._documents if k.startswith(f"{gv_path}#")]:
+                    del self._documents[stale]
             document = self._render(gv_path, resources)
-            self._documents[gv_path] = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-            return self._documents[gv_path]
+            self._documents[key] = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+        return self._documents[key]
 
     def _render(self, gv_path: str, resources: list[Resource]) -> dict[str, Any]:
-        roots, paths = [], {}
+        roots, paths, own = [], {}, {}
         for r in resources:
+            if r.custom is not None:
+                # a CRD's schema, named as apiextensions-apiserver names it (reversed group, version, kind)
+                name = ".".join([*reversed(r.group.split(".")), r.version, r.kind])
+                own[name] = _custom_openapi(r)
+                own[name + "List"] = _custom_list(r, name)
+                roots.append("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
+                roots.append("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta")
+                paths.update(_resource_paths(r, name + "List", name))
+                continue
             roots.append(r.schema)
             list_schema = r.schema + "List"
             if list_schema in self.definitions:
@@ -281,11 +285,12 @@ class Schemas:
             paths.update(_resource_paths(r, list_schema if list_schema in self.definitions else r.schema))
         roots.append("io.k8s.apimachinery.pkg.apis.meta.v1.Status")
         roots.append("io.k8s.apimachinery.pkg.apis.meta.v1.Patch")
+        components = {n: _to_openapi(self.definitions[n]) for n in sorted(self._reachable(roots))}
         return {
             "openapi": "3.0.0",
             "info": {"title": "Kubernetes (labkit sandbox)", "version": "v1.32.0"},
             "paths": paths,
-            "components": {"schemas": {n: _to_openapi(self.definitions[n]) for n in sorted(self._reachable(roots))}},
+            "components": {"schemas": {**components, **own}},
         }
 
     def _reachable(self, roots: list[str]) -> set[str]:
@@ -303,7 +308,9 @@ class Schemas:
 def _refs(schema: Any) -> list[str]:
     """Definition names a schema refers to."""
     if isinstance(schema, dict):
-        out = [schema["$ref"][len(_REF_PREFIX) :]] if "$ref" in schema else []
+        # a string: JSONSchemaProps (the CRD schema) has a *property* named "$ref", whose value is a schema
+        ref = schema.get("$ref")
+        out = [ref[len(_REF_PREFIX) :]] if isinstance(ref, str) else []
         for value in schema.values():
             out.extend(_refs(value))
         return out
@@ -327,7 +334,7 @@ def _to_openapi(schema: Any) -> Any:
         if "integer" in kinds:
             out["format"] = "int-or-string"
         return out
-    if "$ref" in schema and len(schema) > 1:
+    if isinstance(schema.get("$ref"), str) and len(schema) > 1:
         # OpenAPI 3.0 ignores siblings of $ref, so the real server wraps the reference
         rest = {k: v for k, v in schema.items() if k != "$ref"}
         return {"allOf": [_to_openapi({"$ref": schema["$ref"]})], **_to_openapi(rest)}
@@ -397,7 +404,8 @@ def _operation(r: Resource, action: str, verb: str, schema: str, body: bool, pat
     return op
 
 
-def _resource_paths(r: Resource, list_schema: str) -> dict[str, Any]:
+def _resource_paths(r: Resource, list_schema: str, item_schema: str = "") -> dict[str, Any]:
+    item_schema = item_schema or r.schema
     base = f"/{r.group_version_path}/" + ("namespaces/{namespace}/" if r.namespaced else "") + r.plural
     params = (
         [{"name": "namespace", "in": "path", "required": True, "schema": {"type": "string", "uniqueItems": True}}]
@@ -409,24 +417,48 @@ def _resource_paths(r: Resource, list_schema: str) -> dict[str, Any]:
     if "list" in r.verbs:
         collection["get"] = _operation(r, "list", "list", list_schema, body=False)
     if "create" in r.verbs:
-        collection["post"] = _operation(r, "create", "post", r.schema, body=True)
+        collection["post"] = _operation(r, "create", "post", item_schema, body=True)
     paths = {base: collection}
     if "get" in r.verbs:
         paths[base + "/{name}"] = {
             "parameters": [name, *params],
-            "get": _operation(r, "read", "get", r.schema, body=False),
-            "put": _operation(r, "replace", "put", r.schema, body=True),
-            "patch": _operation(r, "patch", "patch", r.schema, body=True, patch=True),
+            "get": _operation(r, "read", "get", item_schema, body=False),
+            "put": _operation(r, "replace", "put", item_schema, body=True),
+            "patch": _operation(r, "patch", "patch", item_schema, body=True, patch=True),
             "delete": _operation(r, "delete", "delete", "io.k8s.apimachinery.pkg.apis.meta.v1.Status", body=False),
         }
     return paths
 
 
-@functools.cache
+def _custom_openapi(r: Resource) -> dict[str, Any]:
+    """A custom resource's schema as the OpenAPI document carries it: metadata is ObjectMeta."""
+    schema = crds.schema_of(r)
+    props = {
+        **schema["properties"],
+        "metadata": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"},
+    }
+    gvk = [{"group": r.group, "version": r.version, "kind": r.kind}]
+    return {**schema, "properties": props, "x-kubernetes-group-version-kind": gvk}
+
+
+def _custom_list(r: Resource, item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+            "metadata": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"},
+        },
+        "x-kubernetes-group-version-kind": [{"group": r.group, "version": r.version, "kind": r.kind + "List"}],
+    }
+
+
 def _group_versions() -> dict[str, list[Resource]]:
     out: dict[str, list[Resource]] = {}
-    for r in RESOURCES:
-        if r.schema:
+    for r in RESOURCES.every_version():
+        if r.schema or r.custom is not None:
             out.setdefault(r.group_version_path, []).append(r)
     return out
 

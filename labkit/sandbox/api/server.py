@@ -21,10 +21,22 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from labkit.sandbox import logs
-from labkit.sandbox.api import authapis, discovery, escalation, impersonation, limits, patch, schemas, tables
+from labkit.sandbox.api import (
+    authapis,
+    crds,
+    discovery,
+    escalation,
+    impersonation,
+    limits,
+    patch,
+    schemas,
+    tables,
+    unsupported,
+    versions,
+)
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
 from labkit.sandbox.api.discovery import VERSION_INFO
-from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
+from labkit.sandbox.api.events import EVENTS, EVENTS_V1, checked_v1_create, from_events_v1, to_events_v1
 from labkit.sandbox.api.params import (
     SUBRESOURCE_SCHEMAS,
     DeleteOptions,
@@ -87,6 +99,7 @@ class ApiServer:
     ) -> None:
         self.core = core
         self.tokens = tokens
+        self.custom = crds.CustomResources(core.store)
         self.logs = logs.PodLogs(log_dir)
         self.server_address = server_address
         self._rbac: dict[tuple[str, str | None], tuple[int, list[dict[str, Any]]]] = {}
@@ -145,6 +158,7 @@ class ApiServer:
 
     # -------------------------------------------------------------- routing
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.custom.refresh()  # serve the kinds of the CRDs stored now (cheap when none changed)
         parts = [unquote(p) for p in request.path.strip("/").split("/") if p]
         if not parts:
             return json_response(
@@ -184,8 +198,8 @@ class ApiServer:
         namespace = None
         if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
             namespace, rest = rest[1], rest[2:]
-        resource = RESOURCES.by_plural(group, rest[0])
-        if resource is None or resource.version != version:
+        resource = RESOURCES.by_path(group, version, rest[0])
+        if resource is None:
             raise not_found_path()
         if resource.namespaced != (namespace is not None) and len(rest) > 1:
             raise not_found_path()
@@ -255,6 +269,11 @@ class ApiServer:
         dry_run = q.get("dryRun") == "All"
         if t.resource is EVENTS_V1:
             return await self._events_v1(request, t, manager)
+        if t.resource.storage_version:  # served by conversion from the version it is stored in
+            stored = RESOURCES.by_path(t.resource.group, t.resource.storage_version, t.resource.plural)
+            assert stored is not None
+            stored_target = Target(stored, t.namespace, t.name, t.subresource)
+            return await versions.serve(self, request, t, stored_target, manager, validation, dry_run)
         if t.subresource:
             return await self._subresource(request, t, manager, dry_run)
         if method == "GET" and t.name is None:
@@ -342,10 +361,15 @@ class ApiServer:
                 t.namespace,
                 label_selector=q.get("labelSelector", ""),
                 field_selector=q.get("fieldSelector", ""),
+                limit=int(q["limit"]) if q.get("limit") else None,
+                continue_token=q.get("continue"),
             )
-            items = [to_events_v1(e) for e in listing["items"]]
+            items, meta = [to_events_v1(e) for e in listing["items"]], listing["metadata"]
             if wants_table(request):
-                return json_response(tables.to_table(EVENTS_V1, items, list_rv=listing["metadata"]["resourceVersion"]))
+                table = tables.to_table(
+                    EVENTS_V1, items, list_rv=meta["resourceVersion"], continue_token=meta.get("continue")
+                )
+                return json_response(table)
             return json_response({**listing, "kind": "EventList", "apiVersion": EVENTS_V1.api_version, "items": items})
         if request.method == "GET":
             self._authorize(request, "get", t)
@@ -354,7 +378,7 @@ class ApiServer:
             self._authorize(request, "create", t)
             body = await self._body(request, t)
             check_shape(t.resource, body)  # before the view is converted
-            body = from_events_v1(body)
+            body = from_events_v1(checked_v1_create(body))
             obj, warnings = core.create(EVENTS, t.namespace, body, manager=manager, validation="Ignore")
             return self._answer(request, t, to_events_v1(obj), 201, warnings)
         if request.method == "DELETE" and t.name:
@@ -439,6 +463,8 @@ class ApiServer:
         self._authorize(request, verb, t)
         if sub == "log" and method == "GET":
             return await self._log(request, t)
+        if sub == "exec":
+            raise unsupported.exec_refused(core.get(t.resource, t.namespace, t.object_name))
         if sub == "status":
             if method == "GET":
                 return self._answer(request, t, core.get(t.resource, t.namespace, t.object_name))

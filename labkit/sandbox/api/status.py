@@ -48,7 +48,7 @@ class StatusError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
-        if self.details:
+        if self.details is not None:
             status["details"] = self.details
         return status
 
@@ -89,8 +89,9 @@ def invalid(resource: Resource, name: str, causes: list[dict[str, str]]) -> Stat
     summary = ", ".join(f"{c['field']}: {c['message']}" for c in causes)
     if len(causes) > 1:
         summary = f"[{summary}]"
-    details = _details(resource, name, causes=causes)
-    details["kind"] = resource.kind  # apimachinery's NewInvalid names the Kind (so kubectl says "The Pod …")
+    # apimachinery's NewInvalid names the Kind in details (kubectl prints 'The Pod "p" is invalid'),
+    # where the other builders name the resource
+    details = {**_details(resource, name, causes=causes), "kind": resource.kind}
     return StatusError(422, "Invalid", f'{kind} "{name}" is invalid: {summary}', details)
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from labkit.sandbox.api.printers import Obj, printer_for
+from labkit.sandbox.api.printers_more import printer_for
 
 if TYPE_CHECKING:
+    from labkit.sandbox.api.printers import Obj
     from labkit.sandbox.api.registry import Resource
 
 TABLE_API_VERSION = "meta.k8s.io/v1"

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from labkit.sandbox.api import schemas
+from labkit.sandbox.api import crds, schemas
 from labkit.sandbox.api.status import bad_request, invalid
 
 if TYPE_CHECKING:
@@ -213,6 +213,8 @@ def validate(resource: Resource, obj: object, mode: str = "Warn") -> list[str]:
             f'fieldValidation parameter "{mode}" is not supported: use one of "Ignore", "Warn" or "Strict"'
         )
     decode_prefix = f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
+    if resource.custom is not None:
+        return _validate_custom(resource, obj, mode, decode_prefix)
     root = schemas.schemas().node(resource.schema)
     if not isinstance(obj, dict):
         raise bad_request(
@@ -222,14 +224,29 @@ def validate(resource: Resource, obj: object, mode: str = "Warn") -> list[str]:
     walk.fields(root, obj)
     if walk.type_error:
         raise bad_request(decode_prefix + walk.type_error)
-    if walk.unknown and mode == "Strict":
+    return _finish(resource, obj, mode, decode_prefix, walk.unknown, [])
+
+
+def _validate_custom(resource: Resource, obj: object, mode: str, decode_prefix: str) -> list[str]:
+    """A custom resource: its CRD's structural schema decides (apiextensions-apiserver's validation)."""
+    if not isinstance(obj, dict):
+        raise bad_request(decode_prefix + f"json: cannot unmarshal {_json_type(obj)} into Go value of type map")
+    unknown: list[str] = []
+    causes = crds.structural_causes(resource, obj, unknown)
+    return _finish(resource, obj, mode, decode_prefix, unknown, causes)
+
+
+def _finish(
+    resource: Resource, obj: dict[str, Any], mode: str, decode_prefix: str, unknown: list[str], causes: list[Cause]
+) -> list[str]:
+    if unknown and mode == "Strict":
         raise bad_request(
-            decode_prefix + "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in walk.unknown)
+            decode_prefix + "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in unknown)
         )
-    causes = semantic_causes(resource, obj)
+    causes = semantic_causes(resource, obj) + causes
     if causes:
         raise invalid(resource, (obj.get("metadata") or {}).get("name") or "", causes)
-    return [f'unknown field "{p}"' for p in walk.unknown] if mode == "Warn" else []
+    return [f'unknown field "{p}"' for p in unknown] if mode == "Warn" else []
 
 
 # -- semantic rules ---------------------------------------------------------------------------
@@ -607,6 +624,21 @@ def _runtime_class(obj: dict[str, Any]) -> list[Cause]:
     return dns_label("handler", handler) if handler else [required("handler")]
 
 
+def _crd_names(crd: dict[str, Any]) -> list[Cause]:
+    """ValidateCustomResourceDefinitionNames: the names become URL path segments and JSON kinds, so each is a
+    DNS-1035 label (the kinds lowercased), and the group a DNS subdomain."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    causes = dns_subdomain("spec.group", spec["group"]) if spec.get("group") else []
+    for field in ("plural", "singular", "kind", "listKind"):
+        value = names.get(field)
+        if isinstance(value, str) and value:
+            causes += _dns1035(f"spec.names.{field}", value.lower() if "ind" in field else value)
+    for i, short in enumerate(names.get("shortNames") or ()):
+        causes += _dns1035(f"spec.names.shortNames[{i}]", short)
+    return causes
+
+
 _KIND_RULES: dict[str, Callable[[dict[str, Any]], list[Cause]]] = {
     "Pod": lambda obj: _pod_spec("spec", obj.get("spec") or {}),
     "Deployment": lambda obj: _replicated(obj, ("Always",)),
@@ -614,6 +646,7 @@ _KIND_RULES: dict[str, Callable[[dict[str, Any]], list[Cause]]] = {
     "Job": _job,
     "Service": _service,
     "RuntimeClass": _runtime_class,
+    "CustomResourceDefinition": lambda obj: crds.crd_causes(obj) + _crd_names(obj),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from labkit.sandbox.controllers.deployment import run_deployment_controller
 from labkit.sandbox.controllers.endpoints import run_endpoints_controller
 from labkit.sandbox.controllers.job import run_job_controller
+from labkit.sandbox.controllers.notsimulated import run_not_simulated_notices
 from labkit.sandbox.controllers.replicaset import run_replicaset_controller
 from labkit.sandbox.controllers.scheduler import run_scheduler
 
@@ -20,4 +21,5 @@ CONTROLLERS = (
     run_replicaset_controller,
     run_job_controller,
     run_endpoints_controller,
+    run_not_simulated_notices,
 )
