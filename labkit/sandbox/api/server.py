@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from labkit.sandbox import logs
-from labkit.sandbox.api import authapis, discovery, patch, schemas, tables
+from labkit.sandbox.api import authapis, discovery, eviction, patch, schemas, tables
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
 from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
 from labkit.sandbox.api.registry import RESOURCES, Resource
@@ -477,6 +477,9 @@ class ApiServer:
             return json_response(
                 {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
             )
+        if sub == "eviction" and method == "POST":
+            body = await self._body(request, t)
+            return json_response(eviction.evict(core, t.namespace or "", t.object_name, body, dry_run), 201)
         if sub == "token" and method == "POST":
             sa = core.get(t.resource, t.namespace, t.object_name)
             return json_response(authapis.token_request(self.tokens, sa, await self._body(request, t)), 201)

@@ -1,0 +1,224 @@
+"""The DaemonSet controller: one pod per eligible node, as upstream's pkg/controller/daemon.
+
+A node is eligible when the pod template's nodeSelector matches it and the pod tolerates its
+NoSchedule and NoExecute taints (``NodeShouldRunDaemonPod``). Each pod is pinned to its node by the
+node affinity upstream writes (``matchFields metadata.name``) and carries the tolerations
+``AddOrUpdateDaemonPodTolerations`` adds, so the scheduler binds it there even when the node is
+cordoned. A template change rolls out as ``RollingUpdate`` does: old pods are deleted while at most
+``maxUnavailable`` are unavailable, and new ones take their place. Events are RealPodControl's
+(``Created pod: web-x7k2p``); the history is kept as ControllerRevisions.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.controllers.base import Controller, Key, Source
+from labkit.sandbox.controllers.conditions import now, write_status
+from labkit.sandbox.controllers.deploymentutil import scaled_value
+from labkit.sandbox.controllers.podutil import (
+    PODS,
+    claim_pods,
+    controlled_by,
+    create_pod,
+    delete_pod,
+    pod_active,
+    pod_available_in,
+    pod_ready,
+)
+from labkit.sandbox.controllers.revisions import REVISION_LABEL, current_revision, truncate_history
+from labkit.sandbox.controllers.taints import tolerates
+
+if TYPE_CHECKING:
+    from labkit.sandbox.api.apicore import ApiCore
+    from labkit.sandbox.api.store import WatchEvent
+
+DAEMONSETS = RESOURCES.served("apps", "daemonsets")
+NODES = RESOURCES.served("", "nodes")
+TEMPLATE_GENERATION_LABEL = "pod-template-generation"
+#: The tolerations every daemon pod gets (daemon/util AddOrUpdateDaemonPodTolerations).
+DAEMON_TOLERATIONS = [
+    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/pid-pressure", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"},
+]
+HOST_NETWORK_TOLERATION = {
+    "key": "node.kubernetes.io/network-unavailable",
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}
+#: Seconds before a DaemonSet whose pod could not be created, or failed, tries again.
+RETRY = 5.0
+
+
+def daemon_tolerations(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The template's tolerations plus the daemon ones it lacks."""
+    extra = [*DAEMON_TOLERATIONS, *([HOST_NETWORK_TOLERATION] if spec.get("hostNetwork") else [])]
+    have = list(spec.get("tolerations") or ())
+    return have + [t for t in extra if t not in have]
+
+
+def should_run(template_spec: dict[str, Any], node: dict[str, Any]) -> bool:
+    """Upstream's NodeShouldRunDaemonPod: nodeSelector and nodeName match, every NoSchedule/NoExecute
+    taint tolerated."""
+    labels = node["metadata"].get("labels") or {}
+    if any(labels.get(k) != v for k, v in (template_spec.get("nodeSelector") or {}).items()):
+        return False
+    if template_spec.get("nodeName") and template_spec["nodeName"] != node["metadata"]["name"]:
+        return False
+    pod = {"spec": {"tolerations": daemon_tolerations(template_spec)}}
+    return all(
+        tolerates(pod, taint)
+        for taint in (node.get("spec") or {}).get("taints") or ()
+        if taint.get("effect") in ("NoSchedule", "NoExecute")
+    )
+
+
+def pinned_template(ds: dict[str, Any], node: str, hash_: str) -> dict[str, Any]:
+    """The pod template for *node*: node affinity on its name, daemon tolerations, revision labels."""
+    template: dict[str, Any] = copy.deepcopy(ds["spec"]["template"])
+    meta = template.setdefault("metadata", {})
+    meta["labels"] = {
+        **(meta.get("labels") or {}),
+        REVISION_LABEL: hash_,
+        TEMPLATE_GENERATION_LABEL: str(ds["metadata"].get("generation", 1)),
+    }
+    spec = template.setdefault("spec", {})
+    spec["tolerations"] = daemon_tolerations(spec)
+    # util.ReplaceDaemonSetPodNodeNameNodeAffinity: the required term names the node, replacing others
+    spec.setdefault("affinity", {}).setdefault("nodeAffinity", {})["requiredDuringSchedulingIgnoredDuringExecution"] = {
+        "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]
+    }
+    return template
+
+
+def pod_node(pod: dict[str, Any]) -> str | None:
+    """The node a daemon pod is for: where it runs, else the node its affinity names."""
+    if pod["spec"].get("nodeName"):
+        return str(pod["spec"]["nodeName"])
+    required = ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    for term in required.get("nodeSelectorTerms") or ():
+        for field in term.get("matchFields") or ():
+            if field.get("key") == "metadata.name" and field.get("values"):
+                return str(field["values"][0])
+    return None
+
+
+class DaemonSetController(Controller):
+    """Keeps one pod of each DaemonSet on every node that should run it; keeps its status."""
+
+    name = "daemonset-controller"
+    primary = DAEMONSETS
+
+    def sources(self) -> Sequence[Source]:
+        return [Source(PODS, controlled_by("DaemonSet")), Source(NODES, self._every_daemonset)]
+
+    def _every_daemonset(self, event: WatchEvent) -> list[Key]:
+        return [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in self.core.list(DAEMONSETS, None)["items"]]
+
+    def sync(self, key: Key) -> float | None:
+        ds = self.get(DAEMONSETS, *key)
+        if ds is None or ds["metadata"].get("deletionTimestamp"):
+            return None
+        revision, history = current_revision(self.core, ds)
+        hash_ = revision["metadata"]["labels"][REVISION_LABEL]
+        nodes = {n["metadata"]["name"]: n for n in self.core.list(NODES, None)["items"]}
+        wanted = {name for name, n in nodes.items() if should_run(ds["spec"]["template"].get("spec") or {}, n)}
+        on_node: dict[str, list[dict[str, Any]]] = {}
+        for pod in claim_pods(self.core, ds):
+            node = pod_node(pod)
+            if node is not None and not pod["metadata"].get("deletionTimestamp"):
+                on_node.setdefault(node, []).append(pod)
+        after = self.manage(ds, hash_, wanted, on_node)
+        pods = [p for p in claim_pods(self.core, ds) if pod_active(p)]
+        self.write(ds, hash_, wanted, pods)
+        truncate_history(self.core, ds, history, {revision["metadata"]["name"]})
+        return after
+
+    def manage(
+        self, ds: dict[str, Any], hash_: str, wanted: set[str], on_node: dict[str, list[dict[str, Any]]]
+    ) -> float | None:
+        after = None
+        for node in sorted(wanted):
+            pods = on_node.get(node, [])
+            failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+            for pod in failed:
+                self.recorder.event(
+                    ds,
+                    "Warning",
+                    "FailedDaemonPod",
+                    f"Found failed daemon pod {pod['metadata']['namespace']}/{pod['metadata']['name']} "
+                    f"on node {node}, will try to kill it",
+                )
+                delete_pod(self.core, self.recorder, ds, pod)
+                after = RETRY
+            pods = [p for p in pods if p not in failed]
+            if not pods and not failed:
+                owner = {**ds, "spec": {**ds["spec"], "template": pinned_template(ds, node, hash_)}}
+                if create_pod(self.core, self.recorder, owner) is None:
+                    after = RETRY
+            for extra in pods[1:]:  # more than one on a node: keep the oldest
+                delete_pod(self.core, self.recorder, ds, extra)
+        for node, pods in on_node.items():
+            if node not in wanted:
+                for pod in pods:
+                    delete_pod(self.core, self.recorder, ds, pod)
+        self.roll(ds, hash_, wanted, on_node)
+        return after
+
+    def roll(self, ds: dict[str, Any], hash_: str, wanted: set[str], on_node: dict[str, list[dict[str, Any]]]) -> None:
+        """RollingUpdate with maxSurge 0: delete old pods while fewer than maxUnavailable are unavailable."""
+        strategy = ds["spec"].get("updateStrategy") or {}
+        if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+            return  # OnDelete
+        budget = max(
+            scaled_value((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1), len(wanted), round_up=True), 1
+        )
+        min_ready = int(ds["spec"].get("minReadySeconds") or 0)
+        moment = now()
+        live = {node: pods[0] for node, pods in on_node.items() if node in wanted and pods}
+        unavailable = len(wanted) - sum(1 for p in live.values() if pod_available_in(p, min_ready, moment) == 0)
+        old = [p for p in live.values() if p["metadata"].get("labels", {}).get(REVISION_LABEL) != hash_]
+        # unavailable old pods go first: deleting them costs nothing (upstream's rollingUpdate)
+        old.sort(key=lambda p: pod_available_in(p, min_ready, moment) == 0)
+        for pod in old:
+            if pod_available_in(pod, min_ready, moment) == 0:
+                if unavailable >= budget:
+                    break
+                unavailable += 1
+            delete_pod(self.core, self.recorder, ds, pod)
+
+    def write(self, ds: dict[str, Any], hash_: str, wanted: set[str], pods: list[dict[str, Any]]) -> None:
+        min_ready = int(ds["spec"].get("minReadySeconds") or 0)
+        moment = now()
+        scheduled = [p for p in pods if pod_node(p) in wanted]
+        available = sum(1 for p in scheduled if pod_available_in(p, min_ready, moment) == 0)
+        status: dict[str, Any] = {
+            "currentNumberScheduled": len({pod_node(p) for p in scheduled}),
+            "numberMisscheduled": len({pod_node(p) for p in pods if pod_node(p) not in wanted}),
+            "desiredNumberScheduled": len(wanted),
+            "numberReady": sum(1 for p in scheduled if pod_ready(p)),
+            "observedGeneration": ds["metadata"].get("generation", 1),
+            "updatedNumberScheduled": len(
+                {pod_node(p) for p in scheduled if p["metadata"].get("labels", {}).get(REVISION_LABEL) == hash_}
+            ),
+            "numberAvailable": available,
+            "numberUnavailable": len(wanted) - available,
+        }
+        for field in ("updatedNumberScheduled", "numberAvailable", "numberUnavailable"):  # omitempty in the Go type
+            if not status[field]:
+                del status[field]
+        write_status(self.core, DAEMONSETS, ds, status)
+
+
+async def run_daemonset_controller(core: ApiCore) -> None:
+    """The DaemonSet controller's loop, as the daemon starts it."""
+    await DaemonSetController(core).run()
