@@ -200,7 +200,7 @@ def daemonset(name: str = "agent", **spec: Any) -> dict[str, Any]:
     }
 
 
-def test_daemonset_runs_one_pod_per_node_even_a_cordoned_one_and_leaves_a_tainted_one(core: ApiCore) -> None:
+def test_daemonset_runs_one_pod_per_node_even_a_cordoned_one_and_leaves_a_noexecute_tainted_one(core: ApiCore) -> None:
     nodes = ensure_nodes(core, 2)
     core.patch(NODES, None, nodes[1], MERGE, json.dumps({"spec": {"unschedulable": True}}).encode())
     core.create(DAEMONSETS, NS, daemonset())
@@ -226,7 +226,7 @@ def test_daemonset_runs_one_pod_per_node_even_a_cordoned_one_and_leaves_a_tainte
         }
         assert any(t["key"] == "node.kubernetes.io/unschedulable" for t in placed[0]["spec"]["tolerations"])
         assert next(m for r, m in events(core, "agent") if r == "SuccessfulCreate").startswith("Created pod: agent-")
-        taint = {"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}}
+        taint = {"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoExecute"}]}}
         core.patch(NODES, None, nodes[0], MERGE, json.dumps(taint).encode())
         await until(  # bound pods terminate gracefully: the one on the tainted node is being deleted
             "pod leaves the tainted node",
@@ -238,6 +238,26 @@ def test_daemonset_runs_one_pod_per_node_even_a_cordoned_one_and_leaves_a_tainte
         await until("desired 1", lambda: core.get(DAEMONSETS, NS, "agent")["status"]["desiredNumberScheduled"] == 1)
 
     running(core, body, run_daemonset_controller, run_scheduler)
+
+
+def test_an_unreachable_node_keeps_its_daemon_pod_but_gets_no_new_one(core: ApiCore) -> None:
+    nodes = ensure_nodes(core, 1)
+    core.create(DAEMONSETS, NS, daemonset())
+    unreachable = [
+        {"key": "node.kubernetes.io/unreachable", "effect": effect} for effect in ("NoSchedule", "NoExecute")
+    ]
+
+    async def body() -> None:
+        (pod,) = await until("1 pod", lambda: exactly(1, pods(core, app="agent")))
+        core.patch(NODES, None, nodes[0], MERGE, json.dumps({"spec": {"taints": unreachable}}).encode())
+        core.create(DAEMONSETS, NS, daemonset("late"))
+        await until("late status", lambda: core.get(DAEMONSETS, NS, "late").get("status"))
+        await settle()
+        assert names(pods(core, app="agent")) == [pod["metadata"]["name"]]  # NoExecute tolerated: it stays
+        assert not pods(core, app="late")  # NoSchedule not tolerated: no new pod (NodeShouldRunDaemonPod)
+        assert core.get(DAEMONSETS, NS, "late")["status"]["desiredNumberScheduled"] == 0
+
+    running(core, body, run_daemonset_controller)
 
 
 def test_daemonset_rolling_update_replaces_old_pods_within_max_unavailable(core: ApiCore) -> None:

@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from labkit.sandbox import logs
-from labkit.sandbox.api import authapis, discovery, eviction, patch, schemas, tables
+from labkit.sandbox.api import authapis, discovery, eviction, metrics, patch, schemas, tables
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
 from labkit.sandbox.api.events import EVENTS, EVENTS_V1, from_events_v1, to_events_v1
 from labkit.sandbox.api.registry import RESOURCES, Resource
@@ -91,8 +91,10 @@ class ApiServer:
         log_dir: Path | str,
         server_address: str = "127.0.0.1",
         extra_routes: Sequence[web.AbstractRouteDef] = (),
+        usage_dir: Path | None = None,
     ) -> None:
         self.core = core
+        self.metrics = metrics.MetricsApi(core, usage_dir) if usage_dir is not None else None
         self.tokens = tokens
         self.logs = logs.PodLogs(log_dir)
         self.server_address = server_address
@@ -173,6 +175,8 @@ class ApiServer:
                     raise not_found_path()
                 return json_response({"kind": "APIGroup", "apiVersion": "v1", **group_doc})
             group, version, rest = parts[1], parts[2], parts[3:]
+            if (group, version) == (metrics.GROUP, metrics.VERSION) and rest and self.metrics is not None:
+                return self._metrics(request, rest, self.metrics)
         else:
             raise not_found_path()
         if not rest:
@@ -215,6 +219,11 @@ class ApiServer:
             response.headers["Cache-Control"] = "public, immutable" if "hash" in request.query else "no-cache, private"
             return response
         raise not_found_path()  # OpenAPI v2: kubectl tolerates 404 and uses its compiled-in types
+
+    def _metrics(self, request: web.Request, rest: list[str], api: metrics.MetricsApi) -> web.Response:
+        resource, namespace, name = api.target(rest)
+        self._authorize(request, "get" if name else "list", Target(resource, namespace, name, ""))
+        return json_response(api.answer(resource, namespace, name, request.query.get("labelSelector", "")))
 
     # ------------------------------------------------------------ requests
     def _authorize(self, request: web.Request, verb: str, t: Target) -> None:

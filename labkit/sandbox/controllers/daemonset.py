@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.controllers.base import Controller, Key, Source
 from labkit.sandbox.controllers.conditions import now, write_status
-from labkit.sandbox.controllers.deploymentutil import scaled_value
+from labkit.sandbox.controllers.deploymentutil import created, scaled_value
 from labkit.sandbox.controllers.podutil import (
     PODS,
     claim_pods,
@@ -64,20 +64,20 @@ def daemon_tolerations(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return have + [t for t in extra if t not in have]
 
 
-def should_run(template_spec: dict[str, Any], node: dict[str, Any]) -> bool:
-    """Upstream's NodeShouldRunDaemonPod: nodeSelector and nodeName match, every NoSchedule/NoExecute
-    taint tolerated."""
+def should_run(template_spec: dict[str, Any], node: dict[str, Any]) -> tuple[bool, bool]:
+    """Upstream's NodeShouldRunDaemonPod: (should run, should continue running). nodeSelector and nodeName
+    must match; a new pod needs every NoSchedule/NoExecute taint tolerated, a running one only the
+    NoExecute ones (a node that turns unreachable keeps its daemon pods)."""
     labels = node["metadata"].get("labels") or {}
     if any(labels.get(k) != v for k, v in (template_spec.get("nodeSelector") or {}).items()):
-        return False
+        return False, False
     if template_spec.get("nodeName") and template_spec["nodeName"] != node["metadata"]["name"]:
-        return False
+        return False, False
     pod = {"spec": {"tolerations": daemon_tolerations(template_spec)}}
-    return all(
-        tolerates(pod, taint)
-        for taint in (node.get("spec") or {}).get("taints") or ()
-        if taint.get("effect") in ("NoSchedule", "NoExecute")
-    )
+    taints = (node.get("spec") or {}).get("taints") or ()
+    no_execute_ok = all(tolerates(pod, t) for t in taints if t.get("effect") == "NoExecute")
+    no_schedule_ok = all(tolerates(pod, t) for t in taints if t.get("effect") == "NoSchedule")
+    return no_execute_ok and no_schedule_ok, no_execute_ok
 
 
 def pinned_template(ds: dict[str, Any], node: str, hash_: str) -> dict[str, Any]:
@@ -131,23 +131,32 @@ class DaemonSetController(Controller):
         revision, history = current_revision(self.core, ds)
         hash_ = revision["metadata"]["labels"][REVISION_LABEL]
         nodes = {n["metadata"]["name"]: n for n in self.core.list(NODES, None)["items"]}
-        wanted = {name for name, n in nodes.items() if should_run(ds["spec"]["template"].get("spec") or {}, n)}
+        verdicts = {name: should_run(ds["spec"]["template"].get("spec") or {}, n) for name, n in nodes.items()}
+        wanted = {name for name, (run, _) in verdicts.items() if run}
+        kept = {name for name, (_, keep) in verdicts.items() if keep}
         on_node: dict[str, list[dict[str, Any]]] = {}
         for pod in claim_pods(self.core, ds):
             node = pod_node(pod)
             if node is not None and not pod["metadata"].get("deletionTimestamp"):
                 on_node.setdefault(node, []).append(pod)
-        after = self.manage(ds, hash_, wanted, on_node)
+        after = self.manage(ds, hash_, wanted, kept, on_node)
         pods = [p for p in claim_pods(self.core, ds) if pod_active(p)]
         self.write(ds, hash_, wanted, pods)
         truncate_history(self.core, ds, history, {revision["metadata"]["name"]})
         return after
 
     def manage(
-        self, ds: dict[str, Any], hash_: str, wanted: set[str], on_node: dict[str, list[dict[str, Any]]]
+        self,
+        ds: dict[str, Any],
+        hash_: str,
+        wanted: set[str],
+        kept: set[str],
+        on_node: dict[str, list[dict[str, Any]]],
     ) -> float | None:
+        """podsShouldBeOnNode for each node: create where it should run, delete failed and extra pods and
+        those on nodes where it should not continue running."""
         after = None
-        for node in sorted(wanted):
+        for node in sorted(kept):
             pods = on_node.get(node, [])
             failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
             for pod in failed:
@@ -160,15 +169,15 @@ class DaemonSetController(Controller):
                 )
                 delete_pod(self.core, self.recorder, ds, pod)
                 after = RETRY
-            pods = [p for p in pods if p not in failed]
-            if not pods and not failed:
+            pods = sorted((p for p in pods if p not in failed), key=created)
+            if not pods and not failed and node in wanted:
                 owner = {**ds, "spec": {**ds["spec"], "template": pinned_template(ds, node, hash_)}}
                 if create_pod(self.core, self.recorder, owner) is None:
                     after = RETRY
             for extra in pods[1:]:  # more than one on a node: keep the oldest
                 delete_pod(self.core, self.recorder, ds, extra)
         for node, pods in on_node.items():
-            if node not in wanted:
+            if node not in kept:
                 for pod in pods:
                     delete_pod(self.core, self.recorder, ds, pod)
         self.roll(ds, hash_, wanted, on_node)
