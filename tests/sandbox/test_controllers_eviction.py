@@ -160,3 +160,23 @@ def test_a_noexecute_taint_evicts_pods_that_do_not_tolerate_it(core: ApiCore) ->
         assert "forever" not in terminating()
 
     running(core, body, run_taint_eviction_controller)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"gracePeriodSeconds": "0; rm -rf /"}, "DeleteOptions.deleteOptions.gracePeriodSeconds of type int64"),
+        ({"gracePeriodSeconds": True}, "gracePeriodSeconds"),
+        ({"propagationPolicy": ["Orphan"]}, "propagationPolicy"),
+        ({"preconditions": "uid"}, "preconditions"),
+        ("everything", "Eviction.deleteOptions of type v1.DeleteOptions"),
+    ],
+)
+def test_an_eviction_with_mistyped_delete_options_is_a_400_and_deletes_nothing(
+    core: ApiCore, options: Any, field: str
+) -> None:
+    ready_pod(core, "db-0")
+    with pytest.raises(StatusError) as refused:
+        evict(core, NS, "db-0", {**eviction("db-0"), "deleteOptions": options})
+    assert refused.value.code == 400 and field in refused.value.message
+    assert not core.get(PODS, NS, "db-0")["metadata"].get("deletionTimestamp")

@@ -416,3 +416,18 @@ def test_a_manual_job_from_a_cronjob_is_seen_as_unexpected_and_finished_jobs_are
         assert core.get(CRONJOBS, NS, "tick")["status"]["lastSuccessfulTime"] == stamp
 
     run_cron_at(core, datetime.now(UTC), body)
+
+
+@pytest.mark.parametrize("zone", ["../../../../etc/passwd", "Mars/Olympus_Mons", "/etc/localtime"])
+def test_a_cronjob_naming_no_real_time_zone_is_warned_about_and_starts_nothing(core: ApiCore, zone: str) -> None:
+    core.create(CRONJOBS, NS, cronjob(schedule="* * * * *", timeZone=zone))
+    clock = datetime.now(UTC) + timedelta(minutes=3)
+
+    async def body() -> None:
+        await until_event(core, "UnknownTimeZone")
+        await settle()
+        (message,) = [m for r, m in events(core, "tick") if r == "UnknownTimeZone"]
+        assert message.startswith(f"invalid timeZone: {zone!r}")
+        assert not core.list(JOBS, NS)["items"]
+
+    run_cron_at(core, clock, body)

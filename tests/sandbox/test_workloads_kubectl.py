@@ -141,3 +141,18 @@ def test_kubectl_top_shows_the_real_usage_of_nodes_and_wasm_pods(kubectl: Kubect
     assert node["kind"] == "NodeMetrics" and node["usage"]["cpu"] != "0"
     missing = kubectl("top", "pod", "nope", "-n", namespace, check=False)
     assert f'podmetrics.metrics.k8s.io "{namespace}/nope" not found' in missing.stderr
+
+
+def test_kubectl_create_pdb_is_stored_and_its_status_kept(kubectl: Kubectl, namespace: str) -> None:
+    # kubectl create pdb posts protobuf (policy/v1 generated.proto: minAvailable 1, selector 2)
+    kubectl("create", "pdb", "guard", "-n", namespace, "--selector=app=nothing-yet", "--min-available=1")
+    pdb = json.loads(kubectl("get", "pdb", "guard", "-n", namespace, "-o", "json").stdout)
+    assert pdb["spec"] == {"minAvailable": 1, "selector": {"matchLabels": {"app": "nothing-yet"}}}
+    out = eventually(
+        lambda: kubectl("get", "pdb", "guard", "-n", namespace, "-o", "jsonpath={.status.observedGeneration}").stdout,
+        "1",
+    )
+    assert out == "1"
+    status = json.loads(kubectl("get", "pdb", "guard", "-n", namespace, "-o", "json").stdout)["status"]
+    assert (status["expectedPods"], status["desiredHealthy"], status["disruptionsAllowed"]) == (0, 1, 0)
+    assert "NoPods: No matching pods found" in reasons(kubectl, namespace, "guard")

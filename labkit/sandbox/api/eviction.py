@@ -57,6 +57,35 @@ def _budgets(core: ApiCore, pod: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+#: DeleteOptions fields an Eviction may carry, and the JSON type each must have (Go's decoder refuses others).
+_OPTION_TYPES: dict[str, tuple[type, str]] = {
+    "gracePeriodSeconds": (int, "int64"),
+    "propagationPolicy": (str, "v1.DeletionPropagation"),
+    "preconditions": (dict, "v1.Preconditions"),
+    "dryRun": (list, "[]string"),
+    "orphanDependents": (bool, "bool"),
+}
+
+
+def _checked_options(options: Any) -> dict[str, Any]:
+    """The Eviction's DeleteOptions, refused with 400 as the Go decoder refuses a field of the wrong type."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise bad_request(
+            f'Eviction in version "v1" cannot be handled as a Eviction: json: cannot unmarshal '
+            f"{type(options).__name__} into Go struct field Eviction.deleteOptions of type v1.DeleteOptions"
+        )
+    for key, (kind, go_type) in _OPTION_TYPES.items():
+        value = options.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise bad_request(
+                f'Eviction in version "v1" cannot be handled as a Eviction: json: cannot unmarshal '
+                f"{type(value).__name__} into Go struct field DeleteOptions.deleteOptions.{key} of type {go_type}"
+            )
+    return options
+
+
 def _delete(core: ApiCore, ns: str, name: str, options: dict[str, Any], dry_run: bool) -> None:
     grace = options.get("gracePeriodSeconds")
     core.delete(
@@ -74,9 +103,7 @@ def evict(core: ApiCore, ns: str, name: str, eviction: Any, dry_run: bool = Fals
     """Evict pod *ns*/*name* as the Eviction body asks; the Status to answer, or a StatusError."""
     if not isinstance(eviction, dict) or (eviction.get("metadata") or {}).get("name") != name:
         raise bad_request("name in URL does not match name in Eviction object")
-    options = eviction.get("deleteOptions") or {}
-    if not isinstance(options, dict):
-        raise bad_request("deleteOptions must be a DeleteOptions object")
+    options = _checked_options(eviction.get("deleteOptions"))
     pod = core.get(PODS, ns, name)
     phase = (pod.get("status") or {}).get("phase")
     if phase in ("Succeeded", "Failed", "Pending") or pod["metadata"].get("deletionTimestamp"):

@@ -127,6 +127,9 @@ SubjectRulesReviewStatus: 1 resourceRules {}*!, 2 nonResourceRules {}*!, 3 incom
 SelfSubjectReview: 1 metadata ObjectMeta, 2 status {}
 TokenRequest: 1 metadata ObjectMeta, 2 spec TokenRequestSpec!, 3 status TokenRequestStatus
 ResourceQuota: 1 metadata ObjectMeta, 2 spec ResourceQuotaSpec, 3 status {}
+PodDisruptionBudget: 1 metadata ObjectMeta, 2 spec PodDisruptionBudgetSpec, 3 status {}
+PodDisruptionBudgetSpec: 1 minAvailable IS, 2 selector LabelSelector, 3 maxUnavailable IS,
+    4 unhealthyPodEvictionPolicy s
 Pod: 1 metadata ObjectMeta, 2 spec PodSpec, 3 status {}
 ReplicaSet: 1 metadata ObjectMeta, 2 spec ReplicaSetSpec, 3 status {}
 ObjectMeta: 1 name s, 2 generateName s, 3 namespace s, 4 selfLink s, 5 uid s, 6 resourceVersion s,
@@ -276,7 +279,7 @@ MESSAGES = _parse_table(_TABLE)
 KINDS = (
     "Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service", "Deployment", "ReplicaSet", "Pod", "Job",
     "CronJob", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "SelfSubjectAccessReview",
-    "SelfSubjectRulesReview", "SelfSubjectReview", "TokenRequest", "ResourceQuota",
+    "SelfSubjectRulesReview", "SelfSubjectReview", "TokenRequest", "ResourceQuota", "PodDisruptionBudget",
 )  # fmt: skip
 
 

@@ -96,15 +96,16 @@ class _CronSync:
                 self.event("Normal", "MissingJob", f"Active job went missing: {ref.get('name')}")
                 self.active = [r for r in self.active if r is not ref]
 
-    def zone(self) -> ZoneInfo | None:
+    def zone(self) -> ZoneInfo | bool | None:
+        """The CronJob's time zone (None: UTC, the controller's own), or False when it names none."""
         name = self.cj["spec"].get("timeZone")
         if not name:
             return None
         try:
             return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError) as e:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as e:  # also what validation lets through
             self.event("Warning", "UnknownTimeZone", f"invalid timeZone: {name!r}: {e}")
-            raise
+            return False
 
     def missed(self, schedule: Schedule, zone: Any) -> tuple[datetime | None, datetime | None]:
         """The most recent activation not yet started (upstream's mostRecentScheduleTime) and the next one."""
@@ -188,6 +189,8 @@ class _CronSync:
         """Start the Job of the latest missed activation if the policy allows; seconds until the next one."""
         spec = self.cj["spec"]
         zone = self.zone()
+        if zone is False:
+            return None  # as upstream: no retry until the CronJob changes
         try:
             schedule = Schedule.parse(spec["schedule"])
         except ValueError as e:

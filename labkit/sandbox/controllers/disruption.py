@@ -78,6 +78,8 @@ class DisruptionController(Controller):
             for p in selected(self.core, PODS, key[0], spec.get("selector"))
             if not p["metadata"].get("deletionTimestamp")
         ]
+        if not pods:  # disruption.go trySync
+            self.recorder.event(pdb, "Normal", "NoPods", "No matching pods found")
         moment = now()
         disrupted = {
             name: stamp
