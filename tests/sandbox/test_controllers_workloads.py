@@ -292,6 +292,31 @@ def test_daemonset_rolling_update_replaces_old_pods_within_max_unavailable(core:
     running(core, body, run_daemonset_controller)
 
 
+def test_daemonset_max_surge_starts_the_new_pod_before_the_old_one_goes(core: ApiCore) -> None:
+    ensure_nodes(core, 2)
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    core.create(DAEMONSETS, NS, daemonset(updateStrategy=strategy))
+
+    def live() -> list[dict[str, Any]]:
+        return [p for p in pods(core, app="agent") if not p["metadata"].get("deletionTimestamp")]
+
+    async def body() -> None:
+        await until("2 pods", lambda: exactly(2, pods(core, app="agent")))
+        ready_new(core, "agent")
+        old = names(live())
+        ds = core.get(DAEMONSETS, NS, "agent")
+        ds["spec"]["template"]["spec"]["containers"][0]["image"] = "demo:2"
+        core.replace(DAEMONSETS, NS, "agent", ds)
+        surged = await until("one surge pod", lambda: exactly(3, live()))
+        await settle()
+        assert names(live()) == names(surged) and set(old) < set(names(surged))  # both old pods still serve
+        ready_new(core, "agent")  # the new pod becomes available: its old neighbour goes, the next surges
+        await until("rolled out", lambda: (ready_new(core, "agent"), not set(old) & set(names(live())))[1])
+        await until("2 new pods", lambda: exactly(2, live()))
+
+    running(core, body, run_daemonset_controller)
+
+
 # ----------------------------------------------------------------------------------------------------- CronJob
 @pytest.mark.parametrize(
     ("expr", "after", "expected"),

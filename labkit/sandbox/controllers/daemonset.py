@@ -12,7 +12,7 @@ cordoned. A template change rolls out as ``RollingUpdate`` does: old pods are de
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from labkit.sandbox.api.registry import RESOURCES
@@ -98,6 +98,11 @@ def pinned_template(ds: dict[str, Any], node: str, hash_: str) -> dict[str, Any]
     return template
 
 
+def _hash(pod: dict[str, Any]) -> str | None:
+    hash_: str | None = (pod["metadata"].get("labels") or {}).get(REVISION_LABEL)
+    return hash_
+
+
 def pod_node(pod: dict[str, Any]) -> str | None:
     """The node a daemon pod is for: where it runs, else the node its affinity names."""
     if pod["spec"].get("nodeName"):
@@ -170,12 +175,15 @@ class DaemonSetController(Controller):
                 delete_pod(self.core, self.recorder, ds, pod)
                 after = RETRY
             pods = sorted((p for p in pods if p not in failed), key=created)
-            if not pods and not failed and node in wanted:
-                owner = {**ds, "spec": {**ds["spec"], "template": pinned_template(ds, node, hash_)}}
-                if create_pod(self.core, self.recorder, owner) is None:
-                    after = RETRY
-            for extra in pods[1:]:  # more than one on a node: keep the oldest
-                delete_pod(self.core, self.recorder, ds, extra)
+            if not pods and not failed and node in wanted and self.create_on(ds, node, hash_) is None:
+                after = RETRY
+            # more than one on a node: keep the oldest, and with maxSurge also the oldest of the new revision
+            rolling = (ds["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}
+            surge = scaled_value(rolling.get("maxSurge", 0), len(wanted), round_up=True)
+            keep = pods[:1] + [p for p in pods if _hash(p) == hash_ != _hash(pods[0])][:1] if surge else pods[:1]
+            for extra in pods:
+                if extra not in keep:
+                    delete_pod(self.core, self.recorder, ds, extra)
         for node, pods in on_node.items():
             if node not in kept:
                 for pod in pods:
@@ -184,26 +192,72 @@ class DaemonSetController(Controller):
         return after
 
     def roll(self, ds: dict[str, Any], hash_: str, wanted: set[str], on_node: dict[str, list[dict[str, Any]]]) -> None:
-        """RollingUpdate with maxSurge 0: delete old pods while fewer than maxUnavailable are unavailable."""
+        """RollingUpdate (daemon/update.go): without maxSurge, delete old pods while fewer than maxUnavailable
+        are unavailable; with it, start the new pod beside the old one and delete the old once the new is
+        available."""
         strategy = ds["spec"].get("updateStrategy") or {}
         if strategy.get("type", "RollingUpdate") != "RollingUpdate":
             return  # OnDelete
-        budget = max(
-            scaled_value((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1), len(wanted), round_up=True), 1
-        )
+        rolling = strategy.get("rollingUpdate") or {}
+        surge = scaled_value(rolling.get("maxSurge", 0), len(wanted), round_up=True)
+        budget = scaled_value(rolling.get("maxUnavailable", 1), len(wanted), round_up=True)
+        if surge == 0 and budget == 0:
+            budget = 1  # a rollout must be able to make progress (updatedDesiredNodeCounts)
         min_ready = int(ds["spec"].get("minReadySeconds") or 0)
         moment = now()
+
+        def available(pod: dict[str, Any]) -> bool:
+            return pod_available_in(pod, min_ready, moment) == 0
+
+        def is_new(pod: dict[str, Any]) -> bool:
+            return bool(pod["metadata"].get("labels", {}).get(REVISION_LABEL) == hash_)
+
+        if surge:
+            self.surge(ds, hash_, surge, {n: on_node.get(n, []) for n in wanted}, available, is_new)
+            return
         live = {node: pods[0] for node, pods in on_node.items() if node in wanted and pods}
-        unavailable = len(wanted) - sum(1 for p in live.values() if pod_available_in(p, min_ready, moment) == 0)
-        old = [p for p in live.values() if p["metadata"].get("labels", {}).get(REVISION_LABEL) != hash_]
-        # unavailable old pods go first: deleting them costs nothing (upstream's rollingUpdate)
-        old.sort(key=lambda p: pod_available_in(p, min_ready, moment) == 0)
+        unavailable = len(wanted) - sum(1 for p in live.values() if available(p))
+        old = [p for p in live.values() if not is_new(p)]
+        old.sort(key=available)  # unavailable old pods go first: deleting them costs nothing
         for pod in old:
-            if pod_available_in(pod, min_ready, moment) == 0:
+            if available(pod):
                 if unavailable >= budget:
                     break
                 unavailable += 1
             delete_pod(self.core, self.recorder, ds, pod)
+
+    def surge(
+        self,
+        ds: dict[str, Any],
+        hash_: str,
+        max_surge: int,
+        on_node: dict[str, list[dict[str, Any]]],
+        available: Callable[[dict[str, Any]], bool],
+        is_new: Callable[[dict[str, Any]], bool],
+    ) -> None:
+        surging, candidates = 0, []
+        for node, pods in sorted(on_node.items()):
+            new = next((p for p in pods if is_new(p)), None)
+            old = next((p for p in pods if not is_new(p)), None)
+            if old is None:
+                continue
+            if new is None:
+                if not available(old):
+                    self.create_on(ds, node, hash_)  # replacing an unavailable pod costs no availability
+                else:
+                    candidates.append(node)
+                continue
+            if available(new):
+                delete_pod(self.core, self.recorder, ds, old)
+            else:
+                surging += 1
+        for node in candidates[: max(max_surge - surging, 0)]:
+            self.create_on(ds, node, hash_)
+
+    def create_on(self, ds: dict[str, Any], node: str, hash_: str) -> dict[str, Any] | None:
+        """Create the DaemonSet's pod for *node*; records SuccessfulCreate or FailedCreate."""
+        owner = {**ds, "spec": {**ds["spec"], "template": pinned_template(ds, node, hash_)}}
+        return create_pod(self.core, self.recorder, owner)
 
     def write(self, ds: dict[str, Any], hash_: str, wanted: set[str], pods: list[dict[str, Any]]) -> None:
         min_ready = int(ds["spec"].get("minReadySeconds") or 0)
