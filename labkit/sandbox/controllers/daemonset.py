@@ -126,7 +126,17 @@ class DaemonSetController(Controller):
     def sources(self) -> Sequence[Source]:
         return [Source(PODS, controlled_by("DaemonSet")), Source(NODES, self._every_daemonset)]
 
+    def __init__(self, core: ApiCore) -> None:
+        super().__init__(core)
+        #: node -> what should_run reads of it, so a heartbeat (a status write) wakes no DaemonSet
+        self.node_views: dict[str, tuple[Any, ...]] = {}
+
     def _every_daemonset(self, event: WatchEvent) -> list[Key]:
+        name, spec = event.object["metadata"]["name"], event.object.get("spec") or {}
+        view = (event.type == "DELETED", event.object["metadata"].get("labels"), spec.get("taints"))
+        if self.node_views.get(name) == view:
+            return []
+        self.node_views[name] = view
         return [(d["metadata"]["namespace"], d["metadata"]["name"]) for d in self.core.list(DAEMONSETS, None)["items"]]
 
     def sync(self, key: Key) -> float | None:
