@@ -190,7 +190,10 @@ class DaemonSetController(Controller):
             # more than one on a node: keep the oldest, and with maxSurge also the oldest of the new revision
             rolling = (ds["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}
             surge = scaled_value(rolling.get("maxSurge", 0), len(wanted), round_up=True)
-            keep = pods[:1] + [p for p in pods if _hash(p) == hash_ != _hash(pods[0])][:1] if surge else pods[:1]
+            if surge:
+                keep = [p for p in pods if _hash(p) != hash_][:1] + [p for p in pods if _hash(p) == hash_][:1]
+            else:
+                keep = pods[:1]
             for extra in pods:
                 if extra not in keep:
                     delete_pod(self.core, self.recorder, ds, extra)
