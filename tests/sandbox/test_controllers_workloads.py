@@ -326,6 +326,7 @@ def test_daemonset_max_surge_starts_the_new_pod_before_the_old_one_goes(core: Ap
         ("@hourly", "2026-03-01T10:07:00", "2026-03-01T11:00:00"),
         ("30 4 1,15 * 5", "2026-01-02T05:00:00", "2026-01-09T04:30:00"),  # dom OR dow: Friday the 9th
         ("0 12 * jan-mar sun", "2026-03-29T13:00:00", "2027-01-03T12:00:00"),
+        ("@every 90s", "2026-03-01T10:07:00", "2026-03-01T10:08:30"),
     ],
 )
 def test_cron_schedules_are_read_as_robfig_cron_reads_them(expr: str, after: str, expected: str) -> None:
@@ -342,6 +343,7 @@ def test_cron_schedules_are_read_as_robfig_cron_reads_them(expr: str, after: str
         ("*/0 * * * *", "step of range should be a positive number"),
         ("TZ=UTC * * * * *", "please use timeZone instead"),
         ("@often", "unrecognized descriptor"),
+        ("@every soon", "failed to parse duration @every soon"),
     ],
 )
 def test_a_bad_schedule_is_refused_in_robfig_crons_words(expr: str, why: str) -> None:

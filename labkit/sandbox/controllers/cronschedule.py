@@ -1,14 +1,16 @@
 """Cron schedules as the CronJob controller reads them (robfig/cron v3's ``ParseStandard``).
 
 Five fields (minute hour day-of-month month day-of-week) with ``*``, ``?``, lists, ranges, steps and
-month/day names, or a descriptor (``@hourly`` … ``@yearly``). As in robfig/cron, day-of-month and
-day-of-week are ORed unless one of them is ``*`` or ``?``, and Sunday is 0 or 7 is not accepted
-(the range is 0-6).
+month/day names, or a descriptor (``@hourly`` … ``@yearly``, ``@every <Go duration>``). As in
+robfig/cron, day-of-month and day-of-week are ORed unless one of them is ``*`` or ``?``, and the
+day of week runs 0-6 (Sunday is 0; 7 is refused).
 
 >>> s = Schedule.parse("*/15 9-17 * * mon-fri")
 >>> from datetime import datetime, UTC
 >>> s.next_after(datetime(2026, 1, 2, 17, 50, tzinfo=UTC)).isoformat()  # Friday 17:50 -> Monday 09:00
 '2026-01-05T09:00:00+00:00'
+>>> Schedule.parse("@every 1h30m").next_after(datetime(2026, 1, 2, 17, 50, 7, 500, tzinfo=UTC)).isoformat()
+'2026-01-02T19:20:07+00:00'
 >>> Schedule.parse("61 * * * *")
 Traceback (most recent call last):
 ...
@@ -17,6 +19,7 @@ ValueError: end of range (61) above maximum (59): 61
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -40,6 +43,20 @@ _BOUNDS: list[tuple[int, int, dict[str, int]]] = [
     (1, 12, _MONTHS),
     (0, 6, _DAYS),
 ]
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|m|s|ms|us|µs|ns)")
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def _every(text: str) -> timedelta:
+    """robfig/cron's ``@every``: a Go duration, truncated to whole seconds, at least one second."""
+    spec = text.strip()
+    parts = _GO_DURATION.findall(spec)
+    if not spec or "".join(n + u for n, u in parts) != spec:
+        raise ValueError(f"failed to parse duration @every {spec}: time: invalid duration \"{spec}\"")
+    seconds = int(sum(float(n) * _UNITS[u] for n, u in parts))
+    return timedelta(seconds=max(seconds, 1))
+
+
 #: How far ahead :meth:`Schedule.next_after` looks before giving up (robfig/cron: five years).
 SEARCH_YEARS = 5
 
@@ -89,6 +106,7 @@ class Schedule:
     weekdays: frozenset[int]
     day_star: bool
     weekday_star: bool
+    every: timedelta | None = None
 
     @classmethod
     def parse(cls, text: str) -> Schedule:
@@ -96,6 +114,9 @@ class Schedule:
         spec = text.strip()
         if spec.startswith(("TZ=", "CRON_TZ=")):
             raise ValueError("CRON_TZ or TZ used in schedule is not supported, please use timeZone instead")
+        if spec.lower().startswith("@every "):
+            none: frozenset[int] = frozenset()
+            return cls(none, none, none, none, none, False, False, _every(spec[len("@every ") :]))
         spec = _DESCRIPTORS.get(spec.lower(), spec) if spec.startswith("@") else spec
         if spec.startswith("@"):
             raise ValueError(f"unrecognized descriptor: {spec}")
@@ -114,6 +135,8 @@ class Schedule:
 
     def next_after(self, after: datetime) -> datetime | None:
         """The first activation strictly after *after* (in *after*'s time zone), or None within five years."""
+        if self.every is not None:
+            return after.replace(microsecond=0) + self.every
         t = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
         limit = after.year + SEARCH_YEARS
         while t.year <= limit:
