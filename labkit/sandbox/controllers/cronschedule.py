@@ -52,7 +52,7 @@ def _every(text: str) -> timedelta:
     spec = text.strip()
     parts = _GO_DURATION.findall(spec)
     if not spec or "".join(n + u for n, u in parts) != spec:
-        raise ValueError(f"failed to parse duration @every {spec}: time: invalid duration \"{spec}\"")
+        raise ValueError(f'failed to parse duration @every {spec}: time: invalid duration "{spec}"')
     seconds = int(sum(float(n) * _UNITS[u] for n, u in parts))
     return timedelta(seconds=max(seconds, 1))
 
