@@ -46,6 +46,7 @@ from labkit.sandbox.controllers import CONTROLLERS
 from labkit.sandbox.controllers.nodelifecycle import run_node_lifecycle_controller
 from labkit.sandbox.nodes import NODES, ensure_nodes, sandbox_nodes
 from labkit.sandbox.supervisor import KubeletProcesses
+from labkit.sandbox.usagefiles import usage_dir
 
 log = logging.getLogger("labkit.sandbox.daemon")
 
@@ -270,7 +271,9 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
     _, crt, key = pki.ensure_certificates(paths["root"])
     kubelets = KubeletProcesses(paths["root"], paths["ca"])
     nodes_door = NodesDoor(core, tokens, kubelets, run_kubelets)
-    server = ApiServer(core, tokens, paths["pod_logs"], extra_routes=nodes_door.routes())
+    server = ApiServer(
+        core, tokens, paths["pod_logs"], extra_routes=nodes_door.routes(), usage_dir=usage_dir(paths["root"])
+    )
     port, notice = choose_port(_previous_port(paths), paths["kubeconfig"])
     thread = ServerThread(server, port=port, ssl_context=pki.server_context(crt, key)).start()
     if notice:

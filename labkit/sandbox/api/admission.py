@@ -139,6 +139,43 @@ def _job(obj: dict[str, Any]) -> None:
     _template(obj)
 
 
+def _daemonset(obj: dict[str, Any]) -> None:
+    # apps/v1 SetDefaults_DaemonSet
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("revisionHistoryLimit", 10)
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxUnavailable", 1)
+        rolling.setdefault("maxSurge", 0)
+    _template(obj)
+
+
+def _statefulset(obj: dict[str, Any]) -> None:
+    # apps/v1 SetDefaults_StatefulSet
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+    _template(obj)
+
+
+def _cronjob(obj: dict[str, Any]) -> None:
+    # batch/v1 SetDefaults_CronJob; the pod template inside gets the PodSpec defaults
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    _template(spec.setdefault("jobTemplate", {}))
+
+
 def _service(obj: dict[str, Any]) -> None:
     spec = obj.setdefault("spec", {})
     spec.setdefault("type", "ClusterIP")
@@ -199,6 +236,9 @@ _DEFAULTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "Deployment": _deployment,
     "ReplicaSet": _replicaset,
     "Job": _job,
+    "DaemonSet": _daemonset,
+    "StatefulSet": _statefulset,
+    "CronJob": _cronjob,
     "Service": _service,
     "Namespace": _namespace,
     "Secret": _secret,

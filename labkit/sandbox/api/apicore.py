@@ -43,7 +43,16 @@ PODS = RESOURCES.served("", "pods")
 SERVICE_ACCOUNTS = RESOURCES.served("", "serviceaccounts")
 
 #: Kinds whose spec changes bump ``metadata.generation`` (workload controllers read it).
-GENERATION_KINDS = {"Deployment", "ReplicaSet", "Job", "Pod"}
+GENERATION_KINDS = {
+    "Deployment",
+    "ReplicaSet",
+    "Job",
+    "Pod",
+    "DaemonSet",
+    "StatefulSet",
+    "CronJob",
+    "PodDisruptionBudget",
+}
 
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from labkit.sandbox.api.metrics import DISCOVERY_RESOURCES as METRICS_RESOURCES
 from labkit.sandbox.api.registry import RESOURCES, Resource
 
 AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -45,6 +46,11 @@ _SUBRESOURCE_GROUP = {
 }
 
 
+def _groups() -> dict[str, list[Resource]]:
+    """The stored kinds' groups and the metrics API's (metrics-server's aggregated group on k3s)."""
+    return {**RESOURCES.groups(), METRICS_RESOURCES[0].group: METRICS_RESOURCES}
+
+
 def wants_aggregated(accept: str) -> bool:
     return "as=APIGroupDiscoveryList" in accept
 
@@ -76,7 +82,7 @@ def _aggregated_resource(r: Resource) -> dict[str, Any]:
 def aggregated(core: bool) -> dict[str, Any]:
     """The ``APIGroupDiscoveryList`` for ``/api`` (core=True) or ``/apis``."""
     items = []
-    for group, resources in RESOURCES.groups().items():
+    for group, resources in _groups().items():
         if (group == "") != core:
             continue
         versions: dict[str, list[dict[str, Any]]] = {}
@@ -101,7 +107,7 @@ def api_versions(server_address: str) -> dict[str, Any]:
 
 def api_group_list() -> dict[str, Any]:
     groups = []
-    for group, resources in RESOURCES.groups().items():
+    for group, resources in _groups().items():
         if not group:
             continue
         versions = list(dict.fromkeys(r.version for r in resources))
@@ -112,7 +118,9 @@ def api_group_list() -> dict[str, Any]:
 
 def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
     """The legacy ``APIResourceList`` for one group-version, or None if it is not served."""
-    resources = [r for r in RESOURCES.every_version() if r.group == group and r.version == version]
+    resources = [
+        r for r in [*RESOURCES.every_version(), *METRICS_RESOURCES] if r.group == group and r.version == version
+    ]
     if not resources:
         return None
     entries: list[dict[str, Any]] = []

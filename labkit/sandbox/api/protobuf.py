@@ -131,6 +131,9 @@ DeleteOptions: 1 gracePeriodSeconds i!, 2 preconditions Preconditions, 3 orphanD
     4 propagationPolicy s, 5 dryRun s*
 Preconditions: 1 uid s, 2 resourceVersion s
 Eviction: 1 metadata ObjectMeta, 2 deleteOptions DeleteOptions
+PodDisruptionBudget: 1 metadata ObjectMeta, 2 spec PodDisruptionBudgetSpec, 3 status {}
+PodDisruptionBudgetSpec: 1 minAvailable IS, 2 selector LabelSelector, 3 maxUnavailable IS,
+    4 unhealthyPodEvictionPolicy s
 Pod: 1 metadata ObjectMeta, 2 spec PodSpec, 3 status {}
 ReplicaSet: 1 metadata ObjectMeta, 2 spec ReplicaSetSpec, 3 status {}
 ObjectMeta: 1 name s, 2 generateName s, 3 namespace s, 4 selfLink s, 5 uid s, 6 resourceVersion s,
@@ -281,6 +284,7 @@ KINDS = (
     "Namespace", "ConfigMap", "Secret", "ServiceAccount", "Service", "Deployment", "ReplicaSet", "Pod", "Job",
     "CronJob", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "SelfSubjectAccessReview",
     "SelfSubjectRulesReview", "SelfSubjectReview", "TokenRequest", "ResourceQuota", "DeleteOptions", "Eviction",
+    "PodDisruptionBudget",
 )  # fmt: skip
 
 

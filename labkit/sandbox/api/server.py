@@ -26,8 +26,10 @@ from labkit.sandbox.api import (
     crds,
     discovery,
     escalation,
+    eviction,
     impersonation,
     limits,
+    metrics,
     patch,
     schemas,
     tables,
@@ -41,7 +43,6 @@ from labkit.sandbox.api.params import (
     SUBRESOURCE_SCHEMAS,
     DeleteOptions,
     ListOptions,
-    eviction_options,
     scale_replicas,
 )
 from labkit.sandbox.api.registry import RESOURCES, Resource
@@ -96,8 +97,10 @@ class ApiServer:
         log_dir: Path | str,
         server_address: str = "127.0.0.1",
         extra_routes: Sequence[web.AbstractRouteDef] = (),
+        usage_dir: Path | None = None,
     ) -> None:
         self.core = core
+        self.metrics = metrics.MetricsApi(core, usage_dir) if usage_dir is not None else None
         self.tokens = tokens
         self.custom = crds.CustomResources(core.store)
         self.logs = logs.PodLogs(log_dir)
@@ -184,6 +187,8 @@ class ApiServer:
                     raise not_found_path()
                 return json_response({"kind": "APIGroup", "apiVersion": "v1", **group_doc})
             group, version, rest = parts[1], parts[2], parts[3:]
+            if (group, version) == (metrics.GROUP, metrics.VERSION) and rest and self.metrics is not None:
+                return self._metrics(request, rest, self.metrics)
         else:
             raise not_found_path()
         if not rest:
@@ -226,6 +231,11 @@ class ApiServer:
             response.headers["Cache-Control"] = "public, immutable" if "hash" in request.query else "no-cache, private"
             return response
         raise not_found_path()  # OpenAPI v2: kubectl tolerates 404 and uses its compiled-in types
+
+    def _metrics(self, request: web.Request, rest: list[str], api: metrics.MetricsApi) -> web.Response:
+        resource, namespace, name = api.target(rest)
+        self._authorize(request, "get" if name else "list", Target(resource, namespace, name, ""))
+        return json_response(api.answer(resource, namespace, name, request.query.get("labelSelector", "")))
 
     # ------------------------------------------------------------ requests
     def _authorize(self, request: web.Request, verb: str, t: Target) -> None:
@@ -512,18 +522,9 @@ class ApiServer:
         if sub == "binding" and method == "POST":
             core.bind(t.namespace, t.object_name, await self._body(request, t))
             return json_response(created_status(), 201)
-        if sub == "eviction" and method == "POST":  # as kubectl drain asks (no PodDisruptionBudgets here)
-            options = eviction_options(await self._body(request, t), t.object_name)
-            core.delete(
-                t.resource,
-                t.namespace,
-                t.object_name,
-                grace_period=options.grace_period,
-                preconditions=options.preconditions,
-                propagation=options.propagation,
-                dry_run=dry_run or options.dry_run,
-            )
-            return json_response(created_status(), 201)
+        if sub == "eviction" and method == "POST":  # as kubectl drain asks, honouring PodDisruptionBudgets
+            body = await self._body(request, t)
+            return json_response(eviction.evict(core, t.namespace or "", t.object_name, body, dry_run), 201)
         if sub == "token" and method == "POST":
             sa = core.get(t.resource, t.namespace, t.object_name)
             return json_response(authapis.token_request(self.tokens, sa, await self._body(request, t)), 201)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.controllers.base import Controller, Key, Source, key_of
+from labkit.sandbox.controllers.taints import tolerates
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
@@ -22,17 +23,8 @@ if TYPE_CHECKING:
 
 NODES = RESOURCES.served("", "nodes")
 PODS = RESOURCES.served("", "pods")
-
-
-def _tolerates(pod: dict[str, Any], taint: dict[str, Any]) -> bool:
-    for t in pod["spec"].get("tolerations") or ():
-        if t.get("effect") and t["effect"] != taint.get("effect"):
-            continue
-        if t.get("operator") == "Exists" and (not t.get("key") or t["key"] == taint.get("key")):
-            return True
-        if t.get("key") == taint.get("key") and t.get("value", "") == taint.get("value", ""):
-            return True
-    return False
+#: kube-scheduler's NodeUnschedulable plugin lets a pod that tolerates this taint onto a cordoned node.
+UNSCHEDULABLE_TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
 
 
 def _ready(node: dict[str, Any]) -> bool:
@@ -47,17 +39,40 @@ def _fit_view(node: dict[str, Any] | None) -> tuple[Any, ...] | None:
     return node["metadata"].get("labels"), spec.get("unschedulable"), spec.get("taints"), _ready(node)
 
 
+def _affinity_fits(pod: dict[str, Any], node: dict[str, Any]) -> bool:
+    """The pod's required node affinity: the ``metadata.name`` field terms a DaemonSet writes (other terms
+    are not evaluated here); terms are ORed, as upstream."""
+    required = ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    if not terms:
+        return True
+    name = node["metadata"]["name"]
+
+    def fits(term: dict[str, Any]) -> bool:
+        return all(
+            (f.get("operator") == "In") == (name in (f.get("values") or ()))
+            for f in term.get("matchFields") or ()
+            if f.get("key") == "metadata.name" and f.get("operator") in ("In", "NotIn")
+        )
+
+    return any(fits(term) for term in terms)
+
+
 def _misfit(pod: dict[str, Any], node: dict[str, Any]) -> str | None:
     """Why *pod* cannot go to *node*, in kube-scheduler's words (``None`` when it fits)."""
     labels = node["metadata"].get("labels") or {}
     if any(labels.get(k) != v for k, v in (pod["spec"].get("nodeSelector") or {}).items()):
         return "didn't match Pod's node affinity/selector"
-    if node.get("spec", {}).get("unschedulable"):
+    if not _affinity_fits(pod, node):
+        return "didn't match Pod's node affinity/selector"
+    if node.get("spec", {}).get("unschedulable") and not tolerates(pod, UNSCHEDULABLE_TAINT):
         return "were unschedulable"
     if not _ready(node):  # the node lifecycle controller taints NotReady nodes
         return "had untolerated taint {node.kubernetes.io/not-ready: }"
     for taint in node.get("spec", {}).get("taints") or ():
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and not _tolerates(pod, taint):
+        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(pod, taint):
             return f"had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
     return None
 

@@ -38,9 +38,11 @@ from labkit.sandbox.kubelet.pod_workers import PodWorker
 from labkit.sandbox.kubelet.podstate import SandboxFailure
 from labkit.sandbox.kubelet.runtime import RUNC_TYPE, WASMEDGE_TYPE
 from labkit.sandbox.kubelet.status_manager import StatusManager
+from labkit.sandbox.kubelet.usage import run_usage_reporter
 from labkit.sandbox.kubelet.wasmrun import ModuleCache
 from labkit.sandbox.logfiles import LogDirectory
 from labkit.sandbox.nodes import node_index, node_ip
+from labkit.sandbox.usagefiles import usage_dir
 
 log = logging.getLogger("labkit.sandbox.kubelet.agent")
 
@@ -82,6 +84,7 @@ class Kubelet:
         self.client, self.name, self.root = client, name, layout.node_root(name)
         self.images = NodeImages(ImageStore(layout.images))
         self.logs = LogDirectory(layout.pod_logs)
+        self.usage_dir = usage_dir(layout.home)
         self.cache = ModuleCache(layout.module_cache)
         self.report_file = report_file
         self.index = node_index(name)
@@ -205,6 +208,7 @@ class Kubelet:
             await self.restart()
             loops.append(asyncio.ensure_future(run_lease(self.client, self.name, self.node_status.node_uid)))
             loops.append(asyncio.ensure_future(self.node_status.run()))
+            loops.append(asyncio.ensure_future(run_usage_reporter(self.name, self.workers, self.usage_dir)))
             listed = await self.client.get(self.pods.path, self.pods.params)
             for pod in listed.get("items") or ():
                 if (pod.get("status") or {}).get("podIP"):  # keep addresses across restarts

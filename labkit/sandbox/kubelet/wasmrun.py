@@ -419,6 +419,8 @@ class WasmContainer:
         self.outcome: str | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
+        #: the guest's linear memory in bytes, sampled on its own thread (a Store is not Sync): at start, each host call
+        self.memory_bytes = 0
         self._thread = threading.Thread(target=self._run, name=f"wasm-{spec.name}", daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -443,6 +445,11 @@ class WasmContainer:
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def thread_id(self) -> int | None:
+        """The pthread the guest runs on while it runs (its CPU clock is the container's CPU time)."""
+        return self._thread.ident if self._thread.is_alive() else None
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -534,6 +541,8 @@ class WasmContainer:
             for line in wasmedge_link_error(str(err)) or [f"[error] instantiation failed: {err}"]:
                 self._stderr.line(line)
             return EXIT_FAILED, "link-failed"
+        memory = instance.exports(store).get("memory")
+        self.memory_bytes = memory.data_len(store) if isinstance(memory, wasmtime.Memory) else 0
         entry = instance.exports(store).get(self.spec.entry)
         if not isinstance(entry, wasmtime.Func):
             self._stderr.line(f'[error] wasm function "{self.spec.entry}" not found in the module exports')
@@ -562,10 +571,12 @@ class WasmContainer:
             return _ERRNO_INVAL
         return self._store_bytes(caller, out_ptr, struct.pack("<Q", clock()))
 
-    @staticmethod
-    def _store_bytes(caller: wasmtime.Caller, ptr: int, data: bytes) -> int:
+    def _store_bytes(self, caller: wasmtime.Caller, ptr: int, data: bytes) -> int:
         memory = caller.get("memory")
-        if not isinstance(memory, wasmtime.Memory) or ptr < 0 or ptr + len(data) > memory.data_len(caller):
+        if not isinstance(memory, wasmtime.Memory):
+            return _ERRNO_FAULT
+        self.memory_bytes = memory.data_len(caller)
+        if ptr < 0 or ptr + len(data) > self.memory_bytes:
             return _ERRNO_FAULT
         memory.write(caller, data, ptr)
         return _ERRNO_SUCCESS
