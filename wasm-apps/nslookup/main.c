@@ -62,7 +62,8 @@ static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 
 /* The crate's resolve::<_, Ipv4Addr>(): returns how many A records it found, or -1 for any error. */
 static int resolve(int fd, const char *name, uint8_t addrs[][4]) {
-    uint8_t query[512], reply[65535], size[2];
+    static uint8_t reply[65535]; /* static: the default wasm stack is only 64 KiB */
+    uint8_t query[512], size[2];
     size_t qlen, n;
     uint16_t id;
     if (__wasi_random_get((uint8_t *)&id, sizeof id) || build_query(name, id, query + 2, sizeof query - 2, &qlen))

@@ -172,14 +172,15 @@ class Guest:
         return ptr
 
     def _span(self, ptr: int, length: int) -> int:
-        ptr, length = u32(ptr), u32(length)
+        # a negative i32 length is a huge u32 one; a computed length (count * size) may exceed 32 bits: never wrap it
+        ptr, length = u32(ptr), u32(length) if length < 0 else length
         if ptr + length > self.size:
             raise Fault(f"{length} bytes at {ptr:#x} leave the guest's {self.size} bytes")
         return ptr
 
     def read(self, ptr: int, length: int) -> bytearray:
         start = self._span(ptr, length)
-        return self.memory.read(self.caller, start, start + u32(length))
+        return self.memory.read(self.caller, start, start + (u32(length) if length < 0 else length))
 
     def write(self, ptr: int, data: bytes | bytearray) -> None:
         self.memory.write(self.caller, data, self._span(ptr, len(data)))
