@@ -23,6 +23,7 @@ checks do. Misaligned pointers give ``__WASI_ERRNO_ADDRNOTAVAIL`` (WasmEdge's
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import socket
 import struct
@@ -156,13 +157,20 @@ def u32(value: int) -> int:
 
 
 class Guest:
-    """The calling guest's linear memory, every access bounds-checked."""
+    """The calling guest's linear memory, every access bounds-checked.
 
-    def __init__(self, caller: wasmtime.Caller) -> None:
-        memory = caller.get("memory")
-        if not isinstance(memory, wasmtime.Memory):
+    Reads and writes go straight through the memory's base address (wasmtime-py's
+    ``Memory.read``/``write`` ask wasmtime for base and size on every call, which
+    is most of a small ``sock_recv``'s cost); the memory cannot grow or move while
+    a host function runs, since the guest is not running.
+    """
+
+    def __init__(self, caller: wasmtime.Caller, memory: wasmtime.Memory | None = None) -> None:
+        found = memory or caller.get("memory")
+        if not isinstance(found, wasmtime.Memory):
             raise Fault("the guest exports no memory")
-        self.caller, self.memory, self.size = caller, memory, memory.data_len(caller)
+        self.memory, self.size = found, found.data_len(caller)
+        self._base = ctypes.cast(found.data_ptr(caller), ctypes.c_void_p).value or 0
 
     @staticmethod
     def aligned(ptr: int, alignment: int) -> int:
@@ -178,12 +186,13 @@ class Guest:
             raise Fault(f"{length} bytes at {ptr:#x} leave the guest's {self.size} bytes")
         return ptr
 
-    def read(self, ptr: int, length: int) -> bytearray:
+    def read(self, ptr: int, length: int) -> bytes:
         start = self._span(ptr, length)
-        return self.memory.read(self.caller, start, start + (u32(length) if length < 0 else length))
+        return ctypes.string_at(self._base + start, u32(length) if length < 0 else length)
 
     def write(self, ptr: int, data: bytes | bytearray) -> None:
-        self.memory.write(self.caller, data, self._span(ptr, len(data)))
+        start = self._span(ptr, len(data))
+        ctypes.memmove(self._base + start, bytes(data), len(data))
 
     def check(self, ptr: int, length: int) -> None:
         """Fail now (before any side effect) if an output span is out of bounds."""
@@ -214,7 +223,7 @@ class Guest:
             vecs.append((buf, take))
         return vecs
 
-    def address(self, ptr: int) -> bytearray:
+    def address(self, ptr: int) -> bytes:
         """The bytes a ``__wasi_address_t`` at *ptr* points to."""
         buf, length = self.unpack(ADDRESS, self.aligned(ptr, 4))
         return self.read(buf, length)

@@ -160,7 +160,7 @@ class SocketHost(FdFunctions):
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _guest_address(self, g: Guest, ptr: int, storage: bool) -> tuple[int, bytearray]:
+    def _guest_address(self, g: Guest, ptr: int, storage: bool) -> tuple[int, bytes]:
         """(WASI family, address bytes) of a ``__wasi_address_t``: 4 or 16 bytes, or (V2) a 128-byte WasiAddrStorage."""
         data = g.address(ptr)
         if len(data) == 4:
@@ -176,7 +176,7 @@ class SocketHost(FdFunctions):
     # -- sockets -------------------------------------------------------------------------------
 
     def sock_open(self, caller: wasmtime.Caller, family: int, sock_type: int, ro_fd: int) -> int:
-        g = Guest(caller)
+        g = self.table.guest(caller)
         ptr = g.aligned(ro_fd, 4)
         g.check(ptr, 4)
         if family == 3:  # AF_UNIX: refused unless WasmEdge runs with --allow-af-unix (AllowAFUNIX)
@@ -190,7 +190,7 @@ class SocketHost(FdFunctions):
         return SUCCESS
 
     def sock_bind(self, caller: wasmtime.Caller, fd: int, addr: int, port: int, storage: bool = True) -> int:
-        family, data = self._guest_address(Guest(caller), addr, storage)
+        family, data = self._guest_address(self.table.guest(caller), addr, storage)
         guest = self.table.get(fd)
         ip = host_address(family, data)
         check_family(guest, ip)
@@ -202,7 +202,7 @@ class SocketHost(FdFunctions):
         return SUCCESS
 
     def sock_accept_v2(self, caller: wasmtime.Caller, fd: int, flags: int, ro_fd: int) -> int:
-        g = Guest(caller)
+        g = self.table.guest(caller)
         ptr = g.aligned(ro_fd, 4)
         g.check(ptr, 4)
         if u32(flags) & ~0x1F:  # cast<__wasi_fdflags_t>
@@ -215,7 +215,7 @@ class SocketHost(FdFunctions):
         return SUCCESS
 
     def sock_connect(self, caller: wasmtime.Caller, fd: int, addr: int, port: int, storage: bool = True) -> int:
-        family, data = self._guest_address(Guest(caller), addr, storage)
+        family, data = self._guest_address(self.table.guest(caller), addr, storage)
         guest = self.table.get(fd)
         ip = host_address(family, data)
         check_family(guest, ip)
@@ -266,7 +266,7 @@ class SocketHost(FdFunctions):
     def sock_recv(
         self, caller: wasmtime.Caller, fd: int, ri_data: int, ri_len: int, flags: int, ro_len: int, ro_flags: int
     ) -> int:
-        g = Guest(caller)
+        g = self.table.guest(caller)
         g.aligned(ri_data, 4)
         len_ptr, flags_ptr = g.aligned(ro_len, 4), g.aligned(ro_flags, 2)
         g.check(len_ptr, 4)
@@ -289,7 +289,7 @@ class SocketHost(FdFunctions):
         ro_flags: int,
     ) -> int:
         """WasiSockRecvFromV2: the sender's address into a 4-, 16- or 128-byte buffer, its port into a u16."""
-        g = Guest(caller)
+        g = self.table.guest(caller)
         g.aligned(ri_data, 4)
         port_at, len_ptr, flags_ptr = g.aligned(port_ptr, 2), g.aligned(ro_len, 4), g.aligned(ro_flags, 2)
         buf, size = g.unpack(ADDRESS, g.aligned(addr, 4))
@@ -329,7 +329,7 @@ class SocketHost(FdFunctions):
         )
 
     def sock_send(self, caller: wasmtime.Caller, fd: int, si_data: int, si_len: int, flags: int, so_len: int) -> int:
-        g = Guest(caller)
+        g = self.table.guest(caller)
         g.aligned(si_data, 4)
         len_ptr = g.aligned(so_len, 4)
         g.check(len_ptr, 4)
@@ -348,7 +348,7 @@ class SocketHost(FdFunctions):
         so_len: int,
         storage: bool = True,
     ) -> int:
-        g = Guest(caller)
+        g = self.table.guest(caller)
         g.aligned(si_data, 4)
         len_ptr = g.aligned(so_len, 4)
         family, data = self._guest_address(g, addr, storage)
@@ -372,7 +372,7 @@ class SocketHost(FdFunctions):
         return SOCKOPTS[name]
 
     def sock_getsockopt(self, caller: wasmtime.Caller, fd: int, level: int, name: int, flag: int, size_ptr: int) -> int:
-        g = Guest(caller)
+        g = self.table.guest(caller)
         size_at = g.aligned(size_ptr, 4)
         option = self._option(level, name)
         size = g.unpack(U32, size_at)[0]
@@ -392,7 +392,7 @@ class SocketHost(FdFunctions):
         return SUCCESS
 
     def sock_setsockopt(self, caller: wasmtime.Caller, fd: int, level: int, name: int, flag: int, size: int) -> int:
-        g = Guest(caller)
+        g = self.table.guest(caller)
         option = self._option(level, name)
         value = bytes(g.read(flag, size))
         guest = self.table.get(fd)
@@ -417,7 +417,7 @@ class SocketHost(FdFunctions):
     def sock_addr_v1(
         self, caller: wasmtime.Caller, fd: int, addr: int, type_ptr: int, port_ptr: int, peer: bool
     ) -> int:
-        g = Guest(caller)
+        g = self.table.guest(caller)
         addr_at, type_at, port_at = g.aligned(addr, 4), g.aligned(type_ptr, 4), g.aligned(port_ptr, 4)
         buf, size = g.unpack(ADDRESS, addr_at)
         g.check(buf, size)
@@ -434,7 +434,7 @@ class SocketHost(FdFunctions):
         return SUCCESS
 
     def sock_addr_v2(self, caller: wasmtime.Caller, fd: int, addr: int, port_ptr: int, peer: bool) -> int:
-        g = Guest(caller)
+        g = self.table.guest(caller)
         addr_at, port_at = g.aligned(addr, 4), g.aligned(port_ptr, 4)
         buf, size = g.unpack(ADDRESS, addr_at)
         g.check(buf, size)

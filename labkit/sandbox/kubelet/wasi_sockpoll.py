@@ -45,7 +45,6 @@ from labkit.sandbox.kubelet.wasi_sockabi import (
     SUBSCRIPTION,
     SUCCESS,
     U32,
-    Guest,
     u32,
 )
 from labkit.sandbox.kubelet.wasi_socktable import SocketTable
@@ -107,7 +106,7 @@ class FdFunctions:
         return int(self._wasi["fd_close"](caller, fd))
 
     def fd_fdstat_get(self, caller: wasmtime.Caller, fd: int, out: int) -> int:
-        g = Guest(caller)
+        g = self.table.guest(caller)
         guest = self.table.sockets.get(fd)
         if guest is None:
             status = int(self._wasi["fd_fdstat_get"](caller, fd))
@@ -126,7 +125,7 @@ class FdFunctions:
         return SUCCESS
 
     def poll_oneoff(self, caller: wasmtime.Caller, in_ptr: int, out_ptr: int, nsubs: int, nevents_ptr: int) -> int:
-        g = Guest(caller)
+        g = self.table.guest(caller)
         if u32(in_ptr) % 8 or u32(out_ptr) % 8 or u32(nevents_ptr) % 4:
             raise UnalignedAccess("unaligned atomic access")
         nsubs = u32(nsubs)

@@ -62,7 +62,7 @@ def sock_getaddrinfo(
     res_len_ptr: int,
 ) -> int:
     """WasiSockGetAddrinfo::body's checks, in its order, then the host lookup."""
-    g = Guest(caller)
+    g = table.guest(caller)
     hints_at, res_at, res_len_at = g.aligned(hints_ptr, 4), g.aligned(res_ptr, 4), g.aligned(res_len_ptr, 4)
     node = bytes(g.read(node_ptr, node_len)).split(b"\0")[0]  # the crate passes NUL-terminated names
     service = bytes(g.read(service_ptr, service_len)).split(b"\0")[0]

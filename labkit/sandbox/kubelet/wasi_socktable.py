@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from labkit.sandbox.kubelet.wasi_sockabi import AF_INET4, AF_INET6, BADF, RIGHTS_OPENED
+from labkit.sandbox.kubelet.wasi_sockabi import AF_INET4, AF_INET6, BADF, RIGHTS_OPENED, Guest
 
 if TYPE_CHECKING:
     import wasmtime
@@ -100,8 +100,15 @@ class SocketTable:
         ip = ipaddress.ip_address(pod_ip) if pod_ip else None
         self.pod_ip = str(ip) if isinstance(ip, ipaddress.IPv4Address) and ip.is_loopback else "127.0.0.1"
         self._tick = tick
+        self._memory: wasmtime.Memory | None = None
         # the sockets close when the container's store (which holds this table through its host functions) goes
         weakref.finalize(self, _close_all, self.sockets)
+
+    def guest(self, caller: wasmtime.Caller) -> Guest:
+        """The calling guest's memory; its Memory object is looked up once (only the container's module calls us)."""
+        if self._memory is None:
+            self._memory = Guest(caller).memory
+        return Guest(caller, self._memory)
 
     def add(self, guest: GuestSocket) -> int:
         while True:
