@@ -180,6 +180,22 @@ def test_nslookup_localhost_short_circuits_after_connecting(dns_server: str) -> 
     assert (code, lines) == (1, [f"nslookup: localhost: Connection refused (os error {ERRNO['CONNREFUSED']})"])
 
 
+@pytest.mark.slow
+def test_a_silent_dns_server_times_out_after_5s_into_83() -> None:
+    """SO_RCVTIMEO bounds a blocking sock_recv (the crate sets 5 s); its EAGAIN becomes 83 like any failure."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        started = time.monotonic()
+        code, lines = run_app(
+            "nslookup", "web.default.svc.cluster.local", env={"DNS_SERVER": f"127.0.0.1:{silent.getsockname()[1]}"}
+        )
+        elapsed = time.monotonic() - started
+    assert (code, lines) == (
+        1,
+        ["nslookup: web.default.svc.cluster.local: No address associated with hostname (os error 83)"],
+    )
+    assert 4.5 < elapsed < 10
+
+
 # -- hostile guests ----------------------------------------------------------------------------------
 
 SIGNATURES = {
@@ -197,7 +213,9 @@ SIGNATURES = {
     "sock_getpeeraddr_v2": 3,
     "sock_getaddrinfo": 8,
     "poll_oneoff": 4,
+    "sock_listen": 2,
     "fd_fdstat_get": 2,
+    "fd_fdstat_set_flags": 2,
     "fd_close": 1,
 }
 
@@ -304,3 +322,29 @@ def test_pod_sockets_stay_on_loopback() -> None:
     refused = g.tcp()
     g.write(80, socket.inet_aton("127.0.0.1"))
     assert g("sock_connect", refused, 64, free_port()) == ERRNO["CONNREFUSED"]
+
+
+def test_nonblocking_fdstat_and_v2_addresses_as_wasmedge_reports_them() -> None:
+    g = Guest()
+    listener = g.tcp()
+    g.write(64, struct.pack("<II", 80, 4))
+    g.write(80, socket.inet_aton("127.0.0.1"))
+    assert g("sock_bind", listener, 64, 0) == 0 and g("sock_listen", listener, 8) == 0
+    assert g("fd_fdstat_set_flags", listener, 4) == 0  # NONBLOCK, as fcntl(F_SETFL, O_NONBLOCK) sets it
+    assert g("sock_accept", listener, 16) == ERRNO["AGAIN"]
+    assert g("fd_fdstat_get", listener, 128) == 0
+    filetype, flags, base, inheriting = struct.unpack("<BxH4xQQ", g.memory.read(g.store, 128, 152))
+    assert (filetype, flags) == (6, 4) and base == inheriting and base & (1 << 29)  # SOCKET_STREAM, SOCK_OPEN right
+    assert g("fd_fdstat_get", 1, 128) == 0  # stdout: wasmtime's own answer, through the adapter
+    assert g.memory.read(g.store, 128, 129)[0] != 6
+    # a V2 address: a 128-byte WasiAddrStorage gets the family (u16) and the address; the port is a u32
+    g.write(96, struct.pack("<II", 160, 4))
+    assert g("sock_getlocaladdr", listener, 96, 120, 124) == 0
+    port = g.u32(124)
+    client = g.tcp()
+    assert g("sock_connect", client, 64, port) == 0
+    g.write(96, struct.pack("<II", 200, 128))
+    assert g("sock_getpeeraddr_v2", client, 96, 124) == 0
+    assert g.memory.read(g.store, 200, 206) == bytearray(b"\x01\x00\x7f\x00\x00\x01") and g.u32(124) == port
+    g.write(96, struct.pack("<II", 200, 16))
+    assert g("sock_getpeeraddr_v2", client, 96, 124) == INVAL  # V2 wants exactly 128 bytes
