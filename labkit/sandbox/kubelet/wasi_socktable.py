@@ -25,6 +25,9 @@ address fails with ``EADDRNOTAVAIL`` (the address is not on the pod's
 interfaces), and ``connect``/``send_to`` a non-loopback address fails with
 ``ENETUNREACH``. So a manifest cannot expose a port on the learner's network or
 reach past the machine; cluster addresses are mapped onto ``127.0.0.0/8``.
+Pods' IPs are loopback addresses (kubelet/network.py), so a server binding
+``0.0.0.0`` is reachable at its pod IP, as on k3s; unlike a pod's own network
+namespace, ``127.0.0.1`` is the node's, shared by all pods.
 """
 
 from __future__ import annotations
