@@ -8,6 +8,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -19,6 +20,7 @@ from labkit.sandbox.kubelet.wasi_sockets import WasiSockets
 from labkit.sandbox.kubelet.wasi_socktable import FD_BASE
 from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer
 from labkit.wasm.apps import module_path
+from tests.sandbox.test_kubelet import Cluster
 
 CLUSTER_NAME = "kube-dns.kube-system.svc.cluster.local"
 
@@ -99,10 +101,56 @@ def test_a_killed_server_stops_at_once_and_frees_its_port(echo_server: tuple[int
         socket.create_connection(("127.0.0.1", port), timeout=2)
 
 
+def test_a_guest_that_exits_leaves_no_listening_socket_behind() -> None:
+    """A module that listens and exits: its sockets close with its store, as a process's close when it exits."""
+    port = free_port()
+    wat = f"""(module
+      (import "wasi_snapshot_preview1" "sock_open" (func $open (param i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "sock_bind" (func $bind (param i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "sock_listen" (func $listen (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "\\18\\00\\00\\00\\04\\00\\00\\00\\7f\\00\\00\\01")  ;; address {{24, 4}} = 127.0.0.1
+      (func (export "_start")
+        (drop (call $open (i32.const 1) (i32.const 2) (i32.const 0)))
+        (call $exit (i32.add  ;; exit 0 only if the socket was bound and listening
+          (call $bind (i32.load (i32.const 0)) (i32.const 16) (i32.const {port}))
+          (call $listen (i32.load (i32.const 0)) (i32.const 8))))))"""
+    context = PodContext(name="returns")
+    container = WasmContainer(
+        ContainerSpec(wasmtime.wat2wasm(wat), ["/m.wasm"]), None, None, None, extensions_for(context), context
+    )
+    container.start()
+    assert container.wait(10) == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
 def test_a_port_in_use_is_the_guests_eaddrinuse(echo_server: tuple[int, WasmContainer, list[str]]) -> None:
     code, lines = run_app("echo-server", str(echo_server[0]))
     assert code == 1
     assert lines == [f"echo-server: listen on port {echo_server[0]}: Address in use (os error {ERRNO['ADDRINUSE']})"]
+
+
+def test_a_wasm_pod_serves_on_its_pod_ip_through_the_kubelet(tmp_path: Path) -> None:
+    """The kubelet links the sockets into every pod: echo-server binds 0.0.0.0, which is the pod's IP."""
+    cluster, port = Cluster(tmp_path), free_port()  # free on 127.0.0.1 too: nothing else answers there
+    try:
+        cluster.run_pod("echo", image="labkit/echo-server:latest", args=[str(port)], restartPolicy="Always")
+        pod = cluster.wait_phase("echo", "Running", timeout=20)
+        ip = pod["status"]["podIP"]
+        cluster.wait_for(lambda: f"listening on 0.0.0.0:{port}" in cluster.log("echo"), "the server's start")
+        with socket.create_connection((ip, port), timeout=5) as conn:
+            conn.sendall(b"ping")
+            assert conn.recv(100) == b"ping"
+        with pytest.raises(ConnectionRefusedError):  # not on the node's 127.0.0.1: on the pod's address only
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+        cluster.delete_pod("echo")
+        cluster.wait_for(lambda: cluster.pod("echo") is None, "the pod to go", timeout=20)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((ip, port), timeout=2)
+    finally:
+        cluster.close()
 
 
 # -- name resolution -------------------------------------------------------------------------------

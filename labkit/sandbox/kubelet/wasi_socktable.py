@@ -147,8 +147,17 @@ class SocketTable:
     # -- waiting ---------------------------------------------------------------------------------
 
     def interruptible(self, caller: wasmtime.Caller) -> None:
-        """Enter the guest's engine: traps (and so unwinds the guest) when its container is being killed."""
-        self._tick(caller)
+        """Enter the guest's engine: traps (and so unwinds the guest) when its container is being killed.
+
+        The sockets close right here, as a killed process's do: the trap's traceback
+        holds this table in a reference cycle, so waiting for the store to let go of
+        it would leave a killed server's port bound until the next garbage collection.
+        """
+        try:
+            self._tick(caller)
+        except Exception:
+            _close_all(self.sockets)
+            raise
 
     def wait(self, caller: wasmtime.Caller, masks: dict[int, int], timeout: float | None) -> list[tuple[int, int]]:
         """``poll(2)`` on host fds (fd → event mask) for up to *timeout* seconds (None: forever), kill-aware."""
