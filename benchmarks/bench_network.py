@@ -4,8 +4,9 @@ Runs the shipped ``echo-server`` module in a sandbox WasmContainer (WasmEdge's
 socket ABI over real loopback sockets, labkit/sandbox/kubelet/wasi_sockets.py)
 and a plain Python echo server on loopback, then times small round trips from a
 Python client process to each. Prints p50/p99 of both and their ratio. Goal (issue 12):
-a wasm pod's round trip ≤ 3 times the direct one. (Issue 12's full benchmark, wasm→wasm
-through a Service, waits for Services on the sandbox.)
+a wasm pod's round trip ≤ 3 times the direct one. It also prints the cost of an empty
+host call, the floor that wasmtime-py's ctypes trampolines put under every sock_* call.
+(Issue 12's full benchmark, wasm→wasm through a Service, waits for Services on the sandbox.)
 
     python benchmarks/bench_network.py [--rounds 2000] [--size 64]
 """
@@ -20,6 +21,8 @@ import subprocess
 import sys
 import threading
 import time
+
+import wasmtime
 
 from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
 from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer
@@ -83,6 +86,23 @@ def client(port: int, rounds: int, size: int) -> list[float]:
     return list(json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout))
 
 
+def host_call_floor(calls: int = 20000) -> float:
+    """Microseconds of one empty host-function call from wasm: wasmtime-py's ctypes trampoline, paid per sock_* call."""
+    engine = wasmtime.Engine()
+    store, linker = wasmtime.Store(engine), wasmtime.Linker(engine)
+    i32 = wasmtime.ValType.i32()
+    linker.define_func("h", "f", wasmtime.FuncType([i32, i32], [i32]), lambda _c, _a, _b: 0, access_caller=True)
+    wat = """(module (import "h" "f" (func $f (param i32 i32) (result i32)))
+      (func (export "run") (param $n i32)
+        (loop $l (drop (call $f (i32.const 1) (i32.const 2)))
+          (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $l (local.get $n)))))"""
+    run = linker.instantiate(store, wasmtime.Module(engine, wat)).exports(store)["run"]
+    assert isinstance(run, wasmtime.Func)
+    started = time.perf_counter()
+    run(store, calls)
+    return (time.perf_counter() - started) / calls * 1e6
+
+
 def quantiles(times: list[float]) -> tuple[float, float]:
     cuts = statistics.quantiles(times, n=100)
     return cuts[49] * 1e6, cuts[98] * 1e6
@@ -114,6 +134,9 @@ def main() -> None:
     print(f"  direct Python echo : p50 {direct[0]:7.1f} us   p99 {direct[1]:7.1f} us")
     print(f"  wasm echo-server   : p50 {wasm[0]:7.1f} us   p99 {wasm[1]:7.1f} us")
     print(f"  ratio wasm/direct  : p50 {wasm[0] / direct[0]:5.2f}x     p99 {wasm[1] / direct[1]:5.2f}x   (goal <= 3x)")
+    floor = host_call_floor()
+    print(f"  floor: one empty wasm->host call costs {floor:.1f} us in wasmtime-py; echo-server makes 3 per round trip")
+    print(f"         (poll_oneoff, sock_recv, sock_send) = {3 * floor:.1f} us before any socket work")
 
 
 if __name__ == "__main__":
