@@ -17,7 +17,7 @@ import wasmtime
 from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
 from labkit.sandbox.kubelet.wasi_sockabi import ERRNO, wasi_errno
 from labkit.sandbox.kubelet.wasi_sockets import WasiSockets
-from labkit.sandbox.kubelet.wasi_socktable import FD_BASE
+from labkit.sandbox.kubelet.wasi_socktable import FD_BASE, MAX_SOCKETS
 from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer
 from labkit.wasm.apps import module_path
 from tests.sandbox.test_kubelet import Cluster
@@ -396,3 +396,12 @@ def test_nonblocking_fdstat_and_v2_addresses_as_wasmedge_reports_them() -> None:
     assert g.memory.read(g.store, 200, 206) == bytearray(b"\x01\x00\x7f\x00\x00\x01") and g.u32(124) == port
     g.write(96, struct.pack("<II", 200, 16))
     assert g("sock_getpeeraddr_v2", client, 96, 124) == INVAL  # V2 wants exactly 128 bytes
+
+
+def test_a_guest_cannot_exhaust_the_kubelets_fds() -> None:
+    g = Guest()
+    fds = [g.tcp() for _ in range(MAX_SOCKETS)]
+    assert len(set(fds)) == MAX_SOCKETS
+    assert g("sock_open", 1, 2, 0) == ERRNO["MFILE"]
+    assert g("fd_close", fds[0]) == 0
+    assert g("sock_open", 1, 2, 0) == 0

@@ -25,7 +25,7 @@ and four existing names are replaced to know socket fds: ``poll_oneoff`` (and
 WasmEdge's ``epoll_oneoff``, level-triggered here), ``fd_close``,
 ``fd_fdstat_get`` and ``fd_fdstat_set_flags`` (what ``close()`` and
 ``fcntl(O_NONBLOCK)`` call). For other fds they call wasmtime's own functions
-through a tiny adapter module (:data:`ADAPTER_WAT`): wasmtime's WASI functions
+through a tiny adapter module (``wasi_sockpoll.ADAPTER_WAT``): wasmtime's WASI functions
 need a calling instance with a ``memory`` export, which a host function cannot
 give them. ``fd_read``/``fd_write`` on a socket fd give ``EBADF`` here (WasmEdge
 would read the socket); the crate and the kit's C library use ``sock_recv``/``sock_send``.
@@ -123,17 +123,16 @@ class SocketHost(FdFunctions):
             linker.define_func(WASI, name, wasmtime.FuncType(i32s, i32s[:1]), _errno_call(func), access_caller=True)
 
     def functions(self) -> list[tuple[str, int, HostFunc]]:
-        v1 = functools.partial
         return [
             ("sock_open", 3, self.sock_open),
             ("sock_open_v2", 3, self.sock_open),
-            ("sock_bind", 3, v1(self.sock_bind, storage=False)),
+            ("sock_bind", 3, functools.partial(self.sock_bind, storage=False)),
             ("sock_bind_v2", 3, self.sock_bind),
             ("sock_listen", 2, self.sock_listen),
             ("sock_listen_v2", 2, self.sock_listen),
             ("sock_accept", 2, lambda c, fd, ro_fd: self.sock_accept_v2(c, fd, 0, ro_fd)),
             ("sock_accept_v2", 3, self.sock_accept_v2),
-            ("sock_connect", 3, v1(self.sock_connect, storage=False)),
+            ("sock_connect", 3, functools.partial(self.sock_connect, storage=False)),
             ("sock_connect_v2", 3, self.sock_connect),
             ("sock_recv", 6, self.sock_recv),
             ("sock_recv_v2", 6, self.sock_recv),
@@ -141,15 +140,15 @@ class SocketHost(FdFunctions):
             ("sock_recv_from_v2", 8, self.sock_recv_from),
             ("sock_send", 5, self.sock_send),
             ("sock_send_v2", 5, self.sock_send),
-            ("sock_send_to", 7, v1(self.sock_send_to, storage=False)),
+            ("sock_send_to", 7, functools.partial(self.sock_send_to, storage=False)),
             ("sock_send_to_v2", 7, self.sock_send_to),
             ("sock_shutdown", 2, self.sock_shutdown),
             ("sock_getsockopt", 5, self.sock_getsockopt),
             ("sock_setsockopt", 5, self.sock_setsockopt),
-            ("sock_getlocaladdr", 4, v1(self.sock_addr_v1, peer=False)),
-            ("sock_getpeeraddr", 4, v1(self.sock_addr_v1, peer=True)),
-            ("sock_getlocaladdr_v2", 3, v1(self.sock_addr_v2, peer=False)),
-            ("sock_getpeeraddr_v2", 3, v1(self.sock_addr_v2, peer=True)),
+            ("sock_getlocaladdr", 4, functools.partial(self.sock_addr_v1, peer=False)),
+            ("sock_getpeeraddr", 4, functools.partial(self.sock_addr_v1, peer=True)),
+            ("sock_getlocaladdr_v2", 3, functools.partial(self.sock_addr_v2, peer=False)),
+            ("sock_getpeeraddr_v2", 3, functools.partial(self.sock_addr_v2, peer=True)),
             ("sock_getaddrinfo", 8, functools.partial(sock_getaddrinfo, self.table)),
             ("poll_oneoff", 4, self.poll_oneoff),
             ("epoll_oneoff", 4, self.poll_oneoff),

@@ -18,6 +18,9 @@ receive/send timeouts (``SO_RCVTIMEO``/``SO_SNDTIMEO``, which
 wasmedge_wasi_socket's ``nslookup`` sets to 5 s) bound those waits, and expire
 with ``EAGAIN`` as on Linux.
 
+**Limits**: at most :data:`MAX_SOCKETS` sockets per container (``EMFILE``
+beyond), and a guest pointer or length is checked before use (wasi_sockabi.Guest).
+
 **Confinement** (a decision of labkit's, not WasmEdge's): a pod's sockets stay
 on loopback. ``bind`` to the unspecified address binds the pod's IP
 (``PodContext.pod_ip``, a loopback address) or ``::1``; a bind to a non-loopback
@@ -51,6 +54,9 @@ if TYPE_CHECKING:
 FD_BASE = 1 << 30
 FD_MAX = 0x7FFFFFFF
 SLICE = 0.05  # seconds a blocking call waits before checking for a kill
+#: sockets one container may hold: beyond, EMFILE, as a process at its RLIMIT_NOFILE gets. The sockets are the
+#: kubelet process's own fds, so without a cap one pod could exhaust them and break its node.
+MAX_SOCKETS = 256
 T = TypeVar("T")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -114,6 +120,9 @@ class SocketTable:
         return Guest(caller, self._memory)
 
     def add(self, guest: GuestSocket) -> int:
+        if len(self.sockets) >= MAX_SOCKETS:
+            guest.sock.close()
+            raise OSError(errno.EMFILE, "too many open files")
         while True:
             fd = random.randint(FD_BASE, FD_MAX)  # fd numbers, drawn as WasmEdge draws them
             if fd not in self.sockets:
