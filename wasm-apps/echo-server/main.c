@@ -45,11 +45,12 @@ int main(int argc, char **argv) {
     static char buf[BUF];
     for (;;) {
         int ready;
+        fds[0].events = nfds <= MAX_CLIENTS ? WS_POLLIN : 0; /* full: leave new clients in the backlog */
         if ((err = ws_poll(fds, nfds, -1, &ready))) {
             fprintf(stderr, "echo-server: poll: %s\n", ws_strerror(err));
             return 1;
         }
-        if (fds[0].revents & WS_POLLIN && nfds <= MAX_CLIENTS) {
+        if (fds[0].revents & WS_POLLIN) {
             int client;
             if (!ws_accept(listener, &client)) {
                 fds[nfds] = (ws_pollfd){client, WS_POLLIN, 0};
