@@ -78,7 +78,7 @@ from labkit.sandbox.kubelet.wasi_sockabi import (
     u32,
     wasi_errno,
 )
-from labkit.sandbox.kubelet.wasi_sockpoll import WASI, FdFunctions
+from labkit.sandbox.kubelet.wasi_sockpoll import WASI, FdFunctions, adapter_module
 from labkit.sandbox.kubelet.wasi_sockresolve import sock_getaddrinfo
 from labkit.sandbox.kubelet.wasi_socktable import GuestSocket, WasiError, check_family, host_address, sock_family
 
@@ -118,9 +118,12 @@ class SocketHost(FdFunctions):
     """The socket functions of one container (one store)."""
 
     def define(self, linker: wasmtime.Linker) -> None:
+        types: dict[int, wasmtime.FuncType] = {}  # one per arity; a FuncType belongs to one engine, so not global
         for name, arity, func in self.functions():
-            i32s = [wasmtime.ValType.i32()] * arity
-            linker.define_func(WASI, name, wasmtime.FuncType(i32s, i32s[:1]), _errno_call(func), access_caller=True)
+            if arity not in types:
+                i32s = [wasmtime.ValType.i32()] * arity
+                types[arity] = wasmtime.FuncType(i32s, i32s[:1])
+            linker.define_func(WASI, name, types[arity], _errno_call(func), access_caller=True)
 
     def functions(self) -> list[tuple[str, int, HostFunc]]:
         return [
@@ -452,6 +455,13 @@ class WasiSockets:
 
     name = "wasmedge-sockets"
     import_module = WASI
+
+    def __init__(self) -> None:
+        # compile the adapter now (when the kubelet registers the extension), not in the first pod's start;
+        # containers' engines enable epoch interruption (wasmrun.engine_config), so their artifact is this one
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        adapter_module(wasmtime.Engine(config))
 
     def applies(self, context: PodAddress) -> bool:
         return True
