@@ -33,6 +33,8 @@ TARGET = "wasm32-wasi"
 #: -Oz + strip keeps wasi-demo under 40 KB; stripping also drops the producers
 #: section, which names the compiler version, so rebuilds are byte-identical.
 CFLAGS = ("-Oz", "-Wl,--strip-all")
+#: sources every app is built with (``-I`` and linked), next to the app directories
+LIB_DIR = "lib"
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,13 @@ def apps_dir() -> Path:
 
 
 def app_sources(app_dir: Path) -> list[Path]:
-    """The files an app is built from (``*.c`` and ``*.h``), sorted for stable hashing."""
-    return sorted(p for p in app_dir.iterdir() if p.suffix in (".c", ".h") and p.is_file())
+    """The files an app is built from (``*.c`` and ``*.h``): its own, then the shared ``wasm-apps/lib/`` ones.
+
+    Every app is compiled with the shared library (e.g. ``wasmedge_sock.c``, the
+    WasmEdge socket ABI); the linker drops what an app does not call.
+    """
+    dirs = [app_dir, app_dir.parent / LIB_DIR]
+    return [p for d in dirs if d.is_dir() for p in sorted(d.iterdir()) if p.suffix in (".c", ".h") and p.is_file()]
 
 
 def sources_hash(app_dir: Path) -> str:
@@ -103,7 +110,7 @@ def toolchain_version(clang: str) -> str:
 
 def _run_clang(clang: str, cwd: Path, output: Path, sources: list[str]) -> subprocess.CompletedProcess[str]:
     # Relative source names and cwd keep build paths out of the binary.
-    cmd = [clang, f"--target={TARGET}", *CFLAGS, "-o", str(output), *sources]
+    cmd = [clang, f"--target={TARGET}", *CFLAGS, f"-I../{LIB_DIR}", "-o", str(output), *sources]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
 
 
@@ -119,7 +126,7 @@ def _toolchain_error(clang: str) -> str | None:
 
 
 def _compile(clang: str, app_dir: Path, output: Path) -> None:
-    sources = [p.name for p in app_sources(app_dir) if p.suffix == ".c"]
+    sources = [os.path.relpath(p, app_dir) for p in app_sources(app_dir) if p.suffix == ".c"]
     proc = _run_clang(clang, app_dir, output, sources)
     if proc.returncode == 0:
         return

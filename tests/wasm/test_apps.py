@@ -29,13 +29,14 @@ def test_shipped_modules_match_their_sources() -> None:
 
 def test_rebuild_is_reproducible_and_equals_shipped(rebuilt_dir: Path, tmp_path: Path) -> None:
     again = build_apps(out_dir=tmp_path)
-    assert [a.name for a in again] == ["wasi-demo"]
-    first = (rebuilt_dir / "wasi-demo.wasm").read_bytes()
-    assert again[0].sha256 == hashlib.sha256(first).hexdigest()
-    record = read_manifest()["wasi-demo"]
-    if record["toolchain"] != toolchain_version(find_clang()):
-        pytest.skip(f"shipped module was built with {record['toolchain']}; bytes differ across compilers")
-    assert first == module_path("wasi-demo").read_bytes()
+    assert [a.name for a in again] == ["echo-server", "nslookup", "wasi-demo"]
+    for app in again:
+        first = (rebuilt_dir / f"{app.name}.wasm").read_bytes()
+        assert app.sha256 == hashlib.sha256(first).hexdigest()
+        record = read_manifest()[app.name]
+        if record["toolchain"] != toolchain_version(find_clang()):
+            pytest.skip(f"shipped module was built with {record['toolchain']}; bytes differ across compilers")
+        assert first == module_path(app.name).read_bytes()
 
 
 def test_demo_is_small(demo_module: bytes) -> None:

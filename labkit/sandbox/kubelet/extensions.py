@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from labkit.errors import LabkitError
+from labkit.sandbox.kubelet.wasi_sockets import WasiSockets
 
 if TYPE_CHECKING:
     import wasmtime
@@ -93,6 +94,7 @@ class ExtensionRegistry:
 
 #: The process-wide registry sandbox nodes use.
 REGISTRY = ExtensionRegistry()
+REGISTRY.register(WasiSockets())  # WasmEdge's sock_* functions: every WasmEdge run has them
 
 
 def register(ext: HostExtension) -> None:

@@ -1,0 +1,143 @@
+"""Wasm pod networking benchmark: TCP echo round trips through the kit's echo-server, against direct Python.
+
+Runs the shipped ``echo-server`` module in a sandbox WasmContainer (WasmEdge's
+socket ABI over real loopback sockets, labkit/sandbox/kubelet/wasi_sockets.py)
+and a plain Python echo server on loopback, then times small round trips from a
+Python client process to each. Prints p50/p99 of both and their ratio. Goal (issue 12):
+a wasm pod's round trip ≤ 3 times the direct one. It also prints the cost of an empty
+host call, the floor that wasmtime-py's ctypes trampolines put under every sock_* call.
+(Issue 12's full benchmark, wasm→wasm through a Service, waits for Services on the sandbox.)
+
+    python benchmarks/bench_network.py [--rounds 2000] [--size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import wasmtime
+
+from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
+from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer
+from labkit.wasm.apps import module_path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def python_echo(port: int) -> threading.Thread:
+    """The direct baseline: one thread echoing one connection, blocking reads as the wasm app does."""
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            while data := conn.recv(16384):
+                conn.sendall(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def wasm_echo(port: int) -> WasmContainer:
+    lines: list[str] = []
+    context = PodContext(name="echo")
+    spec = ContainerSpec(module_path("echo-server").read_bytes(), ["/echo-server.wasm", str(port)], name="echo")
+    container = WasmContainer(spec, None, lines.append, lines.append, extensions_for(context), context)
+    container.start()
+    deadline = time.monotonic() + 10
+    while not any("listening" in line for line in lines):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"echo-server did not start: {lines}")
+        time.sleep(0.01)
+    return container
+
+
+def round_trips(port: int, rounds: int, size: int) -> list[float]:
+    payload = b"x" * size
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        times = []
+        for k in range(rounds + 50):
+            started = time.perf_counter()
+            conn.sendall(payload)
+            got = 0
+            while got < size:
+                got += len(conn.recv(65536))
+            if k >= 50:  # warm-up
+                times.append(time.perf_counter() - started)
+    return times
+
+
+def client(port: int, rounds: int, size: int) -> list[float]:
+    """Round trips timed from a separate process, as a real client is: one process would also time GIL hand-offs."""
+    argv = [sys.executable, __file__, "--client", str(port), "--rounds", str(rounds), "--size", str(size)]
+    return list(json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout))
+
+
+def host_call_floor(calls: int = 20000) -> float:
+    """Microseconds of one empty host-function call from wasm: wasmtime-py's ctypes trampoline, paid per sock_* call."""
+    engine = wasmtime.Engine()
+    store, linker = wasmtime.Store(engine), wasmtime.Linker(engine)
+    i32 = wasmtime.ValType.i32()
+    linker.define_func("h", "f", wasmtime.FuncType([i32, i32], [i32]), lambda _c, _a, _b: 0, access_caller=True)
+    wat = """(module (import "h" "f" (func $f (param i32 i32) (result i32)))
+      (func (export "run") (param $n i32)
+        (loop $l (drop (call $f (i32.const 1) (i32.const 2)))
+          (local.set $n (i32.sub (local.get $n) (i32.const 1))) (br_if $l (local.get $n)))))"""
+    run = linker.instantiate(store, wasmtime.Module(engine, wat)).exports(store)["run"]
+    assert isinstance(run, wasmtime.Func)
+    started = time.perf_counter()
+    run(store, calls)
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def quantiles(times: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(times, n=100)
+    return cuts[49] * 1e6, cuts[98] * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        print(json.dumps(round_trips(args.client, args.rounds, args.size)))
+        return
+
+    port = free_port()
+    python_echo(port)
+    direct = quantiles(client(port, args.rounds, args.size))
+
+    port = free_port()
+    container = wasm_echo(port)
+    try:
+        wasm = quantiles(client(port, args.rounds, args.size))
+    finally:
+        container.kill()
+        container.wait(5)
+
+    print(f"TCP echo round trip, {args.size} B x {args.rounds} on loopback")
+    print(f"  direct Python echo : p50 {direct[0]:7.1f} us   p99 {direct[1]:7.1f} us")
+    print(f"  wasm echo-server   : p50 {wasm[0]:7.1f} us   p99 {wasm[1]:7.1f} us")
+    print(f"  ratio wasm/direct  : p50 {wasm[0] / direct[0]:5.2f}x     p99 {wasm[1] / direct[1]:5.2f}x   (goal <= 3x)")
+    floor = host_call_floor()
+    print(f"  floor: one empty wasm->host call costs {floor:.1f} us in wasmtime-py; echo-server makes 3 per round trip")
+    print(f"         (poll_oneoff, sock_recv, sock_send) = {3 * floor:.1f} us before any socket work")
+
+
+if __name__ == "__main__":
+    main()
