@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from labkit.sandbox.api import limits, protobuf
 from labkit.sandbox.api.selectors import check_field_labels, parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import StatusError, bad_request
-from labkit.sandbox.api.validation import _json_type as json_type
+from labkit.sandbox.api.validation import json_type
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
