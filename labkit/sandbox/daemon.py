@@ -39,7 +39,8 @@ from labkit.sandbox.api.auth import NODE_RULES, NODES_GROUP, TokenAuthority
 from labkit.sandbox.api.discovery import VERSION_INFO
 from labkit.sandbox.api.escalation import missing_rules
 from labkit.sandbox.api.registry import RESOURCES, Resource
-from labkit.sandbox.api.server import ApiServer, ServerThread
+from labkit.sandbox.api.server import ApiServer
+from labkit.sandbox.api.serverthread import ServerThread
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import Store
 from labkit.sandbox.controllers import CONTROLLERS

@@ -23,7 +23,8 @@ import pytest
 from labkit.sandbox import pki
 from labkit.sandbox.api.apicore import ApiCore
 from labkit.sandbox.api.auth import TokenAuthority
-from labkit.sandbox.api.server import ApiServer, ServerThread
+from labkit.sandbox.api.server import ApiServer
+from labkit.sandbox.api.serverthread import ServerThread
 from labkit.sandbox.api.store import Store
 from labkit.sandbox.daemon import bootstrap, write_kubeconfig
 from labkit.sandbox.nodes import ensure_nodes

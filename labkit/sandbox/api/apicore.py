@@ -15,20 +15,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from labkit.sandbox.api import admission, ipallocator, managedfields, patch
+from labkit.sandbox.api import admission, ipallocator, managedfields, patch, subresources
 
 # The daemon's bootstrap imports the two well-known service IPs from here.
 from labkit.sandbox.api.ipallocator import CLUSTER_DNS_IP as CLUSTER_DNS_IP
 from labkit.sandbox.api.ipallocator import KUBERNETES_SERVICE_IP as KUBERNETES_SERVICE_IP
 from labkit.sandbox.api.registry import RESOURCES, Resource
-from labkit.sandbox.api.selectors import label_selector_from_match, parse_field_selector, parse_label_selector
+from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import (
     StatusError,
     already_exists,
     bad_request,
     conflict,
     forbidden_because,
-    invalid,
     not_found,
 )
 from labkit.sandbox.api.validation import check_shape, check_types, validate
@@ -530,22 +529,7 @@ class ApiCore:
 
     # ------------------------------------------------------ subresources
     def scale(self, res: Resource, ns: str | None, name: str) -> dict[str, Any]:
-        obj = self.get(res, ns, name)
-        selector = obj.get("spec", {}).get("selector") or {}
-        return {
-            "kind": "Scale",
-            "apiVersion": "autoscaling/v1",
-            "metadata": {
-                k: obj["metadata"][k]
-                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                if k in obj["metadata"]
-            },
-            "spec": {"replicas": obj.get("spec", {}).get("replicas", 0)},
-            "status": {
-                "replicas": obj.get("status", {}).get("replicas", 0),
-                "selector": label_selector_from_match(selector).to_string() if selector else "",
-            },
-        }
+        return subresources.scale_of(self.get(res, ns, name))
 
     def set_scale(
         self,
@@ -560,59 +544,17 @@ class ApiCore:
         live = self.get(res, ns, name)
         if resource_version and resource_version != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
-        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-            raise invalid(
-                res,
-                name,
-                [
-                    {
-                        "reason": "FieldValueInvalid",
-                        "field": "spec.replicas",
-                        "message": f"Invalid value: {replicas}: must be greater than or equal to 0",
-                    }
-                ],
-            )
+        subresources.check_replicas(res, name, replicas)
         new = patch.deep_copy(live)
         new.setdefault("spec", {})["replicas"] = replicas
         if manager:
             new = managedfields.record_update(res, live, new, manager, "Update", subresource="scale")
-        merged = self._merge_update(res, live, new, "")
-        self._write(res, live, merged, dry_run)
-        return (
-            self.scale(res, ns, name) if not dry_run else {**self.scale(res, ns, name), "spec": {"replicas": replicas}}
-        )
+        written = self._write(res, live, self._merge_update(res, live, new, ""), dry_run)
+        return subresources.scale_of(written)
 
     def bind(self, ns: str | None, name: str, binding: dict[str, Any]) -> None:
         live = self.get(PODS, ns, name)
-        node = (binding.get("target") or {}).get("name")
-        if not node:
-            raise invalid(
-                PODS, name, [{"reason": "FieldValueRequired", "field": "target.name", "message": "Required value"}]
-            )
-        if live["spec"].get("nodeName"):
-            raise conflict_bound(name, live["spec"]["nodeName"])
-        if live["metadata"].get("deletionTimestamp"):
-            raise StatusError(
-                409,
-                "Conflict",
-                f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is being deleted, '
-                "cannot be assigned to a host",
-            )
-        live["spec"]["nodeName"] = node
-        conditions = live.setdefault("status", {}).setdefault("conditions", [])
-        conditions[:] = [c for c in conditions if c.get("type") != "PodScheduled"]
-        conditions.append(
-            {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": format_rfc3339()}
-        )
-        self.store.update(PODS, live, check_rv=False)
-
-
-def conflict_bound(name: str, node: str) -> StatusError:
-    return StatusError(
-        409,
-        "Conflict",
-        f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is already assigned to node "{node}"',
-    )
+        self.store.update(PODS, subresources.bound(live, binding), check_rv=False)
 
 
 def _strip_volatile(meta: dict[str, Any]) -> dict[str, Any]:
