@@ -12,11 +12,11 @@ import wasmtime
 
 from labkit.errors import LabkitError, WasmError
 from labkit.sandbox.kubelet.extensions import ExtensionRegistry, PodContext
+from labkit.sandbox.kubelet.output import LineBuffer
 from labkit.sandbox.kubelet.wasmrun import (
     SHIM_CANT_HANDLE,
     CantHandleSpec,
     ContainerSpec,
-    LineBuffer,
     ModuleCache,
     Mount,
     WasmContainer,
