@@ -14,6 +14,8 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from labkit.sandbox.netmap import KUBERNETES_SERVICE_IP
+
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -72,7 +74,7 @@ def _certificate(
                     x509.DNSName("kubernetes.default.svc"),
                     x509.DNSName("kubernetes.default.svc.cluster.local"),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("127.43.0.1")),
+                    x509.IPAddress(ipaddress.ip_address(KUBERNETES_SERVICE_IP)),
                 ]
             ),
             critical=False,

@@ -1,7 +1,8 @@
 """Service ClusterIPs, allocated as the API server's service IP allocator does on create.
 
 The addresses are loopback ones the sandbox can really listen on, shaped like k3s's 10.43.0.0/16
-service CIDR: ``.1`` is the ``kubernetes`` service and ``.10`` the cluster DNS, as on k3s.
+service CIDR: ``.1`` is the ``kubernetes`` service and ``.10`` the cluster DNS, as on k3s
+(:mod:`labkit.sandbox.netmap`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from labkit.sandbox.api.status import StatusError, invalid
 if TYPE_CHECKING:
     from labkit.sandbox.api.store import Store
 
-SERVICE_CIDR = ipaddress.ip_network("127.43.0.0/16")
-KUBERNETES_SERVICE_IP = "127.43.0.1"
-CLUSTER_DNS_IP = "127.43.0.10"
+from labkit.sandbox.netmap import CLUSTER_DNS_IP as CLUSTER_DNS_IP
+from labkit.sandbox.netmap import KUBERNETES_SERVICE_IP as KUBERNETES_SERVICE_IP
+from labkit.sandbox.netmap import SERVICE_CIDR as SERVICE_CIDR
 
 SERVICES = RESOURCES.served("", "services")
 

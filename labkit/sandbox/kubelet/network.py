@@ -7,8 +7,9 @@ The sandbox uses loopback addresses, so a pod can really listen on its IP.
 from __future__ import annotations
 
 from labkit.sandbox.kubelet.podstate import SandboxFailure
+from labkit.sandbox.netmap import POD_CIDR
 
-POD_IP_PREFIX = "127.42"
+POD_IP_PREFIX = str(POD_CIDR.network_address).rsplit(".", 2)[0]  # "127.42"
 
 
 class PodIPs:
