@@ -85,7 +85,10 @@ _PROFILES = {
         **_SHARED,
     ),  # k3s default --cluster-dns
     "sandbox": Profile(
-        backend="sandbox", wasi_demo_image="docker.io/labkit/wasi-demo:latest", cluster_dns=None, **_SHARED
+        backend="sandbox",
+        wasi_demo_image="docker.io/labkit/wasi-demo:latest",
+        cluster_dns="127.43.0.10:53",  # sandbox/netmap.py's CLUSTER_DNS_IP (tests/test_profiles.py keeps them equal)
+        **_SHARED,
     ),
 }
 

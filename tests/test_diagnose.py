@@ -389,3 +389,46 @@ def test_node_side_failures_from_events(message, signature, fix):
     )
     assert d.signature == signature and fix in d.fix
     assert any(message in e for e in d.evidence)
+
+
+def _with_dns_server(value: str) -> dict[str, Any]:
+    spec = pod(**crash(1))
+    spec["spec"]["containers"][0]["env"] = [{"name": "DNS_SERVER", "value": value}]
+    return spec
+
+
+def test_a_short_name_with_dns_server_is_told_to_use_the_fqdn():
+    d = diagnose_pod(
+        _with_dns_server("10.43.0.10:53"), [], "nslookup: web: No address associated with hostname (os error 83)\n"
+    )
+    assert d.signature == "dns-short-name"
+    assert "web.<namespace>.svc.cluster.local" in d.fix and "no search domains" in d.cause
+
+
+def test_an_fqdn_that_fails_with_dns_server_set_is_not_called_a_short_name():
+    line = "nslookup: web.lab.svc.cluster.local: No address associated with hostname (os error 83)"
+    assert diagnose_pod(_with_dns_server("10.43.0.10:53"), [], line).signature == "dns-failure"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "nslookup: web.lab.svc.cluster.local: Connection refused (os error 14)",
+        "nslookup: DNS_SERVER=10.43.0.10: invalid socket address (want ip:port, e.g. 10.43.0.10:53)",
+    ],
+)
+def test_an_unreachable_dns_server_is_named(line):
+    d = diagnose_pod(_with_dns_server("10.43.0.99:53"), [], line)
+    assert d.signature == "dns-server-unreachable"
+    assert "DNS_SERVER=10.43.0.99:53" in d.summary and "kube-dns" in d.fix
+
+
+def test_dns_server_without_effect_points_at_an_old_tokio_wasi():
+    line = "request failed: error sending request: dns error: Success (os error 85)"
+    d = diagnose_pod(_with_dns_server("10.43.0.10:53"), [], line)
+    assert d.signature == "dns-server-ignored" and "tokio_wasi" in d.cause
+
+
+def test_without_dns_server_the_fix_is_to_set_it():
+    d = diagnose_pod(pod(**crash(1)), [], "nslookup: web: Name or service not known (os error 84)\n")
+    assert d.signature == "dns-failure" and "DNS_SERVER=" in d.fix

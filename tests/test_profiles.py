@@ -26,6 +26,12 @@ def test_sandbox_profile_has_its_own_image_and_node_root(clean_env, tmp_path):
     assert p.on_node(p.plugin_dir) == tmp_path / "sandbox/nodes/labkit-server-0/home/runner/.wasmedge/plugin"
 
 
+def test_sandbox_profile_names_the_sandbox_cluster_dns(clean_env):
+    from labkit.sandbox.netmap import CLUSTER_DNS_IP  # the profile may not import the sandbox; the test may
+
+    assert profile_for("sandbox").cluster_dns == f"{CLUSTER_DNS_IP}:53"
+
+
 def test_profile_follows_labkit_backend(clean_env):
     clean_env.setenv("LABKIT_BACKEND", "kubeconfig")
     assert profile_for().backend == "kubeconfig"

@@ -34,6 +34,8 @@ UPSTREAM_1_32 = {
     ("apps", "controllerrevisions", True), ("apps", "daemonsets", True), ("apps", "deployments", True),
     ("apps", "replicasets", True), ("apps", "statefulsets", True),
     ("authorization.k8s.io", "selfsubjectaccessreviews", False),
+    ("authorization.k8s.io", "selfsubjectrulesreviews", False),
+    ("authentication.k8s.io", "selfsubjectreviews", False),
     ("authorization.k8s.io", "subjectaccessreviews", False),
     ("autoscaling", "horizontalpodautoscalers", True), ("batch", "cronjobs", True), ("batch", "jobs", True),
     ("certificates.k8s.io", "certificatesigningrequests", False), ("coordination.k8s.io", "leases", True),

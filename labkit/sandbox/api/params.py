@@ -159,22 +159,29 @@ class DeleteOptions:
         return cls.from_body(body, query)
 
     @classmethod
-    def from_body(cls, body: Any, query: Mapping[str, str]) -> DeleteOptions:
-        """The options of a decoded DeleteOptions ``body`` (a DELETE's, or an Eviction's ``deleteOptions``)."""
+    def from_body(cls, body: Any, query: Mapping[str, str], within: str = "") -> DeleteOptions:
+        """The options of a decoded DeleteOptions ``body`` (a DELETE's, or an Eviction's ``deleteOptions``).
+
+        *within* is the struct and field that hold the body (``"Eviction.deleteOptions"``): Go's decoder names
+        a mistyped field by the innermost struct and the JSON path from the document's root.
+        """
+        path = within.partition(".")[2]
+        prefix = f"{path}." if path else ""
         if not isinstance(body, dict):
-            raise bad_request(f"json: cannot unmarshal {json_type(body)} into Go value of type v1.DeleteOptions")
+            where = f"Go struct field {within}" if within else "Go value"
+            raise bad_request(f"json: cannot unmarshal {json_type(body)} into {where} of type v1.DeleteOptions")
         if body.get("kind") not in (None, "", "DeleteOptions"):
             raise bad_request("decoded object cannot be converted to DeleteOptions")
         for name, (types, go_type) in _DELETE_FIELDS.items():
             value = body.get(name)
             if value is not None and (not isinstance(value, types) or (bool not in types and isinstance(value, bool))):
-                field = f"DeleteOptions.{name}"
+                field = f"DeleteOptions.{prefix}{name}"
                 raise bad_request(
                     f"json: cannot unmarshal {json_type(value)} into Go struct field {field} of type {go_type}"
                 )
         for key, value in (body.get("preconditions") or {}).items():
             if not isinstance(value, str):
-                field = f"Go struct field Preconditions.preconditions.{key} of type string"
+                field = f"Go struct field Preconditions.{prefix}preconditions.{key} of type string"
                 raise bad_request(f"json: cannot unmarshal {json_type(value)} into {field}")
         propagation = body.get("propagationPolicy") or query.get("propagationPolicy")
         if body.get("orphanDependents") is True or query.get("orphanDependents") == "true":
@@ -205,4 +212,5 @@ def eviction_options(body: Any, name: str) -> DeleteOptions:
     meta = body.get("metadata") or {}
     if not isinstance(meta, dict) or meta.get("name", name) != name:
         raise bad_request("name in URL does not match name in Eviction object")
-    return DeleteOptions.from_body(body.get("deleteOptions") or {}, {})
+    options = body.get("deleteOptions")
+    return DeleteOptions.from_body({} if options is None else options, {}, "Eviction.deleteOptions")

@@ -152,7 +152,7 @@ _NAME_RULES: dict[str, Callable[[str, str], list[Cause]]] = {
     "ClusterRole": _path_segment,
     "ClusterRoleBinding": _path_segment,
 }
-_NAMELESS = {"SelfSubjectAccessReview", "SubjectAccessReview"}
+_NAMELESS = {"SelfSubjectAccessReview", "SubjectAccessReview", "SelfSubjectRulesReview"}
 
 
 def _labels(field: str, labels: dict[str, Any]) -> list[Cause]:
