@@ -314,10 +314,11 @@ def _exec_format_error(f: _Facts) -> Diagnosis | None:
 
 
 #: Resolver failures as wasm guests print them: wasmedge_wasi_socket's AINODATA (83) and AISYSTEM (85) codes,
-#: the Rust std and reqwest wordings, and the kit's nslookup (wasm-apps/nslookup: "nslookup: <name>: …").
-_DNS_FAILED = r"os error 8[35]|code: 8[35]\b|failed to lookup address|dns error|nslookup: \S+: (?!.*refused)"
+#: the Rust std and reqwest wordings, and the kit's apps (wasm-apps/nslookup, http-get: "nslookup: <name>: …").
+_KIT_APP = r"(?:nslookup|http-get): "
+_DNS_FAILED = rf"os error 8[35]|code: 8[35]\b|failed to lookup address|dns error|{_KIT_APP}\S+: .*os error 8\d"
 #: The DNS server itself not answering: nothing listening, a wrong address, UDP-only, or a malformed value.
-_DNS_UNREACHABLE = r"DNS_SERVER=\S*: invalid socket address|nslookup: \S+: (Connection refused|.*timed out)"
+_DNS_UNREACHABLE = rf"DNS_SERVER=\S*: invalid socket address|{_KIT_APP}\S+: (Connection refused|.*timed out)"
 _CLUSTER_SUFFIX = ".svc.cluster.local"
 
 
@@ -333,7 +334,7 @@ def _dns_server(f: _Facts) -> str | None:
 def _looked_up(hits: list[str]) -> str | None:
     """The name a failed lookup asked for, where the guest printed it (the kit's nslookup does)."""
     for line in hits:
-        found = re.search(r"nslookup: ([^:\s]+):", line)
+        found = re.search(_KIT_APP + r"([^:\s]+):", line)
         if found:
             return found.group(1)
     return None

@@ -432,3 +432,13 @@ def test_dns_server_without_effect_points_at_an_old_tokio_wasi():
 def test_without_dns_server_the_fix_is_to_set_it():
     d = diagnose_pod(pod(**crash(1)), [], "nslookup: web: Name or service not known (os error 84)\n")
     assert d.signature == "dns-failure" and "DNS_SERVER=" in d.fix
+
+
+def test_the_http_client_apps_failures_read_like_nslookups():
+    refused = "http-get: greeter.lab-04.svc.cluster.local: Connection refused (os error 14)"
+    assert diagnose_pod(_with_dns_server("127.43.0.99:53"), [], refused).signature == "dns-server-unreachable"
+    short = "http-get: greeter: No address associated with hostname (os error 83)"
+    assert diagnose_pod(_with_dns_server("127.43.0.10:53"), [], short).signature == "dns-short-name"
+    assert diagnose_pod(
+        pod(**crash(1)), [], "http-get: greeter: Name or service not known (os error 84)"
+    ).signature == ("dns-failure")

@@ -228,6 +228,33 @@ def test_nslookup_localhost_short_circuits_after_connecting(dns_server: str) -> 
     assert (code, lines) == (1, [f"nslookup: localhost: Connection refused (os error {ERRNO['CONNREFUSED']})"])
 
 
+def test_http_get_reaches_a_wasm_server_by_address_and_by_a_name_its_dns_server_knows(
+    echo_server: tuple[int, WasmContainer, list[str]], dns_server: str
+) -> None:
+    port = echo_server[0]
+    code, lines = run_app("http-get", f"http://127.0.0.1:{port}/by-ip")
+    assert code == 0 and lines[-2:] in (
+        ["HTTP/1.1 200 OK", "hello from echo-server (wasm): /by-ip"],
+        ["hello from echo-server (wasm): /by-ip", "HTTP/1.1 200 OK"],  # stdout and stderr interleave freely
+    )
+    DnsHandler.records = {"web.default.svc.cluster.local": "127.0.0.1"}
+    fqdn = f"http://web.default.svc.cluster.local:{port}/by-name"
+    code, lines = run_app("http-get", fqdn, env={"DNS_SERVER": dns_server})
+    assert code == 0 and "hello from echo-server (wasm): /by-name" in lines
+    code, lines = run_app("http-get", f"http://web:{port}/", env={"DNS_SERVER": dns_server})
+    assert (code, lines) == (1, ["http-get: web: No address associated with hostname (os error 83)"])
+    assert [q[0] for q in DnsHandler.questions] == ["web.default.svc.cluster.local", "web"]  # as given: no search
+
+
+def test_http_get_refuses_a_bad_url_and_names_a_bad_dns_server() -> None:
+    assert run_app("http-get", "ftp://x/")[0] == 2
+    assert run_app("http-get", "http://x:99999/")[0] == 2
+    code, lines = run_app("http-get", "http://web/", env={"DNS_SERVER": "10.43.0.10"})
+    assert code == 1 and lines == [
+        "http-get: DNS_SERVER=10.43.0.10: invalid socket address (want ip:port, e.g. 10.43.0.10:53)"
+    ]
+
+
 @pytest.mark.slow
 def test_a_silent_dns_server_times_out_after_5s_into_83() -> None:
     """SO_RCVTIMEO bounds a blocking sock_recv (the crate sets 5 s); its EAGAIN becomes 83 like any failure."""

@@ -28,6 +28,8 @@ enum { WS_SOCK_DGRAM = 1, WS_SOCK_STREAM = 2 };
 enum { WS_SOL_SOCKET = 0, WS_SO_REUSEADDR = 0, WS_SO_RCVTIMEO = 11, WS_SO_SNDTIMEO = 12 };
 /* getaddrinfo errors WasmEdge adds after __WASI_ERRNO_NOTCAPABLE (76) */
 enum { WS_EAI_AGAIN = 78, WS_EAI_FAIL = 80, WS_EAI_NODATA = 83, WS_EAI_NONAME = 84, WS_EAI_SERVICE = 85 };
+/* not a WASI errno: ws_nslookup's "DNS_SERVER is no ip:port" */
+enum { WS_EBADDNSSERVER = 1000 };
 
 /* __wasi_address_t: a pointer to 4 (IPv4) or 16 (IPv6) address bytes and their length */
 typedef struct { uint8_t *buf; uint32_t buf_len; } ws_address;
@@ -83,6 +85,16 @@ int ws_poll(ws_pollfd *fds, int nfds, int timeout_ms, int *ready);
  * (sock_getaddrinfo), as wasmedge_wasi_socket's nslookup_with_host asks: hints INET4, STREAM, TCP, at most
  * max results. ports[i] is the service's port. */
 int ws_getaddrinfo(const char *node, const char *service, uint8_t (*ips)[4], uint16_t *ports, int max, int *count);
+
+/* ws_nslookup: node's IPv4 addresses as wasmedge_wasi_socket's nslookup() finds them (src/lib.rs, v0.5.5).
+ * - env DNS_SERVER=ip:port set: connect to it over TCP (5 s send/receive timeouts), then one A query (recursion
+ *   desired, class IN) for node exactly as given: IPv4 only, no resolv.conf, no search domains, so short Service
+ *   names fail and FQDNs (<svc>.<ns>.svc.cluster.local) work. "localhost" is 127.0.0.1 (after connecting, as the
+ *   crate does). A failed query or an answer without A records is WS_EAI_NODATA (83), as the crate's
+ *   unwrap_or_default() + "if r.is_empty()"; ports are 0 (the caller's port applies). A DNS_SERVER that is no
+ *   ip:port is WS_EBADDNSSERVER (the crate panics on parse(); here the caller reports it).
+ * - DNS_SERVER unset: ws_getaddrinfo(node, service), the runtime's host resolver. */
+int ws_nslookup(const char *node, const char *service, uint8_t (*ips)[4], uint16_t *ports, int max, int *count);
 
 /* ws_parse_ipv4: "a.b.c.d" and optionally ":port" (port may be NULL: then no port is allowed). 0 or EINVAL. */
 int ws_parse_ipv4(const char *text, uint8_t ip[4], uint16_t *port);
