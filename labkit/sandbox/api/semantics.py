@@ -261,12 +261,10 @@ def _probe_handler(field: str, probe: dict[str, Any]) -> list[Cause]:
     kind, action = handlers[0], probe[handlers[0]] or {}
     if kind == "exec" and not action.get("command"):
         causes.append(required(f"{field}.exec.command"))
-    elif kind == "httpGet":
-        if not action.get("path"):
-            causes.append(required(f"{field}.httpGet.path"))
+    elif kind == "httpGet":  # path and scheme are defaulted ("/", "HTTP") before upstream validates them
         causes += _port_num_or_name(f"{field}.httpGet.port", action.get("port"))
-        if action.get("scheme") not in _HTTP_SCHEMES:
-            causes.append(not_supported(f"{field}.httpGet.scheme", action.get("scheme") or "", _HTTP_SCHEMES))
+        if (action.get("scheme") or "HTTP") not in _HTTP_SCHEMES:
+            causes.append(not_supported(f"{field}.httpGet.scheme", action["scheme"], _HTTP_SCHEMES))
         for header in action.get("httpHeaders") or ():
             if not _HEADER_NAME.fullmatch(header.get("name") or ""):
                 causes.append(invalid_value(f"{field}.httpGet.httpHeaders", header.get("name") or "", _MSG_HEADER))
@@ -277,7 +275,8 @@ def _probe_handler(field: str, probe: dict[str, Any]) -> list[Cause]:
 
 def _probes(field: str, c: dict[str, Any]) -> list[Cause]:
     """validateLivenessProbe, validateReadinessProbe, validateStartupProbe and validateProbe
-    (pkg/apis/core/validation/validation.go), after the server's defaults (SetDefaults_Probe)."""
+    (pkg/apis/core/validation/validation.go). Upstream validates after SetDefaults_Probe, which turns a zero
+    threshold into its default; this table runs before defaulting, so it reads a zero as the default too."""
     causes: list[Cause] = []
     for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
         probe = c.get(kind)
@@ -302,8 +301,9 @@ def _probes(field: str, c: dict[str, Any]) -> list[Cause]:
             causes.append(
                 invalid_value(f"{pfield}.terminationGracePeriodSeconds", grace, "must not be set for readinessProbes")
             )
-        if kind != "readinessProbe" and probe.get("successThreshold", 1) != 1:
-            causes.append(invalid_value(f"{pfield}.successThreshold", probe.get("successThreshold"), "must be 1"))
+        success = probe.get("successThreshold") or 1
+        if kind != "readinessProbe" and success != 1:
+            causes.append(invalid_value(f"{pfield}.successThreshold", success, "must be 1"))
     return causes
 
 
