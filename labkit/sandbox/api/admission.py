@@ -51,10 +51,30 @@ def _container(c: dict[str, Any]) -> None:
     c.setdefault("resources", {})
     for port in c.get("ports") or ():
         port.setdefault("protocol", "TCP")
+    for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+        _probe(c.get(kind))
     for env in c.get("env") or ():
         ref = (env.get("valueFrom") or {}).get("fieldRef")
         if ref is not None:
             ref.setdefault("apiVersion", "v1")
+
+
+def _probe(probe: Any) -> None:
+    """SetDefaults_Probe and SetDefaults_HTTPGetAction (pkg/apis/core/v1/defaults.go): a zero counts as unset."""
+    if not isinstance(probe, dict):
+        return
+    for key, default in (
+        ("timeoutSeconds", 1),
+        ("periodSeconds", 10),
+        ("successThreshold", 1),
+        ("failureThreshold", 3),
+    ):
+        if not probe.get(key):
+            probe[key] = default
+    action = probe.get("httpGet")
+    if isinstance(action, dict):
+        action["path"] = action.get("path") or "/"
+        action["scheme"] = action.get("scheme") or "HTTP"
 
 
 def _pod_spec(spec: dict[str, Any], in_template: bool = False) -> None:

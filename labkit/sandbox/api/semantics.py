@@ -59,6 +59,14 @@ _MSG_ENV = (
     "used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')"
 )
 _MSG_PORT = "must be between 1 and 65535, inclusive"
+_PORT_NAME = re.compile(r"[-a-z0-9]+")
+_HEADER_NAME = re.compile(r"[-A-Za-z0-9]+")
+_MSG_HEADER = (
+    "a valid HTTP header must consist of alphanumeric characters or '-' (e.g. 'X-Header-Name', "
+    "regex used for validation is '[-A-Za-z0-9]+')"
+)
+_FORBIDDEN_HANDLERS = "Forbidden: may not specify more than 1 handler type"
+_HTTP_SCHEMES = ("HTTP", "HTTPS")
 _PROTOCOLS = ("SCTP", "TCP", "UDP")
 
 
@@ -228,6 +236,77 @@ def _volume_source(field: str, volume: dict[str, Any]) -> list[Cause]:
     return causes
 
 
+def _port_num_or_name(field: str, port: Any) -> list[Cause]:
+    """ValidatePortNumOrName: a port number, or an IANA_SVC_NAME (validation.IsValidPortName)."""
+    if not isinstance(port, str):
+        return [] if isinstance(port, int) and 1 <= port <= 65535 else [invalid_value(field, port or 0, _MSG_PORT)]
+    checks = (
+        (len(port) > 15, "must be no more than 15 characters"),
+        (not _PORT_NAME.fullmatch(port), "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"),
+        (not re.search("[a-z]", port), "must contain at least one letter (a-z)"),
+        ("--" in port, "must not contain consecutive hyphens"),
+        (port.startswith("-") or port.endswith("-"), "must not begin or end with a hyphen"),
+    )
+    return [invalid_value(field, port, message) for failed, message in checks if failed]
+
+
+def _probe_handler(field: str, probe: dict[str, Any]) -> list[Cause]:
+    """validateHandler(handlerFromProbe(...)): exactly one of exec, httpGet, tcpSocket, grpc."""
+    causes: list[Cause] = []
+    handlers = [h for h in ("exec", "httpGet", "tcpSocket", "grpc") if probe.get(h) is not None]
+    for extra in handlers[1:]:
+        causes.append({"reason": "FieldValueForbidden", "message": _FORBIDDEN_HANDLERS, "field": f"{field}.{extra}"})
+    if not handlers:
+        return [required(field, "must specify a handler type")]
+    kind, action = handlers[0], probe[handlers[0]] or {}
+    if kind == "exec" and not action.get("command"):
+        causes.append(required(f"{field}.exec.command"))
+    elif kind == "httpGet":  # path and scheme are defaulted ("/", "HTTP") before upstream validates them
+        causes += _port_num_or_name(f"{field}.httpGet.port", action.get("port"))
+        if (action.get("scheme") or "HTTP") not in _HTTP_SCHEMES:
+            causes.append(not_supported(f"{field}.httpGet.scheme", action["scheme"], _HTTP_SCHEMES))
+        for header in action.get("httpHeaders") or ():
+            if not _HEADER_NAME.fullmatch(header.get("name") or ""):
+                causes.append(invalid_value(f"{field}.httpGet.httpHeaders", header.get("name") or "", _MSG_HEADER))
+    elif kind in ("tcpSocket", "grpc"):
+        causes += _port_num_or_name(f"{field}.{kind}.port", action.get("port"))
+    return causes
+
+
+def _probes(field: str, c: dict[str, Any]) -> list[Cause]:
+    """validateLivenessProbe, validateReadinessProbe, validateStartupProbe and validateProbe
+    (pkg/apis/core/validation/validation.go). Upstream validates after SetDefaults_Probe, which turns a zero
+    threshold into its default; this table runs before defaulting, so it reads a zero as the default too."""
+    causes: list[Cause] = []
+    for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = c.get(kind)
+        if not isinstance(probe, dict):
+            continue
+        pfield = f"{field}.{kind}"
+        causes += _probe_handler(pfield, probe)
+        for number in (
+            "initialDelaySeconds",
+            "timeoutSeconds",
+            "periodSeconds",
+            "successThreshold",
+            "failureThreshold",
+        ):
+            value = probe.get(number)
+            if isinstance(value, int) and value < 0:
+                causes.append(invalid_value(f"{pfield}.{number}", value, "must be greater than or equal to 0"))
+        grace = probe.get("terminationGracePeriodSeconds")
+        if isinstance(grace, int) and grace <= 0:
+            causes.append(invalid_value(f"{pfield}.terminationGracePeriodSeconds", grace, "must be greater than 0"))
+        if kind == "readinessProbe" and grace is not None:
+            causes.append(
+                invalid_value(f"{pfield}.terminationGracePeriodSeconds", grace, "must not be set for readinessProbes")
+            )
+        success = probe.get("successThreshold") or 1
+        if kind != "readinessProbe" and success != 1:
+            causes.append(invalid_value(f"{pfield}.successThreshold", success, "must be 1"))
+    return causes
+
+
 def _container(field: str, c: dict[str, Any], volumes: set[str]) -> list[Cause]:
     causes = [] if c.get("image") else [required(f"{field}.image")]
     for i, port in enumerate(c.get("ports") or []):
@@ -269,6 +348,8 @@ def _pod_spec(
             cfield = f"{field}.{list_name}[{i}]"
             causes += _unique_name(f"{cfield}.name", container.get("name"), seen)
             causes += _container(cfield, container, volumes)
+            if list_name == "containers":  # init containers without restartPolicy=Always may not have probes
+                causes += _probes(cfield, container)
     policy = spec.get("restartPolicy")
     if policy is not None and policy not in restart_policies:
         causes.append(not_supported(f"{field}.restartPolicy", policy, restart_policies))

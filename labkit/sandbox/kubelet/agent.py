@@ -36,6 +36,7 @@ from labkit.sandbox.kubelet.node_status import NodeStatusReporter
 from labkit.sandbox.kubelet.noderoot import prepare_node_root, runtime_class_objects, start_containerd
 from labkit.sandbox.kubelet.pod_workers import PodWorker
 from labkit.sandbox.kubelet.podstate import SandboxFailure
+from labkit.sandbox.kubelet.prober import ProbeBudget
 from labkit.sandbox.kubelet.runtime import RUNC_TYPE, WASMEDGE_TYPE
 from labkit.sandbox.kubelet.status_manager import StatusManager
 from labkit.sandbox.kubelet.usage import run_usage_reporter
@@ -92,6 +93,7 @@ class Kubelet:
         self.ips = PodIPs(self.index)
         self.recorder = EventRecorder(client, COMPONENT, name)
         self.status = StatusManager(client, self.recorder)
+        self.probe_budget = ProbeBudget()  # what this node's probes may cost, all pods together
         self.node_status = NodeStatusReporter(client, name, self.index)
         self.runtime_info: RuntimeInfo | None = None
         self.runtime_error = ""

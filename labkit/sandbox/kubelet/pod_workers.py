@@ -10,8 +10,9 @@
    and **termination** on delete, ending with the DELETE (grace period 0) that removes the pod object.
 
 Status goes through the node's :class:`~labkit.sandbox.kubelet.status_manager.StatusManager`,
-events through its recorder. Not yet: init containers (such a pod stays initializing, and an event
-says so), probes (a running container is ready), Linux images (a clear StartError).
+events through its recorder; probes through its :class:`~labkit.sandbox.kubelet.prober.ProbeManager`, which
+decides the containers' ``started`` and ``ready``. Not yet: init containers (such a pod stays initializing, and an
+event says so), Linux images (a clear StartError).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from labkit.sandbox.kubelet.podstate import (
     pod_phase,
     qos_class,
 )
+from labkit.sandbox.kubelet.probe_handlers import WasmExec
+from labkit.sandbox.kubelet.prober import ProbeManager
 from labkit.sandbox.kubelet.runtime import plan_launch, task_error
 from labkit.sandbox.kubelet.volumes import ProjectedSources, container_env, container_mounts, prepare_volumes
 from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
     from labkit.sandbox.kubeclient.https import KubeClient
     from labkit.sandbox.kubelet.images import ImageContent, NodeImages
     from labkit.sandbox.kubelet.network import PodIPs
+    from labkit.sandbox.kubelet.prober import ProbeBudget
     from labkit.sandbox.kubelet.status_manager import StatusManager
     from labkit.sandbox.kubelet.wasmrun import ModuleCache
     from labkit.sandbox.logfiles import LogDirectory, LogWriter
@@ -73,6 +77,7 @@ class NodeServices(Protocol):
     cache: ModuleCache
     recorder: EventRecorder
     status: StatusManager
+    probe_budget: ProbeBudget
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
 
@@ -121,6 +126,8 @@ class PodWorker:
         self.finished = status.get("phase") in ("Succeeded", "Failed")
         self._recover(status)
         self.task: asyncio.Task[None] | None = None
+        #: the probes; a wasm container answers an exec as runwasi does (native containers bring their own runner)
+        self.probes = ProbeManager(self, kubelet.probe_budget, WasmExec())
 
     def _recover(self, status: dict[str, Any]) -> None:
         """After a daemon restart (a node reboot): keep counts; containers that had started start again."""
@@ -190,6 +197,7 @@ class PodWorker:
     def status(self, live: dict[str, Any]) -> dict[str, Any]:
         phase = self.phase()
         statuses = [c.status() for c in self.containers]
+        self.probes.update_status(statuses)
         if phase in ("Succeeded", "Failed"):
             for s in statuses:
                 s["ready"] = s["started"] = False
@@ -249,12 +257,15 @@ class PodWorker:
                     )
                 elif await self.create_sandbox():
                     self.publish(settle=True)
+                    self.probes.start()
                     await asyncio.gather(*(self.run_container(c) for c in self.containers))
                 self.finished = self.sandbox_ready and not self.stopping.is_set()
                 self.publish()
             await self.stopping.wait()
+            self.probes.stop()
             await self.kill_all()
         finally:
+            self.probes.stop()
             for c in self.containers:
                 if c.process is not None:
                     c.process.kill()
