@@ -356,21 +356,11 @@ class ApiServer:
 
     async def _events_v1(self, request: web.Request, t: Target, manager: str) -> web.StreamResponse:
         """``events.k8s.io/v1`` is a second view of the core Events, stored once (as in Kubernetes)."""
-        core, q = self.core, request.query
-        stored = Target(EVENTS, t.namespace, t.name, t.subresource)
+        core, stored = self.core, Target(EVENTS, t.namespace, t.name, t.subresource)
         if request.method == "GET" and t.name is None:
-            verb = "watch" if flag(request, "watch") else "list"
-            self._authorize(request, verb, t)
-            if verb == "watch":
-                return await self._watch(request, stored, view=EVENTS_V1, present=to_events_v1)
-            listing = core.list(
-                EVENTS,
-                t.namespace,
-                label_selector=q.get("labelSelector", ""),
-                field_selector=q.get("fieldSelector", ""),
-                limit=int(q["limit"]) if q.get("limit") else None,
-                continue_token=q.get("continue"),
-            )
+            listing = await versions.watch_or_list(self, request, t, stored, EVENTS_V1, to_events_v1)
+            if not isinstance(listing, dict):  # a watch
+                return listing
             items, meta = [to_events_v1(e) for e in listing["items"]], listing["metadata"]
             if wants_table(request):
                 table = tables.to_table(
