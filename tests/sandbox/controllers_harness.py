@@ -86,23 +86,22 @@ async def settle() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-def deployment(name: str = "web", replicas: int = 3, image: str = "demo:1", **spec: Any) -> dict[str, Any]:
+def workload(kind: str, name: str, pod_spec: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """An apps/v1 *kind* named *name* whose pods (*pod_spec*) are labelled and selected ``app: name``; *spec* adds
+    fields (replicas, strategy)."""
+    template = {"metadata": {"labels": {"app": name}}, "spec": pod_spec}
     return {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": kind,
         "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [{"name": "main", "image": image, "ports": [{"name": "http", "containerPort": 8080}]}]
-                },
-            },
-            **spec,
-        },
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": template, **spec},
     }
+
+
+def deployment(name: str = "web", replicas: int = 3, image: str = "demo:1", **spec: Any) -> dict[str, Any]:
+    ports = [{"name": "http", "containerPort": 8080}]
+    pod_spec = {"containers": [{"name": "main", "image": image, "ports": ports}]}
+    return workload("Deployment", name, pod_spec, replicas=replicas, **spec)
 
 
 def job(name: str = "calc", restart: str = "Never", **spec: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from labkit.sandbox.controllers.revisions import CONTROLLER_REVISIONS
 from labkit.sandbox.controllers.scheduler import NODES, run_scheduler
 from labkit.sandbox.controllers.statefulset import STATEFULSETS, run_statefulset_controller
 from labkit.sandbox.nodes import ensure_nodes
-from tests.sandbox.controllers_harness import NS, events, exactly, kubelet, pods, settle, until
+from tests.sandbox.controllers_harness import NS, events, exactly, kubelet, pods, settle, until, workload
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
@@ -49,23 +49,13 @@ def running(
     asyncio.run(main())
 
 
-def template(app: str, image: str = "demo:1") -> dict[str, Any]:
-    return {"metadata": {"labels": {"app": app}}, "spec": {"containers": [{"name": "main", "image": image}]}}
+def pod_spec() -> dict[str, Any]:
+    """The pods' spec: one container of demo:1, new for each object."""
+    return {"containers": [{"name": "main", "image": "demo:1"}]}
 
 
 def statefulset(name: str = "web", replicas: int = 3, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "selector": {"matchLabels": {"app": name}},
-            "template": template(name),
-            **spec,
-        },
-    }
+    return workload("StatefulSet", name, pod_spec(), **{"replicas": replicas, "serviceName": name, **spec})
 
 
 def names(items: list[dict[str, Any]]) -> list[str]:
@@ -84,6 +74,12 @@ def ready_new(core: ApiCore, app: str) -> int:
     for pod in fresh:
         kubelet(core, pod)
     return len(fresh)
+
+
+async def all_ready(core: ApiCore, app: str, n: int) -> None:
+    """Wait for *n* pods of *app*, then play the kubelet: each becomes Running and Ready."""
+    await until(f"{n} pods", lambda: exactly(n, pods(core, app=app)))
+    ready_new(core, app)
 
 
 # ------------------------------------------------------------------------------------------------- StatefulSet
@@ -117,8 +113,7 @@ def test_statefulset_scales_down_from_the_highest_ordinal_one_at_a_time(core: Ap
     core.create(STATEFULSETS, NS, statefulset(replicas=3, podManagementPolicy="Parallel"))
 
     async def body() -> None:
-        await until("3 pods", lambda: exactly(3, pods(core, app="web")))
-        ready_new(core, "web")
+        await all_ready(core, "web", 3)
         sts = core.get(STATEFULSETS, NS, "web")
         core.patch(STATEFULSETS, NS, "web", MERGE, json.dumps({"spec": {"replicas": 1}}).encode())
         await until("1 pod", lambda: exactly(1, pods(core, app="web")))
@@ -154,8 +149,7 @@ def test_statefulset_rolling_update_replaces_pods_from_the_highest_ordinal(core:
     core.create(STATEFULSETS, NS, statefulset(replicas=2, podManagementPolicy="Parallel"))
 
     async def body() -> None:
-        await until("2 pods", lambda: exactly(2, pods(core, app="web")))
-        ready_new(core, "web")
+        await all_ready(core, "web", 2)
         first = (
             await until(
                 "status",
@@ -192,12 +186,7 @@ def test_statefulset_rolling_update_replaces_pods_from_the_highest_ordinal(core:
 
 # --------------------------------------------------------------------------------------------------- DaemonSet
 def daemonset(name: str = "agent", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": name},
-        "spec": {"selector": {"matchLabels": {"app": name}}, "template": template(name), **spec},
-    }
+    return workload("DaemonSet", name, pod_spec(), **spec)
 
 
 def test_daemonset_runs_one_pod_per_node_even_a_cordoned_one_and_leaves_a_noexecute_tainted_one(core: ApiCore) -> None:
@@ -265,8 +254,7 @@ def test_daemonset_rolling_update_replaces_old_pods_within_max_unavailable(core:
     core.create(DAEMONSETS, NS, daemonset())
 
     async def body() -> None:
-        await until("2 pods", lambda: exactly(2, pods(core, app="agent")))
-        ready_new(core, "agent")
+        await all_ready(core, "agent", 2)
         old = names(pods(core, app="agent"))
         ds = core.get(DAEMONSETS, NS, "agent")
         ds["spec"]["template"]["spec"]["containers"][0]["image"] = "demo:2"
@@ -301,8 +289,7 @@ def test_daemonset_max_surge_starts_the_new_pod_before_the_old_one_goes(core: Ap
         return [p for p in pods(core, app="agent") if not p["metadata"].get("deletionTimestamp")]
 
     async def body() -> None:
-        await until("2 pods", lambda: exactly(2, pods(core, app="agent")))
-        ready_new(core, "agent")
+        await all_ready(core, "agent", 2)
         old = names(live())
         ds = core.get(DAEMONSETS, NS, "agent")
         ds["spec"]["template"]["spec"]["containers"][0]["image"] = "demo:2"

@@ -5,41 +5,16 @@ eviction.go, the taint eviction controller's TaintManagerEviction."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.sandbox.kubectl_harness import Kubectl, wasm_workload
 from tests.sandboxes import sandbox_daemon
 
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-
-APPS = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: demo}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: demo}}
-  template:
-    metadata: {labels: {app: demo}}
-    spec:
-      runtimeClassName: wasmedge
-      containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest, imagePullPolicy: IfNotPresent}]
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: agent}
-spec:
-  selector: {matchLabels: {app: agent}}
-  template:
-    metadata: {labels: {app: agent}}
-    spec:
-      runtimeClassName: wasmedge
-      containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest, imagePullPolicy: IfNotPresent}]
-"""
+APPS = wasm_workload("Deployment", "demo", replicas=3) + "---\n" + wasm_workload("DaemonSet", "agent")
 
 BUDGET = """
 apiVersion: policy/v1

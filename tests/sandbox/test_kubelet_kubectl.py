@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,9 +13,8 @@ from labkit.containerd import ContainerdPaths, RuntimeSpec, runtime_tables
 from labkit.host import SandboxHost
 from labkit.imagestore import ImageStore
 from labkit.sandbox import client as daemon
+from tests.sandbox.kubectl_harness import Kubectl, eventually, wasm_workload
 from tests.sandboxes import sandbox_daemon
-
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="module")
@@ -31,32 +29,7 @@ def kubectl(home: Path, kubectl_for: Callable[[Path], Kubectl]) -> Iterator[Kube
         yield kubectl_for(home)
 
 
-def eventually(check: Callable[[], str], expected: str, timeout: float = 15.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        out = check()
-        if expected in out or time.monotonic() > deadline:
-            assert expected in out, out
-            return out
-        time.sleep(0.2)
-
-
-DEPLOYMENT = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: demo}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: demo}}
-  template:
-    metadata: {labels: {app: demo}}
-    spec:
-      runtimeClassName: wasmedge
-      containers:
-      - name: demo
-        image: docker.io/labkit/wasi-demo:latest
-        imagePullPolicy: IfNotPresent
-"""
+DEPLOYMENT = wasm_workload("Deployment", "demo", replicas=3)
 
 
 def test_wasmedge_deployment_rolls_out_over_three_nodes_and_logs(kubectl: Kubectl) -> None:

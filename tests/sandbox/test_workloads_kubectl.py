@@ -5,52 +5,17 @@ controllers' (stateful_pod_control.go, cronjob_controllerv2.go)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
-from collections.abc import Callable
 
 import wasmtime
 
 from labkit.wasm.apps import module_path
+from tests.sandbox.kubectl_harness import Kubectl, eventually, wasm_workload
 
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 WASM_PAGE = 65536
 
-WORKLOADS = """
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: agent}
-spec:
-  selector: {matchLabels: {app: agent}}
-  template:
-    metadata: {labels: {app: agent}}
-    spec:
-      runtimeClassName: wasmedge
-      containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest, imagePullPolicy: IfNotPresent}]
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: web}
-spec:
-  replicas: 3
-  serviceName: web
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      runtimeClassName: wasmedge
-      containers: [{name: demo, image: docker.io/labkit/wasi-demo:latest, imagePullPolicy: IfNotPresent}]
-"""
-
-
-def eventually(check: Callable[[], str], expected: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        out = check()
-        if expected in out or time.monotonic() > deadline:
-            assert expected in out, out
-            return out
-        time.sleep(0.3)
+WORKLOADS = (
+    wasm_workload("DaemonSet", "agent") + "---\n" + wasm_workload("StatefulSet", "web", replicas=3, serviceName="web")
+)
 
 
 def reasons(kubectl: Kubectl, ns: str, name: str) -> list[str]:

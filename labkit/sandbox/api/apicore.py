@@ -13,7 +13,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from labkit.sandbox.api import admission, ipallocator, managedfields, patch, subresources
 
@@ -56,6 +56,16 @@ GENERATION_KINDS = {
 PROTECTED_NAMESPACES = ("default", "kube-system", "kube-public")
 
 Hook = Callable[[str, Resource, dict[str, Any]], None]
+
+
+class WriteOptions(TypedDict):
+    """How a request's create, replace or patch is written: its field manager, fieldValidation, dryRun, and RBAC's
+    escalation check (None but for roles and bindings)."""
+
+    manager: str
+    validation: str
+    dry_run: bool
+    guard: Guard | None
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ linear memory. Label selectors filter as metrics-server filters, by the node's o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,16 @@ def _meta(obj: dict[str, Any], now: str) -> dict[str, Any]:
     return meta
 
 
+def _usage(sample: dict[str, Any]) -> dict[str, str]:
+    """A node's or container's sample as the metrics API's usage: CPU and memory quantities."""
+    return {"cpu": cpu_quantity(int(sample["cpuNanoCores"])), "memory": memory_quantity(int(sample["memoryBytes"]))}
+
+
+def _item(obj: dict[str, Any], now: str, timestamp: str, window: float, **usage: Any) -> dict[str, Any]:
+    """A NodeMetrics or PodMetrics item: *obj*'s metadata, the sample's time and window, then *usage*."""
+    return {"metadata": _meta(obj, now), "timestamp": timestamp, "window": go_duration(window), **usage}
+
+
 class MetricsApi:
     """Answers the metrics group's paths from the nodes' usage files and the stored Nodes and Pods."""
 
@@ -96,55 +107,41 @@ class MetricsApi:
     def node_metrics(self, label_selector: str = "", name: str | None = None) -> list[dict[str, Any]]:
         samples = {s.get("node"): s for s in read_samples(self.directory) if s.get("cpuNanoCores") is not None}
         now = format_rfc3339()
-        items = []
-        for node in self.core.list(NODES, None, label_selector=label_selector)["items"]:
-            sample = samples.get(node["metadata"]["name"])
-            if sample is None or (name is not None and node["metadata"]["name"] != name):
-                continue
-            usage = {
-                "cpu": cpu_quantity(int(sample["cpuNanoCores"])),
-                "memory": memory_quantity(int(sample["memoryBytes"])),
-            }
-            items.append(
-                {
-                    "metadata": _meta(node, now),
-                    "timestamp": sample["timestamp"],
-                    "window": go_duration(sample["window"]),
-                    "usage": usage,
-                }
-            )
-        return items
+        return [
+            _item(node, now, sample["timestamp"], sample["window"], usage=_usage(sample))
+            for node, sample in self._sampled(NODES, None, label_selector, name, "name", samples)
+        ]
 
     def pod_metrics(
         self, namespace: str | None, label_selector: str = "", name: str | None = None
     ) -> list[dict[str, Any]]:
         by_uid = {p["uid"]: (s, p) for s in read_samples(self.directory) for p in s.get("pods") or ()}
         now = format_rfc3339()
-        items = []
-        for pod in self.core.list(PODS, namespace, label_selector=label_selector)["items"]:
-            found = by_uid.get(pod["metadata"]["uid"])
-            if found is None or (name is not None and pod["metadata"]["name"] != name):
-                continue
-            sample, usage = found
-            containers = [
-                {
-                    "name": c["name"],
-                    "usage": {
-                        "cpu": cpu_quantity(int(c["cpuNanoCores"])),
-                        "memory": memory_quantity(int(c["memoryBytes"])),
-                    },
-                }
-                for c in usage["containers"]
-            ]
-            items.append(
-                {
-                    "metadata": _meta(pod, now),
-                    "timestamp": sample["timestamp"],
-                    "window": go_duration(usage["window"]),
-                    "containers": containers,
-                }
+        return [
+            _item(
+                pod,
+                now,
+                sample["timestamp"],
+                usage["window"],
+                containers=[{"name": c["name"], "usage": _usage(c)} for c in usage["containers"]],
             )
-        return items
+            for pod, (sample, usage) in self._sampled(PODS, namespace, label_selector, name, "uid", by_uid)
+        ]
+
+    def _sampled(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        label_selector: str,
+        name: str | None,
+        key: str,
+        samples: dict[Any, Any],
+    ) -> Iterator[tuple[dict[str, Any], Any]]:
+        """The stored objects (named *name*, if given) that have a sample, found by their ``metadata[key]``."""
+        for obj in self.core.list(resource, namespace, label_selector=label_selector)["items"]:
+            found = samples.get(obj["metadata"][key])
+            if found is not None and (name is None or obj["metadata"]["name"] == name):
+                yield obj, found
 
     @staticmethod
     def target(rest: list[str]) -> tuple[Resource, str | None, str | None]:

@@ -61,7 +61,7 @@ from labkit.sandbox.api.status import StatusError, forbidden_request, http_statu
 from labkit.sandbox.api.validation import check_shape, check_types, validate
 
 if TYPE_CHECKING:
-    from labkit.sandbox.api.apicore import ApiCore
+    from labkit.sandbox.api.apicore import ApiCore, WriteOptions
 
 log = logging.getLogger("labkit.sandbox.api.server")
 
@@ -241,9 +241,10 @@ class ApiServer:
         if not self.authorizer.allowed(user, verb, t.resource.group, resource, t.namespace, t.name):
             raise forbidden_request(user.name, verb, t.resource.group, resource, t.namespace, t.name)
 
-    def _guard(self, request: web.Request, t: Target) -> escalation.Guard | None:
-        """RBAC's escalation check for a write of a role or binding (None for other kinds)."""
-        return escalation.guard(self.authorizer, request["user"], t.resource, t.namespace)
+    def _writing(self, request: web.Request, t: Target, manager: str, validation: str, dry_run: bool) -> WriteOptions:
+        """How a write of *t* is made, with RBAC's escalation check for a role or binding (None for other kinds)."""
+        guard = escalation.guard(self.authorizer, request["user"], t.resource, t.namespace)
+        return {"manager": manager, "validation": validation, "dry_run": dry_run, "guard": guard}
 
     async def _body(self, request: web.Request, t: Target) -> Any:
         """The request body, read within the size limit and decoded in a worker thread (a big YAML takes a while)."""
@@ -299,29 +300,14 @@ class ApiServer:
                 if t.resource.group == "authorization.k8s.io":
                     validate(t.resource, body, validation)  # the review reads a well-typed spec only
                 return json_response(authapis.review(self.authorizer, request["user"], t.resource.kind, body), 201)
-            obj, warnings = core.create(
-                t.resource,
-                t.namespace,
-                body,
-                manager=manager,
-                validation=validation,
-                dry_run=dry_run,
-                guard=self._guard(request, t),
-            )
+            write = self._writing(request, t, manager, validation, dry_run)
+            obj, warnings = core.create(t.resource, t.namespace, body, **write)
             return self._answer(request, t, obj, 201, warnings)
         if method == "PUT" and t.name:
             self._authorize(request, "update", t)
             body = await self._body(request, t)
-            obj, warnings = core.replace(
-                t.resource,
-                t.namespace,
-                t.object_name,
-                body,
-                manager=manager,
-                validation=validation,
-                dry_run=dry_run,
-                guard=self._guard(request, t),
-            )
+            write = self._writing(request, t, manager, validation, dry_run)
+            obj, warnings = core.replace(t.resource, t.namespace, t.object_name, body, **write)
             return self._answer(request, t, obj, 200, warnings)
         if method == "PATCH" and t.name:
             return await self._patch(request, t, manager, validation, dry_run)
@@ -356,21 +342,11 @@ class ApiServer:
 
     async def _events_v1(self, request: web.Request, t: Target, manager: str) -> web.StreamResponse:
         """``events.k8s.io/v1`` is a second view of the core Events, stored once (as in Kubernetes)."""
-        core, q = self.core, request.query
-        stored = Target(EVENTS, t.namespace, t.name, t.subresource)
+        core, stored = self.core, Target(EVENTS, t.namespace, t.name, t.subresource)
         if request.method == "GET" and t.name is None:
-            verb = "watch" if flag(request, "watch") else "list"
-            self._authorize(request, verb, t)
-            if verb == "watch":
-                return await self._watch(request, stored, view=EVENTS_V1, present=to_events_v1)
-            listing = core.list(
-                EVENTS,
-                t.namespace,
-                label_selector=q.get("labelSelector", ""),
-                field_selector=q.get("fieldSelector", ""),
-                limit=int(q["limit"]) if q.get("limit") else None,
-                continue_token=q.get("continue"),
-            )
+            listing = await versions.watch_or_list(self, request, t, stored, EVENTS_V1, to_events_v1)
+            if not isinstance(listing, dict):  # a watch
+                return listing
             items, meta = [to_events_v1(e) for e in listing["items"]], listing["metadata"]
             if wants_table(request):
                 table = tables.to_table(
@@ -414,11 +390,8 @@ class ApiServer:
             request.headers.get("Content-Type", ""),
             decoded,
             subresource=subresource,
-            manager=manager,
             force=flag(request, "force"),
-            validation=validation,
-            dry_run=dry_run,
-            guard=self._guard(request, t),
+            **self._writing(request, t, manager, validation, dry_run),
         )
         return self._answer(request, t, obj, 201 if created else 200, warnings)
 

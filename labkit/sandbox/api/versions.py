@@ -141,6 +141,31 @@ class VersionHost(Protocol):
     async def _delete(self, request: web.Request, t: Any, dry_run: bool) -> web.Response: ...
 
 
+async def watch_or_list(
+    host: VersionHost,
+    request: web.Request,
+    t: TargetLike,
+    stored_target: TargetLike,
+    view: Resource,
+    present: Callable[[Obj], Obj],
+) -> web.StreamResponse | Obj:
+    """A collection GET of *view*, kept as ``stored_target.resource``: a watch's answer (objects shown through
+    *present*), or the stored objects' list for the caller to show (converted versions and ``events.k8s.io/v1``)."""
+    verb = "watch" if flag(request, "watch") else "list"
+    host._authorize(request, verb, t)
+    if verb == "watch":
+        return await host._watch(request, stored_target, view=view, present=present)
+    q = request.query
+    return host.core.list(
+        stored_target.resource,
+        t.namespace,
+        label_selector=q.get("labelSelector", ""),
+        field_selector=q.get("fieldSelector", ""),
+        limit=int(q["limit"]) if q.get("limit") else None,
+        continue_token=q.get("continue"),
+    )
+
+
 async def serve(
     host: VersionHost,
     request: web.Request,
@@ -152,24 +177,15 @@ async def serve(
 ) -> web.StreamResponse:
     """Answer a request to version ``t.resource`` from the objects of ``stored_target.resource``."""
     view, stored, core = t.resource, stored_target.resource, host.core
-    method, q = request.method, request.query
+    method = request.method
 
     def shown(obj: Obj) -> Obj:
         return to_view(view, obj)
 
     if method == "GET" and t.name is None:
-        verb = "watch" if flag(request, "watch") else "list"
-        host._authorize(request, verb, t)
-        if verb == "watch":
-            return await host._watch(request, stored_target, view=view, present=shown)
-        listing = core.list(
-            stored,
-            t.namespace,
-            label_selector=q.get("labelSelector", ""),
-            field_selector=q.get("fieldSelector", ""),
-            limit=int(q["limit"]) if q.get("limit") else None,
-            continue_token=q.get("continue"),
-        )
+        listing = await watch_or_list(host, request, t, stored_target, view, shown)
+        if not isinstance(listing, dict):  # a watch
+            return listing
         if wants_table(request):  # the columns come from the stored version, as upstream prints the internal one
             return json_response(tables.to_table(stored, listing["items"],
                                                  list_rv=listing["metadata"]["resourceVersion"]))  # fmt: skip

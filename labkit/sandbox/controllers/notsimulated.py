@@ -13,7 +13,6 @@ it beside the object. Each object is noted once (by uid), also across daemon res
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from labkit.sandbox.api.registry import RESOURCES
@@ -29,67 +28,76 @@ EVENTS = RESOURCES.served("", "events")
 _SANDBOX = "the labkit sandbox"
 
 
-def _claim(obj: dict[str, Any]) -> str:
-    # k3s ships the local-path StorageClass (manifests/local-storage.yaml), WaitForFirstConsumer: the
-    # provisioner makes a hostPath volume under /var/lib/rancher/k3s/storage once a pod uses the claim.
-    if obj.get("spec", {}).get("storageClassName") == "local-path":
-        return (
-            "k3s's local-path provisioner would create a hostPath volume under /var/lib/rancher/k3s/storage on "
-            "the node of the first pod that uses this claim, then bind it; "
-            f"{_SANDBOX} provisions and binds no volumes, so the claim stays Pending"
-        )
-    return (
-        "a real cluster's PersistentVolume controller would bind this claim to a matching PersistentVolume, or "
-        f"its StorageClass's provisioner would create one; {_SANDBOX} binds no volumes, so the claim stays Pending"
-    )
-
-
-_MESSAGES: dict[tuple[str, str], Callable[[dict[str, Any]], str]] = {
-    ("", "persistentvolumeclaims"): _claim,
-    ("", "persistentvolumes"): lambda _: (
-        "a real cluster's PersistentVolume controller would mark this volume Available and bind it to a "
-        f"matching claim; {_SANDBOX} binds no volumes"
+_WEBHOOKS = ("the API server would call these webhooks on matching requests", "calls no admission webhooks")
+#: k3s ships the local-path StorageClass (manifests/local-storage.yaml), WaitForFirstConsumer: the provisioner
+#: makes a hostPath volume under /var/lib/rancher/k3s/storage once a pod uses the claim.
+_LOCAL_PATH_CLAIM = (
+    (
+        "k3s's local-path provisioner would create a hostPath volume under /var/lib/rancher/k3s/storage on "
+        "the node of the first pod that uses this claim, then bind it"
     ),
-    ("networking.k8s.io", "ingresses"): lambda _: (
-        "on k3s, Traefik (the bundled ingress controller) would route HTTP to these rules and publish its "
-        f"address in status.loadBalancer; {_SANDBOX} runs no ingress controller, so nothing serves them"
+    "provisions and binds no volumes, so the claim stays Pending",
+)
+#: Per kind: what a real cluster would do, and (after "the labkit sandbox") what the sandbox does instead.
+_MESSAGES: dict[tuple[str, str], tuple[str, str]] = {
+    ("", "persistentvolumeclaims"): (
+        (
+            "a real cluster's PersistentVolume controller would bind this claim to a matching PersistentVolume, or "
+            "its StorageClass's provisioner would create one"
+        ),
+        "binds no volumes, so the claim stays Pending",
     ),
-    ("networking.k8s.io", "networkpolicies"): lambda _: (
-        "on k3s, the embedded network policy controller (kube-router) would enforce this policy on each node; "
-        f"{_SANDBOX} does not filter pod traffic, so all traffic is still allowed"
+    ("", "persistentvolumes"): (
+        (
+            "a real cluster's PersistentVolume controller would mark this volume Available and bind it to a "
+            "matching claim"
+        ),
+        "binds no volumes",
     ),
-    ("autoscaling", "horizontalpodautoscalers"): lambda _: (
-        "kube-controller-manager's horizontal pod autoscaler would scale the target from the metrics API; "
-        f"{_SANDBOX} runs no autoscaler, so the replicas stay as set"
+    ("networking.k8s.io", "ingresses"): (
+        (
+            "on k3s, Traefik (the bundled ingress controller) would route HTTP to these rules and publish its "
+            "address in status.loadBalancer"
+        ),
+        "runs no ingress controller, so nothing serves them",
     ),
-    ("", "resourcequotas"): lambda _: (
-        "the API server's ResourceQuota admission would refuse requests over these limits and the resource "
-        f"quota controller would report usage in status; {_SANDBOX} enforces no quota"
+    ("networking.k8s.io", "networkpolicies"): (
+        "on k3s, the embedded network policy controller (kube-router) would enforce this policy on each node",
+        "does not filter pod traffic, so all traffic is still allowed",
     ),
-    ("", "limitranges"): lambda _: (
-        "the API server's LimitRanger admission would apply these defaults and limits to new pods; "
-        f"{_SANDBOX} does not apply them"
+    ("autoscaling", "horizontalpodautoscalers"): (
+        "kube-controller-manager's horizontal pod autoscaler would scale the target from the metrics API",
+        "runs no autoscaler, so the replicas stay as set",
     ),
-    ("", "replicationcontrollers"): lambda _: (
-        "kube-controller-manager's replication manager would create the pods; "
-        f"{_SANDBOX} runs no ReplicationController controller: use a Deployment"
+    ("", "resourcequotas"): (
+        (
+            "the API server's ResourceQuota admission would refuse requests over these limits and the resource "
+            "quota controller would report usage in status"
+        ),
+        "enforces no quota",
     ),
-    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): lambda _: (
-        f"the API server would call these webhooks on matching requests; {_SANDBOX} calls no admission webhooks"
+    ("", "limitranges"): (
+        "the API server's LimitRanger admission would apply these defaults and limits to new pods",
+        "does not apply them",
     ),
-    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): lambda _: (
-        f"the API server would call these webhooks on matching requests; {_SANDBOX} calls no admission webhooks"
+    ("", "replicationcontrollers"): (
+        "kube-controller-manager's replication manager would create the pods",
+        "runs no ReplicationController controller: use a Deployment",
     ),
-    ("admissionregistration.k8s.io", "validatingadmissionpolicies"): lambda _: (
-        "the API server would evaluate these CEL validations on matching requests once bound; "
-        f"{_SANDBOX} evaluates no admission policies"
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"): _WEBHOOKS,
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"): _WEBHOOKS,
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies"): (
+        "the API server would evaluate these CEL validations on matching requests once bound",
+        "evaluates no admission policies",
     ),
 }
 
 
 def message_for(kind: tuple[str, str], obj: dict[str, Any]) -> str:
     """What a real cluster would do with *obj* of kind ``(group, plural)``, and what the sandbox does."""
-    return _MESSAGES[kind](obj)
+    local_path = kind == ("", "persistentvolumeclaims") and obj.get("spec", {}).get("storageClassName") == "local-path"
+    real, sandbox = _LOCAL_PATH_CLAIM if local_path else _MESSAGES[kind]
+    return f"{real}; {_SANDBOX} {sandbox}"
 
 
 class _Notices(Controller):

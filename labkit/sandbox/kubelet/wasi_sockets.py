@@ -80,7 +80,14 @@ from labkit.sandbox.kubelet.wasi_sockabi import (
 )
 from labkit.sandbox.kubelet.wasi_sockpoll import WASI, FdFunctions, adapter_module
 from labkit.sandbox.kubelet.wasi_sockresolve import sock_getaddrinfo
-from labkit.sandbox.kubelet.wasi_socktable import GuestSocket, WasiError, check_family, host_address, sock_family
+from labkit.sandbox.kubelet.wasi_socktable import (
+    GuestSocket,
+    IPAddress,
+    WasiError,
+    check_family,
+    host_address,
+    sock_family,
+)
 
 IO_CAP = 1 << 20  # bytes one sock_recv/sock_send moves at most (a short read or write, which streams allow)
 HostFunc = Callable[..., int]
@@ -162,18 +169,24 @@ class SocketHost(FdFunctions):
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _guest_address(self, g: Guest, ptr: int, storage: bool) -> tuple[int, bytes]:
-        """(WASI family, address bytes) of a ``__wasi_address_t``: 4 or 16 bytes, or (V2) a 128-byte WasiAddrStorage."""
+    def _guest_ip(self, g: Guest, ptr: int, storage: bool) -> IPAddress:
+        """The IP of a ``__wasi_address_t``: 4 or 16 bytes, or (V2) a 128-byte WasiAddrStorage."""
         data = g.address(ptr)
         if len(data) == 4:
-            return AF_INET4, data
+            return host_address(AF_INET4, data)
         if len(data) == 16:
-            return AF_INET6, data
+            return host_address(AF_INET6, data)
         if storage and len(data) == ADDR_STORAGE:
             family = U16.unpack_from(data)[0]
             if family in (AF_INET4, AF_INET6):
-                return family, data[2:]
+                return host_address(family, data[2:])
         raise WasiError(INVAL)
+
+    def _socket_for(self, fd: int, ip: IPAddress) -> GuestSocket:
+        """Socket *fd*, to bind, connect or send to *ip*: refused as Linux refuses an address of the other family."""
+        guest = self.table.get(fd)
+        check_family(guest, ip)
+        return guest
 
     # -- sockets -------------------------------------------------------------------------------
 
@@ -192,10 +205,8 @@ class SocketHost(FdFunctions):
         return SUCCESS
 
     def sock_bind(self, caller: wasmtime.Caller, fd: int, addr: int, port: int, storage: bool = True) -> int:
-        family, data = self._guest_address(self.table.guest(caller), addr, storage)
-        guest = self.table.get(fd)
-        ip = host_address(family, data)
-        check_family(guest, ip)
+        ip = self._guest_ip(self.table.guest(caller), addr, storage)
+        guest = self._socket_for(fd, ip)
         guest.sock.bind((self.table.bind_address(ip), port & 0xFFFF))
         return SUCCESS
 
@@ -217,10 +228,8 @@ class SocketHost(FdFunctions):
         return SUCCESS
 
     def sock_connect(self, caller: wasmtime.Caller, fd: int, addr: int, port: int, storage: bool = True) -> int:
-        family, data = self._guest_address(self.table.guest(caller), addr, storage)
-        guest = self.table.get(fd)
-        ip = host_address(family, data)
-        check_family(guest, ip)
+        ip = self._guest_ip(self.table.guest(caller), addr, storage)
+        guest = self._socket_for(fd, ip)
         code = guest.sock.connect_ex((self.table.peer_address(ip), port & 0xFFFF))
         if code == errno.EINPROGRESS and guest.sock.type == socket.SOCK_STREAM:
             if guest.nonblocking:
@@ -353,10 +362,9 @@ class SocketHost(FdFunctions):
         g = self.table.guest(caller)
         g.aligned(si_data, 4)
         len_ptr = g.aligned(so_len, 4)
-        family, data = self._guest_address(g, addr, storage)
+        ip = self._guest_ip(g, addr, storage)
         g.check(len_ptr, 4)
-        ip = host_address(family, data)
-        check_family(self.table.get(fd), ip)
+        self._socket_for(fd, ip)
         to = (self.table.peer_address(ip), port & 0xFFFF)
         g.put(U32, len_ptr, self._send(caller, g, fd, si_data, si_len, flags, to))
         return SUCCESS
