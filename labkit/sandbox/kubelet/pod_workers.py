@@ -5,13 +5,14 @@
 2. **image**: resolved in the sandbox image store, honouring ``imagePullPolicy``; a "pull" only reaches
    the simulated registry of :mod:`labkit.sandbox.kubelet.registry_mirror`.
 3. **container**: what the runtime would do with the image (:mod:`labkit.sandbox.kubelet.runtime`); wasm
-   modules run in wasmtime (:mod:`labkit.sandbox.kubelet.wasmrun`), in this node's process.
+   modules run in wasmtime (:mod:`labkit.sandbox.kubelet.wasmrun`), in this node's process; the Python
+   programs labkit ships run as its subprocesses (:mod:`labkit.sandbox.kubelet.native`).
 4. **restarts** with the kubelet's back-off (10 s doubling to 300 s, reset after 10 min of running),
    and **termination** on delete, ending with the DELETE (grace period 0) that removes the pod object.
 
 Status goes through the node's :class:`~labkit.sandbox.kubelet.status_manager.StatusManager`,
 events through its recorder. Not yet: init containers (such a pod stays initializing, and an event
-says so), probes (a running container is ready), Linux images (a clear StartError).
+says so), probes (a running container is ready), unknown Linux images (a clear StartError).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -30,6 +32,7 @@ from labkit.sandbox.kubeclient.https import ApiError
 from labkit.sandbox.kubelet import registry_mirror
 from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
 from labkit.sandbox.kubelet.limits import Limits
+from labkit.sandbox.kubelet.native import NativeContainer, NativeLaunch, start_native
 from labkit.sandbox.kubelet.podstate import (
     ContainerFailure,
     ContainerRun,
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
     from labkit.sandbox.kubeclient.https import KubeClient
     from labkit.sandbox.kubelet.images import ImageContent, NodeImages
     from labkit.sandbox.kubelet.network import PodIPs
+    from labkit.sandbox.kubelet.podfiles import PodFiles, PodFileWriter
     from labkit.sandbox.kubelet.status_manager import StatusManager
     from labkit.sandbox.kubelet.wasmrun import ModuleCache
     from labkit.sandbox.logfiles import LogDirectory, LogWriter
@@ -73,6 +77,9 @@ class NodeServices(Protocol):
     cache: ModuleCache
     recorder: EventRecorder
     status: StatusManager
+    pod_files: PodFileWriter
+
+    def service_vars(self, pod: dict[str, Any]) -> dict[str, str]: ...
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
 
@@ -280,11 +287,13 @@ class PodWorker:
         for c in running:
             self.event("Normal", "Killing", f"Stopping container {c.name}", c)
             assert c.process is not None
-            c.process.kill()
+            c.process.terminate()  # SIGTERM to a native container; a wasm guest, which has no signals, is killed
         deadline = time.monotonic() + grace
         for c in running:
             assert c.process is not None
-            await self.kubelet.blocking(c.process.wait, max(deadline - time.monotonic(), 0.0))
+            if await self.kubelet.blocking(c.process.wait, max(deadline - time.monotonic(), 0.0)) is None:
+                c.process.kill()  # the grace period is over: SIGKILL
+                await self.kubelet.blocking(c.process.wait, 5.0)
             self._terminated(c, c.process)
             c.process = None
 
@@ -397,7 +406,8 @@ class PodWorker:
             exit_code: int | None
             try:
                 sources = await ProjectedSources.fetch(self.kubelet.client, self.pod)
-                process = await self.kubelet.blocking(self._start, c, image, sources)
+                files = await self.kubelet.pod_files.ensure(self.pod, self.pod_ip) if image.layout == "python" else None
+                process = await self.kubelet.blocking(self._start, c, image, sources, files)
             except ContainerFailure as err:
                 self._start_failed(c, err)
                 exit_code = EXIT_START_ERROR
@@ -415,11 +425,15 @@ class PodWorker:
             if await self.restart_after_backoff(c, ran_for):
                 return
 
-    def _start(self, c: ContainerRun, image: ImageContent, sources: ProjectedSources) -> WasmContainer:
-        """Create and start the container (in a thread): the runtime's decision, then wasmtime."""
+    def _start(
+        self, c: ContainerRun, image: ImageContent, sources: ProjectedSources, files: PodFiles | None
+    ) -> WasmContainer | NativeContainer:
+        """Create and start the container (in a thread): the runtime's decision, then wasmtime or a subprocess."""
         kubelet = self.kubelet
         spec = c.spec
-        env = container_env(sources, self.pod, spec, image.env, self.pod_ip, kubelet.host_ip)
+        env = container_env(
+            sources, self.pod, spec, image.env, self.pod_ip, kubelet.host_ip, kubelet.service_vars(self.pod)
+        )
         argv = [*(spec.get("command") or image.entrypoint), *(spec.get("args") or ())]
         working_dir = spec.get("workingDir") or "/"
         mounts = container_mounts(spec, self.volumes, self.read_only_volumes)
@@ -436,6 +450,16 @@ class PodWorker:
         except ContainerFailure:
             writer.close()
             raise
+        if isinstance(launch, NativeLaunch):
+            assert files is not None  # run_container wrote them for a python image
+            output = (_log_to(writer, "stdout"), _log_to(writer, "stderr"))
+            renew = partial(kubelet.pod_files.refresh_soon, self.pod, self.pod_ip)  # the token, as it ages
+            c.process = start_native(
+                kubelet.root, c.container_id, c.name, launch, env, working_dir, mounts, files, self.pod_ip,
+                kubelet.client.server, limits, output, renew,
+            )  # fmt: skip
+            c.writer = writer
+            return c.process
         context = PodContext(
             name=self.name,
             namespace=self.ns,
@@ -471,7 +495,7 @@ class PodWorker:
         c.writer = writer
         return process
 
-    async def _wait(self, process: WasmContainer) -> int | None:
+    async def _wait(self, process: WasmContainer | NativeContainer) -> int | None:
         """The started container's exit code, or None when the pod is stopping first."""
         c = self._run_of(process)
         self.event("Normal", "Created", f"Created container: {c.name}", c)
@@ -501,10 +525,10 @@ class PodWorker:
             stop.cancel()
         return done.result() if done.done() and not self.stopping.is_set() else None
 
-    def _run_of(self, process: WasmContainer) -> ContainerRun:
+    def _run_of(self, process: WasmContainer | NativeContainer) -> ContainerRun:
         return next(c for c in self.containers if c.process is process)
 
-    def _terminated(self, c: ContainerRun, process: WasmContainer) -> None:
+    def _terminated(self, c: ContainerRun, process: WasmContainer | NativeContainer) -> None:
         code = process.exit_code if process.exit_code is not None else 137
         started = (c.state.get("running") or {}).get("startedAt") or format_rfc3339()
         reason = "OOMKilled" if process.outcome == "oom-killed" else "Completed" if code == 0 else "Error"

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -302,11 +303,14 @@ def container_env(
     image_env: list[str],
     pod_ip: str,
     host_ip: str,
+    service_vars: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The container's environment: image env, then envFrom, then env (valueFrom resolved), as the kubelet orders it."""
+    """The container's environment: image env, the Service variables (kubelet/service_env.py), then envFrom, then
+    env (valueFrom resolved), as the kubelet orders it."""
     ns = pod["metadata"].get("namespace") or "default"
     env: dict[str, str] = {"HOSTNAME": pod["metadata"]["name"]}
     env.update(dict(e.split("=", 1) for e in image_env if "=" in e))
+    env.update(service_vars or {})
     for source in container.get("envFrom") or ():
         kind = "configmap" if "configMapRef" in source else "secret"
         ref = source.get("configMapRef") or source.get("secretRef") or {}
