@@ -6,8 +6,10 @@ document of what it received and who it is::
 
     {"pod": "<HOSTNAME>", "method": "GET", "path": "/x", "headers": {...}, "body": "", "client": "ip:port"}
 
-and two paths for tests and learners: ``/healthz`` (``ok``) and ``/resolve?name=N`` (the addresses
-``socket.getaddrinfo`` finds for N, or the error it raised: inside a sandbox pod that is the pod's resolver).
+and three paths for tests and learners: ``/healthz`` (``ok``), ``/resolve?name=N`` (the addresses
+``socket.getaddrinfo`` finds for N, or the error it raised: inside a pod that is the pod's resolver) and
+``/incluster`` (the Services of the pod's namespace, listed with the official ``kubernetes`` client from its
+in-cluster config, or the error: what the pod's ServiceAccount may see, as the service-watcher will).
 
 Options: ``--port`` (8080), ``--host`` (0.0.0.0), ``--exit-after S`` with ``--exit-code N`` (end by
 itself, to show restarts and back-off), ``--allocate-mib M`` (hold M MiB, to show a memory limit),
@@ -59,6 +61,9 @@ class EchoHandler(BaseHTTPRequestHandler):
                 answer = {"name": name, "error": f"{type(err).__name__}: {err}"}
             self._send(200, json.dumps(answer).encode())
             return
+        if url.path == "/incluster":
+            self._send(200, json.dumps(in_cluster_services()).encode())
+            return
         length = min(int(self.headers.get("Content-Length") or 0), MAX_BODY)
         body = self.rfile.read(length) if length > 0 else b""
         document = {
@@ -76,6 +81,22 @@ class EchoHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
         say(f"{self.client_address[0]} {format % args}")
+
+
+def in_cluster_services() -> dict[str, object]:
+    """The Services of this pod's namespace, through the in-cluster config, or what went wrong."""
+    try:
+        from kubernetes import client, config  # only this path needs the client library
+
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            namespace = f.read().strip()
+        with client.ApiClient() as api:
+            services = client.CoreV1Api(api).list_namespaced_service(namespace)
+        names = sorted(str(s.metadata.name) for s in services.items if s.metadata is not None)
+        return {"namespace": namespace, "services": names}
+    except Exception as err:  # noqa: BLE001 - the answer is the error, for the learner to read
+        return {"error": f"{type(err).__name__}: {getattr(err, 'status', '')} {getattr(err, 'reason', '') or err}"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -221,9 +221,10 @@ def _spawn(spec: NativeSpec, argv: list[str], config_name: str, **pipes: Any) ->
     path = spec.rootfs.parent / config_name
     path.write_text(json.dumps(config))
     path.chmod(0o600)
-    try:
-        cwd = confined(spec.rootfs, spec.rootfs / spec.working_dir.lstrip("/"), create=True)
-    except ValueError:  # PathEscape: a workingDir that leads out of the container's rootfs
+    inside = os.path.normpath("/" + spec.working_dir).lstrip("/")  # as in the container: /.. is /
+    try:  # and no symlink may lead out of the rootfs either
+        cwd = confined(spec.rootfs, spec.rootfs / inside, create=True)
+    except ValueError:  # PathEscape
         raise ContainerFailure(f"workingDir {spec.working_dir} leaves the container's root") from None
     return _spawner.popen(
         [sys.executable, "-I", str(SHIM), str(path)],
@@ -429,14 +430,14 @@ def run_in_container(container: NativeContainer, argv: list[str], stdin: bool = 
     entrypoint = [spec.launch.interpreter, spec.launch.program_path]
     try:
         launch = plan_native(entrypoint, spec.launch.program, argv, spec.env, spec.working_dir)
-    except ContainerFailure:
-        launch = None
-    if launch is None:
-        arg0 = argv[0] if argv else ""
+    except NotInImage as err:
         raise ExecRefused(
             "OCI runtime exec failed: exec failed: unable to start container process: "
-            f'exec: "{arg0}": executable file not found in $PATH: unknown'
-        )
+            f'exec: "{err.arg0}": executable file not found in $PATH: unknown'
+        ) from None
+    except ContainerFailure as err:
+        raise ExecRefused(err.problem, fix=err.fix) from None
+    assert launch is not None  # the running container's program is one labkit ships
     return _spawn(
         spec,
         [launch.program_path, *launch.args],
