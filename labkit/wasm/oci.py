@@ -10,6 +10,10 @@ image store read:
 - ``compat``: an ordinary gzip tar layer holding ``/<name>.wasm``, plus the
   ``module.wasm.image/variant=compat-smart`` annotation crun's wasm handler reads.
 
+A third kind is read here but built by :mod:`labkit.apps`: ``python``, a ``linux/<arch>`` image whose
+Entrypoint is a Python interpreter and a program that its layer holds (the ``io.labkit.program`` label),
+which sandbox nodes run natively when the program is one labkit ships.
+
 Archives are byte-for-byte reproducible: fixed timestamps (``SOURCE_DATE_EPOCH``
 or 1970), sorted tar entries, root ownership, gzip mtime 0.
 
