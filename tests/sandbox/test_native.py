@@ -27,6 +27,7 @@ from labkit.sandbox.kubelet.native import (
     NativeContainer,
     NativeLaunch,
     NotInImage,
+    exec_sync,
     plan_native,
     run_in_container,
     start_native,
@@ -246,6 +247,8 @@ def test_hostile_env_working_dir_and_exec_get_nowhere(tmp_path: Path) -> None:
         run_in_container(c, ["/bin/sh", "-c", f"touch {marker}"])
     with pytest.raises(ExecRefused, match="runs only the image's program"):
         run_in_container(c, ["python3", "-c", f"open({str(marker)!r}, 'w')"])
+    code, output = exec_sync(c, ["python3", "/app/echo_server.py", "--port", "-1"], 20)
+    assert code == 1 and b"OverflowError" in output  # the program's own error, through ExecSync
     process = run_in_container(c, ["/app/echo_server.py", "--help"])
     out, _ = process.communicate(timeout=20)
     assert b"labkit's HTTP echo server" in out and process.returncode == 0

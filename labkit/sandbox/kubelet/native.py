@@ -36,7 +36,7 @@ much (beyond it allocations fail with ``MemoryError``). ``limits.cpu`` is not en
 
 **exec** (for the API server's ``pods/exec``, another module): :func:`run_in_container` starts a second
 process in a running native container, with the same argv rules, env, files and network view, and returns
-the :class:`subprocess.Popen` with pipes.
+the :class:`subprocess.Popen` with pipes; :func:`exec_sync` is CRI's ``ExecSync`` on top of it (exec probes).
 """
 
 from __future__ import annotations
@@ -446,3 +446,22 @@ def run_in_container(container: NativeContainer, argv: list[str], stdin: bool = 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+def exec_sync(container: NativeContainer, command: list[str], limit_s: float) -> tuple[int, bytes]:
+    """CRI ``ExecSync`` for a native container (blocking): (exit code, stdout + stderr), as an exec probe wants it.
+
+    Raises :class:`ExecRefused` when the image cannot run *command*, ``TimeoutError`` (the process killed) past
+    *limit_s* seconds. The probes' ``CommandRunner`` for native containers can wrap it in a thread.
+    """
+    process = run_in_container(container, command)
+    try:
+        out, err = process.communicate(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise TimeoutError(f"command {' '.join(command)!r} timed out") from None
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # what it left behind
+    return (128 - process.returncode if process.returncode < 0 else process.returncode), out + err
