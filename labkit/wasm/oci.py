@@ -10,6 +10,10 @@ image store read:
 - ``compat``: an ordinary gzip tar layer holding ``/<name>.wasm``, plus the
   ``module.wasm.image/variant=compat-smart`` annotation crun's wasm handler reads.
 
+A third kind is read here but built by :mod:`labkit.apps`: ``python``, a ``linux/<arch>`` image whose
+Entrypoint is a Python interpreter and a program that its layer holds (the ``io.labkit.program`` label),
+which sandbox nodes run natively when the program is one labkit ships.
+
 Archives are byte-for-byte reproducible: fixed timestamps (``SOURCE_DATE_EPOCH``
 or 1970), sorted tar entries, root ownership, gzip mtime 0.
 
@@ -41,7 +45,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from labkit.errors import ImageError
@@ -58,6 +62,8 @@ ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 ANNOTATION_VARIANT = "module.wasm.image/variant"
 RUNWASI_LAYERS_LABEL = "containerd.runwasi.layers"
+#: The config label of a labkit Python program image: the program's path in the image (labkit.apps).
+PROGRAM_LABEL = "io.labkit.program"
 LAYOUTS = ("runwasi", "compat")
 WASM_PLATFORM = {"architecture": "wasm", "os": "wasip1"}
 
@@ -88,7 +94,7 @@ class ImageInfo:
     refs: list[str]
     digest: str
     platform: str
-    layout: str  # runwasi | compat | artifact | native
+    layout: str  # runwasi | compat | artifact | native | python (a labkit program, labkit.apps)
     entrypoint: list[str]
     env: list[str]
     annotations: dict[str, str]
@@ -284,23 +290,39 @@ def build_image(
     env_list = [f"{k}={v}" for k, v in (env or {}).items()]
 
     layer_desc, layer, config = _layer_and_config(layout, data, file_name, entry, env_list, created)
-    config_bytes = canonical_json(config)
-    names = {ANNOTATION_IMAGE_NAME: ref, ANNOTATION_REF_NAME: tag}
-    manifest_annotations = {**names, **(annotations or {})}
+    manifest_annotations = {ANNOTATION_IMAGE_NAME: ref, ANNOTATION_REF_NAME: tag, **(annotations or {})}
     if layout == "compat":
         manifest_annotations.setdefault(ANNOTATION_VARIANT, "compat-smart")
+    archive, digest = image_archive(ref, tag, config, layer_desc, layer, manifest_annotations, dict(WASM_PLATFORM))
+    path = write_atomically(Path(output), archive)
+    return BuiltImage(path=path, digest=digest, ref=ref, layout=layout, size=len(archive))
+
+
+def image_archive(
+    ref: str,
+    tag: str,
+    config: dict[str, Any],
+    layer_desc: dict[str, Any],
+    layer: bytes,
+    annotations: dict[str, str],
+    platform: dict[str, str],
+) -> tuple[bytes, str]:
+    """An ``oci-archive`` tar of one single-layer image (OCI layout plus Docker's ``manifest.json``) and its
+    manifest digest; shared by the wasm images here and the Python program images of :mod:`labkit.apps`."""
+    config_bytes = canonical_json(config)
+    names = {ANNOTATION_IMAGE_NAME: ref, ANNOTATION_REF_NAME: tag}
     manifest: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": descriptor(OCI_CONFIG, config_bytes),
         "layers": [layer_desc],
-        "annotations": manifest_annotations,
+        "annotations": annotations,
     }
     manifest_bytes = canonical_json(manifest)
     index = {
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
-        "manifests": [descriptor(OCI_MANIFEST, manifest_bytes, platform=dict(WASM_PLATFORM), annotations=names)],
+        "manifests": [descriptor(OCI_MANIFEST, manifest_bytes, platform=platform, annotations=names)],
     }
     blobs = {sha256_digest(b): b for b in (layer, config_bytes, manifest_bytes)}
     blob_path = {d: f"blobs/sha256/{d.split(':', 1)[1]}" for d in blobs}
@@ -315,9 +337,7 @@ def build_image(
     files["index.json"] = (canonical_json(index), 0o644)
     files["oci-layout"] = (canonical_json({"imageLayoutVersion": "1.0.0"}), 0o644)
     files["manifest.json"] = (canonical_json(docker_manifest), 0o644)
-    archive = deterministic_tar(files)
-    path = write_atomically(Path(output), archive)
-    return BuiltImage(path=path, digest=sha256_digest(manifest_bytes), ref=ref, layout=layout, size=len(archive))
+    return deterministic_tar(files), sha256_digest(manifest_bytes)
 
 
 def write_atomically(output: Path, data: bytes) -> Path:
@@ -413,6 +433,20 @@ def _layer_files(data: bytes, media_type: str) -> tarfile.TarFile:
     return tarfile.open(fileobj=io.BytesIO(data), mode="r:")
 
 
+def _layer_file(archive: _Archive, layers: list[dict[str, Any]], path: str) -> bytes | None:
+    """The file at *path* in the image's rootfs (tar layers; upper layers win, as when unpacked)."""
+    wanted = path.split("#", 1)[0].lstrip("/").removeprefix("./")
+    for desc in reversed(layers):
+        if desc.get("mediaType") in (WASM_LAYER_MEDIA_TYPE, "application/wasm"):
+            continue
+        with _layer_files(archive.blob(desc), desc.get("mediaType", "")) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.lstrip("/").removeprefix("./") == wanted:
+                    handle = tar.extractfile(member)
+                    return handle.read() if handle else b""
+    return None
+
+
 def _module_from_layers(
     archive: _Archive, layers: list[dict[str, Any]], entrypoint: list[str]
 ) -> tuple[str, bytes | None]:
@@ -421,16 +455,24 @@ def _module_from_layers(
         if desc.get("mediaType") in (WASM_LAYER_MEDIA_TYPE, "application/wasm"):
             data = archive.blob(desc)
             return ("runwasi" if desc["mediaType"] == WASM_LAYER_MEDIA_TYPE else "artifact"), data
-    wanted = entrypoint[0].split("#", 1)[0].lstrip("/").removeprefix("./") if entrypoint else ""
-    for desc in reversed(layers):  # upper layers win, as in an unpacked rootfs
-        with _layer_files(archive.blob(desc), desc.get("mediaType", "")) as tar:
-            for member in tar.getmembers():
-                if member.isfile() and member.name.lstrip("/").removeprefix("./") == wanted:
-                    handle = tar.extractfile(member)
-                    data = handle.read() if handle else b""
-                    # An entrypoint that is not wasm (a native binary): an ordinary Linux image.
-                    return ("compat", data) if data.startswith(MAGIC) else ("native", None)
-    return "native", None
+    found = _layer_file(archive, layers, entrypoint[0]) if entrypoint else None
+    # An entrypoint that is not wasm (a native binary): an ordinary Linux image.
+    return ("compat", found) if found is not None and found.startswith(MAGIC) else ("native", None)
+
+
+def _python_program(archive: _Archive, layers: list[dict[str, Any]], settings: dict[str, Any]) -> bytes | None:
+    """The program of a labkit Python program image (see :mod:`labkit.apps`), else None.
+
+    Such an image's config names its program in the :data:`PROGRAM_LABEL` label, its Entrypoint is
+    ``[<a python3 interpreter>, <program>]``, and its one layer holds the program (not the interpreter).
+    """
+    program = (settings.get("Labels") or {}).get(PROGRAM_LABEL)
+    entrypoint = list(settings.get("Entrypoint") or [])
+    if not program or len(entrypoint) != 2 or entrypoint[1] != program:
+        return None
+    if not re.fullmatch(r"python3?(\.\d+)?", PurePosixPath(entrypoint[0]).name):
+        return None
+    return _layer_file(archive, layers, program)
 
 
 def _ref_names(annotations: dict[str, str], docker_tags: list[str]) -> list[str]:
@@ -482,6 +524,9 @@ def read_images(archive: str | Path) -> list[ImageInfo]:
             settings = config.get("config") or {}
             entrypoint = list(settings.get("Entrypoint") or []) + list(settings.get("Cmd") or [])
             layout, module = _module_from_layers(arc, manifest.get("layers", []), entrypoint)
+            program = _python_program(arc, manifest.get("layers", []), settings) if layout == "native" else None
+            if program is not None:
+                layout, module = "python", program
             platform = desc.get("platform") or {
                 "os": config.get("os", ""),
                 "architecture": config.get("architecture", ""),

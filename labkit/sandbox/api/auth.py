@@ -62,6 +62,8 @@ NODE_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "endpoints"], "verbs": _READ},
     {"apiGroups": ["node.k8s.io"], "resources": ["runtimeclasses"], "verbs": [*_READ, "create"]},
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update", "patch"]},
+    # the pods' projected ServiceAccount tokens (bootstrappolicy/policy.go NodeRules: create serviceaccounts/token)
+    {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
 ]
 
 

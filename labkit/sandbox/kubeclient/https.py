@@ -64,6 +64,7 @@ class KubeClient:
 
     def __init__(self, server: str, token: str, ca: Path, user_agent: str = "labkit-sandbox") -> None:
         self.server = server.rstrip("/")
+        self.ca_file = Path(ca)  # the cluster CA, which the kubelet also gives pods as their ca.crt
         self._headers = {"Authorization": f"Bearer {token}", "User-Agent": user_agent, "Accept": JSON}
         self._ssl = pki.client_context(ca)
         self._session: aiohttp.ClientSession | None = None

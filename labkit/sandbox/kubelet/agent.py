@@ -35,9 +35,11 @@ from labkit.sandbox.kubelet.network import PodIPs
 from labkit.sandbox.kubelet.node_status import NodeStatusReporter
 from labkit.sandbox.kubelet.noderoot import prepare_node_root, runtime_class_objects, start_containerd
 from labkit.sandbox.kubelet.pod_workers import PodWorker
+from labkit.sandbox.kubelet.podfiles import PodFileWriter
 from labkit.sandbox.kubelet.podstate import SandboxFailure
 from labkit.sandbox.kubelet.prober import ProbeBudget
 from labkit.sandbox.kubelet.runtime import RUNC_TYPE, WASMEDGE_TYPE
+from labkit.sandbox.kubelet.service_env import service_env
 from labkit.sandbox.kubelet.status_manager import StatusManager
 from labkit.sandbox.kubelet.usage import run_usage_reporter
 from labkit.sandbox.kubelet.wasmrun import ModuleCache
@@ -105,8 +107,16 @@ class Kubelet:
         self.pods = Informer(client, pods_path, {"fieldSelector": f"spec.nodeName={name}"})
         self.pods.handlers.append(self.observe)
         self.runtime_classes = Informer(client, resource_path(RUNTIMECLASSES_API, "runtimeclasses"))
+        #: the Services, for the variables every container gets (kubelet/service_env.py), as the kubelet's lister
+        self.services = Informer(client, resource_path("v1", "services"))
+        self.pod_files = PodFileWriter(client, self.root, client.ca_file)
         self._tasks: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kubelet")
+
+    def service_vars(self, pod: dict[str, Any]) -> dict[str, str]:
+        """The Service environment variables of the pod's containers."""
+        ns = pod["metadata"].get("namespace") or "default"
+        return service_env(self.services.cache.values(), ns, pod["spec"].get("enableServiceLinks", True) is not False)
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run *fn* in the kubelet's thread pool, off the event loop."""
@@ -205,7 +215,8 @@ class Kubelet:
 
     async def run(self) -> None:
         """Start the runtime, then heartbeat and run pods until cancelled."""
-        loops: list[asyncio.Task[None]] = [asyncio.ensure_future(self.runtime_classes.run())]
+        informers = (self.runtime_classes, self.services)
+        loops: list[asyncio.Task[None]] = [asyncio.ensure_future(informer.run()) for informer in informers]
         try:
             await self.restart()
             loops.append(asyncio.ensure_future(run_lease(self.client, self.name, self.node_status.node_uid)))
@@ -215,6 +226,8 @@ class Kubelet:
             for pod in listed.get("items") or ():
                 if (pod.get("status") or {}).get("podIP"):  # keep addresses across restarts
                     self.ips.allocate(pod["metadata"]["uid"], pod["status"]["podIP"])
+            # upstream's kubelet builds no container env before the Services were read once (getServiceEnvVarMap)
+            await self.services.synced.wait()
             loops.append(asyncio.ensure_future(self.pods.run()))
             await asyncio.gather(*loops)
         finally:
@@ -296,6 +309,7 @@ class Kubelet:
         finally:
             self.workers.pop(worker.uid, None)
             self.ips.release(worker.uid)
+            self.pod_files.forget(worker.uid)
             self.status.forget(worker.uid)
         self.ended[worker.uid] = crashed
         while len(self.ended) > ENDED_MEMORY:

@@ -5,14 +5,15 @@
 2. **image**: resolved in the sandbox image store, honouring ``imagePullPolicy``; a "pull" only reaches
    the simulated registry of :mod:`labkit.sandbox.kubelet.registry_mirror`.
 3. **container**: what the runtime would do with the image (:mod:`labkit.sandbox.kubelet.runtime`); wasm
-   modules run in wasmtime (:mod:`labkit.sandbox.kubelet.wasmrun`), in this node's process.
+   modules run in wasmtime (:mod:`labkit.sandbox.kubelet.wasmrun`), in this node's process; the Python
+   programs labkit ships run as its subprocesses (:mod:`labkit.sandbox.kubelet.native`).
 4. **restarts** with the kubelet's back-off (10 s doubling to 300 s, reset after 10 min of running),
    and **termination** on delete, ending with the DELETE (grace period 0) that removes the pod object.
 
 Status goes through the node's :class:`~labkit.sandbox.kubelet.status_manager.StatusManager`,
 events through its recorder; probes through its :class:`~labkit.sandbox.kubelet.prober.ProbeManager`, which
 decides the containers' ``started`` and ``ready``. Not yet: init containers (such a pod stays initializing, and an
-event says so), Linux images (a clear StartError).
+event says so), unknown Linux images (a clear StartError).
 """
 
 from __future__ import annotations
@@ -23,27 +24,33 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from labkit.errors import WasmError
 from labkit.sandbox.kubeclient.https import ApiError
-from labkit.sandbox.kubelet import registry_mirror
 from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
+from labkit.sandbox.kubelet.imagepull import BACKOFF_INITIAL_S, BACKOFF_MAX_S, ensure_image
 from labkit.sandbox.kubelet.limits import Limits
+from labkit.sandbox.kubelet.native import NativeContainer, NativeLaunch, PodExec, start_native
 from labkit.sandbox.kubelet.podstate import (
     ContainerFailure,
     ContainerRun,
     SandboxFailure,
-    go_duration,
     pod_key,
     pod_phase,
     qos_class,
 )
-from labkit.sandbox.kubelet.probe_handlers import WasmExec
 from labkit.sandbox.kubelet.prober import ProbeManager
 from labkit.sandbox.kubelet.runtime import plan_launch, task_error
-from labkit.sandbox.kubelet.volumes import ProjectedSources, container_env, container_mounts, prepare_volumes
+from labkit.sandbox.kubelet.volumes import (
+    ProjectedSources,
+    container_env,
+    container_mounts,
+    expand,
+    prepare_volumes,
+)
 from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer
 from labkit.timefmt import format_rfc3339
 
@@ -53,6 +60,7 @@ if TYPE_CHECKING:
     from labkit.sandbox.kubeclient.https import KubeClient
     from labkit.sandbox.kubelet.images import ImageContent, NodeImages
     from labkit.sandbox.kubelet.network import PodIPs
+    from labkit.sandbox.kubelet.podfiles import PodFiles, PodFileWriter
     from labkit.sandbox.kubelet.prober import ProbeBudget
     from labkit.sandbox.kubelet.status_manager import StatusManager
     from labkit.sandbox.kubelet.wasmrun import ModuleCache
@@ -78,6 +86,9 @@ class NodeServices(Protocol):
     recorder: EventRecorder
     status: StatusManager
     probe_budget: ProbeBudget
+    pod_files: PodFileWriter
+
+    def service_vars(self, pod: dict[str, Any]) -> dict[str, str]: ...
 
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
 
@@ -89,11 +100,10 @@ class NodeServices(Protocol):
 log = logging.getLogger("labkit.sandbox.kubelet.pod_workers")
 
 #: kubelet's container restart back-off (pkg/kubelet/kubelet.go: backOffPeriod, MaxContainerBackOff).
-BACKOFF_INITIAL_S, BACKOFF_MAX_S, BACKOFF_RESET_S = 10.0, 300.0, 600.0
+#: (BACKOFF_INITIAL_S and BACKOFF_MAX_S, shared with the image pull back-off, live in imagepull.py)
+BACKOFF_RESET_S = 600.0
 #: Pod-sandbox and volume retries (the pod worker's sync back-off).
 SANDBOX_RETRY_INITIAL_S, SANDBOX_RETRY_MAX_S = 2.0, 60.0
-#: How long ErrImagePull shows before the pull back-off (ImagePullBackOff) takes over.
-ERR_IMAGE_PULL_SHOWN_S = 1.0
 EXIT_START_ERROR = 128
 
 
@@ -126,8 +136,11 @@ class PodWorker:
         self.finished = status.get("phase") in ("Succeeded", "Failed")
         self._recover(status)
         self.task: asyncio.Task[None] | None = None
-        #: the probes; a wasm container answers an exec as runwasi does (native containers bring their own runner)
-        self.probes = ProbeManager(self, kubelet.probe_budget, WasmExec())
+        #: the probes; an exec runs in a native container, and a wasm container answers it as runwasi does
+        self.probes = ProbeManager(self, kubelet.probe_budget, PodExec(self._process_of))
+
+    def _process_of(self, name: str) -> object:
+        return next((c.process for c in self.containers if c.name == name), None)
 
     def _recover(self, status: dict[str, Any]) -> None:
         """After a daemon restart (a node reboot): keep counts; containers that had started start again."""
@@ -291,11 +304,13 @@ class PodWorker:
         for c in running:
             self.event("Normal", "Killing", f"Stopping container {c.name}", c)
             assert c.process is not None
-            c.process.kill()
+            c.process.terminate()  # SIGTERM to a native container; a wasm guest, which has no signals, is killed
         deadline = time.monotonic() + grace
         for c in running:
             assert c.process is not None
-            await self.kubelet.blocking(c.process.wait, max(deadline - time.monotonic(), 0.0))
+            if await self.kubelet.blocking(c.process.wait, max(deadline - time.monotonic(), 0.0)) is None:
+                c.process.kill()  # the grace period is over: SIGKILL
+                await self.kubelet.blocking(c.process.wait, 5.0)
             self._terminated(c, c.process)
             c.process = None
 
@@ -320,87 +335,10 @@ class PodWorker:
             return True
         return False
 
-    async def ensure_image(self, c: ContainerRun) -> ImageContent | None:
-        """The container's image, present or pulled; None when the pod stops while it waits."""
-        ref = c.spec.get("image", "")
-        policy = c.spec.get("imagePullPolicy", "IfNotPresent")
-        images = self.kubelet.images
-        if not registry_mirror.valid_ref(ref):
-            message = (
-                f'Failed to apply default image tag "{ref}": '
-                f'couldn\'t parse image name "{ref}": invalid reference format'
-            )
-            self.event("Warning", "InspectFailed", message, c)
-            self.event("Warning", "Failed", "Error: InvalidImageName", c)
-            c.state = {"waiting": {"reason": "InvalidImageName", "message": message}}
-            self.publish()
-            await self.stopping.wait()  # nothing changes a pod's image but a new pod
-            return None
-        while not self.stopping.is_set():
-            image = await self.kubelet.blocking(images.present, ref)
-            wants_pull = policy == "Always" and registry_mirror.mirror_source(ref) is not None
-            if image is not None and not wants_pull:
-                self.event("Normal", "Pulled", f'Container image "{ref}" already present on machine', c)
-                return image
-            if policy == "Never":
-                message = f'Container image "{ref}" is not present with pull policy of Never'
-                self.event("Warning", "ErrImageNeverPull", message, c)
-                self.event("Warning", "Failed", "Error: ErrImageNeverPull", c)
-                c.state = {"waiting": {"reason": "ErrImageNeverPull", "message": message}}
-                self.publish()
-                if await self.sleep(self._pull_delay(c)):
-                    return None
-                continue
-            self.event("Normal", "Pulling", f'Pulling image "{ref}"', c)
-            try:
-                image, pulled = await self.kubelet.blocking(images.pull, ref)
-            except registry_mirror.PullFailed as err:
-                if await self._pull_failed(c, ref, err):
-                    return None
-                continue
-            took = go_duration(pulled.seconds)
-            self.event(
-                "Normal",
-                "Pulled",
-                f'Successfully pulled image "{ref}" in {took} ({took} including waiting). '
-                f"Image size: {pulled.size} bytes. ({registry_mirror.SIMULATED_NOTE})",
-                c,
-            )
-            c.pull_backoff_s = 0.0
-            return image
-        return None
-
-    def _pull_delay(self, c: ContainerRun) -> float:
-        c.pull_backoff_s = min(c.pull_backoff_s * 2, BACKOFF_MAX_S) if c.pull_backoff_s else BACKOFF_INITIAL_S
-        return c.pull_backoff_s
-
-    async def _pull_failed(self, c: ContainerRun, ref: str, err: registry_mirror.PullFailed) -> bool:
-        """ErrImagePull, then ImagePullBackOff until the next try; True when the pod stops meanwhile."""
-        message = err.containerd_message  # containerd's words only; labkit's hint goes to the kubelet log
-        log.info("%s: pull of %s failed (hint: %s)", pod_key(self.pod), ref, err.fix)
-        self.event("Warning", "Failed", f'Failed to pull image "{ref}": {message}', c)
-        self.event("Warning", "Failed", "Error: ErrImagePull", c)
-        c.state = {"waiting": {"reason": "ErrImagePull", "message": message}}
-        self.publish()
-        delay = self._pull_delay(c)
-        if await self.sleep(ERR_IMAGE_PULL_SHOWN_S):
-            return True
-        # events first: whoever sees the new state finds its events already recorded
-        self.event("Normal", "BackOff", f'Back-off pulling image "{ref}"', c)
-        self.event("Warning", "Failed", "Error: ImagePullBackOff", c)
-        c.state = {
-            "waiting": {
-                "reason": "ImagePullBackOff",
-                "message": f'Back-off pulling image "{ref}": ErrImagePull: {message}',
-            }
-        }
-        self.publish()
-        return await self.sleep(max(delay - ERR_IMAGE_PULL_SHOWN_S, 0.0))
-
     async def run_container(self, c: ContainerRun) -> None:
         policy = self.pod["spec"].get("restartPolicy", "Always")
         while not self.stopping.is_set():
-            image = await self.ensure_image(c)
+            image = await ensure_image(self, c)
             if image is None:
                 return
             c.image, c.image_id = image.ref, image.digest
@@ -408,7 +346,8 @@ class PodWorker:
             exit_code: int | None
             try:
                 sources = await ProjectedSources.fetch(self.kubelet.client, self.pod)
-                process = await self.kubelet.blocking(self._start, c, image, sources)
+                files = await self.kubelet.pod_files.ensure(self.pod, self.pod_ip) if image.layout == "python" else None
+                process = await self.kubelet.blocking(self._start, c, image, sources, files)
             except ContainerFailure as err:
                 self._start_failed(c, err)
                 exit_code = EXIT_START_ERROR
@@ -426,12 +365,17 @@ class PodWorker:
             if await self.restart_after_backoff(c, ran_for):
                 return
 
-    def _start(self, c: ContainerRun, image: ImageContent, sources: ProjectedSources) -> WasmContainer:
-        """Create and start the container (in a thread): the runtime's decision, then wasmtime."""
+    def _start(
+        self, c: ContainerRun, image: ImageContent, sources: ProjectedSources, files: PodFiles | None
+    ) -> WasmContainer | NativeContainer:
+        """Create and start the container (in a thread): the runtime's decision, then wasmtime or a subprocess."""
         kubelet = self.kubelet
         spec = c.spec
-        env = container_env(sources, self.pod, spec, image.env, self.pod_ip, kubelet.host_ip)
-        argv = [*(spec.get("command") or image.entrypoint), *(spec.get("args") or ())]
+        env = container_env(
+            sources, self.pod, spec, image.env, self.pod_ip, kubelet.host_ip, kubelet.service_vars(self.pod)
+        )
+        command = [expand(word, env) for word in spec.get("command") or ()]  # the image's entrypoint is not expanded
+        argv = [*(command or image.entrypoint), *(expand(word, env) for word in spec.get("args") or ())]
         working_dir = spec.get("workingDir") or "/"
         mounts = container_mounts(spec, self.volumes, self.read_only_volumes)
         try:
@@ -447,6 +391,16 @@ class PodWorker:
         except ContainerFailure:
             writer.close()
             raise
+        if isinstance(launch, NativeLaunch):
+            assert files is not None  # run_container wrote them for a python image
+            output = (_log_to(writer, "stdout"), _log_to(writer, "stderr"))
+            renew = partial(kubelet.pod_files.refresh_soon, self.pod, self.pod_ip)  # the token, as it ages
+            c.process = start_native(
+                kubelet.root, c.container_id, c.name, launch, env, working_dir, mounts, files, self.pod_ip,
+                kubelet.client.server, limits, output, renew,
+            )  # fmt: skip
+            c.writer = writer
+            return c.process
         context = PodContext(
             name=self.name,
             namespace=self.ns,
@@ -482,7 +436,7 @@ class PodWorker:
         c.writer = writer
         return process
 
-    async def _wait(self, process: WasmContainer) -> int | None:
+    async def _wait(self, process: WasmContainer | NativeContainer) -> int | None:
         """The started container's exit code, or None when the pod is stopping first."""
         c = self._run_of(process)
         self.event("Normal", "Created", f"Created container: {c.name}", c)
@@ -512,10 +466,10 @@ class PodWorker:
             stop.cancel()
         return done.result() if done.done() and not self.stopping.is_set() else None
 
-    def _run_of(self, process: WasmContainer) -> ContainerRun:
+    def _run_of(self, process: WasmContainer | NativeContainer) -> ContainerRun:
         return next(c for c in self.containers if c.process is process)
 
-    def _terminated(self, c: ContainerRun, process: WasmContainer) -> None:
+    def _terminated(self, c: ContainerRun, process: WasmContainer | NativeContainer) -> None:
         code = process.exit_code if process.exit_code is not None else 137
         started = (c.state.get("running") or {}).get("startedAt") or format_rfc3339()
         reason = "OOMKilled" if process.outcome == "oom-killed" else "Completed" if code == 0 else "Error"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from labkit.errors import LabkitError
 
 if TYPE_CHECKING:
+    from labkit.sandbox.kubelet.native import NativeContainer
     from labkit.sandbox.kubelet.wasmrun import WasmContainer
     from labkit.sandbox.logfiles import LogWriter
 
@@ -103,7 +104,7 @@ class ContainerRun:
     container_id: str = ""
     image: str = ""
     image_id: str = ""
-    process: WasmContainer | None = None
+    process: WasmContainer | NativeContainer | None = None
     writer: LogWriter | None = None
     backoff_s: float = 0.0  # the next restart's delay (0: restart at once)
     pull_backoff_s: float = 0.0

@@ -10,13 +10,14 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
+from labkit.sandbox.kubelet.native import NativeLaunch, NotInImage, plan_native
 from labkit.sandbox.kubelet.podstate import ContainerFailure
 from labkit.sandbox.kubelet.wasmrun import SHIM_CANT_HANDLE, CantHandleSpec, check_arg0
 
@@ -83,12 +84,25 @@ def plan_launch(
     argv: list[str],
     env: dict[str, str],
     working_dir: str,
-) -> Launch:
+) -> Launch | NativeLaunch:
     """Decide, like the node's runtime would, whether and how the container's wasm module runs.
+
+    A Python program labkit ships (the ``python`` image layout) runs natively under every handler, as runc,
+    crun and runwasi's shim run a Linux image (:mod:`labkit.sandbox.kubelet.native`); with any other program
+    such an image is an unknown Linux image.
 
     Raises :class:`ContainerFailure` with the runtime's own message otherwise.
     """
     arg0 = argv[0] if argv else ""
+    if image.layout == "python":
+        try:
+            native = plan_native(image.entrypoint, image.module, argv, env, working_dir)
+        except NotInImage as err:
+            binary = "runc" if runtime.runtime_type == WASMEDGE_TYPE else runtime.binary_name or "runc"
+            raise ContainerFailure(not_found_error(PurePosixPath(binary).name, err.arg0)) from None
+        if native is not None:
+            return native
+        image = replace(image, layout="native", module=None)
     if runtime.runtime_type == WASMEDGE_TYPE:
         if image.layout == "native":
             raise ContainerFailure(

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +296,16 @@ def _key_value(sources: ProjectedSources, ns: str, kind: str, ref: dict[str, Any
     return data[ref["key"]].decode("utf-8", "replace")
 
 
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion of env values, command and args (third_party/forked/golang/expansion):
+    a defined name is replaced, ``$$`` is a literal ``$``, anything else stays as written.
+
+    >>> expand("http://$(HOST):$(PORT)/ $(NOPE) $$(HOST) $(open", {"HOST": "h", "PORT": "80"})
+    'http://h:80/ $(NOPE) $(HOST) $(open'
+    """
+    return re.sub(r"\$(\$|\(([^)]*)\))", lambda m: "$" if m.group(1) == "$" else env.get(m.group(2), m.group(0)), text)
+
+
 def container_env(
     sources: ProjectedSources,
     pod: dict[str, Any],
@@ -302,11 +313,14 @@ def container_env(
     image_env: list[str],
     pod_ip: str,
     host_ip: str,
+    service_vars: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The container's environment: image env, then envFrom, then env (valueFrom resolved), as the kubelet orders it."""
+    """The container's environment: image env, the Service variables (kubelet/service_env.py), then envFrom, then
+    env (valueFrom resolved), as the kubelet orders it."""
     ns = pod["metadata"].get("namespace") or "default"
     env: dict[str, str] = {"HOSTNAME": pod["metadata"]["name"]}
     env.update(dict(e.split("=", 1) for e in image_env if "=" in e))
+    env.update(service_vars or {})
     for source in container.get("envFrom") or ():
         kind = "configmap" if "configMapRef" in source else "secret"
         ref = source.get("configMapRef") or source.get("secretRef") or {}
@@ -317,9 +331,7 @@ def container_env(
     for item in container.get("env") or ():
         source = item.get("valueFrom")
         if not source:
-            env[item["name"]] = re.sub(
-                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), item.get("value", "")
-            )
+            env[item["name"]] = expand(item.get("value", ""), env)
             continue
         value: str | None
         if "fieldRef" in source:

@@ -370,6 +370,10 @@ class WasmContainer:
         self._killed.set()  # before the epoch bump: see the check after set_epoch_deadline in _run_in
         self.engine.increment_epoch()
 
+    def terminate(self) -> None:
+        """The start of a graceful stop: a wasm guest has no signals to catch, so it is a kill."""
+        self.kill()
+
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
