@@ -242,9 +242,7 @@ def main() -> None:
     print(f"         (poll_oneoff, sock_recv, sock_send) = {3 * floor:.1f} us before any socket work")
     if args.service:
         (p50, p99), dns = sandbox_service_path(args.rounds, args.size)
-        print(
-            "wasm echo-client pod -> Service ClusterIP (DNAT in its kubelet) -> wasm echo-server pod, timed in guest"
-        )
+        print("wasm echo-client pod -> Service ClusterIP (DNAT in its kubelet) -> wasm echo-server pod, timed in guest")
         print(f"  wasm->Service->wasm: p50 {p50:7.1f} us   p99 {p99:7.1f} us")
         print(f"  ratio to direct    : p50 {p50 / direct[0]:5.2f}x     p99 {p99 / direct[1]:5.2f}x   (goal <= 3x)")
         for proto, (q50, q99) in dns.items():
