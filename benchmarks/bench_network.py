@@ -6,9 +6,14 @@ and a plain Python echo server on loopback, then times small round trips from a
 Python client process to each. Prints p50/p99 of both and their ratio. Goal (issue 12):
 a wasm pod's round trip ≤ 3 times the direct one. It also prints the cost of an empty
 host call, the floor that wasmtime-py's ctypes trampolines put under every sock_* call.
-(Issue 12's full benchmark, wasm→wasm through a Service, waits for Services on the sandbox.)
 
-    python benchmarks/bench_network.py [--rounds 2000] [--size 64]
+With ``--service`` it starts a sandbox (2 nodes, a temporary LABKIT_HOME) and measures issue 12's
+full path: a wasm ``echo-client`` pod → the ``echo`` Service's ClusterIP (DNAT in the client's
+kubelet) → a wasm ``echo-server`` pod, timed inside the guest, against the direct Python echo; and
+the cluster DNS's query latency (p50/p99) over UDP and over TCP (a connection per query, as the
+wasm nslookup makes).
+
+    python benchmarks/bench_network.py [--rounds 2000] [--size 64] [--service]
 """
 
 from __future__ import annotations
@@ -108,10 +113,108 @@ def quantiles(times: list[float]) -> tuple[float, float]:
     return cuts[49] * 1e6, cuts[98] * 1e6
 
 
+def sandbox_service_path(rounds: int, size: int) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
+    """((p50, p99) of wasm→Service→wasm in µs, {"udp"/"tcp": DNS (p50, p99) in µs}) on a fresh sandbox."""
+    import os
+    import re
+    import tempfile
+    from pathlib import Path
+
+    from dnslib import DNSRecord
+
+    from labkit.sandbox import client as sandbox
+    from labkit.sandbox.netmap import CLUSTER_DNS_IP, host_port
+
+    home = Path(tempfile.mkdtemp(prefix="bench-net-")) / "sandbox"
+    info = sandbox.ensure_running(nodes=2, home=home)
+    env = {**os.environ, "KUBECONFIG": str(info.kubeconfig)}
+
+    def kubectl(*args: str, data: object = None) -> str:
+        stdin = json.dumps(data) if data is not None else None
+        done = subprocess.run(["kubectl", *args], env=env, input=stdin, capture_output=True, text=True, check=True)
+        return done.stdout
+
+    def pod(name: str, image: str, args: list[str], labels: dict[str, str], restart: str) -> dict[str, object]:
+        spec = {
+            "runtimeClassName": "wasmedge",
+            "restartPolicy": restart,
+            "containers": [{"name": name, "image": image, "args": args}],
+        }
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
+
+    try:
+        kubectl("apply", "-f", "-", data=pod("echo", "labkit/echo-server:latest", ["80"], {"app": "echo"}, "Always"))
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "echo"},
+            "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80}]},
+        }
+        kubectl("apply", "-f", "-", data=service)
+        kubectl("wait", "--for=condition=Ready", "pod/echo", "--timeout=60s")
+        ip = kubectl("get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}")
+        deadline = time.monotonic() + 30
+        while (
+            kubectl(
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=echo",
+                "-o",
+                "jsonpath={.items[*].endpoints[*].addresses[*]}",
+            ).strip()
+            == ""
+        ):
+            if time.monotonic() > deadline:
+                raise SystemExit("the echo Service got no endpoint")
+            time.sleep(0.2)
+        time.sleep(1.0)  # the network process writes its rules on the slice's event
+        kubectl(
+            "apply",
+            "-f",
+            "-",
+            data=pod("client", "labkit/echo-client:latest", [f"{ip}:80", str(rounds), str(size)], {}, "Never"),
+        )
+        kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/client", "--timeout=300s")
+        log = kubectl("logs", "client")
+        found = re.search(r"p50 ([\d.]+) us p99 ([\d.]+) us", log)
+        if not found or f"connected to {ip}:80" not in log:
+            raise SystemExit(f"echo-client: {log}")
+        service_rt = (float(found.group(1)), float(found.group(2)))
+
+        dns: dict[str, tuple[float, float]] = {}
+        query = DNSRecord.question("echo.default.svc.cluster.local", "A").pack()
+        address = (CLUSTER_DNS_IP, host_port(53))
+        times = []
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.settimeout(5)
+            for _ in range(rounds // 4 + 50):
+                started = time.perf_counter()
+                udp.sendto(query, address)
+                assert DNSRecord.parse(udp.recv(4096)).rr
+                times.append(time.perf_counter() - started)
+        dns["udp"] = quantiles(times[50:])
+        times = []
+        for _ in range(rounds // 4 + 50):
+            started = time.perf_counter()
+            with socket.create_connection(address, timeout=5) as tcp:
+                tcp.sendall(len(query).to_bytes(2, "big") + query)
+                size_bytes = tcp.recv(2)
+                reply = b""
+                while len(reply) < int.from_bytes(size_bytes, "big"):
+                    reply += tcp.recv(4096)
+            times.append(time.perf_counter() - started)
+        dns["tcp"] = quantiles(times[50:])
+        return service_rt, dns
+    finally:
+        sandbox.stop(home=home)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--service", action="store_true", help="also wasm→Service→wasm and DNS on a sandbox")
     parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -137,6 +240,13 @@ def main() -> None:
     floor = host_call_floor()
     print(f"  floor: one empty wasm->host call costs {floor:.1f} us in wasmtime-py; echo-server makes 3 per round trip")
     print(f"         (poll_oneoff, sock_recv, sock_send) = {3 * floor:.1f} us before any socket work")
+    if args.service:
+        (p50, p99), dns = sandbox_service_path(args.rounds, args.size)
+        print("wasm echo-client pod -> Service ClusterIP (DNAT in its kubelet) -> wasm echo-server pod, timed in guest")
+        print(f"  wasm->Service->wasm: p50 {p50:7.1f} us   p99 {p99:7.1f} us")
+        print(f"  ratio to direct    : p50 {p50 / direct[0]:5.2f}x     p99 {p99 / direct[1]:5.2f}x   (goal <= 3x)")
+        for proto, (q50, q99) in dns.items():
+            print(f"  cluster DNS A query over {proto.upper()}: p50 {q50:7.1f} us   p99 {q99:7.1f} us")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ SANDBOX_SKIP = "sandbox: simulated node"
 SANDBOX_BANNER = (
     "sandbox backend: an embedded Kubernetes-compatible API server with simulated nodes. Pods' wasm "
     "runs in wasmtime with WasmEdge-compatible host functions, not in the runwasi shim, crun or "
-    "WasmEdge; host rows are skipped. Use --backend kubeconfig on a k3s host to check the real thing."
+    "WasmEdge; Services and DNS are real sockets on loopback addresses (see the cluster DNS row); "
+    "host rows are skipped. Use --backend kubeconfig on a k3s host to check the real thing."
 )
 
 
@@ -256,6 +257,9 @@ def check_cluster(cluster_or_error: Cluster | LabkitError) -> list[Check]:
         )
     checks.append(check_containerd_runtimes(cluster.backend, set(classes.values())))
     checks.append(check_kubectl_reaches(cluster))
+    from labkit.netcheck import check_cluster_dns
+
+    checks.append(check_cluster_dns(cluster))
     return checks
 
 

@@ -45,6 +45,7 @@ from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import Store
 from labkit.sandbox.controllers import CONTROLLERS
 from labkit.sandbox.controllers.nodelifecycle import run_node_lifecycle_controller
+from labkit.sandbox.netprocess import NetworkProcess, network_token
 from labkit.sandbox.nodes import NODES, ensure_nodes, sandbox_nodes
 from labkit.sandbox.supervisor import KubeletProcesses
 from labkit.sandbox.usagefiles import usage_dir
@@ -269,6 +270,7 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
     bootstrap(core)
     ensure_nodes(core, nodes or max(len(sandbox_nodes(core)), 1), ready=False)
     tokens = TokenAuthority(secret, token)
+    net_token = network_token(core, tokens)  # the Service proxy and cluster DNS (sandbox/network/)
     _, crt, key = pki.ensure_certificates(paths["root"])
     kubelets = KubeletProcesses(paths["root"], paths["ca"])
     nodes_door = NodesDoor(core, tokens, kubelets, run_kubelets)
@@ -281,6 +283,9 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
         notice += f" ({thread.url})"
         log.warning("%s", notice)
     kubelets.server = thread.url
+    network = NetworkProcess(paths["root"], paths["ca"])
+    if run_kubelets:
+        nodes_door.network = lambda: network.ensure(thread.url, net_token)
     nodes_door.start_kubelets(sandbox_nodes(core))
     tasks = thread.call(lambda: [asyncio.ensure_future(controller(core)) for controller in DAEMON_CONTROLLERS])
     write_kubeconfig(paths["kubeconfig"], thread.url, token, paths["ca"])
@@ -300,6 +305,7 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
     stopping.wait()
     log.info("stopping")
     kubelets.stop_all()  # first, so no node writes to an API server that is going away
+    network.stop()
     thread.call(lambda: [t.cancel() for t in tasks])
     thread.stop()
     store.close()
@@ -318,9 +324,12 @@ class NodesDoor:
 
     def __init__(self, core: ApiCore, tokens: TokenAuthority, kubelets: KubeletProcesses, run_kubelets: bool) -> None:
         self.core, self.tokens, self.kubelets, self.run_kubelets = core, tokens, kubelets, run_kubelets
+        self.network: Callable[[], object] | None = None  # starts the network process unless it runs
 
     def start_kubelets(self, names: list[str]) -> list[str]:
         """Start the nodes' missing kubelet processes (with ``--no-kubelets``, only write their credentials)."""
+        if self.network is not None:
+            self.network()
         if not self.run_kubelets:
             for name in names:
                 self.kubelets.write_credentials(name, self.tokens.issue_node(name))

@@ -13,7 +13,9 @@ import os
 import signal
 
 from labkit.sandbox.kubeclient.https import KubeClient
+from labkit.sandbox.kubelet import servicerules
 from labkit.sandbox.kubelet.agent import Kubelet
+from labkit.sandbox.network.config import rules_file
 from labkit.sandbox.nodes import KubeletConfig
 
 log = logging.getLogger("labkit.sandbox.kubelet")
@@ -30,6 +32,7 @@ async def serve(config: KubeletConfig) -> None:
         user_agent=f"kubelet/labkit ({config.node_name})",
     )
     kubelet = Kubelet(client, config.node_name, config.home, config.report_file)
+    servicerules.use(rules_file(config.home))  # the Service proxy's rules, applied to wasm pods' connects
     loop = asyncio.get_running_loop()
     main = asyncio.ensure_future(kubelet.run())
     restarts: set[asyncio.Task[object]] = set()

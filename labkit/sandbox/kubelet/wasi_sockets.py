@@ -33,6 +33,9 @@ would read the socket); the crate and the kit's C library use ``sock_recv``/``so
 **poll_oneoff** keeps the container's rules for other fds (ready at once) and
 clocks, waits on socket fds with ``poll(2)``, and stays kill-aware.
 
+**Cluster addresses** (kubelet/servicerules.py): ports below 1024 of pod and Service IPs are moved on the
+wire and shown as the manifest's port; a TCP connect to a ClusterIP goes straight to a ready endpoint.
+
 **sock_getaddrinfo** asks the node's resolver (``getaddrinfo(3)`` in this
 process, as WasmEdge calls its libc's), so cluster names fail as they do for
 WasmEdge run by crun or the shim, whose resolver is the host's (WasmEdge #1987).
@@ -50,6 +53,7 @@ from typing import Protocol
 
 import wasmtime
 
+from labkit.sandbox.kubelet.servicerules import RULES, seen_port, wire_port
 from labkit.sandbox.kubelet.wasi_sockabi import (
     ADDR_STORAGE,
     ADDRESS,
@@ -207,7 +211,8 @@ class SocketHost(FdFunctions):
     def sock_bind(self, caller: wasmtime.Caller, fd: int, addr: int, port: int, storage: bool = True) -> int:
         ip = self._guest_ip(self.table.guest(caller), addr, storage)
         guest = self._socket_for(fd, ip)
-        guest.sock.bind((self.table.bind_address(ip), port & 0xFFFF))
+        address = self.table.bind_address(ip)
+        guest.sock.bind((address, wire_port(address, port & 0xFFFF)))
         return SUCCESS
 
     def sock_listen(self, _caller: wasmtime.Caller, fd: int, backlog: int) -> int:
@@ -230,7 +235,11 @@ class SocketHost(FdFunctions):
     def sock_connect(self, caller: wasmtime.Caller, fd: int, addr: int, port: int, storage: bool = True) -> int:
         ip = self._guest_ip(self.table.guest(caller), addr, storage)
         guest = self._socket_for(fd, ip)
-        code = guest.sock.connect_ex((self.table.peer_address(ip), port & 0xFFFF))
+        peer, port = self.table.peer_address(ip), port & 0xFFFF
+        target = RULES.dnat(peer, port, self.table.pod_ip) if guest.sock.type == socket.SOCK_STREAM else None
+        guest.peer = (peer, port) if target else None
+        dest = target or (peer, port)
+        code = guest.sock.connect_ex((dest[0], wire_port(*dest)))
         if code == errno.EINPROGRESS and guest.sock.type == socket.SOCK_STREAM:
             if guest.nonblocking:
                 return INPROGRESS
@@ -318,7 +327,7 @@ class SocketHost(FdFunctions):
             elif size >= len(ip):
                 g.write(buf, ip)
             # upstream stores sin_port as is, in network byte order (inode-linux.cpp sockRecvFrom)
-            g.write(port_at, struct.pack(">H", sender[1]))
+            g.write(port_at, struct.pack(">H", seen_port(sender[0], sender[1])))
         g.put(U32, len_ptr, received)
         g.put(U16, flags_ptr, roflags)
         return SUCCESS
@@ -365,7 +374,8 @@ class SocketHost(FdFunctions):
         ip = self._guest_ip(g, addr, storage)
         g.check(len_ptr, 4)
         self._socket_for(fd, ip)
-        to = (self.table.peer_address(ip), port & 0xFFFF)
+        peer = self.table.peer_address(ip)
+        to = (peer, wire_port(peer, port & 0xFFFF))
         g.put(U32, len_ptr, self._send(caller, g, fd, si_data, si_len, flags, to))
         return SUCCESS
 
@@ -419,10 +429,13 @@ class SocketHost(FdFunctions):
         return SUCCESS
 
     def _sockname(self, fd: int, peer: bool) -> tuple[int, bytes, int]:
-        sock = self.table.get(fd).sock
+        guest = self.table.get(fd)
+        sock = guest.sock
         name = sock.getpeername() if peer else sock.getsockname()
+        if peer and guest.peer:
+            name = guest.peer  # the ClusterIP the guest connected to, as conntrack shows it
         family = AF_INET6 if sock.family == socket.AF_INET6 else AF_INET4
-        return family, socket.inet_pton(sock.family, name[0]), name[1]
+        return family, socket.inet_pton(sock.family, name[0]), seen_port(name[0], name[1])
 
     def sock_addr_v1(
         self, caller: wasmtime.Caller, fd: int, addr: int, type_ptr: int, port_ptr: int, peer: bool

@@ -80,6 +80,8 @@ class GuestSocket:
     nonblocking: bool = False
     recv_timeout: float | None = None
     send_timeout: float | None = None
+    #: the (ClusterIP, port) a DNATed connect named: what getpeername shows (servicerules.py)
+    peer: tuple[str, int] | None = None
 
 
 def _close_all(sockets: dict[int, GuestSocket]) -> None:
