@@ -241,3 +241,25 @@ def test_rbac_needs_create_on_the_subresources(kubectl: Kubectl, echo: str) -> N
         assert http_get(f"http://127.0.0.1:{local}/granted").endswith(": /granted\n")
     finally:
         forward.stop()
+
+
+def test_labkit_port_forward_context_manager(sandbox, echo: str) -> None:
+    import kubernetes
+
+    import labkit
+    from labkit.cluster import Cluster
+
+    api = kubernetes.config.new_client_from_config(config_file=str(sandbox.kubeconfig), context="labkit-sandbox")
+    cluster = Cluster(api, backend="sandbox", context="labkit-sandbox", kubeconfig=sandbox.kubeconfig)
+    with labkit.port_forward("svc/echo", 80, namespace=echo, cluster=cluster) as forward:
+        assert forward.remote_port == 8080 and forward.url == f"http://127.0.0.1:{forward.local_port}"
+        assert http_get(forward.url + "/nb") == "hello from echo-server (wasm): /nb\n"
+    with pytest.raises(ConnectionRefusedError):  # kubectl is gone, and its port with it
+        socket.create_connection(("127.0.0.1", forward.local_port), timeout=2)
+    with (
+        pytest.raises(labkit.LabkitError, match='Error from server \\(NotFound\\): pods "nosuch" not found'),
+        labkit.port_forward("pod/nosuch", 80, namespace=echo, cluster=cluster),
+    ):
+        pass
+    with pytest.raises(labkit.LabkitError, match="is not TYPE/NAME"), labkit.port_forward("nosuch", 80):
+        pass
