@@ -49,6 +49,7 @@ CLOSE_GRACE = 1.0  # containerd waits 1 s for the second direction once the firs
 READ_CHUNK = 64 * 1024
 MAX_PAIRS = 128  # forwarded connections open at once on one session
 MAX_PENDING = 1 << 20  # client bytes held for a connection still being dialled
+MAX_BUFFERED = 16 << 20  # client bytes queued for a pod that reads slower than the client sends
 
 
 def pod_address(pod: dict[str, Any]) -> str:
@@ -292,8 +293,11 @@ class _SpdySession:
                     return
             else:
                 pair.writer.write(frame.data)
-                with contextlib.suppress(ConnectionError):
-                    await pair.writer.drain()
+                if pair.writer.transport.get_write_buffer_size() > MAX_BUFFERED:
+                    # only then wait for the pod: waiting on every write stalls the session's one reader, and
+                    # with it the replies the pod is blocked sending (kubectl reads and writes one connection)
+                    with contextlib.suppress(ConnectionError):
+                        await pair.writer.drain()
         if frame.fin:
             pair.client_done = True
             if pair.writer is not None:
