@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # the lazy names below, with their real types
     from labkit.host import host_for_backend
     from labkit.host.runtimes import runtime_table, wait_for_containerd_config
     from labkit.operations import Description, Lab, apply, delete, describe, lab, open_lab, show, wait_for
+    from labkit.portforward import Forward, port_forward
 
 __version__ = "0.1.0"
 
@@ -64,6 +65,8 @@ _LAZY = {
     "open_lab": "labkit.operations",
     "show": "labkit.operations",
     "wait_for": "labkit.operations",
+    "Forward": "labkit.portforward",
+    "port_forward": "labkit.portforward",
     "host": "",
     "manifests": "",
     "wasm": "",
@@ -79,6 +82,7 @@ __all__ = [
     "Description",
     "Diagnosis",
     "DoctorReport",
+    "Forward",
     "ImageError",
     "InvalidManifest",
     "Lab",
@@ -105,6 +109,7 @@ __all__ = [
     "logs",
     "manifests",
     "open_lab",
+    "port_forward",
     "profile_for",
     "require",
     "run_notebooks",

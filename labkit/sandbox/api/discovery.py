@@ -33,6 +33,8 @@ _SUBRESOURCE_VERBS = {
     "scale": ("get", "patch", "update"),
     "log": ("get",),
     "exec": ("create", "get"),
+    "portforward": ("create", "get"),
+    "proxy": ("create", "delete", "get", "patch", "update"),
     "binding": ("create",),
     "eviction": ("create",),
     "token": ("create",),

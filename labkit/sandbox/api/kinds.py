@@ -65,7 +65,10 @@ EXTRA_SUBRESOURCES: dict[str, dict[str, str]] = {
         "binding": "Binding",
         "eviction": "Eviction",
         "exec": "PodExecOptions",
+        "portforward": "PodPortForwardOptions",
+        "proxy": "PodProxyOptions",
     },
+    "Service": {"proxy": "ServiceProxyOptions"},
     "ServiceAccount": {"token": "TokenRequest"},
     **{key: {"scale": "Scale"} for key in ("Deployment", "ReplicaSet", "StatefulSet", "ReplicationController")},
 }

@@ -28,9 +28,9 @@ from labkit.sandbox.api import (
     limits,
     metrics,
     patch,
+    podstreams,
     schemas,
     tables,
-    unsupported,
     versions,
 )
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
@@ -104,6 +104,7 @@ class ApiServer:
         self.server_address = server_address
         self._rbac: dict[tuple[str, str | None], tuple[int, list[dict[str, Any]]]] = {}
         self.authorizer = Authorizer(self._rbac_objects)
+        self.pod_streams = podstreams.PodStreams(core, self.authorizer)  # exec, portforward, proxy
         self.app = web.Application(
             middlewares=[self._errors, self._authenticate], client_max_size=limits.MAX_REQUEST_BODY
         )
@@ -188,6 +189,8 @@ class ApiServer:
                 return self._metrics(request, rest, self.metrics)
         else:
             raise not_found_path()
+        if (connected := await self.pod_streams.serve(request, group, version, rest)) is not None:
+            return connected
         if not rest:
             doc = discovery.api_resource_list(group, version)
             if doc is None:
@@ -443,8 +446,6 @@ class ApiServer:
         self._authorize(request, verb, t)
         if sub == "log" and method == "GET":
             return await self._log(request, t)
-        if sub == "exec":
-            raise unsupported.exec_refused(core.get(t.resource, t.namespace, t.object_name))
         if sub == "status":
             if method == "GET":
                 return self._answer(request, t, core.get(t.resource, t.namespace, t.object_name))
