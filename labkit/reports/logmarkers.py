@@ -281,8 +281,10 @@ class _Written:
     dropped_bytes: int = 0
 
     def add(self, line: str, was_cut: bool) -> None:
+        """Write *line* unless the budget is spent; after the first line left out, all later ones are too, so
+        what the file holds has no gap."""
         size = len(line.encode()) + 1
-        if self.size + size > self.limits.max_bytes:
+        if self.dropped_lines or self.size + size > self.limits.max_bytes:
             self.dropped_lines += 1
             self.dropped_bytes += size
             return

@@ -177,7 +177,10 @@ class ReportRun:
         counts = f"{len(logs.entries)} logs, {logs.new_lines} new lines" + (
             f", {truncated} truncated" if truncated else ""
         )
-        self.collected.append(Collected("pod logs", phase, counts, str(where)))
+        shown = Path(where)
+        if self.directory is not None and shown.is_relative_to(self.directory):
+            shown = shown.relative_to(self.directory)
+        self.collected.append(Collected("pod logs", phase, counts, f"{shown}/"))
         return logs
 
     def check(self, name: str, passed: bool, detail: str = "") -> bool:
