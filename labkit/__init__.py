@@ -34,6 +34,7 @@ from labkit.runner import run_notebooks
 if TYPE_CHECKING:  # the lazy names below, with their real types
     from labkit import host as host
     from labkit import manifests as manifests
+    from labkit import reports as reports
     from labkit import wasm as wasm
     from labkit.cluster import Cluster, api_call, connect
     from labkit.diagnosis import diagnose
@@ -66,6 +67,7 @@ _LAZY = {
     "wait_for": "labkit.operations",
     "host": "",
     "manifests": "",
+    "reports": "",
     "wasm": "",
 }
 
@@ -106,6 +108,7 @@ __all__ = [
     "manifests",
     "open_lab",
     "profile_for",
+    "reports",
     "require",
     "run_notebooks",
     "runtime_table",

@@ -298,3 +298,14 @@ def test_a_report_run_writes_each_report_and_sums_them_up(cluster, tmp_path):
     ]
     assert collected[3][3] == "logs/" and checks[1][1:] == ["FAIL", "no pod has app=nobody-here"]
     assert "no pods in reports, app=nobody-here" in (tmp_path / "pod-health-before.md").read_text()
+
+
+def test_a_lab_reports_on_its_own_namespace(cluster, tmp_path):
+    import labkit
+    from labkit.operations import Lab
+
+    the_lab = Lab("reports", NS, cluster)
+    assert the_lab.pod_health_report("app=nobody-here").namespace == NS
+    assert the_lab.service_report("app=nobody-here").services == []
+    assert the_lab.collect_logs("app=nobody-here", phase="before", directory=tmp_path).entries == []
+    assert labkit.reports.pod_health_report is reports.pod_health_report
