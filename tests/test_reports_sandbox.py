@@ -309,3 +309,21 @@ def test_a_lab_reports_on_its_own_namespace(cluster, tmp_path):
     assert the_lab.service_report("app=nobody-here").services == []
     assert the_lab.collect_logs("app=nobody-here", phase="before", directory=tmp_path).entries == []
     assert labkit.reports.pod_health_report is reports.pod_health_report
+
+
+def test_a_cluster_without_metrics_server_gets_a_report_that_says_so(cluster, monkeypatch):
+    """k3s without metrics-server answers 404 for metrics.k8s.io: the report is complete, usage says why not."""
+    import kubernetes.client
+    from kubernetes.client.exceptions import ApiException
+
+    def no_metrics(*args, **kw):
+        raise ApiException(status=404, reason="NotFound")
+
+    monkeypatch.setattr(kubernetes.client.CustomObjectsApi, "list_namespaced_custom_object", no_metrics)
+    apply(cluster, wasm_job("nometrics", IMAGE, args=["echo", "hi"]), namespace=NS)
+    wait_for(cluster, "Job", "nometrics", namespace=NS, timeout=60)
+    report = reports.pod_health_report(cluster, "app=nometrics", namespace=NS)
+    assert report.metrics == "metrics unavailable (metrics.k8s.io answered HTTP 404 NotFound)"
+    [pod] = report.pods
+    assert pod.phase == "Succeeded" and (pod.cpu, pod.memory) == ("-", "-")
+    assert "metrics unavailable" in report.to_markdown() and "metrics unavailable" in report._repr_html_()
