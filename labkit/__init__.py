@@ -34,6 +34,7 @@ from labkit.runner import run_notebooks
 if TYPE_CHECKING:  # the lazy names below, with their real types
     from labkit import host as host
     from labkit import manifests as manifests
+    from labkit import reports as reports
     from labkit import wasm as wasm
     from labkit.cluster import Cluster, api_call, connect
     from labkit.diagnosis import diagnose
@@ -69,6 +70,7 @@ _LAZY = {
     "port_forward": "labkit.portforward",
     "host": "",
     "manifests": "",
+    "reports": "",
     "wasm": "",
 }
 
@@ -111,6 +113,7 @@ __all__ = [
     "open_lab",
     "port_forward",
     "profile_for",
+    "reports",
     "require",
     "run_notebooks",
     "runtime_table",

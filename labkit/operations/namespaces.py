@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labkit import evidence, resources
+from labkit import evidence, reports, resources
 from labkit.config import LAB_LABEL, PART_OF_LABEL, PART_OF_VALUE
 from labkit.diagnosis import diagnose
 from labkit.errors import Diagnosis, LabkitError
@@ -68,6 +68,16 @@ class Lab:
 
     def describe(self, kind: str, name: str) -> Description:
         return describe(self.cluster, kind, name, namespace=self.namespace)
+
+    def pod_health_report(self, target: str | None = None) -> reports.PodHealthReport:
+        return reports.pod_health_report(self.cluster, target, namespace=self.namespace)
+
+    def service_report(self, selector: str | None = None) -> reports.ServiceReport:
+        return reports.service_report(self.cluster, selector, namespace=self.namespace)
+
+    def collect_logs(self, target: str | None = None, **kw: Any) -> reports.LogCollection:
+        """:func:`labkit.reports.collect_logs` in the lab's namespace (*phase* and *directory* by keyword)."""
+        return reports.collect_logs(self.cluster, target, namespace=self.namespace, **kw)
 
     def delete(self, kind: str, name: str, **kw: Any) -> bool:
         """:func:`~labkit.operations.delete`, for what this lab made: anything in its namespace, and outside it
