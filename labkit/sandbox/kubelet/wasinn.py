@@ -175,11 +175,12 @@ class NnHost:
     def _build(self, model: bytes, config: bytes | None) -> int:
         from labkit.sandbox.kubelet.wasinn_engine import Config, Graph
 
+        path = self._model_path(model[8:].decode("utf-8", "replace")) if model.startswith(b"preload:") else None
         settings = Config()
         if config:
             settings.update(config)
-        if model.startswith(b"preload:"):
-            graph = Graph(self._model_path(model[8:].decode("utf-8", "replace")), settings)
+        if path is not None:
+            graph = Graph(path, settings)
         else:  # model bytes: upstream writes them to a file first (ggml-model.bin); here a private temp file
             with tempfile.NamedTemporaryFile(prefix="labkit-wasinn-", suffix=".gguf") as tmp:
                 tmp.write(model)

@@ -30,7 +30,6 @@ import subprocess
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from labkit import config
 from labkit.sandbox.wasmedge.elfdeps import read_dynamic
 
 #: The WasmEdge release the files stand for (reference §6.1: the journey installs 0.14.1).
@@ -57,8 +56,16 @@ const void *GetDescriptor(void) { return WasmEdge_VersionGet() ? name : 0; }
 """
 
 
+def machine_cache() -> Path:
+    """labkit's per-machine cache (``LABKIT_CACHE_DIR``, default ``~/.cache/labkit``; scripts/llm-engine uses it)."""
+    explicit = os.environ.get("LABKIT_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "labkit"
+
+
 def _cache_dir() -> Path:
-    return config.labkit_home() / "cache" / "wasmedge-elf"
+    return machine_cache() / "wasmedge-elf"
 
 
 def _clang() -> str | None:
@@ -153,3 +160,27 @@ def install_wasmedge(node_root: Path, home: PurePosixPath, cache: Path | None = 
     if Path(LOADER).exists():
         _copy(Path(os.path.realpath(LOADER)), node_root / LOADER.lstrip("/"))
     return True
+
+
+def install_model(node_root: Path, model_dir: PurePosixPath, model: Path) -> Path:
+    """Put *model* in the node's *model_dir*: a hard link to labkit's one read-only copy of it in the machine
+    cache (a copy where links cannot be made), so every node's file is the same inode and llama.cpp's mmap of
+    it is one set of pages in the page cache, whichever node process maps it. The cached copy is not the
+    installed wheel's file, so nothing a pod does to its node's model reaches the Python environment."""
+    cached = machine_cache() / "models" / model.name
+    if not (cached.is_file() and cached.stat().st_size == model.stat().st_size):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+        shutil.copyfile(model, tmp)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, cached)
+    target = node_root / str(model_dir).lstrip("/") / model.name
+    if target.is_file() and os.path.samefile(target, cached):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(cached, target)
+    except OSError:
+        _copy(cached, target)
+    return target

@@ -155,9 +155,11 @@ def load_plugins(files: PodFiles, env: Mapping[str, str]) -> PluginLoad:
     result = PluginLoad()
     for path in plugin_search_paths(env):
         host = files.host(path)
-        if host is None:
+        # a directory that only holds mounts (the runtime made it as their mount point) is still a directory
+        inner = files.files_under(path) if host is None or host.is_dir() else [path]
+        if host is None and not inner:
             continue  # std::filesystem::status fails: nothing loaded, nothing logged
-        candidates = files.files_under(path) if host.is_dir() else [path]
+        candidates = inner
         for candidate in candidates:
             if not candidate.endswith(".so"):
                 continue
