@@ -178,14 +178,12 @@ def test_a_malformed_preload_fails_the_start_with_the_sdks_words(node: Path, val
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [[], ["--single"]])
 def test_a_wasm_guest_gets_real_text_from_the_model(node: Path, mode: list[str]) -> None:
-    code, lines = run(
-        [*mode, "--n-predict", "24", "default", "What is the capital of France?"], full_env(), mounts_for(node)
-    )
+    code, lines = run([*mode, "--n-predict", "16", "default", "What is 2+2?"], full_env(), mounts_for(node))
     assert code == 0, lines
     answer = next(line for line in lines if line.startswith("answer: "))
-    assert "Paris" in answer
+    assert "4" in answer  # SmolLM2 greedy: "The answer to this classic math problem is 4."
     meta = json.loads(next(line for line in lines if line.startswith("metadata: "))[len("metadata: ") :])
-    assert meta["input_tokens"] > 10 and 0 < meta["output_tokens"] <= 24
+    assert meta["input_tokens"] > 10 and 0 < meta["output_tokens"] <= 16
 
 
 @needs_engine

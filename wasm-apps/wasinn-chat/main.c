@@ -5,7 +5,7 @@
    Loads the model preloaded as ALIAS (WASMEDGE_WASINN_PRELOAD=ALIAS:GGML:CPU:/path/model.gguf) with
    load_by_name, wraps PROMPT in ChatML (SmolLM2's template), sets the metadata (index 1) and the prompt
    (index 0), then either compute + get_output (the whole answer) or, with --single, compute_single +
-   get_output_single per token until END_OF_SEQUENCE (100), then fini_single. Prints the answer on one line
+   get_output_single per token until END_OF_SEQUENCE (100) or N tokens, then fini_single. Prints the answer on one line
    ("answer: ...") and the output metadata (index 1, token counts) as "metadata: {...}".
    Exit codes: 0 ok; 2 usage; 10 + the WASI-NN error code of the call that failed (e.g. 18: NOT_FOUND). */
 #include <stdint.h>
@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
     if (single) {
         static uint8_t answer[sizeof out];
         uint32_t used = 0;
-        for (;;) {
+        for (int n = 0; n_predict < 0 || n < n_predict; n++) { /* compute_single ignores n-predict: the caller counts */
             rc = nn_compute_single(ctx);
             if (rc == END_OF_SEQUENCE) break;
             if (rc) return fail("compute_single", rc);
