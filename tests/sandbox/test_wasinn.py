@@ -272,7 +272,7 @@ def test_graphs_on_one_file_share_one_model() -> None:
     path = str(smollm2_gguf())
     a, b = Graph(path, Config(ctx_size=256), models), Graph(path, Config(ctx_size=256), models)
     try:
-        assert models.count() == 1 and a.model == b.model and a.ctx != b.ctx
+        assert models.count() == 1 and a.model == b.model and a.context() != b.context()
     finally:
         a.close()
         b.close()

@@ -162,7 +162,7 @@ class NnHost:
 
     def _context(self, ctx_id: int) -> ExecContext:
         ctx = self.contexts.get(ctx_id)
-        if ctx is None or ctx.graph.ctx is None:
+        if ctx is None or ctx.graph.model is None:
             raise _Failed(NnErr.INVALID_ARGUMENT)
         return ctx
 

@@ -188,12 +188,14 @@ class Graph:
         self.key, self.model = models.acquire(path)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.config = config
-        self.ctx: Any = None
-        try:
+        self.ctx: Any = None  # made at first use, so metadata set right after load costs one context, not two
+
+    def context(self) -> Any:
+        """The llama context, created on first use with the current config [inferred equivalent: upstream
+        creates it in load() and again when metadata changes its parameters]."""
+        if not self.ctx:
             self.new_context()
-        except NnError:
-            self.close()
-            raise
+        return self.ctx
 
     def new_context(self) -> None:
         if self.ctx:
@@ -246,7 +248,7 @@ class ExecContext:
     def set_input(self, index: int, data: bytes) -> None:
         if index == 1:  # metadata (input_processor.cpp): may recreate the graph's context and the sampler
             ctx_changed, sampler_changed = self.graph.config.update(data)
-            if ctx_changed:
+            if ctx_changed and self.graph.ctx:
                 self.graph.new_context()
             if sampler_changed:
                 self.free_sampler()
@@ -276,7 +278,7 @@ class ExecContext:
         return self.sampler
 
     def _clear(self) -> None:
-        ctx = self.graph.ctx
+        ctx = self.graph.context()
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
         llama_cpp.llama_sampler_reset(self._sampler())
         self.n_pos = 0
