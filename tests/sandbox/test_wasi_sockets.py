@@ -18,6 +18,7 @@ from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
 from labkit.sandbox.kubelet.wasi_sockabi import ERRNO, wasi_errno
 from labkit.sandbox.kubelet.wasi_sockets import WasiSockets
 from labkit.sandbox.kubelet.wasi_socktable import FD_BASE, MAX_SOCKETS
+from labkit.sandbox.kubelet.wasinn import WasiNN
 from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer
 from labkit.wasm.apps import module_path
 from tests.sandbox.test_kubelet import Cluster
@@ -63,7 +64,8 @@ def echo_server() -> Iterator[tuple[int, WasmContainer, list[str]]]:
 
 
 def test_every_pod_gets_the_socket_functions() -> None:
-    assert [type(e) for e in extensions_for(PodContext(name="any"))] == [WasiSockets]
+    # WASI-NN is considered for every pod too, and defines its functions only when the pod sees the plugin
+    assert [type(e) for e in extensions_for(PodContext(name="any"))] == [WasiSockets, WasiNN]
 
 
 def test_wasm_echo_server_serves_tcp_and_http_on_loopback(echo_server: tuple[int, WasmContainer, list[str]]) -> None:

@@ -29,14 +29,7 @@ def test_shipped_modules_match_their_sources() -> None:
 
 def test_rebuild_is_reproducible_and_equals_shipped(rebuilt_dir: Path, tmp_path: Path) -> None:
     again = build_apps(out_dir=tmp_path)
-    assert [a.name for a in again] == [
-        "echo-client",
-        "echo-server",
-        "health-server",
-        "http-get",
-        "nslookup",
-        "wasi-demo",
-    ]
+    assert [a.name for a in again] == sorted(p.parent.name for p in apps_dir().glob("*/main.c"))
     for app in again:
         first = (rebuilt_dir / f"{app.name}.wasm").read_bytes()
         assert app.sha256 == hashlib.sha256(first).hexdigest()

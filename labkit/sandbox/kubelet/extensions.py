@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from labkit.errors import LabkitError
 from labkit.sandbox.kubelet.wasi_sockets import WasiSockets
+from labkit.sandbox.kubelet.wasinn import WasiNN
 
 if TYPE_CHECKING:
     import wasmtime
@@ -49,6 +50,15 @@ class PodContext:
     mounts: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     pod_ip: str = "127.0.0.1"
+
+
+@runtime_checkable
+class LogsAtStart(Protocol):
+    """An extension that logs when the runtime starts (WasmEdge's plugin loader does), before linking."""
+
+    def startup_lines(self, context: PodContext) -> list[str]:
+        """The lines for the container's stderr; may raise :class:`StartFailed` to fail the start."""
+        ...
 
 
 @runtime_checkable
@@ -95,6 +105,7 @@ class ExtensionRegistry:
 #: The process-wide registry sandbox nodes use.
 REGISTRY = ExtensionRegistry()
 REGISTRY.register(WasiSockets())  # WasmEdge's sock_* functions: every WasmEdge run has them
+REGISTRY.register(WasiNN())  # wasi_ephemeral_nn, defined only for pods that see the plugin and its libraries
 
 
 def register(ext: HostExtension) -> None:

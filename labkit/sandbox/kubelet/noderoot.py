@@ -17,8 +17,9 @@ let containerd read it back.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from labkit.containerd import (
@@ -28,6 +29,9 @@ from labkit.containerd import (
     node_runtime_info,
     render_node_config,
 )
+from labkit.models import ModelMissing, smollm2_gguf
+from labkit.profiles import profile_for
+from labkit.sandbox.wasmedge.pluginfiles import WASMEDGE_VERSION, install_model, install_wasmedge
 
 #: containerd 2 (k3s >= v1.32.2) prefers config version 3.
 CONTAINERD_CONFIG_VERSION = 3
@@ -49,7 +53,8 @@ STAND_INS = {
 
 
 def prepare_node_root(root: Path) -> Path:
-    """Create the node's k3s directories and stand-in binaries (existing files are left alone); returns *root*."""
+    """Create the node's k3s directories and stand-in binaries (existing files are left alone), and WasmEdge's
+    files at the profile's home with the lab's model in its model directory; returns *root*."""
     paths = ContainerdPaths(root)
     paths.dir.mkdir(parents=True, exist_ok=True)
     paths.k3s_config.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +65,22 @@ def prepare_node_root(root: Path) -> Path:
         if not path.exists():
             path.write_text(_STAND_IN.format(what=what, name=name))
             os.chmod(path, 0o755)  # noqa: S103 - a binary on a k3s node is 0755; the node root mirrors it
+    install_wasmedge_files(root)
     return root
+
+
+def install_wasmedge_files(root: Path) -> None:
+    """``~/.wasmedge/{bin,lib,plugin}`` with the WASI-NN plugin, as WasmEdge's installer leaves a k3s node
+    (sandbox/wasmedge/pluginfiles.py), and SmolLM2's GGUF in the profile's model directory when installed."""
+    profile = profile_for("sandbox")
+    home = PurePosixPath(profile.plugin_dir).parent.parent
+    if install_wasmedge(root, home):
+        wasmedge_bin = root / str(home).lstrip("/") / ".wasmedge/bin/wasmedge"
+        if not wasmedge_bin.exists():
+            wasmedge_bin.write_text(_STAND_IN.format(what=f"WasmEdge {WASMEDGE_VERSION}'s CLI", name="wasmedge"))
+            os.chmod(wasmedge_bin, 0o755)  # noqa: S103 - as the installer leaves it
+    with contextlib.suppress(ModelMissing, OSError):
+        install_model(root, PurePosixPath(profile.model_dir), smollm2_gguf())
 
 
 def start_containerd(root: Path) -> RuntimeInfo:

@@ -50,9 +50,10 @@ from typing import NamedTuple
 import wasmtime
 
 from labkit.errors import WasmError
-from labkit.sandbox.kubelet.extensions import HostExtension, PodContext
+from labkit.sandbox.kubelet.extensions import HostExtension, LogsAtStart, PodContext
 from labkit.sandbox.kubelet.limits import Limits, StoreGuard
 from labkit.sandbox.kubelet.output import LineBuffer, LineCallback, OutputPipe
+from labkit.sandbox.kubelet.wasinn_abi import StartFailed
 
 WASM_MAGIC = b"\0asm"
 SHIM_CANT_HANDLE = "wasmedge executor can't handle spec"
@@ -431,6 +432,9 @@ class WasmContainer:
         poll_type = wasmtime.FuncType([_I32, _I32, _I32, _I32], [_I32])
         linker.define_func(wasi, "poll_oneoff", poll_type, self._poll_oneoff, access_caller=True)
         for ext in self.extensions:
+            if isinstance(ext, LogsAtStart):  # e.g. WasmEdge's plugin loader: its lines come before any link error
+                for line in ext.startup_lines(self.context):
+                    self._stderr.line(line)
             ext.define(linker, store, self.context)
         return linker
 
@@ -468,7 +472,13 @@ class WasmContainer:
         stderr.attached()
         module = self._module()
         try:
-            instance = self._linker(store).instantiate(store, module)
+            linker = self._linker(store)
+        except StartFailed as failed:
+            for line in failed.lines:
+                self._stderr.line(line)
+            return EXIT_FAILED, "link-failed"
+        try:
+            instance = linker.instantiate(store, module)
         except wasmtime.WasmtimeError as err:
             for line in wasmedge_link_error(str(err)) or [f"[error] instantiation failed: {err}"]:
                 self._stderr.line(line)
