@@ -8,17 +8,18 @@ spread evenly, following readiness and deletion; the DNS server asked with dnsli
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from labkit.sandbox.netmap import CLUSTER_DNS_IP, host_port
-from tests.sandbox.conftest import KUBECTL, Kubectl
-from tests.sandboxes import sandbox_daemon
+
+if TYPE_CHECKING:
+    from tests.sandbox.conftest import Kubectl
 
 pytestmark = pytest.mark.slow
 NS = "net"
@@ -26,14 +27,11 @@ DNS = (CLUSTER_DNS_IP, host_port(53))
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    if KUBECTL is None:
-        pytest.skip("kubectl is not installed")
-    home = tmp_path_factory.mktemp("net-home")
-    with sandbox_daemon(home, nodes=2) as info:
-        kubectl = Kubectl({**os.environ, "KUBECONFIG": str(info.kubeconfig), "HOME": str(home)})
-        kubectl("create", "namespace", NS)
-        yield kubectl, home / "sandbox"
+def cluster(sandbox, sandbox_home, kubectl):
+    """The session's 2-node sandbox: a second one on this machine would share its loopback addresses
+    (docs/architecture.md §4), so its network process could not bind the cluster DNS."""
+    kubectl("create", "namespace", NS, check=False)
+    return kubectl, sandbox_home / "sandbox"
 
 
 def wait_for(predicate, what: str, timeout: float = 30.0):
