@@ -39,7 +39,6 @@ from labkit.host.ldd import (
     SYSTEM_LIBRARY_PREFIXES,
     LddOutputRefused,
     LddRun,
-    LibraryNotFound,
     check_allowed,
     check_path,
     parse_wasmedge_plugins,
@@ -207,9 +206,7 @@ def wasinn_mounts(
         lib_dir = None
     if lib_dir is not None:
         check_allowed(lib_dir, allowed)
-    run = host.ldd(plugin, lib_dir)
-    if run.missing:
-        raise LibraryNotFound(plugin, run.missing)
+    run = host.ldd(plugin, lib_dir)  # raises LibraryNotFound for a `=> not found` line
     taken: set[str] = set()
     mounts = [host_path(plugin, type="File", name=_volume_name("wasinn-plugin", taken))]
     if lib_dir is not None:

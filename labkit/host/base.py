@@ -38,7 +38,7 @@ from labkit.errors import LabkitError, PrerequisiteMissing
 from labkit.host import changes, commands
 from labkit.host.changes import Backup, HostChange, HostChangeError
 from labkit.host.crun_swap import crun_swap_plan, set_default_runtime
-from labkit.host.ldd import LddEntry, LddOutputRefused, LddRun, check_path, parse_ldd
+from labkit.host.ldd import LddEntry, LddOutputRefused, LddRun, LibraryNotFound, check_path, parse_ldd
 
 if TYPE_CHECKING:
     from labkit.cluster import Cluster
@@ -207,7 +207,8 @@ class Host(abc.ABC):
 
     def ldd(self, path: str, library_path: str | None = None, timeout: float = 30.0) -> LddRun:
         """The real ``ldd`` of node file *path* (with ``LD_LIBRARY_PATH=<library_path>``, node paths), run
-        through the host's command runner; every path in its output mapped to a node path.
+        through the host's command runner; every path in its output mapped to a node path. A library ldd
+        finds nowhere raises :class:`~labkit.host.ldd.LibraryNotFound` naming it.
 
         On a node root other than ``/`` (a sandbox node) ``ldd`` runs on this machine: a library found in the
         node root maps back to its node path; one found in this machine's system directories counts only if
@@ -233,9 +234,11 @@ class Host(abc.ABC):
             raise PrerequisiteMissing("ldd is not installed on this machine", "apt-get install libc-bin")
         if not result.stdout.strip():
             raise LddOutputRefused(f"ldd {path} failed: {result.message}", "run ldd on the plugin by hand")
-        entries = tuple(
-            LddEntry(e.name, self._node_path(e) if e.path else None, e.line) for e in parse_ldd(result.stdout)
-        )
+        parsed = parse_ldd(result.stdout)
+        missing = [e.name for e in parsed if e.missing]
+        if missing:  # the plugin cannot load on the node: that is the news, whatever else ldd printed
+            raise LibraryNotFound(path, missing)
+        entries = tuple(LddEntry(e.name, self._node_path(e) if e.path else None, e.line) for e in parsed)
         return LddRun(("ldd", path), env, result.stdout, entries)
 
     def _node_path(self, entry: LddEntry) -> str:

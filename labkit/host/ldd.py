@@ -38,6 +38,8 @@ MAX_PATH = 4096
 #: /usr/local and /opt installs (CUDA under /usr/local/cuda). The WasmEdge install (plugin dir/..) is added per call.
 SYSTEM_LIBRARY_PREFIXES = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/local/cuda", "/opt")
 
+#: Node directories no allow-list opens: kernel views, devices, config and k3s's own state (its tokens).
+NEVER = ("/proc", "/sys", "/dev", "/etc", "/run", "/var/lib/rancher", "/root/.ssh")
 #: x86_64 ldd of WasmEdge 0.14.1's GGML plugin on a Debian/Ubuntu runner (the format of reference §6.3).
 X86_64_EXAMPLE = """\tlinux-vdso.so.1 (0x00007ffc8a5f2000)
 \tlibwasmedge.so.0 => /home/runner/.wasmedge/lib/libwasmedge.so.0 (0x00007f2b1c000000)
@@ -127,7 +129,7 @@ def check_path(path: str, what: str = "path") -> str:
             "rename the file on the node; labkit mounts only plain paths",
         )
     parts = path.split("/")[1:]
-    if path != "/" and any(p in ("", ".", "..") for p in parts):
+    if any(p in ("", ".", "..") for p in parts):  # "/" itself has an empty part: it is no file to mount
         raise LddOutputRefused(
             f"{what} {path!r} is not a plain absolute path (it has '.' or '..' parts, a doubled '/' or a trailing '/')",
             "labkit mounts only plain absolute paths; check the node's files by hand (ls -l, ldd)",
@@ -142,6 +144,11 @@ def check_allowed(path: str, prefixes: tuple[str, ...] | list[str]) -> str:
     '/lib/x86_64-linux-gnu/libc.so.6'
     """
     check_path(path)
+    if any(PurePosixPath(p) == PurePosixPath(path) or PurePosixPath(p) in PurePosixPath(path).parents for p in NEVER):
+        raise LddOutputRefused(
+            f"ldd names {path}: labkit never mounts anything under {', '.join(NEVER)}",
+            "no library of a WASI-NN plugin lives there; check the plugin file on the node (ldd <plugin>)",
+        )
     for prefix in prefixes:
         top = PurePosixPath(prefix)
         if top in PurePosixPath(path).parents:
