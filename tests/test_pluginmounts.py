@@ -243,7 +243,7 @@ def test_a_path_outside_the_library_directories_is_never_mounted(
         "run",
         lambda argv, **kw: commands.CommandResult(tuple(argv), 0, text, "") if argv[0] == "ldd" else real_run(argv),
     )
-    with pytest.raises(LddOutputRefused, match="outside the directories labkit mounts|labkit never mounts"):
+    with pytest.raises(LddOutputRefused, match=r"outside the directories labkit mounts|labkit never mounts"):
         wasinn_mounts(sandbox_host(root), profile_for("sandbox"), model=False)
     # no explicit prefix opens the node's secrets and kernel views either
     with pytest.raises(LddOutputRefused, match="labkit never mounts anything under"):
