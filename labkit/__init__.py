@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # the lazy names below, with their real types
     from labkit.host import host_for_backend
     from labkit.host.runtimes import runtime_table, wait_for_containerd_config
     from labkit.operations import Description, Lab, apply, delete, describe, lab, open_lab, show, wait_for
+    from labkit.pluginmounts import WasiNNMounts, wasinn_mounts
     from labkit.portforward import Forward, port_forward
 
 __version__ = "0.1.0"
@@ -66,6 +67,8 @@ _LAZY = {
     "open_lab": "labkit.operations",
     "show": "labkit.operations",
     "wait_for": "labkit.operations",
+    "WasiNNMounts": "labkit.pluginmounts",
+    "wasinn_mounts": "labkit.pluginmounts",
     "Forward": "labkit.portforward",
     "port_forward": "labkit.portforward",
     "host": "",
@@ -95,6 +98,7 @@ __all__ = [
     "SandboxError",
     "UnknownBackend",
     "WaitFailed",
+    "WasiNNMounts",
     "WasmError",
     "api_call",
     "apply",
@@ -120,6 +124,7 @@ __all__ = [
     "show",
     "wait_for",
     "wait_for_containerd_config",
+    "wasinn_mounts",
     "wasm",
 ]
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from labkit import diagnosis_wasinn as wasinn
 from labkit import evidence
 from labkit.errors import Diagnosis
 
@@ -246,6 +247,15 @@ def _cant_handle_spec(f: _Facts) -> Diagnosis | None:
     )
 
 
+for _nn in (
+    wasinn.library_missing,
+    wasinn.preload_malformed,
+    wasinn.cli_without_plugin,
+    wasinn.plugin_path_wrong,
+):  # before _unknown_import: a plugin that failed to load also leaves the imports unknown
+    _signature(_nn)
+
+
 @_signature
 def _unknown_import(f: _Facts) -> Diagnosis | None:
     hits = f.find(r"unknown import")
@@ -266,16 +276,19 @@ def _unknown_import(f: _Facts) -> Diagnosis | None:
             f"be linked{exited}",
             "mount the plugin and everything `ldd` lists for it read-only at the same paths "
             "(labkit.manifests.host_path), set WASMEDGE_PLUGIN_PATH to the plugin directory and "
-            "WASMEDGE_WASINN_PRELOAD=default:GGML:CPU:<model path>; "
-            "the shim must be a gnu build with the plugin feature",
+            "WASMEDGE_WASINN_PRELOAD=default:GGML:AUTO:<model path>; "
+            f"{wasinn.MOUNTS_API}; the shim must be a gnu build with the plugin feature",
             evidence,
             "unknown-import-wasi-nn",
         )
     if module and module.startswith("wasi:logging"):
         return Diagnosis(
             "the module imports wasi:logging/logging, which the WasmEdge shim does not provide",
-            f"llama-api-server's wasi_logger calls the wasi:logging host interface{exited}",
-            "rebuild the server without wasi_logger (the seed's disable_wasi_logging.patch)",
+            f"llama-api-server's wasi_logger calls the wasi:logging host interface, which the runwasi path does "
+            f"not link (WasmEdge #4003, open){exited}",
+            "rebuild the server without wasi_logger: the seed's disable_wasi_logging.patch removes the logger "
+            "install and max-level call from main.rs (the server's own info! lines then vanish; the plugin's "
+            "and llama.cpp's logs remain)",
             evidence,
             "unknown-import-wasi-logging",
         )

@@ -154,6 +154,89 @@ def test_unknown_import_wasi_nn_asks_for_the_plugin_mounts_and_env():
     assert d.signature == "unknown-import-wasi-nn"
     assert "wasi_ephemeral_nn::compute" in d.summary and "137" in d.cause
     assert "WASMEDGE_PLUGIN_PATH" in d.fix and "ldd" in d.fix and "WASMEDGE_WASINN_PRELOAD" in d.fix
+    assert "labkit.wasinn_mounts" in d.fix
+
+
+def with_env(p: dict[str, Any], **env: str) -> dict[str, Any]:
+    p["spec"]["containers"][0]["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    return p
+
+
+#: WasmEdge 0.14.1 when the plugin is mounted but libwasmedge.so.0 is not (the plugin loader's two lines, then
+#: the link error); the sandbox prints the same lines (tests/sandbox/test_wasinn_mounts.py).
+LIBRARY_MISSING_LOG = """[2025-03-01 10:00:00.000] [error] loading failed: invalid path, Code: 0x100
+[2025-03-01 10:00:00.000] [error]     load library failed:libwasmedge.so.0: cannot open shared object file: \
+No such file or directory
+[2025-03-01 10:00:00.000] [error] instantiation failed: unknown import, Code: 0x302
+[2025-03-01 10:00:00.000] [error]     When linking module: "wasi_ephemeral_nn" , function name: "load_by_name"
+"""
+
+
+def test_the_plugin_without_libwasmedge_asks_for_the_lib_dir_not_the_plugin():
+    d = diagnose_pod(pod(**crash(137)), [], LIBRARY_MISSING_LOG)
+    assert d.signature == "wasi-nn-library-missing"
+    assert "libwasmedge.so.0 is not in the pod" in d.summary
+    assert "~/.wasmedge/lib" in d.fix and "Directory" in d.fix and "wasinn_mounts" in d.fix
+    assert any("load library failed:libwasmedge.so.0" in e for e in d.evidence)
+
+
+def test_a_missing_system_library_is_named_from_the_evidence():
+    log = (
+        "[error] loading failed: invalid path, Code: 0x100\n"
+        "[error]     load library failed:libstdc++.so.6: cannot open shared object file: No such file or directory\n"
+        "[error] instantiation failed: unknown import, Code: 0x302\n"
+        '[error]     When linking module: "wasi_ephemeral_nn" , function name: "compute"\n'
+    )
+    d = diagnose_pod(pod(**crash(137)), [], log)
+    assert d.signature == "wasi-nn-library-missing" and "libstdc++.so.6" in d.summary
+    assert "`ldd <plugin>` shows for libstdc++.so.6" in d.fix and "same path" in d.fix
+
+
+@pytest.mark.parametrize(
+    ("value", "message", "words"),
+    [  # the texts the sandbox prints (kubelet/wasinn_abi.py), wasmedge-sdk NNPreload::from_str's
+        (
+            "default:GGML:CPU",
+            (
+                "Failed to convert to NNPreload value. Invalid preload string: default:GGML:CPU. "
+                "The correct format is: 'alias:backend:target:path'"
+            ),
+            "exactly four",
+        ),
+        ("default:CPU:GGML:/m.gguf", "Failed to convert to NNBackend value. Unknown NNBackend type: CPU", "backend"),
+        (
+            "default:GGML:NPU:/m.gguf",
+            "Failed to convert to ExecutionTarget value. Unknown ExecutionTarget type: NPU",
+            "CPU, GPU, TPU or AUTO",
+        ),
+    ],
+)
+def test_a_malformed_preload_names_the_value_and_the_part(value, message, words):
+    p = with_env(
+        pod(phase="Failed", state={"terminated": {"reason": "Error", "exitCode": 137}}), WASMEDGE_WASINN_PRELOAD=value
+    )
+    d = diagnose_pod(p, [], f"error running start function: {message}\n")
+    assert d.signature == "wasi-nn-preload-malformed"
+    assert repr(value) in d.summary and words in d.cause and "alias:backend:target:path" in d.fix
+
+
+def test_the_cli_without_the_plugin_does_not_know_nn_preload():
+    d = diagnose_pod(pod(**crash(1)), [], "unknown option: nn-preload\n")
+    assert d.signature == "wasi-nn-plugin-not-installed" and "--plugins wasi_nn-ggml" in d.fix
+
+
+def test_wasi_nn_plugin_not_installed_points_at_the_plugin_path():
+    p = with_env(pod(**crash(1)), WASMEDGE_PLUGIN_PATH="/home/runner/.wasmedge/lib")
+    d = diagnose_pod(p, [], "[error] WASI-NN plugin not installed\n")
+    assert d.signature == "wasi-nn-plugin-path"
+    assert "'/home/runner/.wasmedge/lib'" in d.cause and "directory holding libwasmedgePluginWasiNN.so" in d.fix
+
+
+def test_wasi_logging_on_one_line_and_the_patch_it_needs():
+    log = '[error] instantiation failed: unknown import "wasi:logging/logging" "log", Code: 0x302\n'
+    d = diagnose_pod(pod(**crash(137)), [], log)
+    assert d.signature == "unknown-import-wasi-logging"
+    assert "#4003" in d.cause and "disable_wasi_logging.patch" in d.fix and "main.rs" in d.fix
 
 
 def test_unknown_import_wasi_logging_variant():

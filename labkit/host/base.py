@@ -17,6 +17,7 @@ of the runtime (:meth:`Host.live_runtime_info`).
 from __future__ import annotations
 
 import abc
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,9 +35,10 @@ from labkit.containerd import (
     render_node_config,
 )
 from labkit.errors import LabkitError, PrerequisiteMissing
-from labkit.host import changes
+from labkit.host import changes, commands
 from labkit.host.changes import Backup, HostChange, HostChangeError
 from labkit.host.crun_swap import crun_swap_plan, set_default_runtime
+from labkit.host.ldd import LddEntry, LddOutputRefused, LddRun, LibraryNotFound, check_path, parse_ldd
 
 if TYPE_CHECKING:
     from labkit.cluster import Cluster
@@ -168,6 +170,92 @@ class Host(abc.ABC):
 
     def _no_live_note(self) -> str:
         return "the rendered config.toml is what this node's runtime loaded at its last start"
+
+    # ------------------------------------------------------------------ inspecting the node's files (WASI-NN mounts)
+
+    def wasmedge_version_text(self, binaries: tuple[str, ...] = ()) -> str | None:
+        """What ``wasmedge -v`` prints on the node (the first of ``wasmedge`` on PATH and the node paths
+        *binaries* that runs), or ``None`` where it cannot be run: a sandbox node's CLI is a stand-in."""
+        return None
+
+    def _local(self, path: str) -> Path:
+        """Where node *path* (plain and absolute) is on this machine."""
+        return Path(os.path.realpath(self.node_root)) / check_path(path).lstrip("/")
+
+    def node_realpath(self, path: str) -> str | None:
+        """The canonical node path of node *path* (symlinks and ``..`` resolved, as ``realpath -e``), or ``None``
+        when nothing is there. Under a node root other than ``/``, a path that resolves out of it is refused."""
+        if not path.startswith("/") or any(ord(c) < 0x20 for c in path):
+            check_path(path)
+        real = os.path.realpath(self.node_root / path.lstrip("/"))
+        if not os.path.exists(real):
+            return None
+        root = os.path.realpath(self.node_root)
+        if root == "/":
+            return real
+        if real != root and not real.startswith(root + "/"):
+            raise LddOutputRefused(
+                f"{path} resolves to {real}, outside the node's root {root}",
+                "a node path must stay on the node: replace the symlink with the file it stands for",
+            )
+        return "/" + os.path.relpath(real, root) if real != root else "/"
+
+    def node_kind(self, path: str) -> str | None:
+        """``"file"``, ``"directory"`` or ``None`` (absent, or something else) for node *path*."""
+        local = self._local(path)
+        return "file" if local.is_file() else "directory" if local.is_dir() else None
+
+    def ldd(self, path: str, library_path: str | None = None, timeout: float = 30.0) -> LddRun:
+        """The real ``ldd`` of node file *path* (with ``LD_LIBRARY_PATH=<library_path>``, node paths), run
+        through the host's command runner; every path in its output mapped to a node path. A library ldd
+        finds nowhere raises :class:`~labkit.host.ldd.LibraryNotFound` naming it.
+
+        On a node root other than ``/`` (a sandbox node) ``ldd`` runs on this machine: a library found in the
+        node root maps back to its node path; one found in this machine's system directories counts only if
+        the node has its copy at the same path (a sandbox node has them), else it is refused.
+        """
+        local = self._local(path)
+        try:
+            with open(local, "rb") as f:
+                head = f.read(18)
+        except OSError as err:
+            raise PrerequisiteMissing(
+                f"cannot read {path} on the node: {err.strerror or err}", "check the path and its permissions"
+            ) from err
+        if head[:4] != b"\x7fELF" or len(head) < 18 or head[16] != 3:  # ET_DYN: ldd lists a shared object's deps
+            raise LddOutputRefused(
+                f"{path} is not an ELF shared object, so labkit does not run ldd on it",
+                "point labkit at WasmEdge's libwasmedgePluginWasiNN.so",
+            )
+        env = {"LD_LIBRARY_PATH": library_path} if library_path else {}
+        local_env = {"LD_LIBRARY_PATH": str(self._local(library_path))} if library_path else None
+        result = commands.run(["ldd", str(local)], env=local_env, timeout=timeout)
+        if result.exit_code == commands.NOT_FOUND:
+            raise PrerequisiteMissing("ldd is not installed on this machine", "apt-get install libc-bin")
+        if not result.stdout.strip():
+            raise LddOutputRefused(f"ldd {path} failed: {result.message}", "run ldd on the plugin by hand")
+        parsed = parse_ldd(result.stdout)
+        missing = [e.name for e in parsed if e.missing]
+        if missing:  # the plugin cannot load on the node: that is the news, whatever else ldd printed
+            raise LibraryNotFound(path, missing)
+        entries = tuple(LddEntry(e.name, self._node_path(e) if e.path else None, e.line) for e in parsed)
+        return LddRun(("ldd", path), env, result.stdout, entries)
+
+    def _node_path(self, entry: LddEntry) -> str:
+        assert entry.path is not None
+        root = os.path.realpath(self.node_root)
+        if root == "/":
+            return entry.path
+        if entry.path.startswith(root + "/"):
+            return "/" + entry.path[len(root) + 1 :]
+        if self.node_kind(entry.path) != "file":
+            raise LddOutputRefused(
+                f"ldd found {entry.name or entry.path} at {entry.path} on this machine, "
+                f"but the node has no {entry.path}",
+                "the node lacks a library the plugin needs: recreate the sandbox (labkit sandbox down, then up) "
+                "so its nodes get WasmEdge's files again",
+            )
+        return entry.path
 
     # ------------------------------------------------------------------ planning and checking a change
 

@@ -13,7 +13,8 @@ its exit status is returned, never raised, and the caller turns a failure into a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import sh
@@ -41,8 +42,16 @@ class CommandResult:
         return (self.stderr or self.stdout).strip() or f"exit status {self.exit_code}"
 
 
-def run(argv: Sequence[str], *, stdin: str | None = None, timeout: float | None = None) -> CommandResult:
+def run(
+    argv: Sequence[str],
+    *,
+    stdin: str | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> CommandResult:
     """Run *argv* (no shell), feed it *stdin*, and return its result whatever the exit status.
+
+    *env* adds variables to this process's environment for the command (e.g. ``LD_LIBRARY_PATH`` for ``ldd``).
 
     A command that is not installed gives exit status 127, as a shell would; a command
     that outlives *timeout* seconds is killed and gives -9.
@@ -61,6 +70,7 @@ def run(argv: Sequence[str], *, stdin: str | None = None, timeout: float | None 
             _timeout=timeout,
             _tty_out=False,
             _decode_errors="replace",
+            _env={**os.environ, **env} if env else None,
         )
     except sh.TimeoutException:
         return CommandResult(tuple(argv), -9, "", f"{program} did not finish within {timeout} s")

@@ -185,6 +185,17 @@ class LocalHost(Host):
     def _no_live_note(self) -> str:
         return f"no live view ({self._live_error}); the rendered config.toml may differ from what runs"
 
+    def wasmedge_version_text(self, binaries: tuple[str, ...] = ()) -> str | None:
+        """``wasmedge -v`` of the first WasmEdge CLI found: on PATH, then *binaries* (``~/.wasmedge/bin/wasmedge``
+        of the install the profile names: a root shell's PATH does not have it)."""
+        candidates = [shutil.which("wasmedge"), *(str(self._local(b)) for b in binaries)]
+        for exe in candidates:
+            if exe and Path(exe).is_file():
+                proc = commands.run([exe, "-v"], timeout=30)
+                if proc.ok:
+                    return proc.stdout + proc.stderr
+        return None
+
     def check_crun(self, binary: str = "crun", wasm: bool = True, wasi_nn: bool = False) -> CrunInfo:
         """Run ``<binary> --version``; require ``+WASM:wasmedge`` (*wasm*) and crun >= 1.15 (*wasi_nn*)."""
         exe = shutil.which(binary)
