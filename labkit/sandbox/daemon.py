@@ -33,11 +33,12 @@ from aiohttp import web
 from labkit import config
 from labkit.errors import LabkitError
 from labkit.fsutil import write_atomic
-from labkit.sandbox import client, pki
+from labkit.sandbox import client, execwire, pki
 from labkit.sandbox.api.apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
 from labkit.sandbox.api.auth import NODE_RULES, NODES_GROUP, TokenAuthority
 from labkit.sandbox.api.discovery import VERSION_INFO
 from labkit.sandbox.api.escalation import missing_rules
+from labkit.sandbox.api.kubeletexec import KubeletCommands
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.server import ApiServer
 from labkit.sandbox.api.serverthread import ServerThread
@@ -277,6 +278,9 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
     server = ApiServer(
         core, tokens, paths["pod_logs"], extra_routes=nodes_door.routes(), usage_dir=usage_dir(paths["root"])
     )
+    # pods/exec dials the pod's kubelet with this credential, which only the daemon and its kubelets can read
+    _private_file(execwire.token_file(paths["root"]), secrets.token_urlsafe(32).encode())
+    server.pod_streams.commands = KubeletCommands(core, execwire.token_file(paths["root"]))
     port, notice = choose_port(_previous_port(paths), paths["kubeconfig"])
     thread = ServerThread(server, port=port, ssl_context=pki.server_context(crt, key)).start()
     if notice:

@@ -76,7 +76,7 @@ def node_object(index: int) -> dict[str, Any]:
     }
 
 
-def ready_status(index: int) -> dict[str, Any]:
+def ready_status(index: int, kubelet_port: int = 10250) -> dict[str, Any]:
     now = format_rfc3339()
 
     def condition(type_: str, status: str, reason: str, message: str) -> dict[str, str]:
@@ -104,7 +104,7 @@ def ready_status(index: int) -> dict[str, Any]:
             {"type": "InternalIP", "address": node_ip(index)},
             {"type": "Hostname", "address": node_name(index)},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},  # the kubelet posts the port it serves
         "nodeInfo": {
             "machineID": f"labkit-{index}",
             "systemUUID": f"labkit-{index}",

@@ -1,9 +1,11 @@
 """pods/exec's streaming protocol into a *native* container, with the real kubectl and the Python client.
 
-The native-pod runtime (another branch) will provide the ``ContainerCommands`` that runs a command in its
-container. Until then this test plugs in a TEST DOUBLE for that one interface only: ``HostCommands`` runs the
-command as a host subprocess. Everything else is real: an in-process ApiServer over HTTPS, kubectl 1.32
-(WebSocket v5.channel.k8s.io), the official Python client (v4/v5).
+The sandbox's real ``ContainerCommands`` dials the pod's kubelet (api/kubeletexec.py; end to end in
+test_exec_kubelet.py), but the one program a native image can run (the echo server) reads no stdin and writes
+one line. To test the channel protocol itself (stdin and its close over v5, stderr, v4 and v5) this test plugs in
+a TEST DOUBLE for that one interface only: ``HostCommands`` runs the command as a host subprocess. Everything
+else is real: an in-process ApiServer over HTTPS, kubectl 1.32 (WebSocket v5.channel.k8s.io), the official
+Python client (v4/v5).
 """
 
 from __future__ import annotations

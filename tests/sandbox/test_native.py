@@ -264,6 +264,21 @@ def test_hostile_env_working_dir_and_exec_get_nowhere(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+def test_an_exec_ends_with_its_container(tmp_path: Path) -> None:
+    """kubectl exec's command is killed when the container's main process ends (runc: the PID namespace's init)."""
+    c = _container(tmp_path, ["--port", "0"])
+    try:
+        _wait_for(lambda: any("listening" in line for line in c.lines))  # type: ignore[attr-defined]
+        process = run_in_container(c, ["/app/echo_server.py", "--port", "0"])
+        assert process.stdout is not None and b"listening" in process.stdout.readline()
+    finally:
+        c.kill()
+        c.wait(10)
+    assert process.wait(10) == -9  # SIGKILL, with its container
+    with pytest.raises(ExecRefused, match="is not running"):
+        run_in_container(c, ["/app/echo_server.py", "--help"])
+
+
 @pytest.mark.slow
 def test_a_container_dies_with_its_node_process(tmp_path: Path) -> None:
     """A node process killed with SIGKILL takes its native containers with it (PR_SET_PDEATHSIG)."""

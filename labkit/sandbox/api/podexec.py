@@ -18,9 +18,13 @@ and its streaming server as ``failed to exec in container: …``; errdefs adds `
 kubectl prints ``error: Internal error occurred: error executing command in container: failed to exec in
 container: failed to create exec "<id>": /containerd.task.v2.Task/Exec is not supported: not found``.
 
-**Into a native container** (labkit's Python images) the command runs through a :class:`ContainerCommands`,
-which the native-pod runtime registers (``ApiServer.pod_streams.commands``); it says which pods are its own.
-Until one is registered every pod is a wasm pod, as the sandbox's nodes run nothing else.
+**Through the kubelet.** The daemon registers a :class:`ContainerCommands` (``ApiServer.pod_streams.commands``):
+api/kubeletexec.py, which dials the pod's kubelet as kube-apiserver does; the kubelet runs the command in a
+native container (labkit's Python images) and answers for a wasm container with runwasi's words above. An
+error the kubelet gives before any command (:class:`UpgradeFailed`: "container not found", a node that does
+not answer) is reported as kube-apiserver reports a failed dial or upgrade, without the "error executing
+command" prefix. Without a registered ``ContainerCommands`` (an API server run without kubelets, in tests)
+every pod is answered as a wasm pod.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 
 from labkit.sandbox.api.status import StatusError, bad_request
+
+
+class UpgradeFailed(RuntimeError):
+    """The kubelet could not be reached or refused the exec before running anything; the message is the whole
+    error, as kube-apiserver reports ``unable to upgrade connection: …`` / ``error dialing backend: …``."""
+
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
@@ -62,7 +72,8 @@ class ContainerCommands(Protocol):
     """What the native-pod runtime offers exec: run a command inside one of its containers."""
 
     def runs(self, pod: dict[str, Any]) -> bool:
-        """Whether *pod*'s containers are this runtime's (native), so exec goes through it."""
+        """Whether exec into *pod* goes through this (not answered as a wasm pod here); called before the
+        WebSocket upgrade, so it may raise a ``StatusError`` for a pod it cannot serve."""
         ...
 
     async def start(
@@ -147,10 +158,11 @@ async def serve(request: web.Request, pod: dict[str, Any], commands: ContainerCo
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     if not set(offered) & set(PROTOCOLS):
         raise bad_request(f"exec subprotocols {offered} are not served; the sandbox serves {list(PROTOCOLS)}")
+    native = commands is not None and commands.runs(pod)  # may refuse with a Status, before the upgrade
     ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=1 << 20, autoping=True)
     await ws.prepare(request)
     try:
-        if commands is not None and commands.runs(pod):
+        if native and commands is not None:
             status = await _run(ws, commands, pod, container, command, streams)
         else:
             status = wasm_refusal(pod)
@@ -171,6 +183,8 @@ async def _run(
 ) -> dict[str, Any]:
     try:
         process = await commands.start(pod, container, command, stdin=streams["stdin"], tty=streams["tty"])
+    except UpgradeFailed as e:
+        return internal_error(str(e))
     except (OSError, RuntimeError, StatusError) as e:
         return internal_error(f"error executing command in container: {e}")
 
@@ -193,7 +207,11 @@ async def _run(
                 break
             if (channel == STDOUT and streams["stdout"]) or (channel == STDERR and streams["stderr"]):
                 await ws.send_bytes(bytes([channel]) + data)
-        return exit_status(command, await process.wait())
+        try:
+            code = await process.wait()
+        except (OSError, RuntimeError) as e:
+            return internal_error(f"error executing command in container: {e}")
+        return exit_status(command, code)
     finally:
         reading.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -26,9 +26,11 @@ from typing import Any, TypeVar
 from labkit.containerd import ContainerdConfigError, RuntimeInfo, RuntimeSpec
 from labkit.fsutil import write_atomic
 from labkit.imagestore import ImageStore
+from labkit.sandbox.execwire import token_file
 from labkit.sandbox.kubeclient.events import EventRecorder
 from labkit.sandbox.kubeclient.https import ApiError, KubeClient, resource_path
 from labkit.sandbox.kubeclient.informer import Informer
+from labkit.sandbox.kubelet.execserver import ExecServer
 from labkit.sandbox.kubelet.images import NodeImages
 from labkit.sandbox.kubelet.lease import renew_once, run_lease
 from labkit.sandbox.kubelet.network import PodIPs
@@ -110,6 +112,8 @@ class Kubelet:
         #: the Services, for the variables every container gets (kubelet/service_env.py), as the kubelet's lister
         self.services = Informer(client, resource_path("v1", "services"))
         self.pod_files = PodFileWriter(client, self.root, client.ca_file)
+        #: the node's exec endpoint (upstream's :10250), which the API server dials for pods/exec
+        self.exec_server = ExecServer(self.workers, self.host_ip, token_file(layout.home))
         self._tasks: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kubelet")
 
@@ -218,6 +222,7 @@ class Kubelet:
         informers = (self.runtime_classes, self.services)
         loops: list[asyncio.Task[None]] = [asyncio.ensure_future(informer.run()) for informer in informers]
         try:
+            self.node_status.kubelet_port = await self.exec_server.start()  # posted with the node's status
             await self.restart()
             loops.append(asyncio.ensure_future(run_lease(self.client, self.name, self.node_status.node_uid)))
             loops.append(asyncio.ensure_future(self.node_status.run()))
@@ -237,6 +242,7 @@ class Kubelet:
                 if worker.task:
                     worker.task.cancel()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            await self.exec_server.stop()
 
     def observe(self, event_type: str, pod: dict[str, Any]) -> None:
         """A watch event about a pod bound to this node."""

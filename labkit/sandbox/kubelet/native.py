@@ -272,6 +272,10 @@ class NativeContainer:
         self._oom = False
         self._done = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: the commands ``kubectl exec`` started in it: they end with it, as processes in its PID namespace do
+        self._execs: set[subprocess.Popen[bytes]] = set()
+        self._execs_lock = threading.Lock()
+        self._execs_ended = False
 
     def start(self) -> None:
         launch = self.spec.launch
@@ -306,6 +310,22 @@ class NativeContainer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
 
+    def adopt(self, process: subprocess.Popen[bytes]) -> None:
+        """Make *process* (an exec in this container) end with the container; at once if it already ended."""
+        with self._execs_lock:
+            self._execs = {p for p in self._execs if p.poll() is None}
+            self._execs.add(process)
+            ended = self._execs_ended
+        if ended:
+            self._kill_execs()
+
+    def _kill_execs(self) -> None:
+        with self._execs_lock:
+            execs, self._execs, self._execs_ended = self._execs, set(), True
+        for process in execs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
     def terminate(self) -> None:
         """SIGTERM to the container's processes: the start of a graceful stop."""
         self._signal(signal.SIGTERM)
@@ -339,6 +359,7 @@ class NativeContainer:
         code = self.process.returncode
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)  # the rest of the group, as a PID namespace ends with its init
+        self._kill_execs()  # and its exec'd commands, which runc puts in the same namespace
         for thread in self._threads[:2]:
             thread.join(5)
         for buffer in self._buffers:
@@ -424,7 +445,8 @@ def run_in_container(container: NativeContainer, argv: list[str], stdin: bool = 
     The argv follows the container's rules (the image's program, alone or after its interpreter, then its
     arguments); its env, working dir, files and network view are the container's. stdout and stderr are
     pipes, and stdin too when *stdin*. The caller reads them, waits, and kills the process when done; it dies
-    with the node like the container. Raises :class:`ExecRefused` with runc's words for any other argv.
+    with the container (killed when the container's main process ends) and with the node. Raises
+    :class:`ExecRefused` with runc's words for any other argv.
     """
     spec = container.spec
     if not container.running:
@@ -440,7 +462,7 @@ def run_in_container(container: NativeContainer, argv: list[str], stdin: bool = 
     except ContainerFailure as err:
         raise ExecRefused(err.problem, fix=err.fix) from None
     assert launch is not None  # the running container's program is one labkit ships
-    return _spawn(
+    process = _spawn(
         spec,
         [launch.program_path, *launch.args],
         f"exec-{os.urandom(4).hex()}.json",
@@ -448,6 +470,8 @@ def run_in_container(container: NativeContainer, argv: list[str], stdin: bool = 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    container.adopt(process)  # it ends with the container
+    return process
 
 
 def exec_sync(container: NativeContainer, command: list[str], limit_s: float) -> tuple[int, bytes]:

@@ -20,9 +20,11 @@ log = logging.getLogger("labkit.sandbox.kubelet.node_status")
 CHECK_INTERVAL_S = 2.0
 
 
-def desired_status(index: int, runtime_error: str | None, posted: dict[str, Any]) -> dict[str, Any]:
+def desired_status(
+    index: int, runtime_error: str | None, posted: dict[str, Any], kubelet_port: int = 10250
+) -> dict[str, Any]:
     """The status to post; transition times kept for conditions whose status did not change."""
-    status = ready_status(index)
+    status = ready_status(index, kubelet_port)
     previous = {c["type"]: c for c in posted.get("conditions") or ()}
     for cond in status["conditions"]:
         if cond["type"] == "Ready" and runtime_error is not None:
@@ -45,6 +47,8 @@ class NodeStatusReporter:
         self.client, self.name, self.index = client, name, index
         self.runtime_error: str | None = None
         self.node_uid: str | None = None
+        #: where this kubelet serves exec (kubelet/execserver.py), posted as daemonEndpoints.kubeletEndpoint.Port
+        self.kubelet_port = 10250
 
     async def fetch(self) -> dict[str, Any]:
         """The Node as stored (and its uid, which the Lease's owner reference names)."""
@@ -56,7 +60,7 @@ class NodeStatusReporter:
         """Post the status (against *node* as just fetched, or as fetched now)."""
         node = node if node is not None else await self.fetch()
         posted = node.get("status") or {}
-        wanted = desired_status(self.index, self.runtime_error, posted)
+        wanted = desired_status(self.index, self.runtime_error, posted, self.kubelet_port)
         if only_if_changed and not _differs(posted, wanted):
             return
         await self.client.patch(resource_path("v1", "nodes", None, self.name, "status"), {"status": wanted})
