@@ -273,6 +273,16 @@ def test_a_dead_backend_costs_no_request(lb: Lb, backends: dict[str, Server]) ->
     status, body = lb.call("POST", "/v1/chat/completions", b"{}")
     assert status == 502
     assert "all backends unreachable: dead 127.0.0.1" in json.loads(body)["error"]["message"]
+    assert any(
+        line.endswith("502 0ms (all backends unreachable)") or "(all backends unreachable)" in line for line in lb.lines
+    )
+
+
+def test_error_bodies_stay_json_with_quoted_names(lb: Lb) -> None:
+    lb.register('say "hi"\\', 1, free_port())
+    status, body = lb.call("GET", "/v1/models")
+    assert status == 502
+    assert 'say "hi"\\' in json.loads(body)["error"]["message"]
 
 
 @pytest.mark.parametrize(

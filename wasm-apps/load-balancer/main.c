@@ -64,8 +64,14 @@ static void respond_text(lb_conn *c, int status, const char *reason, const char 
 }
 
 static void respond_error(lb_conn *c, int status, const char *reason, const char *type, const char *message) {
-    char body[1024];
-    int n = snprintf(body, sizeof body, "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"code\":%d}}", message, type, status);
+    char body[1400], text[1100];
+    size_t t = 0;
+    for (; *message && t + 2 < sizeof text; message++) { /* a JSON string: names may hold quotes */
+        if (*message == '"' || *message == '\\') text[t++] = '\\';
+        text[t++] = (unsigned char)*message < 0x20 ? '?' : *message;
+    }
+    text[t] = '\0';
+    int n = snprintf(body, sizeof body, "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"code\":%d}}", text, type, status);
     respond(c, status, reason, "application/json", body, (size_t)n < sizeof body ? (size_t)n : sizeof body - 1, NULL);
 }
 
@@ -133,11 +139,13 @@ static void try_backend(lb_conn *c) {
         int i = c->attempts < LB_MAX_ATTEMPTS ? reg_pick(&registry, next_random(), c->tried) : -1;
         if (i < 0) {
             if (registry.count == 0) {
+                snprintf(c->note, sizeof c->note, "(no backends registered)");
                 respond_error(c, 503, "Service Unavailable", "no_backend",
                               "no backends registered with the load balancer (POST /api/register, or run the service-watcher)");
             } else {
                 char message[600];
                 snprintf(message, sizeof message, "all backends unreachable: %s", c->failures);
+                snprintf(c->note, sizeof c->note, "(all backends unreachable)");
                 respond_error(c, 502, "Bad Gateway", "backend_unreachable", message);
             }
             return;
