@@ -69,9 +69,10 @@ void lb_backend_failed(lb_conn *c, const char *why);
 void lb_finish(lb_conn *c);
 void lb_close(lb_conn *c);
 
-/* relay.c: one poll_oneoff over the listener and every connection (counts the used ones into *active), then
- * lb_service does what the events allow: reads, writes, relays, timeouts. */
-void lb_poll(lb_conn *conns, int n, int listener, int *active);
+/* relay.c: one poll_oneoff over the listener and every connection (counts the used ones into *active; returns
+ * whether the listener has clients waiting), then lb_service does what the events allow: reads, writes, relays,
+ * timeouts. */
+int lb_poll(lb_conn *conns, int n, int listener, int *active);
 void lb_service(lb_conn *conns, int n);
 
 #endif

@@ -358,8 +358,8 @@ int main(int argc, char **argv) {
     fflush(stdout);
     for (;;) {
         int active = 0, client;
-        lb_poll(conns, LB_MAX_CONNS, listener, &active);
-        while (active < LB_MAX_CONNS && !ws_accept(listener, &client)) {
+        int incoming = lb_poll(conns, LB_MAX_CONNS, listener, &active);
+        while (incoming && active < LB_MAX_CONNS && !ws_accept(listener, &client)) {
             lb_conn *c = nonblocking(client) ? NULL : new_conn(client);
             if (!c) close(client);
             active++;

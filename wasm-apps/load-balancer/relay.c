@@ -42,7 +42,7 @@ static void subscribe(__wasi_subscription_t *s, uint64_t userdata, int fd, int w
     s->u.u.fd_read.file_descriptor = (__wasi_fd_t)fd;
 }
 
-void lb_poll(lb_conn *conns, int n, int listener, int *active) {
+int lb_poll(lb_conn *conns, int n, int listener, int *active) {
     static __wasi_subscription_t subs[SUBS];
     static __wasi_event_t events[SUBS];
     __wasi_size_t nsubs = 0, nevents = 0;
@@ -68,12 +68,15 @@ void lb_poll(lb_conn *conns, int n, int listener, int *active) {
     subs[nsubs].u.tag = __WASI_EVENTTYPE_CLOCK;
     subs[nsubs].u.u.clock.id = __WASI_CLOCKID_MONOTONIC;
     subs[nsubs++].u.u.clock.timeout = wait_ms * 1000000u;
-    if (__wasi_poll_oneoff(subs, events, nsubs, &nevents)) return;
+    int incoming = 0;
+    if (__wasi_poll_oneoff(subs, events, nsubs, &nevents)) return 1; /* let accept tell */
     for (__wasi_size_t k = 0; k < nevents; k++) {
         uint64_t u = events[k].userdata;
+        incoming |= u == LISTENER;
         if (u >= LISTENER) continue;
         ready[u / 4] |= (uint8_t)(1u << (u & 3)); /* an error event too: the next call on the socket reports it */
     }
+    return incoming;
 }
 
 static void append(lb_conn *c, const char *p, size_t n) {
