@@ -129,8 +129,8 @@ def weight_change(lb_port: int, rounds: int) -> list[float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         api = Api(Path(tmp))
-        core = client.CoreV1Api(config.new_client_from_config(str(Path(tmp) / "kubeconfig")))
-        core.create_namespaced_service("default", service("bench-backend", "1"))
+        core = client.CoreV1Api(config.new_client_from_config(str(Path(tmp) / "kubeconfig")))  # type: ignore[no-untyped-call]
+        core.create_namespaced_service("default", service("bench-backend", "1"))  # type: ignore[arg-type]
         watcher = ServiceWatcher(core, LoadBalancer(f"http://127.0.0.1:{lb_port}"), resync=30, log=lambda _: None)
         watcher.start()
 

@@ -34,6 +34,7 @@ def test_rebuild_is_reproducible_and_equals_shipped(rebuilt_dir: Path, tmp_path:
         "echo-server",
         "health-server",
         "http-get",
+        "load-balancer",
         "nslookup",
         "wasi-demo",
     ]
