@@ -45,7 +45,7 @@ from labkit.wasm.oci import (
 )
 
 #: app name -> its program file in this package
-PROGRAMS = {"echo-server": "echo_server.py"}
+PROGRAMS = {"echo-server": "echo_server.py", "service-watcher": "service_watcher.py"}
 #: where the program sits in the image, and the interpreter the Entrypoint names (python:3 images have it there)
 APP_DIR = "/app"
 INTERPRETER = "/usr/local/bin/python3"

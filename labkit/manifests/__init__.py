@@ -6,6 +6,16 @@
 """
 
 from labkit.manifests.volumes import Mount, host_path
+from labkit.manifests.watcher import load_balancer_url, service_watcher
 from labkit.manifests.workloads import runtime_class, service, wasm_deployment, wasm_job
 
-__all__ = ["Mount", "host_path", "runtime_class", "service", "wasm_deployment", "wasm_job"]
+__all__ = [
+    "Mount",
+    "host_path",
+    "load_balancer_url",
+    "runtime_class",
+    "service",
+    "service_watcher",
+    "wasm_deployment",
+    "wasm_job",
+]
