@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from labkit import diagnosis_dns as dns
+from labkit import diagnosis_loadbalancer as lb
 from labkit import diagnosis_wasinn as wasinn
 from labkit import evidence
 from labkit.errors import Diagnosis
@@ -326,173 +328,16 @@ def _exec_format_error(f: _Facts) -> Diagnosis | None:
     )
 
 
-#: Resolver failures as wasm guests print them: wasmedge_wasi_socket's AINODATA (83) and AISYSTEM (85) codes,
-#: the Rust std and reqwest wordings, and the kit's apps (wasm-apps/nslookup, http-get: "nslookup: <name>: …").
-_KIT_APP = r"(?:nslookup|http-get): "
-_DNS_FAILED = rf"os error 8[35]|code: 8[35]\b|failed to lookup address|dns error|{_KIT_APP}\S+: .*os error 8\d"
-#: The DNS server itself not answering: nothing listening, a wrong address, UDP-only, or a malformed value.
-_DNS_UNREACHABLE = rf"DNS_SERVER=\S*: invalid socket address|{_KIT_APP}\S+: (Connection refused|.*timed out)"
-_CLUSTER_SUFFIX = ".svc.cluster.local"
-
-
-def _dns_server(f: _Facts) -> str | None:
-    """The ``DNS_SERVER`` a container of the pod sets, if any (wasmedge_wasi_socket reads only this)."""
-    for c in f.containers:
-        for env in c.get("env") or ():
-            if env.get("name") == "DNS_SERVER":
-                return str(env.get("value") or "")
-    return None
-
-
-def _looked_up(hits: list[str]) -> str | None:
-    """The name a failed lookup asked for, where the guest printed it (the kit's nslookup does)."""
-    for line in hits:
-        found = re.search(_KIT_APP + r"([^:\s]+):", line)
-        if found:
-            return found.group(1)
-    return None
-
-
-_FQDN_FIX = "call Services by their FQDN <service>.<namespace>.svc.cluster.local"
-
-
-@_signature
-def _dns_server_unreachable(f: _Facts) -> Diagnosis | None:
-    server, hits = _dns_server(f), f.find(_DNS_UNREACHABLE)
-    if server is None or not hits:
-        return None
-    return Diagnosis(
-        f"the wasm pod cannot reach its DNS server DNS_SERVER={server}",
-        "with DNS_SERVER set, wasmedge_wasi_socket's resolver opens a TCP connection to that ip:port and "
-        "asks there only; nothing answered (a wrong address or port, or a server without TCP)",
-        "set DNS_SERVER to the cluster DNS Service's ClusterIP and port 53 (kubectl get svc -n kube-system "
-        "kube-dns -o jsonpath='{.spec.clusterIP}'; k3s: 10.43.0.10:53); CoreDNS serves TCP 53 as well as UDP",
-        hits[:3],
-        "dns-server-unreachable",
-    )
-
-
-@_signature
-def _dns_short_name(f: _Facts) -> Diagnosis | None:
-    server, hits = _dns_server(f), f.find(_DNS_FAILED)
-    name = _looked_up(hits)
-    if not server or not hits or name is None or "." in name:
-        return None
-    return Diagnosis(
-        f"the wasm pod looked up the short name {name!r}, which no search domain completes",
-        "wasmedge_wasi_socket sends the name to DNS_SERVER as it is: it reads no resolv.conf, so there are no "
-        "search domains (a native pod's resolver would try <name>.<namespace>.svc.cluster.local first)",
-        f"{_FQDN_FIX}, e.g. {name}.<namespace>{_CLUSTER_SUFFIX}",
-        hits[:3],
-        "dns-short-name",
-    )
-
-
-@_signature
-def _dns_server_ignored(f: _Facts) -> Diagnosis | None:
-    server, hits = _dns_server(f), f.find(r"os error 85|dns error")
-    if not server or not hits:
-        return None
-    return Diagnosis(
-        "name resolution fails although DNS_SERVER is set",
-        "an older tokio_wasi (and the reqwest built on it) resolves through the host's getaddrinfo and never reads "
-        "DNS_SERVER (second-state/microservice-rust-mysql #23; the seed's fix, WasmEdge #4155)",
-        "build against a recent tokio_wasi (git WasmEdge/tokio, branch master, features full) and keep DNS_SERVER "
-        "and the FQDN; or skip DNS: the <SERVICE>_SERVICE_HOST/_PORT env vars of Services older than the pod",
-        hits[:3],
-        "dns-server-ignored",
-    )
-
-
-@_signature
-def _dns_failure(f: _Facts) -> Diagnosis | None:
-    hits = f.find(_DNS_FAILED)
-    if not hits:
-        return None
-    return Diagnosis(
-        "name resolution fails inside the wasm pod",
-        "the guest's resolver uses the runtime's getaddrinfo (the host's view), not the pod's resolv.conf; "
-        "with DNS_SERVER it queries that server over TCP but knows no search domains",
-        "set env DNS_SERVER=<cluster DNS IP>:53 (k3s: 10.43.0.10:53; labkit: cluster.profile.cluster_dns) and "
-        + _FQDN_FIX,
-        [*hits[:3]],
-        "dns-failure",
-    )
-
-
-_WATCHER_FORBIDDEN = r'cannot (?:list|watch|get) resource "services"'
-_LB_REQUEST = re.compile(r"^\S+ /v1/\S* -> (\S+)(?: \S+)? (\d{3}) \d+ms")
-_LB_RETRY = r"-> .* failed: .*, trying another backend"
-
-
-@_signature
-def _watcher_forbidden(f: _Facts) -> Diagnosis | None:
-    hits = f.find(_WATCHER_FORBIDDEN)
-    if not hits:
-        return None
-    user = re.search(r'User "system:serviceaccount:([^:"]+):([^"]+)"', hits[-1])
-    account = f"{user.group(2)} in namespace {user.group(1)}" if user else "the pod's ServiceAccount"
-    return Diagnosis(
-        "the service-watcher may not list or watch Services (403 Forbidden)",
-        "it watches Services in all namespaces, so its ServiceAccount needs a ClusterRole (a namespaced Role is not "
-        "enough) allowing get, list and watch on services, bound to it; without one the API server refuses",
-        f'apply a ClusterRole (apiGroups [""], resources [services], verbs get/list/watch) and a ClusterRoleBinding '
-        f"to {account} (labkit.manifests.service_watcher builds all of it); the watcher retries with back-off and "
-        "recovers on its own",
-        hits[-3:],
-        "watcher-forbidden",
-    )
-
-
-def _lb_requests(f: _Facts) -> list[tuple[str, str, str]]:
-    """The load balancer's forwarded requests in its log: (line, backend, status)."""
-    found = []
-    for line in f.logs.splitlines():
-        match = _LB_REQUEST.search(line.split(" ", 1)[-1] if line[:4].isdigit() else line)  # kubectl --timestamps
-        if match:
-            found.append((line, match.group(1), match.group(2)))
-    return found
-
-
-@_signature
-def _lb_backend_unreachable(f: _Facts) -> Diagnosis | None:
-    requests, retries = _lb_requests(f), f.find(_LB_RETRY)
-    last = requests[-1] if requests else None
-    if not retries and not (last and last[2] == "502" and "unreachable" in last[0]):
-        return None
-    every = bool(last and last[2] == "502" and "unreachable" in last[0])
-    return Diagnosis(
-        "no backend answers the load balancer" if every else "a registered backend does not answer",
-        "the load balancer connects to the ClusterIP:port it was given; a refused or timed-out connection means "
-        "no ready pod behind that Service, a wrong port, or a stale registration"
-        + (
-            "; every backend failed, so clients get 502"
-            if every
-            else "; it retried another backend, so clients did not notice, but each request paid for the attempt"
-        ),
-        "check the backend Services have ready endpoints (kubectl get endpoints <service>) and that the registered "
-        "port is the Service's port (GET /api/services); delete or unlabel dead Services so the service-watcher "
-        "unregisters them",
-        [*retries[-2:], *([last[0]] if every and last else [])],
-        "lb-backend-unreachable",
-    )
-
-
-@_signature
-def _lb_no_backends(f: _Facts) -> Diagnosis | None:
-    requests = _lb_requests(f)
-    if not requests or requests[-1][2] != "503":
-        return None
-    return Diagnosis(
-        "the load balancer has no backends registered, so it answers 503",
-        "its registry is in memory and starts empty; backends arrive through POST /api/register, which the "
-        "service-watcher sends for every Service labelled llamaedge/target=true",
-        "label the backend Services (llamaedge/target=true, weight in the llamaedge/weight annotation), check the "
-        "service-watcher runs and can reach the load balancer (its log), or register by hand: "
-        "POST /api/register {name, weight, ip, port}",
-        [requests[-1][0]],
-        "lb-no-backends",
-    )
+for _row in (
+    dns.server_unreachable,
+    dns.short_name,
+    dns.server_ignored,
+    dns.failure,
+    lb.watcher_forbidden,
+    lb.backend_unreachable,
+    lb.no_backends,
+):
+    _signature(_row)
 
 
 @_signature
