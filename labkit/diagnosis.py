@@ -12,8 +12,7 @@ pure (a pod, its events, its logs); :func:`diagnose` fetches those through the A
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from labkit import diagnosis_dns as dns
@@ -21,88 +20,18 @@ from labkit import diagnosis_loadbalancer as lb
 from labkit import diagnosis_wasinn as wasinn
 from labkit import evidence
 from labkit.errors import Diagnosis
+from labkit.podfacts import Facts
 
 if TYPE_CHECKING:
     from labkit.cluster import Cluster
 
-#: The log lines a diagnosis quotes when it has nothing sharper to show.
-TAIL_LINES = 8
 #: Container waiting reasons that mean "the image is not there".
 IMAGE_REASONS = ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName")
 #: Pod annotations crun reads to run a container as wasm (crun src/libcrun/handlers/handler-utils.c).
 CRUN_WASM_ANNOTATION = "module.wasm.image/variant"
 
 
-@dataclass
-class _Facts:
-    """Everything a signature looks at, pre-digested once."""
-
-    pod: dict[str, Any]
-    events: list[dict[str, Any]]
-    logs: str
-
-    @property
-    def name(self) -> str:
-        return str((self.pod.get("metadata") or {}).get("name", "<pod>"))
-
-    @property
-    def statuses(self) -> list[dict[str, Any]]:
-        status = self.pod.get("status") or {}
-        return [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
-
-    @property
-    def containers(self) -> list[dict[str, Any]]:
-        return list((self.pod.get("spec") or {}).get("containers") or [])
-
-    def states(self) -> Iterable[tuple[dict[str, Any], str, dict[str, Any]]]:
-        """(container status, state name, state) for current and last states."""
-        for s in self.statuses:
-            for key in ("state", "lastState"):
-                for name, state in (s.get(key) or {}).items():
-                    yield s, name, state or {}
-
-    def event_lines(self, *reasons: str) -> list[str]:
-        return [
-            f"{e.get('type', '')} {e.get('reason', '')}: {e.get('message', '')}".strip()
-            for e in self.events
-            if not reasons or e.get("reason") in reasons
-        ]
-
-    def texts(self) -> list[str]:
-        """Every message that may carry a runtime error: events, container state messages, log lines."""
-        state_msgs = [
-            f"{s.get('name')}: {n} {st.get('reason', '')}: {st.get('message', '')}"
-            for s, n, st in self.states()
-            if st.get("message")
-        ]
-        return [*self.event_lines(), *state_msgs, *self.logs.splitlines()]
-
-    def find(self, pattern: str) -> list[str]:
-        rx = re.compile(pattern, re.IGNORECASE)
-        return [t for t in self.texts() if rx.search(t)]
-
-    def tail(self, n: int = TAIL_LINES) -> list[str]:
-        return [f"log: {line}" for line in self.logs.rstrip().splitlines()[-n:]]
-
-    def exit_code(self) -> int | None:
-        codes = [st.get("exitCode") for _, name, st in self.states() if name == "terminated"]
-        return next((c for c in codes if c is not None), None)
-
-    def waiting_reason(self, *reasons: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        for s, name, st in self.states():
-            if name == "waiting" and st.get("reason") in reasons:
-                return s, st
-        return None
-
-    def arg0(self) -> str | None:
-        for c in self.containers:
-            argv = c.get("command") or c.get("args") or []
-            if argv:
-                return str(argv[0])
-        return None
-
-
-Signature = Callable[[_Facts], "Diagnosis | None"]
+Signature = Callable[[Facts], "Diagnosis | None"]
 _SIGNATURES: list[Signature] = []
 
 
@@ -113,7 +42,7 @@ def _signature(fn: Signature) -> Signature:
 
 
 @_signature
-def _runtime_class_not_found(f: _Facts) -> Diagnosis | None:
+def _runtime_class_not_found(f: Facts) -> Diagnosis | None:
     hits = f.find(r'RuntimeClass "[^"]+" not found')
     if not hits:
         return None
@@ -130,7 +59,7 @@ def _runtime_class_not_found(f: _Facts) -> Diagnosis | None:
 
 
 @_signature
-def _handler_not_configured(f: _Facts) -> Diagnosis | None:
+def _handler_not_configured(f: Facts) -> Diagnosis | None:
     hits = f.find(r'no runtime for "[^"]*" is configured')
     if not hits:
         return None
@@ -148,7 +77,7 @@ def _handler_not_configured(f: _Facts) -> Diagnosis | None:
 
 
 @_signature
-def _shim_not_installed(f: _Facts) -> Diagnosis | None:
+def _shim_not_installed(f: Facts) -> Diagnosis | None:
     hits = f.find(r'binary not installed "containerd-shim-[^"]+"|containerd-shim-[\w-]+: (executable )?file not found')
     if not hits:
         return None
@@ -164,7 +93,7 @@ def _shim_not_installed(f: _Facts) -> Diagnosis | None:
 
 
 @_signature
-def _systemd_cgroup_without_dbus(f: _Facts) -> Diagnosis | None:
+def _systemd_cgroup_without_dbus(f: Facts) -> Diagnosis | None:
     hits = f.find(r"dbus error|cri-containerd-[^ ]*\.scope")
     if not hits:
         return None
@@ -179,7 +108,7 @@ def _systemd_cgroup_without_dbus(f: _Facts) -> Diagnosis | None:
 
 
 @_signature
-def _containerd_too_old(f: _Facts) -> Diagnosis | None:
+def _containerd_too_old(f: Facts) -> Diagnosis | None:
     hits = f.find(r"mismatched image rootfs and manifest layers")
     if not hits:
         return None
@@ -193,7 +122,7 @@ def _containerd_too_old(f: _Facts) -> Diagnosis | None:
 
 
 @_signature
-def _image_not_imported(f: _Facts) -> Diagnosis | None:
+def _image_not_imported(f: Facts) -> Diagnosis | None:
     found = f.waiting_reason(*IMAGE_REASONS)
     if not found:
         return None
@@ -229,7 +158,7 @@ def _image_not_imported(f: _Facts) -> Diagnosis | None:
 
 
 @_signature
-def _cant_handle_spec(f: _Facts) -> Diagnosis | None:
+def _cant_handle_spec(f: Facts) -> Diagnosis | None:
     hits = f.find(r"can'?t handle spec")
     if not hits:
         return None
@@ -259,7 +188,7 @@ for _nn in (
 
 
 @_signature
-def _unknown_import(f: _Facts) -> Diagnosis | None:
+def _unknown_import(f: Facts) -> Diagnosis | None:
     hits = f.find(r"unknown import")
     if not hits:
         return None
@@ -306,7 +235,7 @@ def _unknown_import(f: _Facts) -> Diagnosis | None:
 
 
 @_signature
-def _exec_format_error(f: _Facts) -> Diagnosis | None:
+def _exec_format_error(f: Facts) -> Diagnosis | None:
     hits = f.find(r"exec format error")
     if not hits:
         return None
@@ -341,7 +270,7 @@ for _row in (
 
 
 @_signature
-def _crash_loop(f: _Facts) -> Diagnosis | None:
+def _crash_loop(f: Facts) -> Diagnosis | None:
     found = f.waiting_reason("CrashLoopBackOff")
     if not found:
         return None
@@ -358,7 +287,7 @@ def _crash_loop(f: _Facts) -> Diagnosis | None:
 
 
 @_signature
-def _exited_with_error(f: _Facts) -> Diagnosis | None:
+def _exited_with_error(f: Facts) -> Diagnosis | None:
     code = f.exit_code()
     if code in (None, 0):
         return None
@@ -374,7 +303,7 @@ def _exited_with_error(f: _Facts) -> Diagnosis | None:
 
 
 @_signature
-def _unschedulable(f: _Facts) -> Diagnosis | None:
+def _unschedulable(f: Facts) -> Diagnosis | None:
     if (f.pod.get("spec") or {}).get("nodeName"):  # scheduled after all: old FailedScheduling events are history
         return None
     hits = f.event_lines("FailedScheduling")
@@ -399,7 +328,7 @@ def diagnose_pod(pod: dict[str, Any] | None, events: list[dict[str, Any]] | None
 
     *pod* may be ``None`` when no pod exists (a Deployment whose pods are rejected): then events alone decide.
     """
-    facts = _Facts(pod or {}, list(events or []), logs or "")
+    facts = Facts(pod or {}, list(events or []), logs or "")
     for matcher in _SIGNATURES:
         found = matcher(facts)
         if found is not None:
@@ -407,7 +336,7 @@ def diagnose_pod(pod: dict[str, Any] | None, events: list[dict[str, Any]] | None
     return _no_known_failure(facts)
 
 
-def _no_known_failure(f: _Facts) -> Diagnosis:
+def _no_known_failure(f: Facts) -> Diagnosis:
     if not f.pod:
         return Diagnosis(
             "no pod exists yet and no event explains why",

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from labkit.errors import Diagnosis
 
 if TYPE_CHECKING:
-    from labkit.diagnosis import _Facts
+    from labkit.podfacts import Facts
 
 
 #: Resolver failures as wasm guests print them: wasmedge_wasi_socket's AINODATA (83) and AISYSTEM (85) codes,
@@ -26,7 +26,7 @@ _DNS_UNREACHABLE = rf"DNS_SERVER=\S*: invalid socket address|{_KIT_APP}\S+: (Con
 _CLUSTER_SUFFIX = ".svc.cluster.local"
 
 
-def _dns_server(f: _Facts) -> str | None:
+def _dns_server(f: Facts) -> str | None:
     """The ``DNS_SERVER`` a container of the pod sets, if any (wasmedge_wasi_socket reads only this)."""
     for c in f.containers:
         for env in c.get("env") or ():
@@ -47,7 +47,7 @@ def _looked_up(hits: list[str]) -> str | None:
 _FQDN_FIX = "call Services by their FQDN <service>.<namespace>.svc.cluster.local"
 
 
-def server_unreachable(f: _Facts) -> Diagnosis | None:
+def server_unreachable(f: Facts) -> Diagnosis | None:
     server, hits = _dns_server(f), f.find(_DNS_UNREACHABLE)
     if server is None or not hits:
         return None
@@ -62,7 +62,7 @@ def server_unreachable(f: _Facts) -> Diagnosis | None:
     )
 
 
-def short_name(f: _Facts) -> Diagnosis | None:
+def short_name(f: Facts) -> Diagnosis | None:
     server, hits = _dns_server(f), f.find(_DNS_FAILED)
     name = _looked_up(hits)
     if not server or not hits or name is None or "." in name:
@@ -77,7 +77,7 @@ def short_name(f: _Facts) -> Diagnosis | None:
     )
 
 
-def server_ignored(f: _Facts) -> Diagnosis | None:
+def server_ignored(f: Facts) -> Diagnosis | None:
     server, hits = _dns_server(f), f.find(r"os error 85|dns error")
     if not server or not hits:
         return None
@@ -92,7 +92,7 @@ def server_ignored(f: _Facts) -> Diagnosis | None:
     )
 
 
-def failure(f: _Facts) -> Diagnosis | None:
+def failure(f: Facts) -> Diagnosis | None:
     hits = f.find(_DNS_FAILED)
     if not hits:
         return None

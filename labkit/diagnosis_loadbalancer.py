@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from labkit.errors import Diagnosis
 
 if TYPE_CHECKING:
-    from labkit.diagnosis import _Facts
+    from labkit.podfacts import Facts
 
 
 _WATCHER_FORBIDDEN = r'cannot (?:list|watch|get) resource "services"'
@@ -19,7 +19,7 @@ _LB_REQUEST = re.compile(r"^\S+ /v1/\S* -> (\S+)(?: \S+)? (\d{3}) \d+ms")
 _LB_RETRY = r"-> .* failed: .*, trying another backend"
 
 
-def watcher_forbidden(f: _Facts) -> Diagnosis | None:
+def watcher_forbidden(f: Facts) -> Diagnosis | None:
     hits = f.find(_WATCHER_FORBIDDEN)
     if not hits:
         return None
@@ -37,7 +37,7 @@ def watcher_forbidden(f: _Facts) -> Diagnosis | None:
     )
 
 
-def _lb_requests(f: _Facts) -> list[tuple[str, str, str]]:
+def _lb_requests(f: Facts) -> list[tuple[str, str, str]]:
     """The load balancer's forwarded requests in its log: (line, backend, status)."""
     found = []
     for line in f.logs.splitlines():
@@ -47,7 +47,7 @@ def _lb_requests(f: _Facts) -> list[tuple[str, str, str]]:
     return found
 
 
-def backend_unreachable(f: _Facts) -> Diagnosis | None:
+def backend_unreachable(f: Facts) -> Diagnosis | None:
     requests, retries = _lb_requests(f), f.find(_LB_RETRY)
     last = requests[-1] if requests else None
     if not retries and not (last and last[2] == "502" and "unreachable" in last[0]):
@@ -70,7 +70,7 @@ def backend_unreachable(f: _Facts) -> Diagnosis | None:
     )
 
 
-def no_backends(f: _Facts) -> Diagnosis | None:
+def no_backends(f: Facts) -> Diagnosis | None:
     requests = _lb_requests(f)
     if not requests or requests[-1][2] != "503":
         return None

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 from labkit.errors import Diagnosis
 
 if TYPE_CHECKING:
-    from labkit.diagnosis import _Facts
+    from labkit.podfacts import Facts
 
 #: WasmEdge's plugin load failure (``lib/plugin/plugin.cpp``): the dlerror() text after ``load library failed:``.
 _LOAD_FAILED = r"load library failed:\s*(\S+?): cannot open shared object file"
 MOUNTS_API = "labkit.wasinn_mounts(host, profile) generates them from the node's own ldd"
 
 
-def library_missing(f: _Facts) -> Diagnosis | None:
+def library_missing(f: Facts) -> Diagnosis | None:
     hits = f.find(_LOAD_FAILED)
     if not hits:
         return None
@@ -48,7 +48,7 @@ def library_missing(f: _Facts) -> Diagnosis | None:
 _PRELOAD_BAD = r"Failed to convert to (NNPreload|NNBackend|ExecutionTarget) value"
 
 
-def _env_value(f: _Facts, name: str) -> str | None:
+def _env_value(f: Facts, name: str) -> str | None:
     for c in f.containers:
         for env in c.get("env") or ():
             if env.get("name") == name:
@@ -56,7 +56,7 @@ def _env_value(f: _Facts, name: str) -> str | None:
     return None
 
 
-def preload_malformed(f: _Facts) -> Diagnosis | None:
+def preload_malformed(f: Facts) -> Diagnosis | None:
     hits = f.find(_PRELOAD_BAD)
     if not hits:
         return None
@@ -77,7 +77,7 @@ def preload_malformed(f: _Facts) -> Diagnosis | None:
     )
 
 
-def cli_without_plugin(f: _Facts) -> Diagnosis | None:
+def cli_without_plugin(f: Facts) -> Diagnosis | None:
     hits = f.find(r"unknown option:?\s*nn-preload")
     if not hits:
         return None
@@ -91,7 +91,7 @@ def cli_without_plugin(f: _Facts) -> Diagnosis | None:
     )
 
 
-def plugin_path_wrong(f: _Facts) -> Diagnosis | None:
+def plugin_path_wrong(f: Facts) -> Diagnosis | None:
     hits = f.find(r"WASI-NN plugin not installed")
     if not hits:
         return None

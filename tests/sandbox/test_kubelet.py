@@ -31,9 +31,10 @@ from labkit.sandbox import client as daemon
 from labkit.sandbox.kubeclient import https
 from labkit.sandbox.kubeclient.https import ApiError, KubeClient, resource_path
 from labkit.sandbox.kubelet.agent import Kubelet
+from labkit.sandbox.kubelet.failures import ContainerFailure
 from labkit.sandbox.kubelet.images import ImageContent
 from labkit.sandbox.kubelet.pod_workers import PodWorker
-from labkit.sandbox.kubelet.podstate import ContainerFailure, go_duration, pod_phase
+from labkit.sandbox.kubelet.podstate import go_duration, pod_phase
 from labkit.sandbox.kubelet.runtime import crun_exec_failure, plan_launch
 from labkit.sandbox.kubelet.volumes import ProjectedSources, container_env, prepare_volumes
 from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer

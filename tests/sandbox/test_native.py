@@ -20,6 +20,7 @@ import pytest
 from labkit.apps import build_app_image, program_file, shipped
 from labkit.imagestore import ImageStore
 from labkit.sandbox import netmap
+from labkit.sandbox.kubelet.failures import ContainerFailure
 from labkit.sandbox.kubelet.images import NodeImages
 from labkit.sandbox.kubelet.limits import Limits
 from labkit.sandbox.kubelet.native import (
@@ -33,7 +34,6 @@ from labkit.sandbox.kubelet.native import (
     start_native,
 )
 from labkit.sandbox.kubelet.podfiles import PodFiles, resolv_conf
-from labkit.sandbox.kubelet.podstate import ContainerFailure
 from labkit.sandbox.kubelet.runtime import plan_launch
 from labkit.sandbox.kubelet.service_env import service_env
 from labkit.sandbox.kubelet.wasmrun import Mount

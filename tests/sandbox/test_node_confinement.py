@@ -15,7 +15,7 @@ import pytest
 import wasmtime
 
 from labkit.sandbox.kubeclient.https import resource_path
-from labkit.sandbox.kubelet.podstate import ContainerFailure, SandboxFailure
+from labkit.sandbox.kubelet.failures import ContainerFailure, SandboxFailure
 from labkit.sandbox.kubelet.volumes import ProjectedSources, container_mounts, prepare_volumes
 from labkit.sandbox.kubelet.wasmrun import ContainerSpec, Mount, WasmContainer
 from tests.sandbox.test_kubelet import Cluster

@@ -31,6 +31,7 @@ from labkit.sandbox.kubeclient.events import EventRecorder
 from labkit.sandbox.kubeclient.https import ApiError, KubeClient, resource_path
 from labkit.sandbox.kubeclient.informer import Informer
 from labkit.sandbox.kubelet.execserver import ExecServer
+from labkit.sandbox.kubelet.failures import SandboxFailure
 from labkit.sandbox.kubelet.images import NodeImages
 from labkit.sandbox.kubelet.lease import renew_once, run_lease
 from labkit.sandbox.kubelet.network import PodIPs
@@ -38,7 +39,6 @@ from labkit.sandbox.kubelet.node_status import NodeStatusReporter
 from labkit.sandbox.kubelet.noderoot import prepare_node_root, runtime_class_objects, start_containerd
 from labkit.sandbox.kubelet.pod_workers import PodWorker
 from labkit.sandbox.kubelet.podfiles import PodFileWriter
-from labkit.sandbox.kubelet.podstate import SandboxFailure
 from labkit.sandbox.kubelet.prober import ProbeBudget
 from labkit.sandbox.kubelet.runtime import RUNC_TYPE, WASMEDGE_TYPE
 from labkit.sandbox.kubelet.service_env import service_env

@@ -61,9 +61,9 @@ from urllib.parse import urlsplit
 
 from labkit import apps
 from labkit.sandbox import netmap
+from labkit.sandbox.kubelet.failures import ContainerFailure
 from labkit.sandbox.kubelet.limits import Limits
 from labkit.sandbox.kubelet.output import LineBuffer, LineCallback
-from labkit.sandbox.kubelet.podstate import ContainerFailure
 from labkit.sandbox.kubelet.probe_handlers import ExecFailed, WasmExec
 from labkit.sandbox.kubelet.volumes import confined
 

@@ -6,7 +6,7 @@ The sandbox uses loopback addresses, so a pod can really listen on its IP.
 
 from __future__ import annotations
 
-from labkit.sandbox.kubelet.podstate import SandboxFailure
+from labkit.sandbox.kubelet.failures import SandboxFailure
 from labkit.sandbox.netmap import POD_CIDR
 
 POD_IP_PREFIX = str(POD_CIDR.network_address).rsplit(".", 2)[0]  # "127.42"

@@ -31,17 +31,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from labkit.errors import WasmError
 from labkit.sandbox.kubeclient.https import ApiError
 from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
+from labkit.sandbox.kubelet.failures import ContainerFailure, SandboxFailure
 from labkit.sandbox.kubelet.imagepull import BACKOFF_INITIAL_S, BACKOFF_MAX_S, ensure_image
 from labkit.sandbox.kubelet.limits import Limits
 from labkit.sandbox.kubelet.native import NativeContainer, NativeLaunch, PodExec, start_native
-from labkit.sandbox.kubelet.podstate import (
-    ContainerFailure,
-    ContainerRun,
-    SandboxFailure,
-    pod_key,
-    pod_phase,
-    qos_class,
-)
+from labkit.sandbox.kubelet.podstate import ContainerRun, pod_key, pod_phase, qos_class
 from labkit.sandbox.kubelet.prober import ProbeManager
 from labkit.sandbox.kubelet.runtime import plan_launch, task_error
 from labkit.sandbox.kubelet.volumes import (

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from labkit.fsutil import write_atomic
 from labkit.sandbox.kubeclient.https import ApiError, resource_path
-from labkit.sandbox.kubelet.podstate import ContainerFailure
+from labkit.sandbox.kubelet.failures import ContainerFailure
 from labkit.sandbox.netmap import CLUSTER_DNS_IP, CLUSTER_DOMAIN
 
 if TYPE_CHECKING:

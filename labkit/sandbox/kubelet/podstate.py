@@ -8,28 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from labkit.errors import LabkitError
-
 if TYPE_CHECKING:
     from labkit.sandbox.kubelet.native import NativeContainer
     from labkit.sandbox.kubelet.wasmrun import WasmContainer
     from labkit.sandbox.logfiles import LogWriter
-
-
-class ContainerFailure(LabkitError):
-    """A container the runtime could not create or start; ``problem`` is the runtime's message."""
-
-    def __init__(self, problem: str, reason: str = "StartError", fix: str | None = None) -> None:
-        super().__init__(problem, fix)
-        self.reason = reason
-
-
-class SandboxFailure(LabkitError):
-    """A pod whose sandbox or volumes cannot be set up; ``event_reason`` is the Warning event's reason."""
-
-    def __init__(self, problem: str, event_reason: str = "FailedCreatePodSandBox") -> None:
-        super().__init__(problem)
-        self.event_reason = event_reason
 
 
 def go_duration(seconds: float) -> str:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
+from labkit.sandbox.kubelet.failures import ContainerFailure
 from labkit.sandbox.kubelet.native import NativeLaunch, NotInImage, plan_native
-from labkit.sandbox.kubelet.podstate import ContainerFailure
 from labkit.sandbox.kubelet.wasmrun import SHIM_CANT_HANDLE, CantHandleSpec, check_arg0
 
 if TYPE_CHECKING:

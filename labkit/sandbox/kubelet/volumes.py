@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.sandbox.kubeclient.https import ApiError, KubeClient, resource_path
-from labkit.sandbox.kubelet.podstate import ContainerFailure, SandboxFailure
+from labkit.sandbox.kubelet.failures import ContainerFailure, SandboxFailure
 from labkit.sandbox.kubelet.wasmrun import Mount
 
 
