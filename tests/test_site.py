@@ -13,10 +13,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 from labkit import config
 from labkit.errors import LabkitError
-from labkit.site import binder_url, build_site, executed_copy, landing_page, resolve_repository
+from labkit.site import DEFAULT_SITE_DIR, binder_url, build_site, executed_copy, landing_page, resolve_repository
 
 ROOT = config.project_root()
 NOTEBOOKS = ROOT / "notebooks"
@@ -116,3 +117,14 @@ def test_a_link_to_a_missing_page_fails_the_build(tmp_path):
     with pytest.raises(LabkitError, match="the site build failed") as failed:
         build_site(tmp_path / "site", executed_dir=tmp_path / "none", repository="me/labkit", root=root)
     assert "reports.md" in str(failed.value)
+
+
+def test_the_pages_workflow_publishes_what_lab_site_builds():
+    workflow = yaml.safe_load((ROOT / ".github/workflows/pages.yml").read_text())
+    steps = workflow["jobs"]["build"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    assert any(run.startswith("./lab run") for run in runs), "the notebooks run before the site is built"
+    assert any(run.startswith("./lab site") for run in runs)
+    upload = next(step for step in steps if str(step.get("uses", "")).startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == str(DEFAULT_SITE_DIR / "html")
+    assert workflow["jobs"]["deploy"]["permissions"] == {"pages": "write", "id-token": "write"}
