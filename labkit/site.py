@@ -2,8 +2,9 @@
 
 ``labkit site build`` (``./lab site``) stages the pages in ``<output>/src``: the README as the landing page (with a
 Binder badge and launch link), ``docs/*.md``, and each notebook, taken from ``labkit run``'s output directory when
-an executed copy of the same cells is there and from ``notebooks/`` otherwise. It then runs Jupyter Book 1
-(Sphinx), which executes nothing, with every warning an error: a missing page or reference fails the build.
+an executed copy of the same cells is there and ran without an error, and from ``notebooks/`` otherwise. It then
+runs Jupyter Book 1 (Sphinx), which executes nothing, with every warning an error: a missing page or reference fails
+the build.
 
 >>> built = build_site(Path("build/site"))    # doctest: +SKIP
 >>> built.index                               # doctest: +SKIP
@@ -44,6 +45,7 @@ class SiteBuild:
     executed: list[str] = field(default_factory=list)  # pages with the outputs of `labkit run`
     sources: list[str] = field(default_factory=list)  # pages without outputs (no current executed copy)
     stale: list[str] = field(default_factory=list)  # executed copies ignored: their cells differ from notebooks/
+    failed: list[str] = field(default_factory=list)  # executed copies ignored: a cell failed in that run
     seconds: float = 0.0
 
     @property
@@ -81,27 +83,40 @@ def landing_page(readme: str, repository: str, branch: str = "main") -> str:
     return f"{title}\n\n{banner}{rest}"
 
 
+#: Cells papermill adds to an executed copy: the injected parameters, and the banners around a failed cell.
+PAPERMILL_TAGS = {"injected-parameters", "papermill-error-cell-tag"}
+
+
 def _cells(notebook: dict[str, Any]) -> list[tuple[str, str]]:
-    """(type, source) of each cell, without the cell papermill injects: what a run does not change."""
+    """(type, source) of each cell, without the cells papermill adds: what a run does not change."""
     cells = []
     for cell in notebook.get("cells", []):
-        if "injected-parameters" in (cell.get("metadata", {}).get("tags") or []):
+        if PAPERMILL_TAGS & set(cell.get("metadata", {}).get("tags") or []):
             continue
         source = cell.get("source", "")
         cells.append((cell.get("cell_type", ""), "".join(source) if isinstance(source, list) else source))
     return cells
 
 
-def executed_copy(notebook: Path, executed_dir: Path) -> tuple[Path | None, bool]:
-    """The executed copy of *notebook* in *executed_dir* if it has the same cells; (None, stale?) otherwise."""
+def executed_copy(notebook: Path, executed_dir: Path) -> tuple[Path | None, str]:
+    """The executed copy of *notebook* in *executed_dir* and its state.
+
+    ``(copy, "current")`` when it has the notebook's cells and no error output; otherwise ``(None, why)`` with
+    why ``"missing"``, ``"stale"`` (the notebook was edited since the run, or the copy is unreadable) or
+    ``"failed"`` (a cell raised in that run: the site shows a green run or none).
+    """
     copy = executed_dir / notebook.name
     if not copy.is_file():
-        return None, False
+        return None, "missing"
     try:
-        same = _cells(json.loads(copy.read_text())) == _cells(json.loads(notebook.read_text()))
+        executed = json.loads(copy.read_text())
+        same = _cells(executed) == _cells(json.loads(notebook.read_text()))
     except (ValueError, OSError):
-        return None, True
-    return (copy, False) if same else (None, True)
+        return None, "stale"
+    if not same:
+        return None, "stale"
+    errors = [o for c in executed.get("cells", []) for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return (None, "failed") if errors else (copy, "current")
 
 
 def stage(src: Path, repository: str, executed_dir: Path, branch: str = "main", root: Path | None = None) -> SiteBuild:
@@ -126,11 +141,13 @@ def stage(src: Path, repository: str, executed_dir: Path, branch: str = "main", 
 
     notebooks = available_notebooks(root / "notebooks")
     for notebook in notebooks:
-        copy, stale = executed_copy(notebook, executed_dir)
+        copy, state = executed_copy(notebook, executed_dir)
         shutil.copy2(copy or notebook, src / "notebooks" / notebook.name)
         (built.executed if copy else built.sources).append(notebook.stem)
-        if stale:
+        if state == "stale":
             built.stale.append(notebook.stem)
+        elif state == "failed":
+            built.failed.append(notebook.stem)
 
     chapters = [{"file": f"notebooks/{nb.stem}"} for nb in notebooks]
     parts = [{"caption": "The journey", "chapters": chapters}]

@@ -64,15 +64,24 @@ def test_repository_comes_from_the_argument_or_github_actions(monkeypatch):
         resolve_repository("https://github.com/me/labkit")
 
 
-def test_an_executed_copy_counts_only_while_its_cells_match_the_notebook(tmp_path):
+def test_an_executed_copy_counts_only_while_its_cells_match_the_notebook_and_it_passed(tmp_path):
     source = NOTEBOOKS / "00-welcome-and-preflight.ipynb"
-    assert executed_copy(source, tmp_path) == (None, False)  # never run
+    assert executed_copy(source, tmp_path) == (None, "missing")  # never run
     copy = executed_like_papermill(source, tmp_path / source.name)
-    assert executed_copy(source, tmp_path) == (copy, False)  # the injected cell and outputs do not count
+    assert executed_copy(source, tmp_path) == (copy, "current")  # the injected cell and outputs do not count
+
     nb = nbformat.read(copy, as_version=4)
+    failing = next(c for c in nb.cells if c.cell_type == "code" and c.outputs)
+    failing.outputs.append(nbformat.v4.new_output("error", ename="WaitFailed", evalue="job/x", traceback=[]))
+    banner = nbformat.v4.new_markdown_cell('<span style="color:red">An Exception was encountered at In [3]</span>')
+    banner.metadata["tags"] = ["papermill-error-cell-tag"]  # what papermill adds before the failed cell
+    nb.cells.insert(nb.cells.index(failing), banner)
+    nbformat.write(nb, copy)
+    assert executed_copy(source, tmp_path) == (None, "failed")  # a failed run is not published
+
     nb.cells[-1].source += "\nedited since the run"
     nbformat.write(nb, copy)
-    assert executed_copy(source, tmp_path) == (None, True)  # stale: the page shows the source instead
+    assert executed_copy(source, tmp_path) == (None, "stale")  # the page shows the source instead
 
 
 @pytest.mark.site
@@ -89,7 +98,7 @@ def test_the_site_builds_without_warnings_from_the_executed_copies(tmp_path):
     built = build_site(tmp_path / "site", executed_dir=executed, repository="me/labkit")  # raises on any warning
 
     assert built.executed == ["00-welcome-and-preflight"]
-    assert built.stale == ["01-wasi-demo-app"]
+    assert built.stale == ["01-wasi-demo-app"] and built.failed == []
     assert set(built.sources) == {p.stem for p in NOTEBOOKS.glob("*.ipynb")} - {"00-welcome-and-preflight"}
     index = built.index.read_text()
     assert "mybinder.org/badge_logo.svg" in index and "mybinder.org/v2/gh/me/labkit/main" in index

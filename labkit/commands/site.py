@@ -45,5 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if built.stale:
         stale = ", ".join(built.stale)
         print(f"ignored executed copies whose cells differ from notebooks/ ({command_name()} run): {stale}")
+    if built.failed:
+        failed = ", ".join(built.failed)
+        print(f"ignored executed copies of failed runs (fix them, then {command_name()} run): {failed}")
     print(f"Binder links point at github.com/{built.repository}")
     return 0
