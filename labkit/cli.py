@@ -14,7 +14,7 @@ from labkit import __version__
 from labkit.errors import LabkitError, RunInterrupted
 
 #: Sub-command modules under labkit.commands, in help order. Each has ``register(subparsers)``.
-COMMANDS = ("doctor", "run", "clean", "sandbox", "wasm", "image", "apps")
+COMMANDS = ("doctor", "run", "clean", "sandbox", "wasm", "image", "apps", "site")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -95,6 +95,7 @@ class WidgetProgress:
         self.line = ipywidgets.HTML()
         self.board = ipywidgets.HTML()
         self.box = ipywidgets.VBox([self.line, self.board])
+        self.box.add_class("labkit-progress")  # how a page (and the browser test) finds the rendered view
         display(self.box)  # type: ignore[no-untyped-call]
 
     def update(self, line: str, pods: list[dict[str, Any]] | None = None) -> None:

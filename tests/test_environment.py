@@ -70,7 +70,24 @@ def test_pinned_versions_agree():
 def test_binder_environment_is_the_same_list():
     assert environment(ROOT / "binder/environment.yml") == environment(ROOT / "environment.yml")
     assert "-e ." in (ROOT / "environment.yml").read_text()
-    assert "pip install -e ." in (ROOT / "binder/postBuild").read_text()
+
+
+def test_binder_sets_labkit_up_with_lab_in_its_conda_environment():
+    """postBuild runs ./lab setup (pip install -e .[extras], the kernel, the stamp) with the conda env as LABKIT_VENV,
+    and start exports the same LABKIT_VENV, so ./lab in a Binder terminal uses that environment."""
+    sys_prefix = "LABKIT_VENV=\"$(python -c 'import sys; print(sys.prefix)')\""
+    post_build = (ROOT / "binder/postBuild").read_text()
+    assert sys_prefix in post_build and "export LABKIT_VENV" in post_build
+    assert [line for line in post_build.splitlines() if line.startswith("./lab")] == ["./lab setup"]
+    start = (ROOT / "binder/start").read_text()
+    assert sys_prefix in start and "export LABKIT_VENV" in start and start.rstrip().endswith('exec "$@"')
+
+
+def test_binder_apt_txt_is_labs_apt_list_without_kubectl():
+    listed = re.search(r"^APT_PACKAGES=\(([^)]*)\)", (ROOT / "lab").read_text(), re.M)
+    assert listed is not None
+    apt = [line.strip() for line in (ROOT / "binder/apt.txt").read_text().splitlines()]
+    assert [p for p in apt if p and not p.startswith("#")] == [p for p in listed.group(1).split() if p != "kubectl"]
 
 
 def test_every_third_party_import_is_declared():

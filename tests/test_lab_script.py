@@ -77,14 +77,22 @@ def test_other_commands_pass_through_to_the_venv_labkit(venv):
 
 def test_a_superset_install_satisfies_a_subset_and_switching_never_reinstalls(venv):
     stamp(venv, "test")
-    setup = lab(venv, "setup")  # wants test,lab: installs the union once
+    setup = lab(venv, "setup")  # wants everything (test,lab,site,browser): installs the union once
     assert setup.returncode == 0, setup.stderr
-    assert f"-m pip install --disable-pip-version-check -e {config.project_root()}[lab,test]" in installs(venv)
-    assert (venv / ".labkit-installed").read_text() == f"{PYPROJECT_HASH} lab,test\n"
+    everything = "browser,lab,site,test"
+    assert f"-m pip install --disable-pip-version-check -e {config.project_root()}[{everything}]" in installs(venv)
+    assert (venv / ".labkit-installed").read_text() == f"{PYPROJECT_HASH} {everything}\n"
     before = len(installs(venv))
-    for args in (("run", "--help"), ("jupyter", "--version"), ("run", "--help"), ("doctor", "--help")):
+    for args in (("run", "--help"), ("jupyter", "--version"), ("site", "--help"), ("doctor", "--help")):
         assert lab(venv, *args).returncode == 0
     assert len(installs(venv)) == before  # run (test) after jupyter (lab,test) and back: nothing installed
+
+
+def test_site_builds_the_site_with_the_site_extra(venv):
+    stamp(venv, "test")
+    done = lab(venv, "site", "--help")
+    assert done.returncode == 0 and done.stdout.startswith("usage: labkit site build")
+    assert any(line.endswith(f"-e {config.project_root()}[site,test]") for line in installs(venv))
 
 
 def test_a_stamp_in_the_old_order_still_counts(venv):
