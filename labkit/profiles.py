@@ -23,6 +23,20 @@ K3S_CONTAINERD_DIR = Path("/var/lib/rancher/k3s/agent/etc/containerd")
 
 
 @dataclass(frozen=True)
+class LlmServer:
+    """An OpenAI-compatible LLM server image: the seed's ``llama-api-server`` on k3s (reference §7), the kit's
+    ``llama-server`` (wasm-apps/llama-server, the same flags and routes) with SmolLM2-135M on the sandbox."""
+
+    image: str | None
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+    #: The GGUF file in the profile's ``model_dir``.
+    model_file: str
+    #: What the answers' ``model`` field says (``--model-name``).
+    model_name: str
+
+
+@dataclass(frozen=True)
 class Profile:
     """What differs between backends. Paths are as the *node* sees them (hostPath values)."""
 
@@ -41,6 +55,9 @@ class Profile:
     #: ``host:port`` of the cluster DNS for wasm pods' ``DNS_SERVER``; ``None`` until known
     #: (the sandbox reports its own when it starts).
     cluster_dns: str | None
+    #: The LLM server of notebooks 03 and 05 and how it is started. ``None`` for the image: the lab builds the
+    #: kit's own ``llama-server`` module into an image and imports it (the sandbox cannot pull the seed's).
+    llm: LlmServer
 
     @property
     def node_root(self) -> Path:
@@ -82,12 +99,28 @@ _PROFILES = {
         backend="kubeconfig",
         wasi_demo_image="ghcr.io/containerd/runwasi/wasi-demo-app:latest",
         cluster_dns="10.43.0.10:53",
+        # the seed's Deployment (examples/k3s-example/k3s_deployment.yaml, reference §7)
+        llm=LlmServer(
+            image="ghcr.io/second-state/llama-api-server:latest",
+            command=("llama-api-server.wasm",),
+            args=("--prompt-template", "llama-3-chat", "--ctx-size", "4096", "--model-name", "llama-3-1b"),
+            model_file="Llama-3.2-1B-Instruct-Q5_K_M.gguf",
+            model_name="llama-3-1b",
+        ),
         **_SHARED,
     ),  # k3s default --cluster-dns
     "sandbox": Profile(
         backend="sandbox",
         wasi_demo_image="docker.io/labkit/wasi-demo:latest",
         cluster_dns="127.43.0.10:53",  # sandbox/netmap.py's CLUSTER_DNS_IP (tests/test_profiles.py keeps them equal)
+        # SmolLM2-135M-Instruct speaks ChatML; a small context keeps a sandbox pod's memory small
+        llm=LlmServer(
+            image=None,
+            command=(),
+            args=("--prompt-template", "chatml", "--ctx-size", "1024", "--model-name", "smollm2-135m"),
+            model_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            model_name="smollm2-135m",
+        ),
         **_SHARED,
     ),
 }

@@ -26,6 +26,19 @@ def test_sandbox_profile_has_its_own_image_and_node_root(clean_env, tmp_path):
     assert p.on_node(p.plugin_dir) == tmp_path / "sandbox/nodes/labkit-server-0/home/runner/.wasmedge/plugin"
 
 
+def test_the_llm_server_is_the_seeds_on_k3s_and_the_kits_on_the_sandbox(clean_env):
+    from labkit.models import MODEL_FILE
+
+    k3s, sandbox = profile_for("kubeconfig").llm, profile_for("sandbox").llm
+    assert (k3s.image, k3s.command, k3s.model_name) == (
+        "ghcr.io/second-state/llama-api-server:latest",
+        ("llama-api-server.wasm",),
+        "llama-3-1b",
+    )
+    assert sandbox.image is None and sandbox.model_file == MODEL_FILE  # the lab builds llama-server itself
+    assert "--model-name" in sandbox.args and sandbox.args[sandbox.args.index("--model-name") + 1] == "smollm2-135m"
+
+
 def test_sandbox_profile_names_the_sandbox_cluster_dns(clean_env):
     from labkit.sandbox.netmap import CLUSTER_DNS_IP  # the profile may not import the sandbox; the test may
 
