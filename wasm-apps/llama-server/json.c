@@ -130,7 +130,7 @@ static int parse_string(parser *p, const char **start, size_t *out_len) {
                 if (cp >= 0xDC00 && cp <= 0xDFFF) return fail(p, "lone leading surrogate in hex escape");
                 if (cp >= 0xD800 && cp <= 0xDBFF) {
                     if (p->len - p->pos < 2 || p->text[p->pos] != '\\' || p->text[p->pos + 1] != 'u')
-                        return fail(p, "unexpected end of hex escape");
+                        return fail(p, "lone leading surrogate in hex escape");
                     p->pos += 2;
                     if (hex4(p, &lo)) return -1;
                     if (lo < 0xDC00 || lo > 0xDFFF) return fail(p, "lone leading surrogate in hex escape");
