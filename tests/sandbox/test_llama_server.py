@@ -10,6 +10,7 @@ append_assistant_message, append_tool_message) and crates/chat-prompts/src/chat/
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import time
@@ -548,3 +549,97 @@ def test_an_unknown_model_alias_fails_the_start(node: Path) -> None:
     server = Server(node, ["--prompt-template", "chatml", "--model-alias", "other"])
     assert server.container.wait(30) == 1
     assert "WASI-NN error 8" in "\n".join(server.lines)
+
+
+# -- a real sandbox pod behind a Service ----------------------------------------------------------------------
+
+
+def llama_deployment() -> dict[str, Any]:
+    """llama-server as the seed's k3s_deployment.yaml runs llama-api-server: the plugin, WasmEdge's lib dir, the
+    system libraries and the model mounted read-only at the same paths, and WasmEdge's env vars."""
+    model = "/home/runner/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    paths = {
+        "plugin": (f"{HOME}/plugin/libwasmedgePluginWasiNN.so", "File"),
+        "wasmedge-lib": (f"{HOME}/lib", "Directory"),
+        "system-lib": ("/lib/x86_64-linux-gnu", "Directory"),
+        "model": (model, "File"),
+    }
+    container = {
+        "name": "llama",
+        "image": "labkit/llama-server:latest",
+        "args": ["--prompt-template", "chatml", "--model-name", "smollm2-pod", "--ctx-size", "512", "--temp", "0"],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "env": [
+            {"name": "WASMEDGE_PLUGIN_PATH", "value": f"{HOME}/plugin"},
+            {"name": "LD_LIBRARY_PATH", "value": f"{HOME}/lib"},
+            {"name": "WASMEDGE_WASINN_PRELOAD", "value": f"default:GGML:CPU:{model}"},
+        ],
+        "volumeMounts": [{"name": n, "mountPath": p, "readOnly": True} for n, (p, _) in paths.items()],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "llama"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "llama"}},
+            "template": {
+                "metadata": {"labels": {"app": "llama"}},
+                "spec": {
+                    "runtimeClassName": "wasmedge",
+                    "containers": [container],
+                    "volumes": [{"name": n, "hostPath": {"path": p, "type": t}} for n, (p, t) in paths.items()],
+                },
+            },
+        },
+    }
+
+
+@pytest.mark.slow
+def test_a_pod_serves_chat_completions_through_its_service(tmp_path: Path) -> None:
+    from labkit.sandbox.netmap import host_port
+    from tests.sandbox.conftest import KUBECTL, Kubectl
+    from tests.sandboxes import sandbox_daemon
+
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed")
+    with sandbox_daemon(tmp_path, nodes=1) as info:
+        kubectl = Kubectl({**os.environ, "KUBECONFIG": str(info.kubeconfig), "HOME": str(tmp_path)})
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "llama"},
+            "spec": {"selector": {"app": "llama"}, "ports": [{"port": 8080, "targetPort": "http"}]},
+        }
+        for manifest in (llama_deployment(), service):
+            kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+        def logs() -> str:
+            return kubectl("logs", "deploy/llama", check=False).stdout
+
+        deadline = time.monotonic() + 90
+        while "Listening on 0.0.0.0:8080" not in logs():
+            assert time.monotonic() < deadline, (logs(), kubectl("describe", "pods", check=False).stdout)
+            time.sleep(0.5)
+        ip = json.loads(kubectl("get", "service", "llama", "-o", "json").stdout)["spec"]["clusterIP"]
+        port = host_port(8080)
+        deadline = time.monotonic() + 30
+        models: Any = None
+        while models is None:  # the proxy's listener for the ClusterIP comes up with the endpoints
+            try:
+                models = http_to(ip, port, "GET", "/v1/models").json()
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert models["data"][0]["id"] == "smollm2-pod"
+        body = {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_completion_tokens": 8}
+        r = http_to(ip, port, "POST", CHAT, json.dumps(body).encode())
+        assert r.status == 200 and r.json()["model"] == "smollm2-pod"
+        assert r.json()["choices"][0]["message"]["content"]
+        assert "POST /v1/chat/completions -> 200" in logs()
+
+
+def http_to(ip: str, port: int, method: str, path: str, body: bytes | None = None) -> Response:
+    with socket.create_connection((ip, port), timeout=120) as sock:
+        sock.sendall(request_bytes(method, path, body, {"Connection": "close"}))
+        return read_response(sock, bytearray())
