@@ -243,11 +243,15 @@ static void plugin_version(void) { /* llama-core get_plugin_info: b<build> (comm
     json_free(&d);
 }
 
-/* An SSE event as one HTTP chunk. */
+/* An SSE event as one HTTP chunk, in one send: small writes in a row would meet Nagle and delayed ACKs. */
 static int send_event(conn *c, const char *data, size_t len) {
-    char head[32];
-    int h = snprintf(head, sizeof head, "%zx\r\n", len);
-    return send_all(c, head, (size_t)h) || send_all(c, data, len) || send_all(c, "\r\n", 2);
+    jbuf b = {0};
+    jb_printf(&b, "%zx\r\n", len);
+    jb_put(&b, data, len);
+    jb_put(&b, "\r\n", 2);
+    int err = b.failed || send_all(c, b.data, b.len);
+    jb_free(&b);
+    return err;
 }
 
 static void chunk_json(jbuf *b, job *j, const char *content, size_t len, const char *finish) {
@@ -316,8 +320,8 @@ static void finish_job(conn *c, job *j, const char *finish, int nn_error) {
                       prompt_tokens, completion_tokens, prompt_tokens + completion_tokens);
             err = ev.failed || send_event(c, ev.data, ev.len);
         }
-        static const char done[] = "data: [DONE]\n\n";
-        if (!err) err = send_event(c, done, sizeof done - 1) || send_all(c, "0\r\n\r\n", 5);
+        static const char done[] = "e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"; /* the last event and the last chunk */
+        if (!err) err = send_all(c, done, sizeof done - 1);
         jb_free(&ev);
     } else {
         size_t start, len;
