@@ -4,13 +4,17 @@
 
 - **ABI**: ``wasm-apps/wasinn-chat --single`` (compute_single + get_output_single per token, the calls the server
   makes), timed from container start to exit (instantiation, prompt evaluation, generation).
+- **server log**: the tokens/s the server logs per generation (from its first compute_single to the end), without
+  HTTP or the client.
 - **server, JSON** and **server, stream**: one long-running llama-server (same model, n_ctx 512, greedy), timed
   from sending ``POST /v1/chat/completions`` (``max_completion_tokens`` = tokens) to the last byte; the stream
   counts its chunks, the JSON answer its ``usage.completion_tokens``.
 
 The prompts differ slightly (the server renders upstream's ChatML with its default system prompt, wasinn-chat
 SmolLM2's own), so compare rates, not times. Numbers on a shared 2-core VM swing with the neighbours: bests are
-printed next to medians.
+printed next to medians. A slow run is one where llama.cpp's two threads spin on each other while a neighbour
+holds a core (measured: 9.5 s of CPU for 8.8 s wall vs 2.0 s for 1.0 s in a fast run of the same request), and
+either path can get one; the server's own log line shows whether the time went to generation or to HTTP.
 """
 
 from __future__ import annotations
@@ -110,6 +114,9 @@ def main() -> None:
     finally:
         server.kill()
         server.wait(10)
+    # the server's own count: generation alone (after the prompt), as it logs each one
+    logged = [float(line.split("(")[1].split()[0]) for line in lines if line.startswith("[INFO] generated ")]
+    rates["server log, generation only"] = logged[-2 * args.runs :]
     for name, values in rates.items():
         print(
             f"{name:28s} {statistics.median(values):6.1f} tokens/s median, {max(values):6.1f} best "
