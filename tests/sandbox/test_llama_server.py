@@ -455,6 +455,22 @@ def test_other_connections_are_answered_during_a_generation(chatml: tuple[Server
     assert sse_events(rest)[-1] == "[DONE]"
 
 
+@pytest.mark.slow
+def test_a_streaming_client_that_goes_away_ends_its_generation(chatml: tuple[Server, int]) -> None:
+    server, port = chatml
+    body = {"messages": [{"role": "user", "content": "Count to one thousand."}], "stream": True}
+    raw = request_bytes("POST", CHAT, json.dumps({**body, "max_completion_tokens": 400}).encode())
+    before = len(server.lines)
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(raw)
+        buf = b""
+        while b"data: " not in buf:
+            buf += sock.recv(65536)
+    server.wait("client gone after", timeout=30)
+    assert not any("generated 400 tokens" in line for line in server.lines[before:])
+    assert http(port, "GET", "/echo").body == b"echo test"
+
+
 # -- prompts, exactly as the chat-prompts crate renders them ------------------------------------------------
 
 CONVERSATION = [
