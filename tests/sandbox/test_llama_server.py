@@ -578,7 +578,7 @@ def test_an_unknown_model_alias_fails_the_start(node: Path) -> None:
 # -- a real sandbox pod behind a Service ----------------------------------------------------------------------
 
 
-def llama_deployment() -> dict[str, Any]:
+def llama_deployment(port: int) -> dict[str, Any]:
     """llama-server as the seed's k3s_deployment.yaml runs llama-api-server: the plugin, WasmEdge's lib dir, the
     system libraries and the model mounted read-only at the same paths, and WasmEdge's env vars."""
     model = "/home/runner/models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -591,8 +591,17 @@ def llama_deployment() -> dict[str, Any]:
     container = {
         "name": "llama",
         "image": "labkit/llama-server:latest",
-        "args": ["--prompt-template", "chatml", "--model-name", "smollm2-pod", "--ctx-size", "512", "--temp", "0"],
-        "ports": [{"name": "http", "containerPort": 8080}],
+        "args": [
+            "--prompt-template",
+            "chatml",
+            "--model-name",
+            "smollm2-pod",
+            "--ctx-size",
+            "512",
+            "--port",
+            str(port),
+        ],
+        "ports": [{"name": "http", "containerPort": port}],
         "env": [
             {"name": "WASMEDGE_PLUGIN_PATH", "value": f"{HOME}/plugin"},
             {"name": "LD_LIBRARY_PATH", "value": f"{HOME}/lib"},
@@ -627,37 +636,39 @@ def test_a_pod_serves_chat_completions_through_its_service(tmp_path: Path) -> No
 
     if KUBECTL is None:
         pytest.skip("kubectl is not installed")
+    # pod and Service addresses are loopback ones (127.42/16, 127.43/16) that every sandbox on the machine shares:
+    # a random port, so another sandbox's pod or Service on the same address cannot hold it
+    port = free_port()
     with sandbox_daemon(tmp_path, nodes=1) as info:
         kubectl = Kubectl({**os.environ, "KUBECONFIG": str(info.kubeconfig), "HOME": str(tmp_path)})
         service = {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": "llama"},
-            "spec": {"selector": {"app": "llama"}, "ports": [{"port": 8080, "targetPort": "http"}]},
+            "spec": {"selector": {"app": "llama"}, "ports": [{"port": port, "targetPort": "http"}]},
         }
-        for manifest in (llama_deployment(), service):
+        for manifest in (llama_deployment(port), service):
             kubectl("apply", "-f", "-", input=json.dumps(manifest))
 
         def logs() -> str:
             return kubectl("logs", "deploy/llama", check=False).stdout
 
         deadline = time.monotonic() + 180  # a node's first start on a busy machine is slow
-        while "Listening on 0.0.0.0:8080" not in logs():
+        while f"Listening on 0.0.0.0:{port}" not in logs():
             assert time.monotonic() < deadline, (logs(), kubectl("describe", "pods", check=False).stdout)
             time.sleep(0.5)
         ip = json.loads(kubectl("get", "service", "llama", "-o", "json").stdout)["spec"]["clusterIP"]
-        port = host_port(8080)
         deadline = time.monotonic() + 30
         models: Any = None
         while models is None:  # the proxy's listener for the ClusterIP comes up with the endpoints
             try:
-                models = http_to(ip, port, "GET", "/v1/models").json()
+                models = http_to(ip, host_port(port), "GET", "/v1/models").json()
             except OSError:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         assert models["data"][0]["id"] == "smollm2-pod"
         body = {"messages": [{"role": "user", "content": "What is 2+2?"}], "max_completion_tokens": 8}
-        r = http_to(ip, port, "POST", CHAT, json.dumps(body).encode())
+        r = http_to(ip, host_port(port), "POST", CHAT, json.dumps(body).encode())
         assert r.status == 200 and r.json()["model"] == "smollm2-pod"
         assert r.json()["choices"][0]["message"]["content"]
         deadline = time.monotonic() + 10
