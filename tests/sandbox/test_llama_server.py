@@ -435,6 +435,41 @@ def test_fuzzed_requests_get_4xx_and_never_crash_the_server(chatml: tuple[Server
     assert http(port, "GET", "/echo").body == b"echo test"
 
 
+def random_text(rng: random.Random, n: int) -> str:
+    """Code points from every UTF-8 length (no surrogates: JSON cannot carry them alone)."""
+    ranges = [(0, 0x7F), (0x80, 0x7FF), (0x800, 0xD7FF), (0xE000, 0xFFFF), (0x10000, 0x10FFFF)]
+    return "".join(chr(rng.randint(*rng.choice(ranges))) for _ in range(n))
+
+
+def random_value(rng: random.Random, depth: int) -> Any:
+    kind = rng.randrange(7 if depth < 20 else 5)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.choice([0, -1, 2**53, rng.uniform(-1e300, 1e300), 1e-300, rng.randrange(-(10**30), 10**30)])
+    if kind in (2, 3, 4):
+        return random_text(rng, rng.randrange(20))
+    if kind == 5:
+        return [random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {random_text(rng, rng.randrange(6)): random_value(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def test_any_json_python_writes_is_read_and_strings_come_back_exactly(chatml: tuple[Server, int]) -> None:
+    """Differential: random documents as json.dumps writes them (escaped or raw UTF-8, any spacing) with a random
+    user message and unknown members of any shape; the prompt the server logs holds the message exactly."""
+    server, port = chatml
+    rng = random.Random(99)
+    for k in range(30):
+        content = "<" + random_text(rng, rng.randrange(1, 60)) + ">"  # no whitespace at the ends to trim
+        doc = {"extra": random_value(rng, 0), "messages": [{"role": "user", "content": content}]}
+        doc["max_completion_tokens"] = 0
+        raw = json.dumps(doc, ensure_ascii=k % 2 == 0, indent=rng.choice([None, 0, 2])).encode()
+        before = len(server.lines)
+        r = http(port, "POST", CHAT, raw)
+        assert r.status == 200, (raw[:300], r.body)
+        assert logged_prompt(server, before).endswith(f"<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant")
+
+
 @pytest.mark.slow
 def test_other_connections_are_answered_during_a_generation(chatml: tuple[Server, int]) -> None:
     _, port = chatml
