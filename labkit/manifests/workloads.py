@@ -123,11 +123,17 @@ def wasm_deployment(
     pod_annotations: Mapping[str, str] | None = None,
     image_pull_policy: str | None = None,
     ports: Iterable[int | Mapping[str, Any]] | None = None,
+    ready_on_port: int | None = None,
 ) -> dict[str, Any]:
     """A Deployment of *replicas* wasm pods (selector ``app=<name>``) running *image* under *runtime_class*.
 
     *runtime_class* ``None`` leaves ``runtimeClassName`` out (the node's default runtime runs it, e.g. crun);
-    *pod_annotations* go on the pods (crun reads ``module.wasm.image/variant`` there).
+    *pod_annotations* go on the pods (crun reads ``module.wasm.image/variant`` there). *ready_on_port* adds a
+    ``tcpSocket`` readiness probe: a pod is Ready (and the Deployment Available) only once it accepts connections
+    there, so a server that loads a model first is not sent traffic early.
+
+    >>> wasm_deployment("web", "img", ready_on_port=8080)["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    {'tcpSocket': {'port': 8080}, 'periodSeconds': 2}
     """
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         raise InvalidManifest(f"replicas must be a whole number >= 0, got {replicas!r}", "e.g. replicas=2")
@@ -143,6 +149,11 @@ def wasm_deployment(
         image_pull_policy=image_pull_policy,
         ports=ports,
     )
+    if ready_on_port is not None:
+        _ports([ready_on_port])
+        # a pod starts unready and turns Ready at the first success; every 2 s (upstream default: 10 s)
+        probe = {"tcpSocket": {"port": ready_on_port}, "periodSeconds": 2}
+        spec["containers"][0]["readinessProbe"] = probe
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
