@@ -313,8 +313,10 @@ def test_events_v1_need_an_event_time_and_lists_take_a_limit(kubectl, namespace)
 
 
 def test_kubectl_debug_and_exec_fail_cleanly(kubectl, namespace) -> None:
-    kubectl("run", "p1", "-n", namespace, "--image=ghcr.io/containerd/runwasi/wasi-demo-app:latest",
-            "--restart=Never", "--command", "--", "/wasi-demo-app.wasm", "echo", "hi")  # fmt: skip
+    # a running wasm container (the demo's daemon mode), so exec reaches the runtime's answer
+    kubectl("run", "p1", "-n", namespace, "--image=docker.io/labkit/wasi-demo:latest", "--restart=Never",
+            "--overrides", '{"apiVersion": "v1", "spec": {"runtimeClassName": "wasmedge"}}')  # fmt: skip
+    kubectl("wait", "--for=condition=Ready", "pod/p1", "-n", namespace, "--timeout=60s")
     debug = kubectl("debug", "p1", "-n", namespace, "--image=busybox", "--profile=general", check=False)
     assert debug.returncode == 1 and "panic" not in debug.stderr
     assert "error: ephemeral containers are disabled for this cluster" in debug.stderr
