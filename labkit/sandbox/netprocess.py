@@ -24,6 +24,7 @@ from labkit.fsutil import write_atomic
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.network.config import NetworkConfig, network_dir
+from labkit.sandbox.processes import stop_process
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
@@ -105,10 +106,4 @@ class NetworkProcess:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, STOP_TIMEOUT_S)

@@ -8,10 +8,8 @@ objects and three processes. This module is shared by both sides and imports nei
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from labkit import config
 from labkit.config import SANDBOX_DEFAULT_NODE
 from labkit.sandbox.api.registry import RESOURCES
+from labkit.sandbox.processes import config_argv, parse_config
 from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
@@ -159,34 +158,8 @@ class KubeletConfig:
 
     def argv(self) -> list[str]:
         """The command line that starts this kubelet."""
-        return [
-            sys.executable,
-            "-m",
-            KUBELET_MODULE,
-            "--node-name",
-            self.node_name,
-            "--home",
-            str(self.home),
-            "--server",
-            self.server,
-            "--token-file",
-            str(self.token_file),
-            "--ca-file",
-            str(self.ca_file),
-            "--report-file",
-            str(self.report_file),
-        ]
+        return config_argv(KUBELET_MODULE, self)
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> KubeletConfig:
-        parser = argparse.ArgumentParser(
-            prog=f"python -m {KUBELET_MODULE}", description="run one labkit sandbox node's kubelet"
-        )
-        parser.add_argument("--node-name", required=True)
-        parser.add_argument("--home", type=Path, required=True)
-        parser.add_argument("--server", required=True)
-        parser.add_argument("--token-file", type=Path, required=True)
-        parser.add_argument("--ca-file", type=Path, required=True)
-        parser.add_argument("--report-file", type=Path, required=True)
-        args = parser.parse_args(argv)
-        return cls(args.node_name, args.home, args.server, args.token_file, args.ca_file, args.report_file)
+        return parse_config(cls, KUBELET_MODULE, "run one labkit sandbox node's kubelet", argv)

@@ -22,6 +22,7 @@ from typing import Any
 
 from labkit.fsutil import write_atomic
 from labkit.sandbox.nodes import KubeletConfig
+from labkit.sandbox.processes import stop_process
 
 log = logging.getLogger("labkit.sandbox.supervisor")
 
@@ -117,14 +118,7 @@ class KubeletProcesses:
         raise TimeoutError(f"node {name} did not report its restart within {RESTART_REPORT_TIMEOUT_S:.0f} s")
 
     def _stop(self, name: str) -> None:
-        process = self._processes.pop(name, None)
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(self._processes.pop(name, None), STOP_TIMEOUT_S)
 
     def stop_all(self) -> None:
         """SIGTERM every node at once, then wait (and SIGKILL those that do not stop)."""

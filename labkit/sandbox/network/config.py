@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from labkit.sandbox.processes import config_argv, parse_config
 
 MODULE = "labkit.sandbox.network"
 
@@ -28,28 +28,8 @@ class NetworkConfig:
     ca_file: Path
 
     def argv(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            MODULE,
-            "--root",
-            str(self.root),
-            "--server",
-            self.server,
-            "--token-file",
-            str(self.token_file),
-            "--ca-file",
-            str(self.ca_file),
-        ]
+        return config_argv(MODULE, self)
 
     @classmethod
     def parse(cls, argv: list[str] | None = None) -> NetworkConfig:
-        parser = argparse.ArgumentParser(
-            prog=f"python -m {MODULE}", description="the sandbox's Service proxy and cluster DNS"
-        )
-        parser.add_argument("--root", type=Path, required=True)
-        parser.add_argument("--server", required=True)
-        parser.add_argument("--token-file", type=Path, required=True)
-        parser.add_argument("--ca-file", type=Path, required=True)
-        args = parser.parse_args(argv)
-        return cls(args.root, args.server, args.token_file, args.ca_file)
+        return parse_config(cls, MODULE, "the sandbox's Service proxy and cluster DNS", argv)
