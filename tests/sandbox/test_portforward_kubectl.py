@@ -147,14 +147,14 @@ def test_python_client_portforward(api_client, kubectl: Kubectl, echo: str) -> N
     pod = pod_name(kubectl, echo)
     forward = portforward(api.connect_get_namespaced_pod_portforward, pod, echo, ports="8080,9999")
     served = forward.socket(8080)
-    served.setblocking(True)
+    served.settimeout(30)  # blocking, but a lost close fails the test instead of hanging the suite
     served.sendall(b"GET /py HTTP/1.1\r\nHost: echo\r\n\r\n")
     reply = b""
     while chunk := served.recv(4096):
         reply += chunk
     assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"hello from echo-server (wasm): /py\n")
     closed = forward.socket(9999)
-    closed.setblocking(True)
+    closed.settimeout(30)
     assert closed.recv(10) == b""
     assert forward.error(9999).startswith("error forwarding port 9999 to pod ")
     assert forward.error(9999).endswith(":9999: connect: connection refused")
