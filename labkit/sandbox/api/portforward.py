@@ -145,22 +145,26 @@ async def _prepare(request: web.Request, protocols: tuple[str, ...]) -> web.WebS
 # ---------------------------------------------------------------- v4.channel.k8s.io (the Python client)
 async def _channels(request: web.Request, pod: dict[str, Any], ip: str, ports: list[int]) -> web.StreamResponse:
     ws = await _prepare(request, (CHANNEL_PROTOCOL,))
-    writers: dict[int, asyncio.StreamWriter] = {}
+    # The client may write as soon as it has read the port prefixes, before the dial to the pod is done;
+    # each channel's data waits on its dial's outcome (None: the dial failed) instead of being dropped.
+    dialled: dict[int, asyncio.Future[asyncio.StreamWriter | None]] = {
+        index: asyncio.get_running_loop().create_future() for index in range(len(ports))
+    }
 
     async def forward(index: int, port: int) -> None:
         try:
             reader, writer = await dial(ip, port)
         except (OSError, TimeoutError) as e:
+            dialled[index].set_result(None)
             await ws.send_bytes(bytes([2 * index + 1]) + dial_failure(pod, ip, port, e).encode())
             return
-        writers[index] = writer
+        dialled[index].set_result(writer)
         try:
             while chunk := await reader.read(READ_CHUNK):
                 await ws.send_bytes(bytes([2 * index]) + chunk)
         except (ConnectionError, RuntimeError):
             pass
         finally:
-            writers.pop(index, None)
             writer.close()
 
     for index, port in enumerate(ports):
@@ -177,8 +181,10 @@ async def _channels(request: web.Request, pod: dict[str, Any], ip: str, ports: l
             if message.type != WSMsgType.BINARY or len(message.data) < 2:
                 continue
             channel = message.data[0]
-            writer = writers.get(channel // 2) if channel % 2 == 0 else None
-            if writer is not None:
+            if channel % 2 or channel // 2 not in dialled:
+                continue  # error channels are the server's to write; wsstream.Conn skips unknown channels too
+            writer = await dialled[channel // 2]
+            if writer is not None and not writer.is_closing():
                 writer.write(message.data[1:])
                 with contextlib.suppress(ConnectionError):
                     await writer.drain()
@@ -191,8 +197,9 @@ async def _channels(request: web.Request, pod: dict[str, Any], ip: str, ports: l
         finished.cancel()
         for task in tasks:
             task.cancel()
-        for writer in list(writers.values()):
-            writer.close()
+        for outcome in dialled.values():
+            if outcome.done() and (writer := outcome.result()) is not None:
+                writer.close()
         await ws.close()  # the kubelet closes the connection once every port's forwarder has returned
     return ws
 
