@@ -54,6 +54,8 @@ class SandboxInfo:
     node_processes: list[NodeProcess] = field(default_factory=list)
     #: what the daemon wants the user to know about this start (its port changed)
     notice: str = ""
+    #: the sandbox's address slot on this machine (labkit.sandbox.netmap.plan): 0 unless another sandbox runs
+    slot: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "kubeconfig": str(self.kubeconfig), "apiServerPid": self.pid}
@@ -76,6 +78,7 @@ def sandbox_paths(home: Path | None = None) -> dict[str, Path]:
         "kubelets": root / "kubelets",
         "images": root / "images",
         "module_cache": root / "module-cache",
+        "slot": root / "netslot",  # the address slot the daemon had last (labkit.sandbox.netslots)
     }
 
 
@@ -131,6 +134,7 @@ def status(home: Path | None = None) -> SandboxInfo | None:
         info.get("version", ""),
         processes,
         str(info.get("notice", "")),
+        int(info.get("slot", 0)),
     )
 
 

@@ -21,6 +21,7 @@ from labkit.sandbox.api import admission, ipallocator, managedfields, patch, sub
 from labkit.sandbox.api.ipallocator import CLUSTER_DNS_IP as CLUSTER_DNS_IP
 from labkit.sandbox.api.ipallocator import KUBERNETES_SERVICE_IP as KUBERNETES_SERVICE_IP
 from labkit.sandbox.api.registry import RESOURCES, Resource
+from labkit.sandbox.netmap import plan
 from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import (
     StatusError,
@@ -86,6 +87,8 @@ class ApiCore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: the sandbox's cluster addresses (its slot on this machine, labkit.sandbox.netmap); the daemon sets it
+        self.addresses = plan(0)
         #: called with ("removed", resource, obj) once an object is really gone
         self.hooks: list[Hook] = []
 
@@ -210,7 +213,7 @@ class ApiCore:
         warnings = self._prepare(res, obj, validation)
         admission.admit(self.store, res, obj)
         if res.kind == "Service" and obj["spec"].get("type") != "ExternalName":
-            ipallocator.allocate_cluster_ip(self.store, obj)
+            ipallocator.allocate_cluster_ip(self.store, obj, self.addresses)
         if res.kind in GENERATION_KINDS:
             meta["generation"] = 1
         if guard is not None:
