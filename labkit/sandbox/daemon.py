@@ -125,8 +125,12 @@ def bootstrap(core: ApiCore) -> None:
     A sandbox restarted in another address slot first moves its Services' ClusterIPs into the new range."""
     moved = move_cluster_ips(core.store, core.addresses)
     if moved:
-        log.info("address slot %d: %d Service ClusterIPs moved to %s", core.addresses.slot, moved,
-                 core.addresses.service_cidr)
+        log.info(
+            "address slot %d: %d Service ClusterIPs moved to %s",
+            core.addresses.slot,
+            moved,
+            core.addresses.service_cidr,
+        )
     ns_res = RESOURCES.served("", "namespaces")
     for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
         if _find(core, ns_res, None, name) is None:

@@ -41,7 +41,7 @@ def lock_dir() -> Path:
     path = Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "labkit-netslots")
     try:
         path.mkdir(mode=0o777)
-        os.chmod(path, 0o1777)  # every user's daemon locks here; the sticky bit keeps each one's files its own
+        os.chmod(path, 0o1777)  # noqa: S103 (every user's daemon locks here; the sticky bit keeps each one's files its own)
     except FileExistsError:
         pass
     return path

@@ -21,7 +21,6 @@ from labkit.sandbox.api import admission, ipallocator, managedfields, patch, sub
 from labkit.sandbox.api.ipallocator import CLUSTER_DNS_IP as CLUSTER_DNS_IP
 from labkit.sandbox.api.ipallocator import KUBERNETES_SERVICE_IP as KUBERNETES_SERVICE_IP
 from labkit.sandbox.api.registry import RESOURCES, Resource
-from labkit.sandbox.netmap import plan
 from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import (
     StatusError,
@@ -32,6 +31,7 @@ from labkit.sandbox.api.status import (
     not_found,
 )
 from labkit.sandbox.api.validation import check_shape, check_types, validate
+from labkit.sandbox.netmap import plan
 from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:

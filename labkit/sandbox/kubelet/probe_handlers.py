@@ -15,9 +15,10 @@ then throws the result away and says "errored", ``pkg/kubelet/prober/prober.go``
 - **exec**: through a :class:`CommandRunner`, the container runtime's ExecSync.
 
 The sandbox's own rule: a probe reaches only cluster addresses (pods ``127.42.0.0/16``, Services
-``127.43.0.0/16``, or ``127.(42+2k)``/``127.(43+2k)`` in address slot k, :mod:`labkit.sandbox.netmap`), never the node's other loopback services nor another
-machine; such a probe fails and says why. Ports below 1024 are moved with :func:`~labkit.sandbox.netmap.host_port`
-on the wire; messages name the manifest's port, as a pod's clients see it.
+``127.43.0.0/16``, or ``127.(42+2k)``/``127.(43+2k)`` in address slot k, :mod:`labkit.sandbox.netmap`), never
+the node's other loopback services nor another machine; such a probe fails and says why. Ports below 1024 are
+moved with :func:`~labkit.sandbox.netmap.host_port` on the wire; messages name the manifest's port, as a pod's
+clients see it.
 """
 
 from __future__ import annotations

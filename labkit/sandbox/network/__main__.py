@@ -2,8 +2,9 @@
 
 One asyncio loop: three informers (Services, EndpointSlices, Namespaces; list + watch, re-list after
 410 Gone), a :class:`~labkit.sandbox.network.proxy.ServiceProxy` re-synced after every change, and the DNS
-server on ``127.43.0.10:host_port(53)`` (the kube-dns address of the sandbox's address slot,
-``--slot``), UDP and TCP. When an address is taken (another process holds the slot's cluster addresses) it says so in its log and in ``status.json`` and tries again every
+server on ``127.43.0.10:host_port(53)`` (the kube-dns address of the sandbox's
+address slot, ``--slot``), UDP and TCP. When an address is taken (another process holds the slot's cluster
+addresses) it says so in its log and in ``status.json`` and tries again every
 :data:`RETRY_S` seconds. It ends when the daemon that started it is gone, as a kubelet does.
 """
 
