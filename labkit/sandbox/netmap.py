@@ -16,7 +16,7 @@ Services ``127.(43+2k).0.0/16``, ``kubernetes`` at ``.0.1`` and ``kube-dns`` at 
 >>> plan(0).kubernetes_service_ip == KUBERNETES_SERVICE_IP, plan(2).contains("127.46.0.2")
 (True, True)
 >>> plan(2).contains("127.42.0.2"), slot_of("127.45.0.10"), slot_of("127.0.0.1")
-(True, True, False)
+(False, 1, None)
 
 A port below 1024 needs privilege to bind (``net.ipv4.ip_unprivileged_port_start``, 1024 by default),
 and a learner on Binder has none. So every listener and every connection inside the sandbox moves such a
@@ -30,7 +30,7 @@ ephemeral ports (32768-60999, ``net.ipv4.ip_local_port_range``), so no outgoing 
 >>> spec_port(61080), spec_port(8080)
 (80, 8080)
 >>> is_cluster_address("127.43.0.10"), is_cluster_address("127.45.0.10"), is_cluster_address("127.0.0.1")
-(False, 1, None)
+(True, True, False)
 """
 
 from __future__ import annotations
