@@ -30,7 +30,7 @@ from typing import Any
 
 from labkit import config
 from labkit.errors import SandboxError
-from labkit.sandbox import pki
+from labkit.sandbox import netmap, pki
 
 
 @dataclass
@@ -56,6 +56,11 @@ class SandboxInfo:
     notice: str = ""
     #: the sandbox's address slot on this machine (labkit.sandbox.netmap.plan): 0 unless another sandbox runs
     slot: int = 0
+
+    @property
+    def cluster_dns(self) -> str:
+        """``ip:53`` of this sandbox's cluster DNS (the kube-dns Service of its address slot)."""
+        return f"{netmap.plan(self.slot).cluster_dns_ip}:53"
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "kubeconfig": str(self.kubeconfig), "apiServerPid": self.pid}
