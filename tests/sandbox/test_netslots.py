@@ -17,6 +17,10 @@ from labkit.sandbox.netmap import host_port, plan
 from labkit.sandbox.netslots import acquire_slot, slot_taken
 
 NS = "default"
+HOLDER = (
+    "import sys, time; from pathlib import Path; from labkit.sandbox.netslots import acquire_slot;"
+    "lease = acquire_slot(directory=Path(sys.argv[1])); print(lease.slot, flush=True); time.sleep(60)"
+)
 
 
 def test_a_slot_held_by_a_dead_process_is_free_again(tmp_path: Path) -> None:
@@ -24,8 +28,7 @@ def test_a_slot_held_by_a_dead_process_is_free_again(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from labkit.sandbox.netslots import acquire_slot;"
-            "lease = acquire_slot(directory=Path(sys.argv[1])); print(lease.slot, flush=True); time.sleep(60)",
+            HOLDER,
             str(tmp_path),
         ],
         stdout=subprocess.PIPE,
@@ -114,7 +117,7 @@ def test_two_sandboxes_on_one_machine_each_have_their_own_addresses(tmp_path: Pa
             assert info.cluster_dns == f"{addresses.cluster_dns_ip}:53"
             _echo(kubectl)
             seen.append((info, kubectl, addresses))
-        for info, kubectl, addresses in seen:
+        for _info, kubectl, addresses in seen:
             ip = _wait(lambda k=kubectl: _pod_ip(k), "the echo pod to be ready")
             assert addresses.contains(ip) and ip.startswith(addresses.pod_ip_prefix + ".")
             cluster_ip = json.loads(kubectl("get", "service", "echo", "-o", "json").stdout)["spec"]["clusterIP"]
