@@ -9,17 +9,18 @@ lock is already gone; the next daemon takes it). The file is not inherited by th
 
 The lock directory is machine-wide too: ``$LABKIT_NETSLOT_DIR``, else ``<tmp>/labkit-netslots`` (mode 1777,
 shared by every user; each lock file is readable by all, as ``flock`` needs an open file and nothing more).
-A daemon prefers the slot it had last time (kept in its state directory), so its Services keep their
-addresses across restarts when it can.
+A slot whose cluster DNS address is already bound is passed over as well: a process that takes no lock (a
+sandbox of a labkit from before slots) holds it. A daemon prefers the slot it had last time (kept in its state
+directory), so its Services keep their addresses across restarts when it can.
 
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
 ...     first, second = acquire_slot(directory=Path(d)), acquire_slot(directory=Path(d))
-...     taken = slot_taken(0, Path(d))
+...     taken = slot_taken(first.slot, Path(d))
 ...     first.release()
 ...     third = acquire_slot(directory=Path(d))
-...     (first.slot, second.slot, taken, third.slot, slot_taken(0, Path(d)))
-(0, 1, True, 0, True)
+...     (first.slot < second.slot, taken, third.slot == first.slot, slot_taken(third.slot, Path(d)))
+(True, True, True, True)
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
 import tempfile
 from pathlib import Path
 
 from labkit.errors import LabkitError
-from labkit.sandbox.netmap import SLOTS
+from labkit.sandbox.netmap import SLOTS, host_port, plan
 
 LOCK_DIR_ENV = "LABKIT_NETSLOT_DIR"
 
@@ -92,7 +94,21 @@ def _try(slot: int, directory: Path) -> SlotLease | None:
     except OSError:
         os.close(fd)
         return None
+    if _dns_bound(slot):
+        os.close(fd)
+        return None
     return SlotLease(slot, fd)
+
+
+def _dns_bound(slot: int) -> bool:
+    """Whether another process listens on the slot's cluster DNS address (TCP ``<kube-dns IP>:host_port(53)``)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed listener's TIME_WAIT is no owner
+        try:
+            probe.bind((plan(slot).cluster_dns_ip, host_port(53)))
+        except OSError:
+            return True
+    return False
 
 
 def acquire_slot(preferred: int | None = None, directory: Path | None = None) -> SlotLease:

@@ -35,22 +35,23 @@ def test_a_slot_held_by_a_dead_process_is_free_again(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == b"0"
-        assert slot_taken(0, tmp_path)
-        assert acquire_slot(directory=tmp_path).slot == 1  # slot 0 is the live holder's
+        assert holder.stdout is not None
+        held = int(holder.stdout.readline())
+        assert slot_taken(held, tmp_path)
+        assert acquire_slot(preferred=held, directory=tmp_path).slot != held  # the live holder's
     finally:
         holder.kill()
         holder.wait()
-    assert not slot_taken(0, tmp_path)  # its lock went with it; the file stays and is reused
-    lease = acquire_slot(directory=tmp_path)
-    assert lease.slot == 0
+    assert not slot_taken(held, tmp_path)  # its lock went with it; the file stays and is reused
+    lease = acquire_slot(preferred=held, directory=tmp_path)
+    assert lease.slot == held
     lease.release()
 
 
 def test_a_remembered_slot_is_taken_first_when_free(tmp_path: Path) -> None:
-    lease = acquire_slot(preferred=3, directory=tmp_path)
-    other = acquire_slot(preferred=3, directory=tmp_path)
-    assert (lease.slot, other.slot) == (3, 0)
+    lease = acquire_slot(preferred=13, directory=tmp_path)
+    other = acquire_slot(preferred=13, directory=tmp_path)
+    assert lease.slot == 13 and other.slot not in (13, None)
     lease.release()
     other.release()
 
