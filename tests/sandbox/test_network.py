@@ -29,7 +29,7 @@ DNS = (CLUSTER_DNS_IP, host_port(53))
 @pytest.fixture(scope="module")
 def cluster(sandbox, sandbox_home, kubectl):
     """The session's 2-node sandbox, in whichever address slot it got (docs/architecture.md §4)."""
-    global CLUSTER_DNS_IP, DNS
+    global CLUSTER_DNS_IP, DNS  # noqa: PLW0603 (the module's tests ask the session sandbox's own DNS)
     CLUSTER_DNS_IP = plan(sandbox.slot).cluster_dns_ip  # another sandbox on this machine may hold slot 0
     DNS = (CLUSTER_DNS_IP, host_port(53))
     kubectl("create", "namespace", NS, check=False)
