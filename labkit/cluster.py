@@ -10,6 +10,7 @@ backends; the only difference is where the kubeconfig comes from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -304,8 +305,9 @@ def connect(
     labkit.errors.ContextNotAllowed: kubeconfig context 'prod' is not on labkit's allow-list ...
     """
     name = config.resolve_backend(backend)
+    cluster_dns = None
     if name == "sandbox":
-        path, context = _sandbox_kubeconfig()
+        path, context, cluster_dns = _sandbox_kubeconfig()
     else:
         path, context = _checked_kubeconfig(context, allowed_contexts, kubeconfig)
     configuration = kubernetes.client.Configuration()
@@ -320,16 +322,19 @@ def connect(
         ) from e
     # One retry: a refused connection or a blackholed address must surface within seconds, not minutes.
     configuration.retries = 1
-    return Cluster(kubernetes.client.ApiClient(configuration), backend=name, context=context, kubeconfig=path)
+    cluster = Cluster(kubernetes.client.ApiClient(configuration), backend=name, context=context, kubeconfig=path)
+    if cluster_dns:  # the running sandbox's own, from its address slot (another sandbox may hold the first)
+        cluster.profile = dataclasses.replace(cluster.profile, cluster_dns=cluster_dns)
+    return cluster
 
 
-def _sandbox_kubeconfig() -> tuple[Path, str]:
-    """Start the sandbox daemon if needed; its kubeconfig and context."""
+def _sandbox_kubeconfig() -> tuple[Path, str, str]:
+    """Start the sandbox daemon if needed; its kubeconfig, context and cluster DNS address."""
     try:
         info = client.ensure_running()
     except SandboxError as e:
         raise ClusterUnreachable(f"no cluster reachable: the sandbox did not start: {e.problem}", _SANDBOX_FIX) from e
-    return Path(info.kubeconfig), info.context
+    return Path(info.kubeconfig), info.context, info.cluster_dns
 
 
 def default_kubeconfig() -> Path:

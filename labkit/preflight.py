@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from labkit import config
 from labkit.errors import LabkitError, PrerequisiteMissing
-from labkit.sandbox.netmap import host_port, is_cluster_address
+from labkit.sandbox.netmap import host_port, is_cluster_address, plan, slot_of
 
 if TYPE_CHECKING:
     from labkit.cluster import Cluster
@@ -469,14 +469,22 @@ def lab_checks(cluster: Cluster, backend: str | None = None) -> DoctorReport:
 # -- the cluster-network row -------------------------------------------------------------------------
 # On k3s the row asks CoreDNS at kube-dns's ClusterIP (10.43.0.10:53), which answers only where ClusterIPs route
 # (on a node); elsewhere it warns. On the sandbox it asks the sandbox's DNS server, reached as every sandbox socket
-# reaches a cluster address (labkit.sandbox.netmap): 127.43.0.10 on port host_port(53) = 61053.
+# reaches a cluster address (labkit.sandbox.netmap): kube-dns's ClusterIP (127.43.0.10 in address slot 0) on port
+# host_port(53) = 61053.
 
 CLUSTER_DNS_PROBE = "kube-dns.kube-system.svc.cluster.local"
 #: What a learner should know about the sandbox's network, shown in the row.
 SANDBOX_NETWORK = (
-    "real TCP/UDP on loopback and a real DNS server (cluster.local, UDP+TCP); mapped: pod IPs 127.42/16 and "
-    "ClusterIPs 127.43/16 stand for k3s's 10.42/16 and 10.43/16, and ports below 1024 use 61000+port on the wire"
+    "real TCP/UDP on loopback and a real DNS server (cluster.local, UDP+TCP); mapped: pod IPs {pods} and "
+    "ClusterIPs {services} stand for k3s's 10.42/16 and 10.43/16 (address slot {slot} of this machine), "
+    "and ports below 1024 use 61000+port on the wire"
 )
+
+
+def sandbox_network(dns_ip: str) -> str:
+    """:data:`SANDBOX_NETWORK` for the sandbox whose cluster DNS is at *dns_ip* (its slot's ranges)."""
+    addresses = plan(slot_of(dns_ip) or 0)
+    return SANDBOX_NETWORK.format(pods=addresses.pod_cidr, services=addresses.service_cidr, slot=addresses.slot)
 
 
 def check_cluster_dns(cluster: Cluster) -> Check:
@@ -506,7 +514,7 @@ def check_cluster_dns(cluster: Cluster) -> Check:
         return Check("cluster DNS", "warn" if not sandbox else "fail", f"{ip}:53 did not answer ({err})", fix, False)
     detail = f"{CLUSTER_DNS_PROBE} -> {', '.join(answers) or 'no answer'} from {ip}:53"
     if sandbox:
-        detail += f" (on the wire {address[0]}:{address[1]}); {SANDBOX_NETWORK}"
+        detail += f" (on the wire {address[0]}:{address[1]}); {sandbox_network(ip)}"
     if ip in answers:
         return Check("cluster DNS", "ok", detail, required=False)
     return Check("cluster DNS", "warn", detail, "the DNS answers, but not with kube-dns's ClusterIP", False)

@@ -112,7 +112,9 @@ _PROFILES = {
     "sandbox": Profile(
         backend="sandbox",
         wasi_demo_image="docker.io/labkit/wasi-demo:latest",
-        cluster_dns="127.43.0.10:53",  # sandbox/netmap.py's CLUSTER_DNS_IP (tests/test_profiles.py keeps them equal)
+        # the running sandbox's: 127.43.0.10:53 in address slot 0, another when another sandbox holds that slot
+        # (labkit.connect() fills it in from the sandbox it reaches; sandbox/netmap.py)
+        cluster_dns=None,
         # SmolLM2-135M-Instruct speaks ChatML; a small context keeps a sandbox pod's memory small
         llm=LlmServer(
             image=None,

@@ -39,10 +39,16 @@ def test_the_llm_server_is_the_seeds_on_k3s_and_the_kits_on_the_sandbox(clean_en
     assert "--model-name" in sandbox.args and sandbox.args[sandbox.args.index("--model-name") + 1] == "smollm2-135m"
 
 
-def test_sandbox_profile_names_the_sandbox_cluster_dns(clean_env):
-    from labkit.sandbox.netmap import CLUSTER_DNS_IP  # the profile may not import the sandbox; the test may
+def test_sandbox_profile_leaves_the_cluster_dns_to_the_running_sandbox(clean_env):
+    from labkit.sandbox.client import SandboxInfo  # the profile may not import the sandbox; the test may
+    from labkit.sandbox.netmap import CLUSTER_DNS_IP
 
-    assert profile_for("sandbox").cluster_dns == f"{CLUSTER_DNS_IP}:53"
+    assert profile_for("sandbox").cluster_dns is None  # connect() fills it in from the sandbox's address slot
+    info = SandboxInfo(Path("k"), "labkit-sandbox", "https://127.0.0.1:1", 1, 1, "v")
+    assert info.cluster_dns == f"{CLUSTER_DNS_IP}:53"
+    assert SandboxInfo(Path("k"), "labkit-sandbox", "https://127.0.0.1:1", 1, 1, "v", slot=2).cluster_dns == (
+        "127.47.0.10:53"
+    )
 
 
 def test_profile_follows_labkit_backend(clean_env):

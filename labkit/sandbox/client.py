@@ -30,7 +30,7 @@ from typing import Any
 
 from labkit import config
 from labkit.errors import SandboxError
-from labkit.sandbox import pki
+from labkit.sandbox import netmap, pki
 
 
 @dataclass
@@ -54,6 +54,13 @@ class SandboxInfo:
     node_processes: list[NodeProcess] = field(default_factory=list)
     #: what the daemon wants the user to know about this start (its port changed)
     notice: str = ""
+    #: the sandbox's address slot on this machine (labkit.sandbox.netmap.plan): 0 unless another sandbox runs
+    slot: int = 0
+
+    @property
+    def cluster_dns(self) -> str:
+        """``ip:53`` of this sandbox's cluster DNS (the kube-dns Service of its address slot)."""
+        return f"{netmap.plan(self.slot).cluster_dns_ip}:53"
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "kubeconfig": str(self.kubeconfig), "apiServerPid": self.pid}
@@ -76,6 +83,7 @@ def sandbox_paths(home: Path | None = None) -> dict[str, Path]:
         "kubelets": root / "kubelets",
         "images": root / "images",
         "module_cache": root / "module-cache",
+        "slot": root / "netslot",  # the address slot the daemon had last (labkit.sandbox.netslots)
     }
 
 
@@ -131,6 +139,7 @@ def status(home: Path | None = None) -> SandboxInfo | None:
         info.get("version", ""),
         processes,
         str(info.get("notice", "")),
+        int(info.get("slot", 0)),
     )
 
 

@@ -34,10 +34,11 @@ from labkit import config
 from labkit.errors import LabkitError
 from labkit.fsutil import write_atomic
 from labkit.sandbox import client, execwire, pki
-from labkit.sandbox.api.apicore import CLUSTER_DNS_IP, KUBERNETES_SERVICE_IP, ApiCore
+from labkit.sandbox.api.apicore import ApiCore
 from labkit.sandbox.api.auth import NODE_RULES, NODES_GROUP, TokenAuthority
 from labkit.sandbox.api.discovery import VERSION_INFO
 from labkit.sandbox.api.escalation import missing_rules
+from labkit.sandbox.api.ipallocator import move_cluster_ips
 from labkit.sandbox.api.kubeletexec import KubeletCommands
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.server import ApiServer
@@ -46,7 +47,9 @@ from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.store import Store
 from labkit.sandbox.controllers import CONTROLLERS
 from labkit.sandbox.controllers.nodelifecycle import run_node_lifecycle_controller
+from labkit.sandbox.netmap import plan
 from labkit.sandbox.netprocess import NetworkProcess, network_token
+from labkit.sandbox.netslots import acquire_slot, remember_slot, remembered_slot
 from labkit.sandbox.nodes import NODES, ensure_nodes, sandbox_nodes
 from labkit.sandbox.supervisor import KubeletProcesses
 from labkit.sandbox.usagefiles import usage_dir
@@ -117,7 +120,17 @@ LOCAL_PATH_CLASS = {
 
 
 def bootstrap(core: ApiCore) -> None:
-    """The objects a fresh k3s cluster has before anyone applies anything."""
+    """The objects a fresh k3s cluster has before anyone applies anything (at ``core.addresses``' Service IPs).
+
+    A sandbox restarted in another address slot first moves its Services' ClusterIPs into the new range."""
+    moved = move_cluster_ips(core.store, core.addresses)
+    if moved:
+        log.info(
+            "address slot %d: %d Service ClusterIPs moved to %s",
+            core.addresses.slot,
+            moved,
+            core.addresses.service_cidr,
+        )
     ns_res = RESOURCES.served("", "namespaces")
     for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
         if _find(core, ns_res, None, name) is None:
@@ -130,7 +143,7 @@ def bootstrap(core: ApiCore) -> None:
             {
                 "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
                 "spec": {
-                    "clusterIP": KUBERNETES_SERVICE_IP,
+                    "clusterIP": core.addresses.kubernetes_service_ip,
                     "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}],
                 },
             },
@@ -149,7 +162,7 @@ def bootstrap(core: ApiCore) -> None:
                     },
                 },
                 "spec": {
-                    "clusterIP": CLUSTER_DNS_IP,
+                    "clusterIP": core.addresses.cluster_dns_ip,
                     "selector": {"k8s-app": "kube-dns"},
                     "ports": [
                         {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
@@ -266,14 +279,19 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
         config.private_dir(paths[room])
     secret = _private_file(paths["secret"], secrets.token_bytes(32))
     token = _private_file(paths["token"], secrets.token_urlsafe(32).encode()).decode().strip()
+    # this sandbox's address ranges on the machine, held until the process ends (labkit.sandbox.netslots)
+    slot = acquire_slot(remembered_slot(paths["slot"]))
+    remember_slot(paths["slot"], slot.slot)
     store = Store(paths["state"])
     core = ApiCore(store)
+    core.addresses = plan(slot.slot)
+    log.info("address slot %d: pods %s, Services %s", slot.slot, core.addresses.pod_cidr, core.addresses.service_cidr)
     bootstrap(core)
     ensure_nodes(core, nodes or max(len(sandbox_nodes(core)), 1), ready=False)
     tokens = TokenAuthority(secret, token)
     net_token = network_token(core, tokens)  # the Service proxy and cluster DNS (sandbox/network/)
-    _, crt, key = pki.ensure_certificates(paths["root"])
-    kubelets = KubeletProcesses(paths["root"], paths["ca"])
+    _, crt, key = pki.ensure_certificates(paths["root"], core.addresses.kubernetes_service_ip)
+    kubelets = KubeletProcesses(paths["root"], paths["ca"], slot.slot)
     nodes_door = NodesDoor(core, tokens, kubelets, run_kubelets)
     server = ApiServer(
         core, tokens, paths["pod_logs"], extra_routes=nodes_door.routes(), usage_dir=usage_dir(paths["root"])
@@ -287,7 +305,7 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
         notice += f" ({thread.url})"
         log.warning("%s", notice)
     kubelets.server = thread.url
-    network = NetworkProcess(paths["root"], paths["ca"])
+    network = NetworkProcess(paths["root"], paths["ca"], slot.slot)
     if run_kubelets:
         nodes_door.network = lambda: network.ensure(thread.url, net_token)
     nodes_door.start_kubelets(sandbox_nodes(core))
@@ -299,6 +317,7 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
         "port": thread.port,
         "version": VERSION_INFO["gitVersion"],
         "started": time.time(),
+        "slot": slot.slot,
         **({"notice": notice} if notice else {}),
     }
     write_atomic(paths["info"], json.dumps(info), mode=0o600)
@@ -315,6 +334,7 @@ def serve(home: Path, nodes: int | None, run_kubelets: bool = True) -> None:
     store.close()
     if client._read_info(paths) == info:
         paths["info"].unlink(missing_ok=True)
+    slot.release()  # after every child that used the addresses has stopped
 
 
 class NodesDoor:

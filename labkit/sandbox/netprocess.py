@@ -78,8 +78,8 @@ def network_token(core: ApiCore, tokens: TokenAuthority) -> str:
 class NetworkProcess:
     """Starts, tracks and stops the one network process of a sandbox."""
 
-    def __init__(self, root: Path, ca: Path) -> None:
-        self.root, self.ca = root, ca
+    def __init__(self, root: Path, ca: Path, slot: int = 0) -> None:
+        self.root, self.ca, self.slot = root, ca, slot
         self.directory = network_dir(root)
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -96,7 +96,7 @@ class NetworkProcess:
             log.warning("the network process had exited (code %s); starting it again", self._process.returncode)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.directory, 0o700)
-        config = NetworkConfig(self.root, server, self.directory / "token", self.ca)
+        config = NetworkConfig(self.root, server, self.directory / "token", self.ca, self.slot)
         write_atomic(config.token_file, token, mode=0o600)
         with open(self.directory / "network.log", "ab") as out:
             self._process = subprocess.Popen(

@@ -155,6 +155,8 @@ class KubeletConfig:
     ca_file: Path
     #: where the kubelet reports each (re)start of its container runtime (JSON), for the daemon's node restart
     report_file: Path
+    #: the sandbox's address slot on this machine: its pod and Service ranges (labkit.sandbox.netmap.plan)
+    slot: int = 0
 
     def argv(self) -> list[str]:
         """The command line that starts this kubelet."""

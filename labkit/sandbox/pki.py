@@ -14,7 +14,7 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from labkit.sandbox.netmap import KUBERNETES_SERVICE_IP
+from labkit.sandbox.netmap import KUBERNETES_SERVICE_IP, SLOTS, plan
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -74,7 +74,8 @@ def _certificate(
                     x509.DNSName("kubernetes.default.svc"),
                     x509.DNSName("kubernetes.default.svc.cluster.local"),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address(KUBERNETES_SERVICE_IP)),
+                    # the kubernetes Service's IP in every address slot, so the certificate outlives a slot change
+                    *(x509.IPAddress(ipaddress.ip_address(plan(k).kubernetes_service_ip)) for k in range(SLOTS)),
                 ]
             ),
             critical=False,
@@ -82,11 +83,18 @@ def _certificate(
     return builder.sign(signing_key, hashes.SHA256())
 
 
-def ensure_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """(ca.crt, server.crt, server.key) under *directory*, created on first use."""
+def ensure_certificates(directory: Path, service_ip: str = KUBERNETES_SERVICE_IP) -> tuple[Path, Path, Path]:
+    """(ca.crt, server.crt, server.key) under *directory*, created on first use.
+
+    The server certificate names the ``kubernetes`` Service's IP of every address slot
+    (:mod:`labkit.sandbox.netmap`); one made before slots (``server.slots`` missing) named slot 0's only,
+    and is made anew, with its CA, when the sandbox runs in another slot."""
     ca_crt, crt, key_path = directory / "ca.crt", directory / "server.crt", directory / "server.key"
+    marker = directory / "server.slots"
     if ca_crt.exists() and crt.exists() and key_path.exists():
-        return ca_crt, crt, key_path
+        if service_ip == KUBERNETES_SERVICE_IP or marker.exists():
+            return ca_crt, crt, key_path
+        key_path.unlink()
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -97,6 +105,7 @@ def ensure_certificates(directory: Path) -> tuple[Path, Path, Path]:
     _write_private(key_path, _key_pem(server_key))
     crt.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     ca_crt.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    marker.write_text(f"{SLOTS}\n")
     return ca_crt, crt, key_path
 
 

@@ -1,18 +1,20 @@
 """The daemon's child processes (the kubelets, the network process): their command line and how they stop.
 
 The daemon starts each process by argv (it never imports them); the process parses the same flags into the same
-config dataclass. One ``--flag value`` per field, named after it; ``Path`` fields come back as paths.
+config dataclass. One ``--flag value`` per field, named after it; ``Path`` and ``int`` fields come
+back as such.
 
 >>> from dataclasses import dataclass
 >>> @dataclass(frozen=True)
 ... class Example:
 ...     node_name: str
 ...     home: Path
->>> argv = config_argv("labkit.example", Example("n0", Path("/tmp/h")))
+...     slot: int = 0
+>>> argv = config_argv("labkit.example", Example("n0", Path("/tmp/h"), 2))
 >>> argv[1:]
-['-m', 'labkit.example', '--node-name', 'n0', '--home', '/tmp/h']
+['-m', 'labkit.example', '--node-name', 'n0', '--home', '/tmp/h', '--slot', '2']
 >>> parse_config(Example, "labkit.example", "an example", argv[3:])
-Example(node_name='n0', home=PosixPath('/tmp/h'))
+Example(node_name='n0', home=PosixPath('/tmp/h'), slot=2)
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def parse_config(cls: type[C], module: str, description: str, argv: list[str] | 
     parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
     names = [field.name for field in fields(cls)]  # type: ignore[arg-type]
     for field in fields(cls):  # type: ignore[arg-type]
-        as_path = field.type in ("Path", Path)
-        parser.add_argument(_flag(field.name), dest=field.name, type=Path if as_path else str, required=True)
+        kind = Path if field.type in ("Path", Path) else int if field.type in ("int", int) else str
+        parser.add_argument(_flag(field.name), dest=field.name, type=kind, required=True)
     args = parser.parse_args(argv)
     return cls(**{name: getattr(args, name) for name in names})
 

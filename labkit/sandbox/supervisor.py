@@ -34,8 +34,8 @@ STOP_TIMEOUT_S = 5.0
 class KubeletProcesses:
     """Starts, tracks, signals and stops the kubelet processes of one sandbox home."""
 
-    def __init__(self, home: Path, ca: Path) -> None:
-        self.home, self.ca = home, ca
+    def __init__(self, home: Path, ca: Path, slot: int = 0) -> None:
+        self.home, self.ca, self.slot = home, ca, slot
         self.server = ""  # known once the API server listens
         self.directory = home / "kubelets"
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -49,6 +49,7 @@ class KubeletProcesses:
             token_file=node_dir / "token",
             ca_file=self.ca,
             report_file=node_dir / "runtime.json",
+            slot=self.slot,
         )
 
     def write_credentials(self, name: str, token: str) -> KubeletConfig:

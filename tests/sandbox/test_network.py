@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from labkit.sandbox.netmap import CLUSTER_DNS_IP, host_port
+from labkit.sandbox.netmap import CLUSTER_DNS_IP, host_port, plan
 
 if TYPE_CHECKING:
     from tests.sandbox.conftest import Kubectl
@@ -28,8 +28,10 @@ DNS = (CLUSTER_DNS_IP, host_port(53))
 
 @pytest.fixture(scope="module")
 def cluster(sandbox, sandbox_home, kubectl):
-    """The session's 2-node sandbox: a second one on this machine would share its loopback addresses
-    (docs/architecture.md §4), so its network process could not bind the cluster DNS."""
+    """The session's 2-node sandbox, in whichever address slot it got (docs/architecture.md §4)."""
+    global CLUSTER_DNS_IP, DNS  # noqa: PLW0603 (the module's tests ask the session sandbox's own DNS)
+    CLUSTER_DNS_IP = plan(sandbox.slot).cluster_dns_ip  # another sandbox on this machine may hold slot 0
+    DNS = (CLUSTER_DNS_IP, host_port(53))
     kubectl("create", "namespace", NS, check=False)
     return kubectl, sandbox_home / "sandbox"
 

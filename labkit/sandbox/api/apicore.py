@@ -31,6 +31,7 @@ from labkit.sandbox.api.status import (
     not_found,
 )
 from labkit.sandbox.api.validation import check_shape, check_types, validate
+from labkit.sandbox.netmap import plan
 from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ class ApiCore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: the sandbox's cluster addresses (its slot on this machine, labkit.sandbox.netmap); the daemon sets it
+        self.addresses = plan(0)
         #: called with ("removed", resource, obj) once an object is really gone
         self.hooks: list[Hook] = []
 
@@ -210,7 +213,7 @@ class ApiCore:
         warnings = self._prepare(res, obj, validation)
         admission.admit(self.store, res, obj)
         if res.kind == "Service" and obj["spec"].get("type") != "ExternalName":
-            ipallocator.allocate_cluster_ip(self.store, obj)
+            ipallocator.allocate_cluster_ip(self.store, obj, self.addresses)
         if res.kind in GENERATION_KINDS:
             meta["generation"] = 1
         if guard is not None:

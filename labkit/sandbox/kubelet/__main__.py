@@ -31,7 +31,7 @@ async def serve(config: KubeletConfig) -> None:
         config.ca_file,
         user_agent=f"kubelet/labkit ({config.node_name})",
     )
-    kubelet = Kubelet(client, config.node_name, config.home, config.report_file)
+    kubelet = Kubelet(client, config.node_name, config.home, config.report_file, config.slot)
     servicerules.use(rules_file(config.home))  # the Service proxy's rules, applied to wasm pods' connects
     loop = asyncio.get_running_loop()
     main = asyncio.ensure_future(kubelet.run())

@@ -84,7 +84,9 @@ class SandboxLayout:
 class Kubelet:
     """One sandbox node's kubelet and container runtime."""
 
-    def __init__(self, client: KubeClient, name: str, home: Path, report_file: Path | None = None) -> None:
+    def __init__(
+        self, client: KubeClient, name: str, home: Path, report_file: Path | None = None, slot: int = 0
+    ) -> None:
         layout = SandboxLayout(Path(home))
         self.client, self.name, self.root = client, name, layout.node_root(name)
         self.images = NodeImages(ImageStore(layout.images))
@@ -94,7 +96,7 @@ class Kubelet:
         self.report_file = report_file
         self.index = node_index(name)
         self.host_ip = node_ip(self.index)
-        self.ips = PodIPs(self.index)
+        self.ips = PodIPs(self.index, slot)  # the sandbox's address slot: its pod range (netmap.plan)
         self.recorder = EventRecorder(client, COMPONENT, name)
         self.status = StatusManager(client, self.recorder)
         self.probe_budget = ProbeBudget()  # what this node's probes may cost, all pods together

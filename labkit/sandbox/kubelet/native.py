@@ -216,7 +216,8 @@ def _spawn(spec: NativeSpec, argv: list[str], config_name: str, **pipes: Any) ->
         "hosts": str(spec.hosts),
         "netmap": netmap.__file__,
         "dns_port": netmap.host_port(53),
-        "api_service": [netmap.KUBERNETES_SERVICE_IP, 443],
+        # the kubernetes Service of the pod's address slot (the pod's own IP says which)
+        "api_service": [netmap.plan(netmap.slot_of(spec.pod_ip) or 0).kubernetes_service_ip, 443],
         "api_endpoint": list(spec.api_endpoint),
         "data_limit": spec.limits.memory_bytes + DATA_SLACK if spec.limits.memory_bytes else None,
     }

@@ -367,6 +367,7 @@ def load_netmap(path: str) -> Any:
     spec = importlib.util.spec_from_file_location("labkit_netmap", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import does (its dataclass looks itself up there)
     spec.loader.exec_module(module)
     return module
 

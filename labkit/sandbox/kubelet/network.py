@@ -1,5 +1,9 @@
 """The node's pod network: each pod's IP from the node's own range, as k3s's flannel gives each node a /24
-of the cluster CIDR (k3s default ``--cluster-cidr 10.42.0.0/16``; here ``127.42.<node index>.0/24``).
+of the cluster CIDR (k3s default ``--cluster-cidr 10.42.0.0/16``; here ``127.42.<node index>.0/24``, or
+``127.(42+2k).<node index>.0/24`` in address slot k, :func:`labkit.sandbox.netmap.plan`).
+
+>>> PodIPs(0).allocate("a"), PodIPs(3, slot=1).allocate("b")
+('127.42.0.2', '127.44.3.2')
 
 The sandbox uses loopback addresses, so a pod can really listen on its IP.
 """
@@ -7,19 +11,17 @@ The sandbox uses loopback addresses, so a pod can really listen on its IP.
 from __future__ import annotations
 
 from labkit.sandbox.kubelet.failures import SandboxFailure
-from labkit.sandbox.netmap import POD_CIDR
-
-POD_IP_PREFIX = str(POD_CIDR.network_address).rsplit(".", 2)[0]  # "127.42"
+from labkit.sandbox.netmap import plan
 
 
 class PodIPs:
-    """Per-pod loopback addresses ``127.42.<node index>.<n>``: unique on the node, released on delete.
+    """Per-pod loopback addresses ``127.42.<node index>.<n>`` (slot 0): unique on the node, released on delete.
 
     Loopback, so a pod can really listen there later; .1 is left out like k3s's cni0 gateway.
     """
 
-    def __init__(self, index: int) -> None:
-        self.prefix = f"{POD_IP_PREFIX}.{index}."
+    def __init__(self, index: int, slot: int = 0) -> None:
+        self.prefix = f"{plan(slot).pod_ip_prefix}.{index}."
         self.by_uid: dict[str, str] = {}
 
     def allocate(self, uid: str, previous: str | None = None) -> str:

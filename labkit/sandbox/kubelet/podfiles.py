@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from labkit.fsutil import write_atomic
 from labkit.sandbox.kubeclient.https import ApiError, resource_path
 from labkit.sandbox.kubelet.failures import ContainerFailure
-from labkit.sandbox.netmap import CLUSTER_DNS_IP, CLUSTER_DOMAIN
+from labkit.sandbox.netmap import CLUSTER_DNS_IP, CLUSTER_DOMAIN, plan, slot_of
 
 if TYPE_CHECKING:
     from labkit.sandbox.kubeclient.https import KubeClient
@@ -52,8 +52,9 @@ def pod_dir(node_root: Path, uid: str) -> Path:
     return node_root / "var/lib/kubelet/pods" / uid
 
 
-def resolv_conf(pod: dict[str, Any], host_conf: str = "") -> str:
-    """The pod's resolv.conf text for its ``dnsPolicy`` and ``dnsConfig``.
+def resolv_conf(pod: dict[str, Any], host_conf: str = "", dns_ip: str = CLUSTER_DNS_IP) -> str:
+    """The pod's resolv.conf text for its ``dnsPolicy`` and ``dnsConfig``; the cluster DNS is at *dns_ip*
+    (the kube-dns Service of the pod's address slot).
 
     >>> print(resolv_conf({"metadata": {"namespace": "lab"}, "spec": {}}), end="")
     search lab.svc.cluster.local svc.cluster.local cluster.local
@@ -69,7 +70,7 @@ def resolv_conf(pod: dict[str, Any], host_conf: str = "") -> str:
     searches: list[str] = []
     options: dict[str, str | None] = {}
     if policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
-        nameservers = [CLUSTER_DNS_IP]
+        nameservers = [dns_ip]
         searches = [f"{ns}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN]
         options = {"ndots": "5"}
     elif policy == "Default":
@@ -154,7 +155,8 @@ class PodFileWriter:
         meta = pod["metadata"]
         name = meta["name"]
         host_conf = HOST_RESOLV_CONF.read_text() if HOST_RESOLV_CONF.is_file() else ""
-        write_atomic(files.resolv_conf, resolv_conf(pod, host_conf), make_parents=True)
+        dns_ip = plan(slot_of(pod_ip) or 0).cluster_dns_ip  # the kube-dns Service of the pod's address slot
+        write_atomic(files.resolv_conf, resolv_conf(pod, host_conf, dns_ip), make_parents=True)
         write_atomic(files.hostname, f"{name}\n", make_parents=True)
         hosts = (
             "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"

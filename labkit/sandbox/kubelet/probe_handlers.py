@@ -15,9 +15,10 @@ then throws the result away and says "errored", ``pkg/kubelet/prober/prober.go``
 - **exec**: through a :class:`CommandRunner`, the container runtime's ExecSync.
 
 The sandbox's own rule: a probe reaches only cluster addresses (pods ``127.42.0.0/16``, Services
-``127.43.0.0/16``, :mod:`labkit.sandbox.netmap`), never the node's other loopback services nor another
-machine; such a probe fails and says why. Ports below 1024 are moved with :func:`~labkit.sandbox.netmap.host_port`
-on the wire; messages name the manifest's port, as a pod's clients see it.
+``127.43.0.0/16``, or ``127.(42+2k)``/``127.(43+2k)`` in address slot k, :mod:`labkit.sandbox.netmap`), never
+the node's other loopback services nor another machine; such a probe fails and says why. Ports below 1024 are
+moved with :func:`~labkit.sandbox.netmap.host_port` on the wire; messages name the manifest's port, as a pod's
+clients see it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from labkit.sandbox.netmap import POD_CIDR, SERVICE_CIDR, host_port, is_cluster_address
+from labkit.sandbox.netmap import POD_CIDR, SERVICE_CIDR, SLOTS, host_port, is_cluster_address
 
 SUCCESS, WARNING, FAILURE, UNKNOWN = "success", "warning", "failure", "unknown"
 #: kube-probe/<major>.<minor> (pkg/probe/http/request.go userAgent); the sandbox serves Kubernetes 1.32
@@ -43,7 +44,8 @@ MAX_BODY = 10 * 1024
 MAX_HEAD = 64 * 1024
 MAX_REDIRECTS = 10  # pkg/probe/http/http.go RedirectChecker: "stopped after 10 redirects"
 OUTSIDE = (
-    f"the labkit sandbox probes only cluster addresses (pods {POD_CIDR}, Services {SERVICE_CIDR}), "
+    f"the labkit sandbox probes only cluster addresses (pods {POD_CIDR}, Services {SERVICE_CIDR}, "
+    f"or the same ranges of the sandbox's address slot: 127.(42+2k) and 127.(43+2k) for k < {SLOTS}), "
     "not the node's other services nor other machines"
 )
 

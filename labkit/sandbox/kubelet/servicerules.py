@@ -26,7 +26,7 @@ import random
 import time
 from pathlib import Path
 
-from labkit.sandbox.netmap import SERVICE_CIDR, host_port, is_cluster_address, spec_port
+from labkit.sandbox.netmap import host_port, is_cluster_address, plan, slot_of, spec_port
 
 __all__ = ["RULES", "ServiceRules", "seen_port", "use", "wire_port"]
 
@@ -91,7 +91,8 @@ class ServiceRules:
 
 def _in_services(ip: str) -> bool:
     try:
-        return ipaddress.ip_address(ip) in SERVICE_CIDR
+        slot = slot_of(ip)  # a Service range of any address slot: the rules hold the sandbox's own
+        return slot is not None and ipaddress.ip_address(ip) in plan(slot).service_cidr
     except ValueError:
         return False
 

@@ -2,8 +2,9 @@
 
 One asyncio loop: three informers (Services, EndpointSlices, Namespaces; list + watch, re-list after
 410 Gone), a :class:`~labkit.sandbox.network.proxy.ServiceProxy` re-synced after every change, and the DNS
-server on ``127.43.0.10:host_port(53)``, UDP and TCP. When an address is taken (another sandbox on this
-machine holds the cluster addresses) it says so in its log and in ``status.json`` and tries again every
+server on ``127.43.0.10:host_port(53)`` (the kube-dns address of the sandbox's
+address slot, ``--slot``), UDP and TCP. When an address is taken (another process holds the slot's cluster
+addresses) it says so in its log and in ``status.json`` and tries again every
 :data:`RETRY_S` seconds. It ends when the daemon that started it is gone, as a kubelet does.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 from labkit.fsutil import write_atomic
 from labkit.sandbox.kubeclient.https import KubeClient, resource_path
 from labkit.sandbox.kubeclient.informer import Informer
-from labkit.sandbox.netmap import CLUSTER_DNS_IP, host_port
+from labkit.sandbox.netmap import host_port, plan
 from labkit.sandbox.network.config import NetworkConfig, network_dir, rules_file
 from labkit.sandbox.network.dns import ClusterDNS, serve_dns
 from labkit.sandbox.network.proxy import ServiceProxy
@@ -47,12 +48,13 @@ class NetworkNode:
 
     def __init__(self, config: NetworkConfig) -> None:
         self.config = config
+        self.dns_ip = plan(config.slot).cluster_dns_ip  # the kube-dns Service's address in this sandbox's slot
         self.client = KubeClient(
             config.server, config.token_file.read_text().strip(), config.ca_file, user_agent="labkit-network"
         )
         self.map = ServiceMap()
-        self.proxy = ServiceProxy(rules_file(config.root), skip_ips={CLUSTER_DNS_IP})
-        self.dns = ClusterDNS(self.map)
+        self.proxy = ServiceProxy(rules_file(config.root), skip_ips={self.dns_ip})
+        self.dns = ClusterDNS(self.map, dns_ip=self.dns_ip)
         self.dns_error = "not started"
         self.changed = asyncio.Event()
         self.informers = {
@@ -97,7 +99,7 @@ class NetworkNode:
             await self.client.close()
 
     async def _serve_dns(self) -> None:
-        address = (CLUSTER_DNS_IP, host_port(53))
+        address = (self.dns_ip, host_port(53))
         while True:
             try:
                 udp, tcp = await serve_dns(self.dns, *address)
@@ -121,8 +123,8 @@ class NetworkNode:
         status = {
             "pid": os.getpid(),
             "dns": {
-                "address": f"{CLUSTER_DNS_IP}:53",
-                "wire": f"{CLUSTER_DNS_IP}:{host_port(53)}",
+                "address": f"{self.dns_ip}:53",
+                "wire": f"{self.dns_ip}:{host_port(53)}",
                 "error": self.dns_error,
             },
             "listeners": sorted(f"{ip}:{port}/{proto}" for ip, port, proto in self.proxy.listeners),

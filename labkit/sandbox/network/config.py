@@ -26,6 +26,8 @@ class NetworkConfig:
     server: str
     token_file: Path
     ca_file: Path
+    #: the sandbox's address slot on this machine: the DNS address and the Service range (netmap.plan)
+    slot: int = 0
 
     def argv(self) -> list[str]:
         return config_argv(MODULE, self)
