@@ -96,6 +96,8 @@ def test_echo_pod_serves_logs_and_goes_with_its_deletion(kubectl: Kubectl) -> No
     kubectl("wait", "--for=condition=Ready", "pod/echo", "--timeout=60s")
     ip = kubectl("get", "pod", "echo", "-o", "jsonpath={.status.podIP}").stdout
     assert any(ipaddress.ip_address(ip) in netmap.plan(k).pod_cidr for k in range(netmap.SLOTS))  # any slot's pods
+    # Ready without a readiness probe means started, not listening: wait for the server's own line
+    eventually(lambda: kubectl("logs", "echo").stdout, f"echo-server listening on {ip}:{port}")
     with urllib.request.urlopen(f"http://{ip}:{port}/hi", timeout=10) as answer:
         assert json.loads(answer.read())["pod"] == "echo"
     logs = eventually(lambda: kubectl("logs", "echo").stdout, '"GET /hi HTTP/1.1" 200')
