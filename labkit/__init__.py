@@ -34,6 +34,7 @@ from labkit.runner import run_notebooks
 if TYPE_CHECKING:  # the lazy names below, with their real types
     from labkit import host as host
     from labkit import manifests as manifests
+    from labkit import measure as measure
     from labkit import reports as reports
     from labkit import wasm as wasm
     from labkit.cluster import Cluster, api_call, connect
@@ -73,6 +74,7 @@ _LAZY = {
     "port_forward": "labkit.portforward",
     "host": "",
     "manifests": "",
+    "measure": "",
     "reports": "",
     "wasm": "",
 }
@@ -114,6 +116,7 @@ __all__ = [
     "lab_checks",
     "logs",
     "manifests",
+    "measure",
     "open_lab",
     "port_forward",
     "profile_for",
