@@ -32,6 +32,7 @@ from labkit.profiles import Profile, profile_for
 from labkit.runner import run_notebooks
 
 if TYPE_CHECKING:  # the lazy names below, with their real types
+    from labkit import apps as apps
     from labkit import host as host
     from labkit import manifests as manifests
     from labkit import measure as measure
@@ -72,6 +73,7 @@ _LAZY = {
     "wasinn_mounts": "labkit.pluginmounts",
     "Forward": "labkit.portforward",
     "port_forward": "labkit.portforward",
+    "apps": "",
     "host": "",
     "manifests": "",
     "measure": "",
@@ -103,6 +105,7 @@ __all__ = [
     "WasiNNMounts",
     "WasmError",
     "api_call",
+    "apps",
     "apply",
     "connect",
     "delete",
