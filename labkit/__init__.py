@@ -32,8 +32,10 @@ from labkit.profiles import Profile, profile_for
 from labkit.runner import run_notebooks
 
 if TYPE_CHECKING:  # the lazy names below, with their real types
+    from labkit import apps as apps
     from labkit import host as host
     from labkit import manifests as manifests
+    from labkit import measure as measure
     from labkit import reports as reports
     from labkit import wasm as wasm
     from labkit.cluster import Cluster, api_call, connect
@@ -71,8 +73,10 @@ _LAZY = {
     "wasinn_mounts": "labkit.pluginmounts",
     "Forward": "labkit.portforward",
     "port_forward": "labkit.portforward",
+    "apps": "",
     "host": "",
     "manifests": "",
+    "measure": "",
     "reports": "",
     "wasm": "",
 }
@@ -101,6 +105,7 @@ __all__ = [
     "WasiNNMounts",
     "WasmError",
     "api_call",
+    "apps",
     "apply",
     "connect",
     "delete",
@@ -114,6 +119,7 @@ __all__ = [
     "lab_checks",
     "logs",
     "manifests",
+    "measure",
     "open_lab",
     "port_forward",
     "profile_for",
