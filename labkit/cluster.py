@@ -291,6 +291,7 @@ def connect(
     *,
     allowed_contexts: list[str] | tuple[str, ...] | None = None,
     kubeconfig: str | os.PathLike[str] | None = None,
+    nodes: int | None = None,
 ) -> Cluster:
     """Connect to the lab cluster.
 
@@ -299,13 +300,16 @@ def connect(
     kubeconfig's current-context) must be on the allow-list (``LABKIT_ALLOWED_CONTEXTS`` plus
     *allowed_contexts*), checked before any network call.
 
+    *nodes* (sandbox only) makes the sandbox have exactly that many nodes (``labkit sandbox up --nodes``);
+    on a kubeconfig cluster the nodes are what they are, and *nodes* is ignored (``cluster.nodes()`` says).
+
     >>> connect("kubeconfig", "prod")        # doctest: +SKIP
     Traceback (most recent call last):
     labkit.errors.ContextNotAllowed: kubeconfig context 'prod' is not on labkit's allow-list ...
     """
     name = config.resolve_backend(backend)
     if name == "sandbox":
-        path, context = _sandbox_kubeconfig()
+        path, context = _sandbox_kubeconfig(nodes)
     else:
         path, context = _checked_kubeconfig(context, allowed_contexts, kubeconfig)
     configuration = kubernetes.client.Configuration()
@@ -323,10 +327,10 @@ def connect(
     return Cluster(kubernetes.client.ApiClient(configuration), backend=name, context=context, kubeconfig=path)
 
 
-def _sandbox_kubeconfig() -> tuple[Path, str]:
-    """Start the sandbox daemon if needed; its kubeconfig and context."""
+def _sandbox_kubeconfig(nodes: int | None = None) -> tuple[Path, str]:
+    """Start the sandbox daemon if needed (with *nodes* nodes, else as many as it has); its kubeconfig and context."""
     try:
-        info = client.ensure_running()
+        info = client.ensure_running(nodes=nodes)
     except SandboxError as e:
         raise ClusterUnreachable(f"no cluster reachable: the sandbox did not start: {e.problem}", _SANDBOX_FIX) from e
     return Path(info.kubeconfig), info.context
