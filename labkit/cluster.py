@@ -292,6 +292,7 @@ def connect(
     *,
     allowed_contexts: list[str] | tuple[str, ...] | None = None,
     kubeconfig: str | os.PathLike[str] | None = None,
+    nodes: int | None = None,
 ) -> Cluster:
     """Connect to the lab cluster.
 
@@ -300,6 +301,9 @@ def connect(
     kubeconfig's current-context) must be on the allow-list (``LABKIT_ALLOWED_CONTEXTS`` plus
     *allowed_contexts*), checked before any network call.
 
+    *nodes* (sandbox only) makes the sandbox have exactly that many nodes (``labkit sandbox up --nodes``);
+    on a kubeconfig cluster the nodes are what they are, and *nodes* is ignored (``cluster.nodes()`` says).
+
     >>> connect("kubeconfig", "prod")        # doctest: +SKIP
     Traceback (most recent call last):
     labkit.errors.ContextNotAllowed: kubeconfig context 'prod' is not on labkit's allow-list ...
@@ -307,7 +311,7 @@ def connect(
     name = config.resolve_backend(backend)
     cluster_dns = None
     if name == "sandbox":
-        path, context, cluster_dns = _sandbox_kubeconfig()
+        path, context, cluster_dns = _sandbox_kubeconfig(nodes)
     else:
         path, context = _checked_kubeconfig(context, allowed_contexts, kubeconfig)
     configuration = kubernetes.client.Configuration()
@@ -328,10 +332,11 @@ def connect(
     return cluster
 
 
-def _sandbox_kubeconfig() -> tuple[Path, str, str]:
-    """Start the sandbox daemon if needed; its kubeconfig, context and cluster DNS address."""
+def _sandbox_kubeconfig(nodes: int | None = None) -> tuple[Path, str, str]:
+    """Start the sandbox daemon if needed (with *nodes* nodes, else as many as it has); its kubeconfig, context
+    and cluster DNS address."""
     try:
-        info = client.ensure_running()
+        info = client.ensure_running(nodes=nodes)
     except SandboxError as e:
         raise ClusterUnreachable(f"no cluster reachable: the sandbox did not start: {e.problem}", _SANDBOX_FIX) from e
     return Path(info.kubeconfig), info.context, info.cluster_dns

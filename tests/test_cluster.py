@@ -128,6 +128,20 @@ def test_sandbox_start_failure_is_unreachable(clean_env, monkeypatch):
     assert isinstance(e.value.__cause__, SandboxError)
 
 
+def test_connect_asks_the_sandbox_for_nodes(clean_env, monkeypatch):
+    asked = []
+
+    def ensure_running(nodes=None, timeout=60.0):
+        asked.append(nodes)
+        raise SandboxError("stop here", "")
+
+    monkeypatch.setattr("labkit.sandbox.client.ensure_running", ensure_running)
+    for nodes in (3, None):
+        with pytest.raises(ClusterUnreachable):
+            connect("sandbox", nodes=nodes)
+    assert asked == [3, None]  # None: keep the sandbox's current node count
+
+
 # --- a tiny real HTTP server answering like an API server, to exercise the client end to end ---
 
 NODE_INFO = {
