@@ -8,7 +8,8 @@
  * whole request is read (Content-Length over any number of reads; 16 KiB head -> 431, LB_MAX_BODY bytes of body,
  * default 1 MiB -> 413), the response is relayed as it arrives (Content-Length, chunked and SSE streams, or until
  * the backend closes), a backend that refuses, times out or closes without answering is skipped and the next one
- * tried (a dead backend costs no request; all dead -> 502), GET /healthz, one log line per request, keep-alive.
+ * tried, each backend at most twice (a dead backend costs no request; all dead -> 502), GET /healthz, one log
+ * line per request, keep-alive.
  * Env: LB_MAX_BODY (bytes), LB_SEED (fixed random seed, for reproducible splits), LB_CONNECT_TIMEOUT_MS (3000).
  */
 #include <errno.h>
@@ -129,10 +130,14 @@ static void admin(lb_conn *c, const char *body, size_t len) {
 
 /* ------------------------------------------------------------------ backends */
 
-/* Opens a non-blocking connection to the next backend not tried yet; falls back to 502 when none is left. */
+/* Opens a non-blocking connection to the next backend not tried yet; falls back to 502 when none is left.
+ * Every backend gets a second try once all have failed: a registered backend is a Service's ClusterIP, and the
+ * Service's proxy picks a pod per connection, so the same address again may reach a live pod (one on a lost node
+ * stays in the endpoints until the node is marked NotReady). */
 static void try_backend(lb_conn *c) {
     for (;;) {
-        if (c->tried_generation != registry.generation) { /* the registry changed: its indexes did too */
+        int round_over = c->attempts < 2 * registry.count && reg_pick(&registry, 0, c->tried) < 0;
+        if (c->tried_generation != registry.generation || round_over) { /* a new round, or new indexes */
             memset(c->tried, 0, sizeof c->tried);
             c->tried_generation = registry.generation;
         }
