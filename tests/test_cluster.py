@@ -306,3 +306,23 @@ def test_kubectl_that_hangs_is_a_labkit_error(fake_api, monkeypatch, tmp_path):
     with pytest.raises(LabkitError, match=r"did not finish within 0\.5 s") as err:
         fake_api.kubectl("get", "nodes", timeout=0.5)
     assert "labkit doctor" in str(err.value)
+
+
+def test_kill_node_kills_nothing_outside_the_sandbox_and_says_how(tmp_path) -> None:
+    import kubernetes.client
+
+    from labkit.cluster import Cluster
+
+    live = Cluster(
+        kubernetes.client.ApiClient(), backend="kubeconfig", context="k3s-lab", kubeconfig=tmp_path / "config"
+    )
+    said = live.kill_node("agent-1")
+    assert said.startswith("node agent-1: not killed") and "k3s-killall.sh" in said
+
+
+def test_kill_node_without_a_running_sandbox_is_a_sandbox_error(tmp_path) -> None:
+    from labkit.sandbox import client
+
+    with pytest.raises(SandboxError, match="the sandbox is not running") as caught:
+        client.kill_node("labkit-agent-0", home=tmp_path / "no-sandbox")
+    assert caught.value.fix == "start it: labkit sandbox up"
