@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the lazy names below, with their real types
     from labkit import measure as measure
     from labkit import reports as reports
     from labkit import wasm as wasm
+    from labkit.board import LiveBoard, live_board
     from labkit.cluster import Cluster, api_call, connect
     from labkit.diagnosis import diagnose
     from labkit.evidence import events, logs
@@ -51,6 +52,8 @@ __version__ = "0.1.0"
 
 #: Lazy name → the module that defines it (``""``: the name is a subpackage of labkit).
 _LAZY = {
+    "LiveBoard": "labkit.board",
+    "live_board": "labkit.board",
     "Cluster": "labkit.cluster",
     "api_call": "labkit.cluster",
     "connect": "labkit.cluster",
@@ -96,6 +99,7 @@ __all__ = [
     "InvalidManifest",
     "Lab",
     "LabkitError",
+    "LiveBoard",
     "NotebookFailed",
     "PrerequisiteMissing",
     "Profile",
@@ -117,6 +121,7 @@ __all__ = [
     "host_for_backend",
     "lab",
     "lab_checks",
+    "live_board",
     "logs",
     "manifests",
     "measure",

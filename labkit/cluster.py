@@ -117,6 +117,18 @@ _CLEANABLE = (
 )
 
 
+@dataclass(frozen=True)
+class NodeKill:
+    """What :meth:`Cluster.kill_node` did: whether node *name* was killed, and a sentence saying so."""
+
+    name: str
+    killed: bool
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class Cluster:
     """A connected lab cluster: typed API groups plus the kubeconfig for ``kubectl``.
 
@@ -233,24 +245,28 @@ class Cluster:
 
         return api_call(send)
 
-    def kill_node(self, name: str) -> str:
-        """Take node *name* down abruptly, as a power cut would, and say what was done.
+    def kill_node(self, name: str) -> NodeKill:
+        """Take node *name* down abruptly, as a power cut would; what was done (``killed``, and a message).
 
         On the sandbox its node process is SIGKILLed and its pods die with it (``connect(..., nodes=N)`` or
         ``labkit sandbox up`` starts it again). labkit reaches other clusters only through their API, so there it
         kills nothing and says how: on a k3s node, stopping the service leaves its containers running
         (k3s-io/k3s docs/upgrades/killall.md), so only ``k3s-killall.sh`` or a power-off takes the pods too.
 
-        >>> cluster.kill_node("labkit-agent-2")   # doctest: +SKIP
-        'node labkit-agent-2: its process (pid 4242) was killed with SIGKILL, and its pods with it'
+        >>> print(cluster.kill_node("labkit-agent-1"))   # doctest: +SKIP
+        node labkit-agent-1: its process (pid 4242) was killed with SIGKILL, and its pods with it
         """
         if self.backend != "sandbox":
-            return (
+            return NodeKill(
+                name,
+                False,
                 f"node {name}: not killed (labkit reaches this cluster only through its API); to lose it, power it "
-                "off or run `sudo /usr/local/bin/k3s-killall.sh` on it"
+                "off or run `sudo /usr/local/bin/k3s-killall.sh` on it",
             )
         pid = client.kill_node(name)
-        return f"node {name}: its process (pid {pid}) was killed with SIGKILL, and its pods with it"
+        return NodeKill(
+            name, True, f"node {name}: its process (pid {pid}) was killed with SIGKILL, and its pods with it"
+        )
 
     def kubectl_env(self) -> dict[str, str]:
         """The environment for a subprocess that should talk to this cluster (``KUBECONFIG`` set).

@@ -316,8 +316,9 @@ def test_kill_node_kills_nothing_outside_the_sandbox_and_says_how(tmp_path) -> N
     live = Cluster(
         kubernetes.client.ApiClient(), backend="kubeconfig", context="k3s-lab", kubeconfig=tmp_path / "config"
     )
-    said = live.kill_node("agent-1")
-    assert said.startswith("node agent-1: not killed") and "k3s-killall.sh" in said
+    done = live.kill_node("agent-1")
+    assert not done.killed and done.name == "agent-1"
+    assert str(done).startswith("node agent-1: not killed") and "k3s-killall.sh" in str(done)
 
 
 def test_kill_node_without_a_running_sandbox_is_a_sandbox_error(tmp_path) -> None:
