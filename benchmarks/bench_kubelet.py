@@ -16,13 +16,13 @@ import argparse
 import json
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from bench_apiserver import Connection, cpu_seconds, percentile, rss_mb
 
+from labkit import measure
 from labkit.imagestore import ImageStore
 from labkit.sandbox import client as daemon
 from labkit.wasm.apps import module_path
@@ -43,37 +43,15 @@ def wasm_pod(name: str, image: str) -> dict[str, Any]:
     }
 
 
-class ReadyWatch:
-    """Records when each pod first reports Ready=True, from one watch stream."""
-
-    def __init__(self, info: daemon.SandboxInfo) -> None:
-        self.ready: dict[str, float] = {}
-        self.changed = threading.Condition()
-        conn = Connection(info)
-        conn.conn.request(
-            "GET",
-            f"/api/v1/namespaces/{NS}/pods?watch=true&timeoutSeconds=600",
-            headers={"Authorization": f"Bearer {conn.token}"},
-        )
-        self.stream = conn.conn.getresponse()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        while line := self.stream.readline():
-            pod = json.loads(line)["object"]
-            conditions = pod.get("status", {}).get("conditions") or ()
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-                seen = time.perf_counter()
-                with self.changed:
-                    self.ready.setdefault(pod["metadata"]["name"], seen)
-                    self.changed.notify_all()
-
-    def wait(self, names: list[str], timeout: float = 60.0) -> None:
-        """Block until every pod in *names* is Ready (woken by the reader, not polling: the CPUs are the nodes')."""
-        with self.changed:
-            if not self.changed.wait_for(lambda: all(n in self.ready for n in names), timeout):
-                missing = [n for n in names if n not in self.ready]
-                raise SystemExit(f"pods not Ready after {timeout:.0f} s: {missing[:5]} ...")
+def ReadyWatch(info: daemon.SandboxInfo) -> measure.ReadyWatch:  # noqa: N802
+    """labkit.measure's watch on one raw watch stream of the bench namespace's pods."""
+    conn = Connection(info)
+    conn.conn.request(
+        "GET",
+        f"/api/v1/namespaces/{NS}/pods?watch=true&timeoutSeconds=600",
+        headers={"Authorization": f"Bearer {conn.token}"},
+    )
+    return measure.ReadyWatch(conn.conn.getresponse())
 
 
 def distinct_images(home: Path, count: int) -> list[str]:
@@ -90,16 +68,17 @@ def distinct_images(home: Path, count: int) -> list[str]:
     return refs
 
 
-def latencies(api: Connection, watch: ReadyWatch, prefix: str, images: list[str]) -> list[float]:
+def latencies(api: Connection, watch: measure.ReadyWatch, prefix: str, images: list[str]) -> list[float]:
     """Create → Ready in ms for one pod at a time (each deleted after, so the nodes stay quiet)."""
+    names = [f"{prefix}-{i}" for i in range(len(images))]
     samples = []
-    for i, image in enumerate(images):
-        name = f"{prefix}-{i}"
-        started = time.perf_counter()
-        status, body = api.call("POST", f"/api/v1/namespaces/{NS}/pods", wasm_pod(name, image))
-        assert status == 201, body
-        watch.wait([name])
-        samples.append((watch.ready[name] - started) * 1000)
+    for name, image in zip(names, images, strict=True):
+
+        def create(name: str, image: str = image) -> None:
+            status, body = api.call("POST", f"/api/v1/namespaces/{NS}/pods", wasm_pod(name, image))
+            assert status == 201, body
+
+        samples += measure.create_to_ready(create, watch, [name])
         api.call("DELETE", f"/api/v1/namespaces/{NS}/pods/{name}")
     return samples
 

@@ -77,31 +77,10 @@ def child(*args: str) -> tuple[subprocess.Popen[str], str]:
 
 def load(port: int, seconds: float, clients: int) -> tuple[float, float, float, int]:
     """(requests/s, p50 ms, p99 ms, failures) for `clients` kept-alive clients POSTing for `seconds`."""
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    failures = [0] * clients
-    stop = time.monotonic() + seconds
+    from labkit.measure import load as measure_load
 
-    def run(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        body = b'{"model": "bench", "messages": [{"role": "user", "content": "hi"}]}'
-        while time.monotonic() < stop:
-            started = time.perf_counter()
-            conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
-            reply = conn.getresponse()
-            reply.read()
-            if reply.status != 200:
-                failures[i] += 1
-            latencies[i].append((time.perf_counter() - started) * 1000)
-        conn.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    began = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    every = sorted(x for xs in latencies for x in xs)
-    return len(every) / (time.monotonic() - began), every[len(every) // 2], every[int(len(every) * 0.99)], sum(failures)
+    result = measure_load("127.0.0.1", port, seconds, clients)
+    return result.requests_per_s, result.p50_ms, result.p99_ms, result.failures
 
 
 def admin(port: int, method: str, path: str, body: Any = None) -> tuple[int, bytes]:

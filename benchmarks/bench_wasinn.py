@@ -23,6 +23,7 @@ import statistics
 import time
 from pathlib import Path, PurePosixPath
 
+from labkit.measure import engine_direct
 from labkit.models import chatml, smollm2_gguf
 from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
 from labkit.sandbox.kubelet.noderoot import prepare_node_root
@@ -42,17 +43,7 @@ def rss_mb() -> float:
 
 
 def direct(tokens: int, runs: int) -> list[float]:
-    import llama_cpp
-
-    llm = llama_cpp.Llama(str(smollm2_gguf()), n_ctx=512, n_threads=2, verbose=False)
-    llm(chatml("Hi"), max_tokens=4, temperature=0)  # warm up
-    rates = []
-    for _ in range(runs):
-        llm.reset()  # no prompt-prefix reuse: both sides evaluate the prompt every run
-        start = time.perf_counter()
-        out = llm(chatml(QUESTION), max_tokens=tokens, temperature=0)
-        rates.append(out["usage"]["completion_tokens"] / (time.perf_counter() - start))
-    return rates
+    return [c.tokens_per_s for c in engine_direct(QUESTION, tokens, runs)]
 
 
 def via_abi(tokens: int, runs: int, root: Path) -> list[float]:

@@ -32,10 +32,13 @@ from labkit.profiles import Profile, profile_for
 from labkit.runner import run_notebooks
 
 if TYPE_CHECKING:  # the lazy names below, with their real types
+    from labkit import apps as apps
     from labkit import host as host
     from labkit import manifests as manifests
+    from labkit import measure as measure
     from labkit import reports as reports
     from labkit import wasm as wasm
+    from labkit.board import LiveBoard, live_board
     from labkit.cluster import Cluster, api_call, connect
     from labkit.diagnosis import diagnose
     from labkit.evidence import events, logs
@@ -49,6 +52,8 @@ __version__ = "0.1.0"
 
 #: Lazy name → the module that defines it (``""``: the name is a subpackage of labkit).
 _LAZY = {
+    "LiveBoard": "labkit.board",
+    "live_board": "labkit.board",
     "Cluster": "labkit.cluster",
     "api_call": "labkit.cluster",
     "connect": "labkit.cluster",
@@ -71,8 +76,10 @@ _LAZY = {
     "wasinn_mounts": "labkit.pluginmounts",
     "Forward": "labkit.portforward",
     "port_forward": "labkit.portforward",
+    "apps": "",
     "host": "",
     "manifests": "",
+    "measure": "",
     "reports": "",
     "wasm": "",
 }
@@ -92,6 +99,7 @@ __all__ = [
     "InvalidManifest",
     "Lab",
     "LabkitError",
+    "LiveBoard",
     "NotebookFailed",
     "PrerequisiteMissing",
     "Profile",
@@ -102,6 +110,7 @@ __all__ = [
     "WasmError",
     "api_call",
     "apply",
+    "apps",
     "connect",
     "delete",
     "describe",
@@ -112,8 +121,10 @@ __all__ = [
     "host_for_backend",
     "lab",
     "lab_checks",
+    "live_board",
     "logs",
     "manifests",
+    "measure",
     "open_lab",
     "port_forward",
     "profile_for",

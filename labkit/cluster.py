@@ -117,6 +117,18 @@ _CLEANABLE = (
 )
 
 
+@dataclass(frozen=True)
+class NodeKill:
+    """What :meth:`Cluster.kill_node` did: whether node *name* was killed, and a sentence saying so."""
+
+    name: str
+    killed: bool
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class Cluster:
     """A connected lab cluster: typed API groups plus the kubeconfig for ``kubectl``.
 
@@ -233,6 +245,29 @@ class Cluster:
 
         return api_call(send)
 
+    def kill_node(self, name: str) -> NodeKill:
+        """Take node *name* down abruptly, as a power cut would; what was done (``killed``, and a message).
+
+        On the sandbox its node process is SIGKILLed and its pods die with it (``connect(..., nodes=N)`` or
+        ``labkit sandbox up`` starts it again). labkit reaches other clusters only through their API, so there it
+        kills nothing and says how: on a k3s node, stopping the service leaves its containers running
+        (k3s-io/k3s docs/upgrades/killall.md), so only ``k3s-killall.sh`` or a power-off takes the pods too.
+
+        >>> print(cluster.kill_node("labkit-agent-1"))   # doctest: +SKIP
+        node labkit-agent-1: its process (pid 4242) was killed with SIGKILL, and its pods with it
+        """
+        if self.backend != "sandbox":
+            return NodeKill(
+                name,
+                False,
+                f"node {name}: not killed (labkit reaches this cluster only through its API); to lose it, power it "
+                "off or run `sudo /usr/local/bin/k3s-killall.sh` on it",
+            )
+        pid = client.kill_node(name)
+        return NodeKill(
+            name, True, f"node {name}: its process (pid {pid}) was killed with SIGKILL, and its pods with it"
+        )
+
     def kubectl_env(self) -> dict[str, str]:
         """The environment for a subprocess that should talk to this cluster (``KUBECONFIG`` set).
 
@@ -292,6 +327,7 @@ def connect(
     *,
     allowed_contexts: list[str] | tuple[str, ...] | None = None,
     kubeconfig: str | os.PathLike[str] | None = None,
+    nodes: int | None = None,
 ) -> Cluster:
     """Connect to the lab cluster.
 
@@ -300,6 +336,9 @@ def connect(
     kubeconfig's current-context) must be on the allow-list (``LABKIT_ALLOWED_CONTEXTS`` plus
     *allowed_contexts*), checked before any network call.
 
+    *nodes* (sandbox only) makes the sandbox have exactly that many nodes (``labkit sandbox up --nodes``);
+    on a kubeconfig cluster the nodes are what they are, and *nodes* is ignored (``cluster.nodes()`` says).
+
     >>> connect("kubeconfig", "prod")        # doctest: +SKIP
     Traceback (most recent call last):
     labkit.errors.ContextNotAllowed: kubeconfig context 'prod' is not on labkit's allow-list ...
@@ -307,7 +346,7 @@ def connect(
     name = config.resolve_backend(backend)
     cluster_dns = None
     if name == "sandbox":
-        path, context, cluster_dns = _sandbox_kubeconfig()
+        path, context, cluster_dns = _sandbox_kubeconfig(nodes)
     else:
         path, context = _checked_kubeconfig(context, allowed_contexts, kubeconfig)
     configuration = kubernetes.client.Configuration()
@@ -328,10 +367,11 @@ def connect(
     return cluster
 
 
-def _sandbox_kubeconfig() -> tuple[Path, str, str]:
-    """Start the sandbox daemon if needed; its kubeconfig, context and cluster DNS address."""
+def _sandbox_kubeconfig(nodes: int | None = None) -> tuple[Path, str, str]:
+    """Start the sandbox daemon if needed (with *nodes* nodes, else as many as it has); its kubeconfig, context
+    and cluster DNS address."""
     try:
-        info = client.ensure_running()
+        info = client.ensure_running(nodes=nodes)
     except SandboxError as e:
         raise ClusterUnreachable(f"no cluster reachable: the sandbox did not start: {e.problem}", _SANDBOX_FIX) from e
     return Path(info.kubeconfig), info.context, info.cluster_dns

@@ -128,6 +128,20 @@ def test_sandbox_start_failure_is_unreachable(clean_env, monkeypatch):
     assert isinstance(e.value.__cause__, SandboxError)
 
 
+def test_connect_asks_the_sandbox_for_nodes(clean_env, monkeypatch):
+    asked = []
+
+    def ensure_running(nodes=None, timeout=60.0):
+        asked.append(nodes)
+        raise SandboxError("stop here", "")
+
+    monkeypatch.setattr("labkit.sandbox.client.ensure_running", ensure_running)
+    for nodes in (3, None):
+        with pytest.raises(ClusterUnreachable):
+            connect("sandbox", nodes=nodes)
+    assert asked == [3, None]  # None: keep the sandbox's current node count
+
+
 # --- a tiny real HTTP server answering like an API server, to exercise the client end to end ---
 
 NODE_INFO = {
@@ -292,3 +306,24 @@ def test_kubectl_that_hangs_is_a_labkit_error(fake_api, monkeypatch, tmp_path):
     with pytest.raises(LabkitError, match=r"did not finish within 0\.5 s") as err:
         fake_api.kubectl("get", "nodes", timeout=0.5)
     assert "labkit doctor" in str(err.value)
+
+
+def test_kill_node_kills_nothing_outside_the_sandbox_and_says_how(tmp_path) -> None:
+    import kubernetes.client
+
+    from labkit.cluster import Cluster
+
+    live = Cluster(
+        kubernetes.client.ApiClient(), backend="kubeconfig", context="k3s-lab", kubeconfig=tmp_path / "config"
+    )
+    done = live.kill_node("agent-1")
+    assert not done.killed and done.name == "agent-1"
+    assert str(done).startswith("node agent-1: not killed") and "k3s-killall.sh" in str(done)
+
+
+def test_kill_node_without_a_running_sandbox_is_a_sandbox_error(tmp_path) -> None:
+    from labkit.sandbox import client
+
+    with pytest.raises(SandboxError, match="the sandbox is not running") as caught:
+        client.kill_node("labkit-agent-0", home=tmp_path / "no-sandbox")
+    assert caught.value.fix == "start it: labkit sandbox up"

@@ -124,16 +124,21 @@ def wasm_deployment(
     image_pull_policy: str | None = None,
     ports: Iterable[int | Mapping[str, Any]] | None = None,
     ready_on_port: int | None = None,
+    node_loss_toleration_s: int | None = None,
 ) -> dict[str, Any]:
     """A Deployment of *replicas* wasm pods (selector ``app=<name>``) running *image* under *runtime_class*.
 
     *runtime_class* ``None`` leaves ``runtimeClassName`` out (the node's default runtime runs it, e.g. crun);
     *pod_annotations* go on the pods (crun reads ``module.wasm.image/variant`` there). *ready_on_port* adds a
     ``tcpSocket`` readiness probe: a pod is Ready (and the Deployment Available) only once it accepts connections
-    there, so a server that loads a model first is not sent traffic early.
+    there, so a server that loads a model first is not sent traffic early. *node_loss_toleration_s* replaces the
+    300 s that the DefaultTolerationSeconds admission plugin gives a pod on a ``not-ready`` or ``unreachable`` node
+    before it is evicted (and its replacement scheduled elsewhere).
 
     >>> wasm_deployment("web", "img", ready_on_port=8080)["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
     {'tcpSocket': {'port': 8080}, 'periodSeconds': 2}
+    >>> wasm_deployment("web", "img", node_loss_toleration_s=10)["spec"]["template"]["spec"]["tolerations"][1]
+    {'key': 'node.kubernetes.io/unreachable', 'operator': 'Exists', 'effect': 'NoExecute', 'tolerationSeconds': 10}
     """
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         raise InvalidManifest(f"replicas must be a whole number >= 0, got {replicas!r}", "e.g. replicas=2")
@@ -154,6 +159,25 @@ def wasm_deployment(
         # a pod starts unready and turns Ready at the first success; every 2 s (upstream default: 10 s)
         probe = {"tcpSocket": {"port": ready_on_port}, "periodSeconds": 2}
         spec["containers"][0]["readinessProbe"] = probe
+    if node_loss_toleration_s is not None:
+        if not isinstance(node_loss_toleration_s, int) or isinstance(node_loss_toleration_s, bool):
+            raise InvalidManifest(
+                f"node_loss_toleration_s must be whole seconds, got {node_loss_toleration_s!r}",
+                "e.g. node_loss_toleration_s=10",
+            )
+        if node_loss_toleration_s < 0:
+            raise InvalidManifest(
+                f"node_loss_toleration_s must be >= 0, got {node_loss_toleration_s}", "e.g. node_loss_toleration_s=10"
+            )
+        spec["tolerations"] = [
+            {
+                "key": f"node.kubernetes.io/{taint}",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": node_loss_toleration_s,
+            }
+            for taint in ("not-ready", "unreachable")
+        ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

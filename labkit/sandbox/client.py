@@ -285,3 +285,23 @@ def restart_node(name: str, home: Path | None = None) -> dict[str, Any]:
             if err.code == 422
             else "list the nodes: kubectl get nodes",
         ) from None
+
+
+def kill_node(name: str, home: Path | None = None) -> int:
+    """SIGKILL sandbox node *name*'s process, as a power cut would take a machine; returns the pid it had.
+
+    Its pods die with it and nothing restarts it: the node goes ``NotReady`` once its Lease expires, and
+    ``labkit sandbox up`` (or ``connect(nodes=…)``) starts it again. :class:`SandboxError` when no sandbox runs,
+    the node is unknown, or it is not running.
+    """
+    running = status(home)
+    if running is None:
+        raise SandboxError("the sandbox is not running", "start it: labkit sandbox up")
+    known = {p.name: p for p in running.node_processes}
+    if name not in known:
+        raise SandboxError(f"the sandbox has no node {name!r} (it has {', '.join(known)})", "kubectl get nodes")
+    pid = known[name].pid
+    if pid is None:
+        raise SandboxError(f"node {name} is not running", "start it again: labkit sandbox up")
+    os.kill(pid, signal.SIGKILL)
+    return pid

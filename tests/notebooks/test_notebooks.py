@@ -99,7 +99,7 @@ def test_notebook(notebook: Path, phase: str, executed_dir: Path):
 
 
 #: What a notebook may import from labkit: the package's face and its public subpackages.
-PUBLIC_MODULES = {"labkit", "labkit.host", "labkit.manifests", "labkit.wasm"}
+PUBLIC_MODULES = {"labkit", "labkit.apps", "labkit.host", "labkit.manifests", "labkit.measure", "labkit.wasm"}
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)

@@ -319,3 +319,24 @@ def test_hpa_v1_is_served_by_conversion_and_listed_in_discovery() -> None:
     (autoscaling,) = [g for g in api_group_list()["groups"] if g["name"] == "autoscaling"]
     assert [v["version"] for v in autoscaling["versions"]] == ["v2", "v1"]
     assert autoscaling["preferredVersion"]["version"] == "v2"
+
+
+@pytest.mark.parametrize(
+    ("own", "added"),
+    [
+        ([], ["not-ready", "unreachable"]),
+        ([{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}], ["not-ready", "unreachable"]),
+        ([{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "tolerationSeconds": 5}], ["not-ready"]),
+        ([{"operator": "Exists"}], []),  # an empty key tolerates every taint
+    ],
+)
+def test_default_toleration_seconds_adds_only_the_node_lost_tolerations_a_pod_lacks(
+    own: list[dict[str, Any]], added: list[str]
+) -> None:
+    pod = apply_defaults(
+        "Pod", {"spec": {"containers": [{"name": "c", "image": "i"}], "tolerations": copy.deepcopy(own)}}
+    )
+    defaults = pod["spec"]["tolerations"][len(own) :]
+    assert pod["spec"]["tolerations"][: len(own)] == own
+    assert [t["key"].removeprefix("node.kubernetes.io/") for t in defaults] == added
+    assert all(t["tolerationSeconds"] == 300 and t["effect"] == "NoExecute" for t in defaults)

@@ -80,7 +80,9 @@ def test_a_killed_node_goes_not_ready_alone_and_sandbox_up_brings_it_back_with_i
     lease = json.loads(kubectl("get", "lease", AGENT, "-n", "kube-node-lease", "-o", "json").stdout)
     assert lease["spec"]["holderIdentity"] == AGENT and lease["spec"]["leaseDurationSeconds"] > 0
 
-    os.kill(node_pid(info, AGENT), signal.SIGKILL)
+    with pytest.raises(SandboxError, match="the sandbox has no node 'labkit-agent-9'"):
+        daemon.kill_node("labkit-agent-9", home=home)
+    assert daemon.kill_node(AGENT, home=home) == node_pid(info, AGENT)  # SIGKILL, as a power cut
     ready = wait_for(lambda: (c := ready_condition(kubectl, AGENT))["status"] == "Unknown" and c, "NotReady")
     assert (ready["reason"], ready["message"]) == ("NodeStatusUnknown", "Kubelet stopped posting node status.")
     assert ready_condition(kubectl, "labkit-server-0")["status"] == "True"  # the other node and the API serve on
@@ -93,6 +95,8 @@ def test_a_killed_node_goes_not_ready_alone_and_sandbox_up_brings_it_back_with_i
     assert pod_ready.stdout == "False"  # MarkPodsNotReady
     down = daemon.status(home=home)
     assert down is not None and [p.state for p in down.node_processes] == ["Ready", "missing"]
+    with pytest.raises(SandboxError, match=f"node {AGENT} is not running"):
+        daemon.kill_node(AGENT, home=home)
 
     up = daemon.ensure_running(home=home)  # labkit sandbox up
     assert [p.state for p in up.node_processes] == ["Ready", "Ready"] and node_pid(up, AGENT) != node_pid(info, AGENT)

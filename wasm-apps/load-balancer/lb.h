@@ -11,7 +11,7 @@
 
 enum {
     LB_MAX_CONNS = 100,          /* clients at once; each may have one backend connection: 201 sockets */
-    LB_MAX_ATTEMPTS = 8,         /* backends tried for one request */
+    LB_MAX_ATTEMPTS = 16,        /* tries for one request, over rounds of every registered backend */
     LB_IN_START = 32768,         /* request buffer; grows to the head plus Content-Length */
     LB_OUT_CAP = 65536,          /* bytes for the client: a local answer, or one relayed read plus a head */
     LB_READ = 16384,             /* one read from a backend */

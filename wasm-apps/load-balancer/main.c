@@ -8,7 +8,8 @@
  * whole request is read (Content-Length over any number of reads; 16 KiB head -> 431, LB_MAX_BODY bytes of body,
  * default 1 MiB -> 413), the response is relayed as it arrives (Content-Length, chunked and SSE streams, or until
  * the backend closes), a backend that refuses, times out or closes without answering is skipped and the next one
- * tried (a dead backend costs no request; all dead -> 502), GET /healthz, one log line per request, keep-alive.
+ * tried, round after round up to 16 tries (a dead backend costs no request; all dead -> 502), GET /healthz, one log
+ * line per request, keep-alive.
  * Env: LB_MAX_BODY (bytes), LB_SEED (fixed random seed, for reproducible splits), LB_CONNECT_TIMEOUT_MS (3000).
  */
 #include <errno.h>
@@ -129,10 +130,15 @@ static void admin(lb_conn *c, const char *body, size_t len) {
 
 /* ------------------------------------------------------------------ backends */
 
-/* Opens a non-blocking connection to the next backend not tried yet; falls back to 502 when none is left. */
+/* Opens a non-blocking connection to the next backend not tried yet in this round; falls back to 502 after
+ * LB_MAX_ATTEMPTS tries. A round tries every backend once, in weighted random order, and a new round starts when
+ * all have failed: a registered backend is a Service's ClusterIP whose proxy picks a pod per connection, so the
+ * same address again may reach a live pod (one on a lost node stays in the endpoints until the node is marked
+ * NotReady). A request then fails only if every try lands on a dead pod. */
 static void try_backend(lb_conn *c) {
     for (;;) {
-        if (c->tried_generation != registry.generation) { /* the registry changed: its indexes did too */
+        int round_over = registry.count > 0 && reg_pick(&registry, 0, c->tried) < 0;
+        if (c->tried_generation != registry.generation || round_over) { /* a new round, or new indexes */
             memset(c->tried, 0, sizeof c->tried);
             c->tried_generation = registry.generation;
         }
@@ -144,7 +150,7 @@ static void try_backend(lb_conn *c) {
                               "no backends registered with the load balancer (POST /api/register, or run the service-watcher)");
             } else {
                 char message[600];
-                snprintf(message, sizeof message, "all backends unreachable: %s", c->failures);
+                snprintf(message, sizeof message, "all backends unreachable (%d tries): %s", c->attempts, c->failures);
                 snprintf(c->note, sizeof c->note, "(all backends unreachable)");
                 respond_error(c, 502, "Bad Gateway", "backend_unreachable", message);
             }
@@ -181,8 +187,9 @@ void lb_backend_failed(lb_conn *c, const char *why) {
     printf("%s %s -> %s %u.%u.%u.%u:%u failed: %s, trying another backend\n", c->req.method, lb_printable(c->req.target),
            lb_printable(b->name), b->ip[0], b->ip[1], b->ip[2], b->ip[3], (unsigned)b->port, why);
     fflush(stdout);
-    snprintf(c->failures + used, sizeof c->failures - used, "%s%s %u.%u.%u.%u:%u (%s)", used ? ", " : "",
-             lb_printable(b->name), b->ip[0], b->ip[1], b->ip[2], b->ip[3], (unsigned)b->port, why);
+    if (c->attempts <= registry.count) /* the first round: the 502 names each backend once */
+        snprintf(c->failures + used, sizeof c->failures - used, "%s%s %u.%u.%u.%u:%u (%s)", used ? ", " : "",
+                 lb_printable(b->name), b->ip[0], b->ip[1], b->ip[2], b->ip[3], (unsigned)b->port, why);
     if (c->bfd >= 0) close(c->bfd);
     c->bfd = -1;
     try_backend(c);

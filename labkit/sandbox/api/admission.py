@@ -99,7 +99,21 @@ def _pod_spec(spec: dict[str, Any], in_template: bool = False) -> None:
         spec.setdefault("enableServiceLinks", True)
         spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
         spec.setdefault("priority", 0)
-        spec.setdefault("tolerations", [dict(t) for t in _DEFAULT_TOLERATIONS])
+        _default_tolerations(spec)
+
+
+def _default_tolerations(spec: dict[str, Any]) -> None:
+    """DefaultTolerationSeconds: 300 s for each node-lost taint the pod does not already tolerate on NoExecute
+    (plugin/pkg/admission/defaulttolerationseconds: a toleration whose key is that one or empty, and whose effect
+    is NoExecute or empty, already does)."""
+    tolerations = spec.get("tolerations") or []
+    for default in _DEFAULT_TOLERATIONS:
+        if not any(
+            t.get("key") in (None, "", default["key"]) and t.get("effect") in (None, "", "NoExecute")
+            for t in tolerations
+        ):
+            tolerations.append(dict(default))
+    spec["tolerations"] = tolerations
 
 
 def _template(obj: dict[str, Any]) -> None:
