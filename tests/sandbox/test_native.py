@@ -29,6 +29,7 @@ from labkit.sandbox.kubelet.native import (
     NativeLaunch,
     NotInImage,
     exec_sync,
+    group_cpu_seconds,
     plan_native,
     run_in_container,
     start_native,
@@ -299,3 +300,37 @@ time.sleep(60)
         _wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2])
     finally:
         node.kill()
+
+
+def test_a_spinning_process_groups_cpu_seconds_are_counted(tmp_path: Path) -> None:
+    spin = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass"],
+        start_new_session=True,  # its own group, as a native container's
+    )
+    try:
+        time.sleep(0.5)
+        used = group_cpu_seconds(spin.pid)
+    finally:
+        spin.wait(10)
+    assert 0.2 < used < 5.0
+    assert group_cpu_seconds(spin.pid) == 0.0  # gone: no process left in the group
+
+
+@pytest.mark.slow
+def test_the_usage_sampler_reports_a_native_containers_group(tmp_path: Path) -> None:
+    from labkit.sandbox.kubelet.usage import UsageSampler
+
+    c = _container(tmp_path, ["--port", "0", "--allocate-mib", "24"])
+    try:
+        _wait_for(lambda: any("listening" in line for line in c.lines))  # type: ignore[attr-defined]
+        run = type("Run", (), {"process": c, "name": "echo", "restart_count": 0})()
+        worker = type("Worker", (), {"containers": [run], "ns": "lab", "name": "echo"})()
+        sampler = UsageSampler("node-a")
+        sampler.sample({"uid-1": worker})
+        time.sleep(0.5)
+        (pod,) = sampler.sample({"uid-1": worker})["pods"]
+    finally:
+        c.kill()
+        c.wait(10)
+    (usage,) = pod["containers"]
+    assert usage["memoryBytes"] >= 24 << 20 and usage["cpuNanoCores"] >= 0

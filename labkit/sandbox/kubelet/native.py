@@ -239,6 +239,23 @@ def _spawn(spec: NativeSpec, argv: list[str], config_name: str, **pipes: Any) ->
     )
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user and system) the live processes of group *pgid* have used (``/proc/<pid>/stat``)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) != pgid:
+                continue
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+            total += int(fields[11]) + int(fields[12])  # utime and stime: the stat fields 14 and 15, in ticks
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _group_rss(pgid: int) -> int:
     """Resident bytes of every process in the group (statm's second field, in pages)."""
     total = 0
@@ -259,7 +276,7 @@ def _group_rss(pgid: int) -> int:
 class NativeContainer:
     """One running native container: ``start()``, ``wait()``, ``terminate()``, ``kill()`` (as WasmContainer)."""
 
-    thread_id = None  # usage.py samples a wasm guest's thread; a native container has a process instead
+    thread_id = None  # usage.py samples a wasm guest's thread; a native container has a process group instead
 
     def __init__(self, spec: NativeSpec, on_stdout: LineCallback | None = None, on_stderr: LineCallback | None = None):
         self.spec = spec
@@ -334,6 +351,12 @@ class NativeContainer:
     def kill(self) -> None:
         """SIGKILL to the container's processes; returns at once, then ``wait()``."""
         self._signal(signal.SIGKILL)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds its processes have used, or None when it is not running (usage.py's sample)."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        return group_cpu_seconds(self.process.pid)
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The exit code, or None if still running after *timeout* seconds (output read to its end first)."""

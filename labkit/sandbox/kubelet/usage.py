@@ -2,9 +2,10 @@
 
 Per running wasm container: CPU is the CPU clock of the thread the guest runs on (the container's
 own work, measured by the kernel), memory is the guest's linear memory (what wasmtime allocated for
-the module's store). Per node: the node process's CPU time and resident memory. CPU becomes a rate
-(nanocores) over the window between two samples, as metrics-server turns the kubelet's cumulative
-counters into usage; a container needs two samples before it is reported.
+the module's store). Per native container: the CPU time and resident memory of its process group.
+Per node: the node process's CPU time and resident memory. CPU becomes a rate (nanocores) over the
+window between two samples, as metrics-server turns the kubelet's cumulative counters into usage;
+a container needs two samples before it is reported.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def thread_cpu_seconds(thread_id: int | None) -> float | None:
         return time.clock_gettime(time.pthread_getcpuclockid(thread_id))
     except (OSError, ProcessLookupError):
         return None
+
+
+def _cpu_seconds(process: Any) -> float | None:
+    """A container's CPU seconds: a wasm guest's thread clock, or a native container's process group."""
+    if process.thread_id is not None:
+        return thread_cpu_seconds(process.thread_id)
+    own = getattr(process, "cpu_seconds", None)
+    return own() if own is not None else None
 
 
 def process_usage() -> tuple[float, int]:
@@ -85,7 +94,7 @@ class UsageSampler:
             window = 0.0
             for c in worker.containers:
                 process = c.process
-                cpu = thread_cpu_seconds(process.thread_id) if process is not None else None
+                cpu = _cpu_seconds(process) if process is not None else None
                 if process is None or cpu is None:
                     continue
                 rate = self._rate((uid, c.name, str(c.restart_count)), cpu, now, seen)
