@@ -136,6 +136,8 @@ class RunSummary:
     backend: str
     results: list[NotebookResult] = field(default_factory=list)
     run_id: str = field(default_factory=_run_id)
+    #: wall time of the whole run, from before the first notebook to after the last (kernel starts included)
+    wall_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -147,7 +149,7 @@ class RunSummary:
         lines = [f"{'notebook'.ljust(width)}  status  seconds"]
         lines += [f"{r.notebook.ljust(width)}  {r.status.ljust(6)}  {r.seconds:7.1f}" for r in self.results]
         passed = sum(r.status == "passed" for r in self.results)
-        lines.append(f"{passed}/{len(self.results)} passed (backend {self.backend})")
+        lines.append(f"{passed}/{len(self.results)} passed (backend {self.backend}) in {self.wall_seconds:.1f} s")
         return "\n".join(lines)
 
     def markdown(self) -> str:
@@ -158,7 +160,8 @@ class RunSummary:
         )
         return (
             f"# labkit run (backend {self.backend})\n\n"
-            f"| notebook | status | seconds | error |\n|---|---|---|---|\n{rows}"
+            f"| notebook | status | seconds | error |\n|---|---|---|---|\n{rows}\n"
+            f"Total: {self.wall_seconds:.1f} s of wall time for {len(self.results)} notebook(s).\n"
         )
 
     def write(self, output_dir: Path) -> None:
@@ -166,7 +169,7 @@ class RunSummary:
 
         Each file is replaced atomically, so runs finishing together never leave a mixed or half-written one.
         """
-        document = {"backend": self.backend, "ok": self.ok, "run": self.run_id}
+        document = {"backend": self.backend, "ok": self.ok, "run": self.run_id, "wall_seconds": self.wall_seconds}
         text = json.dumps({**document, "results": [asdict(r) for r in self.results]}, indent=2) + "\n"
         for stem in ("summary", f"summary-{self.run_id}"):
             write_atomic(output_dir / f"{stem}.json", text)
@@ -277,6 +280,7 @@ def run_notebooks(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(name)
+    began = time.monotonic()
     plans = [(path, {"backend": name, "namespace": lab_namespace(path), **(parameters or {})}) for path in chosen]
     # every lab namespace this run uses is locked before the first notebook starts, so a clash fails at once
     with namespace_locks([(path.stem, str(params["namespace"])) for path, params in plans], name):
@@ -288,6 +292,7 @@ def run_notebooks(
                 result = run_notebook(path, output, params)
             except KeyboardInterrupt:
                 summary.results.append(NotebookResult(path.stem, "interrupted", time.monotonic() - start, str(output)))
+                summary.wall_seconds = time.monotonic() - began
                 summary.write(output_dir)
                 raise interrupted(path, name, output_dir) from None
             summary.results.append(result)
@@ -297,6 +302,7 @@ def run_notebooks(
             )
             if result.status == "failed" and not keep_going:
                 break
+    summary.wall_seconds = time.monotonic() - began
     summary.write(output_dir)
     return summary
 

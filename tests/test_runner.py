@@ -83,7 +83,12 @@ def test_passing_notebook_gets_parameters_and_summary(labs, tmp_path, clean_env)
     assert json.loads((out / "summary.json").read_text())["results"][0]["notebook"] == "00-hello"
     assert "| 00-hello | passed |" in (out / "summary.md").read_text()
     assert lines[0] == "[1/1] 00-hello ..." and lines[1].startswith("[1/1] 00-hello passed in")
-    assert "1/1 passed (backend kubeconfig)" in summary.table()
+    assert "1/1 passed (backend kubeconfig) in " in summary.table()
+    # the whole run's wall time: at least the notebook's own, in the table, the markdown and the JSON
+    assert summary.wall_seconds >= summary.results[0].seconds > 0
+    assert summary.table().endswith(f" in {summary.wall_seconds:.1f} s")
+    assert f"Total: {summary.wall_seconds:.1f} s of wall time for 1 notebook(s)." in (out / "summary.md").read_text()
+    assert json.loads((out / "summary.json").read_text())["wall_seconds"] == summary.wall_seconds
 
 
 def test_failing_cell_is_named_and_run_stops(labs, tmp_path, clean_env):
