@@ -1,5 +1,6 @@
 """Measuring functions shared by ``benchmarks/`` and notebook 07: percentiles, pod create → Ready from a watch
-stream, an HTTP load generator, and one timed chat completion (through a server, or the engine directly).
+stream, an HTTP load generator, pod memory from the metrics API, and one timed chat completion (through a
+server, or the engine directly).
 
 >>> from labkit import measure
 >>> measure.percentile([3.0, 1.0, 2.0], 50)
@@ -16,7 +17,10 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from labkit.cluster import Cluster
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -36,9 +40,24 @@ class ReadyWatch:
         self.ready: dict[str, float] = {}
         self.changed = threading.Condition()
         self.stream = stream
-        threading.Thread(target=self._read, daemon=True).start()
+        self.closed = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def close(self) -> None:
+        """Close the stream and let the reader end quietly (a read interrupted by the close is not an error)."""
+        self.closed = True
+        self.stream.close()
+        self._reader.join(5)
 
     def _read(self) -> None:
+        try:
+            self._read_lines()
+        except Exception:
+            if not self.closed:
+                raise
+
+    def _read_lines(self) -> None:
         while line := self.stream.readline():
             if not line.strip():
                 continue
@@ -176,3 +195,29 @@ def engine_direct(question: str, max_tokens: int, runs: int, *, n_ctx: int = 512
             Completion(time.perf_counter() - started, int(out["usage"]["completion_tokens"]), out["choices"][0]["text"])
         )
     return done
+
+
+def pod_memory(cluster: Cluster, namespace: str, names: list[str], *, timeout: float = 30.0) -> dict[str, int]:
+    """Each pod's memory in bytes as metrics.k8s.io reports it (``kubectl top pod``, unrounded), summed over
+    its containers; waits until every pod in *names* has a sample (a node samples every few seconds, and a
+    container needs two samples). TimeoutError names the pods still without one."""
+    import kubernetes.client
+    from kubernetes.utils import parse_quantity
+
+    api = kubernetes.client.CustomObjectsApi(cluster.api_client)
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = cast(
+            "dict[str, Any]", api.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", namespace, "pods")
+        )
+        found = {
+            item["metadata"]["name"]: int(sum(parse_quantity(c["usage"]["memory"]) for c in item["containers"]))  # type: ignore[no-untyped-call]
+            for item in listing.get("items", [])
+            if item.get("containers")
+        }
+        missing = [n for n in names if n not in found]
+        if not missing:
+            return {n: found[n] for n in names}
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no memory sample after {timeout:.0f} s for {missing[:5]}")
+        time.sleep(1.0)

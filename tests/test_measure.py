@@ -61,6 +61,31 @@ def test_create_to_ready_times_each_pod_from_the_watch():
     stream.push(b"")
 
 
+class _Breaks:
+    """A watch stream whose read fails once it is closed, as urllib3's response does."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+
+    def readline(self) -> bytes:
+        self.gate.wait(5)
+        raise ValueError("I/O operation on closed file")
+
+    def close(self) -> None:
+        self.gate.set()
+
+
+def test_closing_a_ready_watch_ends_its_reader_quietly():
+    errors: list[BaseException] = []
+    hook, threading.excepthook = threading.excepthook, lambda args: errors.append(args.exc_value)
+    try:
+        watch = measure.ReadyWatch(_Breaks())
+        watch.close()
+    finally:
+        threading.excepthook = hook
+    assert not watch._reader.is_alive() and errors == []
+
+
 def test_ready_watch_reads_a_plain_stream():
     watch = measure.ReadyWatch(io.BytesIO(event("x", False) + event("x", True) + event("y", False)))
     watch.wait(["x"], timeout=5)

@@ -203,6 +203,27 @@ def test_an_open_lab_runs_its_undo_steps_newest_first_then_deletes_its_objects(c
     assert steps == ["early", ("late", True)]
 
 
+def test_a_lab_left_open_by_a_killed_kernel_starts_clean_next_time(cluster):
+    first = open_lab(cluster, "ops-again", timeout=60)
+    first.apply(
+        [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "from-the-first-run"}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "ops-again"}},
+        ]
+    )
+    # no close: the kernel died before its exit hook ran; the next run of the same lab starts clean
+    second = open_lab(cluster, "ops-again", timeout=60)
+    try:
+        assert [c.metadata.name for c in cluster.core.list_namespaced_config_map(second.namespace).items] in (
+            [],
+            ["kube-root-ca.crt"],
+        )
+        assert "ops-again" not in [r.metadata.name for r in cluster.rbac.list_cluster_role().items]
+    finally:
+        second.close()
+        first.close()  # its exit hook would otherwise run after the test's sandbox is gone
+
+
 def test_undo_on_failure_closes_the_lab_and_lets_the_error_through(cluster):
     the_lab = open_lab(cluster, "ops-undo", timeout=60)
     undone: list[str] = []

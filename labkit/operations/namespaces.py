@@ -205,7 +205,8 @@ def _cleanup_or_explain(cluster: Cluster, name: str, timeout: float) -> None:
 
 
 def _create(cluster: Cluster, name: str, namespace: str | None, keep: bool, timeout: float) -> Lab:
-    """The lab's namespace, created (or taken over from a run of the same lab) and labelled for cleanup."""
+    """The lab's namespace, created afresh (what an unclosed run of the same lab left is deleted first) and
+    labelled for cleanup."""
     if not _LABEL_VALUE.match(name):
         raise LabkitError(
             f"lab name {name!r} cannot be a label value",
@@ -223,6 +224,10 @@ def _create(cluster: Cluster, name: str, namespace: str | None, keep: bool, time
             )
         if (existing.get("metadata") or {}).get("deletionTimestamp"):  # the previous run's cleanup is still going
             wait_gone(cluster, "Namespace", namespace, None, timeout)
+        elif labels.get(LAB_LABEL) == name:
+            # A run of this lab that never closed (a kernel killed before its exit hook): start clean, as its
+            # cells expect, instead of meeting its objects again ("pods \"wasm-0\" already exists").
+            _cleanup_or_explain(cluster, name, timeout)
     the_lab = Lab(name, namespace, cluster)
     if not keep:  # registered first, so it runs last: undo steps may still need the namespace
         the_lab.on_close(_cleanup_or_explain, cluster, name, timeout)
