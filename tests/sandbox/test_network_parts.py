@@ -17,7 +17,7 @@ from dnslib import EDNS0, RCODE, DNSRecord
 from labkit.sandbox.kubelet.servicerules import ServiceRules, seen_port, wire_port
 from labkit.sandbox.netmap import host_port
 from labkit.sandbox.network.dns import ClusterDNS, serve_dns
-from labkit.sandbox.network.proxy import MAX_LISTENERS, MAX_PORTS_PER_SERVICE, ServiceProxy
+from labkit.sandbox.network.proxy import MAX_CONNECTIONS, MAX_LISTENERS, MAX_PORTS_PER_SERVICE, ServiceProxy
 from labkit.sandbox.network.servicemap import Frontend, ServiceMap
 
 DNS_IP = "127.43.250.10"  # a Service address no sandbox allocates this low in the range's end, for the test only
@@ -176,6 +176,50 @@ def test_udp_services_are_proxied_per_client_and_spread(tmp_path: Path) -> None:
     for s in backends:
         s.close()
     assert set(seen) == {"127.42.251.2", "127.42.251.3"} and min(seen.values()) >= 25, seen
+
+
+def test_more_tcp_connections_than_the_proxy_holds_at_once_all_pass_one_after_another() -> None:
+    """A server that answers and closes, a client that reads to the end and closes: each connection ends with a
+    FIN both ways and must leave the proxy's count, or the Service refuses everyone after MAX_CONNECTIONS."""
+    server = socket.create_server(("127.42.254.2", host_port(8080)))
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(100)
+                conn.sendall(b"done")
+
+    threading.Thread(target=answer, daemon=True).start()
+
+    async def scenario() -> tuple[int, int]:
+        proxy = ServiceProxy()
+        await proxy.sync([Frontend("lab/web", "http", "127.43.254.5", 8080, "TCP", (("127.42.254.2", 8080),))])
+
+        def clients() -> int:
+            answered = 0
+            for _ in range(MAX_CONNECTIONS + 100):
+                with socket.create_connection(("127.43.254.5", host_port(8080)), timeout=5) as c:
+                    c.sendall(b"hi")
+                    c.shutdown(socket.SHUT_WR)
+                    answered += c.recv(100) == b"done"
+            return answered
+
+        answered = await asyncio.to_thread(clients)
+        for _ in range(50):  # the last connection's close reaches the proxy's loop
+            if proxy.connections == 0:
+                break
+            await asyncio.sleep(0.02)
+        left = proxy.connections
+        proxy.close()
+        return answered, left
+
+    answered, left = run(scenario())
+    server.close()
+    assert (answered, left) == (MAX_CONNECTIONS + 100, 0)
 
 
 def test_listeners_are_bounded_per_service_and_in_all() -> None:

@@ -183,6 +183,7 @@ class _Side(asyncio.Protocol):
 
     transport: asyncio.Transport | None = None
     peer: _Side | None = None
+    ended = False  # this side has sent its FIN
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast("asyncio.Transport", transport)
@@ -192,8 +193,17 @@ class _Side(asyncio.Protocol):
             self.peer.transport.write(data)
 
     def eof_received(self) -> bool:
-        if self.peer is not None and self.peer.transport is not None and self.peer.transport.can_write_eof():
-            self.peer.transport.write_eof()  # half-close passes through, as through a NAT
+        self.ended = True
+        peer = self.peer
+        if peer is None or peer.transport is None or peer.ended:
+            # Both directions have ended (or the other side is gone): the connection is over, so both sockets
+            # close, as a NAT forgets a flow after the second FIN. Kept open, every such connection stayed
+            # counted against MAX_CONNECTIONS, and a Service went dead after about a thousand requests.
+            if peer is not None and peer.transport is not None:
+                peer.transport.close()
+            return False
+        if peer.transport.can_write_eof():
+            peer.transport.write_eof()  # half-close passes through, as through a NAT
         return True
 
     def pause_writing(self) -> None:
