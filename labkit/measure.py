@@ -10,6 +10,7 @@ server, or the engine directly).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import threading
@@ -45,8 +46,17 @@ class ReadyWatch:
         self._reader.start()
 
     def close(self) -> None:
-        """Close the stream and let the reader end quietly (a read interrupted by the close is not an error)."""
+        """End the watch: the reader ends quietly (a read interrupted by the close is not an error).
+
+        A urllib3 response is shut down first: closing it while the reader is blocked in ``readline`` would wait
+        for the reader's lock, that is for the next event or the watch's own timeout (minutes).
+        """
         self.closed = True
+        shutdown = getattr(self.stream, "shutdown", None)
+        if shutdown is not None:
+            with contextlib.suppress(ValueError, RuntimeError, OSError):  # no socket to shut down: close does it
+                shutdown()
+            self._reader.join(5)
         self.stream.close()
         self._reader.join(5)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -84,6 +85,34 @@ def test_closing_a_ready_watch_ends_its_reader_quietly():
     finally:
         threading.excepthook = hook
     assert not watch._reader.is_alive() and errors == []
+
+
+def test_closing_a_quiet_urllib3_watch_returns_at_once():
+    """A watch with no events: the reader blocks in readline; close must not wait for the server's timeout."""
+    import socket
+
+    import urllib3
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def quiet() -> None:
+        conn, _ = server.accept()
+        held.append(conn)
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+    threading.Thread(target=quiet, daemon=True).start()
+    http = urllib3.PoolManager()
+    stream = http.request("GET", f"http://127.0.0.1:{server.getsockname()[1]}/watch", preload_content=False)
+    watch = measure.ReadyWatch(stream)
+    started = time.monotonic()
+    watch.close()
+    took = time.monotonic() - started
+    for conn in held:
+        conn.close()
+    server.close()
+    assert took < 3 and not watch._reader.is_alive()
 
 
 def test_ready_watch_reads_a_plain_stream():
