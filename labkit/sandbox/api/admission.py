@@ -105,7 +105,7 @@ def _pod_spec(spec: dict[str, Any], in_template: bool = False) -> None:
 def _default_tolerations(spec: dict[str, Any]) -> None:
     """DefaultTolerationSeconds: 300 s for each node-lost taint the pod does not already tolerate on NoExecute
     (plugin/pkg/admission/defaulttolerationseconds: a toleration whose key is that one or empty, and whose effect
-    is NoExecute or empty, already does)."""
+    is NoExecute or empty, already does; [inferred] from the plugin as remembered, its source not re-read here)."""
     tolerations = spec.get("tolerations") or []
     for default in _DEFAULT_TOLERATIONS:
         if not any(

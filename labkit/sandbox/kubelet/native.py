@@ -239,8 +239,9 @@ def _spawn(spec: NativeSpec, argv: list[str], config_name: str, **pipes: Any) ->
     )
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU seconds (user and system) the live processes of group *pgid* have used (``/proc/<pid>/stat``)."""
+def _group_sum(pgid: int, proc_file: str, read: Callable[[str], int]) -> int:
+    """The sum of *read* over ``/proc/<pid>/<proc_file>`` of every live process in group *pgid*; a process that
+    ends while being read is left out."""
     total = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -248,29 +249,26 @@ def group_cpu_seconds(pgid: int) -> float:
         try:
             if os.getpgid(int(entry)) != pgid:
                 continue
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-            total += int(fields[11]) + int(fields[12])  # utime and stime: the stat fields 14 and 15, in ticks
+            with open(f"/proc/{entry}/{proc_file}") as f:
+                total += read(f.read())
         except (OSError, ValueError, IndexError):
             continue
-    return total / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _stat_ticks(stat: str) -> int:
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return int(fields[11]) + int(fields[12])  # utime and stime: the stat fields 14 and 15, in ticks
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user and system) the live processes of group *pgid* have used (``/proc/<pid>/stat``)."""
+    return _group_sum(pgid, "stat", _stat_ticks) / os.sysconf("SC_CLK_TCK")
 
 
 def _group_rss(pgid: int) -> int:
     """Resident bytes of every process in the group (statm's second field, in pages)."""
-    total = 0
-    page = os.sysconf("SC_PAGE_SIZE")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry)) != pgid:
-                continue
-            with open(f"/proc/{entry}/statm") as f:
-                total += int(f.read().split()[1]) * page
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
+    return _group_sum(pgid, "statm", lambda statm: int(statm.split()[1])) * os.sysconf("SC_PAGE_SIZE")
 
 
 class NativeContainer:
