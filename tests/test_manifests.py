@@ -162,3 +162,18 @@ def test_docstring_examples(module):
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+@pytest.mark.parametrize("seconds", [-1, 2.5, "10", True])
+def test_node_loss_toleration_must_be_whole_seconds_from_zero(seconds: object) -> None:
+    with pytest.raises(InvalidManifest, match="node_loss_toleration_s must be"):
+        wasm_deployment("web", "img", node_loss_toleration_s=seconds)
+
+
+def test_node_loss_toleration_replaces_both_node_lost_defaults() -> None:
+    spec = wasm_deployment("web", "img", node_loss_toleration_s=0)["spec"]["template"]["spec"]
+    assert [(t["key"], t["tolerationSeconds"]) for t in spec["tolerations"]] == [
+        ("node.kubernetes.io/not-ready", 0),
+        ("node.kubernetes.io/unreachable", 0),
+    ]
+    assert "tolerations" not in wasm_deployment("web", "img")["spec"]["template"]["spec"]
