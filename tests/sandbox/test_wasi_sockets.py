@@ -15,7 +15,7 @@ import pytest
 import wasmtime
 
 from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
-from labkit.sandbox.kubelet.wasi_sockabi import ERRNO, wasi_errno
+from labkit.sandbox.kubelet.wasi_sockabi import ERRNO, RIFLAGS_WAITALL, wasi_errno
 from labkit.sandbox.kubelet.wasi_sockets import WasiSockets
 from labkit.sandbox.kubelet.wasi_socktable import FD_BASE, MAX_SOCKETS
 from labkit.sandbox.kubelet.wasinn import WasiNN
@@ -434,3 +434,34 @@ def test_a_guest_cannot_exhaust_the_kubelets_fds() -> None:
     assert g("sock_open", 1, 2, 0) == ERRNO["MFILE"]
     assert g("fd_close", fds[0]) == 0
     assert g("sock_open", 1, 2, 0) == 0
+
+
+def test_recv_fills_several_buffers_in_place_and_follows_a_grown_memory() -> None:
+    # sock_recv reads straight into the guest's buffers (no host copy); the memory's address is cached between
+    # calls and must be looked up again once the guest grows its memory
+    g = Guest()
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        fd = g.tcp()
+        g.write(100, bytes([127, 0, 0, 1]))
+        g.write(64, struct.pack("<II", 100, 4))
+        assert g("sock_connect", fd, 64, server.getsockname()[1]) == 0
+        peer, _ = server.accept()
+        with peer:
+            g.write(200, struct.pack("<6I", 1000, 5, 2000, 0, 3000, 7))  # 5 bytes, none, 7 bytes
+            peer.sendall(b"hello")
+            later = threading.Timer(0.2, peer.sendall, [b"wasm-ok"])
+            later.start()
+            assert g("sock_recv", fd, 200, 3, RIFLAGS_WAITALL, 16, 20) == 0
+            later.join()
+            assert g.u32(16) == 12
+            assert (g.memory.read(g.store, 1000, 1005), g.memory.read(g.store, 3000, 3007)) == (b"hello", b"wasm-ok")
+            assert isinstance(g.memory, wasmtime.Memory)
+            g.memory.grow(g.store, 1)
+            g.write(200, struct.pack("<II", PAGE + 10, 4))
+            peer.sendall(b"more")
+            assert g("sock_recv", fd, 200, 1, 0, 16, 20) == 0
+            assert g.u32(16) == 4 and g.memory.read(g.store, PAGE + 10, PAGE + 14) == b"more"
+            g.write(PAGE + 100, b"sent from the new page")
+            g.write(200, struct.pack("<II", PAGE + 100, 22))
+            assert g("sock_send", fd, 200, 1, 0, 16) == 0 and g.u32(16) == 22
+            assert peer.recv(100) == b"sent from the new page"

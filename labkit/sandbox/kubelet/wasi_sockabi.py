@@ -169,8 +169,16 @@ class Guest:
         found = memory or caller.get("memory")
         if not isinstance(found, wasmtime.Memory):
             raise Fault("the guest exports no memory")
-        self.memory, self.size = found, found.data_len(caller)
-        self._base = ctypes.cast(found.data_ptr(caller), ctypes.c_void_p).value or 0
+        self.memory, self.size, self._base = found, -1, 0
+        self.refresh(caller)
+
+    def refresh(self, caller: wasmtime.Caller) -> Guest:
+        """Ready for another host call: the base address moves only when the memory grows, so a same size keeps it."""
+        size = self.memory.data_len(caller)
+        if size != self.size:
+            self.size = size
+            self._base = ctypes.cast(self.memory.data_ptr(caller), ctypes.c_void_p).value or 0
+        return self
 
     @staticmethod
     def aligned(ptr: int, alignment: int) -> int:
@@ -192,7 +200,15 @@ class Guest:
 
     def write(self, ptr: int, data: bytes | bytearray) -> None:
         start = self._span(ptr, len(data))
-        ctypes.memmove(self._base + start, bytes(data), len(data))
+        ctypes.memmove(self._base + start, data if isinstance(data, bytes) else bytes(data), len(data))
+
+    def view(self, ptr: int, length: int) -> memoryview:
+        """The guest's bytes at *ptr* as a writable buffer, for socket calls to read into or send from in place.
+
+        Valid during this host call only (the memory may move when the guest grows it later).
+        """
+        start = self._span(ptr, length)
+        return memoryview((ctypes.c_char * length).from_address(self._base + start)).cast("B")
 
     def check(self, ptr: int, length: int) -> None:
         """Fail now (before any side effect) if an output span is out of bounds."""

@@ -53,6 +53,7 @@ from typing import Protocol
 
 import wasmtime
 
+from labkit.sandbox.kubelet import hostfunc
 from labkit.sandbox.kubelet.servicerules import RULES, seen_port, wire_port
 from labkit.sandbox.kubelet.wasi_sockabi import (
     ADDR_STORAGE,
@@ -125,16 +126,24 @@ def _errno_call(func: HostFunc) -> HostFunc:
     return call
 
 
+def _after(views: list[memoryview], skip: int) -> list[memoryview]:
+    """The buffers left once *skip* bytes have been filled."""
+    rest = []
+    for view in views:
+        if skip >= len(view):
+            skip -= len(view)
+        else:
+            rest.append(view[skip:])
+            skip = 0
+    return rest
+
+
 class SocketHost(FdFunctions):
     """The socket functions of one container (one store)."""
 
     def define(self, linker: wasmtime.Linker) -> None:
-        types: dict[int, wasmtime.FuncType] = {}  # one per arity; a FuncType belongs to one engine, so not global
         for name, arity, func in self.functions():
-            if arity not in types:
-                i32s = [wasmtime.ValType.i32()] * arity
-                types[arity] = wasmtime.FuncType(i32s, i32s[:1])
-            linker.define_func(WASI, name, types[arity], _errno_call(func), access_caller=True)
+            hostfunc.define(linker, WASI, name, [hostfunc.I32] * arity, _errno_call(func))
 
     def functions(self) -> list[tuple[str, int, HostFunc]]:
         return [
@@ -257,30 +266,22 @@ class SocketHost(FdFunctions):
         vecs = g.iovecs(ri_data, ri_len, IO_CAP)
         guest = self.table.get(fd)
         host_flags = socket.MSG_PEEK if flags & RIFLAGS_PEEK else 0
-        buffers = [bytearray(length) for _, length in vecs]
-        total = sum(len(b) for b in buffers)
+        views = [g.view(ptr, length) for ptr, length in vecs]  # the kernel copies straight into the guest
+        total = sum(len(v) for v in views)
 
         def once() -> tuple[int, list[object], int, tuple[str, int] | None]:
-            return guest.sock.recvmsg_into(buffers, 0, host_flags)  # type: ignore[return-value]
+            return guest.sock.recvmsg_into(views, 0, host_flags)  # type: ignore[return-value]
 
         received, _, msg_flags, sender = self.table.blocking(caller, guest, select.POLLIN, guest.recv_timeout, once)
-        data = b"".join(buffers)[:received]
         while flags & RIFLAGS_WAITALL and 0 < received < total and not host_flags & socket.MSG_PEEK:
             try:  # MSG_WAITALL: keep reading until full, EOF, or (then a short read) an error
-                read_more = functools.partial(guest.sock.recv, total - received)
-                more = self.table.blocking(caller, guest, select.POLLIN, guest.recv_timeout, read_more)
+                read_more = functools.partial(guest.sock.recvmsg_into, _after(views, received))
+                more = self.table.blocking(caller, guest, select.POLLIN, guest.recv_timeout, read_more)[0]
             except OSError:
                 break
             if not more:
                 break
-            data += more
-            received += len(more)
-        offset = 0
-        for ptr, length in vecs:
-            chunk = data[offset : offset + length]
-            if chunk:
-                g.write(ptr, chunk)
-            offset += length
+            received += more
         return received, ROFLAGS_TRUNCATED if msg_flags & socket.MSG_TRUNC else 0, sender
 
     def sock_recv(
@@ -337,7 +338,7 @@ class SocketHost(FdFunctions):
     ) -> int:
         if u32(flags):  # __wasi_siflags_t has no flags
             raise WasiError(INVAL)
-        payload = [bytes(g.read(ptr, length)) for ptr, length in g.iovecs(si_data, si_len, IO_CAP)]
+        payload = [g.view(ptr, length) for ptr, length in g.iovecs(si_data, si_len, IO_CAP)]
         guest = self.table.get(fd)
         args: tuple[object, ...] = (payload, [], socket.MSG_NOSIGNAL) + ((to,) if to else ())
         return self.table.blocking(

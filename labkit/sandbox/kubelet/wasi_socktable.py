@@ -111,15 +111,16 @@ class SocketTable:
         ip = ipaddress.ip_address(pod_ip) if pod_ip else None
         self.pod_ip = str(ip) if isinstance(ip, ipaddress.IPv4Address) and ip.is_loopback else "127.0.0.1"
         self._tick = tick
-        self._memory: wasmtime.Memory | None = None
+        self._guest: Guest | None = None
         # the sockets close when the container's store (which holds this table through its host functions) goes
         weakref.finalize(self, _close_all, self.sockets)
 
     def guest(self, caller: wasmtime.Caller) -> Guest:
-        """The calling guest's memory; its Memory object is looked up once (only the container's module calls us)."""
-        if self._memory is None:
-            self._memory = Guest(caller).memory
-        return Guest(caller, self._memory)
+        """The calling guest's memory; looked up once (only the container's module calls us), refreshed per call."""
+        if self._guest is None:
+            self._guest = Guest(caller)
+            return self._guest
+        return self._guest.refresh(caller)
 
     def add(self, guest: GuestSocket) -> int:
         if len(self.sockets) >= MAX_SOCKETS:

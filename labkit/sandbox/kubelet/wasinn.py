@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import wasmtime
 
 from labkit.models import INSTALL_ENGINE, engine_available
+from labkit.sandbox.kubelet import hostfunc
 from labkit.sandbox.kubelet.wasi_sockabi import Fault, Guest
 from labkit.sandbox.kubelet.wasinn_abi import (
     BUILDER,
@@ -139,12 +140,8 @@ class NnHost:
         weakref.finalize(self, _close_all, self.graphs, self.contexts)
 
     def define(self, linker: wasmtime.Linker) -> None:
-        types: dict[int, wasmtime.FuncType] = {}
         for name, arity in FUNCTIONS.items():
-            if arity not in types:
-                i32s = [wasmtime.ValType.i32()] * arity
-                types[arity] = wasmtime.FuncType(i32s, i32s[:1])
-            linker.define_func(MODULE, name, types[arity], _nn_call(getattr(self, name)), access_caller=True)
+            hostfunc.define(linker, MODULE, name, [hostfunc.I32] * arity, _nn_call(getattr(self, name)))
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -51,8 +51,10 @@ import wasmtime
 
 from labkit.errors import WasmError
 from labkit.sandbox.kubelet.extensions import HostExtension, LogsAtStart, PodContext
+from labkit.sandbox.kubelet.hostfunc import I32, I64, define
 from labkit.sandbox.kubelet.limits import Limits, StoreGuard
 from labkit.sandbox.kubelet.output import LineBuffer, LineCallback, OutputPipe
+from labkit.sandbox.kubelet.wasi_sockabi import Fault, Guest
 from labkit.sandbox.kubelet.wasinn_abi import StartFailed
 
 WASM_MAGIC = b"\0asm"
@@ -298,7 +300,6 @@ _CLOCKS: dict[int, Callable[[], int]] = {
 }
 _SUBSCRIPTION = struct.Struct("<QB7xI4xQQH6x")  # userdata, tag, clock id, timeout, precision, flags (48 B)
 _EVENT = struct.Struct("<QHB5xQH6x")  # userdata, error, type, nbytes, flags (32 B)
-_I32, _I64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
 
 
 def _directory_mounts(mounts: Sequence[Mount | tuple[Path, str, bool]]) -> list[Mount]:
@@ -350,6 +351,7 @@ class WasmContainer:
         self.finished_at: float | None = None
         #: the guest's linear memory in bytes, sampled on its own thread (a Store is not Sync): at start, each host call
         self.memory_bytes = 0
+        self._guest: Guest | None = None
         self._thread = threading.Thread(target=self._run, name=f"wasm-{spec.name}", daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -427,10 +429,8 @@ class WasmContainer:
         linker.define_wasi()
         linker.allow_shadowing = True  # our sleep/clock, and extensions adding to WASI
         wasi = "wasi_snapshot_preview1"
-        clock_type = wasmtime.FuncType([_I32, _I64, _I32], [_I32])
-        linker.define_func(wasi, "clock_time_get", clock_type, self._clock_time_get, access_caller=True)
-        poll_type = wasmtime.FuncType([_I32, _I32, _I32, _I32], [_I32])
-        linker.define_func(wasi, "poll_oneoff", poll_type, self._poll_oneoff, access_caller=True)
+        define(linker, wasi, "clock_time_get", [I32, I64, I32], self._clock_time_get)
+        define(linker, wasi, "poll_oneoff", [I32] * 4, self._poll_oneoff)
         for ext in self.extensions:
             if isinstance(ext, LogsAtStart):  # e.g. WasmEdge's plugin loader: its lines come before any link error
                 for line in ext.startup_lines(self.context):
@@ -514,13 +514,12 @@ class WasmContainer:
         return self._store_bytes(caller, out_ptr, struct.pack("<Q", clock()))
 
     def _store_bytes(self, caller: wasmtime.Caller, ptr: int, data: bytes) -> int:
-        memory = caller.get("memory")
-        if not isinstance(memory, wasmtime.Memory):
+        try:  # the memory is looked up once per run: clock_time_get is a hot call
+            self._guest = self._guest.refresh(caller) if self._guest else Guest(caller)
+            self.memory_bytes = self._guest.size
+            self._guest.write(ptr, data)
+        except Fault:
             return _ERRNO_FAULT
-        self.memory_bytes = memory.data_len(caller)
-        if ptr < 0 or ptr + len(data) > self.memory_bytes:
-            return _ERRNO_FAULT
-        memory.write(caller, data, ptr)
         return _ERRNO_SUCCESS
 
     def _poll_oneoff(self, caller: wasmtime.Caller, in_ptr: int, out_ptr: int, nsubs: int, nevents_ptr: int) -> int:
