@@ -30,8 +30,18 @@ class Backend(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Server
 
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1
+        self.answered = 0
+
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.server.answers_per_connection and self.answered == self.server.answers_per_connection:
+            self.close_connection = True  # hang up without answering, as a backend closing an idle connection
+            self.server.hangups += 1
+            return
+        self.answered += 1
         self.server.bodies.append(body)
         if self.path == "/v1/stream":
             self.send_response(200)
@@ -49,6 +59,8 @@ class Backend(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
+        if self.server.says_close:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(out)
 
@@ -65,6 +77,9 @@ class Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Backend)
         self.name = name
         self.bodies: list[bytes] = []
+        self.connections = self.hangups = 0
+        self.answers_per_connection = 0  # 0: any number
+        self.says_close = False
 
     @property
     def port(self) -> int:
@@ -351,6 +366,48 @@ def test_twenty_parallel_clients(lb: Lb, backends: dict[str, Server]) -> None:
         results = [r for rs in pool.map(client, range(20)) for r in rs]
     assert results == [(200, True)] * 200
     lb.wait_for(lambda: sum(" 200 " in line and "/v1/chat/completions" in line for line in lb.lines) == 200)
+
+
+def requests_through(lb: Lb, count: int) -> list[int]:
+    conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+    statuses = []
+    for _ in range(count):
+        conn.request("POST", "/v1/chat/completions", body=b"{}")
+        reply = conn.getresponse()
+        reply.read()
+        statuses.append(reply.status)
+    conn.close()
+    return statuses
+
+
+def test_backend_connections_are_kept_alive_and_reused(lb: Lb, backends: dict[str, Server]) -> None:
+    lb.register("low", 1, backends["low"].port)
+    assert requests_through(lb, 20) == [200] * 20
+    assert backends["low"].connections == 1
+    # a second client's requests ride the same idle connection: the pool is by backend, not by client
+    assert lb.call("POST", "/v1/chat/completions", b"{}")[0] == 200
+    assert backends["low"].connections == 1
+
+
+def test_a_backend_that_says_close_gets_a_new_connection_each_time(lb: Lb, backends: dict[str, Server]) -> None:
+    backends["low"].says_close = True
+    lb.register("low", 1, backends["low"].port)
+    assert requests_through(lb, 5) == [200] * 5
+    assert backends["low"].connections == 5
+
+
+def test_an_idle_connection_the_backend_dropped_costs_no_request_and_no_failure(
+    lb: Lb, backends: dict[str, Server]
+) -> None:
+    # each connection answers once, then hangs up on the next request unanswered: the load balancer sends every
+    # second request on a kept-alive connection the backend has given up, and must quietly reconnect
+    backends["low"].answers_per_connection = 1
+    lb.register("low", 1, backends["low"].port)
+    assert requests_through(lb, 6) == [200] * 6
+    assert len(backends["low"].bodies) == 6
+    assert backends["low"].hangups == 5  # requests 2-6 each met a given-up connection first
+    lb.wait_for(lambda: sum("/v1/chat/completions -> low" in line for line in lb.lines) == 6)
+    assert not any("failed" in line for line in lb.lines), lb.lines
 
 
 def test_the_listen_address_must_be_ip_port() -> None:

@@ -9,7 +9,7 @@
  * default 1 MiB -> 413), the response is relayed as it arrives (Content-Length, chunked and SSE streams, or until
  * the backend closes), a backend that refuses, times out or closes without answering is skipped and the next one
  * tried, round after round up to 16 tries (a dead backend costs no request; all dead -> 502), GET /healthz, one log
- * line per request, keep-alive.
+ * line per request, keep-alive towards clients and towards backends (pool.c).
  * Env: LB_MAX_BODY (bytes), LB_SEED (fixed random seed, for reproducible splits), LB_CONNECT_TIMEOUT_MS (3000).
  */
 #include <errno.h>
@@ -32,10 +32,14 @@ static uint64_t rng_state;
 size_t lb_max_body = 1 << 20;
 static uint64_t connect_timeout_ms = 3000;
 
-uint64_t lb_now_ms(void) {
+static uint64_t now_ms;
+
+uint64_t lb_now_ms(void) { return now_ms; }
+
+void lb_clock_tick(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static uint64_t next_random(void) { /* xorshift64* */
@@ -130,10 +134,39 @@ static void admin(lb_conn *c, const char *body, size_t len) {
 
 /* ------------------------------------------------------------------ backends */
 
-/* Opens a non-blocking connection to the next backend not tried yet in this round; falls back to 502 after
- * LB_MAX_ATTEMPTS tries. A round tries every backend once, in weighted random order, and a new round starts when
- * all have failed: a registered backend is a Service's ClusterIP whose proxy picks a pod per connection, so the
- * same address again may reach a live pod (one on a lost node stays in the endpoints until the node is marked
+/* Starts the request on c->backend: over an idle kept-alive connection to it if there is one (sent at once), else
+ * over a new non-blocking connection (sent when it is writable). 0, or the errno of opening or connecting. */
+static int start_upstream(lb_conn *c, int fresh) {
+    c->up_off = 0, c->resp_bytes = 0, c->phase = LB_HEAD, c->rhead_len = 0, c->keep = 0;
+    c->state = LB_UPSTREAM;
+    int fd = fresh ? -1 : lb_pool_take(c->backend.ip, c->backend.port);
+    if (fd >= 0) {
+        c->bfd = fd, c->reused = 1, c->connected = 1;
+        c->deadline = lb_now_ms() + LB_BACKEND_MS;
+        lb_upstream_write(c);
+        return 0;
+    }
+    uint32_t raw;
+    uint8_t ip[4];
+    memcpy(ip, c->backend.ip, 4);
+    ws_address addr = {ip, 4};
+    int err = (int)ws_sock_open(WS_AF_INET4, WS_SOCK_STREAM, &raw);
+    if (!err && (err = nonblocking((int)raw))) close((int)raw);
+    if (!err) {
+        err = (int)ws_sock_connect(raw, &addr, c->backend.port);
+        if (err == EINPROGRESS || err == EAGAIN) err = 0;
+        if (err) close((int)raw);
+    }
+    if (err) return err;
+    c->bfd = (int)raw, c->reused = 0, c->connected = 0;
+    c->deadline = lb_now_ms() + connect_timeout_ms;
+    return 0;
+}
+
+/* Sends the request to the next backend not tried yet in this round; falls back to 502 after LB_MAX_ATTEMPTS
+ * tries. A round tries every backend once, in weighted random order, and a new round starts when all have
+ * failed: a registered backend is a Service's ClusterIP whose proxy picks a pod per connection, so the same
+ * address again may reach a live pod (one on a lost node stays in the endpoints until the node is marked
  * NotReady). A request then fails only if every try lands on a dead pod. */
 static void try_backend(lb_conn *c) {
     for (;;) {
@@ -158,40 +191,28 @@ static void try_backend(lb_conn *c) {
         }
         c->tried[i] = 1, c->attempts++;
         c->backend = registry.items[i];
-        uint32_t raw;
-        uint8_t ip[4];
-        memcpy(ip, c->backend.ip, 4);
-        ws_address addr = {ip, 4};
-        int err = (int)ws_sock_open(WS_AF_INET4, WS_SOCK_STREAM, &raw);
-        if (!err && (err = nonblocking((int)raw))) close((int)raw);
-        if (!err) {
-            err = (int)ws_sock_connect(raw, &addr, c->backend.port);
-            if (err == EINPROGRESS || err == EAGAIN) err = 0;
-            if (err) close((int)raw);
-        }
-        if (!err) {
-            c->bfd = (int)raw;
-            c->state = LB_UPSTREAM;
-            c->up_off = 0, c->resp_bytes = 0, c->phase = LB_HEAD, c->rhead_len = 0;
-            c->deadline = lb_now_ms() + connect_timeout_ms;
-            c->connected = 0;
-            return;
-        }
+        int err = start_upstream(c, 0);
+        if (!err) return;
         lb_backend_failed(c, ws_strerror(err));
     }
 }
 
 void lb_backend_failed(lb_conn *c, const char *why) {
     const lb_backend *b = &c->backend;
+    if (c->bfd >= 0) close(c->bfd);
+    c->bfd = -1;
+    if (c->reused) { /* the backend closed this idle connection before our request came: not a failure of it */
+        c->reused = 0;
+        int err = start_upstream(c, 1);
+        if (!err) return;
+        why = ws_strerror(err);
+    }
     size_t used = strlen(c->failures);
     printf("%s %s -> %s %u.%u.%u.%u:%u failed: %s, trying another backend\n", c->req.method, lb_printable(c->req.target),
            lb_printable(b->name), b->ip[0], b->ip[1], b->ip[2], b->ip[3], (unsigned)b->port, why);
-    fflush(stdout);
     if (c->attempts <= registry.count) /* the first round: the 502 names each backend once */
         snprintf(c->failures + used, sizeof c->failures - used, "%s%s %u.%u.%u.%u:%u (%s)", used ? ", " : "",
                  lb_printable(b->name), b->ip[0], b->ip[1], b->ip[2], b->ip[3], (unsigned)b->port, why);
-    if (c->bfd >= 0) close(c->bfd);
-    c->bfd = -1;
     try_backend(c);
 }
 
@@ -206,8 +227,9 @@ static void dispatch(lb_conn *c) {
         admin(c, body, len);
         return;
     }
-    /* the request for the backend: its head without hop-by-hop headers, "Connection: close", the body */
-    size_t need = c->req.head_len + 32 + len;
+    /* the request for the backend: its head without hop-by-hop headers, then the body; the connection to the
+     * backend is ours and stays open for the next request (HTTP/1.1's default), whatever the client asked */
+    size_t need = c->req.head_len + len;
     if (need > c->up_cap) {
         char *grown = realloc(c->up, need);
         if (!grown) {
@@ -231,8 +253,8 @@ static void dispatch(lb_conn *c) {
         }
         at = nl ? nl + 1 : end;
     }
-    memcpy(c->up + n, "Connection: close\r\n\r\n", 21);
-    n += 21;
+    memcpy(c->up + n, "\r\n", 2);
+    n += 2;
     memcpy(c->up + n, body, len);
     c->up_len = n + len;
     c->attempts = 0;
@@ -276,7 +298,8 @@ void lb_close(lb_conn *c) {
 /* One exchange finished and its answer is sent: log it, then the next request or the end. */
 void lb_finish(lb_conn *c) {
     lb_log(c);
-    if (c->bfd >= 0) close(c->bfd);
+    if (c->bfd >= 0 && c->keep && c->phase == LB_DONE) lb_pool_put(c->bfd, c->backend.ip, c->backend.port);
+    else if (c->bfd >= 0) close(c->bfd);
     c->bfd = -1;
     if (c->close) { /* end our side, then read what the client still sends (an unread body) so it sees the answer */
         ws_sock_shutdown((uint32_t)c->cfd, 2 /* __WASI_SDFLAGS_WR */);
@@ -352,6 +375,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "load-balancer: listen address must be IP:PORT, e.g. 0.0.0.0:8080 (got %s)\n", listen_on);
         return 2;
     }
+    lb_clock_tick();
     if ((env = getenv("LB_MAX_BODY")) && atol(env) > 0) lb_max_body = (size_t)atol(env);
     if ((env = getenv("LB_CONNECT_TIMEOUT_MS")) && atol(env) > 0) connect_timeout_ms = (uint64_t)atol(env);
     if ((env = getenv("LB_SEED")) && *env) rng_state = (uint64_t)strtoull(env, NULL, 10) * 2 + 1;
@@ -363,6 +387,8 @@ int main(int argc, char **argv) {
     }
     printf("load-balancer listening on %s\n", listen_on);
     fflush(stdout);
+    setvbuf(stdout, NULL, _IOFBF, 1 << 15); /* log lines go out once per loop turn, before it waits (lb_poll) */
+    lb_pool_init();
     for (;;) {
         int active = 0, client;
         int incoming = lb_poll(conns, LB_MAX_CONNS, listener, &active);

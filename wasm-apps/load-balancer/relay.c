@@ -8,8 +8,9 @@
 #include "lb.h"
 #include "wasmedge_sock.h"
 
-enum { WHO_BACKEND = 2, WHO_WRITE = 1, SUBS = 4 * LB_MAX_CONNS + 2 };
-static const uint64_t LISTENER = UINT64_MAX - 1, CLOCK = UINT64_MAX;
+enum { WHO_BACKEND = 2, WHO_WRITE = 1, SUBS = 4 * LB_MAX_CONNS + LB_POOL + 2 };
+/* userdata: a connection's index * 4 | WHO_*, POOLED + a pool slot, the listener, the clock */
+static const uint64_t POOLED = (uint64_t)1 << 32, LISTENER = UINT64_MAX - 1, CLOCK = UINT64_MAX;
 
 /* readiness from the last poll, per connection: bit 0 client read, 1 client write, 2 backend read, 3 backend write */
 static uint8_t ready[LB_MAX_CONNS];
@@ -32,7 +33,6 @@ void lb_log(lb_conn *c) {
                  (unsigned)b->port);
     printf("%s %s -> %s %d %llums%s%s\n", c->req.method[0] ? c->req.method : "-", lb_printable(c->req.target), where,
            c->status, (unsigned long long)(lb_now_ms() - c->started), c->note[0] ? " " : "", c->note);
-    fflush(stdout);
 }
 
 static void subscribe(__wasi_subscription_t *s, uint64_t userdata, int fd, int write) {
@@ -63,17 +63,29 @@ int lb_poll(lb_conn *conns, int n, int listener, int *active) {
         else if (c->deadline - now < wait_ms) wait_ms = c->deadline - now;
     }
     if (*active < n) subscribe(&subs[nsubs++], LISTENER, listener, 0);
+    int idle[LB_POOL];
+    uint64_t expiry = now + wait_ms;
+    for (int slot = 0, count = lb_pool_watch(idle, &expiry); slot < count; slot++)
+        if (idle[slot] >= 0) subscribe(&subs[nsubs++], POOLED + (uint64_t)slot, idle[slot], 0);
+    wait_ms = expiry > now ? expiry - now : 0;
     memset(&subs[nsubs], 0, sizeof subs[nsubs]);
     subs[nsubs].userdata = CLOCK;
     subs[nsubs].u.tag = __WASI_EVENTTYPE_CLOCK;
     subs[nsubs].u.u.clock.id = __WASI_CLOCKID_MONOTONIC;
     subs[nsubs++].u.u.clock.timeout = wait_ms * 1000000u;
     int incoming = 0;
-    if (__wasi_poll_oneoff(subs, events, nsubs, &nevents)) return 1; /* let accept tell */
+    fflush(stdout); /* this turn's log lines, in one write */
+    int failed = __wasi_poll_oneoff(subs, events, nsubs, &nevents);
+    lb_clock_tick();
+    if (failed) return 1; /* let accept tell */
     for (__wasi_size_t k = 0; k < nevents; k++) {
         uint64_t u = events[k].userdata;
         incoming |= u == LISTENER;
         if (u >= LISTENER) continue;
+        if (u >= POOLED) {
+            lb_pool_readable((int)(u - POOLED));
+            continue;
+        }
         ready[u / 4] |= (uint8_t)(1u << (u & 3)); /* an error event too: the next call on the socket reports it */
     }
     return incoming;
@@ -90,6 +102,7 @@ static void body(lb_conn *c, const char *p, size_t n) {
     if (c->phase != LB_BODY) return;
     if (c->body_mode == LB_LENGTH) {
         size_t take = n < c->body_left ? n : (size_t)c->body_left;
+        if (take < n) c->keep = 0; /* bytes after the response: the connection is not clean to reuse */
         append(c, p, take);
         c->body_left -= take;
         if (!c->body_left) c->phase = LB_DONE;
@@ -101,10 +114,12 @@ static void body(lb_conn *c, const char *p, size_t n) {
             return;
         }
         append(c, p, (size_t)take);
+        if ((size_t)take < n) c->keep = 0;
         if (http_chunks_done(&c->chunks)) c->phase = LB_DONE;
     } else if (c->body_mode == LB_UNTIL_CLOSE) {
         append(c, p, n);
     } else {
+        if (n) c->keep = 0;
         c->phase = LB_DONE;
     }
 }
@@ -137,6 +152,7 @@ static void start_body(lb_conn *c, const http_response *r) {
                    : r->has_length                              ? LB_LENGTH
                                                                 : LB_UNTIL_CLOSE;
     if (c->body_mode == LB_UNTIL_CLOSE) c->close = 1;
+    c->keep = !r->close && c->body_mode != LB_UNTIL_CLOSE;
     c->body_left = (uint64_t)r->content_length;
     memset(&c->chunks, 0, sizeof c->chunks);
     while (at < end) {
@@ -180,6 +196,37 @@ static void relay(lb_conn *c, const char *p, size_t n) {
     if (n) body(c, p, n);
 }
 
+/* Sends what is pending for the client; the exchange finishes when its last byte is out. */
+static void client_write(lb_conn *c) {
+    if (c->out_off >= c->out_len) return;
+    size_t sent = 0;
+    int err = ws_send(c->cfd, c->out + c->out_off, c->out_len - c->out_off, &sent);
+    if (err == EAGAIN) return;
+    if (err) {
+        if (c->state != LB_REQUEST) {
+            snprintf(c->note, sizeof c->note, "(client gone: %s)", ws_strerror(err));
+            lb_log(c);
+        }
+        return lb_close(c);
+    }
+    c->out_off += sent;
+    if (c->state == LB_UPSTREAM) c->deadline = lb_now_ms() + LB_BACKEND_MS;
+    if (c->out_off < c->out_len) return;
+    c->out_len = c->out_off = 0;
+    if (c->state == LB_LOCAL || (c->state == LB_UPSTREAM && c->phase == LB_DONE)) lb_finish(c);
+}
+
+void lb_upstream_write(lb_conn *c) {
+    if (c->up_off >= c->up_len) return;
+    size_t sent = 0;
+    int err = ws_send(c->bfd, c->up + c->up_off, c->up_len - c->up_off, &sent);
+    if (err == EAGAIN) return;
+    if (err) return lb_backend_failed(c, ws_strerror(err));
+    c->up_off += sent;
+    c->connected = 1;
+    c->deadline = lb_now_ms() + LB_BACKEND_MS;
+}
+
 static void client_events(lb_conn *c, uint8_t r) {
     if (r & 1 && (c->state == LB_REQUEST || c->state == LB_DRAIN)) {
         static char sink[LB_READ];
@@ -193,34 +240,12 @@ static void client_events(lb_conn *c, uint8_t r) {
         c->in_len += got;
         lb_request_progress(c);
     }
-    if (r & 2 && c->used && c->out_off < c->out_len) {
-        size_t sent = 0;
-        int err = ws_send(c->cfd, c->out + c->out_off, c->out_len - c->out_off, &sent);
-        if (err == EAGAIN) return;
-        if (err) {
-            if (c->state != LB_REQUEST) {
-                snprintf(c->note, sizeof c->note, "(client gone: %s)", ws_strerror(err));
-                lb_log(c);
-            }
-            return lb_close(c);
-        }
-        c->out_off += sent;
-        if (c->state == LB_UPSTREAM) c->deadline = lb_now_ms() + LB_BACKEND_MS;
-        if (c->out_off < c->out_len) return;
-        c->out_len = c->out_off = 0;
-        if (c->state == LB_LOCAL || (c->state == LB_UPSTREAM && c->phase == LB_DONE)) lb_finish(c);
-    }
+    if (r & 2 && c->used) client_write(c);
 }
 
 static void backend_events(lb_conn *c, uint8_t r) {
     if (r & 8 && c->up_off < c->up_len) {
-        size_t sent = 0;
-        int err = ws_send(c->bfd, c->up + c->up_off, c->up_len - c->up_off, &sent);
-        if (err == EAGAIN) return;
-        if (err) return lb_backend_failed(c, ws_strerror(err));
-        c->up_off += sent;
-        c->connected = 1;
-        c->deadline = lb_now_ms() + LB_BACKEND_MS;
+        lb_upstream_write(c);
     } else if (r & 4) {
         static char buf[LB_READ];
         size_t got = 0;
@@ -268,11 +293,15 @@ static void timeout(lb_conn *c) {
 
 void lb_service(lb_conn *conns, int n) {
     uint64_t now = lb_now_ms();
+    lb_pool_expire(now);
     for (int i = 0; i < n; i++) {
         lb_conn *c = &conns[i];
         if (!c->used) continue;
         if (ready[i] & 3) client_events(c, ready[i] & 3);
         if (c->used && c->state == LB_UPSTREAM && ready[i] & 12) backend_events(c, ready[i] & 12);
+        /* an answer relayed from the backend goes out now: a socket is almost always writable, and waiting for
+         * the next poll to say so would cost a turn of the loop per response */
+        if (c->used && c->out_off < c->out_len && !(ready[i] & 2)) client_write(c);
         if (c->used && c->deadline <= now) timeout(c);
     }
 }
