@@ -2,12 +2,13 @@
 of small Python HTTP backends (their own process), against the same backend reached directly.
 
 Prints requests/s and p50/p99 latency through the load balancer and direct (the same client: CLIENTS threads,
-one kept-alive connection each, small POSTs), the split error over 1,000 requests for weights 3:1, and the time
-from a weight change (the llamaedge/weight annotation patched on a Service of a real in-process API server) to the
-new weight in the load balancer's GET /api/services, with the service-watcher in between.
-Goals (issue 14): throughput through the LB >= 70% of direct, p99 <= 2x direct; weight change < 2 s.
+one kept-alive connection each, small POSTs), measured in alternating rounds (direct, LB, direct, LB, ...) so that
+a noisy neighbour slows both sides alike, and compared by their medians; the split error over 1,000 requests for
+weights 3:1; and the time from a weight change (the llamaedge/weight annotation patched on a Service of a real
+in-process API server) to the new weight in the load balancer's GET /api/services, with the service-watcher in
+between. Goals (issue 14): throughput through the LB >= 70% of direct, p99 <= 2x direct; weight change < 2 s.
 
-    python benchmarks/bench_loadbalancer.py [--seconds 5] [--clients 8]
+    python benchmarks/bench_loadbalancer.py [--seconds 3] [--rounds 3] [--clients 8]
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def weight_change(lb_port: int, rounds: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--serve-backends", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--serve-lb", type=int, default=0, help=argparse.SUPPRESS)
@@ -151,29 +153,33 @@ def main() -> None:
     balancer, _ = child("--serve-lb", str(lb_port))
     try:
         admin(lb_port, "POST", "/api/register", {"name": "one", "weight": 1, "ip": "127.0.0.1", "port": ports[0]})
-        direct = load(ports[0], args.seconds, args.clients)
-        through = load(lb_port, args.seconds, args.clients)
-        print(f"clients {args.clients}, {args.seconds:g} s each, POST /v1/chat/completions, kept-alive connections")
-        print(f"direct        : {direct[0]:7.0f} req/s  p50 {direct[1]:6.2f} ms  p99 {direct[2]:6.2f} ms  ", end="")
-        print(f"failed {direct[3]}")
+        rounds: dict[str, list[tuple[float, float, float, int]]] = {"direct": [], "load balancer": []}
+        print(f"clients {args.clients}, {args.rounds} rounds of {args.seconds:g} s a side, POST /v1/chat/completions")
+        for _ in range(args.rounds):
+            for name, port in (("direct", ports[0]), ("load balancer", lb_port)):
+                rounds[name].append(load(port, args.seconds, args.clients))
+                rps, p50, p99, failed = rounds[name][-1]
+                print(f"  {name:14}: {rps:7.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  failed {failed}")
+        median = {name: [statistics.median(r[k] for r in runs) for k in range(3)] for name, runs in rounds.items()}
+        for name, (rps, p50, p99) in median.items():
+            failed = sum(r[3] for r in rounds[name])
+            print(f"{name:16}: {rps:7.0f} req/s  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  failed {failed} (medians)")
+        direct, through = median["direct"], median["load balancer"]
         print(
-            f"load balancer : {through[0]:7.0f} req/s  p50 {through[1]:6.2f} ms  p99 {through[2]:6.2f} ms  "
-            f"failed {through[3]}"
-        )
-        print(
-            f"ratio         : throughput {through[0] / direct[0]:.0%} of direct (goal >= 70%), "
+            f"ratio           : throughput {through[0] / direct[0]:.0%} of direct (goal >= 70%), "
             f"p99 {through[2] / direct[2]:.2f}x direct (goal <= 2x)"
         )
         admin(lb_port, "POST", "/api/register", {"name": "one", "weight": 3, "ip": "127.0.0.1", "port": ports[0]})
         admin(lb_port, "POST", "/api/register", {"name": "two", "weight": 1, "ip": "127.0.0.1", "port": ports[1]})
         seen = split(lb_port, ports)
         share = seen[ports[0]] / 1000
-        print(f"split 3:1     : {seen[ports[0]]}/{seen[ports[1]]} of 1000, error {abs(share - 0.75) * 100:.1f} points")
+        error = abs(share - 0.75) * 100
+        print(f"split 3:1       : {seen[ports[0]]}/{seen[ports[1]]} of 1000, error {error:.1f} points")
         admin(lb_port, "DELETE", "/api/unregister/one")
         admin(lb_port, "DELETE", "/api/unregister/two")
         took = weight_change(lb_port, 10)
         print(
-            f"weight change : annotation -> GET /api/services p50 {statistics.median(took) * 1000:.0f} ms, "
+            f"weight change   : annotation -> GET /api/services p50 {statistics.median(took) * 1000:.0f} ms, "
             f"max {max(took) * 1000:.0f} ms over {len(took)} changes (goal < 2 s)"
         )
     finally:
