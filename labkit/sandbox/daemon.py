@@ -38,6 +38,7 @@ from labkit.sandbox.api.apicore import ApiCore
 from labkit.sandbox.api.auth import NODE_RULES, NODES_GROUP, TokenAuthority
 from labkit.sandbox.api.discovery import VERSION_INFO
 from labkit.sandbox.api.escalation import missing_rules
+from labkit.sandbox.api.impersonation import CALLER
 from labkit.sandbox.api.ipallocator import move_cluster_ips
 from labkit.sandbox.api.kubeletexec import KubeletCommands
 from labkit.sandbox.api.registry import RESOURCES, Resource
@@ -383,7 +384,7 @@ class NodesDoor:
         handler: Callable[[web.Request], Awaitable[web.Response]],
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def guarded(request: web.Request) -> web.Response:
-            user = request.get("user")
+            user = request.get(CALLER)
             if user is None or not user.is_admin:
                 return web.json_response({"message": "forbidden"}, status=403)
             return await handler(request)

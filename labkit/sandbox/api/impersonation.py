@@ -11,14 +11,17 @@ for the impersonated account.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import unquote
+
+from aiohttp import web
 
 from labkit.sandbox.api.auth import Authorizer, User
 from labkit.sandbox.api.status import bad_request, forbidden_request
 
-if TYPE_CHECKING:
-    from aiohttp import web
+#: where a request keeps the user it runs as (authenticated, then impersonated; None for the health paths).
+#: aiohttp 3.14 added typed request keys and warns about plain strings (NotAppKeyWarning); older ones take a string.
+CALLER: Any = web.RequestKey("caller", User) if hasattr(web, "RequestKey") else "labkit.caller"
 
 USER_HEADER = "Impersonate-User"
 GROUP_HEADER = "Impersonate-Group"

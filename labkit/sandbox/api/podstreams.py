@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labkit.sandbox.api import podexec, podproxy, portforward
+from labkit.sandbox.api import impersonation, podexec, podproxy, portforward
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.status import forbidden_request, method_not_allowed
 
@@ -48,7 +48,7 @@ class PodStreams:
         self.commands: podexec.ContainerCommands | None = None
 
     def _authorize(self, request: web.Request, verb: str, resource: str, namespace: str, name: str) -> None:
-        user: User = request["user"]
+        user: User = request[impersonation.CALLER]
         if not self.authorizer.allowed(user, verb, "", resource, namespace, name):
             raise forbidden_request(user.name, verb, "", resource, namespace, name)
 

@@ -142,7 +142,7 @@ class ApiServer:
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/healthz", "/readyz", "/livez", "/version"):
-            request["user"] = None
+            request[impersonation.CALLER] = None
             return await handler(request)
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
@@ -154,7 +154,7 @@ class ApiServer:
         user = self.tokens.authenticate(token, sa_exists) if token else None
         if user is None:
             raise unauthorized()
-        request["user"] = impersonation.impersonate(user, request, self.authorizer)
+        request[impersonation.CALLER] = impersonation.impersonate(user, request, self.authorizer)
         return await handler(request)
 
     # -------------------------------------------------------------- routing
@@ -239,14 +239,14 @@ class ApiServer:
 
     # ------------------------------------------------------------ requests
     def _authorize(self, request: web.Request, verb: str, t: Target) -> None:
-        user: User = request["user"]
+        user: User = request[impersonation.CALLER]
         resource = f"{t.resource.plural}/{t.subresource}" if t.subresource else t.resource.plural
         if not self.authorizer.allowed(user, verb, t.resource.group, resource, t.namespace, t.name):
             raise forbidden_request(user.name, verb, t.resource.group, resource, t.namespace, t.name)
 
     def _writing(self, request: web.Request, t: Target, manager: str, validation: str, dry_run: bool) -> WriteOptions:
         """How a write of *t* is made, with RBAC's escalation check for a role or binding (None for other kinds)."""
-        guard = escalation.guard(self.authorizer, request["user"], t.resource, t.namespace)
+        guard = escalation.guard(self.authorizer, request[impersonation.CALLER], t.resource, t.namespace)
         return {"manager": manager, "validation": validation, "dry_run": dry_run, "guard": guard}
 
     async def _body(self, request: web.Request, t: Target) -> Any:
@@ -302,7 +302,8 @@ class ApiServer:
             if t.resource.group in ("authorization.k8s.io", "authentication.k8s.io"):
                 if t.resource.group == "authorization.k8s.io":
                     validate(t.resource, body, validation)  # the review reads a well-typed spec only
-                return json_response(authapis.review(self.authorizer, request["user"], t.resource.kind, body), 201)
+                caller = request[impersonation.CALLER]
+                return json_response(authapis.review(self.authorizer, caller, t.resource.kind, body), 201)
             write = self._writing(request, t, manager, validation, dry_run)
             obj, warnings = core.create(t.resource, t.namespace, body, **write)
             return self._answer(request, t, obj, 201, warnings)
