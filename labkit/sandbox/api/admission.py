@@ -103,9 +103,12 @@ def _pod_spec(spec: dict[str, Any], in_template: bool = False) -> None:
 
 
 def _default_tolerations(spec: dict[str, Any]) -> None:
-    """DefaultTolerationSeconds: 300 s for each node-lost taint the pod does not already tolerate on NoExecute
-    (plugin/pkg/admission/defaulttolerationseconds: a toleration whose key is that one or empty, and whose effect
-    is NoExecute or empty, already does; [inferred] from the plugin as remembered, its source not re-read here)."""
+    """DefaultTolerationSeconds: 300 s for each node-lost taint the pod does not already tolerate on NoExecute.
+
+    As ``Admit`` in kubernetes ``plugin/pkg/admission/defaulttolerationseconds/admission.go``: a toleration whose
+    key is that taint's or empty, and whose effect is NoExecute or empty, already tolerates it; each missing one
+    is added as ``operator: Exists``, ``effect: NoExecute``, ``tolerationSeconds: 300`` (the flags'
+    ``--default-not-ready-toleration-seconds`` and ``--default-unreachable-toleration-seconds`` defaults)."""
     tolerations = spec.get("tolerations") or []
     for default in _DEFAULT_TOLERATIONS:
         if not any(
