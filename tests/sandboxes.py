@@ -19,9 +19,8 @@ def sandbox_daemon(labkit_home: Path, nodes: int) -> Iterator[daemon.SandboxInfo
     It is stopped even when the test fails, so no daemon or kubelet outlives the session.
     """
     home = labkit_home / "sandbox"
-    info = daemon.ensure_running(nodes=nodes, home=home)
     try:
-        yield info
+        yield daemon.ensure_running(nodes=nodes, home=home)
     finally:
         daemon.stop(home=home)
 

@@ -192,29 +192,53 @@ def ensure_running(nodes: int | None = None, timeout: float = 60.0, home: Path |
     """
     if nodes is not None and nodes < 1:
         raise SandboxError(f"a sandbox needs at least one node, not {nodes}", "use --nodes 1 or more")
+    if nodes is not None and nodes > netmap.MAX_NODES:
+        raise SandboxError(
+            f"a sandbox runs at most {netmap.MAX_NODES} nodes (each is a process), not {nodes}",
+            f"use --nodes {netmap.MAX_NODES} or fewer",
+        )
     paths = sandbox_paths(home)
     _private_root(paths)
     with _locked(paths):
         info = status(home)
+        spawned = info is None
         if info is None:
             _spawn(paths, nodes, timeout)
             info = status(home)
+        try:
             if info is None:
                 raise SandboxError("the sandbox daemon started but does not answer", _log_hint(paths))
-        # starts the node processes that are missing (a killed node comes back) and waits for them to be Ready;
-        # a daemon that lists no processes predates them and is left as it is
-        count = nodes or len(info.node_processes)
-        if count:
-            answer = _api(info.server, paths, "POST", "/labkit/nodes", {"count": count}, timeout=timeout)
-            info.node_processes = _node_processes(info.server, paths, answer)
-            info.nodes = len(info.node_processes)
+            _ensure_nodes(info, paths, nodes, timeout)
+        except BaseException:
+            if spawned:  # a daemon this call started and could not make whole is stopped, not left half-up
+                _stop_locked(paths)
+            raise
+    return info
+
+
+def _ensure_nodes(info: SandboxInfo, paths: dict[str, Path], nodes: int | None, timeout: float) -> None:
+    """Start the node processes that are missing (a killed node comes back) and wait for them to be Ready.
+
+    A daemon that lists no processes predates them and is left as it is.
+    """
+    count = nodes or len(info.node_processes)
+    if not count:
+        return
+    try:
+        answer = _api(info.server, paths, "POST", "/labkit/nodes", {"count": count}, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        message = json.loads(err.read() or b"{}").get("message", str(err))
+        raise SandboxError(f"the sandbox daemon could not start its nodes: {message}", _log_hint(paths)) from err
+    except (urllib.error.URLError, OSError) as err:
+        raise SandboxError(f"the sandbox daemon stopped answering: {err}", _log_hint(paths)) from err
+    info.node_processes = _node_processes(info.server, paths, answer)
+    info.nodes = len(info.node_processes)
     missing = [p.name for p in info.node_processes if p.state == "missing"]
     if missing:
         raise SandboxError(
             f"the kubelet process of node(s) {', '.join(missing)} exited at start",
             f"read its log: {paths['kubelets'] / missing[0] / 'kubelet.log'}",
         )
-    return info
 
 
 def _log_hint(paths: dict[str, Path]) -> str:
@@ -251,18 +275,22 @@ def stop(home: Path | None = None, timeout: float = 15.0) -> bool:
     """Stop the daemon; objects stay in state.db. Returns False when none was running."""
     paths = sandbox_paths(home)
     with _locked(paths):
-        info = _read_info(paths)
-        if not info or not _alive(info["pid"]):
-            paths["info"].unlink(missing_ok=True)
-            return False
-        os.kill(info["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(info["pid"]) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(info["pid"]):
-            os.kill(info["pid"], signal.SIGKILL)
+        return _stop_locked(paths, timeout)
+
+
+def _stop_locked(paths: dict[str, Path], timeout: float = 15.0) -> bool:
+    info = _read_info(paths)
+    if not info or not _alive(info["pid"]):
         paths["info"].unlink(missing_ok=True)
-        return True
+        return False
+    os.kill(info["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(info["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(info["pid"]):
+        os.kill(info["pid"], signal.SIGKILL)
+    paths["info"].unlink(missing_ok=True)
+    return True
 
 
 def restart_node(name: str, home: Path | None = None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from aiohttp import web
 from labkit import config
 from labkit.errors import LabkitError
 from labkit.fsutil import write_atomic
-from labkit.sandbox import client, execwire, pki
+from labkit.sandbox import client, execwire, netmap, pki
 from labkit.sandbox.api.apicore import ApiCore
 from labkit.sandbox.api.auth import NODE_RULES, NODES_GROUP, TokenAuthority
 from labkit.sandbox.api.discovery import VERSION_INFO
@@ -392,8 +392,14 @@ class NodesDoor:
         return guarded
 
     async def ensure(self, request: web.Request) -> web.Response:
-        body = await request.json() if request.can_read_body else {}
-        count = int(body.get("count") or 0) or len(sandbox_nodes(self.core)) or 1
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            body = None
+        count = (body.get("count") or len(sandbox_nodes(self.core)) or 1) if isinstance(body, dict) else None
+        if type(count) is not int or not 1 <= count <= netmap.MAX_NODES:
+            message = f"count must be a whole number of nodes from 1 to {netmap.MAX_NODES}"
+            return web.json_response({"message": message}, status=422)
         names = ensure_nodes(self.core, count, ready=False)
         started = self.start_kubelets(names)
         deadline = time.monotonic() + KUBELET_START_TIMEOUT_S

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 #: How many sandboxes one machine holds at once: slots 0..SLOTS-1 use 127.42.0.0 - 127.73.255.255.
 SLOTS = 16
+#: nodes one sandbox runs at most: each is an OS process (~60 MB); k3s labs use up to 3 (the /24 per node allows 256)
+MAX_NODES = 8
 FIRST_OCTET = 42  # slot 0's pod range is 127.42/16, its Service range 127.43/16
 CLUSTER_DOMAIN = "cluster.local"
 

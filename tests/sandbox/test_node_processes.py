@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,42 @@ def test_a_node_process_leaves_certificate_making_to_the_daemon() -> None:
     code = "import sys, labkit.sandbox.kubelet.__main__; print(sorted(m for m in sys.modules if 'cryptography' in m))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_a_daemon_that_cannot_start_its_nodes_is_stopped_not_left_half_up(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def nodes_fail(*_: object) -> None:
+        raise SandboxError("the nodes did not start", "read the log")
+
+    monkeypatch.setattr(daemon, "_ensure_nodes", nodes_fail)
+    with pytest.raises(SandboxError, match="the nodes did not start"):
+        daemon.ensure_running(nodes=1, home=home)
+    assert daemon.status(home) is None and not (home / "server.json").exists()
+    assert not [line for line in _daemons() if str(home) in line]  # no daemon of this home survives
+    monkeypatch.undo()
+    running = daemon.ensure_running(nodes=1, home=home)
+    monkeypatch.setattr(daemon, "_ensure_nodes", nodes_fail)
+    with pytest.raises(SandboxError):
+        daemon.ensure_running(nodes=1, home=home)
+    assert daemon.status(home) is not None and daemon.status(home).pid == running.pid  # one it did not start stays
+
+
+def test_node_counts_are_bounded_on_both_sides_of_the_daemon(home: Path) -> None:
+    from labkit.sandbox import netmap
+
+    with pytest.raises(SandboxError, match=f"at most {netmap.MAX_NODES} nodes"):
+        daemon.ensure_running(nodes=netmap.MAX_NODES + 1, home=home)
+    assert daemon.status(home) is None  # refused before anything started
+    info = daemon.ensure_running(nodes=1, home=home)
+    paths = daemon.sandbox_paths(home)
+    for count in (500, -1, "3", True, 2.5):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            daemon._api(info.server, paths, "POST", "/labkit/nodes", {"count": count})
+        assert refused.value.code == 422, count
+    assert [p.name for p in daemon.status(home).node_processes] == ["labkit-server-0"]
+
+
+def _daemons() -> list[str]:
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in listing.splitlines() if "labkit.sandbox.daemon" in line]

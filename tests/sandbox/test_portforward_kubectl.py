@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.sandboxes import is_pod_ip
+
 if TYPE_CHECKING:
     from tests.sandbox.conftest import Kubectl
 
@@ -44,6 +46,9 @@ spec:
 """
 
 
+EP_IPS = "jsonpath={.subsets[*].addresses[*].ip}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,14 +63,17 @@ def echo(kubectl: Kubectl) -> Iterator[str]:
     kubectl("apply", "-n", ns, "-f", "-", input=ECHO)
     kubectl("rollout", "status", "-n", ns, "deploy/echo", "--timeout=60s")
     deadline = time.monotonic() + 30  # Ready is "started": wait for the module's socket and the Service's endpoint
-    while (
-        "listening on 0.0.0.0:8080" not in kubectl("logs", "-n", ns, "deploy/echo", check=False).stdout
-        or "127.42." not in kubectl("get", "endpoints", "echo", "-n", ns, "-o", "json").stdout
-    ):
+    while not serving(kubectl, ns):
         assert time.monotonic() < deadline, "the echo server is not listening behind its Service"
         time.sleep(0.3)
     yield ns
     kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def serving(kubectl: Kubectl, ns: str) -> bool:
+    listening = "listening on 0.0.0.0:8080" in kubectl("logs", "-n", ns, "deploy/echo", check=False).stdout
+    endpoints = kubectl("get", "endpoints", "echo", "-n", ns, "-o", EP_IPS).stdout.split()
+    return listening and any(is_pod_ip(ip) for ip in endpoints)
 
 
 def pod_name(kubectl: Kubectl, ns: str) -> str:
