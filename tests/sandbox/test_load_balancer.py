@@ -28,6 +28,10 @@ class Backend(BaseHTTPRequestHandler):
     """Answers /v1/* with JSON naming itself and what it got; /v1/stream with chunked SSE events, one per write."""
 
     protocol_version = "HTTP/1.1"
+    # buffered: the head and a body go out in one write, flushed after the handler (the stream flushes per event).
+    # Unbuffered, the body's separate small write waits for the head's ACK (Nagle), which the load balancer
+    # delays (delayed ACK): 40 ms per request
+    wbufsize = -1
     server: Server
 
     def setup(self) -> None:
