@@ -41,9 +41,10 @@ def until(what: str, probe: Callable[[], Any], timeout: float = 60.0) -> Any:
 
 
 def one_pod(cluster, selector: str) -> dict[str, Any]:
+    """The one pod *selector* matches, or {} while the ReplicaSet has not made it yet (apply returns first)."""
     items = cluster.core.list_namespaced_pod(NS, label_selector=selector).items
-    assert len(items) == 1, [p.metadata.name for p in items]
-    return cluster.api_client.sanitize_for_serialization(items[0])
+    assert len(items) <= 1, [p.metadata.name for p in items]
+    return cluster.api_client.sanitize_for_serialization(items[0]) if items else {}
 
 
 def container_status(cluster, selector: str) -> dict[str, Any]:
@@ -131,8 +132,8 @@ def test_service_report_lists_ready_and_not_ready_endpoints(cluster):
         namespace=NS,
     )
     wait_for(cluster, "Deployment", "svcbeat", namespace=NS, timeout=60)
-    beat_ip = until("svcbeat's pod IP", lambda: one_pod(cluster, "app=svcbeat")["status"].get("podIP"))
-    crash_ip = until("svccrash's pod IP", lambda: one_pod(cluster, "app=svccrash")["status"].get("podIP"))
+    beat_ip = until("svcbeat's pod IP", lambda: one_pod(cluster, "app=svcbeat").get("status", {}).get("podIP"))
+    crash_ip = until("svccrash's pod IP", lambda: one_pod(cluster, "app=svccrash").get("status", {}).get("podIP"))
 
     def settled() -> reports.ServiceReport | None:
         found = reports.service_report(cluster, namespace=NS)
