@@ -716,3 +716,25 @@ def http_to(ip: str, port: int, method: str, path: str, body: bytes | None = Non
     with socket.create_connection((ip, port), timeout=120) as sock:
         sock.sendall(request_bytes(method, path, body, {"Connection": "close"}))
         return read_response(sock, bytearray())
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_generation_closes_every_connection_at_once(node: Path) -> None:
+    # a pod deleted while it computes: its clients (here a load balancer's kept-alive connection and the caller
+    # waiting for its answer) must see the connection end then, as with a killed process, not at a later
+    # garbage collection (a killed guest's host objects sit in reference cycles with the trap)
+    server, port = start(node, "--prompt-template", "chatml", "--temp", "0", "--n-predict", "2000")
+    server.wait("Listening on")
+    body = json.dumps({"messages": [{"role": "user", "content": "List the numbers from 1 to 10000."}]}).encode()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as idle,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as waiting,
+    ):
+        idle.sendall(request_bytes("GET", "/echo"))
+        assert read_response(idle, bytearray()).status == 200  # kept alive, idle now
+        waiting.sendall(request_bytes("POST", CHAT, body))
+        time.sleep(2)  # into the generation (2,000 tokens take ~20 s)
+        server.stop()
+        for sock in (idle, waiting):
+            sock.settimeout(2)
+            assert sock.recv(65536) == b""

@@ -19,7 +19,7 @@ under the runwasi shim.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -29,6 +29,9 @@ from labkit.sandbox.kubelet.wasinn import WasiNN
 
 if TYPE_CHECKING:
     import wasmtime
+
+
+Release = Callable[[], None]
 
 
 class ExtensionError(LabkitError):
@@ -72,8 +75,13 @@ class HostExtension(Protocol):
         """Whether this pod gets the extension (e.g. WASI-NN only with the plugin mounted)."""
         ...
 
-    def define(self, linker: wasmtime.Linker, store: wasmtime.Store, context: PodContext) -> None:
-        """Define the module's functions in *linker* for one container's *store*."""
+    def define(self, linker: wasmtime.Linker, store: wasmtime.Store, context: PodContext) -> Release | None:
+        """Define the module's functions in *linker* for one container's *store*.
+
+        Returns what frees the container's resources (sockets, models) when it ends, or None: the container calls
+        it as soon as its guest has stopped, as a dying process's descriptors close at once, not when garbage
+        collection gets round to the store.
+        """
         ...
 
 

@@ -488,5 +488,7 @@ class WasiSockets:
     def applies(self, context: PodAddress) -> bool:
         return True
 
-    def define(self, linker: wasmtime.Linker, store: wasmtime.Store, context: PodAddress) -> None:
-        SocketHost(linker, store, context.pod_ip).define(linker)
+    def define(self, linker: wasmtime.Linker, store: wasmtime.Store, context: PodAddress) -> Callable[[], None]:
+        host = SocketHost(linker, store, context.pod_ip)
+        host.define(linker)
+        return host.table.close_all

@@ -141,6 +141,10 @@ class SocketTable:
     def close(self, fd: int) -> None:
         self.sockets.pop(fd).sock.close()
 
+    def close_all(self) -> None:
+        """Every socket of the container, at once (it ended: a killed process's descriptors close with it)."""
+        _close_all(self.sockets)
+
     # -- policy --------------------------------------------------------------------------------
 
     def bind_address(self, ip: IPAddress) -> str:

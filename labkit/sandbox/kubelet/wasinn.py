@@ -139,6 +139,11 @@ class NnHost:
         self._lock = threading.Lock()
         weakref.finalize(self, _close_all, self.graphs, self.contexts)
 
+    def close(self) -> None:
+        """Free the container's graphs and contexts (a model file another pod still uses stays mapped)."""
+        with self._lock:
+            _close_all(self.graphs, self.contexts)
+
     def define(self, linker: wasmtime.Linker) -> None:
         for name, arity in FUNCTIONS.items():
             hostfunc.define(linker, MODULE, name, [hostfunc.I32] * arity, _nn_call(getattr(self, name)))
@@ -335,8 +340,10 @@ class WasiNN:
     def startup_lines(self, context: PodView) -> list[str]:
         return self.startup(context).lines
 
-    def define(self, linker: wasmtime.Linker, store: wasmtime.Store, context: PodView) -> None:
+    def define(self, linker: wasmtime.Linker, store: wasmtime.Store, context: PodView) -> Callable[[], None] | None:
         startup = self.startup(context)
         if startup.plugin is None:
-            return  # the imports stay unknown: Code 0x302 at instantiation
-        NnHost(store, linker.engine, startup, PodFiles(context.mounts)).define(linker)
+            return None  # the imports stay unknown: Code 0x302 at instantiation
+        host = NnHost(store, linker.engine, startup, PodFiles(context.mounts))
+        host.define(linker)
+        return host.close

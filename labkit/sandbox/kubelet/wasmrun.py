@@ -352,6 +352,7 @@ class WasmContainer:
         #: the guest's linear memory in bytes, sampled on its own thread (a Store is not Sync): at start, each host call
         self.memory_bytes = 0
         self._guest: Guest | None = None
+        self._releases: list[Callable[[], None]] = []
         self._thread = threading.Thread(target=self._run, name=f"wasm-{spec.name}", daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -435,7 +436,9 @@ class WasmContainer:
             if isinstance(ext, LogsAtStart):  # e.g. WasmEdge's plugin loader: its lines come before any link error
                 for line in ext.startup_lines(self.context):
                     self._stderr.line(line)
-            ext.define(linker, store, self.context)
+            release = ext.define(linker, store, self.context)
+            if release is not None:
+                self._releases.append(release)
         return linker
 
     def _run(self) -> None:
@@ -465,6 +468,12 @@ class WasmContainer:
                 return self._run_in(store, stdout, stderr)
             finally:
                 self.guard.detach()
+                # the guest has stopped: its sockets and models go now, as a dead process's descriptors do (a
+                # trap's reference cycles would keep them until a garbage collection: a killed pod's connections
+                # then hung open for minutes)
+                for release in self._releases:
+                    release()
+                self._releases.clear()
 
     def _run_in(self, store: wasmtime.Store, stdout: OutputPipe, stderr: OutputPipe) -> tuple[int, str]:
         store.set_wasi(self._wasi(stdout, stderr))
