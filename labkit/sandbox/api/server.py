@@ -46,6 +46,7 @@ from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.responses import (
     JSON,
     created_status,
+    decode_off_loop,
     deleted_status,
     flag,
     json_response,
@@ -250,9 +251,9 @@ class ApiServer:
         return {"manager": manager, "validation": validation, "dry_run": dry_run, "guard": guard}
 
     async def _body(self, request: web.Request, t: Target) -> Any:
-        """The request body, read within the size limit and decoded in a worker thread (a big YAML takes a while)."""
+        """The request body, read within the size limit and decoded (a big one off the loop: decode_off_loop)."""
         raw = await limits.read_body(request)
-        body = await asyncio.to_thread(read_body, raw, request.headers.get("Content-Type", JSON), t.resource)
+        body = await decode_off_loop(raw, read_body, raw, request.headers.get("Content-Type", JSON), t.resource)
         if t.subresource in SUBRESOURCE_SCHEMAS:  # a Binding, Eviction, TokenRequest or Scale: typed before use
             check_types(t.resource, body, SUBRESOURCE_SCHEMAS[t.subresource])
         return body
@@ -386,7 +387,7 @@ class ApiServer:
         ):
             self._authorize(request, "create", t)
         raw = await limits.read_body(request)
-        decoded = await asyncio.to_thread(patch.decode, request.headers.get("Content-Type", ""), raw)
+        decoded = await decode_off_loop(raw, patch.decode, request.headers.get("Content-Type", ""), raw)
         obj, warnings, created = self.core.patch(
             t.resource,
             t.namespace,
@@ -402,7 +403,7 @@ class ApiServer:
     async def _delete(self, request: web.Request, t: Target, dry_run: bool) -> web.Response:
         raw = await limits.read_body(request)
         content_type = request.headers.get("Content-Type", JSON)
-        options = await asyncio.to_thread(DeleteOptions.parse, raw, content_type, request.query)
+        options = await decode_off_loop(raw, DeleteOptions.parse, raw, content_type, request.query)
         dry_run = dry_run or options.dry_run
         if t.name is None:
             self._authorize(request, "deletecollection", t)

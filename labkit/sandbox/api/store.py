@@ -40,7 +40,6 @@ import os
 import random
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from labkit.sandbox.api.status import already_exists, bad_request, conflict, gon
 from labkit.sandbox.api.watch import ADDED, DELETED, MODIFIED, Change, Key, Pending, changes_after, selected
 from labkit.sandbox.api.watch import Watcher as Watcher  # re-exported: kubelets import it from here
 from labkit.sandbox.api.watch import WatchEvent as WatchEvent  # re-exported: controllers import it from here
+from labkit.timefmt import format_rfc3339
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.registry import Resource
@@ -103,10 +103,6 @@ class _Version:
         """A fresh object the caller may change."""
         result: dict[str, Any] = json.loads(self.text)
         return result
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _with_own_metadata(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -282,7 +278,7 @@ class Store:
             meta.update(
                 name=name,
                 uid=meta.get("uid") or str(uuid.uuid4()),
-                creationTimestamp=_now(),
+                creationTimestamp=format_rfc3339(),
                 resourceVersion=str(self._rv + 1),
             )
             version = _Version.of(obj)

@@ -88,6 +88,8 @@ class TaintEvictionController(Controller):
         if node is None:
             return None
         taints = [t for t in (node.get("spec") or {}).get("taints") or () if t.get("effect") == "NoExecute"]
+        if not taints and not self.since:  # the usual case: nothing to evict, nothing remembered (no list at all)
+            return None
         pods = self.core.list(PODS, None, field_selector=f"spec.nodeName={key[1]}")["items"]
         if not taints:
             for pod in pods:
