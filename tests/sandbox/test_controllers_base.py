@@ -238,3 +238,88 @@ def test_no_key_is_synced_before_every_source_has_listed(core: ApiCore, monkeypa
         assert synced_after[0] == ["secondary"]
 
     running(controller, body)
+
+
+# ------------------------------------------------------------------------------------------ shared informers
+def store_watchers(core: ApiCore, resource: Any) -> int:
+    """How many store watchers follow *resource*: what sharing is meant to keep at one."""
+    return len(core.store._watchers.get(resource.key, ()))
+
+
+def test_controllers_share_one_watch_per_resource_and_each_sees_every_event(core: ApiCore) -> None:
+    first, second = Recorder(core), Recorder(core)
+    create_configmap(core, "before")
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(c.run()) for c in (first, second)]
+        try:
+            await until("both listed", lambda: ("lab", "before") in first.synced and ("lab", "before") in second.synced)
+            assert store_watchers(core, CONFIGMAPS) == 1
+            create_configmap(core, "after")
+            await until("both saw the event", lambda: all(("lab", "after") in c.synced for c in (first, second)))
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # the informer's task ends with its last subscriber
+        assert store_watchers(core, CONFIGMAPS) == 0
+
+    asyncio.run(main())
+
+
+def test_a_controller_that_joins_a_running_watch_gets_the_stored_objects_then_the_events(core: ApiCore) -> None:
+    early, late = Recorder(core), Recorder(core)
+    create_configmap(core, "stored")
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(early.run())]
+        try:
+            await until("the early one listed", lambda: early.synced)
+            create_configmap(core, "while-watching")
+            await until("the early one saw it", lambda: ("lab", "while-watching") in early.synced)
+            tasks.append(asyncio.ensure_future(late.run()))
+            await until("the late one got both stored objects", lambda: len(set(late.synced)) == 2)
+            create_configmap(core, "after-joining")
+            await until("the late one saw the next event", lambda: ("lab", "after-joining") in late.synced)
+            assert store_watchers(core, CONFIGMAPS) == 1
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_every_subscriber_restarts_and_lists_again_when_the_shared_watch_fell_behind(
+    core: ApiCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MAX_PENDING", 3)
+    restarts: list[str] = []
+
+    class Restarting(Recorder):
+        def __init__(self, core: ApiCore, label: str) -> None:
+            super().__init__(core)
+            self.label = label
+
+        def primary_source(self) -> Source:
+            return Source(CONFIGMAPS, super().primary_source().keys, restart=lambda: restarts.append(self.label))
+
+    first, second = Restarting(core, "first"), Restarting(core, "second")
+
+    async def body() -> None:
+        await until("both listed", lambda: restarts.count("first") == 1 and restarts.count("second") == 1)
+        for i in range(10):  # written without yielding: the shared watch falls behind and the store ends it
+            create_configmap(core, f"burst-{i}")
+        await until("both listed again", lambda: restarts.count("first") == 2 and restarts.count("second") == 2)
+        await until("both synced the burst", lambda: all(len(set(c.synced)) == 10 for c in (first, second)))
+
+    async def main() -> None:
+        task = asyncio.ensure_future(second.run())
+        try:
+            await asyncio.sleep(0)
+            await asyncio.wait_for(body(), 10)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    running(first, main)

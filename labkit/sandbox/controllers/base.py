@@ -1,9 +1,9 @@
 """The one shape of every control loop, as kube-controller-manager's controllers have it.
 
-Informers list, then watch, and turn each object and event into the keys of the objects
-to reconcile on a :class:`WorkQueue`; once every informer has listed (upstream's
-WaitForCacheSync), one worker takes a key and calls the controller's
-``sync(key)``, which recomputes the whole wanted state from what is stored now
+Shared informers (:mod:`.informers`) list, then watch, and each controller turns every
+object and event into the keys of the objects to reconcile on its :class:`WorkQueue`; once
+every informer has listed (upstream's WaitForCacheSync), one worker takes a key and calls
+the controller's ``sync(key)``, which recomputes the whole wanted state from what is stored now
 (level-triggered), so a missed or repeated event does no harm. ``sync`` returns the
 seconds after which to look again (a timer such as minReadySeconds) or None; when
 it raises, the key is retried with per-key exponential back-off, at most
@@ -25,18 +25,20 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from labkit.sandbox.api.status import StatusError
-from labkit.sandbox.api.store import WatchEvent
+from labkit.sandbox.controllers.informers import shared_informer
 from labkit.sandbox.controllers.recorder import EventRecorder
 
 if TYPE_CHECKING:
     from labkit.sandbox.api.apicore import ApiCore
     from labkit.sandbox.api.registry import Resource
+    from labkit.sandbox.api.store import WatchEvent
 
 log = logging.getLogger("labkit.sandbox.controllers")
 
@@ -48,8 +50,6 @@ MAX_RETRIES = 15
 #: Back-off of the n-th retry: BASE * 2**(n-1), at most MAX (client-go's item exponential failure limiter).
 RETRY_BASE_DELAY = 0.005
 RETRY_MAX_DELAY = 30.0
-#: Pause before watching again after a watch could not be opened.
-REWATCH_DELAY = 0.5
 
 
 class WorkQueue:
@@ -190,12 +190,16 @@ class Controller(abc.ABC):
             raise
 
     async def run(self) -> None:
-        """Start the informers and, once each has listed, sync keys as they come until cancelled."""
+        """Subscribe to the shared informers and, once each has listed, sync keys as they come until cancelled."""
         sources = (self.primary_source(), *self.sources())
         listed = [asyncio.Event() for _ in sources]
-        informers = [asyncio.ensure_future(self._inform(s, e)) for s, e in zip(sources, listed, strict=True)]
-        if self.resync is not None:
-            informers.append(asyncio.ensure_future(self._resync(self.resync)))
+        unsubscribes = [
+            shared_informer(self.core, source.resource).subscribe(
+                functools.partial(self._enqueue, source), source.restart, event
+            )
+            for source, event in zip(sources, listed, strict=True)
+        ]
+        resync = asyncio.ensure_future(self._resync(self.resync)) if self.resync is not None else None
         try:
             for event in listed:  # decide from complete caches only (a node listed late is no "0/0 nodes")
                 await event.wait()
@@ -207,8 +211,10 @@ class Controller(abc.ABC):
                     self.queue.done(key)
                 await asyncio.sleep(0)  # let the API server answer requests between keys
         finally:
-            for task in informers:
-                task.cancel()
+            for unsubscribe in unsubscribes:
+                unsubscribe()
+            if resync is not None:
+                resync.cancel()
             self.queue.shut_down()
 
     def process(self, key: Key) -> None:
@@ -234,30 +240,6 @@ class Controller(abc.ABC):
             return
         log.warning("%s: dropping %s/%s after %d retries", self.name, *key, MAX_RETRIES)
         self.queue.forget(key)
-
-    async def _inform(self, source: Source, listed: asyncio.Event) -> None:
-        """Queue the keys of every object of *source*, then of every event; list and watch again when the
-        store ends the watch (it fell behind). Sets *listed* once the first list is queued."""
-        while True:
-            if source.restart is not None:
-                source.restart()
-            try:
-                objects = self.core.list(source.resource, None)
-                rv = int(objects["metadata"]["resourceVersion"])
-                for obj in objects["items"]:
-                    self._enqueue(source, WatchEvent("ADDED", obj, rv))
-                watcher = self.core.watch(source.resource, since_rv=rv)
-            except StatusError as e:
-                log.warning("%s: cannot list and watch %s: %s", self.name, source.resource.plural, e.message)
-                await asyncio.sleep(REWATCH_DELAY)
-                continue
-            listed.set()
-            try:
-                # the store's own parse, read only: keys() and the scheduler's caches only read it
-                while (event := await watcher.next_shared(None)) is not None:
-                    self._enqueue(source, event)
-            finally:
-                watcher.close()
 
     def _enqueue(self, source: Source, event: WatchEvent) -> None:
         try:
