@@ -293,6 +293,7 @@ def restore_backup(backup: Backup) -> None:
             )
         originals[record.path] = data
     staged: list[tuple[str, Path]] = []
+    record = None
     try:
         for record in backup.files:
             if record.existed:
@@ -302,9 +303,17 @@ def restore_backup(backup: Backup) -> None:
                 staged.append(
                     (record.path, stage(local, originals[record.path], mode=mode, uid=record.uid, gid=record.gid))
                 )
-    except BaseException:
+    except BaseException as err:
         for _, tmp in staged:
             tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, PermissionError) and record is not None:
+            # a PermissionError keeps its own answer (the host says which file and how to get the right)
+            raise HostChangeError(
+                f"the restore from {backup.dir} could not stage {record.path} ({err.strerror or err}): "
+                "nothing was written, the node's files are as they were before the restore",
+                f"fix the cause (is {err.filename or record.path} where a directory or file should be?) "
+                "and run the restore again",
+            ) from err
         raise
     _switch(backup, staged)
     for directory in reversed(backup.created_dirs):
