@@ -316,7 +316,7 @@ def test_a_restore_that_fails_midway_says_which_files_are_restored_and_which_not
     assert "run the restore again: it is safe to repeat" in err.value.fix
     assert first.read_bytes() == b"token: s3cret\nwrite-kubeconfig-mode: '644'\n"  # what the message says
     assert (second / "inside").is_dir()
-    assert not [p for p in root.rglob("*.labkit-tmp")], "no staged file is left"
+    assert not list(root.rglob("*.labkit-tmp")), "no staged file is left"
     (second / "inside").rmdir()
     second.rmdir()
     restore_backup(backup)  # as the message says: once the cause is fixed, the restore completes
