@@ -3,14 +3,17 @@
 - ``/readyz`` latency (p50, p99, max) while a 10 MB log, a 5,000-item LIST and the same LIST as a Table are
   served, against the idle baseline; the goal is a ``/readyz`` answer within 100 ms throughout;
 - the time to refuse a "billion laughs" YAML and 100,000 nested brackets (goal: < 1 s, a 4xx);
-- fuzz examples per second (tests/sandbox/apifuzz.py's requests against every route).
+- fuzz examples per second (tests/sandbox/apifuzz.py's requests against every route);
+- the cost of the limits: pod create → Ready p50/p99 with and without ``resources.limits``, and the CPU a
+  spinning pod limited to 100m takes over 10 s (goal: about 10 % of a core): bench_limits.py's report, on a real
+  1-node sandbox of its own (``--samples 0`` leaves it out).
 
 It runs a real API server (the daemon's ApiServer and ServerThread over HTTPS, no controllers or kubelets:
 tests/sandbox/apiserver_harness.py), so the numbers are the API server's alone: for the latencies in a process
 of its own, as kubectl would reach it (a client in the same process would share its GIL); for the fuzz rate in
 this process, whose check reads the store.
 
-    PYTHONPATH=. python benchmarks/bench_safety.py [--items 5000] [--log-mb 10] [--fuzz 300]
+    PYTHONPATH=. python benchmarks/bench_safety.py [--items 5000] [--log-mb 10] [--fuzz 300] [--samples 20]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench_limits import limits_report
 from hypothesis import HealthCheck, given, settings
 
 from labkit.sandbox.api.registry import RESOURCES
@@ -154,6 +158,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--log-mb", type=int, default=10)
     parser.add_argument("--fuzz", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=20, help="pods per case for the cost of limits (0: skip)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long the CPU share is measured")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # the server process's own mode
     args = parser.parse_args()
     if args.serve:
@@ -174,6 +180,8 @@ def main() -> None:
             fuzz_rate(api, args.fuzz)
         finally:
             stop()
+    if args.samples:
+        limits_report(args.samples, args.seconds)
 
 
 if __name__ == "__main__":

@@ -291,10 +291,36 @@ def test_restore_is_all_or_nothing_when_staging_fails(root: Path) -> None:
     other.unlink()
     other.parent.rmdir()
     other.parent.write_text("not a directory\n")
-    with pytest.raises(FileExistsError):  # mkdir of the parent meets the file
+    with pytest.raises(HostChangeError) as err:  # mkdir of the parent meets the file
         restore_backup(backup)
+    assert err.value.problem == (
+        f"the restore from {backup.dir} could not stage /etc/rancher/k3s/config.yaml.d/10-labkit.yaml "
+        "(File exists): nothing was written, the node's files are as they were before the restore"
+    )
+    assert isinstance(err.value.__cause__, FileExistsError)
     assert conf.read_text() == "new: 1\n", "the first file was not switched back alone"
     assert not [p for p in conf.parent.iterdir() if p.name.endswith(".labkit-tmp")], "no staged file is left"
+
+
+def test_a_restore_that_fails_midway_says_which_files_are_restored_and_which_not(root: Path) -> None:
+    first, second = root / "etc/rancher/k3s/config.yaml", root / "etc/second.conf"
+    second.write_bytes(b"second\n")
+    backup = apply_files(root, {first: "x: 1\n", second: "y: 2\n"}, "two files")
+    # the second file became a non-empty directory: its original stages beside it, but the switch cannot replace it
+    second.unlink()
+    (second / "inside").mkdir(parents=True)
+    with pytest.raises(HostChangeError) as err:
+        restore_backup(backup)
+    assert err.value.problem.startswith(f"the restore from {backup.dir} stopped at /etc/second.conf (")
+    assert err.value.problem.endswith("): restored /etc/rancher/k3s/config.yaml; not restored /etc/second.conf")
+    assert "run the restore again: it is safe to repeat" in err.value.fix
+    assert first.read_bytes() == b"token: s3cret\nwrite-kubeconfig-mode: '644'\n"  # what the message says
+    assert (second / "inside").is_dir()
+    assert not list(root.rglob("*.labkit-tmp")), "no staged file is left"
+    (second / "inside").rmdir()
+    second.rmdir()
+    restore_backup(backup)  # as the message says: once the cause is fixed, the restore completes
+    assert second.read_bytes() == b"second\n"
 
 
 def test_restart_refuses_a_config_that_would_not_load(tmp_path: Path) -> None:

@@ -293,18 +293,28 @@ def restore_backup(backup: Backup) -> None:
             )
         originals[record.path] = data
     staged: list[tuple[str, Path]] = []
+    current = ""  # the file being staged, for the error
     try:
         for record in backup.files:
             if record.existed:
+                current = record.path
                 local = _local(backup.node_root, record.path)
                 local.parent.mkdir(parents=True, exist_ok=True, mode=NEW_DIR_MODE)
                 mode = record.mode if record.mode is not None else NEW_FILE_MODE  # 0o000 is a mode: never widen it
                 staged.append(
                     (record.path, stage(local, originals[record.path], mode=mode, uid=record.uid, gid=record.gid))
                 )
-    except BaseException:
+    except BaseException as err:
         for _, tmp in staged:
             tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, PermissionError) and current:
+            # a PermissionError keeps its own answer (the host says which file and how to get the right)
+            raise HostChangeError(
+                f"the restore from {backup.dir} could not stage {current} ({err.strerror or err}): "
+                "nothing was written, the node's files are as they were before the restore",
+                f"fix the cause (is {err.filename or current} where a directory or file should be?) "
+                "and run the restore again",
+            ) from err
         raise
     _switch(backup, staged)
     for directory in reversed(backup.created_dirs):

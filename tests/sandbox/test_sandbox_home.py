@@ -51,8 +51,10 @@ def kubeconfig_port(home: Path) -> int:
 
 
 def test_the_state_directory_its_database_secrets_and_pod_logs_are_the_owners_alone(
-    home: Path, kubectl_for: KubectlFor
+    home: Path, kubectl_for: KubectlFor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("LABKIT_HOME", str(home.parent))
+    home.parent.chmod(0o755)  # a LABKIT_HOME others can read is made the owner's alone too
     old_umask = os.umask(0)  # the most careless umask: every mode below is labkit's own doing
     try:
         daemon.ensure_running(nodes=1, home=home)
@@ -64,7 +66,11 @@ def test_the_state_directory_its_database_secrets_and_pod_logs_are_the_owners_al
     finally:
         os.umask(old_umask)
     assert logs, "the pod wrote no log"
-    for directory in (home, *(home / d for d in ("pod-logs", "nodes", "kubelets", "images", "module-cache"))):
+    for directory in (
+        home.parent,
+        home,
+        *(home / d for d in ("pod-logs", "nodes", "kubelets", "images", "module-cache")),
+    ):
         assert mode(directory) == 0o700, directory
     assert {p.name: mode(p) for p in logs} == {p.name: 0o600 for p in logs}
     for name in ("state.db", "state.db-wal", "state.db-shm", "secret", "admin-token", "kubeconfig", "server.key"):
