@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -112,6 +113,7 @@ def limits_report(samples: int, seconds: float) -> None:
         print(f"  node process CPU, spinning pod unlimited:    {free * 100:5.1f} % of a core")
     finally:
         daemon.stop(home=home)
+        shutil.rmtree(home.parent, ignore_errors=True)
 
 
 def main() -> None:
