@@ -81,16 +81,30 @@ class Request:
     accept: str
 
 
-def _path(resource: Resource, namespace: str, name: str | None, sub: str) -> str:
+def _route(resource: Resource, namespace: str, name: str | None, sub: str) -> str:
+    """The path of a collection (``name`` None), an object or a subresource, from parts already escaped."""
     prefix = f"/{resource.group_version_path}"
     if resource.namespaced and namespace:
-        prefix += f"/namespaces/{quote(namespace, safe='')}"
+        prefix += f"/namespaces/{namespace}"
     path = f"{prefix}/{resource.plural}"
     if name is not None:
-        path += f"/{quote(name, safe='') or 'x'}"
+        path += f"/{name}"
         if sub:
             path += f"/{sub}"
     return path
+
+
+def _path(resource: Resource, namespace: str, name: str | None, sub: str) -> str:
+    return _route(resource, quote(namespace, safe=""), None if name is None else quote(name, safe="") or "x", sub)
+
+
+def route_templates() -> set[str]:
+    """Every path the fuzzer can reach, written as the OpenAPI document writes paths (``{namespace}``, ``{name}``)."""
+    templates = set()
+    for resource in RESOURCES.every_version():
+        for name, sub in [(None, ""), ("{name}", ""), *(("{name}", sub) for sub in resource.subresources)]:
+            templates.add(_route(resource, "{namespace}", name, sub))
+    return templates
 
 
 def _object(resource: Resource, name: str) -> st.SearchStrategy[Any]:
@@ -135,7 +149,7 @@ def requests(draw: st.DrawFn) -> Request:
     if draw(st.integers(0, 9)) == 0:
         path = draw(st.sampled_from(NON_RESOURCE))
     else:
-        resource = draw(st.sampled_from(list(RESOURCES)))
+        resource = draw(st.sampled_from(RESOURCES.every_version()))  # served by conversion too (autoscaling/v1)
         name = draw(st.none() | st.sampled_from(NAMES) | st.text(min_size=1, max_size=12))
         sub = draw(st.sampled_from(["", *resource.subresources])) if name is not None else ""
         path = _path(resource, draw(st.sampled_from(NAMES)), name, sub)

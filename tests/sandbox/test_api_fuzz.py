@@ -7,6 +7,7 @@ refused request leaves the stored objects as they were.
 
 from __future__ import annotations
 
+import json
 import os
 
 from hypothesis import HealthCheck, given, settings
@@ -39,3 +40,12 @@ def test_the_fuzzer_reaches_success_and_refusal(live_api):
         for body in (b'{"metadata":{"name":"fuzz-reach"}}', b"[")
     }
     assert codes == {201, 400}
+
+
+def test_the_fuzzer_reaches_every_path_of_the_served_openapi_document(live_api):
+    """The routes come from the registry; the OpenAPI document the server serves must not name one more."""
+    served: set[str] = set()
+    for group_version in json.loads(live_api.call("GET", "/openapi/v3").body)["paths"]:
+        served |= set(json.loads(live_api.call("GET", f"/openapi/v3/{group_version}").body)["paths"])
+    assert len(served) > 100
+    assert served - apifuzz.route_templates() == set()
