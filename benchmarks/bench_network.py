@@ -7,25 +7,23 @@ Python client process to each. Prints p50/p99 of both and their ratio. Goal (iss
 a wasm pod's round trip ≤ 3 times the direct one. It also prints the cost of an empty
 host call, the floor that wasmtime-py's ctypes trampolines put under every sock_* call.
 
-With ``--service`` it starts a sandbox (2 nodes, a temporary LABKIT_HOME) and measures issue 12's
-full path: a wasm ``echo-client`` pod → the ``echo`` Service's ClusterIP (DNAT in the client's
-kubelet) → a wasm ``echo-server`` pod, timed inside the guest, against the direct Python echo; and
-the cluster DNS's query latency (p50/p99) over UDP and over TCP (a connection per query, as the
-wasm nslookup makes).
+Then (unless ``--no-sandbox``) it starts one sandbox (2 nodes, a temporary LABKIT_HOME) and measures issue 12's
+full path: a wasm ``echo-client`` pod → the ``echo`` Service's ClusterIP (DNAT in the client's kubelet) → a wasm
+``echo-server`` pod, timed inside the guest, against the direct Python echo; the cluster DNS's query latency
+(p50/p99) over UDP and over TCP (a connection per query, as the wasm nslookup makes); and bulk throughput to the
+echo pod, straight to its IP and through ``kubectl port-forward`` (WebSocket + SPDY/3.1 through the API server).
+kubectl is the one on PATH. Everything is printed, with its ratios, by one run.
 
-
-``--port-forward`` measures bulk throughput instead: a sandbox daemon (its own LABKIT home) runs the echo-server
-as a pod, and a client streams ``--megabytes`` through it and reads them back, once straight to the pod's IP and
-once through ``kubectl port-forward`` (WebSocket + SPDY/3.1 through the API server). Prints MB/s and the ratio.
-
-    python benchmarks/bench_network.py [--rounds 2000] [--size 64] [--service]
-    python benchmarks/bench_network.py --port-forward [--megabytes 8]
+    python benchmarks/bench_network.py [--rounds 2000] [--size 64] [--megabytes 8] [--no-sandbox]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -121,111 +119,113 @@ def quantiles(times: list[float]) -> tuple[float, float]:
     return cuts[49] * 1e6, cuts[98] * 1e6
 
 
-def sandbox_service_path(rounds: int, size: int) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
-    """((p50, p99) of wasm→Service→wasm in µs, {"udp"/"tcp": DNS (p50, p99) in µs}) on a fresh sandbox."""
-    import os
-    import re
-    import tempfile
-    from pathlib import Path
+class Kubectl:
+    """The ``kubectl`` on PATH (found as ``labkit.port_forward`` finds it) with the sandbox's kubeconfig."""
 
-    from dnslib import DNSRecord
+    def __init__(self, kubeconfig: Path) -> None:
+        exe = shutil.which("kubectl")
+        if exe is None:
+            raise SystemExit("kubectl is not on PATH: install kubectl 1.32 (`labkit doctor` says how)")
+        self.exe, self.env = exe, {**os.environ, "KUBECONFIG": str(kubeconfig)}
 
-    from labkit.sandbox import client as sandbox
-    from labkit.sandbox.netmap import CLUSTER_DNS_IP, host_port
-
-    home = Path(tempfile.mkdtemp(prefix="bench-net-")) / "sandbox"
-    info = sandbox.ensure_running(nodes=2, home=home)
-    env = {**os.environ, "KUBECONFIG": str(info.kubeconfig)}
-
-    def kubectl(*args: str, data: object = None) -> str:
+    def __call__(self, *args: str, data: object = None) -> str:
+        """kubectl's stdout; *data* goes to its stdin as JSON."""
         stdin = json.dumps(data) if data is not None else None
-        done = subprocess.run(["kubectl", *args], env=env, input=stdin, capture_output=True, text=True, check=True)
+        done = subprocess.run([self.exe, *args], env=self.env, input=stdin, capture_output=True, text=True, check=True)
         return done.stdout
 
-    def pod(name: str, image: str, args: list[str], labels: dict[str, str], restart: str) -> dict[str, object]:
-        spec = {
-            "runtimeClassName": "wasmedge",
-            "restartPolicy": restart,
-            "containers": [{"name": name, "image": image, "args": args}],
-        }
-        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
 
-    try:
-        kubectl("apply", "-f", "-", data=pod("echo", "labkit/echo-server:latest", ["80"], {"app": "echo"}, "Always"))
-        service = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "echo"},
-            "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80}]},
-        }
-        kubectl("apply", "-f", "-", data=service)
-        kubectl("wait", "--for=condition=Ready", "pod/echo", "--timeout=60s")
-        ip = kubectl("get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}")
-        deadline = time.monotonic() + 30
-        while (
-            kubectl(
-                "get",
-                "endpointslices",
-                "-l",
-                "kubernetes.io/service-name=echo",
-                "-o",
-                "jsonpath={.items[*].endpoints[*].addresses[*]}",
-            ).strip()
-            == ""
-        ):
-            if time.monotonic() > deadline:
-                raise SystemExit("the echo Service got no endpoint")
-            time.sleep(0.2)
-        time.sleep(1.0)  # the network process writes its rules on the slice's event
-        kubectl(
-            "apply",
-            "-f",
-            "-",
-            data=pod("client", "labkit/echo-client:latest", [f"{ip}:80", str(rounds), str(size)], {}, "Never"),
-        )
-        kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/client", "--timeout=300s")
-        log = kubectl("logs", "client")
-        found = re.search(r"p50 ([\d.]+) us p99 ([\d.]+) us", log)
-        if not found or f"connected to {ip}:80" not in log:
-            raise SystemExit(f"echo-client: {log}")
-        service_rt = (float(found.group(1)), float(found.group(2)))
+def wasm_pod(name: str, image: str, args: list[str], labels: dict[str, str], restart: str) -> dict[str, object]:
+    spec = {
+        "runtimeClassName": "wasmedge",
+        "restartPolicy": restart,
+        "containers": [{"name": name, "image": image, "args": args}],
+    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
 
-        dns: dict[str, tuple[float, float]] = {}
-        query = DNSRecord.question("echo.default.svc.cluster.local", "A").pack()
-        address = (CLUSTER_DNS_IP, host_port(53))
-        times = []
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.settimeout(5)
-            for _ in range(rounds // 4 + 50):
-                started = time.perf_counter()
-                udp.sendto(query, address)
-                assert DNSRecord.parse(udp.recv(4096)).rr
-                times.append(time.perf_counter() - started)
-        dns["udp"] = quantiles(times[50:])
-        times = []
-        for _ in range(rounds // 4 + 50):
+
+def start_echo_service(kubectl: Kubectl) -> tuple[str, str]:
+    """A wasm echo-server pod on port 80 behind the Service ``echo``: (ClusterIP, pod IP) once it has an endpoint."""
+    kubectl("apply", "-f", "-", data=wasm_pod("echo", "labkit/echo-server:latest", ["80"], {"app": "echo"}, "Always"))
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "echo"},
+        "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80}]},
+    }
+    kubectl("apply", "-f", "-", data=service)
+    kubectl("wait", "--for=condition=Ready", "pod/echo", "--timeout=60s")
+    ip = kubectl("get", "service", "echo", "-o", "jsonpath={.spec.clusterIP}")
+    slices = ["get", "endpointslices", "-l", "kubernetes.io/service-name=echo"]
+    deadline = time.monotonic() + 30
+    while kubectl(*slices, "-o", "jsonpath={.items[*].endpoints[*].addresses[*]}").strip() == "":
+        if time.monotonic() > deadline:
+            raise SystemExit("the echo Service got no endpoint")
+        time.sleep(0.2)
+    time.sleep(1.0)  # the network process writes its rules on the slice's event
+    return ip, kubectl("get", "pod", "echo", "-o", "jsonpath={.status.podIP}")
+
+
+def service_round_trips(kubectl: Kubectl, ip: str, rounds: int, size: int) -> tuple[float, float]:
+    """(p50, p99) in µs of a wasm ``echo-client`` pod → the ``echo`` Service's ClusterIP → the wasm echo pod."""
+    client_args = [f"{ip}:80", str(rounds), str(size)]
+    kubectl("apply", "-f", "-", data=wasm_pod("client", "labkit/echo-client:latest", client_args, {}, "Never"))
+    kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/client", "--timeout=300s")
+    log = kubectl("logs", "client")
+    found = re.search(r"p50 ([\d.]+) us p99 ([\d.]+) us", log)
+    if not found or f"connected to {ip}:80" not in log:
+        raise SystemExit(f"echo-client: {log}")
+    return float(found.group(1)), float(found.group(2))
+
+
+def dns_queries(kubectl: Kubectl, rounds: int) -> dict[str, tuple[float, float]]:
+    """{"udp"/"tcp": (p50, p99) in µs} of an A query to the cluster DNS (TCP: a connection per query, as nslookup).
+
+    The server is kube-dns's ClusterIP, which depends on the sandbox's address slot (labkit.sandbox.netmap)."""
+    from dnslib import DNSRecord
+
+    from labkit.sandbox.netmap import host_port
+
+    dns: dict[str, tuple[float, float]] = {}
+    query = DNSRecord.question("echo.default.svc.cluster.local", "A").pack()
+    address = (
+        kubectl("get", "service", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.clusterIP}"),
+        host_port(53),
+    )
+    times = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(5)
+        for _ in range(rounds + 50):
             started = time.perf_counter()
-            with socket.create_connection(address, timeout=5) as tcp:
-                tcp.sendall(len(query).to_bytes(2, "big") + query)
-                size_bytes = tcp.recv(2)
-                reply = b""
-                while len(reply) < int.from_bytes(size_bytes, "big"):
-                    reply += tcp.recv(4096)
+            udp.sendto(query, address)
+            assert DNSRecord.parse(udp.recv(4096)).rr
             times.append(time.perf_counter() - started)
-        dns["tcp"] = quantiles(times[50:])
-        return service_rt, dns
-    finally:
-        sandbox.stop(home=home)
+    dns["udp"] = quantiles(times[50:])
+    times = []
+    for _ in range(rounds + 50):
+        started = time.perf_counter()
+        with socket.create_connection(address, timeout=5) as tcp:
+            tcp.sendall(len(query).to_bytes(2, "big") + query)
+            size_bytes = tcp.recv(2)
+            reply = b""
+            while len(reply) < int.from_bytes(size_bytes, "big"):
+                reply += tcp.recv(4096)
+        assert DNSRecord.parse(reply).rr
+        times.append(time.perf_counter() - started)
+    dns["tcp"] = quantiles(times[50:])
+    return dns
 
 
 def throughput(host: str, port: int, megabytes: int) -> float:
-    """MB/s of echoing *megabytes* through ``host:port`` in 64 KiB steps, each read back before the next is sent.
+    """MB/s of echoing *megabytes* through ``host:port`` in 16 KiB steps, each read back before the next is sent.
 
-    Lockstep, not a free-running stream: with both directions saturated, the wasm echo-server stalls under
-    back-pressure (seen in direct runs too, so in the pod's socket layer, not in the forward; to be looked at
-    in kubelet/wasi_sockets.py)."""
-    step = (bytes(range(256)) * 256)[: 64 * 1024]  # starts with no "GET "/"HEAD", so the app echoes
-    rounds = megabytes * 16
+    16 KiB is the echo-server's buffer (wasm-apps/echo-server/main.c ``BUF``), so a step comes back in one send.
+    With 64 KiB steps the app echoes four 16 KiB pieces, and Nagle holds each piece after the first until the
+    client ACKs, which it delays up to 40 ms: 1.5 MB/s, the same for a plain Python echo with a 16 KiB buffer,
+    so a TCP effect and not the socket layer's (WasmEdge's ABI has no TCP_NODELAY, only SOL_SOCKET options).
+    """
+    step = (bytes(range(256)) * 64)[: 16 * 1024]  # starts with no "GET "/"HEAD", so the app echoes
+    rounds = megabytes * 64
     with socket.create_connection((host, port), timeout=30) as conn:
         started = time.perf_counter()
         for _ in range(rounds):
@@ -240,56 +240,48 @@ def throughput(host: str, port: int, megabytes: int) -> float:
     return rounds * len(step) / elapsed / 1e6
 
 
-def port_forward_bench(megabytes: int) -> None:
-    from labkit.sandbox import client as daemon
+def port_forward_throughput(kubectl: Kubectl, pod_ip: str, megabytes: int) -> tuple[list[float], list[float]]:
+    """MB/s of three runs straight to the echo pod (``podIP:80``, on the wire its moved port) and three through
+    ``kubectl port-forward pod/echo :80`` (WebSocket + SPDY/3.1 through the API server)."""
+    from labkit.sandbox.netmap import host_port
 
-    kubectl = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32"
-    kubectl = kubectl if Path(kubectl).exists() else "kubectl"
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "sandbox"
-        info = daemon.ensure_running(nodes=1, home=home)
-        env = {"KUBECONFIG": str(info.kubeconfig), "HOME": tmp, "PATH": "/usr/bin:/bin"}
+    direct = [throughput(pod_ip, host_port(80), megabytes) for _ in range(3)]
+    argv = [kubectl.exe, "port-forward", "--address", "127.0.0.1", "pod/echo", ":80"]
+    forward = subprocess.Popen(argv, env=kubectl.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert forward.stdout is not None
+        local = int(forward.stdout.readline().split(":")[1].split()[0])  # "Forwarding from 127.0.0.1:PORT -> 80"
+        forwarded = [throughput("127.0.0.1", local, megabytes) for _ in range(3)]
+    finally:
+        forward.terminate()
+        forward.wait(10)
+    return direct, forwarded
 
-        def run(*args: str) -> str:
-            return subprocess.run([kubectl, *args], env=env, capture_output=True, text=True, check=True).stdout
 
-        forward = None
-        try:
-            run(
-                "run",
-                "echo",
-                "--image=docker.io/labkit/echo-server:latest",
-                "--overrides",
-                json.dumps({"spec": {"runtimeClassName": "wasmedge"}}),
-                "--",
-                "8080",
-            )
-            run("wait", "--for=condition=Ready", "pod/echo", "--timeout=60s")
-            deadline = time.monotonic() + 30
-            while "listening" not in run("logs", "echo") and time.monotonic() < deadline:
-                time.sleep(0.2)
-            ip = run("get", "pod", "echo", "-o", "jsonpath={.status.podIP}")
-            direct = [throughput(ip, 8080, megabytes) for _ in range(3)]
-            forward = subprocess.Popen(
-                [kubectl, "port-forward", "--address", "127.0.0.1", "pod/echo", ":8080"],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            assert forward.stdout is not None
-            local = int(forward.stdout.readline().split(":")[1].split()[0])
-            forwarded = [throughput("127.0.0.1", local, megabytes) for _ in range(3)]
-        finally:
-            if forward is not None:
-                forward.terminate()
-                forward.wait(10)
-            daemon.stop(home=home)
-    best_direct, best_forwarded = max(direct), max(forwarded)
-    print(
-        f"TCP echo throughput, {megabytes} MiB each way in 64 KiB lockstep, best of 3 (wasm echo-server pod, sandbox)"
-    )
-    print(f"  direct to podIP:8080     : {best_direct:7.1f} MB/s   (runs {', '.join(f'{x:.1f}' for x in direct)})")
+def sandbox_benchmarks(args: argparse.Namespace, direct: tuple[float, float]) -> None:
+    """Everything that needs a cluster, on one fresh 2-node sandbox (its own LABKIT home), printed as ratios."""
+    from labkit.sandbox import client as sandbox
+
+    home = Path(tempfile.mkdtemp(prefix="bench-net-")) / "sandbox"
+    info = sandbox.ensure_running(nodes=2, home=home)
+    try:
+        kubectl = Kubectl(info.kubeconfig)
+        cluster_ip, pod_ip = start_echo_service(kubectl)
+        p50, p99 = service_round_trips(kubectl, cluster_ip, args.rounds, args.size)
+        dns = dns_queries(kubectl, args.rounds // 4)
+        moved, forwarded = port_forward_throughput(kubectl, pod_ip, args.megabytes)
+    finally:
+        sandbox.stop(home=home)
+    print("wasm echo-client pod -> Service ClusterIP (DNAT in its kubelet) -> wasm echo-server pod, timed in guest")
+    print(f"  wasm->Service->wasm: p50 {p50:7.1f} us   p99 {p99:7.1f} us")
+    print(f"  ratio to direct    : p50 {p50 / direct[0]:5.2f}x     p99 {p99 / direct[1]:5.2f}x   (goal <= 3x)")
+    print(f"cluster DNS, A query for a Service, {args.rounds // 4} queries each")
+    for proto, (q50, q99) in dns.items():
+        print(f"  over {proto.upper()}: p50 {q50:7.1f} us   p99 {q99:7.1f} us")
+    print(f"  ratio TCP/UDP: p50 {dns['tcp'][0] / dns['udp'][0]:5.2f}x   (TCP: a connection per query, as nslookup)")
+    best_direct, best_forwarded = max(moved), max(forwarded)
+    print(f"TCP echo throughput to the echo pod, {args.megabytes} MiB each way in 16 KiB lockstep, best of 3")
+    print(f"  direct to podIP:80       : {best_direct:7.1f} MB/s   (runs {', '.join(f'{x:.1f}' for x in moved)})")
     print(
         f"  kubectl port-forward     : {best_forwarded:7.1f} MB/s   (runs {', '.join(f'{x:.1f}' for x in forwarded)})"
     )
@@ -300,14 +292,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--service", action="store_true", help="also wasm→Service→wasm and DNS on a sandbox")
+    parser.add_argument("--megabytes", type=int, default=8, help="per port-forward throughput run")
+    parser.add_argument("--no-sandbox", action="store_true", help="only the in-process wasm echo against direct")
     parser.add_argument("--client", type=int, metavar="PORT", help=argparse.SUPPRESS)
-    parser.add_argument("--port-forward", action="store_true", help="throughput through kubectl port-forward")
-    parser.add_argument("--megabytes", type=int, default=8)
     args = parser.parse_args()
-    if args.port_forward:
-        port_forward_bench(args.megabytes)
-        return
     if args.client:
         print(json.dumps(round_trips(args.client, args.rounds, args.size)))
         return
@@ -331,13 +319,8 @@ def main() -> None:
     floor = host_call_floor()
     print(f"  floor: one empty wasm->host call costs {floor:.1f} us in wasmtime-py; echo-server makes 3 per round trip")
     print(f"         (poll_oneoff, sock_recv, sock_send) = {3 * floor:.1f} us before any socket work")
-    if args.service:
-        (p50, p99), dns = sandbox_service_path(args.rounds, args.size)
-        print("wasm echo-client pod -> Service ClusterIP (DNAT in its kubelet) -> wasm echo-server pod, timed in guest")
-        print(f"  wasm->Service->wasm: p50 {p50:7.1f} us   p99 {p99:7.1f} us")
-        print(f"  ratio to direct    : p50 {p50 / direct[0]:5.2f}x     p99 {p99 / direct[1]:5.2f}x   (goal <= 3x)")
-        for proto, (q50, q99) in dns.items():
-            print(f"  cluster DNS A query over {proto.upper()}: p50 {q50:7.1f} us   p99 {q99:7.1f} us")
+    if not args.no_sandbox:
+        sandbox_benchmarks(args, direct)
 
 
 if __name__ == "__main__":

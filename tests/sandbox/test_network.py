@@ -300,3 +300,24 @@ def test_a_hostile_service_cannot_exhaust_the_proxy(cluster) -> None:
     assert ask(long_name, "A").header.rcode == RCODE.NXDOMAIN
     kubectl("delete", "service", "-n", NS, "wide")
     wait_for(lambda: not any(lst.startswith(cluster_ip + ":") for lst in listeners(home)), "the listeners to go")
+
+
+def test_doctors_cluster_dns_row_asks_the_real_server_and_says_what_is_mapped(sandbox, cluster) -> None:
+    """`labkit doctor`'s cluster DNS row (issue 12: say in doctor what is real and what is mapped), on this
+    session's sandbox in whichever address slot it holds: a real UDP query answered with kube-dns's ClusterIP."""
+    import kubernetes
+
+    from labkit.cluster import Cluster
+    from labkit.preflight import check_cluster_dns
+
+    api = kubernetes.config.new_client_from_config(config_file=str(sandbox.kubeconfig), context="labkit-sandbox")
+    row = check_cluster_dns(Cluster(api, backend="sandbox", context="labkit-sandbox", kubeconfig=sandbox.kubeconfig))
+    addresses = plan(sandbox.slot)
+    assert row.status == "ok", row
+    assert row.detail.startswith(
+        f"kube-dns.kube-system.svc.cluster.local -> {addresses.cluster_dns_ip} from {addresses.cluster_dns_ip}:53 "
+        f"(on the wire {addresses.cluster_dns_ip}:{host_port(53)})"
+    )
+    assert "real TCP/UDP on loopback and a real DNS server" in row.detail
+    assert f"mapped: pod IPs {addresses.pod_cidr} and ClusterIPs {addresses.service_cidr}" in row.detail
+    assert "ports below 1024 use 61000+port on the wire" in row.detail
