@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import socket
 import statistics
 import tempfile
@@ -89,7 +90,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    root = prepare_node_root(Path(tempfile.mkdtemp(prefix="bench-llama-server-")))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-llama-server-"))
+    root = prepare_node_root(scratch)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -114,6 +116,7 @@ def main() -> None:
     finally:
         server.kill()
         server.wait(10)
+        shutil.rmtree(scratch, ignore_errors=True)
     # the server's own count: generation alone (after the prompt), as it logs each one
     logged = [float(line.split("(")[1].split()[0]) for line in lines if line.startswith("[INFO] generated ")]
     rates["server log, generation only"] = logged[-2 * args.runs :]

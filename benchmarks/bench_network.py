@@ -5,7 +5,7 @@ socket ABI over real loopback sockets, labkit/sandbox/kubelet/wasi_sockets.py)
 and a plain Python echo server on loopback, then times small round trips from a
 Python client process to each. Prints p50/p99 of both and their ratio. Goal (issue 12):
 a wasm pod's round trip ≤ 3 times the direct one. It also prints the cost of an empty
-host call, the floor that wasmtime-py's ctypes trampolines put under every sock_* call.
+host call (defined as the kubelet defines every sock_* function), the floor under each of them.
 
 Then (unless ``--no-sandbox``) it starts one sandbox (2 nodes, a temporary LABKIT_HOME) and measures issue 12's
 full path: a wasm ``echo-client`` pod → the ``echo`` Service's ClusterIP (DNAT in the client's kubelet) → a wasm
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import wasmtime
 
+from labkit.sandbox.kubelet import hostfunc
 from labkit.sandbox.kubelet.extensions import PodContext, extensions_for
 from labkit.sandbox.kubelet.wasmrun import ContainerSpec, WasmContainer
 from labkit.wasm.apps import module_path
@@ -98,11 +99,11 @@ def client(port: int, rounds: int, size: int) -> list[float]:
 
 
 def host_call_floor(calls: int = 20000) -> float:
-    """Microseconds of one empty host-function call from wasm: wasmtime-py's ctypes trampoline, paid per sock_* call."""
+    """Microseconds of one empty host-function call from wasm, defined as the kubelet defines every ``sock_*``
+    function (labkit/sandbox/kubelet/hostfunc.py: wasmtime's unchecked C calling convention through ctypes)."""
     engine = wasmtime.Engine()
     store, linker = wasmtime.Store(engine), wasmtime.Linker(engine)
-    i32 = wasmtime.ValType.i32()
-    linker.define_func("h", "f", wasmtime.FuncType([i32, i32], [i32]), lambda _c, _a, _b: 0, access_caller=True)
+    hostfunc.define(linker, "h", "f", [hostfunc.I32, hostfunc.I32], lambda _caller, _a, _b: 0)
     wat = """(module (import "h" "f" (func $f (param i32 i32) (result i32)))
       (func (export "run") (param $n i32)
         (loop $l (drop (call $f (i32.const 1) (i32.const 2)))
@@ -272,6 +273,7 @@ def sandbox_benchmarks(args: argparse.Namespace, direct: tuple[float, float]) ->
         moved, forwarded = port_forward_throughput(kubectl, pod_ip, args.megabytes)
     finally:
         sandbox.stop(home=home)
+        shutil.rmtree(home.parent, ignore_errors=True)
     print("wasm echo-client pod -> Service ClusterIP (DNAT in its kubelet) -> wasm echo-server pod, timed in guest")
     print(f"  wasm->Service->wasm: p50 {p50:7.1f} us   p99 {p99:7.1f} us")
     print(f"  ratio to direct    : p50 {p50 / direct[0]:5.2f}x     p99 {p99 / direct[1]:5.2f}x   (goal <= 3x)")
@@ -317,7 +319,7 @@ def main() -> None:
     print(f"  wasm echo-server   : p50 {wasm[0]:7.1f} us   p99 {wasm[1]:7.1f} us")
     print(f"  ratio wasm/direct  : p50 {wasm[0] / direct[0]:5.2f}x     p99 {wasm[1] / direct[1]:5.2f}x   (goal <= 3x)")
     floor = host_call_floor()
-    print(f"  floor: one empty wasm->host call costs {floor:.1f} us in wasmtime-py; echo-server makes 3 per round trip")
+    print(f"  floor: one empty wasm->host call costs {floor:.1f} us (hostfunc.py); echo-server makes 3 per round trip")
     print(f"         (poll_oneoff, sock_recv, sock_send) = {3 * floor:.1f} us before any socket work")
     if not args.no_sandbox:
         sandbox_benchmarks(args, direct)
