@@ -524,32 +524,45 @@ def _logfmt(value: str) -> str:
     return value if re.fullmatch(r"[A-Za-z0-9._/@^+-]+", value) else _q(value)
 
 
-def _ignored(config_text: str, version: int) -> list[str]:
+def _unknown_tables(key: tuple[str, ...], table: Mapping[str, Any]) -> Iterable[tuple[str, ...]]:
+    """*key* and the tables below it as go-toml v2 re-marshals a plugin's map in containerd's ``Config.Decode``:
+    keys sorted, "Intermediate tables are always printed" (``marshaler.go``); the strict decode then reports each
+    unknown table header, skipping the keys inside it."""
+    yield key
+    for name in sorted(table):
+        if isinstance(table[name], dict):
+            yield from _unknown_tables((*key, name), table[name])
+
+
+def _ignored(config_text: str, doc: Mapping[str, Any], version: int) -> list[str]:
     """A line per table under another config version's CRI prefix, from which containerd loads nothing.
 
-    Version 3: containerd 2's ``Config.Decode`` logs one warning per unknown key of a plugin, the key path
-    joined by spaces (``cmd/containerd/server/config/config.go``); the v2 grpc plugin still exists (streaming
-    server), so its ``containerd`` tables are those keys. [inf] Other mismatches are in labkit's words.
+    Version 3: containerd 2's ``Config.Decode`` logs one warning per unknown table of a plugin, parents included
+    (:func:`_unknown_tables`), the key path joined by spaces (``cmd/containerd/server/config/config.go``); the v2
+    grpc plugin still exists (streaming server), so its ``containerd`` tables are those. [inf] Other mismatches
+    are in labkit's words.
     """
     found: list[str] = []
+    if version == 3:
+        legacy = (doc.get("plugins") or {}).get(CRI_RUNTIME_PLUGIN[2]) or {}
+        if isinstance(legacy.get("containerd"), dict):
+            found += [
+                f'level=warning msg="{IGNORED_KEY_TEXT}" error="{STRICT_MODE_ERROR}" '
+                f"key={_logfmt(' '.join(key))} plugin={_logfmt(CRI_RUNTIME_PLUGIN[2])}"
+                for key in _unknown_tables(("containerd",), legacy["containerd"])
+            ]
     for header in _table_headers(config_text):
         if len(header) < 3 or header[0] != "plugins" or header[1] == CRI_RUNTIME_PLUGIN[version]:
             continue
-        plugin_id, key = header[1], header[2:]
+        plugin_id = header[1]
         if plugin_id not in CRI_RUNTIME_PLUGIN.values() or (
-            plugin_id == CRI_RUNTIME_PLUGIN[2] and key[0] != "containerd"
+            plugin_id == CRI_RUNTIME_PLUGIN[2] and (version == 3 or header[2] != "containerd")
         ):
             continue
-        if version == 3 and plugin_id == CRI_RUNTIME_PLUGIN[2]:
-            found.append(
-                f'level=warning msg="{IGNORED_KEY_TEXT}" error="{STRICT_MODE_ERROR}" '
-                f"key={_logfmt(' '.join(key))} plugin={_logfmt(plugin_id)}"
-            )
-        else:
-            found.append(
-                f"table {_dotted(header)} is under {plugin_id}, which a version {version} config does not read "
-                "for runtimes (labkit's words)"
-            )
+        found.append(
+            f"table {_dotted(header)} is under {plugin_id}, which a version {version} config does not read "
+            "for runtimes (labkit's words)"
+        )
     return found
 
 
@@ -585,7 +598,7 @@ def read_runtime_info(config_text: str) -> RuntimeInfo:
         version=version,
         default_runtime=str(containerd.get("default_runtime_name", "runc")),
         runtimes=runtimes,
-        ignored_keys=_ignored(config_text, version),
+        ignored_keys=_ignored(config_text, doc, version),
     )
 
 

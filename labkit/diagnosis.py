@@ -1,6 +1,6 @@
 """Known failure signatures of wasm pods → an explanation and a concrete fix.
 
-The signatures are the journey's real failures (reference ``wasm-on-k8s.md`` §11). :func:`diagnose_pod` is
+The signatures are the journey's real failures (README, "The journey"). :func:`diagnose_pod` is
 pure (a pod, its events, its logs); :func:`diagnose` fetches those through the API and calls it.
 
 >>> pod = {"metadata": {"name": "p"}, "status": {"phase": "Pending", "containerStatuses": [

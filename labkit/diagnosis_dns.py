@@ -1,4 +1,5 @@
-"""The DNS rows of :mod:`labkit.diagnosis`: name resolution inside wasm pods (reference §8, §11).
+"""The DNS rows of :mod:`labkit.diagnosis`: name resolution inside wasm pods (wasmedge_wasi_socket's
+``nslookup`` and ``DNS_SERVER``; WasmEdge #1987, #4155).
 
 A wasm guest resolves through wasmedge_wasi_socket: without ``DNS_SERVER`` the runtime's ``getaddrinfo`` (the
 node's resolver, which knows no cluster names); with it, one A query over TCP to that server for the name as

@@ -1,5 +1,5 @@
 """The load-balancer rows of :mod:`labkit.diagnosis`: the service-watcher's 403, a backend the balancer cannot
-reach, and an empty registry (reference §9; the log lines are those wasm-apps/load-balancer and
+reach, and an empty registry (the seed's load-balanced demo; the log lines are those wasm-apps/load-balancer and
 labkit/apps/service_watcher.py write).
 """
 

@@ -1,5 +1,6 @@
 """The WASI-NN rows of :mod:`labkit.diagnosis`: a plugin found but a library missing, a malformed
-``WASMEDGE_WASINN_PRELOAD``, the CLI without the plugin, a wrong ``WASMEDGE_PLUGIN_PATH`` (reference §6.4, §11).
+``WASMEDGE_WASINN_PRELOAD``, the CLI without the plugin, a wrong ``WASMEDGE_PLUGIN_PATH``
+(WasmEdge #2329, #3192, #3279, #4303).
 
 The plugin missing altogether (``unknown import, Code: 0x302`` on ``wasi_ephemeral_nn``) and ``wasi:logging``
 stay with the other unknown imports in :mod:`labkit.diagnosis`. The texts are WasmEdge's, glibc's and the

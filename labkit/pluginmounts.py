@@ -1,5 +1,6 @@
 """WASI-NN for a wasm pod: the WasmEdge plugin, every library ``ldd`` lists for it, and the model, mounted
-read-only at the *same paths* they have on the node, plus the two ``WASMEDGE_*`` variables (reference §6.3).
+read-only at the *same paths* they have on the node, plus the two ``WASMEDGE_*`` variables
+(the seed's examples/k3s-example/k3s_deployment.yaml).
 
 The runwasi shim loads plugins inside the container (runwasi #928), and a wasm image's rootfs holds only the
 module, so whatever the plugin needs must be mounted. Identical paths, because three lookups all use them:
@@ -234,6 +235,6 @@ def wasinn_mounts(
         env[ENV_PRELOAD] = f"{alias}:GGML:{target.upper()}:{model_path}"
     if lib_dir is not None:
         # the seed sets it; glibc reads LD_LIBRARY_PATH at process start, so for the shim it is probably a
-        # no-op (reference §6.3 [inf]): the lib dir mount at the same path is what makes libwasmedge.so.0 found
+        # no-op [inf]: the lib dir mount at the same path is what makes libwasmedge.so.0 found
         env["LD_LIBRARY_PATH"] = lib_dir
     return WasiNNMounts(plugin, found_by, lib_dir, model_path, tuple(mounts), env, run, covered)

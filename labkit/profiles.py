@@ -24,8 +24,9 @@ K3S_CONTAINERD_DIR = Path("/var/lib/rancher/k3s/agent/etc/containerd")
 
 @dataclass(frozen=True)
 class LlmServer:
-    """An OpenAI-compatible LLM server image: the seed's ``llama-api-server`` on k3s (reference §7), the kit's
-    ``llama-server`` (wasm-apps/llama-server, the same flags and routes) with SmolLM2-135M on the sandbox."""
+    """An OpenAI-compatible LLM server image: the seed's ``llama-api-server`` on k3s (the seed's
+    examples/k3s-example), the kit's ``llama-server`` (wasm-apps/llama-server, the same flags and routes) with
+    SmolLM2-135M on the sandbox."""
 
     image: str | None
     command: tuple[str, ...]
@@ -99,7 +100,7 @@ _PROFILES = {
         backend="kubeconfig",
         wasi_demo_image="ghcr.io/containerd/runwasi/wasi-demo-app:latest",
         cluster_dns="10.43.0.10:53",
-        # the seed's Deployment (examples/k3s-example/k3s_deployment.yaml, reference §7)
+        # the seed's Deployment (examples/k3s-example/k3s_deployment.yaml)
         llm=LlmServer(
             image="ghcr.io/second-state/llama-api-server:latest",
             command=("llama-api-server.wasm",),

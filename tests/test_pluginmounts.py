@@ -23,7 +23,7 @@ HOME = "/home/runner/.wasmedge"
 PLUGIN = f"{HOME}/plugin/{PLUGIN_NAME}"
 SYSTEM = ["libstdc++.so.6", "libm.so.6", "libgcc_s.so.1", "libpthread.so.0", "libdl.so.2", "libc.so.6"]
 
-#: aarch64 ldd of the same plugin on an arm64 Debian/Ubuntu node (reference §6.3: /lib/aarch64-linux-gnu/…,
+#: aarch64 ldd of the same plugin on an arm64 Debian/Ubuntu node (/lib/aarch64-linux-gnu/…,
 #: the interpreter /lib/ld-linux-aarch64.so.1; the seed's arm64 manifests use /home/dev).
 AARCH64 = """\tlinux-vdso.so.1 (0x0000ffff9c6f2000)
 \tlibwasmedge.so.0 => /home/dev/.wasmedge/lib/libwasmedge.so.0 (0x0000ffff9a400000)
@@ -134,7 +134,7 @@ def test_local_host_finds_the_plugin_from_wasmedge_v(node: Path, tmp_path: Path,
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     wasmedge = bin_dir / "wasmedge"
-    wasmedge.write_text(  # WasmEdge 0.14.1's `wasmedge -v` (reference §6.1)
+    wasmedge.write_text(  # WasmEdge 0.14.1's `wasmedge -v`
         "#!/bin/sh\necho 'wasmedge version 0.14.1'\n"
         f"echo '{HOME}/lib/../plugin/{PLUGIN_NAME} (plugin \"wasi_nn\") version 0.1.28.0'\n"
     )

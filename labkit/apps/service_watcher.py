@@ -1,7 +1,7 @@
 #!/usr/local/bin/python3
 """labkit's service-watcher: keeps the load balancer's registry equal to the labelled Services of the cluster.
 
-What the seed's Rust watcher does (reference wasm-on-k8s.md 9.2), in Python with the official ``kubernetes``
+What the seed's Rust watcher does (the seed's watcher/src/main.rs), in Python with the official ``kubernetes``
 client: Services labelled ``llamaedge/target=true`` in all namespaces; weight from the annotation
 ``llamaedge/weight`` (default 1); port = the first Service port; IP = the Service's ClusterIP (kube-proxy spreads
 it over the pods, so weights are per Service); name = the Service's name. It registers them with the load

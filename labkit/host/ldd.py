@@ -40,7 +40,7 @@ SYSTEM_LIBRARY_PREFIXES = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/loc
 
 #: Node directories no allow-list opens: kernel views, devices, config and k3s's own state (its tokens).
 NEVER = ("/proc", "/sys", "/dev", "/etc", "/run", "/var/lib/rancher", "/root/.ssh")
-#: x86_64 ldd of WasmEdge 0.14.1's GGML plugin on a Debian/Ubuntu runner (the format of reference §6.3).
+#: x86_64 ldd of WasmEdge 0.14.1's GGML plugin on a Debian/Ubuntu runner (the format ldd prints).
 X86_64_EXAMPLE = """\tlinux-vdso.so.1 (0x00007ffc8a5f2000)
 \tlibwasmedge.so.0 => /home/runner/.wasmedge/lib/libwasmedge.so.0 (0x00007f2b1c000000)
 \tlibstdc++.so.6 => /lib/x86_64-linux-gnu/libstdc++.so.6 (0x00007f2b1bc00000)
@@ -206,7 +206,7 @@ _PLUGIN_LINE = re.compile(r'^(/\S+\.so) \(plugin "([^"]+)"\) version (\S+)$')
 
 def parse_wasmedge_plugins(text: str, plugin: str = "wasi_nn") -> list[str]:
     """The paths ``wasmedge -v`` lists for *plugin* (``…/libwasmedgePluginWasiNN.so (plugin "wasi_nn") version
-    0.1.28.0``, reference §6.1), as printed (``lib/../plugin`` included: realpath them on the node)."""
+    0.1.28.0``), as printed (``lib/../plugin`` included: realpath them on the node)."""
     found = []
     for line in text[:MAX_CHARS].splitlines():
         m = _PLUGIN_LINE.match(line.strip())

@@ -1,4 +1,4 @@
-"""The service-watcher's objects (reference wasm-on-k8s.md 9.2): a ServiceAccount, a ClusterRole that may only
+"""The service-watcher's objects (the seed's watcher/yaml/watcher.yaml): a ServiceAccount, a ClusterRole that may only
 get, list and watch Services, the ClusterRoleBinding between them, and the Deployment that runs the watcher
 (``labkit/apps/service_watcher.py``) under that ServiceAccount. Leave ``rbac=False`` to see the watcher's 403.
 

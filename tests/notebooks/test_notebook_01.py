@@ -48,6 +48,11 @@ def test_notebook_follows_the_kit_conventions():
         len(re.findall(r"_diagnosis = diagnose\(cluster,", sources)) == 2
     )  # both failures diagnosed, not just printed
     assert 'image_pull_policy="Never"' in sources and "host.import_image(" in sources
+    # beside labkit's view, the kubectl command a learner types on k3s, and its real answer (issue 11)
+    shown = re.findall(r'the_lab\.kubectl\("([\w-]+)", "([\w/-]+)"', sources)
+    assert {("get", "runtimeclass"), ("rollout", "status"), ("logs", "deployment/wasi-demo"), ("get", "events")} <= set(
+        shown
+    ), shown
     markdown = "\n".join(c.source for c in cells("markdown"))
     assert "```mermaid" in markdown and "--all-platforms" in markdown
     for heading in ("## Prerequisites", "## Checks", "## Cleanup", "## Troubleshooting", "## What's next"):

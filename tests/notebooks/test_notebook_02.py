@@ -47,9 +47,12 @@ def test_notebook_follows_the_kit_conventions():
     acting = [s for s in sources[applied + 1 : restored + 1] if re.search(r"\b(lab|host)\.", s)]
     assert applied < restored and len(acting) >= 6
     assert [s for s in acting if "undo_on_failure()" not in s] == []
+    # kubectl beside labkit's view where a learner would type it; the node's runtimes as k3s reports them
+    assert len(re.findall(r"\blab\.kubectl\(", "\n".join(sources))) >= 3
     markdown = "\n".join(c.source for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "markdown")
     for heading in ("## Checks", "## Cleanup", "## Troubleshooting", "## What's next"):
         assert heading in markdown
+    assert "sudo k3s crictl info" in markdown  # the runtimes as containerd reports them, the way to look on k3s
 
 
 def fingerprint(root: Path) -> dict[str, str]:

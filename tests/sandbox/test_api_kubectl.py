@@ -1,4 +1,4 @@
-"""The sandbox API server as the real kubectl 1.32 sees it (reference: kubernetes-api-for-sandbox.md §3)."""
+"""The sandbox API server as the real kubectl 1.32 sees it (the requests kubectl 1.32.5 sends)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The load balancer (wasm-apps/load-balancer, a wasm module on WasmEdge's socket ABI) in wasmtime, in-process,
-in front of Python HTTP backends on loopback: the seed's admin API (reference wasm-on-k8s.md 9.1), its weighted
+in front of Python HTTP backends on loopback: the seed's admin API (the seed's load-balancer/src/main.rs), its weighted
 choice, and what the seed got wrong (9.5): whole request bodies, streamed responses, dead backends, limits."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The service-watcher (labkit/apps/service_watcher.py) against a real API server in this process (the daemon's
-ApiServer over HTTPS, with RBAC) and a load balancer stand-in in Python that speaks the admin API (reference
-wasm-on-k8s.md 9.1): register, weight change within 2 s, delete, drift repair, 403 then RBAC, an API server
-restart (the watch's resourceVersion is gone: 410, list again)."""
+ApiServer over HTTPS, with RBAC) and a load balancer stand-in in Python that speaks the admin API
+(the seed's load-balancer/src/main.rs): register, weight change within 2 s, delete, drift repair, 403 then RBAC,
+an API server restart (the watch's resourceVersion is gone: 410, list again)."""
 
 from __future__ import annotations
 

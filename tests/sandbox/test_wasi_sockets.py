@@ -164,7 +164,7 @@ def test_getaddrinfo_resolves_localhost_through_the_host_resolver() -> None:
 
 
 def test_a_cluster_name_fails_as_the_nodes_resolver_fails_it() -> None:
-    """Without DNS_SERVER the guest asks the node's libc, which knows no cluster names (reference §8)."""
+    """Without DNS_SERVER the guest asks the node's libc, which knows no cluster names (WasmEdge #1987)."""
     with pytest.raises(socket.gaierror) as host:
         socket.getaddrinfo(CLUSTER_NAME, "http", socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     code, lines = run_app("nslookup", CLUSTER_NAME)

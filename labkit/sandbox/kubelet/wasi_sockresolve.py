@@ -2,7 +2,7 @@
 
 WasmEdge calls its libc's ``getaddrinfo(3)`` (``lib/host/wasi/inode-linux.cpp``
 ``INode::getAddrinfo``), i.e. the resolver configuration of the machine the
-runtime runs on, not the pod's (WasmEdge #1987; reference §8). So does this
+runtime runs on, not the pod's (WasmEdge #1987). So does this
 kubelet process, so ``<svc>.<ns>.svc.cluster.local`` fails here as it fails for
 a wasm pod on k3s without ``DNS_SERVER``.
 

@@ -1,7 +1,7 @@
 """WasmEdge's files on a sandbox node: ``~/.wasmedge/{bin,lib,plugin}`` as the installer lays them out.
 
 WasmEdge's ``utils/install.sh --plugins wasi_nn-ggml`` puts ``libwasmedge.so.0`` in ``$HOME/.wasmedge/lib``
-and ``libwasmedgePluginWasiNN.so`` in ``$HOME/.wasmedge/plugin`` (reference §6.1). A sandbox node gets the
+and ``libwasmedgePluginWasiNN.so`` in ``$HOME/.wasmedge/plugin``. A sandbox node gets the
 same two files at its profile's home (``/home/runner``), as **real ELF shared objects** that labkit compiles
 with clang once per machine (cached under ``LABKIT_HOME/cache``), so the real ``ldd`` and ``readelf`` work on
 them. They carry no WasmEdge code: the plugin's functions run in the kubelet (``kubelet/wasinn.py``); what
@@ -12,7 +12,7 @@ they do carry is the real objects' link shape:
   ``wasmedge_add_library``: ``INSTALL_RPATH "$ORIGIN"``), so ``libwasmedge.so.0`` in ``../lib`` is found
   through ``LD_LIBRARY_PATH`` (the installer's ``~/.wasmedge/env`` sets it [inferred]) or not at all;
 - both need ``libstdc++.so.6``, ``libm.so.6``, ``libgcc_s.so.1``, ``libc.so.6``, ``libpthread.so.0`` and
-  ``libdl.so.2`` (the list ``ldd`` prints for the release plugin, reference §6.3; on glibc ≥ 2.34 the last two
+  ``libdl.so.2`` (the list ``ldd`` prints for the release plugin; on glibc ≥ 2.34 the last two
   are empty stubs, linked here with ``--no-as-needed`` to keep the list).
 
 The system libraries the objects need are copied into the node root at the paths the host's loader finds
@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 
 from labkit.sandbox.wasmedge.elfdeps import read_dynamic
 
-#: The WasmEdge release the files stand for (reference §6.1: the journey installs 0.14.1).
+#: The WasmEdge release the files stand for (the journey installs 0.14.1).
 WASMEDGE_VERSION = "0.14.1"
 PLUGIN_NAME = "libwasmedgePluginWasiNN.so"
 LIB_NAME = "libwasmedge.so.0"

@@ -9,7 +9,7 @@ host path, and its env), what WasmEdge's ``Plugin::loadFromDefaultPaths`` would 
 - the search paths are ``WASMEDGE_PLUGIN_PATH`` split on ``:`` (``getDefaultPluginPaths``), each a
   directory searched recursively for ``*.so`` or a ``.so`` file. The install-relative default
   (``<libwasmedge dir>/../plugin``) names a directory of the shim's host, not of the pod, so it finds nothing
-  in a container [inferred; reference §6.2];
+  in a container [inferred from WasmEdge's plugin search order];
 - each candidate is ``dlopen``-ed (``lib/loader/shared_library.cpp``); on failure WasmEdge logs
   ``loading failed: invalid path, Code: 0x100`` (the ``IllegalPath`` ErrCode formatted by
   ``include/common/errcode.h``) and ``    load library failed:<dlerror()>``, and the plugin is not
