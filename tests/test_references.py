@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXT_SUFFIXES = {".py", ".md", ".ipynb", ".toml", ".yml", ".yaml", ".txt", ".cfg"}
+TEXT_SUFFIXES = {".py", ".md", ".ipynb", ".toml", ".yml", ".yaml", ".txt", ".cfg", ".c", ".h"}
 #: Pointers at documents outside the repository (this file quotes them, so it is not scanned).
 MISSING_DOCUMENTS = re.compile(r"\bDESIGN\b|\breference\W{0,3}§|wasm-on-k8s\.md|kubernetes-api-for-sandbox")
 

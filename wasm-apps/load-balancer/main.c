@@ -1,10 +1,10 @@
-/* load-balancer [IP:PORT]: the seed's weighted HTTP load balancer (reference wasm-on-k8s.md 9.1), in C on
+/* load-balancer [IP:PORT]: the weighted HTTP load balancer of the seed's load-bal-llamaedge-demo, in C on
  * WasmEdge's socket ABI (wasmedge_sock.h), one thread, poll_oneoff over non-blocking sockets.
  *
  * Admin API, as the seed's:  POST /api/register {name, weight, ip, port} (upsert by name) -> 200 Registered,
  * 400 Invalid JSON;  DELETE /api/unregister/{name} -> 200 Unregistered, 404 Service not found;  GET /api/services
  * -> the JSON array.  Every /v1/... request goes to a backend chosen as the seed chooses (random in [0, total
- * weight), walk subtracting); none registered -> 503 with a JSON error.  Beyond the seed (its bugs, 9.5): the
+ * weight), walk subtracting); none registered -> 503 with a JSON error.  Beyond the seed (and its bugs): the
  * whole request is read (Content-Length over any number of reads; 16 KiB head -> 431, LB_MAX_BODY bytes of body,
  * default 1 MiB -> 413), the response is relayed as it arrives (Content-Length, chunked and SSE streams, or until
  * the backend closes), a backend that refuses, times out or closes without answering is skipped and the next one
