@@ -22,9 +22,9 @@ from aiohttp import web
 from labkit.sandbox.api import protobuf, tables
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.status import StatusError
+from tests.sandbox.conftest import KUBECTL
 
-KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32"
-pytestmark = pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl 1.32 binary not installed")
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 

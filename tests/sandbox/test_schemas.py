@@ -10,11 +10,9 @@ import asyncio
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +21,7 @@ from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.schemas import MergeInfo, schemas
 from labkit.sandbox.api.status import StatusError
 from labkit.sandbox.api.validation import validate
+from tests.sandbox.conftest import KUBECTL
 
 DEPLOYMENTS = RESOURCES.served("apps", "deployments")
 PODS = RESOURCES.served("", "pods")
@@ -470,8 +469,6 @@ def test_openapi_documents_are_rendered_once():
 
 # -- the real kubectl ----------------------------------------------------------------------------
 
-_KUBECTL = Path("/usr/lib/google-cloud-sdk/bin/kubectl.1.32")
-
 
 def _discovery_app():
     """A server with only legacy discovery, /version and the OpenAPI v3 endpoints."""
@@ -560,7 +557,7 @@ def openapi_server() -> Iterator[str]:
     loop.close()
 
 
-@pytest.mark.skipif(not _KUBECTL.exists() and not shutil.which("kubectl"), reason="kubectl is not installed")
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -574,7 +571,7 @@ def openapi_server() -> Iterator[str]:
     ],
 )
 def test_kubectl_explain_reads_the_documents(openapi_server, tmp_path, args, expected):
-    kubectl = str(_KUBECTL) if _KUBECTL.exists() else shutil.which("kubectl") or "kubectl"
+    kubectl = KUBECTL or "kubectl"
     (tmp_path / "config").write_text("apiVersion: v1\nkind: Config\n")
     env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "config")}
     result = subprocess.run(

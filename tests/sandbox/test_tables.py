@@ -12,6 +12,7 @@ import pytest
 from labkit.sandbox.api.printers import human_duration, pod_status
 from labkit.sandbox.api.registry import RESOURCES
 from labkit.sandbox.api.tables import table_event, to_table
+from tests.sandbox.conftest import KUBECTL
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -413,14 +414,11 @@ def test_every_served_resource_has_cells_for_every_column() -> None:
 # --------------------------------------------------------------------------- real kubectl
 
 
-KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.32"
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """kubectl 1.32 against a real HTTP server that answers list requests with these Tables."""
-    if not os.path.exists(KUBECTL):
-        pytest.skip("kubectl 1.32 binary not installed")
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed")
     from tests.sandbox.test_protobuf import Capture  # the same stub API server the protobuf tests use
 
     recent = datetime.now(UTC) - timedelta(minutes=15, seconds=30)  # "15m" for a whole minute
