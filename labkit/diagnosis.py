@@ -201,14 +201,23 @@ def _unknown_import(f: Facts) -> Diagnosis | None:
     code = f.exit_code()
     exited = f" and the container exits with code {code}" if code is not None else ""
     if module == "wasi_ephemeral_nn":
+        annotations = (f.pod.get("metadata") or {}).get("annotations") or {}
+        # reference §11's "same under crun/podman" row: crun loads WasmEdge plugins from 1.15 on (crun PR #1432;
+        # WasmEdge #2383, #3217), with the same mounts and env
+        runner = (
+            f"crun runs this pod's module ({CRUN_WASM_ANNOTATION} annotation): it loads WasmEdge plugins only from "
+            "crun 1.15 on, built with WasmEdge, so upgrade an older crun"
+            if CRUN_WASM_ANNOTATION in annotations
+            else "the shim must be a gnu build with the plugin feature"
+        )
         return Diagnosis(
             f"the module imports WASI-NN ({module}::{function}) but the WasmEdge WASI-NN plugin is not in the pod",
-            "the shim loads plugins from the container's rootfs, not the host; without the plugin the import cannot "
-            f"be linked{exited}",
+            "the runtime loads plugins from the container's rootfs, not the host; without the plugin the import "
+            f"cannot be linked{exited}",
             "mount the plugin and everything `ldd` lists for it read-only at the same paths "
             "(labkit.manifests.host_path), set WASMEDGE_PLUGIN_PATH to the plugin directory and "
             "WASMEDGE_WASINN_PRELOAD=default:GGML:AUTO:<model path>; "
-            f"{wasinn.MOUNTS_API}; the shim must be a gnu build with the plugin feature",
+            f"{wasinn.MOUNTS_API}; {runner}",
             evidence,
             "unknown-import-wasi-nn",
         )

@@ -154,7 +154,16 @@ def test_unknown_import_wasi_nn_asks_for_the_plugin_mounts_and_env():
     assert d.signature == "unknown-import-wasi-nn"
     assert "wasi_ephemeral_nn::compute" in d.summary and "137" in d.cause
     assert "WASMEDGE_PLUGIN_PATH" in d.fix and "ldd" in d.fix and "WASMEDGE_WASINN_PRELOAD" in d.fix
-    assert "labkit.wasinn_mounts" in d.fix
+    assert "labkit.wasinn_mounts" in d.fix and "gnu build" in d.fix
+
+
+def test_unknown_import_wasi_nn_under_crun_asks_for_crun_1_15():
+    """Reference §11: the same failure under crun/podman, where crun before 1.15 loads no WasmEdge plugin."""
+    p = pod(**crash(137))
+    p["metadata"]["annotations"] = {"module.wasm.image/variant": "compat-smart"}
+    d = diagnose_pod(p, [], WASI_NN_LOG)
+    assert d.signature == "unknown-import-wasi-nn"
+    assert "crun 1.15" in d.fix and "WASMEDGE_PLUGIN_PATH" in d.fix and "gnu build" not in d.fix
 
 
 def with_env(p: dict[str, Any], **env: str) -> dict[str, Any]:

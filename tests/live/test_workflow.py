@@ -70,6 +70,8 @@ def test_every_env_reference_is_defined(workflow: dict[Any, Any]) -> None:
         'jq -e "$detected"',
         'pip install -e ".[test]"',
         "labkit run --backend kubeconfig",
+        'wasmedge --nn-preload "default:GGML:AUTO:$gguf" "$module"',  # the kit's llama-server on the real plugin
+        ".choices[0].message.content",
         "pytest -m live",
         "containerd/containerd.log",
         'journalctl -u "$K3S_SERVICE"',
