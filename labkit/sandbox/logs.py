@@ -71,8 +71,16 @@ def _containers(pod: dict[str, Any]) -> list[str]:
     return [c["name"] for c in pod.get("spec", {}).get("containers") or ()]
 
 
+def _all_containers(pod: dict[str, Any]) -> list[str]:
+    """Every container ``-c`` may name: regular, init and ephemeral (upstream's podHasContainerWithName)."""
+    spec = pod.get("spec", {})
+    return [c["name"] for key in ("initContainers", "containers", "ephemeralContainers") for c in spec.get(key) or ()]
+
+
 def _status_of(pod: dict[str, Any], container: str) -> dict[str, Any] | None:
-    for status in pod.get("status", {}).get("containerStatuses") or ():
+    pod_status = pod.get("status", {})
+    kinds = ("containerStatuses", "ephemeralContainerStatuses")
+    for status in [s for kind in kinds for s in pod_status.get(kind) or ()]:
         if status.get("name") == container:
             return dict(status)
     return None
@@ -97,7 +105,7 @@ class PodLogs(LogDirectory):
                     f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
                 )
             container = containers[0]
-        elif container not in containers:
+        elif container not in _all_containers(pod):
             raise bad_request(f"container {container} is not valid for pod {name}")
         status = _status_of(pod, container)
         restarts = int(status.get("restartCount", 0)) if status else 0

@@ -83,8 +83,9 @@ def _pod_spec(spec: dict[str, Any], in_template: bool = False) -> None:
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("securityContext", {})
     spec.setdefault("schedulerName", "default-scheduler")
-    for c in [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]:
-        _container(c)
+    for key in ("initContainers", "containers", "ephemeralContainers"):
+        for c in spec.get(key) or ():
+            _container(c)
     for v in spec.get("volumes") or ():
         if "hostPath" in v:
             v["hostPath"].setdefault("type", "")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from labkit.sandbox.api import admission, ipallocator, managedfields, patch, subresources
+from labkit.sandbox.api import admission, ephemeral, ipallocator, managedfields, patch, subresources
 
 # The daemon's bootstrap imports the two well-known service IPs from here.
 from labkit.sandbox.api.ipallocator import CLUSTER_DNS_IP as CLUSTER_DNS_IP
@@ -28,6 +28,7 @@ from labkit.sandbox.api.status import (
     bad_request,
     conflict,
     forbidden_because,
+    invalid,
     not_found,
 )
 from labkit.sandbox.api.validation import check_shape, check_types, validate
@@ -179,6 +180,13 @@ class ApiCore:
         admission.apply_defaults(res.kind, obj)
         return warnings
 
+    def _checked(self, res: Resource, obj: dict[str, Any], validation: str, subresource: str) -> builtins.list[str]:
+        """An update's checks: the whole object's for the object itself and for ``pods/ephemeralcontainers``
+        (whose new containers are validated and defaulted as the pod's), types only for the other subresources."""
+        if not subresource or subresource == ephemeral.SUBRESOURCE or res.custom:
+            return self._prepare(res, obj, validation)
+        return check_types(res, obj)
+
     # ---------------------------------------------------------------- writes
     def create(
         self,
@@ -211,6 +219,8 @@ class ApiCore:
         if res.kind not in ("Namespace",):
             obj.pop("status", None)
         warnings = self._prepare(res, obj, validation)
+        if res.kind == "Pod" and (causes := ephemeral.create_causes(obj.get("spec") or {})):
+            raise invalid(res, meta.get("name") or "", causes)
         admission.admit(self.store, res, obj)
         if res.kind == "Service" and obj["spec"].get("type") != "ExternalName":
             ipallocator.allocate_cluster_ip(self.store, obj, self.addresses)
@@ -259,7 +269,7 @@ class ApiCore:
         incoming_rv = obj["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
-        warnings = self._prepare(res, obj, validation) if not subresource or res.custom else check_types(res, obj)
+        warnings = self._checked(res, obj, validation, subresource)
         new = self._merge_update(res, live, obj, subresource)
         if guard is not None:
             guard(new, live)
@@ -271,6 +281,8 @@ class ApiCore:
         self, res: Resource, live: dict[str, Any], incoming: dict[str, Any], subresource: str
     ) -> dict[str, Any]:
         """The object as stored after an update: the status split, immutable and server-owned fields."""
+        if subresource == ephemeral.SUBRESOURCE:
+            return ephemeral.merged(res, live, incoming)
         if subresource == "status":
             # metadata changes through /status are limited to labels/annotations in Kubernetes; keep it simple:
             # ignore them, but keep the ownership record_update gave the status's writer. Nothing below changes
@@ -373,7 +385,7 @@ class ApiCore:
         incoming_rv = new["metadata"].get("resourceVersion")
         if incoming_rv and incoming_rv != live["metadata"]["resourceVersion"]:
             raise conflict(res, name)
-        warnings = self._prepare(res, new, validation) if not subresource or res.custom else check_types(res, new)
+        warnings = self._checked(res, new, validation, subresource)
         merged = self._merge_update(res, live, new, subresource)
         if guard is not None:
             guard(merged, live)

@@ -30,6 +30,7 @@ VERSION_INFO = {
 #: Subresources answer with their own verbs and kinds.
 _SUBRESOURCE_VERBS = {
     "status": ("get", "patch", "update"),
+    "ephemeralcontainers": ("get", "patch", "update"),
     "scale": ("get", "patch", "update"),
     "log": ("get",),
     "exec": ("create", "get"),

@@ -65,6 +65,7 @@ EXTRA_SUBRESOURCES: dict[str, dict[str, str]] = {
         "binding": "Binding",
         "eviction": "Eviction",
         "exec": "PodExecOptions",
+        "ephemeralcontainers": "Pod",
         "portforward": "PodPortForwardOptions",
         "proxy": "PodProxyOptions",
     },

@@ -10,8 +10,8 @@ whatever the method, since a WebSocket GET is authorized as ``create`` too
 method (GET get, POST create, PUT update, PATCH patch, DELETE delete, HEAD and OPTIONS get [inferred]) on
 ``pods/proxy`` or ``services/proxy``.
 
-``pods/attach`` and ``pods/ephemeralcontainers`` are not served: the 404 for a path the server does not serve
-makes ``kubectl debug`` say "ephemeral containers are disabled for this cluster", as on a cluster without them.
+``pods/attach`` is not served (404, the answer for a path the server does not serve); ``pods/ephemeralcontainers``
+is no connect subresource and is served with the object's writes (:mod:`ephemeral`).
 """
 
 from __future__ import annotations

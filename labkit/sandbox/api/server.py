@@ -448,22 +448,24 @@ class ApiServer:
         self._authorize(request, verb, t)
         if sub == "log" and method == "GET":
             return await self._log(request, t)
-        if sub == "status":
+        if sub in ("status", "ephemeralcontainers"):  # views of the whole object that write one part of it
+            validation = "Ignore" if sub == "status" else request.query.get("fieldValidation", "Warn")
             if method == "GET":
                 return self._answer(request, t, core.get(t.resource, t.namespace, t.object_name))
             if method == "PUT":
-                obj, _ = core.replace(
+                obj, warnings = core.replace(
                     t.resource,
                     t.namespace,
                     t.object_name,
                     await self._body(request, t),
-                    subresource="status",
+                    subresource=sub,
                     manager=manager,
+                    validation=validation,
                     dry_run=dry_run,
                 )
-                return self._answer(request, t, obj)
+                return self._answer(request, t, obj, warnings=warnings)
             if method == "PATCH":
-                return await self._patch(request, t, manager, "Ignore", dry_run, subresource="status")
+                return await self._patch(request, t, manager, validation, dry_run, subresource=sub)
         if sub == "scale":
             if method == "GET":
                 return json_response(core.scale(t.resource, t.namespace, t.object_name))

@@ -274,6 +274,7 @@ class Kubelet:
         else:
             worker.pod = pod
             self.status.reconcile(uid, pod.get("status") or {})
+            worker.start_ephemeral()  # kubectl debug added a container
         if meta.get("deletionTimestamp"):
             worker.terminate()
 

@@ -129,12 +129,56 @@ class PodWorker:
         self.pod_ip = kubelet.ips.allocate(self.uid, status.get("podIP"))
         self.finished = status.get("phase") in ("Succeeded", "Failed")
         self._recover(status)
+        #: the ephemeral containers (``kubectl debug``), each started once when it appears in the spec
+        self.ephemeral: list[ContainerRun] = []
+        self._launched: set[str] = set()
+        self._ephemeral_tasks: set[asyncio.Task[None]] = set()
+        self._add_ephemeral(status)
         self.task: asyncio.Task[None] | None = None
         #: the probes; an exec runs in a native container, and a wasm container answers it as runwasi does
         self.probes = ProbeManager(self, kubelet.probe_budget, PodExec(self._process_of))
 
     def _process_of(self, name: str) -> object:
-        return next((c.process for c in self.containers if c.name == name), None)
+        return next((c.process for c in self.all_containers() if c.name == name), None)
+
+    def all_containers(self) -> list[ContainerRun]:
+        return [*self.containers, *self.ephemeral]
+
+    def _add_ephemeral(self, status: dict[str, Any]) -> bool:
+        """Track the spec's new ephemeral containers; True if there were any. One that ran before a node
+        restart keeps its last state and is not started again: the kubelet never restarts them."""
+        known = {c.name for c in self.ephemeral}
+        previous = {s["name"]: s for s in status.get("ephemeralContainerStatuses") or ()}
+        added = False
+        for spec in self.pod["spec"].get("ephemeralContainers") or ():
+            if spec["name"] in known:
+                continue
+            c = ContainerRun(spec, kind="ephemeralContainers")
+            old = previous.get(c.name) or {}
+            if old.get("containerID"):
+                state = old.get("state") or {}
+                c.state = state if "running" not in state else {"terminated": {"exitCode": 255, "reason": "Unknown"}}
+                c.container_id, c.image, c.image_id = old["containerID"], old.get("image", ""), old.get("imageID", "")
+                self._launched.add(c.name)
+            self.ephemeral.append(c)
+            added = True
+        return added
+
+    def start_ephemeral(self) -> None:
+        """Start the ephemeral containers not started yet, in the pod's sandbox with the pod's runtime, as the
+        kubelet's SyncPod does; like any container they go through the image pull and the runtime's decision
+        (:func:`~labkit.sandbox.kubelet.runtime.plan_launch`), so a Linux image in a wasm pod meets what a
+        regular container meets there. They are never restarted."""
+        if self._add_ephemeral({}):
+            self.publish()
+        if not self.sandbox_ready or self.stopping.is_set() or self.finished:
+            return
+        for c in self.ephemeral:
+            if c.name not in self._launched:
+                self._launched.add(c.name)
+                task = asyncio.ensure_future(self.run_container(c))
+                self._ephemeral_tasks.add(task)  # the loop keeps only weak references to tasks
+                task.add_done_callback(self._ephemeral_tasks.discard)
 
     def _recover(self, status: dict[str, Any]) -> None:
         """After a daemon restart (a node reboot): keep counts; containers that had started start again."""
@@ -169,7 +213,7 @@ class PodWorker:
     # ---------------------------------------------------------------- plumbing
 
     def event(self, type_: str, reason: str, message: str, container: ContainerRun | None = None) -> None:
-        field_path = f"spec.containers{{{container.name}}}" if container else None
+        field_path = f"spec.{container.kind}{{{container.name}}}" if container else None
         self.kubelet.recorder.record(self.pod, type_, reason, message, field_path)
 
     async def sleep(self, seconds: float) -> bool:
@@ -237,6 +281,8 @@ class PodWorker:
             "containerStatuses": statuses,
             "qosClass": qos_class(self.pod),
         }
+        if self.ephemeral:
+            status["ephemeralContainerStatuses"] = [c.status() for c in self.ephemeral]
         if self.sandbox_ready or self.finished:
             status.update(podIP=self.pod_ip, podIPs=[{"ip": self.pod_ip}])
         return status
@@ -265,6 +311,7 @@ class PodWorker:
                 elif await self.create_sandbox():
                     self.publish(settle=True)
                     self.probes.start()
+                    self.start_ephemeral()
                     await asyncio.gather(*(self.run_container(c) for c in self.containers))
                 self.finished = self.sandbox_ready and not self.stopping.is_set()
                 self.publish()
@@ -273,7 +320,7 @@ class PodWorker:
             await self.kill_all()
         finally:
             self.probes.stop()
-            for c in self.containers:
+            for c in self.all_containers():
                 if c.process is not None:
                     c.process.kill()
         self.publish()
@@ -293,7 +340,7 @@ class PodWorker:
 
     async def kill_all(self) -> None:
         """Stop running containers; the grace period bounds the wait (a wasm kill is prompt)."""
-        running = [c for c in self.containers if c.process is not None]
+        running = [c for c in self.all_containers() if c.process is not None]
         grace = float(self.pod["metadata"].get("deletionGracePeriodSeconds") or 30)
         for c in running:
             self.event("Normal", "Killing", f"Stopping container {c.name}", c)
@@ -330,7 +377,8 @@ class PodWorker:
         return False
 
     async def run_container(self, c: ContainerRun) -> None:
-        policy = self.pod["spec"].get("restartPolicy", "Always")
+        # an ephemeral container is never restarted: as under restartPolicy Never
+        policy = "Never" if c.kind == "ephemeralContainers" else self.pod["spec"].get("restartPolicy", "Always")
         while not self.stopping.is_set():
             image = await ensure_image(self, c)
             if image is None:
@@ -461,7 +509,7 @@ class PodWorker:
         return done.result() if done.done() and not self.stopping.is_set() else None
 
     def _run_of(self, process: WasmContainer | NativeContainer) -> ContainerRun:
-        return next(c for c in self.containers if c.process is process)
+        return next(c for c in self.all_containers() if c.process is process)
 
     def _terminated(self, c: ContainerRun, process: WasmContainer | NativeContainer) -> None:
         code = process.exit_code if process.exit_code is not None else 137

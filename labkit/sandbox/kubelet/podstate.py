@@ -90,6 +90,8 @@ class ContainerRun:
     writer: LogWriter | None = None
     backoff_s: float = 0.0  # the next restart's delay (0: restart at once)
     pull_backoff_s: float = 0.0
+    #: the pod spec's list it comes from: ``containers`` or ``ephemeralContainers``
+    kind: str = "containers"
 
     @property
     def name(self) -> str:
@@ -109,4 +111,9 @@ class ContainerRun:
         }
         if self.container_id:
             status["containerID"] = self.container_id
+        if self.kind == "ephemeralContainers":
+            # no probe decides an ephemeral container's readiness or start: the kubelet reports it never ready
+            # and leaves ``started`` unset (convertToAPIContainerStatuses; the prober skips them) [inferred]
+            status["ready"] = False
+            del status["started"]
         return status
