@@ -20,6 +20,7 @@ from labkit.sandbox.api import admission, ephemeral, ipallocator, managedfields,
 # The daemon's bootstrap imports the two well-known service IPs from here.
 from labkit.sandbox.api.ipallocator import CLUSTER_DNS_IP as CLUSTER_DNS_IP
 from labkit.sandbox.api.ipallocator import KUBERNETES_SERVICE_IP as KUBERNETES_SERVICE_IP
+from labkit.sandbox.api.podupdate import pod_update_causes
 from labkit.sandbox.api.registry import RESOURCES, Resource
 from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
 from labkit.sandbox.api.status import (
@@ -310,10 +311,8 @@ class ApiCore:
             for field in ("clusterIP", "clusterIPs"):
                 if field in live_spec:
                     spec.setdefault(field, live_spec[field])
-        if res.kind == "Pod":
-            spec, live_spec = new.setdefault("spec", {}), live.get("spec", {})
-            if "nodeName" in live_spec:
-                spec["nodeName"] = live_spec["nodeName"]
+        if res.kind == "Pod" and (causes := pod_update_causes(new.get("spec") or {}, live.get("spec") or {})):
+            raise invalid(res, live["metadata"]["name"], causes)
         if res.kind in GENERATION_KINDS and _without(new, "metadata", "status") != _without(live, "metadata", "status"):
             meta["generation"] = int(live_meta.get("generation", 1)) + 1
         return new
