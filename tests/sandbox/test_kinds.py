@@ -18,10 +18,10 @@ from labkit.sandbox.api.validation import validate
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
-#: kubectl api-resources on a vanilla 1.32 API server, less the kinds the sandbox leaves out
-#: (bindings, componentstatuses and the reviews it does not answer: kinds.NOT_SERVED)
+#: kubectl api-resources on a vanilla 1.32 API server
 UPSTREAM_1_32 = {
-    ("", "configmaps", True), ("", "endpoints", True), ("", "events", True), ("", "limitranges", True),
+    ("", "bindings", True), ("", "componentstatuses", False), ("", "configmaps", True), ("", "endpoints", True),
+    ("", "events", True), ("", "limitranges", True),
     ("", "namespaces", False), ("", "nodes", False), ("", "persistentvolumeclaims", True),
     ("", "persistentvolumes", False), ("", "pods", True), ("", "podtemplates", True),
     ("", "replicationcontrollers", True), ("", "resourcequotas", True), ("", "secrets", True),
@@ -33,9 +33,10 @@ UPSTREAM_1_32 = {
     ("apiextensions.k8s.io", "customresourcedefinitions", False), ("apiregistration.k8s.io", "apiservices", False),
     ("apps", "controllerrevisions", True), ("apps", "daemonsets", True), ("apps", "deployments", True),
     ("apps", "replicasets", True), ("apps", "statefulsets", True),
+    ("authorization.k8s.io", "localsubjectaccessreviews", True),
     ("authorization.k8s.io", "selfsubjectaccessreviews", False),
     ("authorization.k8s.io", "selfsubjectrulesreviews", False),
-    ("authentication.k8s.io", "selfsubjectreviews", False),
+    ("authentication.k8s.io", "selfsubjectreviews", False), ("authentication.k8s.io", "tokenreviews", False),
     ("authorization.k8s.io", "subjectaccessreviews", False),
     ("autoscaling", "horizontalpodautoscalers", True), ("batch", "cronjobs", True), ("batch", "jobs", True),
     ("certificates.k8s.io", "certificatesigningrequests", False), ("coordination.k8s.io", "leases", True),

@@ -254,7 +254,7 @@ def test_whoami_and_can_i_list_for_the_admin_and_discovery_lists_the_reviews(kub
     assert any(line.split() == ["[*]", "[]", "[*]"] for line in listed), listed
     assert any(line.split()[:1] == ["selfsubjectreviews.authentication.k8s.io"] for line in listed), listed
     resources = kubectl("api-resources", "--api-group=authentication.k8s.io", "-o", "name").stdout.split()
-    assert resources == ["selfsubjectreviews.authentication.k8s.io"]
+    assert resources == ["selfsubjectreviews.authentication.k8s.io", "tokenreviews.authentication.k8s.io"]
     reviews = kubectl("api-resources", "--api-group=authorization.k8s.io", "-o", "name").stdout.split()
     assert "selfsubjectrulesreviews.authorization.k8s.io" in reviews
 

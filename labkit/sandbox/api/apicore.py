@@ -176,6 +176,11 @@ class ApiCore:
             meta["name"] = name
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
 
+    def check_request(self, res: Resource, ns: str | None, obj: dict[str, Any]) -> None:
+        """The create handler's checks of a body answered without being stored (a review, a Binding): its
+        apiVersion, kind and namespace match the request's; the namespace is the request's."""
+        self._check_identity(res, ns, obj, None)
+
     def _prepare(self, res: Resource, obj: dict[str, Any], validation: str) -> builtins.list[str]:
         warnings = validate(res, obj, validation)
         admission.apply_defaults(res.kind, obj)
@@ -485,12 +490,9 @@ class ApiCore:
         return removed
 
     def _namespaced_resources(self) -> builtins.list[Resource]:
-        # events.k8s.io events are a view of core events, never stored twice
-        return [
-            r
-            for r in RESOURCES
-            if r.namespaced and r.group != "events.k8s.io" and "create" in r.verbs and r.group != "authorization.k8s.io"
-        ]
+        # events.k8s.io events are a view of core events, never stored twice; what cannot be deleted is no stored
+        # object (bindings, local reviews)
+        return [r for r in RESOURCES if r.namespaced and r.group != "events.k8s.io" and "delete" in r.verbs]
 
     def _dependents(self, res: Resource, owner: dict[str, Any]) -> builtins.list[tuple[Resource, dict[str, Any]]]:
         by_key = {r.key: r for r in self._namespaced_resources()}

@@ -15,7 +15,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 SA_TOKEN_PREFIX = "lksa"
@@ -123,7 +123,9 @@ class TokenAuthority:
             return None
         if claims.get("exp", 0) < time.time() or not sa_exists(claims["ns"], claims["sa"], claims.get("uid", "")):
             return None
-        return service_account_user(claims["ns"], claims["sa"])
+        user = service_account_user(claims["ns"], claims["sa"])
+        # the account's uid, as a ServiceAccount token's claims give it (TokenReview, whoami)
+        return replace(user, uid=claims["uid"]) if claims.get("uid") else user
 
     def _node(self, payload: str, signature: str) -> User | None:
         if not hmac.compare_digest(signature, self._sign(NODE_TOKEN_PREFIX + payload)):

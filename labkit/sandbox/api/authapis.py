@@ -2,18 +2,24 @@
 
 ``POST …/serviceaccounts/<name>/token`` (a TokenRequest) issues a ServiceAccount token;
 ``SelfSubjectAccessReview`` and ``SubjectAccessReview`` (what ``kubectl auth can-i`` sends) ask the
-RBAC authorizer whether a user may do something; ``SelfSubjectRulesReview`` (``kubectl auth can-i --list``)
-lists what the caller may do in a namespace, and ``SelfSubjectReview`` (``kubectl auth whoami``) says who
-the caller is.
+RBAC authorizer whether a user may do something, and ``LocalSubjectAccessReview`` asks it about the namespace
+it is posted to; ``SelfSubjectRulesReview`` (``kubectl auth can-i --list``) lists what the caller may do in a
+namespace, ``SelfSubjectReview`` (``kubectl auth whoami``) says who the caller is, and ``TokenReview`` (what a
+webhook or an aggregated server sends) says who a token belongs to.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from labkit.sandbox.api.auth import ADMIN, NODES_GROUP, Authorizer, TokenAuthority, User, review_attributes
 from labkit.sandbox.api.status import StatusError, bad_request
+
+#: The API server's own audiences (k3s runs kube-apiserver with ``--api-audiences`` set to these): a token
+#: request without audiences gets them, and every sandbox token is valid for them.
+API_AUDIENCES = ("https://kubernetes.default.svc.cluster.local", "k3s")
 
 #: TokenRequest's bounds (``ValidateTokenRequest`` in pkg/apis/authentication/validation/validation.go).
 MIN_TOKEN_SECONDS = 10 * 60
@@ -57,7 +63,7 @@ def token_request(tokens: TokenAuthority, service_account: dict[str, Any], body:
         "apiVersion": "authentication.k8s.io/v1",
         "metadata": {"name": meta["name"], "namespace": meta["namespace"], "creationTimestamp": None},
         "spec": {
-            "audiences": spec.get("audiences") or ["https://kubernetes.default.svc.cluster.local", "k3s"],
+            "audiences": spec.get("audiences") or list(API_AUDIENCES),
             "expirationSeconds": seconds,
             "boundObjectRef": None,
         },
@@ -65,11 +71,13 @@ def token_request(tokens: TokenAuthority, service_account: dict[str, Any], body:
     }
 
 
-def access_review(authorizer: Authorizer, requester: User, body: dict[str, Any]) -> dict[str, Any]:
-    """The review with its ``status.allowed``: for ``requester`` (Self…) or the user the spec names."""
+def access_review(authorizer: Authorizer, requester: User, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The review with its ``status.allowed``: for ``requester`` (Self…) or the user the spec names (Subject…,
+    Local…: pkg/registry/authorization/localsubjectaccessreview/rest.go authorizes the spec as a
+    SubjectAccessReview's once validation kept it to its namespace)."""
     spec = body.get("spec") or {}
     user = requester
-    if body.get("kind") == "SubjectAccessReview":
+    if kind in ("SubjectAccessReview", "LocalSubjectAccessReview"):
         groups = tuple(spec.get("groups") or ())
         user = User(spec.get("user", ""), groups)
         if user.name.startswith("system:serviceaccount:"):
@@ -80,17 +88,43 @@ def access_review(authorizer: Authorizer, requester: User, body: dict[str, Any])
     status: dict[str, Any] = {"allowed": allowed}
     if allowed and user is not ADMIN and not user.is_admin:
         status["reason"] = "RBAC: allowed by a RoleBinding or ClusterRoleBinding"
-    return {**body, "metadata": body.get("metadata") or {"creationTimestamp": None}, "status": status}
+    return {**body, "metadata": {"creationTimestamp": None, **(body.get("metadata") or {})}, "status": status}
 
 
-def self_subject_review(user: User) -> dict[str, Any]:
-    """``kubectl auth whoami``: the caller as the API server sees it (after impersonation)."""
+def _user_info(user: User) -> dict[str, Any]:
+    """A ``UserInfo`` as upstream serializes it: uid and extra only when set."""
     info: dict[str, Any] = {"username": user.name}
     if user.uid:
         info["uid"] = user.uid
     info["groups"] = list(user.groups)
     if user.extra:
         info["extra"] = user.extra
+    return info
+
+
+def token_review(
+    tokens: TokenAuthority, sa_exists: Callable[[str, str, str], bool], body: dict[str, Any]
+) -> dict[str, Any]:
+    """Who ``spec.token`` belongs to, as pkg/registry/authentication/tokenreview/storage.go answers: the token
+    authenticated for ``spec.audiences`` (by default the API's); a token nobody accepts is no error of the request
+    but ``status.error``, bearertoken's "invalid bearer token" (upstream's ``authenticated: false`` is omitted)."""
+    spec = body.get("spec") or {}
+    if not spec.get("token"):
+        raise bad_request("token is required for TokenReview in authentication")
+    wanted = list(spec.get("audiences") or API_AUDIENCES)
+    # sandbox tokens carry no audience claim: each is good for the API's audiences only (audience-agnostic,
+    # as upstream wraps its static token authenticators)
+    audiences = [a for a in wanted if a in API_AUDIENCES]
+    user = tokens.authenticate(spec["token"], sa_exists) if audiences else None
+    status: dict[str, Any] = {"error": "invalid bearer token", "user": {}}
+    if user is not None:
+        status = {"audiences": audiences, "authenticated": True, "user": _user_info(user)}
+    return {**body, "metadata": {"creationTimestamp": None, **(body.get("metadata") or {})}, "status": status}
+
+
+def self_subject_review(user: User) -> dict[str, Any]:
+    """``kubectl auth whoami``: the caller as the API server sees it (after impersonation)."""
+    info = _user_info(user)
     return {
         "kind": "SelfSubjectReview",
         "apiVersion": "authentication.k8s.io/v1",
@@ -141,4 +175,4 @@ def review(authorizer: Authorizer, requester: User, kind: str, body: dict[str, A
         return self_subject_review(requester)
     if kind == "SelfSubjectRulesReview":
         return rules_review(authorizer, requester, body)
-    return access_review(authorizer, requester, body)
+    return access_review(authorizer, requester, kind, body)

@@ -45,7 +45,7 @@ SHORT_NAMES: dict[str, tuple[str, ...]] = {
     "Service": ("svc",), "CustomResourceDefinition": ("crd", "crds"), "DaemonSet": ("ds",),
     "Deployment": ("deploy",), "ReplicaSet": ("rs",), "StatefulSet": ("sts",), "HorizontalPodAutoscaler": ("hpa",),
     "CronJob": ("cj",), "CertificateSigningRequest": ("csr",), "Ingress": ("ing",), "NetworkPolicy": ("netpol",),
-    "PodDisruptionBudget": ("pdb",), "PriorityClass": ("pc",), "StorageClass": ("sc",),
+    "PodDisruptionBudget": ("pdb",), "PriorityClass": ("pc",), "StorageClass": ("sc",), "ComponentStatus": ("cs",),
 }  # fmt: skip
 
 #: ``Categories()`` of the REST storages: what ``kubectl get all`` lists, and the api-extensions kinds.
@@ -74,23 +74,23 @@ EXTRA_SUBRESOURCES: dict[str, dict[str, str]] = {
     **{key: {"scale": "Scale"} for key in ("Deployment", "ReplicaSet", "StatefulSet", "ReplicationController")},
 }
 
-#: Kinds the API server answers without storing them: create is their only verb. The sandbox
-#: serves these four (``authapis.py``); the other reviews are left out until they are answered.
-CREATE_ONLY = frozenset(
-    {"SelfSubjectAccessReview", "SubjectAccessReview", "SelfSubjectRulesReview", "SelfSubjectReview"}
-)
-
-#: Kinds with a definition that are no top-level resource of their own, or not served by the sandbox:
-#: subresource bodies (Binding, Eviction, Scale, TokenRequest), Status, ComponentStatus (a deprecated
-#: read-only probe of the control plane) and the reviews not answered yet.
-NOT_SERVED = frozenset({
-    "Binding", "Eviction", "Scale", "TokenRequest", "Status", "ComponentStatus", "TokenReview",
-    "LocalSubjectAccessReview",
+#: Kinds the API server answers without storing them: create is their only verb. The reviews are answered by
+#: ``authapis.py``; a top-level Binding (``POST …/namespaces/<ns>/bindings``, pkg/registry/core/pod/storage's
+#: LegacyBindingREST) binds the pod its ``metadata.name`` names, as ``pods/<name>/binding`` does.
+CREATE_ONLY = frozenset({
+    "SelfSubjectAccessReview", "SubjectAccessReview", "LocalSubjectAccessReview", "SelfSubjectRulesReview",
+    "SelfSubjectReview", "TokenReview", "Binding",
 })  # fmt: skip
 
+#: Kinds with a definition that are no top-level resource of their own: subresource bodies (Eviction, Scale,
+#: TokenRequest; Binding is both) and Status.
+NOT_SERVED = frozenset({"Eviction", "Scale", "TokenRequest", "Status"})
+
 #: events.k8s.io Events are a second view of the core Events (``events.py``): updates go through core/v1.
+#: ComponentStatus is read only (pkg/registry/core/componentstatus/rest.go: a Getter and Lister, no Watcher).
 VERBS: dict[tuple[str, str], tuple[str, ...]] = {
     ("events.k8s.io", "Event"): ("create", "delete", "get", "list", "watch"),
+    ("", "ComponentStatus"): ("get", "list"),
 }
 
 

@@ -197,6 +197,15 @@ def _csr_row(obj: Obj, now: datetime) -> list[Any]:
             "<none>" if seconds is None else human_duration(seconds), state]  # fmt: skip
 
 
+def _component_status_row(obj: Obj, now: datetime) -> list[Any]:
+    """printComponentStatus: the Healthy condition's state, message and error."""
+    healthy = next((c for c in obj.get("conditions") or () if c.get("type") == "Healthy"), None)
+    if healthy is None:
+        return [_name(obj), "Unknown", "", ""]
+    state = "Healthy" if healthy.get("status") == "True" else "Unhealthy"
+    return [_name(obj), state, healthy.get("message", ""), healthy.get("error", "")]
+
+
 def _csi_driver_row(obj: Obj, now: datetime) -> list[Any]:
     spec = obj.get("spec", {})
     tokens = spec.get("tokenRequests")
@@ -348,6 +357,9 @@ MORE_PRINTERS: dict[tuple[str, str], Printer] = {
 }  # fmt: skip
 _WEBHOOKS = Printer((NAME, _col("Webhooks", "Webhooks registered in this configuration.", "integer"), AGE),
                     _simple(lambda o: len(o.get("webhooks") or ())))  # fmt: skip
+MORE_PRINTERS[("", "componentstatuses")] = Printer(
+    (NAME, _col("Status", "Status of the component conditions"), _col("Message", "Message of the component conditions"),
+     _col("Error", "Error of the component conditions")), _component_status_row)  # fmt: skip
 MORE_PRINTERS[("admissionregistration.k8s.io", "mutatingwebhookconfigurations")] = _WEBHOOKS
 MORE_PRINTERS[("admissionregistration.k8s.io", "validatingwebhookconfigurations")] = _WEBHOOKS
 

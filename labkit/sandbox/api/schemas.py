@@ -422,11 +422,14 @@ def _resource_paths(r: Resource, list_schema: str, item_schema: str = "") -> dic
     if "get" in r.verbs:
         paths[base + "/{name}"] = {
             "parameters": [name, *params],
-            "get": _operation(r, "read", "get", item_schema, body=False),
-            "put": _operation(r, "replace", "put", item_schema, body=True),
-            "patch": _operation(r, "patch", "patch", item_schema, body=True, patch=True),
-            "delete": _operation(r, "delete", "delete", "io.k8s.apimachinery.pkg.apis.meta.v1.Status", body=False),
+            "get": _operation(r, "read", "get", item_schema, False),
         }
+    if "get" in r.verbs and "create" in r.verbs:  # not on a read-only resource (componentstatuses)
+        paths[base + "/{name}"].update(
+            put=_operation(r, "replace", "put", item_schema, body=True),
+            patch=_operation(r, "patch", "patch", item_schema, body=True, patch=True),
+            delete=_operation(r, "delete", "delete", "io.k8s.apimachinery.pkg.apis.meta.v1.Status", body=False),
+        )
     return paths
 
 

@@ -160,7 +160,10 @@ _NAME_RULES: dict[str, Callable[[str, str], list[Cause]]] = {
     "ClusterRole": _path_segment,
     "ClusterRoleBinding": _path_segment,
 }
-_NAMELESS = {"SelfSubjectAccessReview", "SubjectAccessReview", "SelfSubjectRulesReview"}
+_NAMELESS = {
+    "SelfSubjectAccessReview", "SubjectAccessReview", "LocalSubjectAccessReview", "SelfSubjectRulesReview",
+    "TokenReview",
+}  # fmt: skip
 
 
 def _labels(field: str, labels: dict[str, Any]) -> list[Cause]:
@@ -487,6 +490,22 @@ def _crd_names(crd: dict[str, Any]) -> list[Cause]:
     return causes
 
 
+def _local_review(obj: dict[str, Any]) -> list[Cause]:
+    """A LocalSubjectAccessReview asks about its own namespace only (``ValidateLocalSubjectAccessReview``,
+    pkg/apis/authorization/validation/validation.go); metadata.namespace is the request's by then."""
+    spec = obj.get("spec") or {}
+    attributes = spec.get("resourceAttributes")
+    causes = []
+    if attributes is not None:
+        namespace = attributes.get("namespace") or ""
+        if namespace != (obj.get("metadata") or {}).get("namespace"):
+            field = "spec.resourceAttributes.namespace"
+            causes.append(invalid_value(field, namespace, "must match metadata.namespace"))
+    if spec.get("nonResourceAttributes") is not None:
+        causes.append(invalid_value("spec.nonResourceAttributes", "object", "disallowed on this kind of request"))
+    return causes
+
+
 _KIND_RULES: dict[str, Callable[[dict[str, Any]], list[Cause]]] = {
     "Pod": lambda obj: _pod_spec("spec", obj.get("spec") or {}),
     "Deployment": lambda obj: _replicated(obj, ("Always",)),
@@ -495,6 +514,7 @@ _KIND_RULES: dict[str, Callable[[dict[str, Any]], list[Cause]]] = {
     "Service": _service,
     "RuntimeClass": _runtime_class,
     "CustomResourceDefinition": lambda obj: crds.crd_causes(obj) + _crd_names(obj),
+    "LocalSubjectAccessReview": _local_review,
 }
 
 

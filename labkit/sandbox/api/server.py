@@ -20,6 +20,7 @@ from aiohttp import web
 from labkit.sandbox import logs
 from labkit.sandbox.api import (
     authapis,
+    componentstatus,
     crds,
     discovery,
     escalation,
@@ -36,6 +37,7 @@ from labkit.sandbox.api import (
 from labkit.sandbox.api.auth import Authorizer, TokenAuthority, User
 from labkit.sandbox.api.discovery import VERSION_INFO
 from labkit.sandbox.api.events import EVENTS, EVENTS_V1, checked_v1_create, from_events_v1, to_events_v1
+from labkit.sandbox.api.kinds import CREATE_ONLY
 from labkit.sandbox.api.params import (
     SUBRESOURCE_SCHEMAS,
     DeleteOptions,
@@ -58,7 +60,14 @@ from labkit.sandbox.api.responses import (
     wants_table,
 )
 from labkit.sandbox.api.selectors import parse_field_selector, parse_label_selector
-from labkit.sandbox.api.status import StatusError, forbidden_request, http_status, method_not_allowed, unauthorized
+from labkit.sandbox.api.status import (
+    StatusError,
+    forbidden_request,
+    http_status,
+    method_not_allowed,
+    method_not_supported,
+    unauthorized,
+)
 from labkit.sandbox.api.validation import check_shape, check_types, validate
 
 if TYPE_CHECKING:
@@ -147,16 +156,16 @@ class ApiServer:
             return await handler(request)
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
-
-        def sa_exists(ns: str, name: str, uid: str) -> bool:
-            obj = self.core.store.peek(SERVICE_ACCOUNTS, ns, name)
-            return obj is not None and (not uid or obj["metadata"]["uid"] == uid)
-
-        user = self.tokens.authenticate(token, sa_exists) if token else None
+        user = self.tokens.authenticate(token, self._sa_exists) if token else None
         if user is None:
             raise unauthorized()
         request[impersonation.CALLER] = impersonation.impersonate(user, request, self.authorizer)
         return await handler(request)
+
+    def _sa_exists(self, ns: str, name: str, uid: str) -> bool:
+        """Whether a ServiceAccount token's account still exists (a deleted one's tokens authenticate no more)."""
+        obj = self.core.store.peek(SERVICE_ACCOUNTS, ns, name)
+        return obj is not None and (not uid or obj["metadata"]["uid"] == uid)
 
     # -------------------------------------------------------------- routing
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -288,6 +297,17 @@ class ApiServer:
             return await versions.serve(self, request, t, stored_target, manager, validation, dry_run)
         if t.subresource:
             return await self._subresource(request, t, manager, dry_run)
+        verb = _verb(request, t)
+        if verb and verb not in t.resource.verbs:  # refused once authorized, as upstream's filters precede its routes
+            self._authorize(request, verb, t)
+            if verb == "watch" and "list" in t.resource.verbs:
+                raise method_not_supported(t.resource.plural, verb)
+            raise method_not_allowed()
+        if t.resource is componentstatus.COMPONENT_STATUSES:
+            self._authorize(request, verb, t)
+            include = request.query.get("includeObject", "Metadata")
+            answer = componentstatus.answer(t.name, wants_table(request), include)
+            return json_response(answer, warnings=[componentstatus.DEPRECATED])
         if method == "GET" and t.name is None:
             verb = "watch" if flag(request, "watch") else "list"
             self._authorize(request, verb, t)
@@ -300,11 +320,8 @@ class ApiServer:
         if method == "POST" and t.name is None:
             self._authorize(request, "create", t)
             body = await self._body(request, t)
-            if t.resource.group in ("authorization.k8s.io", "authentication.k8s.io"):
-                if t.resource.group == "authorization.k8s.io":
-                    validate(t.resource, body, validation)  # the review reads a well-typed spec only
-                caller = request[impersonation.CALLER]
-                return json_response(authapis.review(self.authorizer, caller, t.resource.kind, body), 201)
+            if t.resource.kind in CREATE_ONLY:
+                return self._answered(request, t, body, validation)
             write = self._writing(request, t, manager, validation, dry_run)
             obj, warnings = core.create(t.resource, t.namespace, body, **write)
             return self._answer(request, t, obj, 201, warnings)
@@ -319,6 +336,19 @@ class ApiServer:
         if method == "DELETE":
             return await self._delete(request, t, dry_run)
         raise method_not_allowed()
+
+    def _answered(self, request: web.Request, t: Target, body: Any, validation: str) -> web.Response:
+        """A create-only kind: a review answered, or the pod a top-level Binding names bound; nothing is stored."""
+        self.core.check_request(t.resource, t.namespace, body)
+        kind = t.resource.kind
+        if kind != "SelfSubjectReview":  # which has no spec to read
+            validate(t.resource, body, validation)  # the answer reads a well-typed body only
+        if kind == "Binding":  # LegacyBindingREST: pods/<metadata.name>/binding (pkg/registry/core/pod/storage)
+            self.core.bind(t.namespace, body["metadata"].get("name") or "", body)
+            return json_response(created_status(), 201)
+        if kind == "TokenReview":
+            return json_response(authapis.token_review(self.tokens, self._sa_exists, body), 201)
+        return json_response(authapis.review(self.authorizer, request[impersonation.CALLER], kind, body), 201)
 
     async def _list(self, request: web.Request, t: Target) -> web.StreamResponse:
         """A LIST, read and turned into a table in a worker thread and encoded item by item there, so a
@@ -554,3 +584,12 @@ class ApiServer:
         except ConnectionResetError:
             pass
         return response
+
+
+def _verb(request: web.Request, t: Target) -> str:
+    """The RBAC verb of a request on a resource's collection or object ("" for a method no verb names)."""
+    if request.method == "GET":
+        return "get" if t.name is not None else "watch" if flag(request, "watch") else "list"
+    if request.method == "DELETE":
+        return "delete" if t.name is not None else "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(request.method, "")

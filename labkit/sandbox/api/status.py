@@ -165,3 +165,10 @@ _REASONS = {
 def http_status(code: int, message: str) -> StatusError:
     """A failure the HTTP layer produced before any API code ran, with the reason that goes with its code."""
     return StatusError(code, _REASONS.get(code, "BadRequest" if code < 500 else "InternalError"), message)
+
+
+def method_not_supported(plural: str, action: str) -> StatusError:
+    """apimachinery's ``NewMethodNotSupported``: a verb the resource's storage lacks (a watch of componentstatuses)."""
+    return StatusError(
+        405, "MethodNotAllowed", f'{action} is not supported on resources of kind "{plural}"', {"kind": plural}
+    )
