@@ -19,7 +19,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -331,10 +331,9 @@ def check_containerd_runtimes(backend: str, handlers: set[str]) -> Check:
 def check_host(backend: str) -> list[Check]:
     """The node-host rows: shim, crun, WasmEdge plugin. Skipped on the sandbox and off a k3s host."""
     names = ("wasmedge shim", "crun", "wasi-nn plugin")
-    if backend == "sandbox":
-        return [Check(n, "skip", SANDBOX_SKIP, required=False) for n in names]
-    if not (K3S_CONTAINERD_CONFIG.parent.exists() or shutil.which("k3s")):
-        return [Check(n, "skip", "not a k3s host (checked on the node itself)", required=False) for n in names]
+    skipped = _skip_host_rows(backend, names)
+    if skipped:
+        return skipped
     shim = shutil.which(SHIM)
     checks = [
         Check("wasmedge shim", "ok", shim)
@@ -383,6 +382,32 @@ def check_host(backend: str) -> list[Check]:
         )
     )
     return checks
+
+
+def _skip_host_rows(backend: str, names: tuple[str, ...]) -> list[Check]:
+    """Skipped rows for *names* where node-host checks cannot run (the sandbox, a machine that is no k3s
+    node); else no rows."""
+    if backend == "sandbox":
+        return [Check(n, "skip", SANDBOX_SKIP, required=False) for n in names]
+    if not (K3S_CONTAINERD_CONFIG.parent.exists() or shutil.which("k3s")):
+        return [Check(n, "skip", "not a k3s host (checked on the node itself)", required=False) for n in names]
+    return []
+
+
+def check_llm_server(backend: str) -> list[Check]:
+    """The LLM labs' node rows: the profile's model file and image on the k3s node (labkit.llmnode).
+
+    Skipped on the sandbox (its lab builds and imports the kit's llama-server, and ships its model).
+    """
+    from labkit.llmnode import NAMES, llm_checks
+
+    skipped = _skip_host_rows(backend, NAMES)
+    if skipped:
+        return skipped
+    from labkit.host import host_for_backend
+    from labkit.profiles import profile_for
+
+    return llm_checks(host_for_backend(backend), profile_for(backend))
 
 
 def find_wasi_nn_plugin() -> Path | None:
@@ -450,20 +475,24 @@ def doctor(
         )
     except LabkitError as e:
         cluster = e
-    checks = [check_packages(), check_kubectl(), *check_cluster(cluster), *check_host(name), *check_tools()]
+    # the LLM rows only warn here: notebooks 01, 02 and 04 run without them (the LLM labs require them)
+    llm = [replace(c, status="warn" if c.failed else c.status, required=False) for c in check_llm_server(name)]
+    checks = [check_packages(), check_kubectl(), *check_cluster(cluster), *check_host(name), *llm, *check_tools()]
     return DoctorReport(
         name, checks, banner=SANDBOX_BANNER if name == "sandbox" else "", server=getattr(cluster, "server", "")
     )
 
 
-def lab_checks(cluster: Cluster, backend: str | None = None) -> DoctorReport:
+def lab_checks(cluster: Cluster, backend: str | None = None, *, llm: bool = False) -> DoctorReport:
     """The rows of :func:`doctor` a lab needs of a connected *cluster*: the cluster, its nodes and runtimes,
-    and the host. ``lab_checks(cluster).require()`` stops a notebook at the first failed one, with its fix.
+    and the host; with *llm*, the LLM server's model and image on the node (:func:`check_llm_server`).
+    ``lab_checks(cluster).require()`` stops a notebook at the first failed one, with its fix.
 
-    >>> print(lab_checks(cluster, "sandbox").require().table())          # doctest: +SKIP
+    >>> print(lab_checks(cluster, "sandbox", llm=True).require().table())          # doctest: +SKIP
     """
     name = config.resolve_backend(backend)
-    return DoctorReport(name, [*check_cluster(cluster), *check_host(name)], server=cluster.server)
+    rows = [*check_cluster(cluster), *check_host(name), *(check_llm_server(name) if llm else [])]
+    return DoctorReport(name, rows, server=cluster.server)
 
 
 # -- the cluster-network row -------------------------------------------------------------------------

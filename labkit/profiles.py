@@ -35,6 +35,8 @@ class LlmServer:
     model_file: str
     #: What the answers' ``model`` field says (``--model-name``).
     model_name: str
+    #: Where the GGUF is downloaded from, when the learner fetches it (``None``: the kit ships it).
+    model_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,9 @@ _PROFILES = {
             args=("--prompt-template", "llama-3-chat", "--ctx-size", "4096", "--model-name", "llama-3-1b"),
             model_file="Llama-3.2-1B-Instruct-Q5_K_M.gguf",
             model_name="llama-3-1b",
+            # the seed CI's download (examples/k3s-example; .github/workflows/k3s_ci.yml "Download gguf model")
+            model_url="https://huggingface.co/second-state/Llama-3.2-1B-Instruct-GGUF/resolve/main/"
+            "Llama-3.2-1B-Instruct-Q5_K_M.gguf",
         ),
         **_SHARED,
     ),  # k3s default --cluster-dns

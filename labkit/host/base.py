@@ -205,6 +205,17 @@ class Host(abc.ABC):
         local = self._local(path)
         return "file" if local.is_file() else "directory" if local.is_dir() else None
 
+    def read_node_head(self, path: str, size: int) -> bytes:
+        """The first *size* bytes of node file *path* (a file's magic number); a file that cannot be read
+        raises :class:`~labkit.errors.PrerequisiteMissing` naming it."""
+        try:
+            with open(self._local(path), "rb") as f:
+                return f.read(size)
+        except OSError as err:
+            raise PrerequisiteMissing(
+                f"cannot read {path} on the node: {err.strerror or err}", "check the path and its permissions"
+            ) from err
+
     def ldd(self, path: str, library_path: str | None = None, timeout: float = 30.0) -> LddRun:
         """The real ``ldd`` of node file *path* (with ``LD_LIBRARY_PATH=<library_path>``, node paths), run
         through the host's command runner; every path in its output mapped to a node path. A library ldd
@@ -215,13 +226,7 @@ class Host(abc.ABC):
         the node has its copy at the same path (a sandbox node has them), else it is refused.
         """
         local = self._local(path)
-        try:
-            with open(local, "rb") as f:
-                head = f.read(18)
-        except OSError as err:
-            raise PrerequisiteMissing(
-                f"cannot read {path} on the node: {err.strerror or err}", "check the path and its permissions"
-            ) from err
+        head = self.read_node_head(path, 18)
         if head[:4] != b"\x7fELF" or len(head) < 18 or head[16] != 3:  # ET_DYN: ldd lists a shared object's deps
             raise LddOutputRefused(
                 f"{path} is not an ELF shared object, so labkit does not run ldd on it",

@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
-WORKFLOW = Path(__file__).resolve().parents[2] / ".github" / "workflows" / "live-k3s.yml"
+from labkit import llmnode
+from labkit.profiles import profile_for
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW = ROOT / ".github" / "workflows" / "live-k3s.yml"
+NOTEBOOKS = ROOT / "notebooks"
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +79,14 @@ def test_every_env_reference_is_defined(workflow: dict[Any, Any]) -> None:
         ".choices[0].message.content",
         "pytest -m live",
         "containerd/containerd.log",
+        # the seed's image and model, as the seed's .github/workflows/k3s_ci.yml makes them
+        "rustup toolchain install stable --profile minimal --target wasm32-wasip1",
+        "git -C apps/llamaedge apply ../../disable_wasi_logging.patch",
+        'OPT_PROFILE=release RUSTFLAGS="--cfg wasmedge --cfg tokio_unstable" make "$SEED_IMAGE_TAR"',
+        "cargo install --locked --path ../runwasi/crates/oci-tar-builder",
+        'sudo k3s ctr -n k8s.io images ls -q | grep -Fxq "$LLM_IMAGE"',
+        'echo "$sha  $model" | sha256sum -c -',
+        "head -c 4 \"$model\" | grep -q '^GGUF'",
         'journalctl -u "$K3S_SERVICE"',
     ],
 )
@@ -93,9 +106,46 @@ def test_nodes_exist_before_kubectl_waits_for_them(steps: list[dict[str, Any]]) 
     assert install.index("kubectl get nodes -o name") < install.index("kubectl wait --for=condition=Ready node")
 
 
-def test_no_image_is_imported_that_nothing_uses(steps: list[dict[str, Any]]) -> None:
-    """The notebooks import what they run (imagePullPolicy: Never); an extra import would never be used."""
-    assert "images import" not in script(steps) and "dist/img.tar" not in script(steps)
+def test_no_image_is_imported_that_nothing_uses(workflow: dict[Any, Any], steps: list[dict[str, Any]]) -> None:
+    """The notebooks import what they run (imagePullPolicy: Never), except the k3s profile's LLM server: the seed's
+    image, which only the workflow can build. It is the one import here, and the LLM notebooks run it."""
+    imports = [line.strip() for line in script(steps).splitlines() if "images import" in line]
+    assert imports == ['sudo k3s ctr -n k8s.io images import --all-platforms "$SEED_IMAGE_TAR"']
+    assert "dist/img.tar" not in script(steps)
+    assert workflow["env"]["LLM_IMAGE"] == profile_for("kubeconfig").llm.image
+    assert workflow["env"]["SEED_IMAGE_TAR"] == llmnode.SEED_IMAGE_TAR
+    for notebook in ("03-wasi-nn-plugin-mounts", "05-load-balanced-llamaedge", "06-pod-tests-and-ci", "07-measuring"):
+        text = (NOTEBOOKS / f"{notebook}.ipynb").read_text()
+        assert "llm.image" in text and "lab_checks(cluster, backend, llm=True)" in text, notebook
+
+
+def test_the_seed_and_its_model_are_pinned_as_labkit_checks_them(workflow: dict[Any, Any]) -> None:
+    env, profile = workflow["env"], profile_for("kubeconfig")
+    assert re.fullmatch(r"[0-9a-f]{40}", env["SEED_REF"]) and env["SEED_REF"] == llmnode.SEED_REF
+    assert env["SEED_REPO"] == llmnode.SEED_REPO == "second-state/runwasi-wasmedge-demo"
+    assert env["MODEL_DIR"] == str(profile.model_dir) and env["MODEL_FILE"] == profile.llm.model_file
+    assert env["MODEL_URL"] == profile.llm.model_url and env["MODEL_URL"].endswith("/" + env["MODEL_FILE"])
+    seed = next(s for s in workflow["jobs"]["live"]["steps"] if "${{ env.SEED_REPO }}" in str(s.get("with")))
+    assert seed["with"] == {
+        "repository": "${{ env.SEED_REPO }}",
+        "ref": "${{ env.SEED_REF }}",
+        "path": "seed",
+        "submodules": True,
+    }
+
+
+def test_the_image_and_model_are_ready_before_the_notebooks(steps: list[dict[str, Any]]) -> None:
+    names = [s["name"] for s in steps]
+
+    def at(needle: str) -> int:
+        return next(i for i, s in enumerate(steps) if needle in s.get("run", "") + str(s.get("with", "")))
+
+    restart, notebooks = at("systemctl restart"), names.index("Run the notebooks on k3s")
+    rust, build, model = at("--target wasm32-wasip1"), at("images import"), at('curl -fL --retry 3 -o "$model"')
+    assert restart < rust < build < notebooks and restart < model < notebooks
+    assert steps[build]["working-directory"] == "seed" and steps[build]["env"] == {"RUSTUP_TOOLCHAIN": "stable"}
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache@"))
+    assert "seed/apps/llamaedge/llama-api-server/target" in cache["with"]["path"] and "SEED_REF" in cache["with"]["key"]
 
 
 def test_no_permission_widening(steps: list[dict[str, Any]]) -> None:
