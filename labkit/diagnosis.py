@@ -202,7 +202,7 @@ def _unknown_import(f: Facts) -> Diagnosis | None:
     exited = f" and the container exits with code {code}" if code is not None else ""
     if module == "wasi_ephemeral_nn":
         annotations = (f.pod.get("metadata") or {}).get("annotations") or {}
-        # reference §11's "same under crun/podman" row: crun loads WasmEdge plugins from 1.15 on (crun PR #1432;
+        # the same failure under crun or podman: crun loads WasmEdge plugins from 1.15 on (crun PR #1432;
         # WasmEdge #2383, #3217), with the same mounts and env
         runner = (
             f"crun runs this pod's module ({CRUN_WASM_ANNOTATION} annotation): it loads WasmEdge plugins only from "
