@@ -28,9 +28,9 @@ from labkit.sandbox.api import (
     impersonation,
     limits,
     metrics,
+    openapidocs,
     patch,
     podstreams,
-    schemas,
     tables,
     versions,
 )
@@ -173,7 +173,19 @@ class ApiServer:
         parts = [unquote(p) for p in request.path.strip("/").split("/") if p]
         if not parts:
             return json_response(
-                {"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v3", "/readyz", "/version"]}
+                {
+                    "paths": [
+                        "/api",
+                        "/api/v1",
+                        "/apis",
+                        "/healthz",
+                        "/livez",
+                        "/openapi/v2",
+                        "/openapi/v3",
+                        "/readyz",
+                        "/version",
+                    ]
+                }
             )
         head = parts[0]
         if head in ("healthz", "readyz", "livez") and len(parts) == 1:
@@ -181,7 +193,7 @@ class ApiServer:
         if head == "version" and len(parts) == 1:
             return json_response(VERSION_INFO)
         if head == "openapi":
-            return self._openapi(request, parts[1:])
+            return openapidocs.serve(request, parts[1:])
         if head == "api":
             if len(parts) == 1:
                 return self._discovery(request, core=True)
@@ -228,19 +240,6 @@ class ApiServer:
         if discovery.wants_aggregated(request.headers.get("Accept", "")):
             return json_response(discovery.aggregated(core), content_type=discovery.AGGREGATED_CONTENT_TYPE)
         return json_response(discovery.api_versions(self.server_address) if core else discovery.api_group_list())
-
-    def _openapi(self, request: web.Request, rest: list[str]) -> web.Response:
-        if rest == ["v3"]:
-            return json_response(schemas.schemas().openapi_index())
-        if rest and rest[0] == "v3":
-            try:
-                body = schemas.schemas().openapi_document("/".join(rest[1:]))
-            except KeyError:
-                raise not_found_path() from None
-            response = web.Response(body=body, content_type=JSON)
-            response.headers["Cache-Control"] = "public, immutable" if "hash" in request.query else "no-cache, private"
-            return response
-        raise not_found_path()  # OpenAPI v2: kubectl tolerates 404 and uses its compiled-in types
 
     def _metrics(self, request: web.Request, rest: list[str], api: metrics.MetricsApi) -> web.Response:
         resource, namespace, name = api.target(rest)
