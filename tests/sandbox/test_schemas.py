@@ -295,6 +295,15 @@ def test_selector_must_match_template_labels():
     )
 
 
+def test_a_pod_template_may_not_hold_ephemeral_containers():
+    obj = deployment()
+    obj["spec"]["template"]["spec"]["ephemeralContainers"] = [{"name": "dbg", "image": "busybox"}]
+    assert error_of(DEPLOYMENTS, obj).message == (
+        'Deployment.apps "wasi-demo" is invalid: spec.template.spec.ephemeralContainers: '
+        "Forbidden: ephemeral containers not allowed in pod template"
+    )
+
+
 def test_selector_expressions_are_evaluated():
     obj = deployment()
     obj["spec"]["selector"] = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["wasi-demo"]}]}

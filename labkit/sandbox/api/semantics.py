@@ -407,7 +407,16 @@ def _template(spec: dict[str, Any], selector: dict[str, Any] | None, policies: t
                 "message": f"Invalid value: {_go_value(labels)}: `selector` does not match template `labels`",
             }
         )
-    return causes + _pod_spec("spec.template.spec", template.get("spec") or {}, policies)
+    pod_spec = template.get("spec") or {}
+    if pod_spec.get("ephemeralContainers"):  # ValidatePodTemplateSpec: they come only through pods/ephemeralcontainers
+        causes.append(
+            {
+                "reason": "FieldValueForbidden",
+                "field": "spec.template.spec.ephemeralContainers",
+                "message": "Forbidden: ephemeral containers not allowed in pod template",
+            }
+        )
+    return causes + _pod_spec("spec.template.spec", pod_spec, policies)
 
 
 def _replicated(obj: dict[str, Any], policies: tuple[str, ...]) -> list[Cause]:
