@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from labkit.checks import Check
 from labkit.errors import LabkitError
-from labkit.preflight import Check
 from labkit.profiles import Profile, profile_for
 from labkit.wasm.oci import normalize_ref
 

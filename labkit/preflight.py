@@ -21,9 +21,11 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from labkit import config
+from labkit.checks import Check as Check
+from labkit.checks import Status as Status
 from labkit.errors import LabkitError, PrerequisiteMissing
 from labkit.sandbox.netmap import host_port, is_cluster_address, plan, slot_of
 
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
 # The kubernetes client takes seconds to import, so labkit.cluster is imported where a cluster is
 # needed: `import labkit` and `labkit --help` stay fast.
 
-Status = Literal["ok", "warn", "fail", "skip"]
 
 K3S_CONTAINERD_CONFIG = Path("/var/lib/rancher/k3s/agent/etc/containerd/config.toml")
 SHIM = "containerd-shim-wasmedge-v1"
@@ -47,22 +48,6 @@ SANDBOX_BANNER = (
     "WasmEdge; Services and DNS are real sockets on loopback addresses (see the cluster DNS row); "
     "host rows are skipped. Use --backend kubeconfig on a k3s host to check the real thing."
 )
-
-
-@dataclass(frozen=True)
-class Check:
-    """One row of the report."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str = ""
-    required: bool = True
-
-    @property
-    def failed(self) -> bool:
-        """A required check that failed: this makes ``labkit doctor`` exit non-zero."""
-        return self.status == "fail" and self.required
 
 
 @dataclass
