@@ -121,6 +121,6 @@ def check_llm_image(host: Host, profile: Profile) -> Check:
 
 
 def llm_checks(host: Host, profile: Profile | None = None) -> list[Check]:
-    """The model and image rows for *host*, a k3s node, and *profile* (default: the host's backend's)."""
+    """The model and image rows for *host*, a k3s node, and *profile* (default: the k3s profile)."""
     profile = profile or profile_for("kubeconfig")
     return [check_llm_model(host, profile), check_llm_image(host, profile)]

@@ -76,6 +76,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("labkit.sandbox.api.server")
 
 SERVICE_ACCOUNTS = RESOURCES.served("", "serviceaccounts")
+#: What ``GET /`` lists, as kube-apiserver's root does (the group-version paths left out).
+ROOT_PATHS = ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -172,21 +174,7 @@ class ApiServer:
         self.custom.refresh()  # serve the kinds of the CRDs stored now (cheap when none changed)
         parts = [unquote(p) for p in request.path.strip("/").split("/") if p]
         if not parts:
-            return json_response(
-                {
-                    "paths": [
-                        "/api",
-                        "/api/v1",
-                        "/apis",
-                        "/healthz",
-                        "/livez",
-                        "/openapi/v2",
-                        "/openapi/v3",
-                        "/readyz",
-                        "/version",
-                    ]
-                }
-            )
+            return json_response({"paths": ROOT_PATHS})
         head = parts[0]
         if head in ("healthz", "readyz", "livez") and len(parts) == 1:
             return web.Response(text="ok")
@@ -307,8 +295,7 @@ class ApiServer:
             include = request.query.get("includeObject", "Metadata")
             answer = componentstatus.answer(t.name, wants_table(request), include)
             return json_response(answer, warnings=[componentstatus.DEPRECATED])
-        if method == "GET" and t.name is None:
-            verb = "watch" if flag(request, "watch") else "list"
+        if method == "GET" and t.name is None:  # verb: "list" or "watch"
             self._authorize(request, verb, t)
             if verb == "watch":
                 return await self._watch(request, t)

@@ -2,8 +2,8 @@
 
 kube-controller-manager builds its controllers on client-go's ``SharedInformerFactory``: the ReplicaSet,
 Deployment, Job, endpoints and disruption controllers that all follow pods share one watch of pods. So do
-ours: a dozen controllers watch pods, and one store watcher per pod write (instead of one per controller)
-took about a tenth off the daemon's CPU per create (``benchmarks/bench_apiserver.py``).
+ours: nine controllers watch pods, and each pod write now wakes one store watcher instead of one per
+controller (the daemon's CPU per create fell with it; ``benchmarks/bench_apiserver.py``).
 
 A subscriber first gets every stored object as an ADDED event, then every event, in order. One that joins a
 watch already running gets the objects stored at that moment, then the watch's events; an event it may see
