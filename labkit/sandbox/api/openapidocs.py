@@ -28,7 +28,8 @@ def serve(request: web.Request, rest: list[str]) -> web.Response:
 
 
 #: OpenAPI v2 as gnostic's protobuf Document: kubectl asks for it under the deprecated name with "@" (client-go
-#: discovery's OpenAPISchema), and kube-openapi's handler answers either name with the one without.
+#: discovery's OpenAPISchema), and kube-openapi's handler (pkg/handler/handler.go, RegisterOpenAPIVersionedService's
+#: ``accepted`` table) answers either name with the one without as its Content-Type.
 OPENAPI_V2_ACCEPTED = (
     "com.github.proto-openapi.spec.v2@v1.0+protobuf",
     "com.github.proto-openapi.spec.v2.v1.0+protobuf",
@@ -38,8 +39,9 @@ OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobu
 
 def _v2(request: web.Request) -> web.Response:
     """An OpenAPI v2 document without definitions. The sandbox's schemas are served as v3, which kubectl 1.32 uses
-    for ``explain`` and for server-side field validation; kubectl reads v2 only to validate client side a kind
-    whose v3 paths have no PATCH (a TokenReview, a SubjectAccessReview), and a kind v2 lacks is not validated
+    for ``explain`` and for server-side field validation; kubectl reads v2 to validate client side a kind whose
+    v3 paths have no PATCH (a TokenReview, a SubjectAccessReview) [inferred from kubectl 1.32's requests in
+    tests/sandbox/test_api_answered_kubectl.py], and a kind v2 lacks is not validated
     there ("resource is not present, let's just skip validation", kubectl's pkg/validation) but by the server,
     as always [a real server's v2 has every definition: this one is labkit's simplification]."""
     if any(name in request.headers.get("Accept", "") for name in OPENAPI_V2_ACCEPTED):

@@ -87,7 +87,8 @@ def _take(mine: dict[str, Any], theirs: dict[str, Any], key: str) -> None:
 
 
 def _deadline(new: Any, old: Any) -> list[Cause]:
-    """activeDeadlineSeconds: unset to positive, or positive to a smaller positive."""
+    """activeDeadlineSeconds: unset to positive, or positive to a smaller positive (ValidatePodUpdate's two
+    messages; how field.Invalid prints a nil value, ``"null"``, is inferred)."""
     field = "spec.activeDeadlineSeconds"
     if old is None or new == old:
         return []
