@@ -72,6 +72,16 @@ def _wait(predicate, what: str, timeout: float = 60.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _http_get(ip: str, port: int) -> bytes:
+    """The first bytes of the answer to ``GET /hello``; empty while nothing listens there yet."""
+    try:
+        with socket.create_connection((ip, port), timeout=5) as conn:
+            conn.sendall(b"GET /hello HTTP/1.0\r\n\r\n")
+            return conn.recv(4096)
+    except ConnectionRefusedError:
+        return b""
+
+
 def _echo(kubectl) -> None:
     pod = {
         "apiVersion": "v1",
@@ -134,10 +144,9 @@ def test_two_sandboxes_on_one_machine_each_have_their_own_addresses(tmp_path: Pa
                 return [str(r.rdata) for r in reply.rr]
 
             assert _wait(answer, "the cluster DNS") == [cluster_ip]
-            # the pod listens on 8080 at its own address, whatever the other sandbox's pod does
-            with socket.create_connection((ip, 8080), timeout=5) as conn:
-                conn.sendall(b"GET /hello HTTP/1.0\r\n\r\n")
-                assert conn.recv(4096)
+            # the pod listens on 8080 at its own address, whatever the other sandbox's pod does; with no readiness
+            # probe it is Ready once its container started, which can be a moment before the module listens
+            assert _wait(lambda ip=ip: _http_get(ip, 8080), f"the echo pod to answer on {ip}:8080")
         slot_a, slot_b = a.slot, b.slot
     # stopped: both slots are free again
     assert not slot_taken(slot_a) and not slot_taken(slot_b)
